@@ -1,0 +1,268 @@
+// Package api is the REST API (v1): JSON in and out, a bearer token on every
+// route. Handlers decode and validate input, call the store, and map domain
+// errors to status codes in one place (writeError).
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"mailtrigger/internal/auth"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/valid"
+)
+
+// MaxBodyBytes is the largest request body the API reads.
+const MaxBodyBytes = 1 << 20
+
+// Deps are what the API needs.
+type Deps struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	// Changed, when set, is called after an IMAP configuration was created,
+	// edited or deleted, so that the watchers follow without a restart.
+	Changed func(ctx context.Context)
+}
+
+// API serves /api/v1.
+type API struct {
+	store   *store.Store
+	log     *slog.Logger
+	changed func(context.Context)
+}
+
+// New returns the API.
+func New(d Deps) *API {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Changed == nil {
+		d.Changed = func(context.Context) {}
+	}
+	return &API{store: d.Store, log: d.Logger, changed: d.Changed}
+}
+
+// Routes registers every /api/v1 route on mux, each behind the token check.
+func (a *API) Routes(mux *http.ServeMux) {
+	h := func(pattern string, fn http.HandlerFunc) {
+		mux.Handle(pattern, a.requireToken(fn))
+	}
+	h("GET /api/v1/imap", a.listIMAP)
+	h("POST /api/v1/imap", a.createIMAP)
+	h("GET /api/v1/imap/{name}", a.getIMAP)
+	h("PUT /api/v1/imap/{name}", a.editIMAP)
+	h("DELETE /api/v1/imap/{name}", a.deleteIMAP)
+	h("POST /api/v1/imap/{name}/duplicate", a.duplicateIMAP)
+	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such API route: " + r.Method + " " + r.URL.Path})
+	})
+}
+
+// requireToken answers 401 unless the request carries a valid bearer token.
+// A failure is logged with the reason, never with the token.
+func (a *API) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reason := ""
+		h := r.Header.Get("Authorization")
+		scheme, token, ok := strings.Cut(h, " ")
+		switch {
+		case h == "":
+			reason = "missing Authorization header"
+		case !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "":
+			reason = "Authorization is not a Bearer token"
+		default:
+			t, err := a.store.TokenByHash(r.Context(), auth.HashToken(strings.TrimSpace(token)))
+			if errors.Is(err, store.ErrNotFound) {
+				reason = "unknown or revoked token"
+				break
+			}
+			if err != nil {
+				a.log.Error("checking api token", "err", err)
+				writeJSONError(w, http.StatusServiceUnavailable, apiError{Code: "unavailable", Message: "cannot check the token now"})
+				return
+			}
+			if t.LastUsedAt == nil || time.Since(*t.LastUsedAt) > time.Minute {
+				if err := a.store.TouchToken(r.Context(), t.ID, time.Now()); err != nil {
+					a.log.Warn("recording token use", "token_name", t.Name, "err", err)
+				}
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		a.log.Warn("api authentication failed", "reason", reason, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mailtrigger"`)
+		writeJSONError(w, http.StatusUnauthorized, apiError{Code: "unauthorized", Message: reason})
+	})
+}
+
+// apiError is the body of every error response.
+type apiError struct {
+	Code    string            `json:"code"`
+	Message string            `json:"message"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+type errorBody struct {
+	Error apiError `json:"error"`
+	Flows []string `json:"flows,omitempty"`
+}
+
+// errBadJSON is a body that is not the JSON expected, without a field to blame.
+type errBadJSON struct{ msg string }
+
+func (e *errBadJSON) Error() string { return e.msg }
+
+// writeError maps err to a status code and an error body. Unexpected errors
+// are logged and answered 500 without detail.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ve valid.Errors
+	var inUse *store.InUseError
+	var tooLarge *http.MaxBytesError
+	var bad *errBadJSON
+	switch {
+	case errors.As(err, &ve):
+		writeJSONError(w, http.StatusBadRequest, apiError{Code: "validation_failed", Message: "the request has invalid fields", Fields: ve})
+	case errors.As(err, &bad):
+		writeJSONError(w, http.StatusBadRequest, apiError{Code: "invalid_json", Message: bad.msg})
+	case errors.As(err, &tooLarge):
+		writeJSONError(w, http.StatusRequestEntityTooLarge, apiError{Code: "too_large", Message: fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)})
+	case errors.As(err, &inUse):
+		writeJSON(w, http.StatusConflict, errorBody{
+			Error: apiError{Code: "in_use", Message: inUse.Error() + ": change or delete those flows first"},
+			Flows: inUse.Flows,
+		})
+	case errors.Is(err, store.ErrNotFound):
+		writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: err.Error()})
+	case errors.Is(err, store.ErrConflict):
+		writeJSONError(w, http.StatusConflict, apiError{Code: "conflict", Message: err.Error(),
+			Fields: map[string]string{"name": "already taken (names are compared case-insensitively)"}})
+	default:
+		a.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeJSONError(w, http.StatusInternalServerError, apiError{Code: "internal", Message: "internal error; see the server log"})
+	}
+}
+
+func writeJSONError(w http.ResponseWriter, status int, e apiError) {
+	writeJSON(w, status, errorBody{Error: e})
+}
+
+// writeJSON renders v into a buffer first, so that an encoding error never
+// leaves half a response.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, `{"error":{"code":"internal","message":"encoding response"}}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// decode reads one JSON value of at most MaxBodyBytes into v, refusing
+// unknown fields. A type error names the field.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return err
+			}
+			return &errBadJSON{"request body has data after the JSON object"}
+		}
+		return nil
+	}
+	var tooLarge *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &tooLarge):
+		return err
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return &errBadJSON{"request body must be a JSON object"}
+		}
+		return valid.Errors{typeErr.Field: "must be " + jsonKind(typeErr.Type.Kind().String())}
+	case errors.As(err, &syntaxErr):
+		return &errBadJSON{fmt.Sprintf("request body is not valid JSON (at byte %d)", syntaxErr.Offset)}
+	case errors.Is(err, io.EOF):
+		return &errBadJSON{"request body is empty; a JSON object is expected"}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &errBadJSON{"request body ends in the middle of the JSON"}
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name, _ := strconv.Unquote(f)
+		if name == "" {
+			name = f
+		}
+		return valid.Errors{name: "unknown field"}
+	}
+	return &errBadJSON{"request body is not the JSON expected"}
+}
+
+func jsonKind(kind string) string {
+	switch {
+	case kind == "string":
+		return "a string"
+	case kind == "bool":
+		return "true or false"
+	case strings.HasPrefix(kind, "int") || strings.HasPrefix(kind, "uint") || strings.HasPrefix(kind, "float"):
+		return "a whole number"
+	case kind == "map" || kind == "struct":
+		return "an object"
+	case kind == "slice":
+		return "an array"
+	}
+	return "of another type"
+}
+
+// List is the body of every list response.
+type List[T any] struct {
+	Items      []T    `json:"items"`
+	NextCursor string `json:"nextCursor,omitempty"`
+}
+
+const (
+	defaultLimit = 100
+	maxLimit     = 500
+)
+
+// paging reads limit and cursor from the query.
+func paging(r *http.Request) (limit int, cursor string, err error) {
+	e := valid.Errors{}
+	limit = defaultLimit
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			e.Add("limit", fmt.Sprintf("must be a whole number from 1 to %d", maxLimit))
+		}
+		limit = n
+	}
+	if s := r.URL.Query().Get("cursor"); s != "" {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		if err != nil {
+			e.Add("cursor", "not a cursor returned by this API")
+		}
+		cursor = string(b)
+	}
+	return limit, cursor, e.Err()
+}
+
+func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }

@@ -1,0 +1,147 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/store"
+)
+
+// maxCopyNames bounds the search for a free name for a copy.
+const maxCopyNames = 1000
+
+func (a *API) listIMAP(w http.ResponseWriter, r *http.Request) {
+	limit, cursor, err := paging(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	cs, err := a.store.ListIMAP(r.Context(), cursor, limit+1)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	out := List[imapconf.View]{Items: []imapconf.View{}}
+	for i := range cs {
+		if i == limit {
+			out.NextCursor = encodeCursor(cs[i-1].Name)
+			break
+		}
+		out.Items = append(out.Items, cs[i].View())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) createIMAP(w http.ResponseWriter, r *http.Request) {
+	var in imapconf.Input
+	if err := decode(w, r, &in); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	c, err := imapconf.Build(in, nil)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := a.store.CreateIMAP(r.Context(), &c); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.log.Info("imap configuration created", "imap", c.Name)
+	a.changed(r.Context())
+	w.Header().Set("Location", "/api/v1/imap/"+url.PathEscape(c.Name))
+	writeJSON(w, http.StatusCreated, c.View())
+}
+
+func (a *API) getIMAP(w http.ResponseWriter, r *http.Request) {
+	c, err := a.store.GetIMAP(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c.View())
+}
+
+func (a *API) editIMAP(w http.ResponseWriter, r *http.Request) {
+	prev, err := a.store.GetIMAP(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var in imapconf.Input
+	if err := decode(w, r, &in); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	c, err := imapconf.Build(in, &prev)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := a.store.UpdateIMAP(r.Context(), &c); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if c.Name != prev.Name {
+		a.log.Info("imap configuration renamed", "imap", c.Name, "old_name", prev.Name)
+	} else {
+		a.log.Info("imap configuration edited", "imap", c.Name)
+	}
+	a.changed(r.Context())
+	writeJSON(w, http.StatusOK, c.View())
+}
+
+func (a *API) deleteIMAP(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := a.store.DeleteIMAP(r.Context(), name); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.log.Info("imap configuration deleted", "imap", name)
+	a.changed(r.Context())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) duplicateIMAP(w http.ResponseWriter, r *http.Request) {
+	orig, err := a.store.GetIMAP(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var in imapconf.DuplicateInput
+	if err := decode(w, r, &in); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	c, err := imapconf.Duplicate(orig, in)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if c.Name != "" {
+		err = a.store.CreateIMAP(r.Context(), &c)
+	} else {
+		// Try NAME_copied, NAME_copied_2 … and let the unique index decide,
+		// so that two copies made at once never get the same name.
+		err = fmt.Errorf("no free name for a copy of %q after %d tries: %w", orig.Name, maxCopyNames, store.ErrConflict)
+		for n := 1; n <= maxCopyNames; n++ {
+			c.Name = imapconf.CopyName(orig.Name, n)
+			cerr := a.store.CreateIMAP(r.Context(), &c)
+			if !errors.Is(cerr, store.ErrConflict) {
+				err = cerr
+				break
+			}
+		}
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.log.Info("imap configuration duplicated", "imap", c.Name, "original", orig.Name)
+	a.changed(r.Context())
+	w.Header().Set("Location", "/api/v1/imap/"+url.PathEscape(c.Name))
+	writeJSON(w, http.StatusCreated, c.View())
+}

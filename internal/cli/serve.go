@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"mailtrigger/internal/auth"
+	"mailtrigger/internal/config"
+	"mailtrigger/internal/server"
+	"mailtrigger/internal/store"
+)
+
+func serve(ctx context.Context, args []string, env Env) error {
+	cfg := config.FromEnv(env.Getenv)
+	fs := newFlags("serve", "[flags]", "Run the service: web UI, REST API, probes and metrics, and the mailbox watchers.", env)
+	cfg.ServeFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	log := newLogger(cfg, env.Stderr)
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := ensureAdmin(ctx, st, cfg, env, log); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           server.Handler(server.Deps{Store: st, Logger: log, Version: version()}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving http: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutting down http: %w", err)
+	}
+	return nil
+}
+
+// ensureAdmin creates the user admin when there is no user at all, with
+// MAILTRIGGER_ADMIN_PASSWORD or a random password printed once on stdout
+// (never through the logger).
+func ensureAdmin(ctx context.Context, st *store.Store, cfg config.Config, env Env, log *slog.Logger) error {
+	n, err := st.CountUsers(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	password, generated := cfg.AdminPassword, false
+	if password == "" {
+		password, generated = auth.RandomPassword(), true
+	}
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return err
+	}
+	created, err := st.CreateFirstUser(ctx, "admin", hash)
+	if err != nil || !created {
+		return err
+	}
+	if generated {
+		fmt.Fprintf(env.Stdout, "\nCreated user \"admin\" with password: %s\n"+
+			"It is shown only this once. Change it with: mailtrigger user set-password admin\n"+
+			"Create an API token with: mailtrigger token create NAME\n\n", password)
+	} else {
+		log.Info("created user admin with the password from MAILTRIGGER_ADMIN_PASSWORD")
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+// Package config holds the service's settings, read from the environment and
+// overridden by command-line flags of the same name.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// Config is everything the service needs to start.
+type Config struct {
+	Listen        string // MAILTRIGGER_LISTEN, default 127.0.0.1:8080
+	DataDir       string // MAILTRIGGER_DATA_DIR, default ./data
+	DatabaseURL   string // MAILTRIGGER_DATABASE_URL; postgres://… selects PostgreSQL, empty means SQLite in DataDir
+	SecretKey     string // MAILTRIGGER_SECRET_KEY, base64 of 32 bytes; empty means the key file in DataDir
+	AdminPassword string // MAILTRIGGER_ADMIN_PASSWORD, used when the first admin user is created
+	LogLevel      string // MAILTRIGGER_LOG_LEVEL: debug, info, warn, error
+	LogFormat     string // MAILTRIGGER_LOG_FORMAT: text or json
+}
+
+// FromEnv reads the settings from getenv, with defaults for what is unset.
+func FromEnv(getenv func(string) string) Config {
+	get := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	return Config{
+		Listen:        get("MAILTRIGGER_LISTEN", "127.0.0.1:8080"),
+		DataDir:       get("MAILTRIGGER_DATA_DIR", "./data"),
+		DatabaseURL:   getenv("MAILTRIGGER_DATABASE_URL"),
+		SecretKey:     getenv("MAILTRIGGER_SECRET_KEY"),
+		AdminPassword: getenv("MAILTRIGGER_ADMIN_PASSWORD"),
+		LogLevel:      get("MAILTRIGGER_LOG_LEVEL", "info"),
+		LogFormat:     get("MAILTRIGGER_LOG_FORMAT", "text"),
+	}
+}
+
+// StoreFlags registers the flags that choose the database on fs.
+func (c *Config) StoreFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite database and the key file (MAILTRIGGER_DATA_DIR)")
+	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "postgres:// URL to use PostgreSQL instead of SQLite (MAILTRIGGER_DATABASE_URL)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (MAILTRIGGER_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (MAILTRIGGER_LOG_FORMAT)")
+}
+
+// ServeFlags registers the flags of the serve command on fs.
+func (c *Config) ServeFlags(fs *flag.FlagSet) {
+	c.StoreFlags(fs)
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address for the UI, the API and the probes (MAILTRIGGER_LISTEN)")
+}
+
+// IsPostgres reports whether the settings select PostgreSQL.
+func (c Config) IsPostgres() bool {
+	u := strings.ToLower(c.DatabaseURL)
+	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
+}
+
+// Validate checks the settings that can be checked without touching anything.
+func (c Config) Validate() error {
+	if c.DatabaseURL != "" && !c.IsPostgres() {
+		return fmt.Errorf("MAILTRIGGER_DATABASE_URL must start with postgres:// (leave it empty for SQLite)")
+	}
+	if _, err := c.Level(); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("MAILTRIGGER_LOG_FORMAT must be text or json, got %q", c.LogFormat)
+	}
+	return nil
+}
+
+// Level is the parsed log level.
+func (c Config) Level() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("MAILTRIGGER_LOG_LEVEL must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return l, nil
+}

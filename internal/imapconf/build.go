@@ -1,0 +1,286 @@
+package imapconf
+
+import (
+	"strconv"
+	"strings"
+	"unicode"
+
+	"mailtrigger/internal/valid"
+)
+
+const (
+	maxSecretLen = 4096
+	maxFieldLen  = 1000
+	maxFolderLen = 255
+)
+
+// Build checks in against every rule of the entity and returns the
+// configuration it describes, with defaults filled in. prev is the stored
+// configuration when editing (nil when creating or testing): a secret omitted
+// (or empty) in in keeps prev's. The error is a valid.Errors naming every
+// field that is wrong.
+func Build(in Input, prev *Config) (Config, error) {
+	e := valid.Errors{}
+	var c Config
+	if prev != nil {
+		c.ID, c.CreatedAt, c.UpdatedAt = prev.ID, prev.CreatedAt, prev.UpdatedAt
+	}
+
+	c.Name = deref(in.Name, "")
+	if m := valid.Name(c.Name); m != "" {
+		e.Add("name", m)
+	}
+	c.ServerType = deref(in.ServerType, ServerIMAPS)
+	if m := valid.OneOf(c.ServerType, ServerIMAPS, ServerPOP3S); m != "" {
+		e.Add("serverType", m)
+	}
+	c.Type = deref(in.Type, TypeGeneric)
+	if m := valid.OneOf(c.Type, TypeGeneric, TypeMSGraph); m != "" {
+		e.Add("type", m)
+	}
+	c.Description = deref(in.Description, "")
+	if m := valid.Text(c.Description, MaxDescriptionLen); m != "" {
+		e.Add("description", m)
+	}
+	c.Enabled = in.Enabled == nil || *in.Enabled
+	c.Username = deref(in.Username, "")
+	if m := valid.Email(c.Username); m != "" {
+		e.Add("username", m)
+	}
+
+	c.Folder = deref(in.Folder, DefaultFolder)
+	if m := folder(c.Folder); m != "" {
+		e.Add("folder", m)
+	}
+	c.PollInterval = DefaultPollInterval
+	if in.PollInterval != nil {
+		c.PollInterval = *in.PollInterval
+		if c.PollInterval < MinPollInterval || c.PollInterval > MaxPollInterval {
+			e.Add("pollInterval", "must be between "+strconv.Itoa(MinPollInterval)+" and "+strconv.Itoa(MaxPollInterval)+" seconds")
+		}
+	}
+
+	pop3 := c.ServerType == ServerPOP3S && c.Type == TypeGeneric
+	c.Backlog = deref(in.Backlog, BacklogNew)
+	if pop3 {
+		if m := valid.OneOf(c.Backlog, BacklogNew, BacklogAll); m != "" {
+			e.Add("backlog", m+" (POP3 has no seen flag)")
+		}
+	} else if m := valid.OneOf(c.Backlog, BacklogNew, BacklogUnseen, BacklogAll); m != "" {
+		e.Add("backlog", m)
+	}
+	c.AfterProcessing = deref(in.AfterProcessing, AfterNone)
+	if pop3 {
+		if m := valid.OneOf(c.AfterProcessing, AfterNone, AfterDelete); m != "" {
+			e.Add("afterProcessing", m+" (POP3 has no flags or folders)")
+		}
+	} else if m := valid.OneOf(c.AfterProcessing, AfterNone, AfterSeen, AfterDelete, AfterMove); m != "" {
+		e.Add("afterProcessing", m)
+	}
+	if c.AfterProcessing == AfterMove {
+		c.MoveTo = deref(in.MoveTo, "")
+		if c.MoveTo == "" {
+			e.Add("moveTo", "required when afterProcessing is move")
+		} else if m := folder(c.MoveTo); m != "" {
+			e.Add("moveTo", m)
+		} else if strings.EqualFold(c.MoveTo, c.Folder) {
+			e.Add("moveTo", "must differ from folder")
+		}
+	}
+	c.CACert = deref(in.CACert, "")
+	if c.CACert != "" {
+		if m := valid.PEMCertificates(c.CACert); m != "" {
+			e.Add("caCert", m)
+		}
+	}
+
+	switch c.Type {
+	case TypeGeneric:
+		buildGeneric(&c, in, prev, e)
+	case TypeMSGraph:
+		buildGraph(&c, in, prev, e)
+	}
+	return c, e.Err()
+}
+
+func buildGeneric(c *Config, in Input, prev *Config, e valid.Errors) {
+	c.Host = deref(in.Host, "")
+	if m := valid.Host(c.Host); m != "" {
+		e.Add("host", m)
+	}
+	if in.Port == nil {
+		e.Add("port", "required")
+	} else {
+		c.Port = *in.Port
+		if c.Port < 1 || c.Port > 65535 {
+			e.Add("port", "must be between 1 and 65535")
+		}
+	}
+	c.TLS = deref(in.TLS, "")
+	switch c.TLS {
+	case "":
+		c.TLS = TLSImplicit
+		if c.Port == 143 || c.Port == 110 {
+			c.TLS = TLSStartTLS
+		}
+	case TLSImplicit, TLSStartTLS:
+	default:
+		e.Add("tls", "must be implicit or starttls (plaintext login is refused)")
+	}
+	c.Auth = deref(in.Auth, AuthPassword)
+	switch c.Auth {
+	case AuthPassword:
+		c.Password = keepSecret(in.Password, prev, func(p *Config) string { return p.Password })
+		if m := secret(c.Password); m != "" {
+			e.Add("password", m)
+		}
+	case AuthOAuth2:
+		c.TokenURL = deref(in.TokenURL, "")
+		if c.TokenURL == "" {
+			e.Add("tokenUrl", "required when auth is oauth2")
+		} else if m := valid.HTTPSURL(c.TokenURL); m != "" {
+			e.Add("tokenUrl", m)
+		}
+		c.ClientID = deref(in.ClientID, "")
+		if c.ClientID == "" {
+			e.Add("clientId", "required when auth is oauth2")
+		} else if m := plain(c.ClientID); m != "" {
+			e.Add("clientId", m)
+		}
+		c.ClientSecret = keepSecret(in.ClientSecret, prev, func(p *Config) string { return p.ClientSecret })
+		if m := secret(c.ClientSecret); m != "" {
+			e.Add("clientSecret", m)
+		}
+		c.Scope = deref(in.Scope, "")
+		if m := plain(c.Scope); c.Scope != "" && m != "" {
+			e.Add("scope", m)
+		}
+	default:
+		e.Add("auth", valid.OneOf(c.Auth, AuthPassword, AuthOAuth2))
+	}
+}
+
+func buildGraph(c *Config, in Input, prev *Config, e valid.Errors) {
+	c.TenantID = deref(in.TenantID, "")
+	if c.TenantID == "" {
+		e.Add("tenantId", "required")
+	} else if valid.GUID(c.TenantID) != "" && valid.Domain(c.TenantID) != "" {
+		e.Add("tenantId", "must be a GUID or a verified domain such as contoso.onmicrosoft.com")
+	}
+	c.ClientID = deref(in.ClientID, "")
+	if m := valid.GUID(c.ClientID); m != "" {
+		e.Add("clientId", m)
+	}
+	c.ClientSecret = keepSecret(in.ClientSecret, prev, func(p *Config) string { return p.ClientSecret })
+	if m := secret(c.ClientSecret); m != "" {
+		e.Add("clientSecret", m)
+	}
+	c.GraphURL = strings.TrimRight(deref(in.GraphURL, DefaultGraphURL), "/")
+	if m := valid.HTTPSURL(c.GraphURL); m != "" {
+		e.Add("graphUrl", m)
+	}
+	c.AuthorityURL = strings.TrimRight(deref(in.AuthorityURL, DefaultAuthorityURL), "/")
+	if m := valid.HTTPSURL(c.AuthorityURL); m != "" {
+		e.Add("authorityUrl", m)
+	}
+}
+
+// keepSecret returns the secret given in the input, or, when it is omitted or
+// empty, the one stored in prev.
+func keepSecret(in *string, prev *Config, get func(*Config) string) string {
+	if in != nil && *in != "" {
+		return *in
+	}
+	if prev != nil {
+		return get(prev)
+	}
+	return ""
+}
+
+func secret(s string) string {
+	switch {
+	case s == "":
+		return "required"
+	case len(s) > maxSecretLen:
+		return "at most " + strconv.Itoa(maxSecretLen) + " bytes"
+	case strings.ContainsAny(s, "\r\n\x00"):
+		return "must not contain line breaks or NUL"
+	}
+	return ""
+}
+
+func plain(s string) string {
+	if m := valid.Text(s, maxFieldLen); m != "" {
+		return m
+	}
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return "must not contain control characters"
+	}
+	return ""
+}
+
+func folder(s string) string {
+	if s == "" {
+		return "must not be empty"
+	}
+	if m := valid.Text(s, maxFolderLen); m != "" {
+		return m
+	}
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return "must not contain control characters"
+	}
+	return ""
+}
+
+func deref(p *string, def string) string {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// Duplicate returns the copy of orig described by in: every field kept but
+// the secret, which in must supply, and disabled so that it never competes
+// with the original for the same mail. The copy's name is in's when given,
+// else empty: the caller then picks the first free one of CopyName(orig.Name, n).
+func Duplicate(orig Config, in DuplicateInput) (Config, error) {
+	e := valid.Errors{}
+	c := orig
+	c.ID = 0
+	c.Enabled = false
+	c.Password, c.ClientSecret = "", ""
+	c.Name = ""
+	if in.Name != nil {
+		c.Name = *in.Name
+		if m := valid.Name(c.Name); m != "" {
+			e.Add("name", m)
+		}
+	}
+	if c.NeedsPassword() {
+		c.Password = deref(in.Password, "")
+		if m := secret(c.Password); m != "" {
+			e.Add("password", m+": a copy does not take the original's password")
+		}
+	}
+	if c.NeedsClientSecret() {
+		c.ClientSecret = deref(in.ClientSecret, "")
+		if m := secret(c.ClientSecret); m != "" {
+			e.Add("clientSecret", m+": a copy does not take the original's client secret")
+		}
+	}
+	return c, e.Err()
+}
+
+// CopyName returns the n-th candidate name for a copy of name: NAME_copied for
+// n = 1, then NAME_copied_2, NAME_copied_3 …, with NAME shortened so that the
+// whole fits MaxNameLen characters.
+func CopyName(name string, n int) string {
+	suffix := "_copied"
+	if n > 1 {
+		suffix += "_" + strconv.Itoa(n)
+	}
+	if len(name)+len(suffix) > MaxNameLen {
+		name = name[:MaxNameLen-len(suffix)]
+	}
+	return name + suffix
+}

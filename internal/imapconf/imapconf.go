@@ -1,0 +1,199 @@
+// Package imapconf is the IMAP configuration entity of Management >
+// Configuration Management: its fields, its rules, its defaults and the JSON
+// shapes the API reads and writes. It knows nothing of HTTP or SQL.
+package imapconf
+
+import (
+	"time"
+)
+
+// Values of the enumerated fields.
+const (
+	ServerIMAPS = "imaps"
+	ServerPOP3S = "pop3s"
+
+	TypeGeneric = "generic"
+	TypeMSGraph = "msgraph"
+
+	TLSImplicit = "implicit"
+	TLSStartTLS = "starttls"
+
+	AfterNone   = "none"
+	AfterSeen   = "seen"
+	AfterDelete = "delete"
+	AfterMove   = "move"
+
+	BacklogNew    = "new"
+	BacklogUnseen = "unseen"
+	BacklogAll    = "all"
+
+	AuthPassword = "password"
+	AuthOAuth2   = "oauth2"
+
+	DefaultFolder       = "INBOX"
+	DefaultPollInterval = 60
+	MinPollInterval     = 5
+	MaxPollInterval     = 86400
+	DefaultGraphURL     = "https://graph.microsoft.com"
+	DefaultAuthorityURL = "https://login.microsoftonline.com"
+
+	MaxNameLen        = 50
+	MaxDescriptionLen = 1000
+)
+
+// Config is one IMAP configuration. Password and ClientSecret hold the
+// plaintext secrets in memory only; the store seals them.
+type Config struct {
+	ID              int64
+	Name            string
+	ServerType      string
+	Type            string
+	Description     string
+	Enabled         bool
+	Host            string
+	Port            int
+	Username        string
+	Password        string
+	TenantID        string
+	ClientID        string
+	ClientSecret    string
+	Folder          string
+	TLS             string
+	CACert          string
+	AfterProcessing string
+	MoveTo          string
+	PollInterval    int
+	Backlog         string
+	GraphURL        string
+	AuthorityURL    string
+	Auth            string
+	TokenURL        string
+	Scope           string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// NeedsPassword reports whether the configuration logs in with a password.
+func (c *Config) NeedsPassword() bool {
+	return c.Type == TypeGeneric && c.Auth == AuthPassword
+}
+
+// NeedsClientSecret reports whether the configuration authenticates with a
+// client secret (MS Graph, or OAuth2 client credentials for IMAP/POP3).
+func (c *Config) NeedsClientSecret() bool {
+	return c.Type == TypeMSGraph || c.Auth == AuthOAuth2
+}
+
+// View is the JSON form of a configuration in responses. It never carries a
+// secret, only whether one is stored.
+type View struct {
+	Name            string    `json:"name"`
+	ServerType      string    `json:"serverType"`
+	Type            string    `json:"type"`
+	Description     string    `json:"description"`
+	Enabled         bool      `json:"enabled"`
+	Host            string    `json:"host,omitempty"`
+	Port            int       `json:"port,omitempty"`
+	Username        string    `json:"username"`
+	HasPassword     bool      `json:"hasPassword"`
+	TenantID        string    `json:"tenantId,omitempty"`
+	ClientID        string    `json:"clientId,omitempty"`
+	HasClientSecret bool      `json:"hasClientSecret"`
+	Folder          string    `json:"folder"`
+	TLS             string    `json:"tls,omitempty"`
+	CACert          string    `json:"caCert,omitempty"`
+	AfterProcessing string    `json:"afterProcessing"`
+	MoveTo          string    `json:"moveTo,omitempty"`
+	PollInterval    int       `json:"pollInterval"`
+	Backlog         string    `json:"backlog"`
+	GraphURL        string    `json:"graphUrl,omitempty"`
+	AuthorityURL    string    `json:"authorityUrl,omitempty"`
+	Auth            string    `json:"auth,omitempty"`
+	TokenURL        string    `json:"tokenUrl,omitempty"`
+	Scope           string    `json:"scope,omitempty"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
+	Status          *Status   `json:"status,omitempty"`
+}
+
+// Status is what the watcher of a configuration last did. The watcher fills
+// it in; the entity only carries it.
+type Status struct {
+	State string `json:"state"`
+}
+
+// View returns the response form of c.
+func (c *Config) View() View {
+	return View{
+		Name:            c.Name,
+		ServerType:      c.ServerType,
+		Type:            c.Type,
+		Description:     c.Description,
+		Enabled:         c.Enabled,
+		Host:            c.Host,
+		Port:            c.Port,
+		Username:        c.Username,
+		HasPassword:     c.Password != "",
+		TenantID:        c.TenantID,
+		ClientID:        c.ClientID,
+		HasClientSecret: c.ClientSecret != "",
+		Folder:          c.Folder,
+		TLS:             c.TLS,
+		CACert:          c.CACert,
+		AfterProcessing: c.AfterProcessing,
+		MoveTo:          c.MoveTo,
+		PollInterval:    c.PollInterval,
+		Backlog:         c.Backlog,
+		GraphURL:        c.GraphURL,
+		AuthorityURL:    c.AuthorityURL,
+		Auth:            c.Auth,
+		TokenURL:        c.TokenURL,
+		Scope:           c.Scope,
+		CreatedAt:       c.CreatedAt,
+		UpdatedAt:       c.UpdatedAt,
+	}
+}
+
+// Input is the JSON body of create, edit and test. Every field is a pointer so
+// that an absent field can be told from an empty one. The read-only fields of
+// View are accepted and ignored, so that a client may send back what it read.
+type Input struct {
+	Name            *string `json:"name"`
+	ServerType      *string `json:"serverType"`
+	Type            *string `json:"type"`
+	Description     *string `json:"description"`
+	Enabled         *bool   `json:"enabled"`
+	Host            *string `json:"host"`
+	Port            *int    `json:"port"`
+	Username        *string `json:"username"`
+	Password        *string `json:"password"`
+	TenantID        *string `json:"tenantId"`
+	ClientID        *string `json:"clientId"`
+	ClientSecret    *string `json:"clientSecret"`
+	Folder          *string `json:"folder"`
+	TLS             *string `json:"tls"`
+	CACert          *string `json:"caCert"`
+	AfterProcessing *string `json:"afterProcessing"`
+	MoveTo          *string `json:"moveTo"`
+	PollInterval    *int    `json:"pollInterval"`
+	Backlog         *string `json:"backlog"`
+	GraphURL        *string `json:"graphUrl"`
+	AuthorityURL    *string `json:"authorityUrl"`
+	Auth            *string `json:"auth"`
+	TokenURL        *string `json:"tokenUrl"`
+	Scope           *string `json:"scope"`
+
+	// Read-only, ignored.
+	HasPassword     *bool      `json:"hasPassword,omitempty"`
+	HasClientSecret *bool      `json:"hasClientSecret,omitempty"`
+	CreatedAt       *time.Time `json:"createdAt,omitempty"`
+	UpdatedAt       *time.Time `json:"updatedAt,omitempty"`
+	Status          *Status    `json:"status,omitempty"`
+}
+
+// DuplicateInput is the body of the duplicate operation.
+type DuplicateInput struct {
+	Name         *string `json:"name"`
+	Password     *string `json:"password"`
+	ClientSecret *string `json:"clientSecret"`
+}

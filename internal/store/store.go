@@ -1,0 +1,234 @@
+// Package store keeps everything mailtrigger knows in SQLite (embedded, the
+// default) or PostgreSQL (scale-out). All SQL lives here; one SQL text with $N
+// placeholders serves both databases wherever they agree.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"mailtrigger/internal/secret"
+)
+
+// Errors that callers tell apart.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// Dialect names the database in use.
+type Dialect string
+
+// The supported databases.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// SQLiteFileName is the database file in the data directory.
+const SQLiteFileName = "mailtrigger.db"
+
+//go:embed migrations
+var migrations embed.FS
+
+// Options say which database to open.
+type Options struct {
+	DatabaseURL string // postgres://… selects PostgreSQL; empty means SQLite in DataDir
+	DataDir     string
+	Box         *secret.Box // seals and opens secrets
+	Logger      *slog.Logger
+}
+
+// Store is the database. It is safe for concurrent use.
+type Store struct {
+	dialect Dialect
+	w       *sql.DB // writes and transactions; one connection on SQLite
+	r       *sql.DB // reads; the same pool as w on PostgreSQL
+	box     *secret.Box
+	log     *slog.Logger
+	target  int64 // the newest migration version embedded
+	prov    *goose.Provider
+	path    string // the SQLite file, for tests
+}
+
+// Open opens the database and applies the embedded migrations.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if o.Box == nil {
+		return nil, errors.New("opening store: no secret box")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{box: o.Box, log: o.Logger}
+	var err error
+	if o.DatabaseURL != "" {
+		s.dialect = Postgres
+		s.w, err = sql.Open("pgx", o.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("opening postgresql: %w", err)
+		}
+		s.w.SetMaxOpenConns(20)
+		s.w.SetMaxIdleConns(10)
+		s.w.SetConnMaxIdleTime(5 * time.Minute)
+		s.r = s.w
+	} else {
+		s.dialect = SQLite
+		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating data directory: %w", err)
+		}
+		s.path = filepath.Join(o.DataDir, SQLiteFileName)
+		dsn := "file:" + (&url.URL{Path: s.path}).EscapedPath() +
+			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)" +
+			"&_pragma=synchronous(NORMAL)&_time_format=sqlite"
+		s.w, err = sql.Open("sqlite", dsn+"&_txlock=immediate")
+		if err != nil {
+			return nil, fmt.Errorf("opening sqlite: %w", err)
+		}
+		// One writer: SQLite serialises writers anyway, and one connection
+		// with immediate transactions never fails with SQLITE_BUSY.
+		s.w.SetMaxOpenConns(1)
+		s.r, err = sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+		if err != nil {
+			s.w.Close()
+			return nil, fmt.Errorf("opening sqlite: %w", err)
+		}
+		s.r.SetMaxOpenConns(4)
+	}
+	if err := s.w.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("connecting to %s: %w", s.dialect, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	sub, err := fs.Sub(migrations, "migrations/"+string(s.dialect))
+	if err != nil {
+		return fmt.Errorf("reading migrations: %w", err)
+	}
+	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	dialect := goose.DialectSQLite3
+	if s.dialect == Postgres {
+		dialect = goose.DialectPostgres
+		// Replicas that start together take turns.
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 120))
+		if err != nil {
+			return fmt.Errorf("creating migration lock: %w", err)
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	s.prov, err = goose.NewProvider(dialect, s.w, sub, opts...)
+	if err != nil {
+		return fmt.Errorf("preparing migrations: %w", err)
+	}
+	res, err := s.prov.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("applying migrations: %w", err)
+	}
+	for _, r := range res {
+		s.log.Info("migration applied", "version", r.Source.Version, "duration", r.Duration)
+	}
+	srcs := s.prov.ListSources()
+	s.target = srcs[len(srcs)-1].Version
+	return nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	var err error
+	if s.r != nil && s.r != s.w {
+		err = s.r.Close()
+	}
+	if s.w != nil {
+		err = errors.Join(err, s.w.Close())
+	}
+	return err
+}
+
+// Dialect says which database is in use.
+func (s *Store) Dialect() Dialect { return s.dialect }
+
+// SQLitePath is the SQLite database file, or "" on PostgreSQL.
+func (s *Store) SQLitePath() string { return s.path }
+
+// Ready reports whether the database answers and every migration is applied.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	v, err := s.prov.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if v != s.target {
+		return fmt.Errorf("schema version %d, want %d", v, s.target)
+	}
+	return nil
+}
+
+// Write runs fn in one transaction, committed when fn returns nil.
+func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", err)
+	}
+	return nil
+}
+
+// isUnique reports whether err is a unique-constraint violation.
+func isUnique(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// isForeignKey reports whether err is a foreign-key violation.
+func isForeignKey(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23503"
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+	}
+	return false
+}
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+func lower(s string) string { return strings.ToLower(s) }
