@@ -77,7 +77,7 @@ func Build(in Input, prev *Config) (Config, error) {
 	} else if m := valid.OneOf(c.AfterProcessing, AfterNone, AfterSeen, AfterDelete, AfterMove); m != "" {
 		e.Add("afterProcessing", m)
 	}
-	if c.AfterProcessing == AfterMove {
+	if c.AfterProcessing == AfterMove && !pop3 {
 		c.MoveTo = deref(in.MoveTo, "")
 		if c.MoveTo == "" {
 			e.Add("moveTo", "required when afterProcessing is move")

@@ -1,0 +1,320 @@
+package imapconf
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"mailtrigger/internal/valid"
+)
+
+func p[T any](v T) *T { return &v }
+
+func genericInput() Input {
+	return Input{Name: p("support_inbox"), Host: p("imap.example.com"), Port: p(993),
+		Username: p("support@example.com"), Password: p("app-password")}
+}
+
+func graphInput() Input {
+	return Input{Name: p("graph_inbox"), Type: p("msgraph"), Username: p("invoices@contoso.com"),
+		TenantID: p("contoso.onmicrosoft.com"), ClientID: p("11111111-2222-3333-4444-555555555555"), ClientSecret: p("graph-secret")}
+}
+
+const testCA = `-----BEGIN CERTIFICATE-----
+MIIBhTCCASugAwIBAgIQIRi6zePL6mKjOipn+dNuaTAKBggqhkjOPQQDAjASMRAw
+DgYDVQQKEwdBY21lIENvMB4XDTE3MTAyMDE5NDMwNloXDTE4MTAyMDE5NDMwNlow
+EjEQMA4GA1UEChMHQWNtZSBDbzBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABD0d
+7VNhbWvZLWPuj/RtHFjvtJBEwOkhbN/BnnE8rnZR8+sbwnc/KhCk3FhnpHZnQz7B
+5aETbbIgmuvewdjvSBSjYzBhMA4GA1UdDwEB/wQEAwICpDATBgNVHSUEDDAKBggr
+BgEFBQcDATAPBgNVHRMBAf8EBTADAQH/MCkGA1UdEQQiMCCCDmxvY2FsaG9zdDo1
+NDUzgg4xMjcuMC4wLjE6NTQ1MzAKBggqhkjOPQQDAgNIADBFAiEA2zpJEPQyz6/l
+Wf86aX6PepsntZv2GYlA5UpabfT2EZICICpJ5h/iI+i341gBmLiAFQOyTDT+/wQc
+6MF9+Yw1Yy0t
+-----END CERTIFICATE-----
+`
+
+// TestBuildRejects covers every rule of the entity: each case breaks one
+// rule and must be refused naming exactly that field.
+func TestBuildRejects(t *testing.T) {
+	long := strings.Repeat("a", 51)
+	tests := []struct {
+		name    string
+		base    func() Input
+		mod     func(*Input)
+		field   string
+		message string // a part of the message
+	}{
+		{"name missing", genericInput, func(in *Input) { in.Name = nil }, "name", "required"},
+		{"name empty", genericInput, func(in *Input) { in.Name = p("") }, "name", "required"},
+		{"name 51 chars", genericInput, func(in *Input) { in.Name = p(long) }, "name", "at most 50"},
+		{"name with space", genericInput, func(in *Input) { in.Name = p("support inbox") }, "name", "letters, digits and underscore"},
+		{"name with dash", genericInput, func(in *Input) { in.Name = p("support-inbox") }, "name", "letters, digits and underscore"},
+		{"name with umlaut", genericInput, func(in *Input) { in.Name = p("bücher") }, "name", "letters, digits and underscore"},
+		{"serverType unknown", genericInput, func(in *Input) { in.ServerType = p("imap") }, "serverType", "imaps, pop3s"},
+		{"type unknown", genericInput, func(in *Input) { in.Type = p("exchange") }, "type", "generic, msgraph"},
+		{"description 1001 chars", genericInput, func(in *Input) { in.Description = p(strings.Repeat("é", 1001)) }, "description", "at most 1000"},
+		{"host missing", genericInput, func(in *Input) { in.Host = nil }, "host", "required"},
+		{"host with scheme", genericInput, func(in *Input) { in.Host = p("imaps://imap.example.com") }, "host", "without scheme, port or path"},
+		{"host with port", genericInput, func(in *Input) { in.Host = p("imap.example.com:993") }, "host", "without scheme, port or path"},
+		{"host with path", genericInput, func(in *Input) { in.Host = p("imap.example.com/inbox") }, "host", "without scheme, port or path"},
+		{"host bracketed ipv6", genericInput, func(in *Input) { in.Host = p("[::1]") }, "host", "without scheme, port or path"},
+		{"host with space", genericInput, func(in *Input) { in.Host = p("imap example.com") }, "host", "without scheme, port or path"},
+		{"port missing", genericInput, func(in *Input) { in.Port = nil }, "port", "required"},
+		{"port 0", genericInput, func(in *Input) { in.Port = p(0) }, "port", "between 1 and 65535"},
+		{"port 65536", genericInput, func(in *Input) { in.Port = p(65536) }, "port", "between 1 and 65535"},
+		{"port negative", genericInput, func(in *Input) { in.Port = p(-1) }, "port", "between 1 and 65535"},
+		{"username missing", genericInput, func(in *Input) { in.Username = nil }, "username", "required"},
+		{"username not an address", genericInput, func(in *Input) { in.Username = p("support") }, "username", "e-mail address"},
+		{"username with display name", genericInput, func(in *Input) { in.Username = p("Support <support@example.com>") }, "username", "e-mail address"},
+		{"username bad domain", genericInput, func(in *Input) { in.Username = p("support@exa mple.com") }, "username", "e-mail address"},
+		{"password missing", genericInput, func(in *Input) { in.Password = nil }, "password", "required"},
+		{"password empty", genericInput, func(in *Input) { in.Password = p("") }, "password", "required"},
+		{"password with newline", genericInput, func(in *Input) { in.Password = p("a\r\nb") }, "password", "line breaks"},
+		{"tls plaintext", genericInput, func(in *Input) { in.TLS = p("none") }, "tls", "plaintext login is refused"},
+		{"caCert not pem", genericInput, func(in *Input) { in.CACert = p("hello") }, "caCert", "PEM"},
+		{"caCert private key", genericInput, func(in *Input) {
+			in.CACert = p("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+		}, "caCert", "only PEM certificates"},
+		{"caCert garbage after", genericInput, func(in *Input) { in.CACert = p(testCA + "junk") }, "caCert", "PEM"},
+		{"afterProcessing unknown", genericInput, func(in *Input) { in.AfterProcessing = p("archive") }, "afterProcessing", "none, seen, delete, move"},
+		{"moveTo missing", genericInput, func(in *Input) { in.AfterProcessing = p("move") }, "moveTo", "required when afterProcessing is move"},
+		{"moveTo same folder", genericInput, func(in *Input) { in.AfterProcessing = p("move"); in.MoveTo = p("inbox") }, "moveTo", "must differ"},
+		{"pop3 seen", genericInput, func(in *Input) { in.ServerType = p("pop3s"); in.AfterProcessing = p("seen") }, "afterProcessing", "POP3"},
+		{"pop3 move", genericInput, func(in *Input) { in.ServerType = p("pop3s"); in.AfterProcessing = p("move") }, "afterProcessing", "POP3"},
+		{"pop3 unseen backlog", genericInput, func(in *Input) { in.ServerType = p("pop3s"); in.Backlog = p("unseen") }, "backlog", "POP3"},
+		{"pollInterval 4", genericInput, func(in *Input) { in.PollInterval = p(4) }, "pollInterval", "between 5"},
+		{"pollInterval huge", genericInput, func(in *Input) { in.PollInterval = p(86401) }, "pollInterval", "between 5"},
+		{"backlog unknown", genericInput, func(in *Input) { in.Backlog = p("recent") }, "backlog", "new, unseen, all"},
+		{"folder empty", genericInput, func(in *Input) { in.Folder = p("") }, "folder", "must not be empty"},
+		{"folder control char", genericInput, func(in *Input) { in.Folder = p("IN\x01BOX") }, "folder", "control characters"},
+		{"auth unknown", genericInput, func(in *Input) { in.Auth = p("kerberos") }, "auth", "password, oauth2"},
+		{"oauth2 tokenUrl missing", genericInput, func(in *Input) { in.Auth = p("oauth2"); in.ClientID = p("x"); in.ClientSecret = p("y") }, "tokenUrl", "required"},
+		{"oauth2 tokenUrl http", genericInput, func(in *Input) {
+			in.Auth = p("oauth2")
+			in.TokenURL = p("http://login.example.com/token")
+			in.ClientID = p("x")
+			in.ClientSecret = p("y")
+		}, "tokenUrl", "https"},
+		{"oauth2 clientSecret missing", genericInput, func(in *Input) {
+			in.Auth = p("oauth2")
+			in.TokenURL = p("https://login.example.com/token")
+			in.ClientID = p("x")
+		}, "clientSecret", "required"},
+		{"oauth2 clientId missing", genericInput, func(in *Input) {
+			in.Auth = p("oauth2")
+			in.TokenURL = p("https://login.example.com/token")
+			in.ClientSecret = p("y")
+		}, "clientId", "required"},
+		{"graph tenantId missing", graphInput, func(in *Input) { in.TenantID = nil }, "tenantId", "required"},
+		{"graph tenantId bad", graphInput, func(in *Input) { in.TenantID = p("contoso") }, "tenantId", "GUID or a verified domain"},
+		{"graph tenantId bad guid", graphInput, func(in *Input) { in.TenantID = p("1111-2222") }, "tenantId", "GUID or a verified domain"},
+		{"graph clientId missing", graphInput, func(in *Input) { in.ClientID = nil }, "clientId", "required"},
+		{"graph clientId not guid", graphInput, func(in *Input) { in.ClientID = p("my-app") }, "clientId", "GUID"},
+		{"graph clientSecret missing", graphInput, func(in *Input) { in.ClientSecret = nil }, "clientSecret", "required"},
+		{"graph username missing", graphInput, func(in *Input) { in.Username = nil }, "username", "required"},
+		{"graph graphUrl not url", graphInput, func(in *Input) { in.GraphURL = p("graph.microsoft.com") }, "graphUrl", "https"},
+		{"graph graphUrl http remote", graphInput, func(in *Input) { in.GraphURL = p("http://graph.microsoft.com") }, "graphUrl", "https"},
+		{"graph authorityUrl bad", graphInput, func(in *Input) { in.AuthorityURL = p("ftp://login") }, "authorityUrl", "https"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.base()
+			tt.mod(&in)
+			_, err := Build(in, nil)
+			var ve valid.Errors
+			if !errors.As(err, &ve) {
+				t.Fatalf("got error %v, want a validation error on %s", err, tt.field)
+			}
+			if len(ve) != 1 {
+				t.Errorf("got fields %v, want only %s", ve, tt.field)
+			}
+			msg, ok := ve[tt.field]
+			if !ok {
+				t.Fatalf("got fields %v, want %s", ve, tt.field)
+			}
+			if !strings.Contains(msg, tt.message) {
+				t.Errorf("got message %q for %s, want it to contain %q", msg, tt.field, tt.message)
+			}
+		})
+	}
+}
+
+func TestBuildAccepts(t *testing.T) {
+	tests := []struct {
+		name  string
+		base  func() Input
+		mod   func(*Input)
+		check func(t *testing.T, c Config)
+	}{
+		{"generic defaults", genericInput, func(*Input) {}, func(t *testing.T, c Config) {
+			if c.ServerType != ServerIMAPS || c.Type != TypeGeneric || !c.Enabled || c.Folder != "INBOX" ||
+				c.TLS != TLSImplicit || c.AfterProcessing != AfterNone || c.PollInterval != 60 || c.Backlog != BacklogNew || c.Auth != AuthPassword {
+				t.Errorf("got %+v, want the documented defaults", c)
+			}
+		}},
+		{"name of 50", genericInput, func(in *Input) { in.Name = p(strings.Repeat("A_9", 16) + "zz") }, nil},
+		{"description of 1000 runes", genericInput, func(in *Input) { in.Description = p(strings.Repeat("ü", 1000)) }, nil},
+		{"port 143 derives starttls", genericInput, func(in *Input) { in.Port = p(143) }, func(t *testing.T, c Config) {
+			if c.TLS != TLSStartTLS {
+				t.Errorf("got tls %q, want starttls", c.TLS)
+			}
+		}},
+		{"port 110 derives starttls", genericInput, func(in *Input) { in.Port = p(110); in.ServerType = p("pop3s") }, func(t *testing.T, c Config) {
+			if c.TLS != TLSStartTLS {
+				t.Errorf("got tls %q, want starttls", c.TLS)
+			}
+		}},
+		{"explicit tls kept", genericInput, func(in *Input) { in.Port = p(10993); in.TLS = p("starttls") }, func(t *testing.T, c Config) {
+			if c.TLS != TLSStartTLS {
+				t.Errorf("got tls %q, want starttls", c.TLS)
+			}
+		}},
+		{"ipv4 host", genericInput, func(in *Input) { in.Host = p("127.0.0.1") }, nil},
+		{"ipv6 host", genericInput, func(in *Input) { in.Host = p("::1") }, nil},
+		{"caCert", genericInput, func(in *Input) { in.CACert = p(testCA) }, nil},
+		{"move", genericInput, func(in *Input) { in.AfterProcessing = p("move"); in.MoveTo = p("Processed") }, nil},
+		{"disabled", genericInput, func(in *Input) { in.Enabled = p(false) }, func(t *testing.T, c Config) {
+			if c.Enabled {
+				t.Error("got enabled, want disabled")
+			}
+		}},
+		{"oauth2", genericInput, func(in *Input) {
+			in.Password = nil
+			in.Auth = p("oauth2")
+			in.TokenURL = p("https://login.microsoftonline.com/x/oauth2/v2.0/token")
+			in.ClientID = p("abc")
+			in.ClientSecret = p("s")
+			in.Scope = p("https://outlook.office365.com/.default")
+		}, func(t *testing.T, c Config) {
+			if c.Password != "" || c.ClientSecret != "s" {
+				t.Errorf("got password %q secret %q", c.Password, c.ClientSecret)
+			}
+		}},
+		{"graph defaults", graphInput, func(in *Input) { in.Host = p("ignored"); in.Password = p("ignored") }, func(t *testing.T, c Config) {
+			if c.GraphURL != DefaultGraphURL || c.AuthorityURL != DefaultAuthorityURL {
+				t.Errorf("got %q %q, want the Microsoft defaults", c.GraphURL, c.AuthorityURL)
+			}
+			if c.Host != "" || c.Password != "" {
+				t.Errorf("got host %q password set %v, want generic-only fields dropped", c.Host, c.Password != "")
+			}
+		}},
+		{"graph guid tenant, loopback urls", graphInput, func(in *Input) {
+			in.TenantID = p("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+			in.GraphURL = p("http://127.0.0.1:8081/")
+			in.AuthorityURL = p("https://127.0.0.1:8082")
+		}, func(t *testing.T, c Config) {
+			if c.GraphURL != "http://127.0.0.1:8081" {
+				t.Errorf("got graphUrl %q, want trailing slash trimmed", c.GraphURL)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.base()
+			tt.mod(&in)
+			c, err := Build(in, nil)
+			if err != nil {
+				t.Fatalf("got %v, want no error", err)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestBuildReportsEveryField(t *testing.T) {
+	_, err := Build(Input{Port: p(0), Host: p("a/b"), Description: p(strings.Repeat("x", 1001))}, nil)
+	var ve valid.Errors
+	if !errors.As(err, &ve) {
+		t.Fatalf("got %v, want validation errors", err)
+	}
+	for _, f := range []string{"name", "username", "host", "port", "password", "description"} {
+		if _, ok := ve[f]; !ok {
+			t.Errorf("got %v, want an error for %s", ve, f)
+		}
+	}
+}
+
+func TestBuildEditKeepsSecret(t *testing.T) {
+	prev, err := Build(genericInput(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev.ID = 7
+	in := genericInput()
+	in.Password = nil
+	in.Name = p("renamed")
+	c, err := Build(in, &prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Password != "app-password" || c.ID != 7 {
+		t.Errorf("got password kept=%v id=%d, want the stored password and id 7", c.Password == "app-password", c.ID)
+	}
+	in.Password = p("new-password")
+	c, _ = Build(in, &prev)
+	if c.Password != "new-password" {
+		t.Error("a given password did not replace the stored one")
+	}
+	// Switching to msgraph needs a client secret: the password does not count.
+	g := graphInput()
+	g.ClientSecret = nil
+	if _, err := Build(g, &prev); err == nil || !strings.Contains(err.Error(), "clientSecret") {
+		t.Errorf("got %v, want clientSecret required", err)
+	}
+}
+
+func TestCopyName(t *testing.T) {
+	n43 := strings.Repeat("a", 43)
+	n44 := strings.Repeat("b", 44)
+	n50 := strings.Repeat("c", 50)
+	tests := []struct {
+		name string
+		n    int
+		want string
+	}{
+		{"support", 1, "support_copied"},
+		{"support", 2, "support_copied_2"},
+		{"support", 10, "support_copied_10"},
+		{n43, 1, n43 + "_copied"},
+		{n43, 2, n43[:41] + "_copied_2"},
+		{n44, 1, n44[:43] + "_copied"},
+		{n50, 1, n50[:43] + "_copied"},
+		{n50, 3, n50[:41] + "_copied_3"},
+		{n50, 12, n50[:40] + "_copied_12"},
+	}
+	for _, tt := range tests {
+		got := CopyName(tt.name, tt.n)
+		if got != tt.want {
+			t.Errorf("CopyName(%d chars, %d): got %q, want %q", len(tt.name), tt.n, got, tt.want)
+		}
+		if len(got) > MaxNameLen {
+			t.Errorf("got %d characters, want at most %d", len(got), MaxNameLen)
+		}
+	}
+}
+
+func TestDuplicate(t *testing.T) {
+	orig, err := Build(genericInput(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Duplicate(orig, DuplicateInput{}); err == nil || !strings.Contains(err.Error(), "password") {
+		t.Errorf("got %v, want password required", err)
+	}
+	c, err := Duplicate(orig, DuplicateInput{Password: p("other")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Enabled || c.Password != "other" || c.Host != orig.Host || c.Name != "" {
+		t.Errorf("got %+v, want a disabled copy with the new password and no name", c)
+	}
+	g, _ := Build(graphInput(), nil)
+	if _, err := Duplicate(g, DuplicateInput{Password: p("x")}); err == nil || !strings.Contains(err.Error(), "clientSecret") {
+		t.Errorf("got %v, want clientSecret required", err)
+	}
+	if _, err := Duplicate(g, DuplicateInput{ClientSecret: p("x"), Name: p("bad name")}); err == nil || !strings.Contains(err.Error(), "name") {
+		t.Errorf("got %v, want name refused", err)
+	}
+}
