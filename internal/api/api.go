@@ -63,9 +63,26 @@ func (a *API) Routes(mux *http.ServeMux) {
 	h("PUT /api/v1/imap/{name}", a.editIMAP)
 	h("DELETE /api/v1/imap/{name}", a.deleteIMAP)
 	h("POST /api/v1/imap/{name}/duplicate", a.duplicateIMAP)
-	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such API route: " + r.Method + " " + r.URL.Path})
-	})
+	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
+}
+
+// unmatched answers a request no API route took: 405 with Allow when the path
+// exists for other methods, else 404, both as JSON errors.
+func unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pattern := mux.Handler(r2); pattern != "" && pattern != "/api/v1/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSONError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed here; use " + strings.Join(allow, ", ")})
+		return
+	}
+	writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such API route: " + r.Method + " " + r.URL.Path})
 }
 
 // requireToken answers 401 unless the request carries a valid bearer token.

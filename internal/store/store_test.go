@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/secret"
@@ -157,10 +158,13 @@ func TestDeleteIMAPRefusedWhileFlowsNameIt(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, f := range []string{"invoices", "Alerts"} {
-			if _, err := store.DB(s).ExecContext(ctx, `INSERT INTO flows (name, name_lower, imap_id, enabled, definition, created_at, updated_at)
-				VALUES ($1, $2, $3, $4, '{}', $5, $5)`, f, strings.ToLower(f), c.ID, true, store.Now()); err != nil {
+			if err := s.CreateFlow(ctx, &store.FlowRecord{Name: f, IMAPID: c.ID, Enabled: true, Definition: "{}"}); err != nil {
 				t.Fatal(err)
 			}
+		}
+		dup := store.FlowRecord{Name: "INVOICES", IMAPID: c.ID, Definition: "{}"}
+		if err := s.CreateFlow(ctx, &dup); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("got %v, want ErrConflict for a flow name taken in another case", err)
 		}
 		err := s.DeleteIMAP(ctx, "SUPPORT")
 		var inUse *store.InUseError
@@ -173,8 +177,10 @@ func TestDeleteIMAPRefusedWhileFlowsNameIt(t *testing.T) {
 		if _, err := s.GetIMAP(ctx, "support"); err != nil {
 			t.Errorf("refused delete removed it: %v", err)
 		}
-		if _, err := store.DB(s).ExecContext(ctx, `DELETE FROM flows`); err != nil {
-			t.Fatal(err)
+		for _, f := range []string{"invoices", "alerts"} {
+			if err := s.DeleteFlow(ctx, f); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := s.DeleteIMAP(ctx, "support"); err != nil {
 			t.Fatal(err)
@@ -198,7 +204,7 @@ func TestTokensAndUsers(t *testing.T) {
 		if err != nil || tok.Name != "cli" || tok.LastUsedAt != nil {
 			t.Fatalf("got %+v, %v", tok, err)
 		}
-		if err := s.TouchToken(ctx, tok.ID, store.Now()); err != nil {
+		if err := s.TouchToken(ctx, tok.ID, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		toks, err := s.ListTokens(ctx)

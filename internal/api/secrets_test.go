@@ -1,0 +1,154 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+)
+
+// TestSecretsNeverLeave creates configurations with distinctive secrets,
+// calls every route (successes and failures), and finds none of the secrets
+// in any response body or log line.
+func TestSecretsNeverLeave(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st)
+		ctx := context.Background()
+		secrets := []string{"Aardvark-PW-93751", "Bonobo-CS-11873", "Cassowary-OA-55120", "Dingo-PW-edit-7301",
+			"Echidna-dup-PW-4410", "Fossa-dup-CS-8823", "Gharial-bad-PW-0042"}
+
+		gen := genericInput("gen")
+		gen.Password = p(secrets[0])
+		graph := graphInput("graph")
+		graph.ClientSecret = p(secrets[1])
+		oauth := genericInput("oauth")
+		oauth.Password = nil
+		oauth.Auth = p("oauth2")
+		oauth.TokenURL = p("https://login.example.com/token")
+		oauth.ClientID = p("client")
+		oauth.ClientSecret = p(secrets[2])
+		for _, in := range []imapconf.Input{gen, graph, oauth} {
+			if _, err := h.c.CreateIMAP(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		edit := genericInput("gen")
+		edit.Password = p(secrets[3])
+		calls := []func() error{
+			func() error { _, err := h.c.ListIMAP(ctx, 0, ""); return err },
+			func() error { _, err := h.c.GetIMAP(ctx, "gen"); return err },
+			func() error { _, err := h.c.GetIMAP(ctx, "graph"); return err },
+			func() error { _, err := h.c.GetIMAP(ctx, "oauth"); return err },
+			func() error { _, err := h.c.EditIMAP(ctx, "gen", edit); return err },
+			func() error {
+				_, err := h.c.DuplicateIMAP(ctx, "gen", map[string]string{"password": secrets[4]})
+				return err
+			},
+			func() error {
+				_, err := h.c.DuplicateIMAP(ctx, "graph", map[string]string{"clientSecret": secrets[5]})
+				return err
+			},
+			func() error { return h.c.DeleteIMAP(ctx, "gen_copied") },
+		}
+		for i, call := range calls {
+			if err := call(); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		// Failures that carry a secret in the request.
+		bad := genericInput("bad name")
+		bad.Password = p(secrets[6])
+		if _, err := h.c.CreateIMAP(ctx, bad); err == nil {
+			t.Fatal("bad name accepted")
+		}
+		h.raw("POST", "/api/v1/imap", `{"name":"x","password":"`+secrets[6]+`","port":"`+secrets[6]+`"}`, nil)
+		h.raw("POST", "/api/v1/imap", `{"name":"x","password":`+secrets[6]+`}`, nil)
+		h.raw("POST", "/api/v1/imap/gen/duplicate", `{"password":"`+secrets[6]+`","name":"gen"}`, nil)
+		h.raw("GET", "/api/v1/imap", "", map[string]string{"Authorization": "Bearer " + secrets[6]})
+		h.raw("GET", "/metrics", "", nil)
+
+		h.mu.Lock()
+		all := strings.Join(h.bodies, "\n")
+		h.mu.Unlock()
+		logs := h.logs.String()
+		if !strings.Contains(all, `"hasPassword":true`) || !strings.Contains(logs, "imap configuration created") {
+			t.Fatalf("the test saw too little: %d bytes of bodies, logs %q", len(all), logs)
+		}
+		for _, s := range secrets {
+			if strings.Contains(all, s) {
+				t.Errorf("a response body contains the secret %q", s)
+			}
+			if strings.Contains(logs, s) {
+				t.Errorf("the log contains the secret %q", s)
+			}
+		}
+		if strings.Contains(logs, h.token) {
+			t.Error("the log contains the API token")
+		}
+	})
+}
+
+func TestEveryRouteNeedsAToken(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st)
+	routes := []struct{ method, path string }{
+		{"GET", "/api/v1/imap"}, {"POST", "/api/v1/imap"}, {"GET", "/api/v1/imap/x"}, {"PUT", "/api/v1/imap/x"},
+		{"DELETE", "/api/v1/imap/x"}, {"POST", "/api/v1/imap/x/duplicate"}, {"GET", "/api/v1/anything"},
+	}
+	headers := map[string]string{
+		"missing":    "",
+		"basic":      "Basic YWRtaW46YWRtaW4=",
+		"no token":   "Bearer ",
+		"wrong":      "Bearer mt_WRONGTOKENVALUE123",
+		"raw token":  h.token,
+		"lower case": "bearer mt_WRONGTOKENVALUE123",
+	}
+	for _, r := range routes {
+		for name, auth := range headers {
+			req, _ := http.NewRequest(r.method, h.url+r.path, strings.NewReader("{}"))
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s %s with %s: got %d, want 401", r.method, r.path, name, resp.StatusCode)
+			}
+			if resp.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s %s with %s: no WWW-Authenticate", r.method, r.path, name)
+			}
+		}
+	}
+	logs := h.logs.String()
+	if !strings.Contains(logs, "api authentication failed") {
+		t.Error("failed authentication was not logged")
+	}
+	if strings.Contains(logs, "WRONGTOKENVALUE") || strings.Contains(logs, h.token) || strings.Contains(logs, "YWRtaW46YWRtaW4") {
+		t.Error("the log contains a token")
+	}
+	// A revoked token stops working.
+	if err := st.RevokeToken(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := h.raw("GET", "/api/v1/imap", "", nil); status != http.StatusUnauthorized {
+		t.Errorf("revoked token: got %d, want 401", status)
+	}
+	// Probes and metrics need no token.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get(h.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: got %d, want 200", path, resp.StatusCode)
+		}
+	}
+}
