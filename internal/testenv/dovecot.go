@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +33,12 @@ import (
 
 // DovecotDomain is the domain of the addresses AddUser creates.
 const DovecotDomain = "example.test"
+
+// dovecotDirPrefix starts the names of the instances' directories in the
+// system's temporary directory.
+const dovecotDirPrefix = "mailtrigger-dovecot-"
+
+var dovecotCleanOnce sync.Once
 
 const (
 	dovecotInstallHint = "apt-get install dovecot-imapd dovecot-pop3d"
@@ -84,7 +91,7 @@ type Dovecot struct {
 	users  map[string]string // address → password
 	cmd    *exec.Cmd         // the running master, nil when stopped
 	exited chan struct{}     // closed when cmd has exited
-	output *lockedBuffer     // the master's stdout and stderr
+	output *dovecotOutput    // the master's stdout and stderr
 }
 
 // StartDovecot starts a private Dovecot on loopback and stops it and removes
@@ -93,8 +100,8 @@ type Dovecot struct {
 func StartDovecot(t testing.TB) *Dovecot {
 	t.Helper()
 	d := &Dovecot{users: map[string]string{}}
-	d.dovecotBin = findProgram("dovecot", "/usr/sbin/dovecot")
-	d.doveadmBin = findProgram("doveadm", "/usr/bin/doveadm")
+	d.dovecotBin = dovecotFindProgram("dovecot", "/usr/sbin/dovecot")
+	d.doveadmBin = dovecotFindProgram("doveadm", "/usr/bin/doveadm")
 	if d.dovecotBin == "" || d.doveadmBin == "" || !dovecotHasProtocols() {
 		t.Fatal("dovecot not found: " + dovecotInstallHint)
 	}
@@ -102,7 +109,8 @@ func StartDovecot(t testing.TB) *Dovecot {
 	// Not t.TempDir: its parents are private to root, which the mail and
 	// auth processes (unprivileged users) could not enter, and its long
 	// names would push base_dir's sockets past the 108-byte limit.
-	dir, err := os.MkdirTemp("", "dovecot-")
+	dovecotCleanOnce.Do(removeStaleDovecotDirs)
+	dir, err := os.MkdirTemp("", dovecotDirPrefix)
 	if err != nil {
 		t.Fatalf("creating dovecot directory: %v", err)
 	}
@@ -218,13 +226,13 @@ func (d *Dovecot) Append(t testing.TB, address, folder string, raw []byte) uint3
 	c := d.DialIMAPS(t, address, nil)
 	defer c.Close()
 
-	data, err := appendMessage(c, folder, raw)
+	data, err := dovecotAppend(c, folder, raw)
 	var imapErr *imap.Error
 	if errors.As(err, &imapErr) && imapErr.Code == imap.ResponseCodeTryCreate {
 		if err := c.Create(folder, nil).Wait(); err != nil {
 			t.Fatalf("dovecot: creating folder %q for %s: %v", folder, address, err)
 		}
-		data, err = appendMessage(c, folder, raw)
+		data, err = dovecotAppend(c, folder, raw)
 	}
 	if err != nil {
 		t.Fatalf("dovecot: appending to %q for %s: %v\n%s", folder, address, err, d.logTail())
@@ -238,7 +246,7 @@ func (d *Dovecot) Append(t testing.TB, address, folder string, raw []byte) uint3
 	return uint32(data.UID)
 }
 
-func appendMessage(c *imapclient.Client, folder string, raw []byte) (*imap.AppendData, error) {
+func dovecotAppend(c *imapclient.Client, folder string, raw []byte) (*imap.AppendData, error) {
 	cmd := c.Append(folder, int64(len(raw)), nil)
 	if _, err := cmd.Write(raw); err != nil {
 		return nil, err
@@ -316,7 +324,33 @@ func (d *Dovecot) logTail() string {
 	return s
 }
 
-func findProgram(name, fallback string) string {
+// removeStaleDovecotDirs removes the directories of instances whose test
+// binary was killed before its cleanup could (Dovecot itself dies with the
+// test binary). A directory is stale when no master runs on it and neither
+// it nor the log has changed for ten minutes.
+func removeStaleDovecotDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dovecotDirPrefix+"*"))
+	for _, dir := range dirs {
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < 10*time.Minute {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "dovecot.log")); err == nil && time.Since(fi.ModTime()) < 10*time.Minute {
+			continue
+		}
+		if pidFile, err := os.ReadFile(filepath.Join(dir, "run", "master.pid")); err == nil {
+			pid, err := strconv.Atoi(strings.TrimSpace(string(pidFile)))
+			if err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+				continue // running, or not ours to judge
+			}
+		}
+		_ = os.RemoveAll(dir)
+	}
+}
+
+// dovecotFindProgram returns the path of program name, looked up in PATH,
+// else fallback if it exists (sbin is often missing from a user's PATH).
+func dovecotFindProgram(name, fallback string) string {
 	if path, err := exec.LookPath(name); err == nil {
 		return path
 	}
@@ -343,8 +377,8 @@ func dovecotHasProtocols() bool {
 	return true // unknown layout: let the start say what is missing
 }
 
-// setUp chooses the host and the mail user and writes the certificates, the
-// empty users file and the mail directory.
+// setUp chooses the host and the mail user and creates the certificates
+// and the users and mail directories.
 func (d *Dovecot) setUp() error {
 	d.Host = "127.0.0.1"
 	if l, err := net.Listen("tcp", "127.0.0.2:0"); err == nil {
@@ -540,12 +574,12 @@ service pop3-login {
     ssl = yes
   }
 }
-`, d.Dir, privileges, d.Host, d.mailUser.uid, d.mailUser.gid, d.mailDir, loginChroot(),
+`, d.Dir, privileges, d.Host, d.mailUser.uid, d.mailUser.gid, d.mailDir, dovecotLoginChroot(),
 		d.IMAPPort, d.IMAPSPort, d.POP3Port, d.POP3SPort, filepath.Base(d.Dir))
 	return os.WriteFile(d.ConfigPath, []byte(conf), 0o644)
 }
 
-func loginChroot() string {
+func dovecotLoginChroot() string {
 	if os.Geteuid() != 0 {
 		return "  chroot =\n"
 	}
@@ -560,32 +594,42 @@ func (d *Dovecot) start() error {
 		d.mu.Unlock()
 		return errors.New("already running")
 	}
-	output := &lockedBuffer{}
+	output := &dovecotOutput{}
 	cmd := exec.Command(d.dovecotBin, "-F", "-c", d.ConfigPath)
 	cmd.Dir = d.Dir
 	cmd.Stdout = output
 	cmd.Stderr = output
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its children share the group, so a stuck stop can kill them all.
+		// Its children share the group, so that stop reaches them all.
 		Setpgid: true,
 		// The master, and through it every child, goes when the test
 		// binary dies, even by SIGKILL.
 		Pdeathsig: syscall.SIGTERM,
 	}
-	if err := cmd.Start(); err != nil {
+	started := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		// Pdeathsig fires when the thread that started the child ends,
+		// not the process: keep that thread until the master exits.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(exited)
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+	}()
+	if err := <-started; err != nil {
 		d.mu.Unlock()
 		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	d.cmd, d.exited, d.output = cmd, exited, output
 	d.mu.Unlock()
 
 	if err := d.waitReady(exited); err != nil {
-		_ = d.stop()
+		d.halt()
 		return err
 	}
 	return nil
@@ -603,9 +647,9 @@ func (d *Dovecot) waitReady(exited <-chan struct{}) error {
 			return errors.New("dovecot exited during start")
 		default:
 		}
-		lastErr = greets(d.Addr(d.IMAPPort), "* OK [CAPABILITY ", deadline)
+		lastErr = dovecotGreets(d.Addr(d.IMAPPort), "* OK [CAPABILITY ", deadline)
 		if lastErr == nil {
-			lastErr = greets(d.Addr(d.POP3Port), "+OK ", deadline)
+			lastErr = dovecotGreets(d.Addr(d.POP3Port), "+OK ", deadline)
 		}
 		if lastErr == nil {
 			return nil
@@ -615,8 +659,8 @@ func (d *Dovecot) waitReady(exited <-chan struct{}) error {
 	return fmt.Errorf("not ready within %v: %w", dovecotReadyTimeout, lastErr)
 }
 
-// greets connects to addr and reads lines until one starts with prefix.
-func greets(addr, prefix string, deadline time.Time) error {
+// dovecotGreets connects to addr and reads lines until one starts with prefix.
+func dovecotGreets(addr, prefix string, deadline time.Time) error {
 	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -644,15 +688,38 @@ func greets(addr, prefix string, deadline time.Time) error {
 	}
 }
 
-// stop ends the master and its children, kills them if that takes too long,
-// and waits until the ports can be bound again.
+// stop stops a running Dovecot and waits until its ports can be bound
+// again: a Start right after must not find them taken.
 func (d *Dovecot) stop() error {
+	if !d.halt() {
+		return nil
+	}
+	deadline := time.Now().Add(dovecotReadyTimeout)
+	for _, port := range []int{d.IMAPPort, d.IMAPSPort, d.POP3Port, d.POP3SPort} {
+		for {
+			l, err := net.Listen("tcp", d.Addr(port))
+			if err == nil {
+				_ = l.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("port %d still bound after stop: %w", port, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// halt ends the master and its children, if running, and reports whether
+// they were.
+func (d *Dovecot) halt() bool {
 	d.mu.Lock()
 	cmd, exited := d.cmd, d.exited
 	d.cmd = nil
 	d.mu.Unlock()
 	if cmd == nil {
-		return nil
+		return false
 	}
 	pgid := cmd.Process.Pid
 	// Signal the whole group: the master alone, which signals its children
@@ -670,26 +737,7 @@ func (d *Dovecot) stop() error {
 		// believe if the pid were reused.
 		_ = os.Remove(filepath.Join(d.Dir, "run", "master.pid"))
 	}
-	var errs []error
-
-	// Children that still hold a listening socket keep the port bound.
-	deadline := time.Now().Add(dovecotReadyTimeout)
-	for _, port := range []int{d.IMAPPort, d.IMAPSPort, d.POP3Port, d.POP3SPort} {
-		for {
-			l, err := net.Listen("tcp", d.Addr(port))
-			if err == nil {
-				_ = l.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-				errs = append(errs, fmt.Errorf("port %d still bound after stop: %w", port, err))
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	return errors.Join(errs...)
+	return true
 }
 
 // dovecotCertificates returns a new CA certificate and a server certificate
@@ -750,20 +798,20 @@ func dovecotCertificates(host string) (caPEM, certPEM, keyPEM []byte, err error)
 	return caPEM, certPEM, keyPEM, nil
 }
 
-// lockedBuffer is a bytes.Buffer safe for the process's writes and the
+// dovecotOutput is a bytes.Buffer safe for the process's writes and the
 // test's reads.
-type lockedBuffer struct {
+type dovecotOutput struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *dovecotOutput) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *dovecotOutput) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

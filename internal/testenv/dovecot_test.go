@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,14 +69,19 @@ func TestDovecot(t *testing.T) {
 		appended := time.Now()
 		msg.uid = d.Append(t, alice, "INBOX", msg.raw)
 		inbox = append(inbox, msg)
-		select {
-		case n := <-exists:
-			if n != 3 {
-				t.Errorf("got EXISTS %d, want 3", n)
+		timeout := time.After(10 * time.Second)
+	wait:
+		for {
+			select {
+			case n := <-exists:
+				if n == uint32(len(inbox)) {
+					t.Logf("IDLE saw the append after %v", time.Since(appended))
+					break wait
+				}
+			case <-timeout:
+				t.Errorf("no EXISTS %d during IDLE within 10 s of an append\n%s", len(inbox), d.logTail())
+				break wait
 			}
-			t.Logf("IDLE saw the append after %v", time.Since(appended))
-		case <-time.After(10 * time.Second):
-			t.Errorf("no EXISTS during IDLE within 10 s of an append\n%s", d.logTail())
 		}
 		if err := idle.Close(); err != nil {
 			t.Fatalf("closing idle: %v", err)
@@ -167,6 +175,13 @@ func TestDovecot(t *testing.T) {
 		if elapsed := time.Since(began); elapsed > 1500*time.Millisecond {
 			t.Errorf("failed login took %v, want less than the default 2 s delay", elapsed)
 		}
+
+		// No penalty delays the next login from the same address.
+		began = time.Now()
+		d.DialIMAPS(t, alice, nil)
+		if elapsed := time.Since(began); elapsed > time.Second {
+			t.Errorf("login after a failed one took %v, want no penalty", elapsed)
+		}
 	})
 
 	t.Run("Doveadm", func(t *testing.T) {
@@ -199,7 +214,13 @@ func TestDovecot(t *testing.T) {
 
 	t.Run("StopStart", func(t *testing.T) {
 		validity := uidValidity(t, d, alice, "INBOX")
+		connected := d.DialIMAPS(t, alice, nil)
 		d.Stop(t)
+		select {
+		case <-connected.Closed():
+		case <-time.After(5 * time.Second):
+			t.Errorf("a connection stayed open after Stop")
+		}
 		for _, port := range []int{d.IMAPPort, d.IMAPSPort, d.POP3Port, d.POP3SPort} {
 			if conn, err := net.DialTimeout("tcp", d.Addr(port), time.Second); err == nil {
 				conn.Close()
@@ -366,4 +387,54 @@ func (p *pop3) upgrade(config *tls.Config) {
 	}
 	p.conn = tlsConn
 	p.text = textproto.NewConn(tlsConn)
+}
+
+func TestRemoveStaleDovecotDirs(t *testing.T) {
+	old := time.Now().Add(-time.Hour)
+	makeDir := func(pid string, mtime time.Time) string {
+		t.Helper()
+		dir, err := os.MkdirTemp("", dovecotDirPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if pid != "" {
+			if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "run", "master.pid"), []byte(pid+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chtimes(dir, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	// A pid that surely is not running: a child that has been waited for.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadPID := strconv.Itoa(cmd.Process.Pid)
+
+	tests := []struct {
+		name      string
+		dir       string
+		wantStale bool
+	}{
+		{"old, master dead", makeDir(deadPID, old), true},
+		{"old, no master", makeDir("", old), true},
+		{"old, master running", makeDir(strconv.Itoa(os.Getpid()), old), false},
+		{"recent, no master", makeDir("", time.Now()), false},
+	}
+	removeStaleDovecotDirs()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := os.Stat(tt.dir)
+			if removed := errors.Is(err, os.ErrNotExist); removed != tt.wantStale {
+				t.Errorf("got removed %v, want %v", removed, tt.wantStale)
+			}
+		})
+	}
 }

@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mailtrigger/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// runCLI runs the command in-process with the given environment.
+func runCLI(t *testing.T, vars map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb lockedBuffer
+	env := Env{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }}
+	code = Main(context.Background(), args, env)
+	return code, out.String(), errb.String()
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"}, {"serve", "--help"}, {"migrate", "--help"}, {"token", "--help"}, {"token", "create", "--help"},
+		{"token", "list", "--help"}, {"token", "revoke", "--help"}, {"user", "--help"}, {"user", "set-password", "--help"},
+		{"version", "--help"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out, errOut := runCLI(t, nil, "", args...)
+			if code != 0 {
+				t.Errorf("got exit %d, want 0", code)
+			}
+			if !strings.Contains(out+errOut, "Usage") {
+				t.Errorf("got %q, want a usage text", out+errOut)
+			}
+		})
+	}
+	if code, _, errOut := runCLI(t, nil, "", "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("unknown command: got %d %q", code, errOut)
+	}
+	if code, _, _ := runCLI(t, nil, ""); code != 2 {
+		t.Errorf("no command: got %d, want 2", code)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI(t, nil, "", "version")
+	if code != 0 || !strings.HasPrefix(out, "mailtrigger ") {
+		t.Errorf("got %d %q", code, out)
+	}
+}
+
+func TestTokenAndUserCommands(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			vars := map[string]string{"MAILTRIGGER_DATA_DIR": t.TempDir()}
+			if db == "postgres" {
+				vars["MAILTRIGGER_DATABASE_URL"] = testenv.PostgresURL(t)
+			}
+			code, out, errOut := runCLI(t, vars, "", "token", "create", "cli")
+			if code != 0 || !regexp.MustCompile(`^mt_[A-Z0-9]{52}\n$`).MatchString(out) {
+				t.Fatalf("token create: got %d %q %q", code, out, errOut)
+			}
+			tok := strings.TrimSpace(out)
+			if code, _, errOut := runCLI(t, vars, "", "token", "create", "cli"); code != 1 || !strings.Contains(errOut, "exists already") {
+				t.Errorf("duplicate token: got %d %q", code, errOut)
+			}
+			if code, _, errOut := runCLI(t, vars, "", "token", "create", "bad name"); code != 1 || !strings.Contains(errOut, "letters, digits") {
+				t.Errorf("bad token name: got %d %q", code, errOut)
+			}
+			code, out, _ = runCLI(t, vars, "", "token", "list")
+			if code != 0 || !strings.Contains(out, "cli") || !strings.Contains(out, "never") || strings.Contains(out, tok) {
+				t.Errorf("token list: got %d %q", code, out)
+			}
+			if code, out, _ := runCLI(t, vars, "", "token", "revoke", "cli"); code != 0 || !strings.Contains(out, "revoked") {
+				t.Errorf("revoke: got %d %q", code, out)
+			}
+			if code, _, errOut := runCLI(t, vars, "", "token", "revoke", "cli"); code != 1 || !strings.Contains(errOut, "no token") {
+				t.Errorf("second revoke: got %d %q", code, errOut)
+			}
+
+			if code, out, _ := runCLI(t, vars, "correct horse battery\n", "user", "set-password", "admin"); code != 0 || !strings.Contains(out, `"admin" created`) || strings.Contains(out, "horse") {
+				t.Errorf("set-password: got %d %q", code, out)
+			}
+			if code, _, errOut := runCLI(t, vars, "short\n", "user", "set-password", "admin"); code != 1 || !strings.Contains(errOut, "at least 8") {
+				t.Errorf("short password: got %d %q", code, errOut)
+			}
+			code, out, _ = runCLI(t, vars, "", "user", "set-password", "--generate", "admin")
+			if code != 0 || !regexp.MustCompile(`"admin" updated; password: [A-Z0-9]{26}\n`).MatchString(out) {
+				t.Errorf("generate: got %d %q", code, out)
+			}
+			if code, out, _ := runCLI(t, vars, "", "migrate"); code != 0 || !strings.Contains(out, "up to date") {
+				t.Errorf("migrate: got %d %q", code, out)
+			}
+		})
+	}
+}
+
+func TestBadSettingsAreClearErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		vars map[string]string
+		want string
+	}{
+		{map[string]string{"MAILTRIGGER_DATABASE_URL": "mysql://x"}, "must start with postgres://"},
+		{map[string]string{"MAILTRIGGER_SECRET_KEY": "c2hvcnQ="}, "MAILTRIGGER_SECRET_KEY"},
+		{map[string]string{"MAILTRIGGER_LOG_LEVEL": "loud"}, "MAILTRIGGER_LOG_LEVEL"},
+	}
+	for _, tt := range tests {
+		tt.vars["MAILTRIGGER_DATA_DIR"] = dir
+		code, _, errOut := runCLI(t, tt.vars, "", "token", "list")
+		if code != 1 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: got %d %q, want %q", tt.vars, code, errOut, tt.want)
+		}
+	}
+}
+
+func TestServeCreatesAdminOnceAndStops(t *testing.T) {
+	dir := t.TempDir()
+	port := testenv.FreePort(t)
+	vars := map[string]string{"MAILTRIGGER_DATA_DIR": dir, "MAILTRIGGER_LISTEN": fmt.Sprintf("127.0.0.1:%d", port)}
+	serveOnce := func() (stdout, stderr string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errb lockedBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- Main(ctx, []string{"serve"}, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }})
+		}()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				cancel()
+				t.Fatalf("serve did not become ready: %s", errb.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d: %s", code, errb.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+		return out.String(), errb.String()
+	}
+	out, logs := serveOnce()
+	m := regexp.MustCompile(`Created user "admin" with password: ([A-Z0-9]{26})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("first start did not print the admin password: %q", out)
+	}
+	if strings.Contains(logs, m[1]) {
+		t.Error("the admin password is in the log")
+	}
+	out, _ = serveOnce()
+	if strings.Contains(out, "password") {
+		t.Errorf("second start printed %q", out)
+	}
+
+	// MAILTRIGGER_ADMIN_PASSWORD is used and not printed.
+	vars["MAILTRIGGER_DATA_DIR"] = t.TempDir()
+	vars["MAILTRIGGER_ADMIN_PASSWORD"] = "Preset-Admin-Password"
+	out, logs = serveOnce()
+	if strings.Contains(out+logs, "Preset-Admin-Password") || !strings.Contains(logs, "MAILTRIGGER_ADMIN_PASSWORD") {
+		t.Errorf("got stdout %q, logs %q", out, logs)
+	}
+}
