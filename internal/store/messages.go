@@ -1,0 +1,393 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"mailtrigger/internal/mail"
+)
+
+// Checkpoint is where reading an IMAP folder stands: every message up to
+// LastUID under UIDValidity is recorded.
+type Checkpoint struct {
+	UIDValidity uint32
+	LastUID     uint32
+}
+
+// GetCheckpoint returns the checkpoint of configuration imapID; ok is false
+// when the mailbox was never read.
+func (s *Store) GetCheckpoint(ctx context.Context, imapID int64) (cp Checkpoint, ok bool, err error) {
+	var v, u int64
+	err = s.r.QueryRowContext(ctx, `SELECT uid_validity, last_uid FROM mailbox_state WHERE imap_id = $1`, imapID).Scan(&v, &u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("reading checkpoint of imap configuration %d: %w", imapID, err)
+	}
+	return Checkpoint{UIDValidity: uint32(v), LastUID: uint32(u)}, true, nil
+}
+
+// Incoming is one message read from a server, to be recorded.
+type Incoming struct {
+	UID  uint32
+	Raw  []byte // the whole message, or only its header when Msg.TooLarge
+	Msg  *mail.Message
+	Seen time.Time // when it was read
+}
+
+// Batch is what one ingest transaction records for one mailbox.
+type Batch struct {
+	IMAPID     int64
+	IMAPName   string
+	Checkpoint Checkpoint // where the mailbox stands once the batch is recorded
+	Messages   []Incoming
+	// Action and MoveTo are the after-processing owed to the server for each
+	// recorded message ("" or "none": nothing).
+	Action, MoveTo string
+}
+
+// Recorded is a message the batch recorded.
+type Recorded struct {
+	ID  int64
+	UID uint32
+}
+
+// RecordHook runs inside the ingest transaction for every message recorded:
+// the seam where flows create their runs, so that a message and its runs
+// commit together or not at all.
+type RecordHook func(ctx context.Context, tx *sql.Tx, id int64, in Incoming) error
+
+// RecordBatch records the messages of b and moves the checkpoint, in one
+// transaction. A message already recorded (same configuration, UIDVALIDITY
+// and UID), or recorded under an earlier UIDVALIDITY with the same dedupe key,
+// is not recorded again. The checkpoint never moves backwards.
+func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
+	err = s.Write(ctx, func(tx *sql.Tx) error {
+		rec, skipped = rec[:0], 0
+		for _, in := range b.Messages {
+			id, ok, err := recordMessage(ctx, tx, b, in)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				skipped++
+				continue
+			}
+			if hook != nil {
+				if err := hook(ctx, tx, id, in); err != nil {
+					return fmt.Errorf("message uid %d: %w", in.UID, err)
+				}
+			}
+			if b.Action != "" && b.Action != "none" {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO pending_actions (imap_id, uid_validity, uid, action, move_to, created_at)
+					VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+					b.IMAPID, int64(b.Checkpoint.UIDValidity), int64(in.UID), b.Action, b.MoveTo, now()); err != nil {
+					return fmt.Errorf("recording after-processing of uid %d: %w", in.UID, err)
+				}
+			}
+			rec = append(rec, Recorded{ID: id, UID: in.UID})
+		}
+		return setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
+	}
+	return rec, skipped, nil
+}
+
+// SetCheckpoint moves the checkpoint without recording messages (a backlog
+// mode that skips old mail, a UIDVALIDITY change).
+func (s *Store) SetCheckpoint(ctx context.Context, imapID int64, cp Checkpoint) error {
+	return s.Write(ctx, func(tx *sql.Tx) error { return setCheckpoint(ctx, tx, imapID, cp) })
+}
+
+func setCheckpoint(ctx context.Context, tx *sql.Tx, imapID int64, cp Checkpoint) error {
+	// Same UIDVALIDITY: only forwards. Another UIDVALIDITY: the folder was
+	// recreated and reading starts over.
+	_, err := tx.ExecContext(ctx, `INSERT INTO mailbox_state (imap_id, uid_validity, last_uid, updated_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (imap_id) DO UPDATE SET
+			last_uid = CASE WHEN mailbox_state.uid_validity = excluded.uid_validity AND mailbox_state.last_uid > excluded.last_uid
+				THEN mailbox_state.last_uid ELSE excluded.last_uid END,
+			uid_validity = excluded.uid_validity, updated_at = excluded.updated_at`,
+		imapID, int64(cp.UIDValidity), int64(cp.LastUID), now())
+	if err != nil {
+		return fmt.Errorf("moving checkpoint of imap configuration %d: %w", imapID, err)
+	}
+	return nil
+}
+
+func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in Incoming) (int64, bool, error) {
+	m := in.Msg
+	key := m.DedupeKey()
+	var dup int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM messages WHERE imap_id = $1 AND dedupe_key = $2 AND uid_validity <> $3 LIMIT 1`,
+		b.IMAPID, key, int64(b.Checkpoint.UIDValidity)).Scan(&dup)
+	if err == nil {
+		return 0, false, nil // recorded before the folder was recreated
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, false, fmt.Errorf("looking for uid %d recorded earlier: %w", in.UID, err)
+	}
+	var date *time.Time
+	if !m.Date.IsZero() {
+		d := m.Date.UTC()
+		date = &d
+	}
+	received := in.Seen
+	if received.IsZero() {
+		received = now()
+	}
+	var id int64
+	err = tx.QueryRowContext(ctx, `INSERT INTO messages (imap_id, imap_name, uid_validity, uid, message_id, dedupe_key, subject,
+		from_json, to_json, cc_json, reply_to_json, date, size, received_at, parse_error, too_large, text_body, html_body, raw)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+		ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id`,
+		b.IMAPID, b.IMAPName, int64(b.Checkpoint.UIDValidity), int64(in.UID), text(m.MessageID), text(key), text(m.Subject),
+		addrJSON(m.From), addrJSON(m.To), addrJSON(m.Cc), addrJSON(m.ReplyTo), date, m.Size, received.UTC(),
+		text(m.ParseError()), m.TooLarge, text(m.Text), text(m.HTML), in.Raw).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil // recorded already
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("recording uid %d: %w", in.UID, err)
+	}
+	for n, a := range m.Attachments {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO attachments (message_id, n, filename, content_type, size, sha256, inline, content_id, content)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, id, n, text(a.Filename), text(a.ContentType), a.Size, a.SHA256,
+			a.Inline, text(a.ContentID), nonNil(a.Content)); err != nil {
+			return 0, false, fmt.Errorf("recording attachment %d of uid %d: %w", n, in.UID, err)
+		}
+	}
+	return id, true, nil
+}
+
+// text makes s storable in a PostgreSQL text column, which refuses NUL.
+func text(s string) string { return strings.ReplaceAll(s, "\x00", "\uFFFD") }
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+func addrJSON(a []mail.Address) string {
+	if a == nil {
+		a = []mail.Address{}
+	}
+	for i := range a {
+		a[i].Name, a[i].Address = text(a[i].Name), text(a[i].Address)
+	}
+	data, _ := json.Marshal(a)
+	return string(data)
+}
+
+// PendingAction is after-processing owed to the server.
+type PendingAction struct {
+	UIDValidity uint32
+	UID         uint32
+	Action      string
+	MoveTo      string
+}
+
+// PendingActions returns the after-processing owed for configuration imapID.
+func (s *Store) PendingActions(ctx context.Context, imapID int64) ([]PendingAction, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT uid_validity, uid, action, move_to FROM pending_actions WHERE imap_id = $1 ORDER BY uid_validity, uid`, imapID)
+	if err != nil {
+		return nil, fmt.Errorf("listing pending after-processing: %w", err)
+	}
+	defer rows.Close()
+	var out []PendingAction
+	for rows.Next() {
+		var p PendingAction
+		var v, u int64
+		if err := rows.Scan(&v, &u, &p.Action, &p.MoveTo); err != nil {
+			return nil, fmt.Errorf("listing pending after-processing: %w", err)
+		}
+		p.UIDValidity, p.UID = uint32(v), uint32(u)
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// DonePendingActions forgets after-processing that was done.
+func (s *Store) DonePendingActions(ctx context.Context, imapID int64, uidValidity uint32, uids []uint32) error {
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		for _, u := range uids {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM pending_actions WHERE imap_id = $1 AND uid_validity = $2 AND uid = $3`,
+				imapID, int64(uidValidity), int64(u)); err != nil {
+				return fmt.Errorf("forgetting after-processing of uid %d: %w", u, err)
+			}
+		}
+		return nil
+	})
+}
+
+// ClearPendingActions forgets all after-processing owed for imapID under
+// another UIDVALIDITY than current: those UIDs no longer exist.
+func (s *Store) ClearPendingActions(ctx context.Context, imapID int64, current uint32) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM pending_actions WHERE imap_id = $1 AND uid_validity <> $2`, imapID, int64(current)); err != nil {
+		return fmt.Errorf("forgetting stale after-processing: %w", err)
+	}
+	return nil
+}
+
+// StoredMessage is a recorded message as the API shows it.
+type StoredMessage struct {
+	ID          int64
+	IMAPID      int64
+	IMAPName    string
+	UIDValidity uint32
+	UID         uint32
+	MessageID   string
+	Subject     string
+	From, To    []mail.Address
+	Cc, ReplyTo []mail.Address
+	Date        *time.Time
+	Size        int64
+	ReceivedAt  time.Time
+	ParseError  string
+	TooLarge    bool
+	Text, HTML  string
+	Attachments []StoredAttachment
+}
+
+// StoredAttachment describes an attachment, without its content.
+type StoredAttachment struct {
+	N           int
+	Filename    string
+	ContentType string
+	Size        int64
+	SHA256      string
+	Inline      bool
+	ContentID   string
+}
+
+const messageColumns = `id, imap_id, imap_name, uid_validity, uid, message_id, subject, from_json, to_json, cc_json, reply_to_json,
+	date, size, received_at, parse_error, too_large`
+
+func scanMessage(row interface{ Scan(...any) error }) (StoredMessage, error) {
+	var m StoredMessage
+	var v, u int64
+	var from, to, cc, rt string
+	err := row.Scan(&m.ID, &m.IMAPID, &m.IMAPName, &v, &u, &m.MessageID, &m.Subject, &from, &to, &cc, &rt, &m.Date, &m.Size,
+		&m.ReceivedAt, &m.ParseError, &m.TooLarge)
+	if err != nil {
+		return m, err
+	}
+	m.UIDValidity, m.UID = uint32(v), uint32(u)
+	for _, p := range []struct {
+		s string
+		a *[]mail.Address
+	}{{from, &m.From}, {to, &m.To}, {cc, &m.Cc}, {rt, &m.ReplyTo}} {
+		if err := json.Unmarshal([]byte(p.s), p.a); err != nil {
+			return m, fmt.Errorf("decoding addresses of message %d: %w", m.ID, err)
+		}
+	}
+	return m, nil
+}
+
+// ListMessages returns up to limit messages, newest first, with an id below
+// before (0: from the newest); imapName filters by configuration name when set.
+func (s *Store) ListMessages(ctx context.Context, imapName string, before int64, limit int) ([]StoredMessage, error) {
+	q := `SELECT ` + messageColumns + ` FROM messages WHERE ($1 = 0 OR id < $1) AND ($2 = '' OR lower(imap_name) = $2) ORDER BY id DESC LIMIT $3`
+	rows, err := s.r.QueryContext(ctx, q, before, lower(imapName), limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredMessage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing messages: %w", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	for i := range out {
+		if out[i].Attachments, err = s.attachments(ctx, out[i].ID); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// GetMessage returns message id with its bodies and attachment list.
+func (s *Store) GetMessage(ctx context.Context, id int64) (StoredMessage, error) {
+	m, err := scanMessage(s.r.QueryRowContext(ctx, `SELECT `+messageColumns+` FROM messages WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, fmt.Errorf("message %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return m, fmt.Errorf("reading message %d: %w", id, err)
+	}
+	if err := s.r.QueryRowContext(ctx, `SELECT text_body, html_body FROM messages WHERE id = $1`, id).Scan(&m.Text, &m.HTML); err != nil {
+		return m, fmt.Errorf("reading message %d: %w", id, err)
+	}
+	m.Attachments, err = s.attachments(ctx, id)
+	return m, err
+}
+
+func (s *Store) attachments(ctx context.Context, id int64) ([]StoredAttachment, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT n, filename, content_type, size, sha256, inline, content_id FROM attachments WHERE message_id = $1 ORDER BY n`, id)
+	if err != nil {
+		return nil, fmt.Errorf("listing attachments of message %d: %w", id, err)
+	}
+	defer rows.Close()
+	out := []StoredAttachment{}
+	for rows.Next() {
+		var a StoredAttachment
+		if err := rows.Scan(&a.N, &a.Filename, &a.ContentType, &a.Size, &a.SHA256, &a.Inline, &a.ContentID); err != nil {
+			return nil, fmt.Errorf("listing attachments of message %d: %w", id, err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// MessageRaw returns the stored raw bytes of message id (only the header for
+// a message too large to keep).
+func (s *Store) MessageRaw(ctx context.Context, id int64) ([]byte, error) {
+	var raw []byte
+	err := s.r.QueryRowContext(ctx, `SELECT raw FROM messages WHERE id = $1`, id).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("message %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading raw message %d: %w", id, err)
+	}
+	return raw, nil
+}
+
+// AttachmentContent returns attachment n of message id and its content.
+func (s *Store) AttachmentContent(ctx context.Context, id int64, n int) (StoredAttachment, []byte, error) {
+	var a StoredAttachment
+	var content []byte
+	err := s.r.QueryRowContext(ctx, `SELECT n, filename, content_type, size, sha256, inline, content_id, content FROM attachments
+		WHERE message_id = $1 AND n = $2`, id, n).Scan(&a.N, &a.Filename, &a.ContentType, &a.Size, &a.SHA256, &a.Inline, &a.ContentID, &content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, nil, fmt.Errorf("attachment %d of message %d: %w", n, id, ErrNotFound)
+	}
+	if err != nil {
+		return a, nil, fmt.Errorf("reading attachment %d of message %d: %w", n, id, err)
+	}
+	return a, content, nil
+}
+
+// CountMessages returns how many messages configuration imapID has recorded.
+func (s *Store) CountMessages(ctx context.Context, imapID int64) (int64, error) {
+	var n int64
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM messages WHERE imap_id = $1`, imapID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting messages: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,132 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"testing"
+
+	"mailtrigger/internal/mail"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+)
+
+func incoming(uid uint32, raw string) store.Incoming {
+	return store.Incoming{UID: uid, Raw: []byte(raw), Msg: mail.Parse([]byte(raw))}
+}
+
+func msg(n int, msgID string) string {
+	id := ""
+	if msgID != "" {
+		id = "Message-ID: <" + msgID + ">\r\n"
+	}
+	return fmt.Sprintf("From: A <a@example.com>\r\nTo: b@example.com\r\nSubject: Invoice %d\r\n%s\r\nbody %d\r\n", n, id, n)
+}
+
+func TestRecordBatchExactlyOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 100, LastUID: 2},
+			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, msg(2, ""))}, Action: "seen"}
+		hooked := 0
+		hook := func(ctx context.Context, tx *sql.Tx, id int64, in store.Incoming) error { hooked++; return nil }
+		rec, skipped, err := s.RecordBatch(ctx, b, hook)
+		if err != nil || len(rec) != 2 || skipped != 0 || hooked != 2 {
+			t.Fatalf("got %v skipped %d hooked %d, %v", rec, skipped, hooked, err)
+		}
+		// The same batch again records nothing.
+		rec, skipped, err = s.RecordBatch(ctx, b, hook)
+		if err != nil || len(rec) != 0 || skipped != 2 || hooked != 2 {
+			t.Fatalf("again: got %v skipped %d hooked %d, %v", rec, skipped, hooked, err)
+		}
+		cp, ok, err := s.GetCheckpoint(ctx, 1)
+		if err != nil || !ok || cp != (store.Checkpoint{UIDValidity: 100, LastUID: 2}) {
+			t.Errorf("got %v %v %v", cp, ok, err)
+		}
+		// The checkpoint does not move backwards under one UIDVALIDITY.
+		if err := s.SetCheckpoint(ctx, 1, store.Checkpoint{UIDValidity: 100, LastUID: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp.LastUID != 2 {
+			t.Errorf("checkpoint went back to %d", cp.LastUID)
+		}
+		pa, err := s.PendingActions(ctx, 1)
+		if err != nil || len(pa) != 2 || pa[0].Action != "seen" {
+			t.Fatalf("got %v, %v", pa, err)
+		}
+		if err := s.DonePendingActions(ctx, 1, 100, []uint32{1, 2}); err != nil {
+			t.Fatal(err)
+		}
+		if pa, _ := s.PendingActions(ctx, 1); len(pa) != 0 {
+			t.Errorf("got %v after done", pa)
+		}
+
+		// A new UIDVALIDITY: the folder is read again; what was recorded
+		// (by Message-ID or by the hash) is not recorded twice, new mail is.
+		b2 := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 200, LastUID: 3},
+			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, msg(2, "")), incoming(3, msg(3, "three@x"))}}
+		rec, skipped, err = s.RecordBatch(ctx, b2, nil)
+		if err != nil || len(rec) != 1 || rec[0].UID != 3 || skipped != 2 {
+			t.Fatalf("after uidvalidity change: got %v skipped %d, %v", rec, skipped, err)
+		}
+		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp != (store.Checkpoint{UIDValidity: 200, LastUID: 3}) {
+			t.Errorf("got checkpoint %v", cp)
+		}
+
+		// A failing hook rolls back the message and the checkpoint.
+		b3 := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 200, LastUID: 4},
+			Messages: []store.Incoming{incoming(4, msg(4, "four@x"))}}
+		boom := errors.New("boom")
+		if _, _, err := s.RecordBatch(ctx, b3, func(context.Context, *sql.Tx, int64, store.Incoming) error { return boom }); !errors.Is(err, boom) {
+			t.Fatalf("got %v, want boom", err)
+		}
+		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp.LastUID != 3 {
+			t.Errorf("a failed batch moved the checkpoint to %d", cp.LastUID)
+		}
+		list, err := s.ListMessages(ctx, "INBOX", 0, 10)
+		if err != nil || len(list) != 3 {
+			t.Fatalf("got %d messages, %v", len(list), err)
+		}
+		if list[0].UID != 3 || list[0].Subject != "Invoice 3" || list[0].From[0].Address != "a@example.com" {
+			t.Errorf("got %+v", list[0])
+		}
+		page, _ := s.ListMessages(ctx, "", list[0].ID, 10)
+		if len(page) != 2 {
+			t.Errorf("got %d older messages, want 2", len(page))
+		}
+		m, err := s.GetMessage(ctx, list[0].ID)
+		if err != nil || m.Text == "" {
+			t.Errorf("got %+v, %v", m, err)
+		}
+		raw, err := s.MessageRaw(ctx, list[0].ID)
+		if err != nil || string(raw) != msg(3, "three@x") {
+			t.Errorf("got %q, %v", raw, err)
+		}
+	})
+}
+
+func TestRecordStoresOddMessages(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		raw := "Subject: nul \x00 byte\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--x--\r\n"
+		b := store.Batch{IMAPID: 2, IMAPName: "odd", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
+			Messages: []store.Incoming{incoming(1, raw), incoming(2, "\xff\xfe garbage")}}
+		rec, _, err := s.RecordBatch(ctx, b, nil)
+		if err != nil || len(rec) != 2 {
+			t.Fatalf("got %v, %v", rec, err)
+		}
+		m, err := s.GetMessage(ctx, rec[0].ID)
+		if err != nil || len(m.Attachments) != 1 || m.Attachments[0].Filename != "a.pdf" {
+			t.Fatalf("got %+v, %v", m, err)
+		}
+		a, content, err := s.AttachmentContent(ctx, rec[0].ID, 0)
+		if err != nil || string(content) != "%PDF-" || a.ContentType != "application/pdf" {
+			t.Errorf("got %+v %q %v", a, content, err)
+		}
+		bad, err := s.GetMessage(ctx, rec[1].ID)
+		if err != nil || bad.ParseError == "" {
+			t.Errorf("got %+v, %v, want a parse error recorded", bad, err)
+		}
+	})
+}
