@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/auth"
+	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
@@ -32,6 +33,10 @@ type Deps struct {
 	// Changed, when set, is called after an IMAP configuration was created,
 	// edited or deleted, so that the watchers follow without a restart.
 	Changed func(ctx context.Context)
+	// Status, when set, reports what the watcher of a configuration is doing.
+	Status func(c imapconf.Config) *imapconf.Status
+	// Test, when set, tries a configuration: connect, TLS, log in, open the folder.
+	Test func(ctx context.Context, c imapconf.Config) any
 }
 
 // API serves /api/v1.
@@ -39,6 +44,8 @@ type API struct {
 	store   *store.Store
 	log     *slog.Logger
 	changed func(context.Context)
+	status  func(imapconf.Config) *imapconf.Status
+	test    func(context.Context, imapconf.Config) any
 }
 
 // New returns the API.
@@ -49,7 +56,10 @@ func New(d Deps) *API {
 	if d.Changed == nil {
 		d.Changed = func(context.Context) {}
 	}
-	return &API{store: d.Store, log: d.Logger, changed: d.Changed}
+	if d.Status == nil {
+		d.Status = func(imapconf.Config) *imapconf.Status { return nil }
+	}
+	return &API{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test}
 }
 
 // Routes registers every /api/v1 route on mux, each behind the token check.
@@ -63,6 +73,9 @@ func (a *API) Routes(mux *http.ServeMux) {
 	h("PUT /api/v1/imap/{name}", a.editIMAP)
 	h("DELETE /api/v1/imap/{name}", a.deleteIMAP)
 	h("POST /api/v1/imap/{name}/duplicate", a.duplicateIMAP)
+	h("POST /api/v1/imap/{name}/test", a.testSavedIMAP)
+	h("POST /api/v1/imap/test", a.testUnsavedIMAP)
+	a.messageRoutes(h)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 }
 

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
@@ -62,7 +64,52 @@ func (a *API) getIMAP(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c.View())
+	v := c.View()
+	v.Status = a.status(c)
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *API) testSavedIMAP(w http.ResponseWriter, r *http.Request) {
+	c, err := a.store.GetIMAP(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.runTest(w, r, c)
+}
+
+// testUnsavedIMAP tries the configuration in the body without saving it. The
+// name may be left out; a secret left out is taken from the saved
+// configuration of that name, so that an edit form can test before saving.
+func (a *API) testUnsavedIMAP(w http.ResponseWriter, r *http.Request) {
+	var in imapconf.Input
+	if err := decode(w, r, &in); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	var prev *imapconf.Config
+	if in.Name == nil || *in.Name == "" {
+		in.Name = new(string)
+		*in.Name = "unsaved"
+	} else if c, err := a.store.GetIMAP(r.Context(), *in.Name); err == nil {
+		prev = &c
+	}
+	c, err := imapconf.Build(in, prev)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.runTest(w, r, c)
+}
+
+func (a *API) runTest(w http.ResponseWriter, r *http.Request, c imapconf.Config) {
+	if a.test == nil {
+		writeJSONError(w, http.StatusNotImplemented, apiError{Code: "not_implemented", Message: "testing connections is not available"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	defer cancel()
+	writeJSON(w, http.StatusOK, a.test(ctx, c))
 }
 
 func (a *API) editIMAP(w http.ResponseWriter, r *http.Request) {

@@ -11,8 +11,12 @@ import (
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/config"
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/server"
+	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/watch"
 )
 
 func serve(ctx context.Context, args []string, env Env) error {
@@ -40,8 +44,27 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
+	reg := server.NewRegistry()
+	watcher := watch.New(watch.Deps{
+		Store:    st,
+		Ingester: ingest.New(ingest.Deps{Store: st, Logger: log, Registry: reg}),
+		Logger:   log,
+		Registry: reg,
+		Options:  watch.Options{SizeCap: cfg.SizeCap},
+	})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		watcher.Run(ctx)
+	}()
+	defer func() { <-watchDone }()
+
 	srv := &http.Server{
-		Handler:           server.Handler(server.Deps{Store: st, Logger: log, Version: version()}),
+		Handler: server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
+			Changed: watcher.Changed, Status: watcher.Status,
+			Test: func(ctx context.Context, c imapconf.Config) any {
+				return imapsource.Test(ctx, c, imapsource.Options{Logger: log.With("imap", c.Name)})
+			}}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      5 * time.Minute,

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"mailtrigger/internal/api"
 	"mailtrigger/internal/imapconf"
 )
 
@@ -103,6 +104,10 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if out == nil {
 		return nil
 	}
+	if rb, ok := out.(*rawBody); ok {
+		*rb = data
+		return nil
+	}
 	if err := strictDecode(data, out); err != nil {
 		return fmt.Errorf("%s %s: decoding response: %w", method, path, err)
 	}
@@ -171,3 +176,35 @@ func (c *Client) DuplicateIMAP(ctx context.Context, name string, in any) (imapco
 	err := c.Do(ctx, http.MethodPost, "/api/v1/imap/"+url.PathEscape(name)+"/duplicate", in, &out)
 	return out, err
 }
+
+// Message is a recorded message as the API shows it.
+type Message = api.MessageView
+
+// ListMessages returns a page of recorded messages, newest first; imap
+// filters by configuration name when not empty.
+func (c *Client) ListMessages(ctx context.Context, imap string, limit int, cursor string) (List[Message], error) {
+	var out List[Message]
+	extra := url.Values{}
+	if imap != "" {
+		extra.Set("imap", imap)
+	}
+	err := c.Do(ctx, http.MethodGet, "/api/v1/messages"+listQuery(limit, cursor, extra), nil, &out)
+	return out, err
+}
+
+// GetMessage returns a recorded message with its bodies.
+func (c *Client) GetMessage(ctx context.Context, id int64) (Message, error) {
+	var out Message
+	err := c.Do(ctx, http.MethodGet, "/api/v1/messages/"+strconv.FormatInt(id, 10), nil, &out)
+	return out, err
+}
+
+// Get returns the body of a GET of path (a raw message, an attachment).
+func (c *Client) Get(ctx context.Context, path string) ([]byte, error) {
+	var out rawBody
+	err := c.Do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+// rawBody takes a response body as it is.
+type rawBody []byte

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 )
 
@@ -18,6 +19,7 @@ type Config struct {
 	AdminPassword string // MAILTRIGGER_ADMIN_PASSWORD, used when the first admin user is created
 	LogLevel      string // MAILTRIGGER_LOG_LEVEL: debug, info, warn, error
 	LogFormat     string // MAILTRIGGER_LOG_FORMAT: text or json
+	SizeCap       int64  // MAILTRIGGER_SIZE_CAP in bytes: bigger messages are kept as headers only; default 50 MB
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -36,7 +38,22 @@ func FromEnv(getenv func(string) string) Config {
 		AdminPassword: getenv("MAILTRIGGER_ADMIN_PASSWORD"),
 		LogLevel:      get("MAILTRIGGER_LOG_LEVEL", "info"),
 		LogFormat:     get("MAILTRIGGER_LOG_FORMAT", "text"),
+		SizeCap:       sizeCap(getenv("MAILTRIGGER_SIZE_CAP")),
 	}
+}
+
+// DefaultSizeCap is the size above which a message is kept as headers only.
+const DefaultSizeCap = 50 << 20
+
+func sizeCap(s string) int64 {
+	if s == "" {
+		return DefaultSizeCap
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return -1 // refused by Validate
+	}
+	return n
 }
 
 // StoreFlags registers the flags that choose the database on fs.
@@ -51,6 +68,7 @@ func (c *Config) StoreFlags(fs *flag.FlagSet) {
 func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	c.StoreFlags(fs)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address for the UI, the API and the probes (MAILTRIGGER_LISTEN)")
+	fs.Int64Var(&c.SizeCap, "size-cap", c.SizeCap, "messages bigger than this many bytes are kept as headers only (MAILTRIGGER_SIZE_CAP)")
 }
 
 // IsPostgres reports whether the settings select PostgreSQL.
@@ -63,6 +81,9 @@ func (c Config) IsPostgres() bool {
 func (c Config) Validate() error {
 	if c.DatabaseURL != "" && !c.IsPostgres() {
 		return fmt.Errorf("MAILTRIGGER_DATABASE_URL must start with postgres:// (leave it empty for SQLite)")
+	}
+	if c.SizeCap <= 0 {
+		return fmt.Errorf("MAILTRIGGER_SIZE_CAP must be a positive number of bytes")
 	}
 	if _, err := c.Level(); err != nil {
 		return err

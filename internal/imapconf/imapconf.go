@@ -116,10 +116,32 @@ type View struct {
 	Status          *Status   `json:"status,omitempty"`
 }
 
+// Watcher states.
+const (
+	StateDisabled    = "disabled"
+	StateConnecting  = "connecting"
+	StateSyncing     = "syncing"
+	StateIdle        = "idle"    // waiting in IMAP IDLE
+	StatePolling     = "polling" // waiting between polls (no IDLE)
+	StateStale       = "stale"   // the server was silent too long; reconnecting
+	StateError       = "error"
+	StateAuthFailed  = "auth_failed"
+	StateUnsupported = "unsupported" // this kind of mailbox is not read yet
+)
+
 // Status is what the watcher of a configuration last did. The watcher fills
 // it in; the entity only carries it.
 type Status struct {
-	State string `json:"state"`
+	State            string     `json:"state"`
+	Since            time.Time  `json:"since"`
+	LastError        string     `json:"lastError,omitempty"`
+	LastErrorAt      *time.Time `json:"lastErrorAt,omitempty"`
+	LastSuccessAt    *time.Time `json:"lastSuccessAt,omitempty"`
+	LastMessageAt    *time.Time `json:"lastMessageAt,omitempty"`
+	MessagesIngested int64      `json:"messagesIngested"`
+	Reconnects       int64      `json:"reconnects"`
+	BacklogDone      int        `json:"backlogDone,omitempty"`
+	BacklogTotal     int        `json:"backlogTotal,omitempty"`
 }
 
 // View returns the response form of c.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"mailtrigger/internal/api"
+	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 )
 
@@ -23,18 +24,26 @@ type Deps struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
 	Version  string
-	// Changed is passed to the API: called after IMAP configurations change.
+	// Changed, Status and Test are passed to the API.
 	Changed func(ctx context.Context)
+	Status  func(c imapconf.Config) *imapconf.Status
+	Test    func(ctx context.Context, c imapconf.Config) any
+}
+
+// NewRegistry returns a metrics registry with the Go and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // Handler returns the service's whole HTTP handler.
 func Handler(d Deps) http.Handler {
 	if d.Registry == nil {
-		d.Registry = prometheus.NewRegistry()
-		d.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		d.Registry = NewRegistry()
 	}
 	mux := http.NewServeMux()
-	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed}).Routes(mux)
+	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed, Status: d.Status, Test: d.Test}).Routes(mux)
 	probes(mux, d.Store)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 

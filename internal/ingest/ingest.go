@@ -1,0 +1,101 @@
+// Package ingest turns messages read from a mail server into records: it
+// parses each one (leniently: a message that cannot be parsed is stored raw
+// with its error) and records a batch of them, with the mailbox checkpoint
+// and the after-processing owed, in one transaction.
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/mail"
+	"mailtrigger/internal/store"
+)
+
+// Ingester records messages.
+type Ingester struct {
+	store   *store.Store
+	log     *slog.Logger
+	hook    store.RecordHook
+	metrics *metrics
+}
+
+// Deps are what an Ingester needs. Hook, when set, runs in the ingest
+// transaction for every recorded message (the flows create their runs there).
+type Deps struct {
+	Store    *store.Store
+	Logger   *slog.Logger
+	Hook     store.RecordHook
+	Registry prometheus.Registerer // nil: metrics are not exported
+}
+
+type metrics struct {
+	messages prometheus.Counter
+	bytes    prometheus.Counter
+	latency  prometheus.Histogram
+}
+
+// New returns an Ingester.
+func New(d Deps) *Ingester {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &metrics{
+		messages: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailtrigger_messages_ingested_total", Help: "Messages recorded."}),
+		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mailtrigger_message_bytes_ingested_total", Help: "Bytes of messages read from servers."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mailtrigger_ingest_batch_seconds", Help: "Time to record one batch.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+	}
+	if d.Registry != nil {
+		d.Registry.MustRegister(m.messages, m.bytes, m.latency)
+	}
+	return &Ingester{store: d.Store, log: d.Logger, hook: d.Hook, metrics: m}
+}
+
+// Prepare parses one message as read from the server. raw is the whole
+// message, or only its header section when tooLarge; size is the whole
+// message's size on the server.
+func Prepare(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
+	var m *mail.Message
+	if tooLarge {
+		var err error
+		m, err = mail.ParseHeader(bytes.NewReader(raw), size)
+		if err != nil {
+			m = &mail.Message{Size: size, TooLarge: true, ParseErrors: []string{err.Error()}}
+		}
+	} else {
+		m = mail.Parse(raw)
+	}
+	return store.Incoming{UID: uid, Raw: raw, Msg: m, Seen: time.Now()}
+}
+
+// Record records msgs of configuration c and moves its checkpoint to cp, in
+// one transaction, returning what was recorded (a message recorded before is
+// skipped).
+func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Checkpoint, msgs []store.Incoming) ([]store.Recorded, error) {
+	start := time.Now()
+	b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: cp, Messages: msgs, Action: c.AfterProcessing, MoveTo: c.MoveTo}
+	rec, skipped, err := in.store.RecordBatch(ctx, b, in.hook)
+	if err != nil {
+		return nil, err
+	}
+	in.metrics.latency.Observe(time.Since(start).Seconds())
+	in.metrics.messages.Add(float64(len(rec)))
+	var n int
+	for _, m := range msgs {
+		n += len(m.Raw)
+	}
+	in.metrics.bytes.Add(float64(n))
+	for _, m := range msgs {
+		if m.Msg.TooLarge || len(m.Msg.ParseErrors) > 0 {
+			in.log.Warn("message recorded with problems", "imap", c.Name, "uid", m.UID, "too_large", m.Msg.TooLarge, "parse_error", m.Msg.ParseError())
+		}
+	}
+	in.log.Debug("batch recorded", "imap", c.Name, "recorded", len(rec), "skipped", skipped, "last_uid", cp.LastUID, "duration", time.Since(start))
+	return rec, nil
+}

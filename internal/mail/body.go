@@ -1,0 +1,670 @@
+package mail
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/jhillyerd/enmime/v2"
+	"github.com/jhillyerd/enmime/v2/mediatype"
+)
+
+// parseBody fills the builder's message with the text and HTML bodies and
+// the attachments found in body, the part of the message after header h.
+//
+// enmime does the MIME structure: it finds the parts even with broken
+// boundaries and headers. It is told to hand over each part's content as
+// written (RawContent) so that transfer and charset decoding happen here, the
+// same way for every part: bodies are converted to UTF-8, attachments keep
+// their bytes (a windows-1252 CSV stays windows-1252, so its SHA-256 is the
+// file's). enmime sees only the MIME fields of the top-level header, which
+// readHeader has already cleaned up, so a broken top-level header cannot make
+// it give up.
+func (b *builder) parseBody(h header, body []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.problem("internal error in mime parser: %v", r)
+			b.text.Reset()
+			b.html.Reset()
+			b.m.Attachments = nil
+			b.leaf(b.rootLeaf(h, body), "")
+		}
+	}()
+
+	if problem := checkShape(h.get("Content-Type"), body); problem != "" {
+		b.problem("%s; body kept as text", problem)
+		b.leaf(b.rootLeaf(h, body), "")
+		return
+	}
+
+	var mtProblems []string
+	parser := enmime.NewParser(
+		enmime.RawContent(true),
+		enmime.SkipMalformedParts(true),
+		enmime.MultipartWOBoundaryAsSinglePart(true),
+		enmime.MaxStoredPartErrors(10),
+		enmime.SetCustomParseMediaType(func(ct string) (string, map[string]string, []string, error) {
+			return lenientMediaType(ct, &mtProblems)
+		}),
+	)
+	root, err := parser.ReadParts(io.MultiReader(strings.NewReader(mimeHeader(h)), bytes.NewReader(body)))
+	for _, p := range mtProblems {
+		b.problem("%s", p)
+	}
+	if err != nil {
+		b.problem("reading mime structure: %v", err)
+		b.leaf(b.rootLeaf(h, body), "")
+		return
+	}
+	_ = root.DepthMatchAll(func(p *enmime.Part) bool {
+		for _, e := range p.Errors {
+			if e.Name == enmime.ErrorMissingContentType {
+				continue // RFC 2045 defaults it; not a problem
+			}
+			b.problem("%s%s: %s", where(p.PartID), strings.ToLower(e.Name), e.Detail)
+		}
+		return false
+	})
+	b.walk(root, "", true, h, body)
+}
+
+// where prefixes a problem with the part it is about.
+func where(partID string) string {
+	if partID == "" || partID == "0" {
+		return "body: "
+	}
+	return "part " + partID + ": "
+}
+
+// mimeHeader renders the MIME fields of the top-level header for enmime.
+func mimeHeader(h header) string {
+	var sb strings.Builder
+	for _, k := range []string{"Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-Id"} {
+		if v := h.get(k); v != "" {
+			sb.WriteString(k)
+			sb.WriteString(": ")
+			sb.WriteString(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
+			sb.WriteString("\r\n")
+		}
+	}
+	sb.WriteString("\r\n")
+	return sb.String()
+}
+
+// leafPart is a MIME part with content, from enmime or, when enmime failed,
+// the whole message body.
+type leafPart struct {
+	id          string
+	header      func(key string) string // raw field value, "" if absent
+	contentType string                  // lower-case media type, "" if none
+	content     []byte                  // as written (transfer-encoded)
+}
+
+// rootLeaf is the whole body as one part, for when the structure is unusable.
+func (b *builder) rootLeaf(h header, body []byte) leafPart {
+	var ignored []string
+	ct, _, _, _ := lenientMediaType(h.get("Content-Type"), &ignored)
+	if strings.HasPrefix(ct, "multipart/") {
+		ct = "text/plain"
+	}
+	// A copy, so that no attachment shares memory with the caller's raw.
+	return leafPart{id: "0", header: h.get, contentType: ct, content: bytes.Clone(body)}
+}
+
+// walk visits the part tree depth first.
+func (b *builder) walk(p *enmime.Part, parentType string, isRoot bool, h header, body []byte) {
+	container := p.Boundary != "" && p.ContentType != "text/plain" && p.ContentType != "text/html"
+	if isRoot {
+		container = p.Boundary != "" && strings.HasPrefix(p.ContentType, "multipart/")
+	}
+	if !container {
+		lp := leafPart{id: p.PartID, header: p.Header.Get, contentType: p.ContentType, content: p.Content}
+		if isRoot {
+			lp.header = h.get
+		}
+		b.leaf(lp, parentType)
+		return
+	}
+	if p.FirstChild == nil {
+		if isRoot {
+			b.problem("no parts could be read (boundary %q); body kept as text", truncate(p.Boundary, 80))
+			lp := b.rootLeaf(h, body)
+			lp.contentType = "text/plain"
+			b.leaf(lp, "")
+			return
+		}
+		b.problem("%s%s has no parts", where(p.PartID), p.ContentType)
+		return
+	}
+	for c := p.FirstChild; c != nil; c = c.NextSibling {
+		b.walk(c, p.ContentType, false, h, body)
+	}
+}
+
+// leaf turns a part with content into body text or an attachment. A text/plain
+// or text/html part is body unless it is marked as an attachment or has a file
+// name; every other part is an attachment, so nothing is lost.
+func (b *builder) leaf(lp leafPart, parentType string) {
+	ct := lp.contentType
+	if ct == "" {
+		ct = "text/plain"
+		if parentType == "multipart/digest" {
+			ct = "message/rfc822"
+		}
+	}
+	ctRaw := lp.header("Content-Type")
+	cdRaw := lp.header("Content-Disposition")
+	ctParams := parseParams(ctRaw)
+	cdParams := parseParams(cdRaw)
+	disposition := dispositionType(cdRaw)
+	data := b.decodeTransfer(lp.id, lp.content, lp.header("Content-Transfer-Encoding"))
+	filename := fileName(cdParams, ctParams)
+
+	multipartLeaf := strings.HasPrefix(ct, "multipart/")
+	if multipartLeaf {
+		b.problem("%s%s without boundary; content kept as text", where(lp.id), ct)
+	}
+	if (ct == "text/plain" || ct == "text/html" || multipartLeaf) && disposition != "attachment" && filename == "" {
+		isHTML := ct == "text/html"
+		text := b.decodeText(lp.id, data, ctParams["charset"], isHTML)
+		if isHTML {
+			appendBody(&b.html, text)
+		} else {
+			appendBody(&b.text, text)
+		}
+		return
+	}
+	if filename == "" && ct == "message/rfc822" {
+		filename = nestedMessageName(data)
+	}
+	sum := sha256.Sum256(data)
+	cid := contentID(lp.header("Content-Id"))
+	b.m.Attachments = append(b.m.Attachments, Attachment{
+		Filename:    filename,
+		ContentType: ct,
+		Size:        int64(len(data)),
+		SHA256:      hex.EncodeToString(sum[:]),
+		Content:     data,
+		Inline:      disposition == "inline" || disposition == "" && cid != "",
+		ContentID:   cid,
+	})
+}
+
+// appendBody adds a body part's text, on a new line if need be.
+func appendBody(sb *strings.Builder, add string) {
+	if add == "" {
+		return
+	}
+	if s := sb.String(); s != "" && !strings.HasSuffix(s, "\n") {
+		sb.WriteByte('\n')
+	}
+	sb.WriteString(add)
+}
+
+// Limits on the MIME structure. enmime's cost grows with size times depth
+// and its memory with the number of parts, so a hostile message below the
+// size cap could otherwise stall a mailbox for hours or exhaust memory; no
+// real message comes near these.
+const (
+	maxDepth = 25
+	maxParts = 1000
+)
+
+// checkShape scans the body's multipart structure in one pass, the way enmime
+// will see it, and says what is wrong if it is nested deeper than maxDepth or
+// has more than maxParts parts; "" if it is fine.
+func checkShape(contentType string, body []byte) string {
+	var ignored []string
+	mt, params, _, _ := lenientMediaType(contentType, &ignored)
+	if !strings.HasPrefix(mt, "multipart/") || params["boundary"] == "" {
+		return ""
+	}
+	stack := [][]byte{[]byte("--" + params["boundary"])}
+	parts := 0
+	for pos := 0; pos < len(body) && len(stack) > 0; {
+		line, next := nextLine(body, pos)
+		pos = next
+		if len(line) < 2 || line[0] != '-' || line[1] != '-' {
+			continue
+		}
+		level, final := -1, false
+		for i := len(stack) - 1; i >= 0; i-- {
+			if rest, ok := bytes.CutPrefix(line, stack[i]); ok {
+				if bytes.HasPrefix(rest, []byte("--")) {
+					level, final = i, true
+					break
+				}
+				if len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' {
+					level = i
+					break
+				}
+			}
+		}
+		if level < 0 {
+			continue
+		}
+		if final {
+			stack = stack[:level]
+			continue
+		}
+		stack = stack[:level+1]
+		if parts++; parts > maxParts {
+			return fmt.Sprintf("more than %d mime parts", maxParts)
+		}
+		ct, n := partContentType(body[pos:])
+		pos += n
+		mt, params, _, _ := lenientMediaType(ct, &ignored)
+		if params["boundary"] != "" && mt != "text/plain" && mt != "text/html" {
+			if stack = append(stack, []byte("--"+params["boundary"])); len(stack) > maxDepth {
+				return fmt.Sprintf("mime parts nested deeper than %d levels", maxDepth)
+			}
+		}
+	}
+	return ""
+}
+
+// partContentType reads a part header at the start of b, at most 64 KiB of
+// it, and returns its Content-Type and the bytes the header took.
+func partContentType(b []byte) (string, int) {
+	var ct string
+	inCT := false
+	pos := 0
+	for pos < len(b) && pos < 64<<10 {
+		line, next := nextLine(b, pos)
+		if len(line) == 0 {
+			return ct, next
+		}
+		switch key, value, ok := splitField(line); {
+		case line[0] == ' ' || line[0] == '\t':
+			if inCT {
+				ct += string(line)
+			}
+		case ok:
+			inCT = key == "Content-Type" && ct == ""
+			if inCT {
+				ct = value
+			}
+		default:
+			return ct, pos
+		}
+		pos = next
+	}
+	return ct, pos
+}
+
+// decodeTransfer undoes the Content-Transfer-Encoding, leniently.
+func (b *builder) decodeTransfer(id string, content []byte, cte string) []byte {
+	enc := strings.ToLower(strings.Trim(strings.TrimSpace(cte), `"`))
+	if i := strings.IndexAny(enc, "; \t"); i >= 0 {
+		enc = enc[:i]
+	}
+	switch enc {
+	case "base64":
+		data, junk, truncated := decodeBase64(content)
+		if junk > 0 {
+			b.problem("%smalformed base64: %d bytes outside the alphabet ignored", where(id), junk)
+		}
+		if truncated {
+			b.problem("%smalformed base64: incomplete final group dropped", where(id))
+		}
+		return data
+	case "quoted-printable":
+		return decodeQuotedPrintable(content)
+	case "", "7bit", "8bit", "binary":
+		return content
+	default:
+		b.problem("%sunknown content-transfer-encoding %q; content kept as is", where(id), truncate(cte, 40))
+		return content
+	}
+}
+
+// decodeBase64 decodes base64 leniently: white space is skipped, other bytes
+// outside the alphabet are counted and skipped, padding ends a group and
+// decoding goes on after it (some encoders concatenate padded chunks), and an
+// incomplete final group of one character is dropped.
+func decodeBase64(in []byte) (out []byte, junk int, truncated bool) {
+	out = make([]byte, 0, len(in)/4*3+3)
+	group := make([]byte, 0, 1024)
+	flush := func() {
+		if len(group)%4 == 1 {
+			truncated = true
+			group = group[:len(group)-1]
+		}
+		if len(group) == 0 {
+			return
+		}
+		n := base64.RawStdEncoding.DecodedLen(len(group))
+		if cap(out)-len(out) < n {
+			out = append(out, make([]byte, n)...)[:len(out)]
+		}
+		m, err := base64.RawStdEncoding.Decode(out[len(out):len(out)+n], group)
+		if err != nil {
+			truncated = true
+		}
+		out = out[:len(out)+m]
+		group = group[:0]
+	}
+	for _, c := range in {
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
+			group = append(group, c)
+			if len(group) == cap(group) {
+				flush() // a whole number of quads: decode as they come
+			}
+		case c == '=':
+			flush()
+		case c == ' ', c == '\t', c == '\r', c == '\n':
+		default:
+			junk++
+		}
+	}
+	flush()
+	return out, junk, truncated
+}
+
+// decodeQuotedPrintable decodes quoted-printable leniently: "=" not followed
+// by two hex digits is kept literally; trailing white space on a line is
+// dropped; line endings are kept as written.
+func decodeQuotedPrintable(in []byte) []byte {
+	out := make([]byte, 0, len(in))
+	for len(in) > 0 {
+		line, rest, hasNL := bytes.Cut(in, []byte{'\n'})
+		in = rest
+		eol := "\n"
+		if bytes.HasSuffix(line, []byte{'\r'}) {
+			line = line[:len(line)-1]
+			eol = "\r\n"
+		}
+		line = bytes.TrimRight(line, " \t")
+		soft := bytes.HasSuffix(line, []byte{'='})
+		if soft {
+			line = line[:len(line)-1]
+		}
+		for i := 0; i < len(line); i++ {
+			c := line[i]
+			if c == '=' && i+2 < len(line) && isHex(line[i+1]) && isHex(line[i+2]) {
+				out = append(out, unhex(line[i+1])<<4|unhex(line[i+2]))
+				i += 2
+				continue
+			}
+			out = append(out, c)
+		}
+		if hasNL && !soft {
+			out = append(out, eol...)
+		}
+	}
+	return out
+}
+
+var metaCharset = regexp.MustCompile(`(?i)<meta[^>]*charset\s*=\s*["']?\s*([a-z0-9_.:-]+)`)
+
+// decodeText converts a body part to UTF-8 with "\n" line endings.
+func (b *builder) decodeText(id string, data []byte, charset string, isHTML bool) string {
+	if charset == "" && isHTML {
+		head := data
+		if len(head) > 64<<10 {
+			head = head[:64<<10]
+		}
+		if m := metaCharset.FindSubmatch(head); m != nil {
+			charset = string(m[1])
+		}
+	}
+	s, ok := decodeCharset(charset, data)
+	if !ok {
+		b.problem("%sunknown charset %q; read as utf-8 or windows-1252", where(id), truncate(charset, 40))
+	} else if _, kind := lookupCharset(charset); kind == charsetUTF8 && !utf8.Valid(data) {
+		b.problem("%sinvalid utf-8 replaced with U+FFFD", where(id))
+	}
+	s = strings.TrimPrefix(s, "\uFEFF")
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// lenientMediaType parses a Content-Type with enmime's tolerant parser and,
+// when even that fails or the value is very long, takes the type before the first ";" (if it looks like
+// one) and the parameters as parseParams reads them. It never fails.
+func lenientMediaType(ct string, problems *[]string) (string, map[string]string, []string, error) {
+	// enmime's parser takes time quadratic in the number of parameters;
+	// real values are far shorter than this.
+	if len(ct) <= 16<<10 {
+		mt, params, invalid, err := mediatype.Parse(ct)
+		if err == nil {
+			return mt, params, invalid, nil
+		}
+		*problems = append(*problems, fmt.Sprintf("malformed content type %q: %v", truncate(ct, 100), err))
+	}
+	mt := ct
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = mt[:i]
+	}
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	if !validMediaType.MatchString(mt) {
+		mt = ""
+	}
+	return mt, parseParams(ct), nil, nil
+}
+
+var validMediaType = regexp.MustCompile(`^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$`)
+
+// dispositionType returns the lower-case disposition ("inline",
+// "attachment") or "".
+func dispositionType(raw string) string {
+	if i := strings.IndexByte(raw, ';'); i >= 0 {
+		raw = raw[:i]
+	}
+	return strings.ToLower(strings.Trim(strings.TrimSpace(raw), `"`))
+}
+
+// contentID returns a Content-ID without angle brackets.
+func contentID(raw string) string {
+	s := strings.TrimSpace(raw)
+	s = strings.TrimPrefix(s, "<")
+	if i := strings.IndexByte(s, '>'); i >= 0 {
+		s = s[:i]
+	}
+	return cleanHeaderText(rawToUTF8(s))
+}
+
+// parseParams reads the parameters of a Content-Type or Content-Disposition
+// value into a map with lower-case names, values unquoted but otherwise raw
+// (RFC 2231 sections are kept under their own names, like "filename*0*"). The
+// first occurrence of a name wins. In a quoted value a backslash escapes only
+// a quote or a backslash, so Windows paths survive.
+func parseParams(raw string) map[string]string {
+	params := make(map[string]string)
+	i := indexUnquoted(raw, ';')
+	if i < 0 {
+		return params
+	}
+	s := raw[i+1:]
+	for {
+		s = strings.TrimLeft(s, " \t\r\n;")
+		if s == "" {
+			return params
+		}
+		j := strings.IndexAny(s, "=;")
+		if j < 0 {
+			return params
+		}
+		if s[j] == ';' {
+			s = s[j+1:]
+			continue
+		}
+		key := strings.ToLower(strings.TrimSpace(s[:j]))
+		s = strings.TrimLeft(s[j+1:], " \t\r\n")
+		var val string
+		if strings.HasPrefix(s, `"`) {
+			var sb strings.Builder
+			k := 1
+			for ; k < len(s); k++ {
+				c := s[k]
+				if c == '\\' && k+1 < len(s) && (s[k+1] == '"' || s[k+1] == '\\') {
+					k++
+					sb.WriteByte(s[k])
+					continue
+				}
+				if c == '"' {
+					break
+				}
+				sb.WriteByte(c)
+			}
+			val = sb.String()
+			if k+1 < len(s) {
+				s = s[k+1:]
+			} else {
+				s = ""
+			}
+			if m := strings.IndexByte(s, ';'); m >= 0 {
+				s = s[m:]
+			} else {
+				s = ""
+			}
+		} else {
+			m := strings.IndexByte(s, ';')
+			if m < 0 {
+				val, s = s, ""
+			} else {
+				val, s = s[:m], s[m:]
+			}
+			val = strings.TrimSpace(val)
+		}
+		if _, dup := params[key]; key != "" && !dup {
+			params[key] = val
+		}
+	}
+}
+
+// indexUnquoted is the index of the first c outside a quoted string, or -1.
+func indexUnquoted(s string, c byte) int {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if quoted {
+				i++
+			}
+		case '"':
+			quoted = !quoted
+		case c:
+			if !quoted {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// paramValue returns parameter name decoded: RFC 2231 extended values
+// (name*=charset'lang'%XX…, in any charset) and continuations (name*0*=…,
+// name*1=…) first, else the plain value with RFC 2047 words and raw 8-bit
+// bytes decoded as mailers write them.
+func paramValue(params map[string]string, name string) (string, bool) {
+	if v, ok := params[name+"*"]; ok {
+		cs, v := splitExtValue(v)
+		s, _ := decodeCharset(cs, percentDecode(v))
+		return cleanHeaderText(s), true
+	}
+	_, ext0 := params[name+"*0*"]
+	_, plain0 := params[name+"*0"]
+	if ext0 || plain0 {
+		var (
+			buf []byte
+			cs  string
+		)
+		for n := 0; ; n++ {
+			k := name + "*" + strconv.Itoa(n)
+			if v, ok := params[k+"*"]; ok {
+				if n == 0 {
+					cs, v = splitExtValue(v)
+				}
+				buf = append(buf, percentDecode(v)...)
+			} else if v, ok := params[k]; ok {
+				buf = append(buf, v...)
+			} else {
+				break
+			}
+		}
+		s, _ := decodeCharset(cs, buf)
+		return cleanHeaderText(s), true
+	}
+	if v, ok := params[name]; ok {
+		return DecodeHeader(v), true
+	}
+	return "", false
+}
+
+// splitExtValue splits an RFC 2231 extended value into charset and the
+// percent-encoded text (the language is dropped).
+func splitExtValue(v string) (charset, text string) {
+	cs, rest, ok := strings.Cut(v, "'")
+	if !ok {
+		return "", v
+	}
+	_, text, ok = strings.Cut(rest, "'")
+	if !ok {
+		return cs, rest
+	}
+	return cs, text
+}
+
+// percentDecode decodes %XX; a "%" not followed by two hex digits is kept.
+func percentDecode(s string) []byte {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return b
+}
+
+// fileName returns the attachment's file name from Content-Disposition's
+// filename or else Content-Type's name, reduced to a base name without
+// control characters.
+func fileName(cdParams, ctParams map[string]string) string {
+	v, ok := paramValue(cdParams, "filename")
+	if !ok || v == "" {
+		v, _ = paramValue(ctParams, "name")
+	}
+	return cleanFileName(v)
+}
+
+func cleanFileName(s string) string {
+	if i := strings.LastIndexAny(s, `/\`); i >= 0 {
+		s = s[i+1:]
+	}
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if s == "." || s == ".." {
+		return ""
+	}
+	return s
+}
+
+// nestedMessageName names an attached message without a file name after its
+// subject.
+func nestedMessageName(data []byte) string {
+	h, _, _ := readHeader(data)
+	subject := DecodeHeader(h.get("Subject"))
+	subject = strings.NewReplacer("/", "_", `\`, "_").Replace(subject)
+	subject = truncate(cleanFileName(subject), 100)
+	if subject == "" {
+		return "message.eml"
+	}
+	return subject + ".eml"
+}

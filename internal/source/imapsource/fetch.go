@@ -1,0 +1,429 @@
+package imapsource
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"mailtrigger/internal/imapconf"
+)
+
+const (
+	// fetchBatch is how many messages one UID FETCH asks for.
+	fetchBatch = 50
+	// minRunBytes is the least number of bytes of whole messages one body
+	// fetch may hold; at most max(sizeCap, minRunBytes) are held at once.
+	minRunBytes = 1 << 20
+	// minRate is the transfer rate below which reading a message body
+	// times out: body fetches get CommandTimeout plus size/minRate.
+	minRate = 64 << 10
+)
+
+// Mailbox is what selecting a folder reports.
+type Mailbox struct {
+	// UIDValidity changes when the folder is recreated: UIDs of the old
+	// folder then mean nothing.
+	UIDValidity uint32
+	// UIDNext is the UID the next message will get, at least; 0 if the
+	// server did not say (RFC 2060 servers).
+	UIDNext uint32
+	// Messages is the number of messages in the folder.
+	Messages uint32
+}
+
+// Message is one message read from the folder.
+type Message struct {
+	UID uint32
+	// Flags are the message's flags when it was read, such as \Seen.
+	Flags []string
+	// Size is the size the server reports (RFC822.SIZE).
+	Size int64
+	// InternalDate is when the server received the message.
+	InternalDate time.Time
+	// Raw is the whole message as the server has it or, when TooLarge,
+	// only its header section (with the blank line that ends it).
+	Raw []byte
+	// TooLarge reports that the message is bigger than the size cap, and
+	// so Raw holds only its header.
+	TooLarge bool
+}
+
+// Select opens folder read-write ("" means INBOX) for the other methods.
+func (c *Conn) Select(ctx context.Context, folder string) (Mailbox, error) {
+	return c.selectFolder(ctx, folder, false)
+}
+
+// Examine opens folder read-only ("" means INBOX): fetching works, Apply
+// does not. Test uses it, so that testing changes nothing.
+func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
+	return c.selectFolder(ctx, folder, true)
+}
+
+func (c *Conn) selectFolder(ctx context.Context, folder string, readOnly bool) (Mailbox, error) {
+	if folder == "" {
+		folder = imapconf.DefaultFolder
+	}
+	var data *imap.SelectData
+	err := c.do(ctx, StepSelect, func() error {
+		var err error
+		data, err = c.client.Select(folder, &imap.SelectOptions{ReadOnly: readOnly}).Wait()
+		if err != nil {
+			return fmt.Errorf("folder %q: %w", folder, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Mailbox{}, err
+	}
+	c.log.Debug("imap selected", "folder", folder, "messages", data.NumMessages,
+		"uidValidity", data.UIDValidity, "uidNext", data.UIDNext)
+	return Mailbox{
+		UIDValidity: data.UIDValidity,
+		UIDNext:     uint32(data.UIDNext),
+		Messages:    data.NumMessages,
+	}, nil
+}
+
+// FetchAfter reads the messages of the selected folder with a UID above
+// afterUID and calls fn for each, in ascending UID order, stopping at and
+// returning fn's first error.
+//
+// A message of at most sizeCap bytes (<= 0 means DefaultSizeCap) comes
+// whole; of a bigger one only the header is read, and TooLarge is set, so
+// a message's body never sits in memory above the cap. At most
+// max(sizeCap, 1 MiB) of whole messages is held at a time. A message that
+// disappears while being read (expunged by another client) is skipped.
+//
+// fn may use the Conn (for example to Apply), but it is called after the
+// fetch that read its message has completed, not as bytes arrive.
+func (c *Conn) FetchAfter(ctx context.Context, afterUID uint32, sizeCap int64, fn func(Message) error) error {
+	if afterUID == math.MaxUint32 {
+		return nil
+	}
+	uids, err := c.searchUIDs(ctx, &imap.SearchCriteria{
+		UID: []imap.UIDSet{{imap.UIDRange{Start: imap.UID(afterUID + 1), Stop: 0}}},
+	})
+	if err != nil {
+		return err
+	}
+	// "n:*" means "*:n" when n is above every UID: the search then returns
+	// the highest UID, already read.
+	uids = slices.DeleteFunc(uids, func(uid uint32) bool { return uid <= afterUID })
+	return c.FetchUIDs(ctx, uids, sizeCap, fn)
+}
+
+// SearchUnseen returns the UIDs of the messages without \Seen in the
+// selected folder, ascending: the backlog of the "unseen" mode.
+func (c *Conn) SearchUnseen(ctx context.Context) ([]uint32, error) {
+	return c.searchUIDs(ctx, &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}})
+}
+
+// HighestUID returns the highest UID in the selected folder, 0 if it is
+// empty: the checkpoint of the "new" backlog mode, which skips what is there
+// already. (Mailbox.UIDNext-1 serves as well where the server reports
+// UIDNEXT, and is at least as high.)
+func (c *Conn) HighestUID(ctx context.Context) (uint32, error) {
+	var highest uint32
+	err := c.do(ctx, StepSearch, func() error {
+		if mb := c.client.Mailbox(); mb == nil || mb.NumMessages == 0 {
+			return nil
+		}
+		// FETCH * (UID): "*" is the last message.
+		var last imap.SeqSet
+		last.AddNum(0)
+		msgs, err := c.client.Fetch(last, &imap.FetchOptions{UID: true}).Collect()
+		for _, m := range msgs {
+			highest = max(highest, uint32(m.UID))
+		}
+		return err
+	})
+	return highest, err
+}
+
+// searchUIDs runs UID SEARCH and returns the UIDs ascending.
+func (c *Conn) searchUIDs(ctx context.Context, criteria *imap.SearchCriteria) ([]uint32, error) {
+	var uids []uint32
+	err := c.do(ctx, StepSearch, func() error {
+		data, err := c.client.UIDSearch(criteria, nil).Wait()
+		if err != nil {
+			return err
+		}
+		// Not data.AllUIDs: it panics on a "*" a broken server sends.
+		set, _ := data.All.(imap.UIDSet)
+		all, ok := set.Nums()
+		if !ok {
+			return fmt.Errorf("server answered with a dynamic UID set %v", set)
+		}
+		uids = make([]uint32, len(all))
+		for i, uid := range all {
+			uids[i] = uint32(uid)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(uids)
+	return slices.Compact(uids), nil
+}
+
+// FetchUIDs reads the messages with the given UIDs from the selected
+// folder and calls fn for each, as FetchAfter does. UIDs that do not exist
+// (any more) are skipped; uids need not be sorted.
+func (c *Conn) FetchUIDs(ctx context.Context, uids []uint32, sizeCap int64, fn func(Message) error) error {
+	if sizeCap <= 0 {
+		sizeCap = DefaultSizeCap
+	}
+	uids = slices.Clone(uids)
+	uids = slices.DeleteFunc(uids, func(uid uint32) bool { return uid == 0 })
+	slices.Sort(uids)
+	uids = slices.Compact(uids)
+	for batch := range slices.Chunk(uids, fetchBatch) {
+		metas, err := c.fetchMeta(ctx, batch)
+		if err != nil {
+			return err
+		}
+		for run := range runs(metas, sizeCap) {
+			if err := c.fetchRun(ctx, run, sizeCap, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// meta is what the first fetch tells of a message.
+type meta struct {
+	uid     uint32
+	flags   []string
+	size    int64
+	date    time.Time
+	hasSize bool
+	hasDate bool
+}
+
+// fetchMeta fetches UID, FLAGS, RFC822.SIZE and INTERNALDATE of uids and
+// returns what it got, by ascending UID; missing UIDs were expunged.
+//
+// imapclient hands a FETCH response to the pending UID FETCH whose set
+// holds the response's UID, and drops any later response for that UID. An
+// unsolicited FETCH (FLAGS) of another client's change, arriving first,
+// would thus take the place of the real one: such incomplete messages are
+// fetched once more.
+func (c *Conn) fetchMeta(ctx context.Context, uids []uint32) ([]meta, error) {
+	got := map[uint32]meta{}
+	want := uids
+	for attempt := 0; attempt < 2 && len(want) > 0; attempt++ {
+		err := c.do(ctx, StepFetch, func() error {
+			cmd := c.client.Fetch(uidSet(want), &imap.FetchOptions{
+				UID: true, Flags: true, RFC822Size: true, InternalDate: true,
+			})
+			defer cmd.Close()
+			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+				var m meta
+				for item := msg.Next(); item != nil; item = msg.Next() {
+					switch item := item.(type) {
+					case imapclient.FetchItemDataUID:
+						m.uid = uint32(item.UID)
+					case imapclient.FetchItemDataFlags:
+						m.flags = make([]string, len(item.Flags))
+						for i, f := range item.Flags {
+							m.flags[i] = string(f)
+						}
+					case imapclient.FetchItemDataRFC822Size:
+						m.size, m.hasSize = item.Size, true
+					case imapclient.FetchItemDataInternalDate:
+						m.date, m.hasDate = item.Time, true
+					}
+				}
+				if m.uid != 0 && m.hasSize && m.hasDate {
+					got[m.uid] = m
+				}
+			}
+			return cmd.Close()
+		})
+		if err != nil {
+			return nil, err
+		}
+		want = slices.DeleteFunc(slices.Clone(want), func(uid uint32) bool { _, ok := got[uid]; return ok })
+	}
+	metas := make([]meta, 0, len(got))
+	for _, m := range got {
+		metas = append(metas, m)
+	}
+	slices.SortFunc(metas, func(a, b meta) int { return cmp.Compare(a.uid, b.uid) })
+	return metas, nil
+}
+
+// runs splits metas, ascending by UID, into consecutive runs fetched by one
+// command each: runs of messages read whole, together at most
+// max(sizeCap, minRunBytes) bytes, and runs of too large messages, of which
+// only headers are read.
+func runs(metas []meta, sizeCap int64) func(yield func([]meta) bool) {
+	budget := max(sizeCap, minRunBytes)
+	return func(yield func([]meta) bool) {
+		start, bytes := 0, int64(0)
+		for i, m := range metas {
+			if i > start {
+				prevLarge := metas[start].size > sizeCap
+				large := m.size > sizeCap
+				if large != prevLarge || (!large && bytes+m.size > budget) {
+					if !yield(metas[start:i]) {
+						return
+					}
+					start, bytes = i, 0
+				}
+			}
+			if m.size <= sizeCap {
+				bytes += m.size
+			}
+		}
+		if start < len(metas) {
+			yield(metas[start:])
+		}
+	}
+}
+
+// fetchRun fetches the bodies (or headers) of one run and calls fn for each
+// message in order. Messages whose body did not come are fetched once more
+// (see fetchMeta), then taken as expunged.
+func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(Message) error) error {
+	large := run[0].size > sizeCap
+	section := &imap.FetchItemBodySection{Peek: true}
+	var total int64
+	if large {
+		section.Specifier = imap.PartSpecifierHeader
+	} else {
+		for _, m := range run {
+			total += m.size
+		}
+	}
+	extra := time.Duration(total/minRate) * time.Second
+
+	raws := map[uint32][]byte{}
+	truncated := map[uint32]bool{}
+	want := make([]uint32, len(run))
+	for i, m := range run {
+		want[i] = m.uid
+	}
+	for attempt := 0; attempt < 2 && len(want) > 0; attempt++ {
+		err := c.doFor(ctx, StepFetch, extra, func() error {
+			cmd := c.client.Fetch(uidSet(want), &imap.FetchOptions{
+				UID:         true,
+				BodySection: []*imap.FetchItemBodySection{section},
+			})
+			defer cmd.Close()
+			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+				var uid uint32
+				var raw []byte
+				var tooBig, hasBody bool
+				for item := msg.Next(); item != nil; item = msg.Next() {
+					switch item := item.(type) {
+					case imapclient.FetchItemDataUID:
+						uid = uint32(item.UID)
+					case imapclient.FetchItemDataBodySection:
+						if !item.MatchCommand(section) {
+							continue
+						}
+						var err error
+						raw, tooBig, err = readLiteral(item.Literal, sizeCap)
+						if err != nil {
+							return fmt.Errorf("reading uid %d: %w", uid, err)
+						}
+						hasBody = true
+					}
+				}
+				if uid != 0 && hasBody {
+					raws[uid] = raw
+					if tooBig {
+						truncated[uid] = true
+					}
+				}
+			}
+			return cmd.Close()
+		})
+		if err != nil {
+			return err
+		}
+		want = slices.DeleteFunc(want, func(uid uint32) bool { _, ok := raws[uid]; return ok })
+	}
+
+	for _, m := range run {
+		raw, ok := raws[m.uid]
+		if !ok {
+			c.log.Debug("imap message gone while fetching", "uid", m.uid)
+			continue
+		}
+		delete(raws, m.uid) // let fn's caller be the only holder
+		tooLarge := large
+		if truncated[m.uid] {
+			// The body was bigger than RFC822.SIZE said: keep its header.
+			raw = headerOf(raw)
+			tooLarge = true
+		}
+		err := fn(Message{
+			UID:          m.uid,
+			Flags:        m.flags,
+			Size:         m.size,
+			InternalDate: m.date,
+			Raw:          raw,
+			TooLarge:     tooLarge,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readLiteral reads a literal of at most limit bytes; of a longer one it
+// reads the first limit bytes, discards the rest and reports truncated.
+// A nil literal (the server sent NIL) reads as empty.
+func readLiteral(lit imap.LiteralReader, limit int64) (raw []byte, truncated bool, err error) {
+	if lit == nil {
+		return []byte{}, false, nil
+	}
+	size := lit.Size()
+	if size > limit {
+		raw = make([]byte, limit)
+		if _, err := io.ReadFull(lit, raw); err != nil {
+			return nil, false, err
+		}
+		_, err := io.Copy(io.Discard, lit)
+		return raw, true, err
+	}
+	raw = make([]byte, size)
+	if _, err := io.ReadFull(lit, raw); err != nil {
+		return nil, false, err
+	}
+	return raw, false, nil
+}
+
+// headerOf returns the header section of the start of a message: up to and
+// including the first empty line, or all of it if it has none.
+func headerOf(raw []byte) []byte {
+	end := len(raw)
+	for _, sep := range []string{"\r\n\r\n", "\n\n"} {
+		if i := bytes.Index(raw, []byte(sep)); i >= 0 {
+			end = min(end, i+len(sep))
+		}
+	}
+	return raw[:end]
+}
+
+// uidSet returns the set of uids, compressed into ranges.
+func uidSet(uids []uint32) imap.UIDSet {
+	var set imap.UIDSet
+	for _, uid := range uids {
+		set.AddNum(imap.UID(uid))
+	}
+	return set
+}

@@ -1,0 +1,600 @@
+// Package imapsource is the IMAP client half of the mail watcher: it
+// connects to a configured mailbox (always over verified TLS), reads the
+// messages after a checkpoint UID with bounded memory, waits for new mail
+// with IDLE (or NOOP polling), and applies the after-processing action
+// (seen, delete, move) to messages the caller has durably recorded.
+//
+// It knows nothing of databases, MIME or supervision: a Conn is used by one
+// goroutine, the watcher loop, which reconnects when a method fails.
+//
+// Every error a Conn or Dial returns is a *StepError naming the step that
+// failed, so that the UI can say "login: authentication failed" rather than
+// just "error". Authentication failures also match ErrAuth. Errors never
+// contain the password or client secret.
+package imapsource
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+
+	"mailtrigger/internal/imapconf"
+)
+
+// The steps a StepError names.
+const (
+	StepConnect = "connect" // resolving, the TCP connection and the greeting
+	StepTLS     = "tls"     // the TLS handshake (implicit or STARTTLS) and certificate checks
+	StepLogin   = "login"   // LOGIN or AUTHENTICATE, and reading the capabilities
+	StepSelect  = "select"  // opening the folder
+	StepSearch  = "search"  // UID SEARCH
+	StepFetch   = "fetch"   // UID FETCH
+	StepWait    = "wait"    // IDLE or NOOP polling while waiting for mail
+	StepApply   = "apply"   // the after-processing action
+	StepNoop    = "noop"    // NOOP
+	StepLogout  = "logout"  // LOGOUT
+)
+
+// Defaults for the zero values of Options and of method arguments.
+const (
+	// DefaultDialTimeout bounds Dial: connection, TLS, greeting and login.
+	DefaultDialTimeout = 30 * time.Second
+	// DefaultCommandTimeout bounds the wait for one command's response.
+	DefaultCommandTimeout = time.Minute
+	// DefaultSizeCap is the size above which only a message's header is
+	// read.
+	DefaultSizeCap = 50 << 20
+	// DefaultMaxWait is how long WaitForMail waits when given no limit.
+	DefaultMaxWait = 10 * time.Minute
+	// DefaultPollInterval is how often WaitForMail polls a server without
+	// IDLE when given no interval.
+	DefaultPollInterval = time.Duration(imapconf.DefaultPollInterval) * time.Second
+)
+
+var (
+	// ErrAuth is matched (errors.Is) by errors of a login the server
+	// refused: a wrong user name or password, an expired or revoked
+	// account or token. The watcher retries those slowly and shows them
+	// plainly; other failures are retried with the usual backoff.
+	ErrAuth = errors.New("authentication failed")
+
+	// ErrClosed is matched by errors of a Conn whose connection has been
+	// closed, by the server, the network or Close. The connection cannot be
+	// used again: dial a new one.
+	ErrClosed = errors.New("connection closed")
+
+	// ErrTimeout is matched by errors of a command the server did not
+	// answer in time. The connection is closed.
+	ErrTimeout = errors.New("no response from the server in time")
+
+	// ErrCannotMove is matched by the error of Apply with the move action
+	// on a server that has neither MOVE nor UIDPLUS: it could only move by
+	// COPY, STORE \Deleted and a plain EXPUNGE, which would also remove the
+	// messages other clients marked deleted.
+	ErrCannotMove = errors.New("server can't move messages safely: it supports neither MOVE nor UIDPLUS")
+)
+
+// StepError is the error of a failed step of talking to the server.
+type StepError struct {
+	// Step is one of the Step constants.
+	Step string
+	// Err is what went wrong. It never contains the password.
+	Err error
+}
+
+// Error returns "step: error".
+func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Options are the knobs of Dial that are not part of the configuration.
+// The zero value is ready to use.
+type Options struct {
+	// Logger receives debug records of the conversation's milestones (never
+	// its contents or the password). Nil discards them.
+	Logger *slog.Logger
+	// DialTimeout bounds Dial as a whole: connection, TLS, greeting, login
+	// and capabilities. Zero means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// CommandTimeout bounds the wait for each command's response once
+	// connected; a server silent for longer has its connection closed.
+	// Reading message bodies gets more time in proportion to their size.
+	// Zero means DefaultCommandTimeout.
+	CommandTimeout time.Duration
+	// Dial opens the TCP connection. Nil uses a net.Dialer. Tests set it to
+	// put a fault-injecting proxy or a byte counter in between.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// SASL, when set, is called by Dial after TLS to make the SASL client
+	// it authenticates with (AUTHENTICATE) instead of logging in with the
+	// password: this is where XOAUTH2 with a freshly fetched token plugs
+	// in. It is required for configurations with Auth "oauth2". An error
+	// it returns fails the login step; it should wrap ErrAuth when the
+	// credentials were refused.
+	SASL func(ctx context.Context, cfg imapconf.Config) (sasl.Client, error)
+}
+
+// Conn is a logged-in IMAP connection. Its methods must not be called
+// concurrently. When a method's context ends the connection is closed, since
+// IMAP offers no way to abandon a command half-way.
+type Conn struct {
+	client  *imapclient.Client
+	log     *slog.Logger
+	timeout time.Duration
+
+	// caps is the capability set after login. Decisions are taken on it,
+	// never on imapclient's own (which may be refetched, or nil after a
+	// failed refetch: imapclient's Move then falls back to a plain EXPUNGE).
+	caps imap.CapSet
+	// idle reports whether WaitForMail uses IDLE (tests turn it off to
+	// exercise polling).
+	idle bool
+
+	// newMail is signalled (never blocking) by the reader goroutine on each
+	// EXISTS response.
+	newMail chan struct{}
+
+	mu       sync.Mutex
+	abortErr error // why the connection was closed by a guard, if it was
+	closed   bool  // Close was called
+}
+
+// Dial connects to the server of cfg, secures the connection with TLS
+// (implicit TLS or STARTTLS per cfg.TLS; the certificate is always verified,
+// against the system's roots plus cfg.CACert), and logs in: with the SASL
+// client of opts.SASL when set, else with cfg.Username and cfg.Password by
+// LOGIN (or AUTHENTICATE PLAIN where LOGIN is disabled). It never logs in
+// without TLS. It does not select a folder.
+//
+// The error is a *StepError naming the step that failed (StepConnect,
+// StepTLS or StepLogin); a refused login also matches ErrAuth.
+func Dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error) {
+	c, err := dial(ctx, cfg, opts)
+	if err != nil {
+		return nil, redact(err, cfg.Password, cfg.ClientSecret)
+	}
+	return c, nil
+}
+
+func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mode, port, err := tlsMode(cfg)
+	if err != nil {
+		return nil, &StepError{StepTLS, err}
+	}
+	if cfg.Host == "" {
+		return nil, &StepError{StepConnect, errors.New("no host name")}
+	}
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(port))
+	log = log.With("host", cfg.Host, "port", port, "user", cfg.Username)
+	tlsConfig, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, &StepError{StepTLS, err}
+	}
+	timeout := opts.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout,
+		fmt.Errorf("%w: gave up after %v", ErrTimeout, timeout))
+	defer cancel()
+	// ctxErr says why a step failed when the context ended during it: the
+	// connection was closed under it, and the error it saw says only that.
+	ctxErr := func(step string, err error) error {
+		if ctx.Err() != nil {
+			return &StepError{step, context.Cause(ctx)}
+		}
+		return &StepError{step, err}
+	}
+
+	dialFn := opts.Dial
+	if dialFn == nil {
+		dialFn = (&net.Dialer{}).DialContext
+	}
+	raw, err := dialFn(ctx, "tcp", addr)
+	if err != nil {
+		return nil, ctxErr(StepConnect, err)
+	}
+	// Until Dial returns, the end of ctx closes the connection, which
+	// unblocks whatever waits on it.
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
+	defer stop()
+	log.Debug("imap connected", "tls", mode)
+
+	c := &Conn{
+		log:     log,
+		timeout: opts.CommandTimeout,
+		newMail: make(chan struct{}, 1),
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultCommandTimeout
+	}
+	clientOpts := &imapclient.Options{
+		TLSConfig: tlsConfig,
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			// Runs on imapclient's reader goroutine: only signal.
+			Mailbox: func(data *imapclient.UnilateralDataMailbox) {
+				if data.NumMessages != nil {
+					select {
+					case c.newMail <- struct{}{}:
+					default:
+					}
+				}
+			},
+		},
+	}
+
+	switch mode {
+	case imapconf.TLSImplicit:
+		tlsConn := tls.Client(raw, tlsConfig)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return nil, ctxErr(StepTLS, explainTLS(err))
+		}
+		c.client = imapclient.New(tlsConn, clientOpts)
+		if err := c.client.WaitGreeting(); err != nil {
+			_ = c.client.Close()
+			return nil, ctxErr(StepConnect, fmt.Errorf("greeting: %w", err))
+		}
+	case imapconf.TLSStartTLS:
+		// NewStartTLS sends STARTTLS without looking at the capabilities
+		// (a server without it answers BAD) and refuses PREAUTH.
+		c.client, err = imapclient.NewStartTLS(raw, clientOpts)
+		if err != nil {
+			_ = raw.Close()
+			return nil, ctxErr(StepTLS, explainTLS(err))
+		}
+	}
+	log.Debug("imap tls established")
+
+	if err := c.login(ctx, cfg, opts); err != nil {
+		_ = c.client.Close()
+		return nil, ctxErr(StepLogin, err)
+	}
+	// Login invalidates the capabilities; Caps waits for the new ones.
+	caps := c.client.Caps()
+	if caps == nil {
+		_ = c.client.Close()
+		return nil, ctxErr(StepLogin, errors.New("reading capabilities after login failed"))
+	}
+	c.caps = caps.Copy()
+	c.idle = c.caps.Has(imap.CapIdle)
+	if !stop() {
+		// ctx ended (and closed the connection) after all.
+		_ = c.client.Close()
+		return nil, &StepError{StepLogin, context.Cause(ctx)}
+	}
+	log.Debug("imap logged in", "idle", c.idle)
+	return c, nil
+}
+
+// tlsMode returns the TLS mode and port of cfg, with defaults for missing
+// ones: the mode from the port (143 means STARTTLS), the port from the mode.
+func tlsMode(cfg imapconf.Config) (mode string, port int, err error) {
+	mode, port = cfg.TLS, cfg.Port
+	if mode == "" {
+		mode = imapconf.TLSImplicit
+		if port == 143 {
+			mode = imapconf.TLSStartTLS
+		}
+	}
+	switch mode {
+	case imapconf.TLSImplicit:
+		if port == 0 {
+			port = 993
+		}
+	case imapconf.TLSStartTLS:
+		if port == 0 {
+			port = 143
+		}
+	default:
+		return "", 0, fmt.Errorf("unknown tls mode %q: want %q or %q (logging in without TLS is refused)",
+			mode, imapconf.TLSImplicit, imapconf.TLSStartTLS)
+	}
+	if port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("invalid port %d", port)
+	}
+	return mode, port, nil
+}
+
+// tlsConfig returns the client TLS configuration for cfg: the system's roots
+// plus cfg.CACert, server name cfg.Host, TLS 1.2 at least.
+func tlsConfig(cfg imapconf.Config) (*tls.Config, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if strings.TrimSpace(cfg.CACert) != "" && !roots.AppendCertsFromPEM([]byte(cfg.CACert)) {
+		return nil, errors.New("caCert holds no PEM certificate")
+	}
+	return &tls.Config{
+		RootCAs:    roots,
+		ServerName: cfg.Host,
+		MinVersion: tls.VersionTLS12,
+	}, nil
+}
+
+// explainTLS adds a hint to certificate errors users can act on.
+func explainTLS(err error) error {
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown):
+		return fmt.Errorf("%w (the server's certificate is not signed by a trusted authority; to trust a private CA, set caCert)", err)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("%w (the certificate is not valid for this host name)", err)
+	case errors.As(err, &invalid):
+		return fmt.Errorf("%w (the server's certificate is not valid)", err)
+	}
+	var imapErr *imap.Error
+	if errors.As(err, &imapErr) {
+		return fmt.Errorf("server refused STARTTLS: %w", err)
+	}
+	return err
+}
+
+// login authenticates on the TLS connection.
+func (c *Conn) login(ctx context.Context, cfg imapconf.Config, opts Options) error {
+	if c.client.State() == imap.ConnStateAuthenticated {
+		return nil // PREAUTH over implicit TLS
+	}
+	if opts.SASL != nil {
+		client, err := opts.SASL(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return authError(c.client.Authenticate(client))
+	}
+	if cfg.Auth == imapconf.AuthOAuth2 {
+		return errors.New("oauth2 login needs a SASL client (XOAUTH2), none was given")
+	}
+	if cfg.Username == "" || cfg.Password == "" {
+		return errors.New("no user name or password")
+	}
+	caps := c.client.Caps()
+	if caps == nil {
+		return errors.New("reading capabilities failed")
+	}
+	if !caps.Has(imap.CapLoginDisabled) {
+		return authError(c.client.Login(cfg.Username, cfg.Password).Wait())
+	}
+	if caps.Has(imap.AuthCap(sasl.Plain)) {
+		return authError(c.client.Authenticate(sasl.NewPlainClient("", cfg.Username, cfg.Password)))
+	}
+	return errors.New("server offers neither LOGIN nor AUTHENTICATE PLAIN")
+}
+
+// authError marks the server's refusal of a login with ErrAuth. Refusals that
+// say the server, not the credentials, is the trouble are left unmarked, to
+// be retried at the usual pace.
+func authError(err error) error {
+	var imapErr *imap.Error
+	if !errors.As(err, &imapErr) || imapErr.Type != imap.StatusResponseTypeNo {
+		return err
+	}
+	switch imapErr.Code {
+	case imap.ResponseCodeUnavailable, imap.ResponseCodeServerBug, imap.ResponseCodeInUse, imap.ResponseCodeLimit:
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrAuth, err)
+}
+
+// redact returns err, or, when its text contains one of the secrets, a
+// *StepError of the same step whose text has them replaced and which still
+// matches ErrAuth if err did. A server is not expected to echo a password;
+// this makes sure none reaches a log or the UI if one does.
+func redact(err error, secrets ...string) error {
+	msg := err.Error()
+	found := false
+	for _, s := range secrets {
+		if s != "" && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+			found = true
+		}
+	}
+	if !found {
+		return err
+	}
+	step := ""
+	var se *StepError
+	if errors.As(err, &se) {
+		step = se.Step
+		msg = strings.TrimPrefix(msg, step+": ")
+	}
+	return &StepError{Step: step, Err: &redactedError{msg: msg, auth: errors.Is(err, ErrAuth)}}
+}
+
+type redactedError struct {
+	msg  string
+	auth bool
+}
+
+func (e *redactedError) Error() string { return e.msg }
+
+func (e *redactedError) Is(target error) bool { return e.auth && target == ErrAuth }
+
+// Capabilities returns the server's capabilities after login, sorted.
+func (c *Conn) Capabilities() []string {
+	caps := make([]string, 0, len(c.caps))
+	for cp := range c.caps {
+		caps = append(caps, string(cp))
+	}
+	slices.Sort(caps)
+	return caps
+}
+
+// HasIdle reports whether the server supports IDLE, so that WaitForMail
+// is told of new mail at once instead of by polling.
+func (c *Conn) HasIdle() bool { return c.caps.Has(imap.CapIdle) }
+
+// Noop sends NOOP: it checks that the connection is alive and lets the
+// server report changes.
+func (c *Conn) Noop(ctx context.Context) error {
+	return c.do(ctx, StepNoop, func() error { return c.client.Noop().Wait() })
+}
+
+// Close logs out (waiting briefly for the server) and closes the connection.
+// It returns nil also when the connection had already failed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	already := c.closed
+	c.closed = true
+	c.mu.Unlock()
+	if already {
+		return nil
+	}
+	select {
+	case <-c.client.Closed():
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = c.do(ctx, StepLogout, func() error { return c.client.Logout().Wait() })
+		cancel()
+	}
+	if err := c.client.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		c.log.Debug("imap close", "err", err)
+	}
+	return nil
+}
+
+// do runs one command round: it fails at once on a closed connection, and
+// closes the connection when ctx ends or the server does not answer within
+// the command timeout (scaled up by extra). Errors are *StepError of step.
+func (c *Conn) do(ctx context.Context, step string, fn func() error) error {
+	return c.doFor(ctx, step, 0, fn)
+}
+
+func (c *Conn) doFor(ctx context.Context, step string, extra time.Duration, fn func() error) error {
+	if err := c.alive(); err != nil {
+		return &StepError{step, err}
+	}
+	stop := c.guard(ctx, c.timeout+extra)
+	err := fn()
+	stop()
+	if err != nil {
+		return &StepError{step, c.cause(err)}
+	}
+	return nil
+}
+
+// guard closes the connection when ctx ends or after timeout (none if
+// zero), recording why; the returned function disarms it.
+func (c *Conn) guard(ctx context.Context, timeout time.Duration) (stop func()) {
+	var timer *time.Timer
+	if timeout > 0 {
+		timer = time.AfterFunc(timeout, func() {
+			c.abort(fmt.Errorf("%w: waited %v", ErrTimeout, timeout))
+		})
+	}
+	stopCtx := context.AfterFunc(ctx, func() { c.abort(context.Cause(ctx)) })
+	return func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		stopCtx()
+	}
+}
+
+// abort closes the connection because of reason.
+func (c *Conn) abort(reason error) {
+	c.mu.Lock()
+	if c.abortErr == nil {
+		c.abortErr = reason
+	}
+	c.mu.Unlock()
+	_ = c.client.Close()
+}
+
+// alive returns nil if the connection is open, else why it is not.
+func (c *Conn) alive() error {
+	select {
+	case <-c.client.Closed():
+		return c.cause(nil)
+	default:
+		return nil
+	}
+}
+
+// cause returns the error to report for err, a command's error: the reason
+// a guard closed the connection if one did, ErrClosed if the connection is
+// closed, else err.
+func (c *Conn) cause(err error) error {
+	c.mu.Lock()
+	abortErr := c.abortErr
+	c.mu.Unlock()
+	if abortErr != nil {
+		return abortErr
+	}
+	select {
+	case <-c.client.Closed():
+		if err == nil {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	default:
+	}
+	return err
+}
+
+// TestResult is the outcome of Test, in the JSON form the API returns.
+type TestResult struct {
+	OK bool `json:"ok"`
+	// Step is the step that failed (one of the Step constants), empty when
+	// OK.
+	Step string `json:"step,omitempty"`
+	// Error says what went wrong in that step; never the password.
+	Error        string   `json:"error,omitempty"`
+	Capabilities []string `json:"capabilities,omitempty"`
+	// Messages is the number of messages in the folder.
+	Messages    uint32 `json:"messages"`
+	UIDValidity uint32 `json:"uidValidity,omitempty"`
+}
+
+// Test tests cfg as the test-connection operation does: it connects,
+// secures the connection, logs in and selects the folder, then reports the
+// capabilities and the number of messages, or the step that failed and why.
+func Test(ctx context.Context, cfg imapconf.Config, opts Options) TestResult {
+	fail := func(err error) TestResult {
+		err = redact(err, cfg.Password, cfg.ClientSecret)
+		var se *StepError
+		if errors.As(err, &se) {
+			return TestResult{Step: se.Step, Error: se.Err.Error()}
+		}
+		return TestResult{Error: err.Error()}
+	}
+	c, err := Dial(ctx, cfg, opts)
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	folder := cfg.Folder
+	if folder == "" {
+		folder = imapconf.DefaultFolder
+	}
+	mb, err := c.Examine(ctx, folder)
+	if err != nil {
+		return fail(err)
+	}
+	return TestResult{
+		OK:           true,
+		Capabilities: c.Capabilities(),
+		Messages:     mb.Messages,
+		UIDValidity:  mb.UIDValidity,
+	}
+}

@@ -1,0 +1,251 @@
+// Package watch runs one supervised loop per enabled mailbox: connect, catch
+// up on what arrived since the checkpoint, record it, wait for more (IMAP
+// IDLE, or polling), and reconnect with backoff after any failure. The
+// manager follows configuration changes without a restart.
+package watch
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/store"
+)
+
+// Options tune the watchers. Zero values take the defaults.
+type Options struct {
+	SizeCap       int64         // messages above it are recorded as headers only; default 50 MB
+	IdleMax       time.Duration // re-IDLE after this; default 10 min
+	MinBackoff    time.Duration // default 1 s
+	MaxBackoff    time.Duration // default 5 min
+	AuthBackoff   time.Duration // after an authentication failure; default 5 min
+	SilenceGrace  time.Duration // a wait may overrun IdleMax by this much before the watcher is stale; default 2 min
+	ResyncEvery   time.Duration // how often the manager rereads the configurations; default 30 s
+	BatchMessages int           // messages per ingest transaction; default 25
+	BatchBytes    int64         // bytes per ingest transaction; default 16 MB
+	// Dial replaces the network dialer (tests put a fault-injecting proxy here).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.SizeCap == 0 {
+		o.SizeCap = 50 << 20
+	}
+	def(&o.IdleMax, 10*time.Minute)
+	def(&o.MinBackoff, time.Second)
+	def(&o.MaxBackoff, 5*time.Minute)
+	def(&o.AuthBackoff, 5*time.Minute)
+	def(&o.SilenceGrace, 2*time.Minute)
+	def(&o.ResyncEvery, 30*time.Second)
+	if o.BatchMessages == 0 {
+		o.BatchMessages = 25
+	}
+	if o.BatchBytes == 0 {
+		o.BatchBytes = 16 << 20
+	}
+}
+
+// Deps are what the manager needs.
+type Deps struct {
+	Store    *store.Store
+	Ingester *ingest.Ingester
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	Options  Options
+}
+
+// Manager supervises the watchers.
+type Manager struct {
+	store   *store.Store
+	ingest  *ingest.Ingester
+	log     *slog.Logger
+	opts    Options
+	metrics *metrics
+	wake    chan struct{}
+
+	mu       sync.Mutex
+	watchers map[int64]*watcher
+	status   map[int64]*imapconf.Status // by configuration id, kept after a watcher stops
+}
+
+type metrics struct {
+	states     *prometheus.GaugeVec
+	reconnects prometheus.Counter
+}
+
+// New returns a manager; Run starts it.
+func New(d Deps) *Manager {
+	d.Options.defaults()
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &metrics{
+		states: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mailtrigger_watchers", Help: "Mailbox watchers by state."}, []string{"state"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "mailtrigger_watcher_reconnects_total",
+			Help: "Times a watcher reconnected after a failure."}),
+	}
+	if d.Registry != nil {
+		d.Registry.MustRegister(m.states, m.reconnects)
+	}
+	return &Manager{store: d.Store, ingest: d.Ingester, log: d.Logger, opts: d.Options, metrics: m,
+		wake: make(chan struct{}, 1), watchers: map[int64]*watcher{}, status: map[int64]*imapconf.Status{}}
+}
+
+// Changed asks the manager to reread the configurations now.
+func (m *Manager) Changed(context.Context) {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run supervises until ctx ends, then stops every watcher and waits for them:
+// a batch being recorded commits or rolls back as a whole.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.opts.ResyncEvery)
+	defer t.Stop()
+	for {
+		m.sync(ctx)
+		select {
+		case <-ctx.Done():
+			m.stopAll()
+			return
+		case <-t.C:
+		case <-m.wake:
+		}
+	}
+}
+
+// Status returns the status of configuration c.
+func (m *Manager) Status(c imapconf.Config) *imapconf.Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !c.Enabled {
+		return &imapconf.Status{State: imapconf.StateDisabled}
+	}
+	st, ok := m.status[c.ID]
+	if !ok {
+		return &imapconf.Status{State: imapconf.StateConnecting}
+	}
+	cp := *st
+	return &cp
+}
+
+func (m *Manager) sync(ctx context.Context) {
+	var all []imapconf.Config
+	after := ""
+	for {
+		page, err := m.store.ListIMAP(ctx, after, 500)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Error("reading imap configurations", "err", err)
+			}
+			return
+		}
+		all = append(all, page...)
+		if len(page) < 500 {
+			break
+		}
+		after = page[len(page)-1].Name
+	}
+	want := map[int64]imapconf.Config{}
+	for _, c := range all {
+		if c.Enabled {
+			want[c.ID] = c
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, w := range m.watchers {
+		c, ok := want[id]
+		if !ok || !c.UpdatedAt.Equal(w.cfg.UpdatedAt) {
+			w.stop()
+			delete(m.watchers, id)
+			if !ok {
+				delete(m.status, id)
+			}
+		}
+	}
+	for id, c := range want {
+		if _, ok := m.watchers[id]; ok {
+			continue
+		}
+		if c.Type != imapconf.TypeGeneric || c.ServerType != imapconf.ServerIMAPS || c.Auth != imapconf.AuthPassword {
+			m.status[id] = &imapconf.Status{State: imapconf.StateUnsupported, Since: time.Now().UTC(),
+				LastError: "this release reads IMAP mailboxes with password login; " + c.ServerType + "/" + c.Type + "/" + c.Auth + " comes later"}
+			continue
+		}
+		w := &watcher{m: m, cfg: c, log: m.log.With("imap", c.Name), done: make(chan struct{})}
+		if _, ok := m.status[id]; !ok {
+			m.status[id] = &imapconf.Status{State: imapconf.StateConnecting, Since: time.Now().UTC()}
+		}
+		var wctx context.Context
+		wctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		m.watchers[id] = w
+		go w.run(wctx)
+	}
+	m.countStates()
+}
+
+func (m *Manager) stopAll() {
+	m.mu.Lock()
+	ws := make([]*watcher, 0, len(m.watchers))
+	for id, w := range m.watchers {
+		ws = append(ws, w)
+		delete(m.watchers, id)
+	}
+	m.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+}
+
+// countStates sets the state gauge; m.mu is held.
+func (m *Manager) countStates() {
+	m.metrics.states.Reset()
+	for _, st := range m.status {
+		m.metrics.states.WithLabelValues(st.State).Inc()
+	}
+}
+
+// update changes the status of configuration id under the lock.
+func (m *Manager) update(id int64, fn func(st *imapconf.Status)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := m.status[id]
+	if !ok {
+		st = &imapconf.Status{}
+		m.status[id] = st
+	}
+	prev := st.State
+	fn(st)
+	if st.State != prev {
+		st.Since = time.Now().UTC()
+		m.countStates()
+	}
+}
+
+// backoff returns the wait before reconnect attempt n (0-based): exponential
+// from min to max, with full jitter in its upper half.
+func backoff(n int, min, max time.Duration) time.Duration {
+	d := min
+	for i := 0; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d/2 + rand.N(d/2+1)
+}

@@ -1,0 +1,266 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source/imapsource"
+	"mailtrigger/internal/store"
+)
+
+// errSilent is a server that said nothing for longer than it should have.
+var errSilent = errors.New("server silent past the expected interval")
+
+type watcher struct {
+	m      *Manager
+	cfg    imapconf.Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (w *watcher) stop() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *watcher) set(fn func(st *imapconf.Status)) { w.m.update(w.cfg.ID, fn) }
+
+func (w *watcher) state(s string) { w.set(func(st *imapconf.Status) { st.State = s }) }
+
+// run reconnects until ctx ends.
+func (w *watcher) run(ctx context.Context) {
+	defer close(w.done)
+	w.log.Info("watcher started", "host", w.cfg.Host, "folder", w.cfg.Folder)
+	failures := 0
+	for ctx.Err() == nil {
+		progressed, err := w.session(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if progressed {
+			failures = 0
+		}
+		state, wait := imapconf.StateError, backoff(failures, w.m.opts.MinBackoff, w.m.opts.MaxBackoff)
+		switch {
+		case errors.Is(err, imapsource.ErrAuth):
+			state, wait = imapconf.StateAuthFailed, w.m.opts.AuthBackoff
+		case errors.Is(err, errSilent):
+			state = imapconf.StateStale
+		}
+		failures++
+		now := time.Now().UTC()
+		w.set(func(st *imapconf.Status) {
+			st.State, st.LastError, st.LastErrorAt = state, err.Error(), &now
+		})
+		w.m.metrics.reconnects.Inc()
+		w.log.Warn("watcher lost its connection; reconnecting", "state", state, "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		w.set(func(st *imapconf.Status) { st.Reconnects++ })
+	}
+	w.log.Info("watcher stopped")
+}
+
+// session is one connection: it returns when the connection fails or ctx
+// ends. progressed is true when it got as far as waiting for mail.
+func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
+	w.state(imapconf.StateConnecting)
+	o := w.m.opts
+	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.Dial})
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	mb, err := conn.Select(ctx, w.cfg.Folder)
+	if err != nil {
+		return false, err
+	}
+	cp, err := w.startingPoint(ctx, conn, mb)
+	if err != nil {
+		return false, err
+	}
+	if err := w.redoPending(ctx, conn, mb.UIDValidity); err != nil {
+		return false, err
+	}
+	for {
+		w.state(imapconf.StateSyncing)
+		if cp, err = w.catchUp(ctx, conn, cp, nil); err != nil {
+			return progressed, err
+		}
+		now := time.Now().UTC()
+		w.set(func(st *imapconf.Status) {
+			st.LastSuccessAt, st.BacklogDone, st.BacklogTotal = &now, 0, 0
+			st.State = imapconf.StatePolling
+			if conn.HasIdle() {
+				st.State = imapconf.StateIdle
+			}
+		})
+		progressed = true
+		// The watchdog: a wait that overruns its bound means the server
+		// (or the network) went silent.
+		wctx, cancel := context.WithTimeoutCause(ctx, o.IdleMax+o.SilenceGrace, errSilent)
+		err := conn.WaitForMail(wctx, o.IdleMax, time.Duration(w.cfg.PollInterval)*time.Second)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(context.Cause(wctx), errSilent) {
+				return progressed, errSilent
+			}
+			return progressed, err
+		}
+	}
+}
+
+// startingPoint returns the checkpoint to read after: the stored one, a new
+// one for a first connect (per the backlog mode), or UID 0 of a new
+// UIDVALIDITY when the folder was recreated.
+func (w *watcher) startingPoint(ctx context.Context, conn *imapsource.Conn, mb imapsource.Mailbox) (store.Checkpoint, error) {
+	cp, ok, err := w.m.store.GetCheckpoint(ctx, w.cfg.ID)
+	if err != nil {
+		return cp, err
+	}
+	if ok && cp.UIDValidity == mb.UIDValidity {
+		return cp, nil
+	}
+	if ok {
+		// The folder was recreated: read it again; what was recorded
+		// already is recognised and not recorded twice.
+		w.log.Warn("UIDVALIDITY changed; reading the folder again", "old", cp.UIDValidity, "new", mb.UIDValidity)
+		if err := w.m.store.ClearPendingActions(ctx, w.cfg.ID, mb.UIDValidity); err != nil {
+			return cp, err
+		}
+		return store.Checkpoint{UIDValidity: mb.UIDValidity}, nil
+	}
+	last := uint32(0)
+	if mb.UIDNext > 0 {
+		last = mb.UIDNext - 1
+	}
+	switch w.cfg.Backlog {
+	case imapconf.BacklogAll:
+		return store.Checkpoint{UIDValidity: mb.UIDValidity}, nil
+	case imapconf.BacklogUnseen:
+		uids, err := conn.SearchUnseen(ctx)
+		if err != nil {
+			return cp, err
+		}
+		var old []uint32
+		for _, u := range uids {
+			if u <= last {
+				old = append(old, u)
+			}
+		}
+		w.log.Info("first connect: reading unseen mail", "messages", len(old))
+		start := store.Checkpoint{UIDValidity: mb.UIDValidity}
+		if _, err := w.catchUp(ctx, conn, start, old); err != nil {
+			return cp, err
+		}
+	default:
+		w.log.Info("first connect: only mail arriving from now on is read", "after_uid", last)
+	}
+	newCP := store.Checkpoint{UIDValidity: mb.UIDValidity, LastUID: last}
+	return newCP, w.m.store.SetCheckpoint(ctx, w.cfg.ID, newCP)
+}
+
+// catchUp reads the messages after cp (or exactly uids, when given), records
+// them in batches, each batch moving the checkpoint, and then does the
+// after-processing they are owed.
+func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.Checkpoint, uids []uint32) (store.Checkpoint, error) {
+	o := w.m.opts
+	var batch []store.Incoming
+	var batchBytes int64
+	var toApply []uint32
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		next := cp
+		if uids == nil {
+			next.LastUID = batch[len(batch)-1].UID
+		}
+		rec, err := w.m.ingest.Record(ctx, w.cfg, next, batch)
+		if err != nil {
+			return err
+		}
+		cp = next
+		now := time.Now().UTC()
+		w.set(func(st *imapconf.Status) {
+			st.MessagesIngested += int64(len(rec))
+			st.BacklogDone += len(batch)
+			if len(rec) > 0 {
+				st.LastMessageAt = &now
+			}
+		})
+		for _, m := range batch {
+			toApply = append(toApply, m.UID)
+		}
+		batch, batchBytes = batch[:0], 0
+		return nil
+	}
+	fn := func(m imapsource.Message) error {
+		in := ingest.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
+		batch = append(batch, in)
+		batchBytes += int64(len(m.Raw))
+		if len(batch) >= o.BatchMessages || batchBytes >= o.BatchBytes {
+			return flush()
+		}
+		return nil
+	}
+	var err error
+	if uids != nil {
+		w.set(func(st *imapconf.Status) { st.BacklogDone, st.BacklogTotal = 0, len(uids) })
+		err = conn.FetchUIDs(ctx, uids, o.SizeCap, fn)
+	} else {
+		err = conn.FetchAfter(ctx, cp.LastUID, o.SizeCap, fn)
+	}
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return cp, fmt.Errorf("reading new mail: %w", err)
+	}
+	if len(toApply) > 0 && w.cfg.AfterProcessing != imapconf.AfterNone {
+		if err := w.apply(ctx, conn, cp.UIDValidity, toApply); err != nil {
+			return cp, err
+		}
+	}
+	return cp, nil
+}
+
+// redoPending does the after-processing that a crash interrupted.
+func (w *watcher) redoPending(ctx context.Context, conn *imapsource.Conn, uidValidity uint32) error {
+	pending, err := w.m.store.PendingActions(ctx, w.cfg.ID)
+	if err != nil {
+		return err
+	}
+	byAction := map[[2]string][]uint32{}
+	for _, p := range pending {
+		if p.UIDValidity == uidValidity {
+			k := [2]string{p.Action, p.MoveTo}
+			byAction[k] = append(byAction[k], p.UID)
+		}
+	}
+	for k, uids := range byAction {
+		w.log.Info("redoing after-processing interrupted earlier", "action", k[0], "messages", len(uids))
+		if err := conn.Apply(ctx, k[0], k[1], uids); err != nil {
+			return fmt.Errorf("redoing %s: %w", k[0], err)
+		}
+		if err := w.m.store.DonePendingActions(ctx, w.cfg.ID, uidValidity, uids); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *watcher) apply(ctx context.Context, conn *imapsource.Conn, uidValidity uint32, uids []uint32) error {
+	if err := conn.Apply(ctx, w.cfg.AfterProcessing, w.cfg.MoveTo, uids); err != nil {
+		return fmt.Errorf("after-processing (%s): %w", w.cfg.AfterProcessing, err)
+	}
+	return w.m.store.DonePendingActions(ctx, w.cfg.ID, uidValidity, uids)
+}
