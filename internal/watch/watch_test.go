@@ -17,6 +17,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/server"
+	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
@@ -37,6 +38,12 @@ type env struct {
 
 func newEnv(t *testing.T, dialect store.Dialect, opts watch.Options) *env {
 	t.Helper()
+	return newEnvHook(t, dialect, opts, nil)
+}
+
+// newEnvHook is newEnv with a hook run in every ingest transaction.
+func newEnvHook(t *testing.T, dialect store.Dialect, opts watch.Options, hook store.RecordHook) *env {
+	t.Helper()
 	e := &env{t: t, st: storetest.Open(t, dialect), d: testenv.StartDovecot(t)}
 	var log *slog.Logger
 	if testing.Verbose() {
@@ -53,13 +60,14 @@ func newEnv(t *testing.T, dialect store.Dialect, opts watch.Options) *env {
 	if opts.ResyncEvery == 0 {
 		opts.ResyncEvery = 200 * time.Millisecond
 	}
-	e.mgr = watch.New(watch.Deps{Store: e.st, Ingester: ingest.New(ingest.Deps{Store: e.st, Logger: log}), Logger: log, Options: opts})
+	e.mgr = watch.New(watch.Deps{Store: e.st, Ingester: ingest.New(ingest.Deps{Store: e.st, Logger: log, Hook: hook}), Logger: log, Options: opts})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { e.mgr.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	srv := httptest.NewServer(server.Handler(server.Deps{Store: e.st, Logger: log, Changed: e.mgr.Changed, Status: e.mgr.Status}))
+	srv := httptest.NewServer(server.Handler(server.Deps{Store: e.st, Logger: log, Changed: e.mgr.Changed, Status: e.mgr.Status,
+		Test: func(ctx context.Context, c imapconf.Config) any { return imapsource.Test(ctx, c, imapsource.Options{Logger: log}) }}))
 	t.Cleanup(srv.Close)
 	tok, hash := auth.NewToken()
 	if err := e.st.CreateToken(context.Background(), "t", hash); err != nil {
