@@ -67,7 +67,9 @@ func newEnvHook(t *testing.T, dialect store.Dialect, opts watch.Options, hook st
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	srv := httptest.NewServer(server.Handler(server.Deps{Store: e.st, Logger: log, Changed: e.mgr.Changed, Status: e.mgr.Status,
-		Test: func(ctx context.Context, c imapconf.Config) any { return imapsource.Test(ctx, c, imapsource.Options{Logger: log}) }}))
+		Test: func(ctx context.Context, c imapconf.Config) any {
+			return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
+		}}))
 	t.Cleanup(srv.Close)
 	tok, hash := auth.NewToken()
 	if err := e.st.CreateToken(context.Background(), "t", hash); err != nil {
