@@ -63,6 +63,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 	for _, c := range cmds {
 		line := strings.ReplaceAll(c.text, "go run ./cmd/mailtrigger", bin)
 		line = strings.ReplaceAll(line, "http://127.0.0.1:8080", "http://"+addr)
+		// The service starts watching what the walk-through creates: keep
+		// that on loopback (nothing listens on localhost:993 here).
+		line = strings.ReplaceAll(line, "imap.example.com", "localhost")
 		if inner, ok := strings.CutPrefix(line, "export TOKEN=$("); ok {
 			out := run(t, work, env, strings.TrimSuffix(inner, ")"))
 			token = strings.TrimSpace(out)
@@ -162,7 +165,10 @@ func checkQuotedAnswer(t *testing.T, readme, body string) {
 
 func run(t *testing.T, dir string, env []string, line string) string {
 	t.Helper()
-	cmd := exec.Command("bash", "-c", line)
+	t.Logf("$ %s", line)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", line)
 	cmd.Dir, cmd.Env = dir, env
 	out, err := cmd.Output()
 	if err != nil {

@@ -209,3 +209,31 @@ func TestTestConnectionThroughTheAPI(t *testing.T) {
 		t.Errorf("saved: got %+v, %v", got, err)
 	}
 }
+
+// TestEditWhileRetrying: a configuration edited while its watcher waits to
+// retry a failed connection is restarted, and the status stays readable (a
+// stopping watcher reporting its status once deadlocked the manager).
+func TestEditWhileRetrying(t *testing.T) {
+	e := newEnv(t, store.SQLite, watch.Options{MinBackoff: 300 * time.Millisecond, MaxBackoff: 300 * time.Millisecond})
+	ctx := context.Background()
+	addr := e.d.AddUser(t, "retrying", "pw")
+	closed := 1
+	in := imapconf.Input{Name: ptr("retrying"), Host: ptr(e.d.Host), Port: &closed, Username: ptr(addr), Password: ptr("pw"),
+		CACert: ptr(string(e.d.CACertPEM))}
+	if _, err := e.api.CreateIMAP(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		e.waitState("retrying", imapconf.StateError, 10*time.Second)
+		in.Description = ptr(time.Now().String())
+		if _, err := e.api.EditIMAP(ctx, "retrying", in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := e.d.IMAPSPort
+	in.Port = &port
+	if _, err := e.api.EditIMAP(ctx, "retrying", in); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("retrying", imapconf.StateIdle, 10*time.Second)
+}

@@ -30,6 +30,13 @@ type Options struct {
 	ResyncEvery   time.Duration // how often the manager rereads the configurations; default 30 s
 	BatchMessages int           // messages per ingest transaction; default 25
 	BatchBytes    int64         // bytes per ingest transaction; default 16 MB
+	// DialTimeout bounds connecting, TLS and login; CommandTimeout bounds
+	// the wait for each command's answer (body fetches get more in
+	// proportion to their size). A server silent for longer is taken for
+	// gone: the watcher is stale and reconnects. Defaults are imapsource's
+	// (30 s and 1 min).
+	DialTimeout    time.Duration
+	CommandTimeout time.Duration
 	// Dial replaces the network dialer (tests put a fault-injecting proxy here).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -166,16 +173,27 @@ func (m *Manager) sync(ctx context.Context) {
 			want[c.ID] = c
 		}
 	}
+	// Stop the watchers whose configuration went or changed, without the
+	// lock: a stopping watcher may still be reporting its status.
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	var stopping []*watcher
 	for id, w := range m.watchers {
 		c, ok := want[id]
 		if !ok || !c.UpdatedAt.Equal(w.cfg.UpdatedAt) {
-			w.stop()
+			stopping = append(stopping, w)
 			delete(m.watchers, id)
-			if !ok {
-				delete(m.status, id)
-			}
+		}
+	}
+	m.mu.Unlock()
+	for _, w := range stopping {
+		w.stop()
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.status {
+		if _, ok := want[id]; !ok {
+			delete(m.status, id)
 		}
 	}
 	for id, c := range want {
@@ -183,6 +201,9 @@ func (m *Manager) sync(ctx context.Context) {
 			continue
 		}
 		if c.Type != imapconf.TypeGeneric || c.ServerType != imapconf.ServerIMAPS || c.Auth != imapconf.AuthPassword {
+			if st, ok := m.status[id]; ok && st.State == imapconf.StateUnsupported {
+				continue
+			}
 			m.status[id] = &imapconf.Status{State: imapconf.StateUnsupported, Since: time.Now().UTC(),
 				LastError: "this release reads IMAP mailboxes with password login; " + c.ServerType + "/" + c.Type + "/" + c.Auth + " comes later"}
 			continue
@@ -220,14 +241,14 @@ func (m *Manager) countStates() {
 	}
 }
 
-// update changes the status of configuration id under the lock.
+// update changes the status of configuration id under the lock. The status
+// of a configuration that is gone is not brought back.
 func (m *Manager) update(id int64, fn func(st *imapconf.Status)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st, ok := m.status[id]
 	if !ok {
-		st = &imapconf.Status{}
-		m.status[id] = st
+		return
 	}
 	prev := st.State
 	fn(st)

@@ -50,7 +50,9 @@ func (w *watcher) run(ctx context.Context) {
 		switch {
 		case errors.Is(err, imapsource.ErrAuth):
 			state, wait = imapconf.StateAuthFailed, w.m.opts.AuthBackoff
-		case errors.Is(err, errSilent):
+		case errors.Is(err, errSilent), errors.Is(err, imapsource.ErrTimeout):
+			// Silent while waiting for mail, or while answering a
+			// command (a stalled FETCH, a login that never ends).
 			state = imapconf.StateStale
 		}
 		failures++
@@ -59,7 +61,7 @@ func (w *watcher) run(ctx context.Context) {
 			st.State, st.LastError, st.LastErrorAt = state, err.Error(), &now
 		})
 		w.m.metrics.reconnects.Inc()
-		w.log.Warn("watcher lost its connection; reconnecting", "state", state, "err", err, "retry_in", wait.Round(time.Millisecond))
+		w.log.Warn("watcher failed; reconnecting", "state", state, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
@@ -74,7 +76,8 @@ func (w *watcher) run(ctx context.Context) {
 func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	w.state(imapconf.StateConnecting)
 	o := w.m.opts
-	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.Dial})
+	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.Dial,
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout})
 	if err != nil {
 		return false, err
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
+
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/testenv"
 )
@@ -55,6 +57,51 @@ func TestDial(t *testing.T) {
 				if want := crlf(raws[i]); string(m.Raw) != string(want) {
 					t.Errorf("message %d: got %d bytes %.40q…, want %d bytes %.40q…", m.UID, len(m.Raw), m.Raw, len(want), want)
 				}
+			}
+		})
+	}
+}
+
+func TestDialSASL(t *testing.T) {
+	t.Parallel()
+	d := testenv.StartDovecot(t)
+	cfg := newUser(t, d, "sasl")
+	oauth := cfg
+	oauth.Auth, oauth.Password = imapconf.AuthOAuth2, ""
+	errToken := errors.New("fetching the token failed")
+
+	tests := []struct {
+		name     string
+		sasl     func(context.Context, imapconf.Config) (sasl.Client, error)
+		wantErr  error // nil: logged in
+		wantStep string
+	}{
+		{"PLAIN client", func(context.Context, imapconf.Config) (sasl.Client, error) {
+			return sasl.NewPlainClient("", cfg.Username, cfg.Password), nil
+		}, nil, ""},
+		{"refused", func(context.Context, imapconf.Config) (sasl.Client, error) {
+			return sasl.NewPlainClient("", cfg.Username, "wrong-token"), nil
+		}, ErrAuth, StepLogin},
+		{"client not made", func(context.Context, imapconf.Config) (sasl.Client, error) {
+			return nil, errToken
+		}, errToken, StepLogin},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Dial(testCtx(t), oauth, Options{SASL: tt.sasl})
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("got %v, want login", err)
+				}
+				defer c.Close()
+				if _, err := c.Select(testCtx(t), "INBOX"); err != nil {
+					t.Errorf("select after SASL login: %v", err)
+				}
+				return
+			}
+			var se *StepError
+			if !errors.Is(err, tt.wantErr) || !errors.As(err, &se) || se.Step != tt.wantStep {
+				t.Errorf("got %v, want %v in step %s", err, tt.wantErr, tt.wantStep)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -42,7 +43,8 @@ type Mailbox struct {
 // Message is one message read from the folder.
 type Message struct {
 	UID uint32
-	// Flags are the message's flags when it was read, such as \Seen.
+	// Flags are the message's flags when it was read, such as \Seen
+	// (without the session flag \Recent).
 	Flags []string
 	// Size is the size the server reports (RFC822.SIZE).
 	Size int64
@@ -83,6 +85,7 @@ func (c *Conn) selectFolder(ctx context.Context, folder string, readOnly bool) (
 	if err != nil {
 		return Mailbox{}, err
 	}
+	c.uidNext = uint32(data.UIDNext)
 	c.log.Debug("imap selected", "folder", folder, "messages", data.NumMessages,
 		"uidValidity", data.UIDValidity, "uidNext", data.UIDNext)
 	return Mailbox{
@@ -126,24 +129,41 @@ func (c *Conn) SearchUnseen(ctx context.Context) ([]uint32, error) {
 	return c.searchUIDs(ctx, &imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen}})
 }
 
-// HighestUID returns the highest UID in the selected folder, 0 if it is
-// empty: the checkpoint of the "new" backlog mode, which skips what is there
-// already. (Mailbox.UIDNext-1 serves as well where the server reports
-// UIDNEXT, and is at least as high.)
+// HighestUID returns a UID at least as high as that of every message in the
+// selected folder, 0 if it is empty: the checkpoint of the "new" backlog
+// mode, which skips what is there already. It is the highest UID in use
+// (UID SEARCH RETURN (MAX) ALL) where the server has ESEARCH, else UIDNEXT-1
+// as the last Select reported it, else the highest UID of UID SEARCH ALL.
 func (c *Conn) HighestUID(ctx context.Context) (uint32, error) {
+	if !c.caps.Has(imap.CapESearch) && c.uidNext > 0 {
+		return c.uidNext - 1, nil
+	}
 	var highest uint32
 	err := c.do(ctx, StepSearch, func() error {
-		if mb := c.client.Mailbox(); mb == nil || mb.NumMessages == 0 {
-			return nil
+		// Not FETCH * (UID): imapclient matches a FETCH response to its
+		// command by number, no number matches "*", and the response is
+		// dropped. Nor FETCH n (UID) with n the count of
+		// imapclient's Mailbox(): it is set only after Select's Wait
+		// has returned.
+		var options *imap.SearchOptions
+		if c.caps.Has(imap.CapESearch) {
+			options = &imap.SearchOptions{ReturnMax: true}
 		}
-		// FETCH * (UID): "*" is the last message.
-		var last imap.SeqSet
-		last.AddNum(0)
-		msgs, err := c.client.Fetch(last, &imap.FetchOptions{UID: true}).Collect()
-		for _, m := range msgs {
-			highest = max(highest, uint32(m.UID))
+		data, err := c.client.UIDSearch(&imap.SearchCriteria{}, options).Wait()
+		if err != nil {
+			return err
 		}
-		return err
+		highest = data.Max
+		if set, ok := data.All.(imap.UIDSet); ok {
+			uids, ok := set.Nums()
+			if !ok {
+				return fmt.Errorf("server answered with a dynamic UID set %v", set)
+			}
+			for _, uid := range uids {
+				highest = max(highest, uint32(uid))
+			}
+		}
+		return nil
 	})
 	return highest, err
 }
@@ -234,9 +254,12 @@ func (c *Conn) fetchMeta(ctx context.Context, uids []uint32) ([]meta, error) {
 					case imapclient.FetchItemDataUID:
 						m.uid = uint32(item.UID)
 					case imapclient.FetchItemDataFlags:
-						m.flags = make([]string, len(item.Flags))
-						for i, f := range item.Flags {
-							m.flags[i] = string(f)
+						m.flags = []string{}
+						for _, f := range item.Flags {
+							// \Recent is of this session, not the message.
+							if !strings.EqualFold(string(f), `\Recent`) {
+								m.flags = append(m.flags, string(f))
+							}
 						}
 					case imapclient.FetchItemDataRFC822Size:
 						m.size, m.hasSize = item.Size, true

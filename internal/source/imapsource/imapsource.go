@@ -7,10 +7,12 @@
 // It knows nothing of databases, MIME or supervision: a Conn is used by one
 // goroutine, the watcher loop, which reconnects when a method fails.
 //
-// Every error a Conn or Dial returns is a *StepError naming the step that
-// failed, so that the UI can say "login: authentication failed" rather than
-// just "error". Authentication failures also match ErrAuth. Errors never
-// contain the password or client secret.
+// Every error Dial and the Conn's methods return is a *StepError naming the
+// step that failed, so that the UI can say "login: authentication failed"
+// rather than just "error" (the one exception: the error of the caller's own
+// callback, which FetchAfter returns as is). Authentication failures also
+// match ErrAuth, dead connections ErrClosed. Errors never contain the
+// password or client secret.
 package imapsource
 
 import (
@@ -143,6 +145,9 @@ type Conn struct {
 	// exercise polling).
 	idle bool
 
+	// uidNext is UIDNEXT as the last Select reported it.
+	uidNext uint32
+
 	// newMail is signalled (never blocking) by the reader goroutine on each
 	// EXISTS response.
 	newMail chan struct{}
@@ -267,11 +272,13 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 		_ = c.client.Close()
 		return nil, ctxErr(StepLogin, err)
 	}
-	// Login invalidates the capabilities; Caps waits for the new ones.
-	caps := c.client.Caps()
-	if caps == nil {
+	// Login changes the capabilities. Ask for them: imapclient's Caps may
+	// still return those from before login, as it forgets them only after
+	// the login's Wait has returned (when the server's OK carried none).
+	caps, err := c.client.Capability().Wait()
+	if err != nil {
 		_ = c.client.Close()
-		return nil, ctxErr(StepLogin, errors.New("reading capabilities after login failed"))
+		return nil, ctxErr(StepLogin, fmt.Errorf("reading capabilities after login: %w", err))
 	}
 	c.caps = caps.Copy()
 	c.idle = c.caps.Has(imap.CapIdle)
@@ -460,9 +467,7 @@ func (c *Conn) Close() error {
 	if already {
 		return nil
 	}
-	select {
-	case <-c.client.Closed():
-	default:
+	if !c.isClosed() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = c.do(ctx, StepLogout, func() error { return c.client.Logout().Wait() })
 		cancel()
@@ -523,11 +528,21 @@ func (c *Conn) abort(reason error) {
 
 // alive returns nil if the connection is open, else why it is not.
 func (c *Conn) alive() error {
+	if c.isClosed() {
+		return c.cause(nil)
+	}
+	return nil
+}
+
+// isClosed reports whether the connection is closed or closing.
+// imapclient fails the pending commands (state logout) before it closes
+// Closed(): the state tells a command's error of a dying connection at once.
+func (c *Conn) isClosed() bool {
 	select {
 	case <-c.client.Closed():
-		return c.cause(nil)
+		return true
 	default:
-		return nil
+		return c.client.State() == imap.ConnStateLogout
 	}
 }
 
@@ -541,13 +556,11 @@ func (c *Conn) cause(err error) error {
 	if abortErr != nil {
 		return abortErr
 	}
-	select {
-	case <-c.client.Closed():
+	if c.isClosed() {
 		if err == nil {
 			return ErrClosed
 		}
 		return fmt.Errorf("%w: %w", ErrClosed, err)
-	default:
 	}
 	return err
 }

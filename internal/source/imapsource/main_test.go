@@ -7,7 +7,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,10 +181,8 @@ func uidsOf(msgs []Message) []uint32 {
 // and can cut a connection after a number of bytes read, as a network
 // failure would.
 type countingDialer struct {
-	read    atomic.Int64
-	cutAt   atomic.Int64 // close after this many bytes read, if > 0
-	mu      sync.Mutex
-	conns   []net.Conn
+	read  atomic.Int64
+	cutAt atomic.Int64 // close after this many bytes read, if > 0
 }
 
 func (cd *countingDialer) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -193,9 +190,6 @@ func (cd *countingDialer) Dial(ctx context.Context, network, addr string) (net.C
 	if err != nil {
 		return nil, err
 	}
-	cd.mu.Lock()
-	cd.conns = append(cd.conns, conn)
-	cd.mu.Unlock()
 	return &countingConn{Conn: conn, d: cd}, nil
 }
 
