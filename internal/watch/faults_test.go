@@ -76,7 +76,7 @@ func TestConnectionFaults(t *testing.T) {
 		return func(st imapconf.Status) bool { return st.LastErrorAt != nil && !st.LastErrorAt.Before(since) }
 	}
 
-	// Resets, in whatever the watcher is doing.
+	// Resets at random moments: while idling, or re-idling every second.
 	for i := range 3 {
 		start := idleThen(700 * time.Millisecond)
 		reset := p.ResetAll()

@@ -95,7 +95,11 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	}
 	for {
 		w.state(imapconf.StateSyncing)
-		if cp, err = w.catchUp(ctx, conn, cp, nil); err != nil {
+		uids, err := conn.SearchAfter(ctx, cp.LastUID)
+		if err != nil {
+			return progressed, err
+		}
+		if cp, err = w.catchUp(ctx, conn, cp, uids, true); err != nil {
 			return progressed, err
 		}
 		now := time.Now().UTC()
@@ -110,7 +114,7 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 		// The watchdog: a wait that overruns its bound means the server
 		// (or the network) went silent.
 		wctx, cancel := context.WithTimeoutCause(ctx, o.IdleMax+o.SilenceGrace, errSilent)
-		err := conn.WaitForMail(wctx, o.IdleMax, time.Duration(w.cfg.PollInterval)*time.Second)
+		err = conn.WaitForMail(wctx, o.IdleMax, time.Duration(w.cfg.PollInterval)*time.Second)
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(context.Cause(wctx), errSilent) {
@@ -161,7 +165,7 @@ func (w *watcher) startingPoint(ctx context.Context, conn *imapsource.Conn, mb i
 		}
 		w.log.Info("first connect: reading unseen mail", "messages", len(old))
 		start := store.Checkpoint{UIDValidity: mb.UIDValidity}
-		if _, err := w.catchUp(ctx, conn, start, old); err != nil {
+		if _, err := w.catchUp(ctx, conn, start, old, false); err != nil {
 			return cp, err
 		}
 	default:
@@ -171,10 +175,13 @@ func (w *watcher) startingPoint(ctx context.Context, conn *imapsource.Conn, mb i
 	return newCP, w.m.store.SetCheckpoint(ctx, w.cfg.ID, newCP)
 }
 
-// catchUp reads the messages after cp (or exactly uids, when given), records
-// them in batches, each batch moving the checkpoint, and then does the
-// after-processing they are owed.
-func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.Checkpoint, uids []uint32) (store.Checkpoint, error) {
+// catchUp reads the messages uids, records them in batches, each batch
+// moving the checkpoint to its last UID when advance is set, and then does
+// the after-processing they are owed.
+func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.Checkpoint, uids []uint32, advance bool) (store.Checkpoint, error) {
+	if len(uids) == 0 {
+		return cp, nil
+	}
 	o := w.m.opts
 	var batch []store.Incoming
 	var batchBytes int64
@@ -184,7 +191,7 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 			return nil
 		}
 		next := cp
-		if uids == nil {
+		if advance {
 			next.LastUID = batch[len(batch)-1].UID
 		}
 		rec, err := w.m.ingest.Record(ctx, w.cfg, next, batch)
@@ -215,13 +222,8 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		}
 		return nil
 	}
-	var err error
-	if uids != nil {
-		w.set(func(st *imapconf.Status) { st.BacklogDone, st.BacklogTotal = 0, len(uids) })
-		err = conn.FetchUIDs(ctx, uids, o.SizeCap, fn)
-	} else {
-		err = conn.FetchAfter(ctx, cp.LastUID, o.SizeCap, fn)
-	}
+	w.set(func(st *imapconf.Status) { st.BacklogDone, st.BacklogTotal = 0, len(uids) })
+	err := conn.FetchUIDs(ctx, uids, o.SizeCap, fn)
 	if err == nil {
 		err = flush()
 	}

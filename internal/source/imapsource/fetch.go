@@ -108,19 +108,28 @@ func (c *Conn) selectFolder(ctx context.Context, folder string, readOnly bool) (
 // fn may use the Conn (for example to Apply), but it is called after the
 // fetch that read its message has completed, not as bytes arrive.
 func (c *Conn) FetchAfter(ctx context.Context, afterUID uint32, sizeCap int64, fn func(Message) error) error {
+	uids, err := c.SearchAfter(ctx, afterUID)
+	if err != nil {
+		return err
+	}
+	return c.FetchUIDs(ctx, uids, sizeCap, fn)
+}
+
+// SearchAfter returns the UIDs above afterUID in the selected folder,
+// ascending: what FetchAfter would read.
+func (c *Conn) SearchAfter(ctx context.Context, afterUID uint32) ([]uint32, error) {
 	if afterUID == math.MaxUint32 {
-		return nil
+		return nil, nil
 	}
 	uids, err := c.searchUIDs(ctx, &imap.SearchCriteria{
 		UID: []imap.UIDSet{{imap.UIDRange{Start: imap.UID(afterUID + 1), Stop: 0}}},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// "n:*" means "*:n" when n is above every UID: the search then returns
 	// the highest UID, already read.
-	uids = slices.DeleteFunc(uids, func(uid uint32) bool { return uid <= afterUID })
-	return c.FetchUIDs(ctx, uids, sizeCap, fn)
+	return slices.DeleteFunc(uids, func(uid uint32) bool { return uid <= afterUID }), nil
 }
 
 // SearchUnseen returns the UIDs of the messages without \Seen in the
