@@ -37,6 +37,8 @@ type Deps struct {
 	Status func(c imapconf.Config) *imapconf.Status
 	// Test, when set, tries a configuration: connect, TLS, log in, open the folder.
 	Test func(ctx context.Context, c imapconf.Config) any
+	// Notify, when set, wakes the run worker: runs became due.
+	Notify func()
 }
 
 // API serves /api/v1.
@@ -46,6 +48,7 @@ type API struct {
 	changed func(context.Context)
 	status  func(imapconf.Config) *imapconf.Status
 	test    func(context.Context, imapconf.Config) any
+	notify  func()
 }
 
 // New returns the API.
@@ -59,7 +62,10 @@ func New(d Deps) *API {
 	if d.Status == nil {
 		d.Status = func(imapconf.Config) *imapconf.Status { return nil }
 	}
-	return &API{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test}
+	if d.Notify == nil {
+		d.Notify = func() {}
+	}
+	return &API{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify}
 }
 
 // Routes registers every /api/v1 route on mux, each behind the token check.
@@ -76,6 +82,8 @@ func (a *API) Routes(mux *http.ServeMux) {
 	h("POST /api/v1/imap/{name}/test", a.testSavedIMAP)
 	h("POST /api/v1/imap/test", a.testUnsavedIMAP)
 	a.messageRoutes(h)
+	a.flowRoutes(h)
+	a.runRoutes(h)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 }
 

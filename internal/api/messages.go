@@ -30,8 +30,9 @@ type MessageView struct {
 	UIDValidity uint32           `json:"uidValidity"`
 	UID         uint32           `json:"uid"`
 	Attachments []AttachmentView `json:"attachments"`
-	Text        *string          `json:"text,omitempty"` // on view only
-	HTML        *string          `json:"html,omitempty"` // on view only
+	Text        *string          `json:"text,omitempty"`    // on view only
+	HTML        *string          `json:"html,omitempty"`    // on view only
+	Matches     []MatchView      `json:"matches,omitempty"` // on view only: per flow, matched or why not
 }
 
 // AttachmentView describes an attachment; its content is at URL.
@@ -108,8 +109,13 @@ func (a *API) getMessage(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		var m store.StoredMessage
 		if m, err = a.store.GetMessage(r.Context(), id); err == nil {
-			writeJSON(w, http.StatusOK, messageView(m, true))
-			return
+			var ms []store.Match
+			if ms, err = a.store.Matches(r.Context(), id); err == nil {
+				v := messageView(m, true)
+				v.Matches = matchViews(ms)
+				writeJSON(w, http.StatusOK, v)
+				return
+			}
 		}
 	}
 	a.writeError(w, r, err)

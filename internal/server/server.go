@@ -28,6 +28,7 @@ type Deps struct {
 	Changed func(ctx context.Context)
 	Status  func(c imapconf.Config) *imapconf.Status
 	Test    func(ctx context.Context, c imapconf.Config) any
+	Notify  func()
 }
 
 // NewRegistry returns a metrics registry with the Go and process collectors.
@@ -43,7 +44,7 @@ func Handler(d Deps) http.Handler {
 		d.Registry = NewRegistry()
 	}
 	mux := http.NewServeMux()
-	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed, Status: d.Status, Test: d.Test}).Routes(mux)
+	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed, Status: d.Status, Test: d.Test, Notify: d.Notify}).Routes(mux)
 	probes(mux, d.Store)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 

@@ -61,7 +61,7 @@ type Recorded struct {
 // RecordHook runs inside the ingest transaction for every message recorded:
 // the seam where flows create their runs, so that a message and its runs
 // commit together or not at all.
-type RecordHook func(ctx context.Context, tx *sql.Tx, id int64, in Incoming) error
+type RecordHook func(ctx context.Context, tx *sql.Tx, b *Batch, id int64, in Incoming) error
 
 // RecordBatch records the messages of b and moves the checkpoint, in one
 // transaction. A message already recorded (same configuration, UIDVALIDITY
@@ -80,7 +80,7 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 				continue
 			}
 			if hook != nil {
-				if err := hook(ctx, tx, id, in); err != nil {
+				if err := hook(ctx, tx, &b, id, in); err != nil {
 					return fmt.Errorf("message uid %d: %w", in.UID, err)
 				}
 			}

@@ -1,0 +1,309 @@
+// Package flow is the process flow entity: its Start activity's Email
+// Trigger (which mailbox, which subject, how it matches), its activities
+// (webhooks today), their rules, and the matching of a message against a
+// trigger. It knows nothing of HTTP or SQL.
+package flow
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"mailtrigger/internal/valid"
+)
+
+// Match kinds.
+const (
+	MatchExact    = "exact"
+	MatchContains = "contains"
+	MatchPrefix   = "prefix"
+	MatchRegex    = "regex"
+)
+
+// Limits.
+const (
+	MaxDescriptionLen = 1000
+	MaxSubjectLen     = 1000
+	MaxActivities     = 10
+	MaxHeaders        = 20
+	DefaultTimeout    = 30 * time.Second
+	MaxTimeout        = 2 * time.Minute
+)
+
+// Flow is a process flow. Secrets of its activities are held apart (see
+// Activity.Secret) and never part of the stored definition.
+type Flow struct {
+	Name        string     `json:"name"`
+	Description string     `json:"description"`
+	Enabled     bool       `json:"enabled"`
+	Start       Start      `json:"start"`
+	Activities  []Activity `json:"activities"`
+}
+
+// Start is the Start activity.
+type Start struct {
+	EmailTrigger Trigger `json:"emailTrigger"`
+}
+
+// Trigger is the Email Trigger: the flow starts when a message arriving in
+// IMAP has a subject matching Subject.
+type Trigger struct {
+	IMAP                string `json:"imap"`
+	Subject             string `json:"subject"`
+	Match               string `json:"match"`
+	IgnoreReplyPrefixes bool   `json:"ignoreReplyPrefixes"`
+	From                string `json:"from,omitempty"`
+}
+
+// Activity is a step of the flow. Today there is one kind: a webhook.
+type Activity struct {
+	Type               string            `json:"type"`
+	URL                string            `json:"url"`
+	Headers            map[string]string `json:"headers,omitempty"`
+	Timeout            string            `json:"timeout,omitempty"`
+	IncludeAttachments bool              `json:"includeAttachments"`
+	// Secret signs the deliveries (whsec_…). It is kept out of the stored
+	// definition and out of every response but the one that generated it.
+	Secret string `json:"-"`
+}
+
+// TimeoutDuration is the activity's timeout, DefaultTimeout when unset.
+func (a Activity) TimeoutDuration() time.Duration {
+	if d, err := time.ParseDuration(a.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return DefaultTimeout
+}
+
+// Definition is the stored JSON form of f (without secrets).
+func (f Flow) Definition() string {
+	data, _ := json.Marshal(f)
+	return string(data)
+}
+
+// Parse reads a stored definition and attaches the secrets.
+func Parse(definition string, secrets []string) (Flow, error) {
+	var f Flow
+	if err := json.Unmarshal([]byte(definition), &f); err != nil {
+		return f, fmt.Errorf("reading flow definition: %w", err)
+	}
+	for i := range f.Activities {
+		if i < len(secrets) {
+			f.Activities[i].Secret = secrets[i]
+		}
+	}
+	return f, nil
+}
+
+// Secrets returns the activities' secrets, in order.
+func (f Flow) Secrets() []string {
+	out := make([]string, len(f.Activities))
+	for i, a := range f.Activities {
+		out[i] = a.Secret
+	}
+	return out
+}
+
+// Input is the JSON body of create and edit. Pointers tell absent from empty.
+type Input struct {
+	Name        *string         `json:"name"`
+	Description *string         `json:"description"`
+	Enabled     *bool           `json:"enabled"`
+	Start       *StartInput     `json:"start"`
+	Activities  []ActivityInput `json:"activities"`
+
+	// Read-only, ignored.
+	CreatedAt *time.Time `json:"createdAt,omitempty"`
+	UpdatedAt *time.Time `json:"updatedAt,omitempty"`
+}
+
+// StartInput is the Start activity in an Input.
+type StartInput struct {
+	EmailTrigger *TriggerInput `json:"emailTrigger"`
+}
+
+// TriggerInput is the Email Trigger in an Input.
+type TriggerInput struct {
+	IMAP                *string `json:"imap"`
+	Subject             *string `json:"subject"`
+	Match               *string `json:"match"`
+	IgnoreReplyPrefixes *bool   `json:"ignoreReplyPrefixes"`
+	From                *string `json:"from"`
+}
+
+// ActivityInput is an activity in an Input.
+type ActivityInput struct {
+	Type               *string           `json:"type"`
+	URL                *string           `json:"url"`
+	Secret             *string           `json:"secret"`
+	Headers            map[string]string `json:"headers"`
+	Timeout            *string           `json:"timeout"`
+	IncludeAttachments *bool             `json:"includeAttachments"`
+	HasSecret          *bool             `json:"hasSecret,omitempty"` // read-only, ignored
+}
+
+// Build checks in against every rule and returns the flow it describes.
+// prev is the stored flow when editing: an activity whose secret is omitted
+// keeps the secret of prev's activity at the same position. newSecret makes
+// a secret for an activity that has none; generated lists the positions it
+// filled. The error is a valid.Errors naming every wrong field.
+func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []int, err error) {
+	e := valid.Errors{}
+	f.Name = deref(in.Name, "")
+	if m := valid.Name(f.Name); m != "" {
+		e.Add("name", m)
+	}
+	f.Description = deref(in.Description, "")
+	if m := valid.Text(f.Description, MaxDescriptionLen); m != "" {
+		e.Add("description", m)
+	}
+	f.Enabled = in.Enabled == nil || *in.Enabled
+
+	const tp = "start.emailTrigger."
+	if in.Start == nil || in.Start.EmailTrigger == nil {
+		e.Add("start.emailTrigger", "required: the Email Trigger names an IMAP configuration and a subject")
+	} else {
+		ti := in.Start.EmailTrigger
+		t := &f.Start.EmailTrigger
+		t.IMAP = deref(ti.IMAP, "")
+		if t.IMAP == "" {
+			e.Add(tp+"imap", "required")
+		}
+		t.Subject = deref(ti.Subject, "")
+		t.Match = deref(ti.Match, MatchExact)
+		switch {
+		case strings.TrimSpace(t.Subject) == "":
+			e.Add(tp+"subject", "required")
+		case valid.Text(t.Subject, MaxSubjectLen) != "":
+			e.Add(tp+"subject", valid.Text(t.Subject, MaxSubjectLen))
+		case t.Match == MatchRegex:
+			if _, err := regexp.Compile(t.Subject); err != nil {
+				e.Add(tp+"subject", "not a valid regular expression (RE2 syntax): "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+			}
+		}
+		if m := valid.OneOf(t.Match, MatchExact, MatchContains, MatchPrefix, MatchRegex); m != "" {
+			e.Add(tp+"match", m)
+		}
+		t.IgnoreReplyPrefixes = ti.IgnoreReplyPrefixes != nil && *ti.IgnoreReplyPrefixes
+		t.From = strings.TrimSpace(deref(ti.From, ""))
+		if t.From != "" {
+			if strings.HasPrefix(t.From, "@") {
+				if m := valid.Domain(t.From[1:]); m != "" {
+					e.Add(tp+"from", "must be an e-mail address or @domain")
+				}
+			} else if m := valid.Email(t.From); m != "" {
+				e.Add(tp+"from", "must be an e-mail address or @domain")
+			}
+		}
+	}
+
+	switch {
+	case len(in.Activities) == 0:
+		e.Add("activities", "at least one activity is required")
+	case len(in.Activities) > MaxActivities:
+		e.Add("activities", fmt.Sprintf("at most %d activities", MaxActivities))
+	}
+	for i, ai := range in.Activities {
+		if i >= MaxActivities {
+			break
+		}
+		p := fmt.Sprintf("activities[%d].", i)
+		a := Activity{Type: deref(ai.Type, "webhook"), URL: deref(ai.URL, ""), Headers: ai.Headers,
+			Timeout: deref(ai.Timeout, ""), IncludeAttachments: ai.IncludeAttachments != nil && *ai.IncludeAttachments}
+		if a.Type != "webhook" {
+			e.Add(p+"type", "must be webhook")
+		}
+		if m := webhookURL(a.URL); m != "" {
+			e.Add(p+"url", m)
+		}
+		if a.Timeout != "" {
+			d, err := time.ParseDuration(a.Timeout)
+			if err != nil || d < time.Second || d > MaxTimeout {
+				e.Add(p+"timeout", "must be a duration from 1s to 2m, such as 30s")
+			}
+		}
+		if len(a.Headers) > MaxHeaders {
+			e.Add(p+"headers", fmt.Sprintf("at most %d headers", MaxHeaders))
+		}
+		for k, v := range a.Headers {
+			if m := header(k, v); m != "" {
+				e.Add(p+"headers."+k, m)
+			}
+		}
+		switch {
+		case ai.Secret != nil && *ai.Secret != "":
+			a.Secret = *ai.Secret
+			if m := secret(a.Secret); m != "" {
+				e.Add(p+"secret", m)
+			}
+		case prev != nil && i < len(prev.Activities) && prev.Activities[i].Secret != "":
+			a.Secret = prev.Activities[i].Secret
+		default:
+			a.Secret = newSecret()
+			generated = append(generated, i)
+		}
+		f.Activities = append(f.Activities, a)
+	}
+	return f, generated, e.Err()
+}
+
+func webhookURL(s string) string {
+	if s == "" {
+		return "required"
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.Fragment != "" {
+		return "must be an absolute http:// or https:// URL"
+	}
+	if u.User != nil {
+		return "must not contain a user name or password; use headers"
+	}
+	return ""
+}
+
+var tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+func header(k, v string) string {
+	if !tokenRE.MatchString(k) {
+		return "not a valid header name"
+	}
+	ck := http.CanonicalHeaderKey(k)
+	if strings.HasPrefix(ck, "Webhook-") || ck == "Content-Type" || ck == "Content-Length" || ck == "Host" || ck == "Idempotency-Key" {
+		return "set by mailtrigger; cannot be overridden"
+	}
+	if strings.ContainsAny(v, "\r\n\x00") || len(v) > 4096 {
+		return "must be one line of at most 4096 bytes"
+	}
+	return ""
+}
+
+func secret(s string) string {
+	rest, ok := strings.CutPrefix(s, "whsec_")
+	if !ok || len(rest) < 16 || strings.ContainsAny(rest, " \r\n") {
+		return "must have the form whsec_<base64>, with at least 16 characters after the prefix; leave it out to have one generated"
+	}
+	return ""
+}
+
+func deref(p *string, def string) string {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// NewSecret returns a new webhook signing secret: whsec_ and the base64 of
+// 32 random bytes (the Standard Webhooks form).
+func NewSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(b)
+}

@@ -1,0 +1,120 @@
+package flow
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"mailtrigger/internal/valid"
+)
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		name    string
+		trigger Trigger
+		subject string
+		from    string
+		want    bool
+		reason  string
+	}{
+		{"exact equal", Trigger{Subject: "Invoice", Match: MatchExact}, "Invoice", "", true, "is"},
+		{"exact case", Trigger{Subject: "Invoice", Match: MatchExact}, "INVOICE", "", true, ""},
+		{"exact spaces", Trigger{Subject: "New  order", Match: MatchExact}, "  new \t order ", "", true, ""},
+		{"exact fold ß", Trigger{Subject: "Straße", Match: MatchExact}, "STRASSE", "", true, ""},
+		{"exact nfc", Trigger{Subject: "Caf\u00e9", Match: MatchExact}, "Cafe\u0301", "", true, ""},
+		{"exact differs", Trigger{Subject: "Invoice", Match: MatchExact}, "Invoice 42", "", false, `subject "Invoice 42" is not "Invoice"`},
+		{"exact reply not ignored", Trigger{Subject: "Invoice", Match: MatchExact}, "RE: Invoice", "", false, "is not"},
+		{"exact reply ignored", Trigger{Subject: "Invoice", Match: MatchExact, IgnoreReplyPrefixes: true}, "RE: Fwd: AW: Invoice", "", true, ""},
+		{"reply prefixes of many languages", Trigger{Subject: "Invoice", Match: MatchExact, IgnoreReplyPrefixes: true}, "WG: SV: VS: Antw: Re[2]: FW: Invoice", "", true, ""},
+		{"contains", Trigger{Subject: "order", Match: MatchContains}, "Your ORDER #12", "", true, "contains"},
+		{"contains not", Trigger{Subject: "order", Match: MatchContains}, "Invoice", "", false, "does not contain"},
+		{"prefix", Trigger{Subject: "Ticket", Match: MatchPrefix}, "ticket 77: printer", "", true, ""},
+		{"prefix not", Trigger{Subject: "Ticket", Match: MatchPrefix}, "Re: ticket 77", "", false, "does not start with"},
+		{"regex", Trigger{Subject: `^Order #\d+`, Match: MatchRegex}, "Order #123 shipped", "", true, "matches"},
+		{"regex case kept", Trigger{Subject: `^Order #\d+`, Match: MatchRegex}, "order #123", "", false, "does not match"},
+		{"regex case-insensitive flag", Trigger{Subject: `(?i)^order #\d+`, Match: MatchRegex}, "ORDER #1", "", true, ""},
+		{"from exact", Trigger{Subject: "x", Match: MatchExact, From: "billing@example.com"}, "x", "Billing@Example.com", true, ""},
+		{"from other", Trigger{Subject: "x", Match: MatchExact, From: "billing@example.com"}, "x", "spam@example.org", false, "sender"},
+		{"from domain", Trigger{Subject: "x", Match: MatchExact, From: "@example.com"}, "x", "a@EXAMPLE.com", true, ""},
+		{"empty subject", Trigger{Subject: "Invoice", Match: MatchExact}, "", "", false, "is not"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := Compile(tt.trigger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, reason := m.Match(tt.subject, tt.from)
+			if got != tt.want || !strings.Contains(reason, tt.reason) {
+				t.Errorf("got %v %q, want %v with %q", got, reason, tt.want, tt.reason)
+			}
+		})
+	}
+}
+
+func p[T any](v T) *T { return &v }
+
+func validInput() Input {
+	return Input{Name: p("invoices"), Start: &StartInput{EmailTrigger: &TriggerInput{IMAP: p("support"), Subject: p("Invoice")}},
+		Activities: []ActivityInput{{URL: p("https://hooks.example.com/in")}}}
+}
+
+func TestBuildRejects(t *testing.T) {
+	tests := []struct {
+		name, field, message string
+		mod                  func(*Input)
+	}{
+		{"name", "name", "letters", func(in *Input) { in.Name = p("a b") }},
+		{"no trigger", "start.emailTrigger", "required", func(in *Input) { in.Start = nil }},
+		{"no imap", "start.emailTrigger.imap", "required", func(in *Input) { in.Start.EmailTrigger.IMAP = nil }},
+		{"no subject", "start.emailTrigger.subject", "required", func(in *Input) { in.Start.EmailTrigger.Subject = p("  ") }},
+		{"bad match", "start.emailTrigger.match", "exact, contains, prefix, regex", func(in *Input) { in.Start.EmailTrigger.Match = p("glob") }},
+		{"bad regex", "start.emailTrigger.subject", "regular expression", func(in *Input) {
+			in.Start.EmailTrigger.Match = p("regex")
+			in.Start.EmailTrigger.Subject = p("Order (")
+		}},
+		{"bad from", "start.emailTrigger.from", "e-mail address or @domain", func(in *Input) { in.Start.EmailTrigger.From = p("billing") }},
+		{"no activities", "activities", "at least one", func(in *Input) { in.Activities = nil }},
+		{"bad type", "activities[0].type", "webhook", func(in *Input) { in.Activities[0].Type = p("email") }},
+		{"no url", "activities[0].url", "required", func(in *Input) { in.Activities[0].URL = nil }},
+		{"ftp url", "activities[0].url", "http", func(in *Input) { in.Activities[0].URL = p("ftp://x/y") }},
+		{"url with password", "activities[0].url", "user name", func(in *Input) { in.Activities[0].URL = p("https://u:p@x/y") }},
+		{"timeout", "activities[0].timeout", "duration", func(in *Input) { in.Activities[0].Timeout = p("5m") }},
+		{"reserved header", "activities[0].headers.webhook-id", "cannot be overridden", func(in *Input) {
+			in.Activities[0].Headers = map[string]string{"webhook-id": "x"}
+		}},
+		{"bad header name", "activities[0].headers.a b", "header name", func(in *Input) { in.Activities[0].Headers = map[string]string{"a b": "x"} }},
+		{"bad secret", "activities[0].secret", "whsec_", func(in *Input) { in.Activities[0].Secret = p("hunter2") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := validInput()
+			tt.mod(&in)
+			_, _, err := Build(in, nil, func() string { return "whsec_generatedgeneratedgenerated" })
+			var ve valid.Errors
+			if !errors.As(err, &ve) || len(ve) != 1 || !strings.Contains(ve[tt.field], tt.message) {
+				t.Errorf("got %v, want only %s: …%s…", err, tt.field, tt.message)
+			}
+		})
+	}
+}
+
+func TestBuildSecrets(t *testing.T) {
+	gen := func() string { return "whsec_generatedgeneratedgenerated" }
+	f, generated, err := Build(validInput(), nil, gen)
+	if err != nil || len(generated) != 1 || f.Activities[0].Secret != gen() || f.Start.EmailTrigger.Match != MatchExact || !f.Enabled {
+		t.Fatalf("got %+v %v %v", f, generated, err)
+	}
+	if strings.Contains(f.Definition(), "whsec_") {
+		t.Error("the stored definition holds the secret")
+	}
+	// An edit without the secret keeps it.
+	f2, generated, err := Build(validInput(), &f, func() string { return "whsec_othergeneratedothergenerated" })
+	if err != nil || len(generated) != 0 || f2.Activities[0].Secret != gen() {
+		t.Errorf("edit: got %+v %v %v", f2.Activities, generated, err)
+	}
+	back, err := Parse(f.Definition(), f.Secrets())
+	if err != nil || back.Activities[0].Secret != gen() || back.Start != f.Start {
+		t.Errorf("round trip: got %+v, %v", back, err)
+	}
+}

@@ -1,0 +1,125 @@
+package flow
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"mailtrigger/internal/store"
+)
+
+// Verdict is the outcome of matching one message against one flow.
+type Verdict struct {
+	FlowID   int64
+	FlowName string
+	Matched  bool
+	Reason   string
+	Start    bool // matched and the flow is enabled: a run starts
+}
+
+// Evaluate matches a message (decoded subject, first From address) against
+// the flows on its mailbox.
+func Evaluate(flows []store.FlowRecord, subject, from string) ([]Verdict, error) {
+	out := make([]Verdict, 0, len(flows))
+	for _, fr := range flows {
+		f, err := Parse(fr.Definition, nil)
+		if err != nil {
+			return nil, fmt.Errorf("flow %s: %w", fr.Name, err)
+		}
+		m, err := Compile(f.Start.EmailTrigger)
+		if err != nil {
+			return nil, fmt.Errorf("flow %s: %w", fr.Name, err)
+		}
+		v := Verdict{FlowID: fr.ID, FlowName: fr.Name}
+		v.Matched, v.Reason = m.Match(subject, from)
+		v.Start = v.Matched && fr.Enabled
+		if v.Matched && !fr.Enabled {
+			v.Reason = "flow disabled (" + v.Reason + ")"
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Hook is the ingest hook: inside the transaction that records a message,
+// it records, per flow on that mailbox, whether the message matched and
+// why not, and creates one run per matching enabled flow. A message can
+// never start the same flow twice: runs are unique by (flow, message).
+func Hook(st *store.Store) store.RecordHook {
+	return func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
+		flows, err := st.FlowsForIMAP(ctx, tx, b.IMAPID)
+		if err != nil {
+			return err
+		}
+		from := ""
+		if len(in.Msg.From) > 0 {
+			from = in.Msg.From[0].Address
+		}
+		_, err = apply(ctx, tx, flows, id, b.IMAPName, in.Msg.Subject, from, in.Seen, false)
+		return err
+	}
+}
+
+// apply records the verdicts for message id and creates the runs, returning
+// those created. With force, a flow that has run for the message already
+// gets another run.
+func apply(ctx context.Context, tx *sql.Tx, flows []store.FlowRecord, id int64, imapName, subject, from string, received time.Time, force bool) ([]store.Run, error) {
+	verdicts, err := Evaluate(flows, subject, from)
+	if err != nil {
+		return nil, err
+	}
+	var runs []store.Run
+	for _, v := range verdicts {
+		if err := store.RecordMatchTx(ctx, tx, id, store.Match{FlowID: v.FlowID, FlowName: v.FlowName, Matched: v.Matched, Reason: v.Reason}); err != nil {
+			return nil, err
+		}
+		if !v.Start {
+			continue
+		}
+		seq, exists, err := store.NextRunSeqTx(ctx, tx, v.FlowID, id)
+		if err != nil {
+			return nil, err
+		}
+		if exists && !force {
+			continue
+		}
+		r := store.Run{FlowID: v.FlowID, FlowName: v.FlowName, MessageID: id, IMAPName: imapName, Seq: seq, ReceivedAt: received}
+		created, err := store.CreateRunTx(ctx, tx, &r)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			runs = append(runs, r)
+		}
+	}
+	return runs, nil
+}
+
+// Retrigger matches a recorded message again against the flows on its
+// mailbox now, and starts those that match and have no run for it yet (with
+// force, also those that have). It returns the runs created and the verdicts.
+func Retrigger(ctx context.Context, st *store.Store, messageID int64, force bool) ([]store.Run, []store.Match, error) {
+	m, err := st.GetMessage(ctx, messageID)
+	if err != nil {
+		return nil, nil, err
+	}
+	from := ""
+	if len(m.From) > 0 {
+		from = m.From[0].Address
+	}
+	var runs []store.Run
+	err = st.Write(ctx, func(tx *sql.Tx) error {
+		flows, err := st.FlowsForIMAP(ctx, tx, m.IMAPID)
+		if err != nil {
+			return err
+		}
+		runs, err = apply(ctx, tx, flows, m.ID, m.IMAPName, m.Subject, from, time.Now(), force)
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("re-triggering message %d: %w", messageID, err)
+	}
+	matches, err := st.Matches(ctx, messageID)
+	return runs, matches, err
+}

@@ -1,0 +1,333 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Run statuses.
+const (
+	RunPending    = "pending"
+	RunDelivering = "delivering"
+	RunRetrying   = "retrying"
+	RunDelivered  = "delivered"
+	RunFailed     = "failed"
+)
+
+// Run is one start of a flow by one message, and the delivery job of its
+// activities.
+type Run struct {
+	ID            int64  // internal, for ordering
+	PublicID      string // "run_…": the id the API and the webhook show; the idempotency key
+	FlowID        int64
+	FlowName      string
+	MessageID     int64
+	IMAPName      string
+	Seq           int // 0 for the run the message started, then 1, 2 … for forced re-triggers
+	Status        string
+	Attempts      int
+	NextAttemptAt time.Time
+	CreatedAt     time.Time
+	ReceivedAt    time.Time // when the watcher read the message
+	DeliveredAt   *time.Time
+	LastError     string
+}
+
+// Attempt is one delivery attempt of a run.
+type Attempt struct {
+	N          int
+	StartedAt  time.Time
+	Duration   time.Duration
+	StatusCode int    // 0 when no response came
+	Error      string // empty on success
+	Response   string // the first KB of the response body
+}
+
+// NewRunID returns a new public run id.
+func NewRunID() string { return "run_" + strings.ToLower(rand.Text()) }
+
+// Match is whether one flow matched one message, and why not.
+type Match struct {
+	FlowID   int64
+	FlowName string
+	Matched  bool
+	Reason   string
+}
+
+// RecordMatchTx records m for message messageID inside tx (replacing an
+// earlier verdict, as a re-trigger does).
+func RecordMatchTx(ctx context.Context, tx *sql.Tx, messageID int64, m Match) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO message_matches (message_id, flow_id, flow_name, matched, reason) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (message_id, flow_id) DO UPDATE SET flow_name = excluded.flow_name, matched = excluded.matched, reason = excluded.reason`,
+		messageID, m.FlowID, text(m.FlowName), m.Matched, text(m.Reason))
+	if err != nil {
+		return fmt.Errorf("recording match of flow %s: %w", m.FlowName, err)
+	}
+	return nil
+}
+
+// Matches returns the verdicts recorded for message id, by flow name.
+func (s *Store) Matches(ctx context.Context, messageID int64) ([]Match, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT flow_id, flow_name, matched, reason FROM message_matches WHERE message_id = $1 ORDER BY flow_name`, messageID)
+	if err != nil {
+		return nil, fmt.Errorf("listing matches of message %d: %w", messageID, err)
+	}
+	defer rows.Close()
+	out := []Match{}
+	for rows.Next() {
+		var m Match
+		if err := rows.Scan(&m.FlowID, &m.FlowName, &m.Matched, &m.Reason); err != nil {
+			return nil, fmt.Errorf("listing matches of message %d: %w", messageID, err)
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// CreateRunTx creates run r inside tx, due now. created is false when the
+// (flow, message, seq) run exists already.
+func CreateRunTx(ctx context.Context, tx *sql.Tx, r *Run) (created bool, err error) {
+	t := now()
+	if r.PublicID == "" {
+		r.PublicID = NewRunID()
+	}
+	if r.ReceivedAt.IsZero() {
+		r.ReceivedAt = t
+	}
+	r.Status, r.CreatedAt, r.NextAttemptAt = RunPending, t, t
+	err = tx.QueryRowContext(ctx, `INSERT INTO runs (public_id, flow_id, flow_name, message_id, imap_name, seq, status, attempts,
+		next_attempt_at, created_at, received_at, last_error)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8, $9, '') ON CONFLICT (flow_id, message_id, seq) DO NOTHING RETURNING id`,
+		r.PublicID, r.FlowID, r.FlowName, r.MessageID, r.IMAPName, r.Seq, RunPending, t, r.ReceivedAt.UTC()).Scan(&r.ID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("creating run of flow %s for message %d: %w", r.FlowName, r.MessageID, err)
+	}
+	return true, nil
+}
+
+// NextRunSeqTx returns the seq a new forced run of flow for message would
+// get, and whether a run exists at all.
+func NextRunSeqTx(ctx context.Context, tx *sql.Tx, flowID, messageID int64) (next int, exists bool, err error) {
+	var max sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(seq) FROM runs WHERE flow_id = $1 AND message_id = $2`, flowID, messageID).Scan(&max); err != nil {
+		return 0, false, fmt.Errorf("reading runs of flow %d for message %d: %w", flowID, messageID, err)
+	}
+	if !max.Valid {
+		return 0, false, nil
+	}
+	return int(max.Int64) + 1, true, nil
+}
+
+const runColumns = `id, public_id, flow_id, flow_name, message_id, imap_name, seq, status, attempts, next_attempt_at, created_at,
+	received_at, delivered_at, last_error`
+
+func scanRun(row interface{ Scan(...any) error }) (Run, error) {
+	var r Run
+	err := row.Scan(&r.ID, &r.PublicID, &r.FlowID, &r.FlowName, &r.MessageID, &r.IMAPName, &r.Seq, &r.Status, &r.Attempts,
+		&r.NextAttemptAt, &r.CreatedAt, &r.ReceivedAt, &r.DeliveredAt, &r.LastError)
+	return r, err
+}
+
+func collectRuns(rows *sql.Rows, err error) ([]Run, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ClaimRuns takes up to limit runs that are due (pending or retrying with
+// next_attempt_at passed, or delivering with an expired lease: a crash left
+// them), marks them delivering with a lease until now+lease, and returns
+// them. Two workers, in one process or in several replicas, never claim the
+// same run at once.
+func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Run, error) {
+	now = now.UTC()
+	skip := ""
+	if s.dialect == Postgres {
+		skip = " FOR UPDATE SKIP LOCKED"
+	}
+	var out []Run
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
+			WHERE id IN (SELECT id FROM runs
+				WHERE (status IN ($3, $4) AND next_attempt_at <= $5) OR (status = $1 AND locked_until < $5)
+				ORDER BY next_attempt_at LIMIT $6`+skip+`)
+			RETURNING `+runColumns, RunDelivering, now.Add(lease), RunPending, RunRetrying, now, limit))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claiming runs: %w", err)
+	}
+	return out, nil
+}
+
+// FinishAttempt records attempt a of run id and moves the run to status
+// (delivered, failed, or retrying at next), releasing its lease.
+func (s *Store) FinishAttempt(ctx context.Context, id int64, a Attempt, status string, next time.Time) error {
+	t := now()
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM run_attempts WHERE run_id = $1`, id).Scan(&n); err != nil {
+			return fmt.Errorf("counting attempts of run %d: %w", id, err)
+		}
+		a.N = n + 1
+		if _, err := tx.ExecContext(ctx, `INSERT INTO run_attempts (run_id, n, started_at, duration_ms, status_code, error, response)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, a.N, a.StartedAt.UTC(), a.Duration.Milliseconds(), a.StatusCode,
+			text(a.Error), text(strings.ToValidUTF8(a.Response, "\uFFFD"))); err != nil {
+			return fmt.Errorf("recording attempt %d of run %d: %w", a.N, id, err)
+		}
+		var delivered *time.Time
+		if status == RunDelivered {
+			delivered = &t
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, locked_until = NULL,
+			delivered_at = COALESCE($4, delivered_at), last_error = $5 WHERE id = $6`,
+			status, a.N, next.UTC(), delivered, text(a.Error), id); err != nil {
+			return fmt.Errorf("updating run %d: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// GetRun returns run publicID with its attempts.
+func (s *Store) GetRun(ctx context.Context, publicID string) (Run, []Attempt, error) {
+	r, err := scanRun(s.r.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE public_id = $1`, publicID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, nil, fmt.Errorf("run %q: %w", publicID, ErrNotFound)
+	}
+	if err != nil {
+		return r, nil, fmt.Errorf("reading run %s: %w", publicID, err)
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT n, started_at, duration_ms, status_code, error, response FROM run_attempts WHERE run_id = $1 ORDER BY n`, r.ID)
+	if err != nil {
+		return r, nil, fmt.Errorf("reading attempts of run %s: %w", publicID, err)
+	}
+	defer rows.Close()
+	attempts := []Attempt{}
+	for rows.Next() {
+		var a Attempt
+		var ms int64
+		if err := rows.Scan(&a.N, &a.StartedAt, &ms, &a.StatusCode, &a.Error, &a.Response); err != nil {
+			return r, nil, fmt.Errorf("reading attempts of run %s: %w", publicID, err)
+		}
+		a.Duration = time.Duration(ms) * time.Millisecond
+		attempts = append(attempts, a)
+	}
+	return r, attempts, rows.Err()
+}
+
+// RunFilter narrows ListRuns; empty fields do not filter.
+type RunFilter struct {
+	Flow, IMAP, Status string
+	Since, Until       time.Time // created at or after, before
+	MessageID          int64
+}
+
+// ListRuns returns up to limit runs matching f, newest first, with an
+// internal id below before (0: from the newest).
+func (s *Store) ListRuns(ctx context.Context, f RunFilter, before int64, limit int) ([]Run, error) {
+	var conds []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, len(args)))
+	}
+	if before > 0 {
+		add("id < $%d", before)
+	}
+	if f.Flow != "" {
+		add("lower(flow_name) = $%d", lower(f.Flow))
+	}
+	if f.IMAP != "" {
+		add("lower(imap_name) = $%d", lower(f.IMAP))
+	}
+	if f.Status != "" {
+		add("status = $%d", f.Status)
+	}
+	if !f.Since.IsZero() {
+		add("created_at >= $%d", f.Since.UTC())
+	}
+	if !f.Until.IsZero() {
+		add("created_at < $%d", f.Until.UTC())
+	}
+	if f.MessageID != 0 {
+		add("message_id = $%d", f.MessageID)
+	}
+	q := `SELECT ` + runColumns + ` FROM runs`
+	if len(conds) > 0 {
+		q += " WHERE " + strings.Join(conds, " AND ")
+	}
+	args = append(args, limit)
+	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
+	out, err := collectRuns(s.r.QueryContext(ctx, q, args...))
+	if err != nil {
+		return nil, fmt.Errorf("listing runs: %w", err)
+	}
+	return out, nil
+}
+
+// RetryRun makes run publicID due now. ErrConflict when it is being
+// delivered or was delivered already.
+func (s *Store) RetryRun(ctx context.Context, publicID string) (Run, error) {
+	var r Run
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		var err error
+		r, err = scanRun(tx.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE public_id = $1`, publicID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("run %q: %w", publicID, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if r.Status == RunDelivering || r.Status == RunDelivered {
+			return fmt.Errorf("run %q is %s: %w", publicID, r.Status, ErrConflict)
+		}
+		t := now()
+		if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = $1, next_attempt_at = $2 WHERE id = $3`, RunPending, t, r.ID); err != nil {
+			return err
+		}
+		r.Status, r.NextAttemptAt = RunPending, t
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("retrying run %s: %w", publicID, err)
+	}
+	return r, nil
+}
+
+// QueueDepth counts the runs not finished yet.
+func (s *Store) QueueDepth(ctx context.Context) (int, error) {
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM runs WHERE status IN ($1, $2, $3)`, RunPending, RunRetrying, RunDelivering).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting queued runs: %w", err)
+	}
+	return n, nil
+}
+
+// NextDue returns when the earliest queued run is due, ok false when none is.
+func (s *Store) NextDue(ctx context.Context) (t time.Time, ok bool, err error) {
+	var nt sql.NullTime
+	err = s.r.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM runs WHERE status IN ($1, $2)`, RunPending, RunRetrying).Scan(&nt)
+	if err != nil {
+		return t, false, fmt.Errorf("reading the next due run: %w", err)
+	}
+	return nt.Time, nt.Valid, nil
+}
