@@ -12,7 +12,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -211,28 +214,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // decode reads one JSON value of at most MaxBodyBytes into v, refusing
-// unknown fields. A type error names the field.
+// unknown fields. A type error or an unknown field names the field by its
+// path (start.emailTrigger.subject, activities[0].url).
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil {
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				return err
-			}
 			return &errBadJSON{"request body has data after the JSON object"}
 		}
 		return nil
 	}
-	var tooLarge *http.MaxBytesError
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
-	case errors.As(err, &tooLarge):
-		return err
 	case errors.As(err, &typeErr):
 		if typeErr.Field == "" {
 			return &errBadJSON{"request body must be a JSON object"}
@@ -250,9 +250,67 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		if name == "" {
 			name = f
 		}
+		var tree any
+		if json.Unmarshal(data, &tree) == nil {
+			if path := unknownPath(tree, reflect.TypeOf(v), ""); path != "" {
+				name = path
+			}
+		}
 		return valid.Errors{name: "unknown field"}
 	}
 	return &errBadJSON{"request body is not the JSON expected"}
+}
+
+// unknownPath walks a decoded JSON tree along the Go type it was decoded
+// into and returns the path of the first key the type does not have.
+func unknownPath(tree any, t reflect.Type, prefix string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch node := tree.(type) {
+	case map[string]any:
+		if t.Kind() == reflect.Map {
+			return ""
+		}
+		if t.Kind() != reflect.Struct {
+			return ""
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			fields[strings.ToLower(name)] = f.Type
+		}
+		for _, k := range slices.Sorted(maps.Keys(node)) {
+			p := k
+			if prefix != "" {
+				p = prefix + "." + k
+			}
+			ft, ok := fields[strings.ToLower(k)]
+			if !ok {
+				return p
+			}
+			if found := unknownPath(node[k], ft, p); found != "" {
+				return found
+			}
+		}
+	case []any:
+		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+			return ""
+		}
+		for i, el := range node {
+			if found := unknownPath(el, t.Elem(), fmt.Sprintf("%s[%d]", prefix, i)); found != "" {
+				return found
+			}
+		}
+	}
+	return ""
 }
 
 func jsonKind(kind string) string {

@@ -19,10 +19,11 @@ import (
 
 // Ingester records messages.
 type Ingester struct {
-	store   *store.Store
-	log     *slog.Logger
-	hook    store.RecordHook
-	metrics *metrics
+	store     *store.Store
+	log       *slog.Logger
+	hook      store.RecordHook
+	committed func()
+	metrics   *metrics
 }
 
 // Deps are what an Ingester needs. Hook, when set, runs in the ingest
@@ -32,6 +33,9 @@ type Deps struct {
 	Logger   *slog.Logger
 	Hook     store.RecordHook
 	Registry prometheus.Registerer // nil: metrics are not exported
+	// Committed, when set, is called after a batch that recorded messages
+	// committed (it wakes the run worker).
+	Committed func()
 }
 
 type metrics struct {
@@ -54,7 +58,10 @@ func New(d Deps) *Ingester {
 	if d.Registry != nil {
 		d.Registry.MustRegister(m.messages, m.bytes, m.latency)
 	}
-	return &Ingester{store: d.Store, log: d.Logger, hook: d.Hook, metrics: m}
+	if d.Committed == nil {
+		d.Committed = func() {}
+	}
+	return &Ingester{store: d.Store, log: d.Logger, hook: d.Hook, committed: d.Committed, metrics: m}
 }
 
 // Prepare parses one message as read from the server. raw is the whole
@@ -83,6 +90,9 @@ func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Chec
 	rec, skipped, err := in.store.RecordBatch(ctx, b, in.hook)
 	if err != nil {
 		return nil, err
+	}
+	if len(rec) > 0 {
+		in.committed()
 	}
 	in.metrics.latency.Observe(time.Since(start).Seconds())
 	in.metrics.messages.Add(float64(len(rec)))
