@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/config"
+	"mailtrigger/internal/flow"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
+	runs "mailtrigger/internal/run"
 	"mailtrigger/internal/server"
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/store"
@@ -45,23 +48,25 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	reg := server.NewRegistry()
+	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Options: runs.Options{BaseURL: cfg.BaseURL}})
 	watcher := watch.New(watch.Deps{
-		Store:    st,
-		Ingester: ingest.New(ingest.Deps{Store: st, Logger: log, Registry: reg}),
+		Store: st,
+		Ingester: ingest.New(ingest.Deps{Store: st, Logger: log, Registry: reg,
+			Hook: flow.Hook(st), Committed: worker.Notify}),
 		Logger:   log,
 		Registry: reg,
 		Options:  watch.Options{SizeCap: cfg.SizeCap},
 	})
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		watcher.Run(ctx)
-	}()
-	defer func() { <-watchDone }()
+	var background sync.WaitGroup
+	background.Go(func() { watcher.Run(ctx) })
+	background.Go(func() { worker.Run(ctx) })
+	background.Go(func() { prune(ctx, st, time.Duration(cfg.RetentionDays)*24*time.Hour, log) })
+	// Let a batch being recorded and deliveries in flight finish.
+	defer background.Wait()
 
 	srv := &http.Server{
 		Handler: server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
-			Changed: watcher.Changed, Status: watcher.Status,
+			Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
 			Test: func(ctx context.Context, c imapconf.Config) any {
 				return imapsource.Test(ctx, c, imapsource.Options{Logger: log.With("imap", c.Name)})
 			}}),
@@ -116,4 +121,24 @@ func ensureAdmin(ctx context.Context, st *store.Store, cfg config.Config, env En
 		log.Info("created user admin with the password from MAILTRIGGER_ADMIN_PASSWORD")
 	}
 	return nil
+}
+
+// prune drops old message bodies and run details every hour.
+func prune(ctx context.Context, st *store.Store, keep time.Duration, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		p, err := st.Prune(ctx, time.Now().Add(-keep))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("pruning old messages and runs", "err", err)
+		case p.Messages > 0 || p.Runs > 0:
+			log.Info("pruned old messages and runs", "messages", p.Messages, "runs", p.Runs, "older_than", keep)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

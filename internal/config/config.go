@@ -20,6 +20,8 @@ type Config struct {
 	LogLevel      string // MAILTRIGGER_LOG_LEVEL: debug, info, warn, error
 	LogFormat     string // MAILTRIGGER_LOG_FORMAT: text or json
 	SizeCap       int64  // MAILTRIGGER_SIZE_CAP in bytes: bigger messages are kept as headers only; default 50 MB
+	RetentionDays int    // MAILTRIGGER_RETENTION_DAYS: message bodies and finished runs' details are pruned after; default 30
+	BaseURL       string // MAILTRIGGER_BASE_URL: the service's public URL, for absolute links in webhook payloads
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -39,7 +41,23 @@ func FromEnv(getenv func(string) string) Config {
 		LogLevel:      get("MAILTRIGGER_LOG_LEVEL", "info"),
 		LogFormat:     get("MAILTRIGGER_LOG_FORMAT", "text"),
 		SizeCap:       sizeCap(getenv("MAILTRIGGER_SIZE_CAP")),
+		RetentionDays: days(getenv("MAILTRIGGER_RETENTION_DAYS")),
+		BaseURL:       getenv("MAILTRIGGER_BASE_URL"),
 	}
+}
+
+// DefaultRetentionDays is how long message bodies and run details are kept.
+const DefaultRetentionDays = 30
+
+func days(s string) int {
+	if s == "" {
+		return DefaultRetentionDays
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return -1 // refused by Validate
+	}
+	return n
 }
 
 // DefaultSizeCap is the size above which a message is kept as headers only.
@@ -69,6 +87,8 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	c.StoreFlags(fs)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address for the UI, the API and the probes (MAILTRIGGER_LISTEN)")
 	fs.Int64Var(&c.SizeCap, "size-cap", c.SizeCap, "messages bigger than this many bytes are kept as headers only (MAILTRIGGER_SIZE_CAP)")
+	fs.IntVar(&c.RetentionDays, "retention-days", c.RetentionDays, "prune message bodies and finished runs' details after this many days (MAILTRIGGER_RETENTION_DAYS)")
+	fs.StringVar(&c.BaseURL, "base-url", c.BaseURL, "public URL of the service, for absolute links in webhooks (MAILTRIGGER_BASE_URL)")
 }
 
 // IsPostgres reports whether the settings select PostgreSQL.
@@ -81,6 +101,9 @@ func (c Config) IsPostgres() bool {
 func (c Config) Validate() error {
 	if c.DatabaseURL != "" && !c.IsPostgres() {
 		return fmt.Errorf("MAILTRIGGER_DATABASE_URL must start with postgres:// (leave it empty for SQLite)")
+	}
+	if c.RetentionDays < 1 {
+		return fmt.Errorf("MAILTRIGGER_RETENTION_DAYS must be a whole number of days, at least 1")
 	}
 	if c.SizeCap <= 0 {
 		return fmt.Errorf("MAILTRIGGER_SIZE_CAP must be a positive number of bytes")

@@ -222,11 +222,17 @@ func TestProxyAfterBytesStall(t *testing.T) {
 
 func TestProxyAfterBytesReset(t *testing.T) {
 	t.Parallel()
-	greeting := bytes.Repeat([]byte("0123456789"), 50<<10) // 500 KB
-	up := startUpstream(t, greeting)
+	up := startUpstream(t, nil)
 	p := StartProxy(t, up.addr)
-	p.AfterBytes(100<<10, func() { p.ResetAll() })
+	// Armed once connected: a reset before the client's connect returned
+	// would fail the dial itself.
 	conn := dialProxy(t, p)
+	if err := roundTrip(conn, "x"); err != nil {
+		t.Fatal(err)
+	}
+	p.AfterBytes(100<<10, func() { p.ResetAll() })
+	data := bytes.Repeat([]byte("0123456789"), 50<<10) // 500 KB, echoed
+	go func() { _, _ = conn.Write(data) }()            // fails at the reset
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(conn)
 	if !errors.Is(err, syscall.ECONNRESET) || len(got) >= 100<<10 {
@@ -237,9 +243,10 @@ func TestProxyAfterBytesReset(t *testing.T) {
 	}
 	// Disarmed: the next connection gets everything.
 	conn = dialProxy(t, p)
+	go func() { _, _ = conn.Write(data) }()
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	all := make([]byte, len(greeting))
-	if _, err := io.ReadFull(conn, all); err != nil || !bytes.Equal(all, greeting) {
+	all := make([]byte, len(data))
+	if _, err := io.ReadFull(conn, all); err != nil || !bytes.Equal(all, data) {
 		t.Fatalf("after the reset: %v, or the bytes differ", err)
 	}
 }

@@ -123,7 +123,7 @@ func TestUIDValidityChange(t *testing.T) {
 // retrying.
 func TestAfterProcessingOnlyForCommitted(t *testing.T) {
 	poison := errors.New("refusing the poison message")
-	hook := func(ctx context.Context, tx *sql.Tx, id int64, in store.Incoming) error {
+	hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
 		if strings.Contains(in.Msg.Subject, "poison") {
 			return poison
 		}

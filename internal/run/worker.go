@@ -1,0 +1,523 @@
+// Package run delivers runs: it takes due runs from the durable queue in the
+// runs table, posts each run's message to its flow's webhook activities
+// (signed per the Standard Webhooks convention, the run id as idempotency
+// key), and records every attempt, retrying with exponential backoff and
+// jitter. Several workers, in one process or in several replicas on one
+// PostgreSQL, share the queue; a run claimed by a worker that died is
+// delivered again once its lease ends.
+package run
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"mailtrigger/internal/store"
+)
+
+// Options tune the worker. Zero values take the defaults.
+type Options struct {
+	Workers     int // deliveries at once in this process; default 4
+	MaxAttempts int // automatic attempts before a run fails; default 12 (about a day with the default backoff)
+	// Lease is how long a claimed run belongs to this worker; default 5 min.
+	// A delivery (waiting for its endpoint, all its activities) is cut off
+	// before its lease ends; a run whose worker died is claimed again after
+	// it.
+	Lease       time.Duration
+	PerEndpoint int // concurrent requests from this process to one scheme://host:port; default 2
+	// BaseURL, when set (https://mailtrigger.example.com), makes the
+	// attachment URLs in the payload absolute.
+	BaseURL string
+	// BackoffBase is the wait after the first failed attempt (default 30 s);
+	// each next wait is three times longer, capped at BackoffMax (default
+	// 4 h), each spread by ±25 %.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// MaxRetryAfter caps the wait a 429 or 503 response's Retry-After asks
+	// for; default 6 h.
+	MaxRetryAfter time.Duration
+	// PollInterval is the longest the worker sleeps before it looks at the
+	// queue again (runs created by other replicas, leases ending); default 1 s.
+	PollInterval time.Duration
+	// DefaultTimeout is an activity's timeout when its definition has none;
+	// default 30 s.
+	DefaultTimeout time.Duration
+	// MaxAttachmentBytes bounds the attachment content one delivery with
+	// includeAttachments carries; default 10 MB.
+	MaxAttachmentBytes int64
+	// UserAgent is sent with every request; default "mailtrigger".
+	UserAgent string
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 12
+	}
+	if o.PerEndpoint <= 0 {
+		o.PerEndpoint = 2
+	}
+	def(&o.Lease, 5*time.Minute)
+	def(&o.BackoffBase, 30*time.Second)
+	def(&o.BackoffMax, 4*time.Hour)
+	def(&o.MaxRetryAfter, 6*time.Hour)
+	def(&o.PollInterval, time.Second)
+	def(&o.DefaultTimeout, 30*time.Second)
+	if o.MaxAttachmentBytes <= 0 {
+		o.MaxAttachmentBytes = 10 << 20
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "mailtrigger"
+	}
+}
+
+// Deps are what a Worker needs.
+type Deps struct {
+	Store    *store.Store
+	Logger   *slog.Logger
+	Registry prometheus.Registerer // nil: metrics are not exported
+	// Client sends the webhooks; nil: a client of its own. Redirects are
+	// never followed (a POST would turn into a GET), whatever the client
+	// says.
+	Client  *http.Client
+	Options Options
+}
+
+// Worker delivers runs. Create it with New, start it with Run.
+type Worker struct {
+	store   *store.Store
+	log     *slog.Logger
+	client  *http.Client
+	opts    Options
+	metrics *metrics
+	limit   *limiter
+	wake    chan struct{}
+}
+
+// New returns a Worker.
+func New(d Deps) *Worker {
+	d.Options.defaults()
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	var c http.Client
+	if d.Client != nil {
+		c = *d.Client
+	} else {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = d.Options.PerEndpoint
+		c.Transport = t
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Worker{store: d.Store, log: d.Logger, client: &c, opts: d.Options, metrics: newMetrics(d.Registry),
+		limit: newLimiter(d.Options.PerEndpoint), wake: make(chan struct{}, 1)}
+}
+
+// Notify wakes the worker to look for due runs now (ingest calls it after
+// committing runs).
+func (w *Worker) Notify() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// depthEvery is how often the queue depth gauge is refreshed.
+const depthEvery = 5 * time.Second
+
+// Run delivers due runs until ctx ends, then waits for the deliveries in
+// flight to finish or time out and returns. A run it could not record stays
+// "delivering" and is claimed again when its lease ends.
+func (w *Worker) Run(ctx context.Context) {
+	w.log.Info("run worker started", "workers", w.opts.Workers, "per_endpoint", w.opts.PerEndpoint)
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		w.log.Info("run worker stopped")
+	}()
+	// Deliveries outlive ctx: they finish (or time out) and are recorded.
+	dctx := context.WithoutCancel(ctx)
+	done := make(chan struct{}, w.opts.Workers) // one per finished delivery; never blocks
+	inflight, failures := 0, 0
+	var depthAt time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+	drain:
+		for {
+			select {
+			case <-done:
+				inflight--
+			default:
+				break drain
+			}
+		}
+		free := w.opts.Workers - inflight
+		wait := w.opts.PollInterval
+		if free > 0 {
+			claimedAt := time.Now()
+			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				failures++
+				wait = jitter(Backoff(failures, w.opts.PollInterval, time.Minute))
+				w.log.Warn("claiming due runs failed", "err", err, "retry_in", wait.Round(time.Millisecond))
+			default:
+				failures = 0
+				deadline := claimedAt.Add(w.opts.Lease - w.opts.Lease/10)
+				for _, r := range runs {
+					inflight++
+					wg.Go(func() {
+						defer func() { done <- struct{}{} }()
+						w.deliver(dctx, r, deadline)
+					})
+				}
+				if len(runs) == free {
+					// More may be due; claim again as soon as a slot frees.
+					wait = 0
+				} else {
+					wait = w.untilDue(ctx)
+				}
+			}
+		}
+		if time.Since(depthAt) >= depthEvery {
+			depthAt = time.Now()
+			if n, err := w.store.QueueDepth(ctx); err == nil {
+				w.metrics.depth.Set(float64(n))
+			}
+		}
+		if wait == 0 && inflight < w.opts.Workers {
+			continue
+		}
+		if wait == 0 {
+			wait = w.opts.PollInterval
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+		case <-done:
+			inflight--
+		case <-w.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// minWait keeps a due run that another worker holds locked for a moment
+// from turning the loop into a spin.
+const minWait = 20 * time.Millisecond
+
+// untilDue returns how long to sleep until the next run is due, at most
+// PollInterval.
+func (w *Worker) untilDue(ctx context.Context) time.Duration {
+	t, ok, err := w.store.NextDue(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("reading the next due run failed", "err", err)
+		}
+		return w.opts.PollInterval
+	}
+	if !ok {
+		return w.opts.PollInterval
+	}
+	return min(max(time.Until(t), minWait), w.opts.PollInterval)
+}
+
+// outcome is the result of one delivery attempt.
+type outcome struct {
+	code     int    // the last response's status code, 0 when none came
+	err      string // "" when every activity took the delivery
+	response string // the first KB of the last response body
+	retry    bool   // the failure may pass: retry later
+	// after is the wait a Retry-After asked for, when hasAfter.
+	after    time.Duration
+	hasAfter bool
+}
+
+func failed(format string, args ...any) outcome {
+	return outcome{err: fmt.Sprintf(format, args...)}
+}
+
+func transient(format string, args ...any) outcome {
+	return outcome{err: fmt.Sprintf(format, args...), retry: true}
+}
+
+// deliver makes one attempt at run r, cut off at deadline, and records it.
+func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time) {
+	log := w.log.With("run_id", r.PublicID, "flow", r.FlowName)
+	n := r.Attempts + 1
+	start := time.Now()
+	actx, cancel := context.WithDeadline(ctx, deadline)
+	out := w.attempt(actx, r, n)
+	cancel()
+	a := store.Attempt{StartedAt: start, Duration: time.Since(start), StatusCode: out.code, Error: out.err, Response: out.response}
+
+	status, next := store.RunDelivered, time.Now()
+	switch {
+	case out.err == "":
+	case !out.retry:
+		status = store.RunFailed
+	case n >= w.opts.MaxAttempts:
+		status = store.RunFailed
+		a.Error += fmt.Sprintf(" (giving up after %d attempts)", n)
+	default:
+		status = store.RunRetrying
+		wait := jitter(Backoff(n, w.opts.BackoffBase, w.opts.BackoffMax))
+		if out.hasAfter {
+			wait = min(out.after, w.opts.MaxRetryAfter)
+		}
+		next = next.Add(wait)
+	}
+
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := w.store.FinishAttempt(fctx, r.ID, a, status, next); err != nil {
+		log.Error("recording a delivery attempt failed; the run is taken up again when its lease ends",
+			"attempt", n, "status_code", out.code, "err", err)
+		return
+	}
+	w.metrics.attempts.WithLabelValues(r.FlowName, result(out)).Inc()
+	switch status {
+	case store.RunDelivered:
+		w.metrics.runs.WithLabelValues(r.FlowName, status).Inc()
+		w.metrics.trigger.Observe(time.Since(r.ReceivedAt).Seconds())
+		log.Info("run delivered", "attempt", n, "status_code", out.code, "duration", a.Duration.Round(time.Millisecond))
+	case store.RunFailed:
+		w.metrics.runs.WithLabelValues(r.FlowName, status).Inc()
+		log.Warn("run failed", "attempt", n, "status_code", out.code, "err", a.Error)
+	default:
+		log.Info("delivery attempt failed; retrying", "attempt", n, "status_code", out.code, "err", a.Error,
+			"next_attempt_at", next.UTC().Format(time.RFC3339))
+	}
+}
+
+// attempt delivers run r (attempt n) to every activity of its flow in turn,
+// stopping at the first that does not take it.
+func (w *Worker) attempt(ctx context.Context, r store.Run, n int) outcome {
+	f, err := w.store.GetFlowByID(ctx, r.FlowID)
+	if errors.Is(err, store.ErrNotFound) {
+		return failed("flow %q was deleted after this run was created; there is nothing to deliver to", r.FlowName)
+	}
+	if err != nil {
+		return transient("reading flow %s: %v", r.FlowName, err)
+	}
+	acts, err := activities(f.Definition, w.opts.DefaultTimeout)
+	if err != nil {
+		return failed("flow %s: %v", f.Name, err)
+	}
+	m, err := w.store.GetMessage(ctx, r.MessageID)
+	if errors.Is(err, store.ErrNotFound) {
+		return failed("message %d of this run is no longer stored", r.MessageID)
+	}
+	if err != nil {
+		return transient("reading message %d: %v", r.MessageID, err)
+	}
+	p := w.buildPayload(r, n, m)
+	var plain, full []byte
+	var out outcome
+	for i, act := range acts {
+		prefix := ""
+		if len(acts) > 1 {
+			prefix = fmt.Sprintf("activity %d: ", i+1)
+		}
+		secret := ""
+		if i < len(f.Secrets) {
+			secret = f.Secrets[i]
+		}
+		if _, err := secretKey(secret); err != nil {
+			return failed("%sthe activity has no valid signing secret; save the flow with a secret (or none, to have one generated)", prefix)
+		}
+		body := &plain
+		if act.IncludeAttachments {
+			body = &full
+		}
+		if *body == nil {
+			q := p
+			if act.IncludeAttachments {
+				if q, err = w.withContent(ctx, p, m, w.opts.MaxAttachmentBytes); err != nil {
+					return transient("reading attachments of message %d: %v", m.ID, err)
+				}
+			}
+			if *body, err = encode(q); err != nil {
+				return failed("encoding the payload: %v", err)
+			}
+		}
+		out = w.post(ctx, r.PublicID, act, secret, *body)
+		if out.err != "" {
+			out.err = prefix + out.err
+			return out
+		}
+	}
+	return out
+}
+
+// responseExcerpt is how much of a response body an attempt records.
+const responseExcerpt = 1024
+
+// post sends body to one activity and classifies the answer.
+func (w *Worker) post(ctx context.Context, runID string, act activity, secret string, body []byte) outcome {
+	release, err := w.limit.acquire(ctx, act.endpoint)
+	if err != nil {
+		return transient("not sent: %d deliveries to %s were running until this attempt's time ran out", w.opts.PerEndpoint, act.endpoint)
+	}
+	defer release()
+	timeout := act.timeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = max(time.Until(dl), 0)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, act.URL, bytes.NewReader(body))
+	if err != nil {
+		return failed("the activity's url cannot be requested: %v", err)
+	}
+	for k, v := range act.Headers {
+		if !isReserved(k) {
+			req.Header.Set(k, v)
+		}
+	}
+	ts := time.Now()
+	sig, err := Sign(secret, runID, ts, body)
+	if err != nil {
+		return failed("signing: %v", err)
+	}
+	req.Header.Set(HeaderID, runID)
+	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
+	req.Header.Set(HeaderSignature, sig)
+	req.Header.Set("Idempotency-Key", runID)
+	req.Header.Set("Content-Type", "application/json")
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", w.opts.UserAgent)
+	}
+
+	start := time.Now()
+	resp, err := w.client.Do(req)
+	if err != nil {
+		w.metrics.latency.Observe(time.Since(start).Seconds())
+		return transient("%s", describe(err, act.endpoint, timeout))
+	}
+	defer resp.Body.Close()
+	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, responseExcerpt))
+	// Read a little more so the connection can be reused; the timeout
+	// bounds a server that keeps sending.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	w.metrics.latency.Observe(time.Since(start).Seconds())
+
+	out := outcome{code: resp.StatusCode, response: string(excerpt)}
+	code := resp.StatusCode
+	status := fmt.Sprintf("HTTP %d %s", code, http.StatusText(code))
+	switch {
+	case code >= 200 && code < 300:
+	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
+		out.err, out.retry = status, true
+		if d, ok := retryAfter(resp.Header, time.Now()); ok {
+			out.after, out.hasAfter = d, true
+			out.err += fmt.Sprintf(" (Retry-After %s)", d.Round(time.Second))
+		}
+	case code == http.StatusRequestTimeout || code >= 500:
+		out.err, out.retry = status, true
+	case code >= 300 && code < 400:
+		out.err = status + ": redirects are not followed; point the activity at the final URL"
+		if loc := resp.Header.Get("Location"); loc != "" {
+			out.err = status + " to " + loc + ": redirects are not followed; point the activity at the final URL"
+		}
+	default:
+		out.err = status
+	}
+	return out
+}
+
+// describe says why a request got no response, naming only the endpoint (a
+// URL's path and query may carry a token).
+func describe(err error, endpoint string, timeout time.Duration) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		return fmt.Sprintf("POST %s: no response within %s", endpoint, timeout.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("POST %s: %v", endpoint, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// result names an attempt's outcome for the attempts counter.
+func result(o outcome) string {
+	switch {
+	case o.code == 0 && o.err != "":
+		return "error"
+	case o.code >= 200 && o.code < 300:
+		return "2xx"
+	case o.code >= 300 && o.code < 400:
+		return "3xx"
+	case o.code >= 400 && o.code < 500:
+		return "4xx"
+	case o.code >= 500:
+		return "5xx"
+	}
+	return "error"
+}
+
+// limiter bounds concurrent requests per endpoint.
+type limiter struct {
+	n     int
+	mu    sync.Mutex
+	slots map[string]*slot
+}
+
+type slot struct {
+	sem   chan struct{}
+	users int // holders and waiters; the slot is dropped at 0
+}
+
+func newLimiter(n int) *limiter { return &limiter{n: n, slots: map[string]*slot{}} }
+
+// acquire waits for a free slot of endpoint key, or for ctx to end.
+func (l *limiter) acquire(ctx context.Context, key string) (release func(), err error) {
+	l.mu.Lock()
+	s := l.slots[key]
+	if s == nil {
+		s = &slot{sem: make(chan struct{}, l.n)}
+		l.slots[key] = s
+	}
+	s.users++
+	l.mu.Unlock()
+	leave := func() {
+		l.mu.Lock()
+		if s.users--; s.users == 0 {
+			delete(l.slots, key)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case s.sem <- struct{}{}:
+		return func() { <-s.sem; leave() }, nil
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
+}
