@@ -66,6 +66,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 		// The service starts watching what the walk-through creates: keep
 		// that on loopback (nothing listens on localhost:993 here).
 		line = strings.ReplaceAll(line, "imap.example.com", "localhost")
+		line = strings.ReplaceAll(line, "hooks.example.com", "localhost")
 		if inner, ok := strings.CutPrefix(line, "export TOKEN=$("); ok {
 			out := run(t, work, env, strings.TrimSuffix(inner, ")"))
 			token = strings.TrimSpace(out)
