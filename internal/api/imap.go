@@ -2,18 +2,12 @@ package api
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"time"
 
 	"mailtrigger/internal/imapconf"
-	"mailtrigger/internal/store"
 )
-
-// maxCopyNames bounds the search for a free name for a copy.
-const maxCopyNames = 1000
 
 func (a *API) listIMAP(w http.ResponseWriter, r *http.Request) {
 	limit, cursor, err := paging(r)
@@ -168,21 +162,7 @@ func (a *API) duplicateIMAP(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if c.Name != "" {
-		err = a.store.CreateIMAP(r.Context(), &c)
-	} else {
-		// Try NAME_copied, NAME_copied_2 … and let the unique index decide,
-		// so that two copies made at once never get the same name.
-		err = fmt.Errorf("no free name for a copy of %q after %d tries: %w", orig.Name, maxCopyNames, store.ErrConflict)
-		for n := 1; n <= maxCopyNames; n++ {
-			c.Name = imapconf.CopyName(orig.Name, n)
-			cerr := a.store.CreateIMAP(r.Context(), &c)
-			if !errors.Is(cerr, store.ErrConflict) {
-				err = cerr
-				break
-			}
-		}
-	}
+	err = a.store.CreateIMAPCopy(r.Context(), &c, orig.Name)
 	if err != nil {
 		a.writeError(w, r, err)
 		return

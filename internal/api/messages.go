@@ -32,7 +32,7 @@ type MessageView struct {
 	Attachments []AttachmentView `json:"attachments"`
 	Text        *string          `json:"text,omitempty"`    // on view only
 	HTML        *string          `json:"html,omitempty"`    // on view only
-	Matches     []MatchView      `json:"matches,omitempty"` // on view only: per flow, matched or why not
+	Matches     []MatchView      `json:"matches,omitzero"` // on view only: per flow, matched or why not
 }
 
 // AttachmentView describes an attachment; its content is at URL.

@@ -19,7 +19,7 @@ type RunView struct {
 	MessageID     int64         `json:"messageId"`
 	Status        string        `json:"status"`
 	AttemptCount  int           `json:"attemptCount"`
-	Attempts      []AttemptView `json:"attempts,omitempty"`
+	Attempts      []AttemptView `json:"attempts,omitzero"`
 	CreatedAt     time.Time     `json:"createdAt"`
 	NextAttemptAt *time.Time    `json:"nextAttemptAt,omitempty"`
 	DeliveredAt   *time.Time    `json:"deliveredAt,omitempty"`
