@@ -30,8 +30,8 @@ type MessageView struct {
 	UIDValidity uint32           `json:"uidValidity"`
 	UID         uint32           `json:"uid"`
 	Attachments []AttachmentView `json:"attachments"`
-	Text        *string          `json:"text,omitempty"`    // on view only
-	HTML        *string          `json:"html,omitempty"`    // on view only
+	Text        *string          `json:"text,omitempty"`   // on view only
+	HTML        *string          `json:"html,omitempty"`   // on view only
 	Matches     []MatchView      `json:"matches,omitzero"` // on view only: per flow, matched or why not
 }
 
