@@ -20,6 +20,7 @@ import (
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/watch"
+	"mailtrigger/internal/web"
 )
 
 func serve(ctx context.Context, args []string, env Env) error {
@@ -48,7 +49,8 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	reg := server.NewRegistry()
-	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Options: runs.Options{BaseURL: cfg.BaseURL}})
+	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Options: runs.Options{BaseURL: cfg.BaseURL,
+		BackoffBase: cfg.RetryBase, BackoffMax: cfg.RetryMax, Lease: cfg.RunLease}})
 	watcher := watch.New(watch.Deps{
 		Store: st,
 		Ingester: ingest.New(ingest.Deps{Store: st, Logger: log, Registry: reg,
@@ -64,12 +66,19 @@ func serve(ctx context.Context, args []string, env Env) error {
 	// Let a batch being recorded and deliveries in flight finish.
 	defer background.Wait()
 
+	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status,
+		Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
+			return imapsource.Test(ctx, c, imapsource.Options{Logger: log.With("imap", c.Name)})
+		}})
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler: server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
 			Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
 			Test: func(ctx context.Context, c imapconf.Config) any {
 				return imapsource.Test(ctx, c, imapsource.Options{Logger: log.With("imap", c.Name)})
-			}}),
+			}, WebRoutes: ui.Routes}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      5 * time.Minute,

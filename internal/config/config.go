@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is everything the service needs to start.
@@ -22,6 +23,16 @@ type Config struct {
 	SizeCap       int64  // MAILTRIGGER_SIZE_CAP in bytes: bigger messages are kept as headers only; default 50 MB
 	RetentionDays int    // MAILTRIGGER_RETENTION_DAYS: message bodies and finished runs' details are pruned after; default 30
 	BaseURL       string // MAILTRIGGER_BASE_URL: the service's public URL, for absolute links in webhook payloads
+	// RetryBase and RetryMax shape the webhook retry backoff: the wait after
+	// a run's first failed attempt, and the longest wait
+	// (MAILTRIGGER_RETRY_BASE, MAILTRIGGER_RETRY_MAX, Go durations; zero
+	// takes the worker's defaults, 30 s and 4 h).
+	RetryBase time.Duration
+	RetryMax  time.Duration
+	// RunLease is how long a run claimed for delivery belongs to its worker;
+	// a run left "delivering" by a crash is delivered again after it
+	// (MAILTRIGGER_RUN_LEASE, a Go duration; zero takes the default, 5 min).
+	RunLease time.Duration
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -43,7 +54,23 @@ func FromEnv(getenv func(string) string) Config {
 		SizeCap:       sizeCap(getenv("MAILTRIGGER_SIZE_CAP")),
 		RetentionDays: days(getenv("MAILTRIGGER_RETENTION_DAYS")),
 		BaseURL:       getenv("MAILTRIGGER_BASE_URL"),
+		RetryBase:     duration(getenv("MAILTRIGGER_RETRY_BASE")),
+		RetryMax:      duration(getenv("MAILTRIGGER_RETRY_MAX")),
+		RunLease:      duration(getenv("MAILTRIGGER_RUN_LEASE")),
 	}
+}
+
+// duration reads an optional Go duration; "" is 0 (the default), and a
+// value that is not a positive duration is -1, refused by Validate.
+func duration(s string) time.Duration {
+	if s == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // DefaultRetentionDays is how long message bodies and run details are kept.
@@ -89,6 +116,9 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.SizeCap, "size-cap", c.SizeCap, "messages bigger than this many bytes are kept as headers only (MAILTRIGGER_SIZE_CAP)")
 	fs.IntVar(&c.RetentionDays, "retention-days", c.RetentionDays, "prune message bodies and finished runs' details after this many days (MAILTRIGGER_RETENTION_DAYS)")
 	fs.StringVar(&c.BaseURL, "base-url", c.BaseURL, "public URL of the service, for absolute links in webhooks (MAILTRIGGER_BASE_URL)")
+	fs.DurationVar(&c.RetryBase, "retry-base", c.RetryBase, "wait after a webhook delivery's first failed attempt; 0 for 30s (MAILTRIGGER_RETRY_BASE)")
+	fs.DurationVar(&c.RetryMax, "retry-max", c.RetryMax, "longest wait between webhook delivery attempts; 0 for 4h (MAILTRIGGER_RETRY_MAX)")
+	fs.DurationVar(&c.RunLease, "run-lease", c.RunLease, "how long a claimed run belongs to its worker before a crash's run is delivered again; 0 for 5m (MAILTRIGGER_RUN_LEASE)")
 }
 
 // IsPostgres reports whether the settings select PostgreSQL.
@@ -107,6 +137,14 @@ func (c Config) Validate() error {
 	}
 	if c.SizeCap <= 0 {
 		return fmt.Errorf("MAILTRIGGER_SIZE_CAP must be a positive number of bytes")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"MAILTRIGGER_RETRY_BASE", c.RetryBase}, {"MAILTRIGGER_RETRY_MAX", c.RetryMax}, {"MAILTRIGGER_RUN_LEASE", c.RunLease}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s must be a positive Go duration such as 30s or 4h", d.name)
+		}
 	}
 	if _, err := c.Level(); err != nil {
 		return err

@@ -194,7 +194,7 @@ func newRuns(t *testing.T, s *store.Store, f store.FlowRecord, n int) []store.Ru
 		b.Checkpoint = store.Checkpoint{UIDValidity: 1, LastUID: uid}
 	}
 	var runs []store.Run
-	_, _, err := s.RecordBatch(context.Background(), b, func(ctx context.Context, tx *sql.Tx, id int64, in store.Incoming) error {
+	_, _, err := s.RecordBatch(context.Background(), b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
 		r := store.Run{FlowID: f.ID, FlowName: f.Name, MessageID: id, IMAPName: f.IMAPName, ReceivedAt: in.Seen}
 		if _, err := store.CreateRunTx(ctx, tx, &r); err != nil {
 			return err

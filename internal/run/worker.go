@@ -31,11 +31,14 @@ type Options struct {
 	Workers     int // deliveries at once in this process; default 4
 	MaxAttempts int // automatic attempts before a run fails; default 12 (about a day with the default backoff)
 	// Lease is how long a claimed run belongs to this worker; default 5 min.
-	// A delivery (waiting for its endpoint, all its activities) is cut off
-	// before its lease ends; a run whose worker died is claimed again after
-	// it.
-	Lease       time.Duration
-	PerEndpoint int // concurrent requests from this process to one scheme://host:port; default 2
+	// A delivery (all of its activities) is cut off before its lease ends;
+	// a run whose worker died is claimed again after it.
+	Lease time.Duration
+	// PerEndpoint bounds concurrent requests from this process to one
+	// scheme://host:port; default 2. A run whose endpoint is busy goes back
+	// to the queue for PollInterval, without an attempt, so that it does
+	// not hold a worker that runs to other endpoints could use.
+	PerEndpoint int
 	// BaseURL, when set (https://mailtrigger.example.com), makes the
 	// attachment URLs in the payload absolute.
 	BaseURL string
@@ -176,7 +179,7 @@ func (w *Worker) Run(ctx context.Context) {
 			claimedAt := time.Now()
 			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease)
 			switch {
-			case ctx.Err() != nil:
+			case err != nil && ctx.Err() != nil:
 				return
 			case err != nil:
 				failures++
@@ -252,6 +255,10 @@ type outcome struct {
 	// after is the wait a Retry-After asked for, when hasAfter.
 	after    time.Duration
 	hasAfter bool
+	// busy names the first activity's endpoint when it had no free slot:
+	// nothing was sent, and the run goes back to the queue without an
+	// attempt.
+	busy string
 }
 
 func failed(format string, args ...any) outcome {
@@ -270,6 +277,16 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time) {
 	actx, cancel := context.WithDeadline(ctx, deadline)
 	out := w.attempt(actx, r, n)
 	cancel()
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if out.busy != "" {
+		// Waiting here would hold a worker that runs to other endpoints
+		// could use: hand the run back until the endpoint may have room.
+		if err := w.store.ReleaseRun(fctx, r.ID, w.limit.park(out.busy, time.Now(), w.opts.PollInterval)); err != nil {
+			log.Error("handing back a run failed; it is taken up again when its lease ends", "err", err)
+		}
+		return
+	}
 	a := store.Attempt{StartedAt: start, Duration: time.Since(start), StatusCode: out.code, Error: out.err, Response: out.response}
 
 	status, next := store.RunDelivered, time.Now()
@@ -289,8 +306,6 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time) {
 		next = next.Add(wait)
 	}
 
-	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	if err := w.store.FinishAttempt(fctx, r.ID, a, status, next); err != nil {
 		log.Error("recording a delivery attempt failed; the run is taken up again when its lease ends",
 			"attempt", n, "status_code", out.code, "err", err)
@@ -325,6 +340,17 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int) outcome {
 	if err != nil {
 		return failed("flow %s: %v", f.Name, err)
 	}
+	// The first endpoint busy: give the run back rather than wait (and
+	// read the message only when it can be sent).
+	first, ok := w.limit.tryAcquire(acts[0].endpoint)
+	if !ok {
+		return outcome{busy: acts[0].endpoint}
+	}
+	defer func() {
+		if first != nil {
+			first(0)
+		}
+	}()
 	m, err := w.store.GetMessage(ctx, r.MessageID)
 	if errors.Is(err, store.ErrNotFound) {
 		return failed("message %d of this run is no longer stored", r.MessageID)
@@ -362,7 +388,19 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int) outcome {
 				return failed("encoding the payload: %v", err)
 			}
 		}
+		// Later endpoints are waited for: the earlier activities took
+		// the delivery already.
+		release := first
+		first = nil
+		if i > 0 {
+			if release, err = w.limit.acquire(ctx, act.endpoint); err != nil {
+				return transient("%snot sent: %d deliveries to %s were running until this attempt's time ran out",
+					prefix, w.opts.PerEndpoint, act.endpoint)
+			}
+		}
+		sent := time.Now()
 		out = w.post(ctx, r.PublicID, act, secret, *body)
+		release(time.Since(sent))
 		if out.err != "" {
 			out.err = prefix + out.err
 			return out
@@ -374,13 +412,9 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int) outcome {
 // responseExcerpt is how much of a response body an attempt records.
 const responseExcerpt = 1024
 
-// post sends body to one activity and classifies the answer.
+// post sends body to one activity and classifies the answer. The caller
+// holds a slot of the activity's endpoint.
 func (w *Worker) post(ctx context.Context, runID string, act activity, secret string, body []byte) outcome {
-	release, err := w.limit.acquire(ctx, act.endpoint)
-	if err != nil {
-		return transient("not sent: %d deliveries to %s were running until this attempt's time ran out", w.opts.PerEndpoint, act.endpoint)
-	}
-	defer release()
 	timeout := act.timeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), 0)
@@ -480,44 +514,4 @@ func result(o outcome) string {
 		return "5xx"
 	}
 	return "error"
-}
-
-// limiter bounds concurrent requests per endpoint.
-type limiter struct {
-	n     int
-	mu    sync.Mutex
-	slots map[string]*slot
-}
-
-type slot struct {
-	sem   chan struct{}
-	users int // holders and waiters; the slot is dropped at 0
-}
-
-func newLimiter(n int) *limiter { return &limiter{n: n, slots: map[string]*slot{}} }
-
-// acquire waits for a free slot of endpoint key, or for ctx to end.
-func (l *limiter) acquire(ctx context.Context, key string) (release func(), err error) {
-	l.mu.Lock()
-	s := l.slots[key]
-	if s == nil {
-		s = &slot{sem: make(chan struct{}, l.n)}
-		l.slots[key] = s
-	}
-	s.users++
-	l.mu.Unlock()
-	leave := func() {
-		l.mu.Lock()
-		if s.users--; s.users == 0 {
-			delete(l.slots, key)
-		}
-		l.mu.Unlock()
-	}
-	select {
-	case s.sem <- struct{}{}:
-		return func() { <-s.sem; leave() }, nil
-	case <-ctx.Done():
-		leave()
-		return nil, ctx.Err()
-	}
 }

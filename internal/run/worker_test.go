@@ -43,6 +43,8 @@ func TestDeliveredSigned(t *testing.T) {
 		defer func() { cancel(); <-done }()
 
 		got, attempts := waitRun(t, s, r.PublicID, store.RunDelivered)
+		cancel()
+		<-done // the metrics are counted once the attempt is recorded
 		if len(attempts) != 1 || attempts[0].StatusCode != 200 || attempts[0].Error != "" || attempts[0].Response != `{"received":true}` {
 			t.Errorf("got attempts %+v, want one 200 with the response", attempts)
 		}
@@ -183,7 +185,7 @@ func TestRetriedUntilDelivered(t *testing.T) {
 			code     int
 			err      string
 			response string
-		}{{503, "HTTP 503 Service Unavailable", "down"}, {503, "HTTP 503 Service Unavailable", "still down"}, {200, "", "ok"}} {
+		}{{503, "HTTP 503 Service Unavailable", "down"}, {503, "HTTP 503 Service Unavailable", "still down"}, {200, "", ""}} {
 			a := attempts[i]
 			if a.N != i+1 || a.StatusCode != want.code || a.Error != want.err || a.Response != want.response || a.StartedAt.IsZero() {
 				t.Errorf("attempt %d: got %+v, want %+v", i+1, a, want)
@@ -476,27 +478,34 @@ func TestIncludeAttachments(t *testing.T) {
 
 func TestPerEndpointLimit(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
-		h := newHook(t)
-		h.delay = 100 * time.Millisecond
+		slow := newHook(t)
+		slow.delay = 300 * time.Millisecond
 		other := newHook(t)
-		other.delay = 100 * time.Millisecond
-		f := newFlow(t, s, "invoices", flowDef(webhook(h.URL+"/a")))
+		f := newFlow(t, s, "invoices", flowDef(webhook(slow.URL+"/a")))
 		g := newFlow(t, s, "alerts", flowDef(webhook(other.URL+"/b")))
-		runs := append(newRuns(t, s, f, 8), newRuns(t, s, g, 2)...)
+		runs := append(newRuns(t, s, f, 10), newRuns(t, s, g, 2)...)
 		o := fastOptions()
-		o.Workers, o.PerEndpoint = 6, 2
+		o.Workers, o.PerEndpoint = 4, 2
 		startWorker(t, s, o)
 		for _, r := range runs {
 			waitRun(t, s, r.PublicID, store.RunDelivered)
 		}
-		if m := h.maxFlight.Load(); m != 2 {
+		if m := slow.maxFlight.Load(); m != 2 {
 			t.Errorf("got at most %d concurrent requests at one endpoint, want 2", m)
 		}
-		if n := len(h.got()); n != 8 {
-			t.Errorf("got %d requests, want 8", n)
+		if n := len(slow.got()); n != 10 {
+			t.Errorf("got %d requests, want 10", n)
 		}
-		if m := other.maxFlight.Load(); m != 2 {
-			t.Errorf("the other endpoint got at most %d concurrent requests, want 2 alongside", m)
+		// Runs waiting for the busy endpoint do not hold the workers: the
+		// other endpoint's runs, queued behind them, are delivered while
+		// the first two requests to the slow one are still running.
+		if third, done := slow.got()[2].at, other.got()[1].at; !done.Before(third) {
+			t.Errorf("the other endpoint's runs were delivered at %v, after the slow one's third request at %v", done, third)
+		}
+		for _, r := range runs {
+			if _, attempts, _ := s.GetRun(context.Background(), r.PublicID); len(attempts) != 1 {
+				t.Errorf("run %s: got %d attempts, want 1 (waiting for an endpoint is no attempt)", r.PublicID, len(attempts))
+			}
 		}
 	})
 }
@@ -591,7 +600,8 @@ func TestRedirectNotFollowed(t *testing.T) {
 	})
 }
 
-func TestNextDue(t *testing.T) {
+// TestQueueStore covers the store queries the worker relies on.
+func TestQueueStore(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		if _, ok, err := s.NextDue(ctx); err != nil || ok {
@@ -605,6 +615,29 @@ func TestNextDue(t *testing.T) {
 		}
 		if n, err := s.QueueDepth(ctx); err != nil || n != 1 {
 			t.Errorf("got depth %d, %v", n, err)
+		}
+
+		// A claimed run is not due; released, it is again, without an attempt.
+		claimed, err := s.ClaimRuns(ctx, time.Now(), 10, time.Minute)
+		if err != nil || len(claimed) != 1 {
+			t.Fatalf("got %v, %v", claimed, err)
+		}
+		if _, ok, err := s.NextDue(ctx); err != nil || ok {
+			t.Errorf("with the run claimed: got %v, %v, want none due", ok, err)
+		}
+		later := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
+		if err := s.ReleaseRun(ctx, claimed[0].ID, later); err != nil {
+			t.Fatal(err)
+		}
+		got, attempts, err := s.GetRun(ctx, r.PublicID)
+		if err != nil || got.Status != store.RunPending || got.Attempts != 0 || len(attempts) != 0 || !got.NextAttemptAt.Equal(later) {
+			t.Errorf("released: got %+v %v, %v", got, attempts, err)
+		}
+		if due, ok, _ := s.NextDue(ctx); !ok || !due.Equal(later) {
+			t.Errorf("released: got next due %v %v, want %v", due, ok, later)
+		}
+		if again, _ := s.ClaimRuns(ctx, time.Now(), 10, time.Minute); len(again) != 0 {
+			t.Errorf("claimed %d runs released until later", len(again))
 		}
 	})
 }

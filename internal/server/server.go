@@ -1,5 +1,5 @@
 // Package server assembles the HTTP surface of the service: the API, the
-// probes and the metrics, behind logging, metrics and panic recovery.
+// web UI, the probes and the metrics, behind logging, metrics and panic recovery.
 package server
 
 import (
@@ -29,6 +29,9 @@ type Deps struct {
 	Status  func(c imapconf.Config) *imapconf.Status
 	Test    func(ctx context.Context, c imapconf.Config) any
 	Notify  func()
+	// WebRoutes, when set, registers the web UI's routes on the server's
+	// mux (the API, probes and metrics keep their more specific patterns).
+	WebRoutes func(mux *http.ServeMux)
 }
 
 // NewRegistry returns a metrics registry with the Go and process collectors.
@@ -47,6 +50,9 @@ func Handler(d Deps) http.Handler {
 	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed, Status: d.Status, Test: d.Test, Notify: d.Notify}).Routes(mux)
 	probes(mux, d.Store)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+	if d.WebRoutes != nil {
+		d.WebRoutes(mux)
+	}
 
 	m := newHTTPMetrics(d.Registry)
 	return recoverPanics(d.Logger, observe(d.Logger, m, mux))

@@ -74,6 +74,28 @@ func (s *Store) CreateIMAP(ctx context.Context, c *imapconf.Config) error {
 	return nil
 }
 
+// maxCopyNames bounds the search for a free name for a copy.
+const maxCopyNames = 1000
+
+// CreateIMAPCopy stores c, a copy of the configuration named original made by
+// imapconf.Duplicate. When c.Name is empty the copy takes the first free name
+// of imapconf.CopyName(original, 1), (original, 2) …; the unique index
+// decides, so that two copies made at once never get the same name.
+func (s *Store) CreateIMAPCopy(ctx context.Context, c *imapconf.Config, original string) error {
+	if c.Name != "" {
+		return s.CreateIMAP(ctx, c)
+	}
+	for n := 1; n <= maxCopyNames; n++ {
+		c.Name = imapconf.CopyName(original, n)
+		err := s.CreateIMAP(ctx, c)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	c.Name = ""
+	return fmt.Errorf("no free name for a copy of %q after %d tries: %w", original, maxCopyNames, ErrConflict)
+}
+
 // GetIMAP returns the configuration named name, case-insensitively.
 func (s *Store) GetIMAP(ctx context.Context, name string) (imapconf.Config, error) {
 	c, err := s.scanIMAP(s.r.QueryRowContext(ctx, `SELECT `+imapColumns+` FROM imap_configs WHERE name_lower = $1`, lower(name)))

@@ -184,11 +184,13 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 func (s *Store) FinishAttempt(ctx context.Context, id int64, a Attempt, status string, next time.Time) error {
 	t := now()
 	return s.Write(ctx, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM run_attempts WHERE run_id = $1`, id).Scan(&n); err != nil {
+		// Numbered from the run's own count, not by counting run_attempts:
+		// Prune deletes the attempts of finished runs, and a retried run
+		// goes on counting. The increment also locks the row, so two
+		// workers recording at once (one whose lease ran out) take turns.
+		if err := tx.QueryRowContext(ctx, `UPDATE runs SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts`, id).Scan(&a.N); err != nil {
 			return fmt.Errorf("counting attempts of run %d: %w", id, err)
 		}
-		a.N = n + 1
 		if _, err := tx.ExecContext(ctx, `INSERT INTO run_attempts (run_id, n, started_at, duration_ms, status_code, error, response)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, a.N, a.StartedAt.UTC(), a.Duration.Milliseconds(), a.StatusCode,
 			text(a.Error), text(strings.ToValidUTF8(a.Response, "\uFFFD"))); err != nil {
@@ -205,6 +207,17 @@ func (s *Store) FinishAttempt(ctx context.Context, id int64, a Attempt, status s
 		}
 		return nil
 	})
+}
+
+// ReleaseRun gives back run id, claimed by ClaimRuns, without an attempt:
+// it is due again at next, pending or retrying as before the claim. A
+// worker does so when it cannot deliver the run now (its endpoint is busy).
+func (s *Store) ReleaseRun(ctx context.Context, id int64, next time.Time) error {
+	if _, err := s.w.ExecContext(ctx, `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END, next_attempt_at = $3,
+		locked_until = NULL WHERE id = $4 AND status = $5`, RunPending, RunRetrying, next.UTC(), id, RunDelivering); err != nil {
+		return fmt.Errorf("releasing run %d: %w", id, err)
+	}
+	return nil
 }
 
 // GetRun returns run publicID with its attempts.
@@ -324,10 +337,16 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 
 // NextDue returns when the earliest queued run is due, ok false when none is.
 func (s *Store) NextDue(ctx context.Context) (t time.Time, ok bool, err error) {
-	var nt sql.NullTime
-	err = s.r.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM runs WHERE status IN ($1, $2)`, RunPending, RunRetrying).Scan(&nt)
+	// Not MIN(): SQLite gives an aggregate no column type, so the driver
+	// would return the timestamp as text. ORDER BY … LIMIT 1 keeps the
+	// column's type (and can use the runs_due index).
+	err = s.r.QueryRowContext(ctx, `SELECT next_attempt_at FROM runs WHERE status IN ($1, $2) ORDER BY next_attempt_at LIMIT 1`,
+		RunPending, RunRetrying).Scan(&t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, false, nil
+	}
 	if err != nil {
 		return t, false, fmt.Errorf("reading the next due run: %w", err)
 	}
-	return nt.Time, nt.Valid, nil
+	return t, true, nil
 }

@@ -103,9 +103,6 @@ func (p *Proxy) ResetAll() int {
 			n++
 		}
 	}
-	p.mu.Lock()
-	p.stats.Reset += n
-	p.mu.Unlock()
 	return n
 }
 
@@ -307,7 +304,8 @@ func (p *Proxy) waitUnstalled(done <-chan struct{}) bool {
 }
 
 // closeConn closes both ends of c, with a reset when reset is set, and
-// reports whether it was open.
+// reports whether it was open. The counts change first, so that they are
+// current for whoever sees the connection end.
 func (p *Proxy) closeConn(c *proxyConn, reset bool) bool {
 	c.mu.Lock()
 	if c.closed {
@@ -317,6 +315,12 @@ func (p *Proxy) closeConn(c *proxyConn, reset bool) bool {
 	c.closed = true
 	upstream := c.upstream
 	c.mu.Unlock()
+	p.mu.Lock()
+	delete(p.conns, c)
+	if reset {
+		p.stats.Reset++
+	}
+	p.mu.Unlock()
 	for _, conn := range []net.Conn{c.client, upstream} {
 		if conn == nil {
 			continue
@@ -327,9 +331,6 @@ func (p *Proxy) closeConn(c *proxyConn, reset bool) bool {
 		_ = conn.Close()
 	}
 	close(c.done)
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
 	return true
 }
 

@@ -1,0 +1,452 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"mailtrigger/internal/flow"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/valid"
+)
+
+var flowCrumbs = []string{"Automation"}
+
+type flowRow struct {
+	Name, Description, IMAP, Subject, Match string
+	Enabled                                 bool
+	Activities                              int
+	UpdatedAt                               time.Time
+}
+
+type flowListPage struct {
+	Flows  []flowRow
+	Delete *flowRow // the delete confirmation, when open
+}
+
+func (u *UI) flowRows(ctx context.Context) ([]flowRow, error) {
+	frs, err := u.allFlows(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows := []flowRow{}
+	for _, fr := range frs {
+		f, err := flow.Parse(fr.Definition, nil)
+		if err != nil {
+			return nil, err
+		}
+		t := f.Start.EmailTrigger
+		rows = append(rows, flowRow{Name: fr.Name, Description: f.Description, IMAP: fr.IMAPName, Subject: t.Subject,
+			Match: t.Match, Enabled: fr.Enabled, Activities: len(f.Activities), UpdatedAt: fr.UpdatedAt})
+	}
+	return rows, nil
+}
+
+func (u *UI) flowList(w http.ResponseWriter, r *http.Request) {
+	rows, err := u.flowRows(r.Context())
+	if err != nil {
+		u.serverError(w, r, err)
+		return
+	}
+	u.render(w, r, http.StatusOK, "flows", page{Title: "Process Flows", Nav: "flows", Crumbs: flowCrumbs, Data: flowListPage{Flows: rows}})
+}
+
+func (u *UI) flowDeleteDialog(w http.ResponseWriter, r *http.Request) {
+	fr, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	rows, err := u.flowRows(r.Context())
+	if err != nil {
+		u.serverError(w, r, err)
+		return
+	}
+	u.render(w, r, http.StatusOK, "flows", page{Title: "Delete " + fr.Name, Nav: "flows", Crumbs: flowCrumbs,
+		Data: flowListPage{Flows: rows, Delete: &flowRow{Name: fr.Name}}})
+}
+
+func (u *UI) flowDelete(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	fr, err := u.store.GetFlow(ctx, r.PathValue("name"))
+	if err == nil {
+		err = u.store.DeleteFlow(ctx, fr.Name)
+	}
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	u.log.Info("flow deleted", "flow", fr.Name, "user", userFrom(ctx))
+	u.setFlash(r, "ok", fmt.Sprintf("Flow %s deleted. Its runs are kept.", fr.Name))
+	redirect(w, r, "/flows")
+}
+
+// flowForm is what the flow editor shows. Webhook secrets are never part
+// of it: only whether one is stored.
+type flowForm struct {
+	Name, Description       string
+	Enabled                 bool
+	IMAP, Subject, Match    string
+	IgnoreReplyPrefixes     bool
+	From                    string
+	Acts                    []actForm
+	CreatedAt, UpdatedAt    *time.Time
+	TestSubject, TestSender string
+}
+
+type actForm struct {
+	I                  int // position in the form
+	Orig               int // position in the stored flow; -1 for a new one
+	URL, Headers       string
+	Timeout            string
+	IncludeAttachments bool
+	HasSecret          bool
+	SecretTyped        bool
+	Blank              bool // the empty slot for adding one
+}
+
+type shownSecret struct {
+	Webhook int
+	URL     string
+	Secret  string
+}
+
+type flowPage struct {
+	Create  bool
+	Orig    string
+	Form    flowForm
+	Errors  valid.Errors
+	IMAPs   []string
+	Secrets []shownSecret
+	Max     int
+}
+
+func formFromFlow(fr store.FlowRecord, f flow.Flow) flowForm {
+	t := f.Start.EmailTrigger
+	ff := flowForm{Name: fr.Name, Description: f.Description, Enabled: fr.Enabled, IMAP: fr.IMAPName, Subject: t.Subject,
+		Match: t.Match, IgnoreReplyPrefixes: t.IgnoreReplyPrefixes, From: t.From, CreatedAt: &fr.CreatedAt, UpdatedAt: &fr.UpdatedAt}
+	for i, a := range f.Activities {
+		ff.Acts = append(ff.Acts, actForm{I: i, Orig: i, URL: a.URL, Headers: formatHeaders(a.Headers), Timeout: a.Timeout,
+			IncludeAttachments: a.IncludeAttachments, HasSecret: a.Secret != ""})
+	}
+	return ff
+}
+
+func formatHeaders(h map[string]string) string {
+	var lines []string
+	for k, v := range h {
+		lines = append(lines, k+": "+v)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// withBlank adds the empty webhook slot the editor offers for adding one.
+func withBlank(f flowForm) flowForm {
+	if len(f.Acts) < flow.MaxActivities {
+		f.Acts = append(f.Acts, actForm{I: len(f.Acts), Orig: -1, Blank: len(f.Acts) > 0})
+	}
+	return f
+}
+
+func (u *UI) imapNames(ctx context.Context) ([]string, error) {
+	cs, err := u.allIMAP(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := []string{}
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	return names, nil
+}
+
+func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p flowPage) {
+	names, err := u.imapNames(r.Context())
+	if err != nil {
+		u.serverError(w, r, err)
+		return
+	}
+	p.IMAPs, p.Max = names, flow.MaxActivities
+	if p.Errors == nil {
+		p.Errors = valid.Errors{}
+	}
+	title := "New flow"
+	if !p.Create {
+		title = "Flow " + p.Orig
+	}
+	u.render(w, r, status, "flow", page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p})
+}
+
+func (u *UI) flowNew(w http.ResponseWriter, r *http.Request) {
+	f := flowForm{Enabled: true, Match: flow.MatchExact, IMAP: r.URL.Query().Get("imap")}
+	u.renderFlow(w, r, http.StatusOK, flowPage{Create: true, Form: withBlank(f)})
+}
+
+func (u *UI) flowEdit(w http.ResponseWriter, r *http.Request) {
+	fr, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
+	var f flow.Flow
+	if err == nil {
+		f, err = flow.Parse(fr.Definition, fr.Secrets)
+	}
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	u.renderFlow(w, r, http.StatusOK, flowPage{Orig: fr.Name, Form: withBlank(formFromFlow(fr, f))})
+}
+
+// flowErrorKey turns a key of flow.Build's errors into the editor's: the
+// trigger's fields by their short names, an activity's by its place in the
+// form (act-N-field).
+func flowErrorKey(k string, formIndex []int) string {
+	if rest, ok := strings.CutPrefix(k, "start.emailTrigger."); ok {
+		return rest
+	}
+	if k == "start.emailTrigger" {
+		return "subject"
+	}
+	if rest, ok := strings.CutPrefix(k, "activities["); ok {
+		n, field, _ := strings.Cut(rest, "]")
+		i, err := strconv.Atoi(n)
+		if err == nil && i < len(formIndex) {
+			field = strings.TrimPrefix(field, ".")
+			field, _, _ = strings.Cut(field, ".")
+			return fmt.Sprintf("act-%d-%s", formIndex[i], field)
+		}
+	}
+	return k
+}
+
+var headerLine = regexp.MustCompile(`^([^:\s]+)\s*:\s*(.*)$`)
+
+// flowInputFromValues reads the editor's form into the input the API decodes
+// from JSON. It also returns the stored flow's activities aligned to the
+// submitted ones (so that a webhook keeps its own secret when another is
+// removed before it) and, per activity built, its place in the form.
+func flowInputFromValues(v url.Values, prev *flow.Flow) (flow.Input, *flow.Flow, []int, flowForm, valid.Errors) {
+	e := valid.Errors{}
+	str := func(k string) *string { s := v.Get(k); return &s }
+	trimmed := func(k string) *string { s := strings.TrimSpace(v.Get(k)); return &s }
+	enabled := v.Has("enabled")
+	ignore := v.Has("ignoreReplyPrefixes")
+	match := v.Get("match")
+	in := flow.Input{Name: trimmed("name"), Description: str("description"), Enabled: &enabled,
+		Start: &flow.StartInput{EmailTrigger: &flow.TriggerInput{IMAP: trimmed("imap"), Subject: str("subject"),
+			Match: &match, IgnoreReplyPrefixes: &ignore, From: trimmed("from")}}}
+	ff := flowForm{Name: v.Get("name"), Description: v.Get("description"), Enabled: enabled, IMAP: v.Get("imap"),
+		Subject: v.Get("subject"), Match: match, IgnoreReplyPrefixes: ignore, From: v.Get("from"),
+		TestSubject: v.Get("testSubject"), TestSender: v.Get("testSender")}
+
+	var aligned *flow.Flow
+	if prev != nil {
+		aligned = &flow.Flow{}
+	}
+	var formIndex []int
+	n, _ := strconv.Atoi(v.Get("acts"))
+	n = min(max(n, 0), flow.MaxActivities+1)
+	for i := range n {
+		p := fmt.Sprintf("act-%d-", i)
+		orig, err := strconv.Atoi(v.Get(p + "orig"))
+		if err != nil || prev == nil || orig < 0 || orig >= len(prev.Activities) {
+			orig = -1
+		}
+		a := actForm{I: len(ff.Acts), Orig: orig, URL: strings.TrimSpace(v.Get(p + "url")), Headers: v.Get(p + "headers"),
+			Timeout: strings.TrimSpace(v.Get(p + "timeout")), IncludeAttachments: v.Has(p + "attach"),
+			SecretTyped: v.Get(p+"secret") != "", HasSecret: orig >= 0 && prev.Activities[orig].Secret != ""}
+		if v.Has(p + "remove") {
+			continue
+		}
+		if orig < 0 && a.URL == "" && !a.SecretTyped && strings.TrimSpace(a.Headers) == "" && a.Timeout == "" {
+			continue // the empty slot, left empty
+		}
+		ai := flow.ActivityInput{Type: new("webhook"), URL: &a.URL, IncludeAttachments: &a.IncludeAttachments}
+		if a.Timeout != "" {
+			ai.Timeout = &a.Timeout
+		}
+		if s := v.Get(p + "secret"); s != "" {
+			ai.Secret = &s
+		}
+		for _, line := range strings.Split(a.Headers, "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" {
+				continue
+			}
+			m := headerLine.FindStringSubmatch(line)
+			if m == nil {
+				e.Add(fmt.Sprintf("act-%d-headers", a.I), "one header per line, as Name: value")
+				continue
+			}
+			if ai.Headers == nil {
+				ai.Headers = map[string]string{}
+			}
+			ai.Headers[m[1]] = m[2]
+		}
+		in.Activities = append(in.Activities, ai)
+		formIndex = append(formIndex, a.I)
+		if aligned != nil {
+			var pa flow.Activity
+			if orig >= 0 {
+				pa = prev.Activities[orig]
+			}
+			aligned.Activities = append(aligned.Activities, pa)
+		}
+		ff.Acts = append(ff.Acts, a)
+	}
+	return in, aligned, formIndex, ff, e
+}
+
+// buildFlow checks the submitted flow as the API does: flow.Build, and the
+// trigger's IMAP configuration must exist.
+func (u *UI) buildFlow(ctx context.Context, v url.Values, prev *flow.Flow) (store.FlowRecord, flow.Flow, []int, flowForm, []int, valid.Errors, error) {
+	in, aligned, formIndex, ff, e := flowInputFromValues(v, prev)
+	f, generated, err := flow.Build(in, aligned, flow.NewSecret)
+	var ve valid.Errors
+	if err != nil && !errors.As(err, &ve) {
+		return store.FlowRecord{}, f, nil, ff, nil, nil, err
+	}
+	for k, m := range ve {
+		e.Add(flowErrorKey(k, formIndex), m)
+	}
+	var imapID int64
+	if name := f.Start.EmailTrigger.IMAP; name != "" {
+		c, err := u.store.GetIMAP(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			e.Add("imap", "no IMAP configuration named "+name)
+		case err != nil:
+			return store.FlowRecord{}, f, nil, ff, nil, nil, err
+		default:
+			imapID = c.ID
+			f.Start.EmailTrigger.IMAP = c.Name
+		}
+	}
+	fr := store.FlowRecord{Name: f.Name, IMAPID: imapID, Enabled: f.Enabled, Definition: f.Definition(), Secrets: f.Secrets()}
+	return fr, f, generated, ff, formIndex, e, nil
+}
+
+func (u *UI) flowCreate(w http.ResponseWriter, r *http.Request) {
+	if !u.parseForm(w, r) {
+		return
+	}
+	u.saveFlow(w, r, nil, nil)
+}
+
+func (u *UI) flowSave(w http.ResponseWriter, r *http.Request) {
+	old, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
+	var prev flow.Flow
+	if err == nil {
+		prev, err = flow.Parse(old.Definition, old.Secrets)
+	}
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	if !u.parseForm(w, r) {
+		return
+	}
+	u.saveFlow(w, r, &old, &prev)
+}
+
+func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRecord, prev *flow.Flow) {
+	ctx := r.Context()
+	fr, f, generated, ff, _, e, err := u.buildFlow(ctx, r.PostForm, prev)
+	if err != nil {
+		u.serverError(w, r, err)
+		return
+	}
+	if len(e) == 0 {
+		if old == nil {
+			err = u.store.CreateFlow(ctx, &fr)
+		} else {
+			fr.ID = old.ID
+			err = u.store.UpdateFlow(ctx, &fr)
+		}
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			e.Add("name", "already taken (names are compared case-insensitively)")
+		case errors.Is(err, store.ErrNotFound):
+			e.Add("imap", "the IMAP configuration was deleted meanwhile")
+		case err != nil:
+			u.serverError(w, r, err)
+			return
+		}
+	}
+	p := flowPage{Create: old == nil, Errors: e}
+	if old != nil {
+		p.Orig = old.Name
+		ff.CreatedAt, ff.UpdatedAt = &old.CreatedAt, &old.UpdatedAt
+	}
+	if len(e) > 0 {
+		p.Form = withBlank(ff)
+		u.renderFlow(w, r, http.StatusBadRequest, p)
+		return
+	}
+	verb := "created"
+	if old != nil {
+		verb = "saved"
+		fr.CreatedAt = old.CreatedAt
+	}
+	fr.IMAPName = f.Start.EmailTrigger.IMAP
+	u.log.Info("flow "+verb, "flow", fr.Name, "imap", fr.IMAPName, "user", userFrom(ctx))
+	if len(generated) == 0 {
+		u.setFlash(r, "ok", fmt.Sprintf("Flow %s %s.", fr.Name, verb))
+		redirect(w, r, "/flows/"+pathEscape(fr.Name))
+		return
+	}
+	// A generated signing secret is shown in this answer only.
+	p = flowPage{Orig: fr.Name, Form: withBlank(formFromFlow(fr, f))}
+	for _, i := range generated {
+		p.Secrets = append(p.Secrets, shownSecret{Webhook: i + 1, URL: f.Activities[i].URL, Secret: f.Activities[i].Secret})
+	}
+	msg := fmt.Sprintf("Flow %s %s.", fr.Name, verb)
+	u.render(w, r, http.StatusOK, "flow", u.flowPageFrame(ctx, p, &flash{Kind: "ok", Text: msg}))
+}
+
+func (u *UI) flowPageFrame(ctx context.Context, p flowPage, fl *flash) page {
+	p.IMAPs, _ = u.imapNames(ctx)
+	p.Max = flow.MaxActivities
+	if p.Errors == nil {
+		p.Errors = valid.Errors{}
+	}
+	return page{Title: "Flow " + p.Orig, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl}
+}
+
+// flowMatch answers the editor's "test a subject" box: would a message with
+// this subject (and sender) start a flow with this trigger, and why (not)?
+// It changes nothing.
+func (u *UI) flowMatch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	t := flow.Trigger{Subject: q.Get("subject"), Match: q.Get("match"), IgnoreReplyPrefixes: q.Get("ignoreReplyPrefixes") != "",
+		From: strings.TrimSpace(q.Get("from"))}
+	if t.Match == "" {
+		t.Match = flow.MatchExact
+	}
+	type answer struct {
+		Matched bool   `json:"matched"`
+		Reason  string `json:"reason,omitempty"`
+		Error   string `json:"error,omitempty"`
+	}
+	if m := valid.OneOf(t.Match, flow.MatchExact, flow.MatchContains, flow.MatchPrefix, flow.MatchRegex); m != "" {
+		writeJSON(w, http.StatusOK, answer{Error: "Match " + m})
+		return
+	}
+	if strings.TrimSpace(t.Subject) == "" {
+		writeJSON(w, http.StatusOK, answer{Error: "Enter the trigger's Subject first."})
+		return
+	}
+	m, err := flow.Compile(t)
+	if err != nil {
+		writeJSON(w, http.StatusOK, answer{Error: "The Subject is not a valid regular expression (RE2): " + strings.TrimPrefix(errors.Unwrap(err).Error(), "error parsing regexp: ")})
+		return
+	}
+	ok, reason := m.Match(q.Get("test"), strings.TrimSpace(q.Get("sender")))
+	writeJSON(w, http.StatusOK, answer{Matched: ok, Reason: reason})
+}

@@ -1,0 +1,302 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mailtrigger/internal/auth"
+	"mailtrigger/internal/flow"
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/mail"
+	"mailtrigger/internal/server"
+	"mailtrigger/internal/source/imapsource"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const (
+	adminName     = "admin"
+	adminPassword = "correct-horse-battery"
+)
+
+// syncBuffer collects log output from concurrent handlers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// fakeStatus plays the watchers: the tests set each configuration's state.
+type fakeStatus struct {
+	mu sync.Mutex
+	m  map[string]imapconf.Status
+}
+
+func (f *fakeStatus) set(name string, st imapconf.Status) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m[strings.ToLower(name)] = st
+}
+
+func (f *fakeStatus) status(c imapconf.Config) *imapconf.Status {
+	if !c.Enabled {
+		return &imapconf.Status{State: imapconf.StateDisabled}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.m[strings.ToLower(c.Name)]
+	if !ok {
+		return &imapconf.Status{State: imapconf.StateConnecting, Since: time.Now()}
+	}
+	return &st
+}
+
+// harness is the whole HTTP surface (API and UI, as serve assembles it) on a
+// real listener, with a user admin.
+type harness struct {
+	t       *testing.T
+	st      *store.Store
+	ui      *UI
+	url     string
+	srv     *httptest.Server
+	status  *fakeStatus
+	logs    *syncBuffer
+	changed int
+	mu      sync.Mutex
+}
+
+func newHarness(t *testing.T, st *store.Store, tlsServer bool) *harness {
+	t.Helper()
+	h := &harness{t: t, st: st, logs: &syncBuffer{}, status: &fakeStatus{m: map[string]imapconf.Status{}}}
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ui, err := New(Deps{Store: st, Logger: log, Version: "test", Status: h.status.status,
+		Changed: func(context.Context) { h.mu.Lock(); h.changed++; h.mu.Unlock() },
+		Test: func(ctx context.Context, c imapconf.Config) any {
+			return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ui = ui
+	handler := server.Handler(server.Deps{Store: st, Logger: log, WebRoutes: ui.Routes})
+	var srv *httptest.Server
+	if tlsServer {
+		srv = httptest.NewTLSServer(handler)
+	} else {
+		srv = httptest.NewServer(handler)
+	}
+	t.Cleanup(srv.Close)
+	h.url, h.srv = srv.URL, srv
+	hash, err := auth.HashPassword(adminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetUserPassword(context.Background(), adminName, hash); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// client is an HTTP client with its own cookie jar that does not follow
+// redirects, so that the tests see them.
+func (h *harness) client() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// login logs c in as admin.
+func (h *harness) login(c *http.Client) {
+	h.t.Helper()
+	resp := h.post(c, "/login", url.Values{"username": {adminName}, "password": {adminPassword}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/imap" {
+		h.t.Fatalf("login: got %d to %q, want 303 to /imap", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+type response struct {
+	StatusCode int
+	Header     http.Header
+	Body       string
+}
+
+func (h *harness) do(c *http.Client, req *http.Request) response {
+	h.t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return response{StatusCode: resp.StatusCode, Header: resp.Header, Body: string(data)}
+}
+
+func (h *harness) get(c *http.Client, path string) response {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, h.url+path, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.do(c, req)
+}
+
+// post sends a form as a browser on the same origin does.
+func (h *harness) post(c *http.Client, path string, form url.Values) response {
+	h.t.Helper()
+	return h.postWith(c, path, form, map[string]string{"Origin": h.url, "Sec-Fetch-Site": "same-origin"})
+}
+
+func (h *harness) postWith(c *http.Client, path string, form url.Values, header map[string]string) response {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.url+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	return h.do(c, req)
+}
+
+func p[T any](v T) *T { return &v }
+
+// seed holds what seedData stored, secrets included, for the tests to look for.
+type seed struct {
+	Secrets []string
+	RunID   string
+	Message int64
+}
+
+// seedData stores configurations of every kind, flows, messages and runs,
+// as a real installation has them.
+func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
+	t.Helper()
+	ctx := context.Background()
+	var s seed
+	mk := func(in imapconf.Input) imapconf.Config {
+		t.Helper()
+		c, err := imapconf.Build(in, nil)
+		if err != nil {
+			t.Fatalf("building %s: %v", *in.Name, err)
+		}
+		if err := st.CreateIMAP(ctx, &c); err != nil {
+			t.Fatal(err)
+		}
+		s.Secrets = append(s.Secrets, c.Password, c.ClientSecret)
+		return c
+	}
+	support := mk(imapconf.Input{Name: p("support_inbox"), Description: p("Customer tickets from the web form and the shop"),
+		Host: p("imap.example.com"), Port: p(993), Username: p("support@example.com"), Password: p("Seed-Support-App-Pass-9f2c")})
+	mk(imapconf.Input{Name: p("invoices_m365"), Type: p("msgraph"), Description: p("Vendor invoices (Microsoft 365)"),
+		Username: p("invoices@contoso.com"), TenantID: p("contoso.onmicrosoft.com"),
+		ClientID: p("11111111-2222-3333-4444-555555555555"), ClientSecret: p("Seed-Graph-Client-Secret-77ab")})
+	mk(imapconf.Input{Name: p("orders"), Description: p("Order confirmations"), Host: p("imap.gmail.com"), Port: p(993),
+		Username: p("orders@example.com"), Password: p("Seed-Orders-App-Pass-1d4e")})
+	mk(imapconf.Input{Name: p("legacy_pop"), ServerType: p("pop3s"), Description: p("Old POP3 mailbox, kept for reference"),
+		Enabled: p(false), Host: p("pop.example.net"), Port: p(995), Username: p("legacy@example.net"),
+		Password: p("Seed-Legacy-Pop-Pass-5c3a")})
+	mk(imapconf.Input{Name: p("oauth_gmail"), Description: p("Workspace mailbox over XOAUTH2"), Host: p("imap.gmail.com"),
+		Port: p(993), Username: p("ops@example.com"), Auth: p("oauth2"), TokenURL: p("https://oauth2.googleapis.com/token"),
+		ClientID: p("ops-client"), ClientSecret: p("Seed-OAuth-Client-Secret-0e9d"), Scope: p("https://mail.google.com/")})
+	now := time.Now().UTC()
+	ago := now.Add(-3 * time.Minute)
+	fs.set("support_inbox", imapconf.Status{State: imapconf.StateIdle, Since: now.Add(-2 * time.Hour), LastMessageAt: &ago, MessagesIngested: 42})
+	fs.set("invoices_m365", imapconf.Status{State: imapconf.StateSyncing, Since: now, BacklogDone: 40, BacklogTotal: 120})
+	errAt := now.Add(-time.Minute)
+	fs.set("orders", imapconf.Status{State: imapconf.StateAuthFailed, Since: now.Add(-10 * time.Minute),
+		LastError: "login: authentication failed: [AUTHENTICATIONFAILED] Invalid credentials", LastErrorAt: &errAt, Reconnects: 3})
+	fs.set("oauth_gmail", imapconf.Status{State: imapconf.StateUnsupported, Since: now,
+		LastError: "this release reads IMAP mailboxes with password login; imaps/generic/oauth2 comes later"})
+
+	f, _, err := flow.Build(flow.Input{Name: p("invoice_to_erp"), Description: p("Posts vendor invoices to the ERP's intake endpoint"),
+		Start: &flow.StartInput{EmailTrigger: &flow.TriggerInput{IMAP: p("support_inbox"), Subject: p("Invoice"),
+			Match: p("prefix"), IgnoreReplyPrefixes: p(true)}},
+		Activities: []flow.ActivityInput{{URL: p("https://erp.example.com/hooks/invoice"), Secret: p("whsec_U2VlZFdlYmhvb2tTZWNyZXQxMjM0NTY3OA=="),
+			Headers: map[string]string{"Authorization": "Bearer seed-erp-header-token-3b1f"}, Timeout: p("20s")}}}, nil, flow.NewSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Secrets = append(s.Secrets, f.Activities[0].Secret)
+	if err := st.CreateFlow(ctx, &store.FlowRecord{Name: f.Name, IMAPID: support.ID, Enabled: true, Definition: f.Definition(), Secrets: f.Secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	f2, _, err := flow.Build(flow.Input{Name: p("support_tickets"),
+		Start:      &flow.StartInput{EmailTrigger: &flow.TriggerInput{IMAP: p("support_inbox"), Subject: p("Ticket"), Match: p("contains")}},
+		Activities: []flow.ActivityInput{{URL: p("https://helpdesk.example.com/api/mail")}}}, nil, flow.NewSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Secrets = append(s.Secrets, f2.Activities[0].Secret)
+	if err := st.CreateFlow(ctx, &store.FlowRecord{Name: f2.Name, IMAPID: support.ID, Enabled: true, Definition: f2.Definition(), Secrets: f2.Secrets()}); err != nil {
+		t.Fatal(err)
+	}
+
+	var batch []store.Incoming
+	subjects := []string{"Invoice 2024-113 from Acme GmbH", "Re: Invoice 2024-108", "Ticket #5512: cannot log in", "Newsletter: November", "Invoice 2024-114 from Globex"}
+	for i, subj := range subjects {
+		raw := fmt.Sprintf("From: \"Acme Billing\" <billing@acme.example>\r\nTo: support@example.com\r\nSubject: %s\r\n"+
+			"Date: Mon, 23 Nov 2026 09:%02d:00 +0000\r\nMessage-ID: <seed%d@acme.example>\r\n\r\nHello,\r\nplease find the document attached.\r\n", subj, 10+i, i)
+		batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: now.Add(-time.Duration(5-i) * 47 * time.Minute)})
+	}
+	rec, _, err := st.RecordBatch(ctx, store.Batch{IMAPID: support.ID, IMAPName: support.Name,
+		Checkpoint: store.Checkpoint{UIDValidity: 7, LastUID: uint32(len(subjects))}, Messages: batch}, flow.Hook(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Message = rec[0].ID
+	runs, err := st.ClaimRuns(ctx, time.Now().Add(time.Second), 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range runs {
+		started := time.Now().Add(-time.Duration(len(runs)-i) * 30 * time.Minute)
+		switch {
+		case strings.Contains(r.FlowName, "invoice") && i == 0:
+			// Two failures, then left retrying: the run shown in the screenshot.
+			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started, Duration: 412 * time.Millisecond, StatusCode: 503,
+				Error: "HTTP 503 Service Unavailable", Response: `{"error":"maintenance","retryAfter":60}`}, store.RunRetrying, time.Now().Add(time.Minute))
+			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started.Add(time.Minute), Duration: 30 * time.Second,
+				Error: "Post \"https://erp.example.com/hooks/invoice\": context deadline exceeded (timeout 20s)"}, store.RunRetrying, time.Now().Add(4*time.Minute))
+			s.RunID = r.PublicID
+		default:
+			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started, Duration: 87 * time.Millisecond, StatusCode: 202,
+				Response: `{"accepted":true}`}, store.RunDelivered, time.Now())
+		}
+	}
+	if s.RunID == "" && len(runs) > 0 {
+		s.RunID = runs[0].PublicID
+	}
+	return s
+}
+
+func mustStatus(state string) imapconf.Status {
+	return imapconf.Status{State: state, Since: time.Now()}
+}

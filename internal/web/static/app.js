@@ -1,0 +1,278 @@
+// mailtrigger UI: small enhancements over server-rendered pages. Every page
+// works without this script; it adds modal dialogs, live status, the Type
+// switch, counters, Test connection and the flow editor's subject test.
+"use strict";
+
+(function () {
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+
+  // Dialogs and panels rendered open become modal: focus stays inside,
+  // Escape closes them, and closing goes to the page behind them.
+  function initDialogs() {
+    for (const d of $$("dialog[data-modal]")) {
+      if (d.open) d.close();
+      d.showModal();
+      const summary = $("[data-focus]", d);
+      if (summary) summary.focus();
+      const leave = () => { location.href = d.dataset.closeHref || "/"; };
+      d.addEventListener("cancel", (e) => { e.preventDefault(); leave(); });
+      d.addEventListener("click", (e) => {
+        if (e.target !== d) return;
+        const r = d.getBoundingClientRect();
+        const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
+        if (!inside) leave();
+      });
+    }
+  }
+
+  // Three-dots menus: one open at a time; Escape or a click elsewhere
+  // closes; arrow keys move between the items.
+  function initMenus() {
+    const menus = $$("details.more");
+    const closeAll = (except) => menus.forEach((m) => { if (m !== except) m.open = false; });
+    for (const m of menus) {
+      m.addEventListener("toggle", () => {
+        if (m.open) {
+          closeAll(m);
+          const first = $("[role=menuitem]", m);
+          if (first && m.dataset.kbd === "1") first.focus();
+        }
+      });
+      const summary = $("summary", m);
+      summary.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " " || e.key === "ArrowDown") m.dataset.kbd = "1";
+        if (e.key === "ArrowDown" && !m.open) { e.preventDefault(); m.open = true; }
+      });
+      summary.addEventListener("pointerdown", () => { m.dataset.kbd = "0"; });
+      m.addEventListener("keydown", (e) => {
+        const items = $$("[role=menuitem]", m);
+        const i = items.indexOf(document.activeElement);
+        if (e.key === "Escape" && m.open) { e.preventDefault(); m.open = false; summary.focus(); }
+        else if (e.key === "ArrowDown" && i >= 0) { e.preventDefault(); items[(i + 1) % items.length].focus(); }
+        else if (e.key === "ArrowUp" && i >= 0) { e.preventDefault(); items[(i - 1 + items.length) % items.length].focus(); }
+      });
+    }
+    document.addEventListener("click", (e) => {
+      if (!e.target.closest("details.more")) closeAll(null);
+    });
+  }
+
+  // Character counters for fields with a limit.
+  function initCounters() {
+    for (const c of $$("[data-counter-for]")) {
+      const input = document.getElementById(c.dataset.counterFor);
+      if (!input) continue;
+      const max = parseInt(input.dataset.max, 10);
+      const update = () => {
+        const n = Array.from(input.value).length;
+        c.textContent = n + " / " + max;
+        c.classList.toggle("over", n > max);
+      };
+      input.addEventListener("input", update);
+      update();
+    }
+  }
+
+  // The IMAP form: the fields shown follow Type, Authentication and After
+  // processing; hidden fields are disabled so that they are not sent.
+  function initIMAPForm() {
+    const form = $("[data-imap-form]");
+    if (!form) return;
+    const type = $("[data-type-switch]", form);
+    const authSel = $("[data-auth-switch]", form);
+    const after = $("[data-after-switch]", form);
+    const sync = () => {
+      const t = type.value, a = authSel ? authSel.value : "password", af = after ? after.value : "none";
+      for (const el of $$("[data-for-type],[data-for-auth],[data-for-after]", form)) {
+        const ok = (!el.dataset.forType || el.dataset.forType === t) &&
+          (!el.dataset.forAuth || el.dataset.forAuth === a || t !== "generic") &&
+          (!el.dataset.forAfter || el.dataset.forAfter === af);
+        el.hidden = !ok;
+        if (el.tagName === "FIELDSET") el.disabled = !ok;
+      }
+      for (const c of $$("input,select,textarea", form)) {
+        if (c.type === "hidden") continue;
+        let hidden = false;
+        for (let p = c; p && p !== form; p = p.parentElement) {
+          if (p.hidden) { hidden = true; break; }
+        }
+        c.disabled = hidden;
+      }
+    };
+    type.addEventListener("change", sync);
+    if (authSel) authSel.addEventListener("change", sync);
+    if (after) after.addEventListener("change", sync);
+    // Suggest the usual port of the server type chosen.
+    const port = $("#f-port", form);
+    for (const r of $$("input[name=serverType]", form)) {
+      r.addEventListener("change", () => {
+        const swap = r.value === "pop3s" ? { "993": "995", "143": "110" } : { "995": "993", "110": "143" };
+        if (port && swap[port.value.trim()]) port.value = swap[port.value.trim()];
+      });
+    }
+    sync();
+
+    const btn = $("[data-test-connection]", form);
+    const out = $("#test-result", form);
+    if (btn && out) {
+      btn.addEventListener("click", async () => {
+        out.hidden = false;
+        out.className = "test-result busy";
+        out.textContent = "Testing the connection: connect, TLS, log in, open the folder…";
+        btn.disabled = true;
+        try {
+          const res = await fetch("/imap/test", {
+            method: "POST",
+            headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+            body: new URLSearchParams(new FormData(form)),
+          });
+          if (res.status === 401) { location.reload(); return; }
+          const a = await res.json();
+          out.textContent = "";
+          const strong = document.createElement("strong");
+          if (a.ok) {
+            out.className = "test-result ok";
+            strong.textContent = "✓ Connected. ";
+            out.append(strong, "Logged in and opened the folder: " + a.messages + " message" + (a.messages === 1 ? "" : "s") + " in it.");
+            if (a.capabilities && a.capabilities.length) {
+              const caps = document.createElement("span");
+              caps.className = "caps";
+              caps.textContent = "Capabilities: " + a.capabilities.join(" ");
+              out.append(caps);
+            }
+          } else if (a.fields) {
+            out.className = "test-result bad";
+            strong.textContent = "✗ " + a.error + " ";
+            out.append(strong, Object.entries(a.fields).map(([k, v]) => label(form, k) + ": " + v).join("; "));
+          } else {
+            out.className = "test-result bad";
+            strong.textContent = "✗ Failed" + (a.step ? " at step " + a.step : "") + ": ";
+            out.append(strong, a.error || "unknown error");
+          }
+        } catch (err) {
+          out.className = "test-result bad";
+          out.textContent = "✗ The test could not be run: " + err;
+        } finally {
+          btn.disabled = false;
+        }
+      });
+    }
+  }
+
+  function label(form, key) {
+    const input = $$("[name='" + key + "']", form).find((c) => !c.disabled);
+    const l = input && input.id ? $("label[for='" + input.id + "']", form) : null;
+    return l ? l.textContent.replace("*", "").trim() : key;
+  }
+
+  // Ok stays disabled until the fields it needs are filled.
+  function initRequireFilled() {
+    for (const form of $$("form[data-require-filled]")) {
+      const ok = $("[data-ok]", form);
+      const fields = $$("[data-fill]", form);
+      const update = () => { ok.disabled = fields.some((f) => f.value === ""); };
+      fields.forEach((f) => f.addEventListener("input", update));
+      form.addEventListener("submit", (e) => { if (ok.disabled) e.preventDefault(); });
+      update();
+    }
+  }
+
+  // Live status badges on the cards page.
+  function initStatusPoll() {
+    const list = $("[data-status-poll]");
+    if (!list) return;
+    const url = list.dataset.statusPoll;
+    const poll = async () => {
+      if (document.hidden) return;
+      try {
+        const res = await fetch(url, { headers: { "Accept": "application/json" } });
+        if (res.status === 401) { location.reload(); return; }
+        if (!res.ok) return;
+        const data = await res.json();
+        for (const it of data.items) {
+          for (const b of $$("[data-status-for='" + CSS.escape(it.name) + "']")) {
+            b.className = "badge " + it.class;
+            b.title = it.detail;
+            $(".badge-label", b).textContent = it.label;
+          }
+          for (const p of $$("[data-progress-for='" + CSS.escape(it.name) + "']")) {
+            p.hidden = !it.total;
+            if (it.total) { p.max = it.total; p.value = it.done; }
+          }
+        }
+      } catch (e) { /* offline for a moment: try again next time */ }
+    };
+    setInterval(poll, parseInt(list.dataset.pollMs || "4000", 10));
+  }
+
+  // The flow editor's "test a subject" box.
+  function initMatch() {
+    const form = $("[data-flow-form]");
+    const out = $("#match-result");
+    if (!form || !out) return;
+    let timer = null, seq = 0;
+    const check = async () => {
+      const test = $("#f-testSubject", form).value;
+      if (test === "") {
+        out.className = "match-result";
+        out.textContent = "Type a subject to see whether it would start this flow.";
+        return;
+      }
+      const q = new URLSearchParams({
+        subject: $("#f-subject", form).value,
+        match: $("#f-match", form).value,
+        from: $("#f-from", form).value,
+        test: test,
+        sender: $("#f-testSender", form).value,
+      });
+      if ($("[name=ignoreReplyPrefixes]", form).checked) q.set("ignoreReplyPrefixes", "1");
+      const mine = ++seq;
+      try {
+        const res = await fetch("/flows/match?" + q, { headers: { "Accept": "application/json" } });
+        if (res.status === 401) { location.reload(); return; }
+        const a = await res.json();
+        if (mine !== seq) return;
+        if (a.error) { out.className = "match-result bad"; out.textContent = a.error; }
+        else if (a.matched) { out.className = "match-result yes"; out.textContent = "✓ Would start this flow: " + a.reason + "."; }
+        else { out.className = "match-result no"; out.textContent = "✗ Would not start this flow: " + a.reason + "."; }
+      } catch (e) { /* try again on the next keystroke */ }
+    };
+    for (const el of $$("[data-match-input]", form)) {
+      el.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 150); });
+      el.addEventListener("change", () => { clearTimeout(timer); timer = setTimeout(check, 0); });
+    }
+    check();
+  }
+
+  function initCopy() {
+    for (const b of $$("[data-copy]")) {
+      b.addEventListener("click", async () => {
+        const input = document.getElementById(b.dataset.copy);
+        input.select();
+        try { await navigator.clipboard.writeText(input.value); } catch (e) { document.execCommand("copy"); }
+        b.textContent = "Copied";
+      });
+    }
+  }
+
+  // Times in the browser's time zone.
+  function initTimes() {
+    for (const t of $$("time[datetime]")) {
+      const d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) t.textContent = d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    initTimes();
+    initMenus();
+    initCounters();
+    initIMAPForm();
+    initRequireFilled();
+    initStatusPoll();
+    initMatch();
+    initCopy();
+    initDialogs();
+  });
+})();

@@ -1,0 +1,327 @@
+// Package web is the browser UI: Management > Configuration Management >
+// IMAP, process flows, runs, messages and settings, rendered on the server
+// with html/template from embedded templates and static files, with a little
+// vanilla JavaScript and no build step.
+//
+// Every page needs a login (sessions kept in the database by scs). Every
+// state change is a POST behind http.CrossOriginProtection; GET never changes
+// anything. Handlers decode forms into the same inputs the REST API decodes
+// JSON into and call the same domain functions (imapconf.Build, flow.Build …),
+// so the UI enforces exactly the API's rules. No page ever contains a stored
+// secret.
+package web
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/alexedwards/scs/v2"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/store"
+)
+
+//go:embed templates
+var templateFS embed.FS
+
+// Deps are what the UI needs.
+type Deps struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	// Changed, when set, is called after an IMAP configuration was created,
+	// edited, duplicated, enabled, disabled or deleted.
+	Changed func(ctx context.Context)
+	// Status, when set, reports what the watcher of a configuration is doing.
+	Status func(c imapconf.Config) *imapconf.Status
+	// Test, when set, tries a configuration (the Test connection button). Its
+	// result is sent to the browser as JSON, in the API's form.
+	Test func(ctx context.Context, c imapconf.Config) any
+	// Notify, when set, wakes the run worker: runs became due.
+	Notify func()
+	// Version is shown in the footer.
+	Version string
+	// SessionLifetime is how long a login lasts; default 12 hours.
+	SessionLifetime time.Duration
+	// LoginLimit and LoginWindow bound failed logins per client address
+	// (default 10 per 15 minutes) and per user name (5 times as many).
+	LoginLimit  int
+	LoginWindow time.Duration
+}
+
+// UI serves the web UI.
+type UI struct {
+	store   *store.Store
+	log     *slog.Logger
+	changed func(context.Context)
+	status  func(imapconf.Config) *imapconf.Status
+	test    func(context.Context, imapconf.Config) any
+	notify  func()
+	version string
+
+	pages  map[string]*template.Template
+	static *staticFiles
+	sm     *scs.SessionManager
+	cop    *http.CrossOriginProtection
+	limit  *limiter
+	// checks bounds the argon2id password checks running at once (64 MiB each).
+	checks chan struct{}
+}
+
+// New parses every template and hashes every static file; an error in any
+// of them fails here, at start, rather than on the page that uses it.
+func New(d Deps) (*UI, error) {
+	if d.Store == nil {
+		return nil, errors.New("web: no store")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Changed == nil {
+		d.Changed = func(context.Context) {}
+	}
+	if d.Notify == nil {
+		d.Notify = func() {}
+	}
+	if d.SessionLifetime == 0 {
+		d.SessionLifetime = 12 * time.Hour
+	}
+	if d.LoginLimit == 0 {
+		d.LoginLimit = 10
+	}
+	if d.LoginWindow == 0 {
+		d.LoginWindow = 15 * time.Minute
+	}
+	u := &UI{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify,
+		version: d.Version, limit: newLimiter(d.LoginLimit, d.LoginWindow, time.Now), checks: make(chan struct{}, 2)}
+	var err error
+	if u.static, err = loadStatic(); err != nil {
+		return nil, err
+	}
+	if u.pages, err = u.parseTemplates(); err != nil {
+		return nil, err
+	}
+	u.sm = newSessionManager(d.Store, d.SessionLifetime)
+	u.cop = http.NewCrossOriginProtection()
+	u.cop.SetDenyHandler(http.HandlerFunc(u.crossOriginDenied))
+	return u, nil
+}
+
+// Routes registers every UI route on mux. API, probe and metrics routes are
+// more specific and keep precedence over the UI's catch-all.
+func (u *UI) Routes(mux *http.ServeMux) {
+	mux.Handle("GET /static/{file}", u.static)
+
+	open := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, u.chain(h, false)) }
+	auth := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, u.chain(h, true)) }
+
+	open("GET /login", u.loginPage)
+	open("POST /login", u.login)
+	auth("POST /logout", u.logout)
+	auth("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/imap", http.StatusSeeOther) })
+
+	auth("GET /imap", u.imapList)
+	auth("GET /imap/status", u.imapStatus)
+	auth("GET /imap/new", u.imapNew)
+	auth("POST /imap", u.imapCreate)
+	auth("POST /imap/test", u.imapTest)
+	auth("GET /imap/{name}", u.imapEdit)
+	auth("POST /imap/{name}", u.imapSave)
+	auth("GET /imap/{name}/duplicate", u.imapDuplicateDialog)
+	auth("POST /imap/{name}/duplicate", u.imapDuplicate)
+	auth("GET /imap/{name}/delete", u.imapDeleteDialog)
+	auth("POST /imap/{name}/delete", u.imapDelete)
+	auth("POST /imap/{name}/enabled", u.imapEnabled)
+
+	auth("GET /flows", u.flowList)
+	auth("GET /flows/new", u.flowNew)
+	auth("GET /flows/match", u.flowMatch)
+	auth("POST /flows", u.flowCreate)
+	auth("GET /flows/{name}", u.flowEdit)
+	auth("POST /flows/{name}", u.flowSave)
+	auth("GET /flows/{name}/delete", u.flowDeleteDialog)
+	auth("POST /flows/{name}/delete", u.flowDelete)
+
+	auth("GET /runs", u.runList)
+	auth("GET /runs/{id}", u.runDetail)
+	auth("POST /runs/{id}/retry", u.runRetry)
+
+	auth("GET /messages", u.messageList)
+	auth("GET /messages/{id}", u.messageDetail)
+	auth("GET /messages/{id}/raw", u.messageRaw)
+	auth("GET /messages/{id}/attachments/{n}", u.messageAttachment)
+	auth("POST /messages/{id}/trigger", u.messageTrigger)
+
+	auth("GET /settings", u.settings)
+	auth("POST /settings/tokens", u.tokenCreate)
+	auth("GET /settings/tokens/{name}/revoke", u.tokenRevokeDialog)
+	auth("POST /settings/tokens/{name}/revoke", u.tokenRevoke)
+	auth("POST /settings/password", u.passwordChange)
+
+	auth("/", func(w http.ResponseWriter, r *http.Request) { u.notFound(w, r) })
+}
+
+// chain wraps a handler in what every UI route gets: security headers,
+// cross-origin protection of state changes, the session and, when
+// needUser, a logged-in user.
+func (u *UI) chain(h http.HandlerFunc, needUser bool) http.Handler {
+	var next http.Handler = h
+	if needUser {
+		next = u.requireUser(next)
+	}
+	return securityHeaders(u.cop.Handler(u.sessions(next)))
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+			"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; frame-src 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// page is what every template gets.
+type page struct {
+	Title   string
+	Nav     string   // the active navigation entry
+	Crumbs  []string // the breadcrumb before the title
+	User    string
+	Flash   *flash
+	Version string
+	Data    any
+}
+
+func (u *UI) parseTemplates() (map[string]*template.Template, error) {
+	base, err := template.New("layout.html").Funcs(u.funcs()).ParseFS(templateFS, "templates/layout.html", "templates/partials.html")
+	if err != nil {
+		return nil, fmt.Errorf("web: parsing layout: %w", err)
+	}
+	files, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	pages := map[string]*template.Template{}
+	for _, f := range files {
+		name := path.Base(f)
+		if name == "layout.html" || name == "partials.html" {
+			continue
+		}
+		t, err := template.Must(base.Clone()).ParseFS(templateFS, f)
+		if err != nil {
+			return nil, fmt.Errorf("web: parsing %s: %w", name, err)
+		}
+		if t.Lookup("content") == nil {
+			return nil, fmt.Errorf("web: %s defines no content", name)
+		}
+		pages[strings.TrimSuffix(name, ".html")] = t
+	}
+	for _, want := range []string{"login", "imap", "flows", "flow", "runs", "run", "messages", "message", "settings", "error"} {
+		if pages[want] == nil {
+			return nil, fmt.Errorf("web: template %s.html is missing", want)
+		}
+	}
+	return pages, nil
+}
+
+// render executes page name into a buffer and writes it with status, so
+// that a template error never leaves half a page.
+func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	t, ok := u.pages[name]
+	if !ok {
+		u.serverError(w, r, fmt.Errorf("no template %q", name))
+		return
+	}
+	p.User = userFrom(r.Context())
+	p.Version = u.version
+	if p.Flash == nil {
+		p.Flash = u.popFlash(r)
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout.html", p); err != nil {
+		u.log.Error("rendering page", "page", name, "path", r.URL.Path, "err", err)
+		if name != "error" {
+			u.serverError(w, r, err)
+			return
+		}
+		http.Error(w, "internal error; see the server log", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+type errorPage struct {
+	Status  int
+	Heading string
+	Message string
+	Back    string
+}
+
+func (u *UI) errorPage(w http.ResponseWriter, r *http.Request, status int, heading, msg string) {
+	back := "/imap"
+	if userFrom(r.Context()) == "" {
+		back = "/login"
+	}
+	u.render(w, r, status, "error", page{Title: heading, Data: errorPage{Status: status, Heading: heading, Message: msg, Back: back}})
+}
+
+func (u *UI) notFound(w http.ResponseWriter, r *http.Request) {
+	u.errorPage(w, r, http.StatusNotFound, "Not found", "There is nothing at "+r.URL.Path+".")
+}
+
+func (u *UI) serverError(w http.ResponseWriter, r *http.Request, err error) {
+	u.log.Error("web request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	u.errorPage(w, r, http.StatusInternalServerError, "Something went wrong", "The request failed; the server log says why.")
+}
+
+// fail answers err: not found as 404, anything else as 500.
+func (u *UI) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		u.notFound(w, r)
+		return
+	}
+	u.serverError(w, r, err)
+}
+
+func (u *UI) crossOriginDenied(w http.ResponseWriter, r *http.Request) {
+	u.log.Warn("cross-origin request refused", "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"),
+		"sec_fetch_site", r.Header.Get("Sec-Fetch-Site"), "remote", r.RemoteAddr)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusForbidden)
+	w.Write([]byte("Forbidden: cross-origin request refused. Changes can be made only from mailtrigger's own pages.\n"))
+}
+
+// redirect answers a POST with 303 See Other to a local path.
+func redirect(w http.ResponseWriter, r *http.Request, to string) {
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// localPath returns p when it is a path on this site, else def.
+func localPath(p, def string) string {
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") {
+		return def
+	}
+	if u, err := url.Parse(p); err != nil || u.Host != "" || u.Scheme != "" {
+		return def
+	}
+	return p
+}
+
+// pathEscape escapes a name for a URL path segment.
+func pathEscape(s string) string { return url.PathEscape(s) }

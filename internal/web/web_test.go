@@ -1,0 +1,341 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"mailtrigger/internal/auth"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+)
+
+func TestLoginRequired(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	c := h.client()
+	for _, path := range []string{"/", "/imap", "/imap/new", "/flows", "/runs", "/messages", "/settings"} {
+		resp := h.get(c, path)
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login") {
+			t.Errorf("GET %s: got %d to %q, want 303 to /login", path, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	resp := h.get(c, "/imap/new")
+	if got, want := resp.Header.Get("Location"), "/login?next=%2Fimap%2Fnew"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	// The scripts' JSON endpoints answer 401 instead.
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/imap/status", nil)
+	req.Header.Set("Accept", "application/json")
+	if resp := h.do(c, req); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /imap/status as JSON: got %d, want 401", resp.StatusCode)
+	}
+	// A state change without a session changes nothing.
+	if resp := h.post(c, "/imap", url.Values{"name": {"x"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("POST /imap without a session: got %d, want 303", resp.StatusCode)
+	}
+
+	// Log in: back to where the user wanted to go, and only to a local path.
+	resp = h.post(c, "/login", url.Values{"username": {adminName}, "password": {adminPassword}, "next": {"/flows"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/flows" {
+		t.Fatalf("login: got %d to %q, want 303 to /flows", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	c2 := h.client()
+	resp = h.post(c2, "/login", url.Values{"username": {adminName}, "password": {adminPassword}, "next": {"//evil.example/x"}})
+	if resp.Header.Get("Location") != "/imap" {
+		t.Errorf("login with an outside next: got redirect to %q, want /imap", resp.Header.Get("Location"))
+	}
+	if resp := h.get(c, "/imap"); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /imap logged in: got %d, want 200", resp.StatusCode)
+	}
+	// Logout is a POST; afterwards the session is gone.
+	if resp := h.get(c, "/logout"); resp.StatusCode == http.StatusSeeOther && resp.Header.Get("Location") == "/login" {
+		t.Error("GET /logout logged out; state must never change on GET")
+	}
+	if resp := h.post(c, "/logout", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("POST /logout: got %d, want 303", resp.StatusCode)
+	}
+	if resp := h.get(c, "/imap"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("GET /imap after logout: got %d, want 303 to the login page", resp.StatusCode)
+	}
+}
+
+func TestWrongPassword(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	c := h.client()
+	for _, tc := range []struct{ name, user, password string }{
+		{"wrong password", adminName, "nope-nope"},
+		{"unknown user", "mallory", adminPassword},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := h.post(c, "/login", url.Values{"username": {tc.user}, "password": {tc.password}})
+			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Body, "Wrong user name or password.") {
+				t.Errorf("got %d, want 401 with the same message for both", resp.StatusCode)
+			}
+		})
+	}
+	if strings.Contains(h.logs.String(), "nope-nope") {
+		t.Error("a typed password reached the log")
+	}
+}
+
+func TestLoginRateLimit(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	h.ui.limit = newLimiter(3, time.Hour, time.Now)
+	c := h.client()
+	for i := range 3 {
+		if resp := h.post(c, "/login", url.Values{"username": {adminName}, "password": {"guess"}}); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("failure %d: got %d, want 401", i+1, resp.StatusCode)
+		}
+	}
+	// Blocked now, even with the right password.
+	resp := h.post(c, "/login", url.Values{"username": {adminName}, "password": {adminPassword}})
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(resp.Body, "Too many failed logins") {
+		t.Fatalf("got %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	l := newLimiter(2, 10*time.Minute, func() time.Time { return now })
+	ip := "ip:192.0.2.1"
+	if d := l.blocked(ip); d != 0 {
+		t.Fatalf("got blocked %v, want not blocked", d)
+	}
+	l.fail(ip)
+	now = now.Add(time.Minute)
+	l.fail(ip)
+	if got, want := l.blocked(ip), 9*time.Minute; got != want {
+		t.Errorf("got blocked for %v, want %v (until the first failure leaves the window)", got, want)
+	}
+	now = now.Add(9 * time.Minute)
+	if d := l.blocked(ip); d != 0 {
+		t.Errorf("got blocked %v after the window, want not blocked", d)
+	}
+	// Per user name the limit is five times as high.
+	user := "user:admin"
+	for range 9 {
+		l.fail(user)
+	}
+	if d := l.blocked(user); d != 0 {
+		t.Errorf("got a user blocked after 9 failures, want 10 allowed")
+	}
+	l.fail(user)
+	if d := l.blocked(user); d == 0 {
+		t.Error("got a user not blocked after 10 failures")
+	}
+	l.reset(user)
+	if d := l.blocked(user); d != 0 {
+		t.Error("reset did not clear the user's failures")
+	}
+}
+
+func TestSessionCookie(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tls    bool
+		secure bool
+	}{{"plain http", false, false}, {"tls", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, storetest.Open(t, store.SQLite), tc.tls)
+			c := h.client()
+			if tc.tls {
+				c.Transport = h.srv.Client().Transport
+			}
+			resp := h.post(c, "/login", url.Values{"username": {adminName}, "password": {adminPassword}})
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("login: got %d", resp.StatusCode)
+			}
+			cookie := ""
+			for _, v := range resp.Header.Values("Set-Cookie") {
+				if strings.HasPrefix(v, cookieName+"=") {
+					cookie = v
+				}
+			}
+			if cookie == "" {
+				t.Fatal("no session cookie set at login")
+			}
+			for _, attr := range []string{"HttpOnly", "SameSite=Lax", "Path=/"} {
+				if !strings.Contains(cookie, attr) {
+					t.Errorf("cookie %q: missing %s", cookie, attr)
+				}
+			}
+			if got := strings.Contains(cookie, "Secure"); got != tc.secure {
+				t.Errorf("cookie %q: got Secure %v, want %v", cookie, got, tc.secure)
+			}
+			// The database holds a hash of the token, never the token.
+			token := strings.TrimPrefix(strings.SplitN(cookie, ";", 2)[0], cookieName+"=")
+			if _, found, _ := h.st.FindSession(context.Background(), token); found {
+				t.Error("the session table holds the cookie's value itself")
+			}
+		})
+	}
+}
+
+func TestCrossOriginPostRefused(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	seedData(t, st, h.status)
+	c := h.client()
+	h.login(c)
+	for _, header := range []map[string]string{
+		{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		{"Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:1"},
+		{"Origin": "https://evil.example"},
+	} {
+		resp := h.postWith(c, "/imap/orders/delete", nil, header)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(resp.Body, "cross-origin request refused") {
+			t.Errorf("POST with %v: got %d, want 403", header, resp.StatusCode)
+		}
+	}
+	if _, err := st.GetIMAP(context.Background(), "orders"); err != nil {
+		t.Fatalf("a refused request deleted the configuration: %v", err)
+	}
+	// The same request from the site itself goes through.
+	if resp := h.post(c, "/imap/orders/delete", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("same-origin delete: got %d, want 303", resp.StatusCode)
+	}
+}
+
+func TestStaticFiles(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	c := h.client()
+	page := h.get(c, "/login")
+	urls := regexp.MustCompile(`/static/[a-z]+\.[0-9a-f]{12}\.(css|js|svg)`).FindAllString(page.Body, -1)
+	if len(urls) != 3 {
+		t.Fatalf("got static URLs %v, want app.css, app.js and favicon.svg with a hash", urls)
+	}
+	for _, u := range urls {
+		resp := h.get(c, u)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
+			t.Errorf("GET %s: got %d, Cache-Control %q", u, resp.StatusCode, resp.Header.Get("Cache-Control"))
+		}
+	}
+	if resp := h.get(c, "/static/app.000000000000.css"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a stale hash: got %d, want 404", resp.StatusCode)
+	}
+	// No external resources: no URL with a host in any page.
+	h.login(c)
+	for _, path := range []string{"/imap", "/imap/new", "/flows/new", "/settings"} {
+		body := h.get(c, path).Body
+		if m := regexp.MustCompile(`(src|href)="(https?:)?//`).FindString(body); m != "" {
+			t.Errorf("%s loads an external resource: %s", path, m)
+		}
+	}
+	if csp := h.get(c, "/imap").Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("got CSP %q", csp)
+	}
+}
+
+func TestPasswordChangeEndsOtherSessions(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	c1, c2 := h.client(), h.client()
+	h.login(c1)
+	h.login(c2)
+	resp := h.post(c1, "/settings/password", url.Values{"current": {"wrong"}, "new": {"short"}, "confirm": {"other"}})
+	for _, want := range []string{"not your current password", "at least 8 characters", "does not match"} {
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Body, want) {
+			t.Errorf("got %d, want 400 with %q", resp.StatusCode, want)
+		}
+	}
+	resp = h.post(c1, "/settings/password", url.Values{"current": {adminPassword}, "new": {"a-new-long-password"}, "confirm": {"a-new-long-password"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("change: got %d", resp.StatusCode)
+	}
+	if resp := h.get(c1, "/settings"); resp.StatusCode != http.StatusOK || !strings.Contains(resp.Body, "Password changed") {
+		t.Errorf("the session that changed the password: got %d", resp.StatusCode)
+	}
+	if resp := h.get(c2, "/settings"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("another session after the change: got %d, want 303 to the login page", resp.StatusCode)
+	}
+	hash, _ := h.st.UserPasswordHash(context.Background(), adminName)
+	if !auth.CheckPassword(hash, "a-new-long-password") {
+		t.Error("the new password was not stored")
+	}
+}
+
+func TestTokens(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	c := h.client()
+	h.login(c)
+	resp := h.post(c, "/settings/tokens", url.Values{"name": {"ci-bot"}})
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Body, "only letters, digits and underscore") {
+		t.Errorf("bad name: got %d", resp.StatusCode)
+	}
+	resp = h.post(c, "/settings/tokens", url.Values{"name": {"ci_bot"}})
+	tok := regexp.MustCompile(`mt_[A-Z2-7]+`).FindString(resp.Body)
+	if resp.StatusCode != http.StatusOK || tok == "" {
+		t.Fatalf("create: got %d, no token shown", resp.StatusCode)
+	}
+	// The token works on the API, and is never shown again.
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/api/v1/imap", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if r := h.do(http.DefaultClient, req); r.StatusCode != http.StatusOK {
+		t.Errorf("API with the new token: got %d", r.StatusCode)
+	}
+	if body := h.get(c, "/settings").Body; strings.Contains(body, tok) || !strings.Contains(body, "ci_bot") {
+		t.Error("the settings page shows the token again, or does not list it")
+	}
+	if r := h.post(c, "/settings/tokens/ci_bot/revoke", nil); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("revoke: got %d", r.StatusCode)
+	}
+	if r := h.do(http.DefaultClient, req); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("API with a revoked token: got %d, want 401", r.StatusCode)
+	}
+}
+
+// TestNoSecretInAnyPage fetches every page the UI links to (and the panels
+// and dialogs of every configuration and flow) and looks for every stored
+// secret in the HTML.
+func TestNoSecretInAnyPage(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, false)
+		s := seedData(t, st, h.status)
+		c := h.client()
+		h.login(c)
+		seen := map[string]bool{}
+		queue := []string{"/imap", "/flows", "/runs", "/messages", "/settings", "/imap/new", "/flows/new", "/imap/status",
+			"/imap/support_inbox/duplicate", "/imap/invoices_m365/duplicate", "/imap/oauth_gmail/duplicate"}
+		link := regexp.MustCompile(`href="(/[^"#]*)`)
+		for len(queue) > 0 {
+			path := queue[0]
+			queue = queue[1:]
+			if seen[path] || strings.HasPrefix(path, "/static/") || strings.HasSuffix(path, "/raw") || strings.Contains(path, "/attachments/") {
+				continue
+			}
+			seen[path] = true
+			resp := h.get(c, strings.ReplaceAll(path, "&amp;", "&"))
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET %s: got %d, want 200", path, resp.StatusCode)
+				continue
+			}
+			for _, secret := range s.Secrets {
+				if secret != "" && strings.Contains(resp.Body, secret) {
+					t.Errorf("GET %s contains the stored secret %q", path, secret)
+				}
+			}
+			for _, m := range link.FindAllStringSubmatch(resp.Body, -1) {
+				queue = append(queue, m[1])
+			}
+		}
+		for _, want := range []string{"/imap/support_inbox", "/imap/orders/delete", "/flows/invoice_to_erp", "/runs/" + s.RunID, "/messages?imap=support_inbox"} {
+			if !seen[want] {
+				t.Errorf("the crawl never reached %s; got %v", want, slices.Sorted(func(yield func(string) bool) {
+					for k := range seen {
+						if !yield(k) {
+							return
+						}
+					}
+				}))
+			}
+		}
+		if len(seen) < 25 {
+			t.Errorf("crawled %d pages, want at least 25", len(seen))
+		}
+	})
+}
