@@ -30,7 +30,10 @@ func TestRecordBatchExactlyOnce(t *testing.T) {
 		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 100, LastUID: 2},
 			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, msg(2, ""))}, Action: "seen"}
 		hooked := 0
-		hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error { hooked++; return nil }
+		hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
+			hooked++
+			return nil
+		}
 		rec, skipped, err := s.RecordBatch(ctx, b, hook)
 		if err != nil || len(rec) != 2 || skipped != 0 || hooked != 2 {
 			t.Fatalf("got %v skipped %d hooked %d, %v", rec, skipped, hooked, err)
