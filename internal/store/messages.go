@@ -294,9 +294,14 @@ func scanMessage(row interface{ Scan(...any) error }) (StoredMessage, error) {
 }
 
 // ListMessages returns up to limit messages, newest first, with an id below
-// before (0: from the newest); imapName filters by configuration name when set.
+// before (0: from the newest); imapName filters by configuration name when
+// set (renames followed).
 func (s *Store) ListMessages(ctx context.Context, imapName string, before int64, limit int) ([]StoredMessage, error) {
-	q := `SELECT ` + messageColumns + ` FROM messages WHERE ($1 = 0 OR id < $1) AND ($2 = '' OR lower(imap_name) = $2) ORDER BY id DESC LIMIT $3`
+	// A configuration's messages are those recorded under its name, and,
+	// when it exists now, those of its id: it may have been renamed since.
+	q := `SELECT ` + messageColumns + ` FROM messages WHERE ($1 = 0 OR id < $1)
+		AND ($2 = '' OR lower(imap_name) = $2 OR imap_id = (SELECT id FROM imap_configs WHERE name_lower = $2))
+		ORDER BY id DESC LIMIT $3`
 	rows, err := s.r.QueryContext(ctx, q, before, lower(imapName), limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing messages: %w", err)

@@ -133,3 +133,38 @@ func TestRecordStoresOddMessages(t *testing.T) {
 		}
 	})
 }
+
+func TestListFollowsRenames(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		c := sampleIMAP("before")
+		if err := s.CreateIMAP(ctx, &c); err != nil {
+			t.Fatal(err)
+		}
+		hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
+			_, err := store.CreateRunTx(ctx, tx, &store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: b.IMAPName})
+			return err
+		}
+		if _, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 1},
+			Messages: []store.Incoming{incoming(1, msg(1, "a@x"))}}, hook); err != nil {
+			t.Fatal(err)
+		}
+		c.Name = "after"
+		if err := s.UpdateIMAP(ctx, &c); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"before", "AFTER"} {
+			ms, err := s.ListMessages(ctx, name, 0, 10)
+			if err != nil || len(ms) != 1 {
+				t.Errorf("messages of %s: got %d, %v", name, len(ms), err)
+			}
+			rs, err := s.ListRuns(ctx, store.RunFilter{IMAP: name}, 0, 10)
+			if err != nil || len(rs) != 1 {
+				t.Errorf("runs of %s: got %d, %v", name, len(rs), err)
+			}
+		}
+		if ms, _ := s.ListMessages(ctx, "other", 0, 10); len(ms) != 0 {
+			t.Errorf("got %d messages for another name", len(ms))
+		}
+	})
+}

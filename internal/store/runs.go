@@ -270,7 +270,8 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter, before int64, limit i
 		add("lower(flow_name) = $%d", lower(f.Flow))
 	}
 	if f.IMAP != "" {
-		add("lower(imap_name) = $%d", lower(f.IMAP))
+		// Renames followed, as in ListMessages.
+		add("(lower(imap_name) = $%[1]d OR message_id IN (SELECT m.id FROM messages m JOIN imap_configs i ON i.id = m.imap_id WHERE i.name_lower = $%[1]d))", lower(f.IMAP))
 	}
 	if f.Status != "" {
 		add("status = $%d", f.Status)
