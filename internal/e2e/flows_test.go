@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -159,14 +158,6 @@ func TestFlowsEndToEnd(t *testing.T) {
 		return finished == len(runs), fmt.Sprintf("%d runs (%d expected), %d finished", len(runs), len(expected), finished)
 	})
 	t.Logf("all recorded and delivered %v after the last append", time.Since(sentAt).Round(time.Millisecond))
-	if os.Getenv("E2E_TIMELINE") != "" {
-		for _, dl := range hooks.all() {
-			t.Logf("TL %s %s", dl.at.Sub(sentAt).Round(time.Millisecond), dl.id)
-		}
-		for _, r := range runs {
-			t.Logf("RUN %s created %s delivered %s", r.ID, r.CreatedAt.Sub(sentAt).Round(time.Millisecond), r.DeliveredAt.Sub(sentAt).Round(time.Millisecond))
-		}
-	}
 
 	// The recorded messages: each once, with the decoded subject.
 	recorded := listMessages(s, c, "")

@@ -285,8 +285,9 @@ func header(k, v string) string {
 
 func secret(s string) string {
 	rest, ok := strings.CutPrefix(s, "whsec_")
-	if !ok || len(rest) < 16 || strings.ContainsAny(rest, " \r\n") {
-		return "must have the form whsec_<base64>, with at least 16 characters after the prefix; leave it out to have one generated"
+	key, err := base64.StdEncoding.DecodeString(rest)
+	if !ok || err != nil || len(key) < 16 {
+		return "must have the form whsec_<base64 of at least 16 bytes>; leave it out to have one generated"
 	}
 	return ""
 }

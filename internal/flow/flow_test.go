@@ -118,3 +118,18 @@ func TestBuildSecrets(t *testing.T) {
 		t.Errorf("round trip: got %+v, %v", back, err)
 	}
 }
+
+func TestSecretMustBeBase64(t *testing.T) {
+	for _, s := range []string{"whsec_not base64 at all!!", "whsec_c2hvcnQ=", "R2l2ZW5TZWNyZXRPZlRoZU9wZXJhdG9yMTIz"} {
+		in := validInput()
+		in.Activities[0].Secret = p(s)
+		if _, _, err := Build(in, nil, NewSecret); err == nil {
+			t.Errorf("secret %q accepted", s)
+		}
+	}
+	in := validInput()
+	in.Activities[0].Secret = p(NewSecret())
+	if _, _, err := Build(in, nil, NewSecret); err != nil {
+		t.Errorf("a generated secret refused: %v", err)
+	}
+}

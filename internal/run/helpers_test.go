@@ -116,7 +116,11 @@ func (h *hook) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	delay := h.delay
 	h.mu.Unlock()
-	time.Sleep(delay)
+	select {
+	case <-time.After(delay):
+	case <-r.Context().Done(): // the client gave up
+		return
+	}
 	for k, v := range resp.header {
 		w.Header().Set(k, v)
 	}

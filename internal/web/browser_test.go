@@ -51,6 +51,9 @@ func startBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-features", "Translate,OptimizationHints,MediaRouter,AutofillServerCommunication"),
 		chromedp.Flag("lang", "en-US"),
 		chromedp.Flag("force-device-scale-factor", "1"),
+		// Headless Chromium has no mouse: CSS would see (hover: none). Tell
+		// it there is one, as on a desktop.
+		chromedp.Flag("blink-settings", "primaryHoverType=2,availableHoverTypes=2,primaryPointerType=4,availablePointerTypes=4"),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 800),
 	)
@@ -105,7 +108,7 @@ func waitFor(t *testing.T, ctx context.Context, js string) {
 	var lastErr error
 	for time.Now().Before(deadline) {
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ok, err := chromedp.Run(c, chromedp.Evaluate[bool]("(()=>{try{return !!("+js+")}catch(e){return false}})()"))
+		ok, err := chromedp.Run(c, chromedp.Evaluate[bool]("(()=>{try{const newPage=!window.__oldPage;return !!("+js+")}catch(e){return false}})()"))
 		cancel()
 		if err == nil && ok {
 			return
@@ -115,6 +118,12 @@ func waitFor(t *testing.T, ctx context.Context, js string) {
 	}
 	body, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("location.href + '\\n' + document.body.innerText"))
 	t.Fatalf("browser: waiting for %s: timed out (last error %v)\npage: %s", js, lastErr, body)
+}
+
+// markPage marks the page, so that waitFor can tell the next one from it
+// with the condition newPage.
+func markPage() chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void]("window.__oldPage = true")
 }
 
 // setValue sets a field's value as typing would: with input and change events.
@@ -149,6 +158,15 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	if err := os.WriteFile(filepath.Join(screenshotDir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// panelShot takes a screenshot of the open panel scrolled to its Type
+// field, so that it shows the type and the fields that follow from it.
+func panelShot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	do(t, ctx, chromedp.Evaluate[chromedp.Void](`(()=>{document.activeElement.blur(); const b=document.querySelector('.panel-body');
+		b.scrollTop += document.querySelector('#f-type').closest('.field').getBoundingClientRect().top - b.getBoundingClientRect().top - 16})()`))
+	screenshot(t, ctx, name)
 }
 
 func (h *harness) browserLogin(t *testing.T, ctx context.Context) {
@@ -219,31 +237,37 @@ func TestBrowser(t *testing.T) {
 	t.Run("create with validation errors, type switch, test connection", func(t *testing.T) {
 		do(t, ctx, chromedp.Navigate(h.url+"/imap"), chromedp.Click(chromedp.CSS(".page-head a.btn.primary")))
 		waitFor(t, ctx, "document.querySelector('dialog.panel[open]') && document.activeElement.id === 'f-name'")
-		long := strings.Repeat("a", 51)
-		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-name"), long),
-			chromedp.SendKeys(chromedp.ID("f-description"), "Help desk mailbox on the test server"),
-			chromedp.SendKeys(chromedp.ID("f-host"), "imap.example.com"),
-			chromedp.SendKeys(chromedp.ID("f-username"), "helpdesk@example.com"),
-			chromedp.SendKeys(chromedp.ID("f-password"), "xxxx-yyyy-zzzz"))
-		if got := textOf(t, ctx, "#c-name"); got != "51 / 50" || !eval[bool](t, ctx, "document.querySelector('#c-name').classList.contains('over')") {
-			t.Errorf("got counter %q, want 51 / 50 marked over", got)
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-name"), "support_gmail"),
+			chromedp.SendKeys(chromedp.ID("f-description"), "Support mailbox on Google Workspace"),
+			chromedp.SendKeys(chromedp.ID("f-host"), "imap.gmail.com"),
+			chromedp.SendKeys(chromedp.ID("f-username"), "support@example.com"),
+			chromedp.SendKeys(chromedp.ID("f-password"), "abcd efgh ijkl mnop"))
+		if got := textOf(t, ctx, "#c-name"); got != "13 / 50" {
+			t.Errorf("got counter %q, want 13 / 50", got)
 		}
 		// The type switch changes the fields.
-		if !visible(t, ctx, "#f-host") || visible(t, ctx, "#f-tenantId") {
-			t.Fatal("Generic: want Host Name shown and Tenant Id hidden")
+		if !visible(t, ctx, "#f-host") || !visible(t, ctx, "#f-port") || !visible(t, ctx, "#f-password") || visible(t, ctx, "#f-tenantId") {
+			t.Fatal("Generic: want Host Name, Port Number and Password shown and Tenant Id hidden")
 		}
-		screenshot(t, ctx, "imap-create-generic")
+		panelShot(t, ctx, "imap-create-generic")
 		do(t, ctx, setValue("#f-type", "msgraph"))
 		if visible(t, ctx, "#f-host") || visible(t, ctx, "#f-password") || !visible(t, ctx, "#f-tenantId") ||
 			!visible(t, ctx, "#f-clientId") || !visible(t, ctx, "#f-clientSecret") || !visible(t, ctx, "#f-g-username") {
 			t.Fatal("MS Graph API: want User Name, Tenant Id, Client Id and Client Secret, and no Host Name or Password")
 		}
-		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-g-username"), "invoices@contoso.com"),
+		do(t, ctx, setValue("#f-name", "invoices_graph"), setValue("#f-description", "Vendor invoices in Microsoft 365"),
+			chromedp.SendKeys(chromedp.ID("f-g-username"), "invoices@contoso.com"),
 			chromedp.SendKeys(chromedp.ID("f-tenantId"), "contoso.onmicrosoft.com"),
-			chromedp.SendKeys(chromedp.ID("f-clientId"), "11111111-2222-3333-4444-555555555555"))
-		screenshot(t, ctx, "imap-create-msgraph")
+			chromedp.SendKeys(chromedp.ID("f-clientId"), "11111111-2222-3333-4444-555555555555"),
+			chromedp.SendKeys(chromedp.ID("f-clientSecret"), "client-secret-value"))
+		panelShot(t, ctx, "imap-create-msgraph")
 		do(t, ctx, setValue("#f-type", "generic"))
 
+		long := strings.Repeat("a", 51)
+		do(t, ctx, setValue("#f-name", ""), chromedp.SendKeys(chromedp.ID("f-name"), long))
+		if got := textOf(t, ctx, "#c-name"); got != "51 / 50" || !eval[bool](t, ctx, "document.querySelector('#c-name').classList.contains('over')") {
+			t.Errorf("got counter %q, want 51 / 50 marked over", got)
+		}
 		// A 51-character name: refused by the server's rules, shown at the field.
 		do(t, ctx, chromedp.Click(chromedp.CSS(".panel-foot button[type=submit]")))
 		waitFor(t, ctx, "document.querySelector('#e-name')")
@@ -257,14 +281,16 @@ func TestBrowser(t *testing.T) {
 		if got := eval[string](t, ctx, "document.querySelector('#f-password').value"); got != "" {
 			t.Errorf("got the password %q back in the form", got)
 		}
-		if got := eval[string](t, ctx, "document.querySelector('#f-host').value"); got != "imap.example.com" {
-			t.Errorf("got host %q kept, want imap.example.com", got)
+		if got := eval[string](t, ctx, "document.querySelector('#f-host').value"); got != "imap.gmail.com" {
+			t.Errorf("got host %q kept, want imap.gmail.com", got)
 		}
+		do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.activeElement.blur(); document.querySelector('.panel-body').scrollTop = 0"))
+		screenshot(t, ctx, "imap-create-errors")
 		// A name with a dash.
 		do(t, ctx, setValue("#f-name", ""), chromedp.SendKeys(chromedp.ID("f-name"), "help-desk"),
-			chromedp.SendKeys(chromedp.ID("f-password"), "xxxx-yyyy-zzzz"),
+			chromedp.SendKeys(chromedp.ID("f-password"), "abcd efgh ijkl mnop"), markPage(),
 			chromedp.Click(chromedp.CSS(".panel-foot button[type=submit]")))
-		waitFor(t, ctx, "document.querySelector('#e-name') && document.querySelector('#f-name').value === 'help-desk'")
+		waitFor(t, ctx, "newPage && document.querySelector('#e-name') && document.querySelector('#f-name').value === 'help-desk'")
 		if got := textOf(t, ctx, "#e-name"); !strings.Contains(got, "only letters, digits and underscore") {
 			t.Errorf("got name error %q, want only letters, digits and underscore", got)
 		}
@@ -305,6 +331,12 @@ func TestBrowser(t *testing.T) {
 	t.Run("edit and save", func(t *testing.T) {
 		do(t, ctx, chromedp.Navigate(h.url+"/imap"), chromedp.Click(chromedp.CSS(cardSel("helpdesk")+" .card-title a")))
 		waitFor(t, ctx, "document.querySelector('dialog.panel[open] #panel-title')")
+		h.status.set("helpdesk", mustStatus("idle"))
+		do(t, ctx, chromedp.Navigate(h.url+"/imap/support_inbox"))
+		waitFor(t, ctx, "document.querySelector('dialog.panel[open] .chart')")
+		screenshot(t, ctx, "imap-edit")
+		do(t, ctx, chromedp.Navigate(h.url+"/imap/helpdesk"))
+		waitFor(t, ctx, "document.querySelector('dialog.panel[open] #panel-title')")
 		if got := textOf(t, ctx, "#h-password"); !strings.Contains(got, "A password is stored; leave empty to keep it.") {
 			t.Errorf("got password hint %q", got)
 		}
@@ -324,7 +356,7 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("three-dots menu", func(t *testing.T) {
-		do(t, ctx, chromedp.Navigate(h.url+"/imap"))
+		do(t, ctx, chromedp.Navigate(h.url+"/imap"), chromedp.MouseEvent(chromedp.MouseMoved, 2, 790))
 		sum := cardSel("helpdesk") + " details.more summary"
 		if op := eval[string](t, ctx, "getComputedStyle(document.querySelector('"+sum+"')).opacity"); op != "0" {
 			t.Errorf("got three dots opacity %s before hovering, want hidden", op)
@@ -452,6 +484,7 @@ func TestBrowser(t *testing.T) {
 		if got := eval[string](t, ctx, "document.querySelector('#f-act-0-secret').value"); got != "" {
 			t.Errorf("got the webhook secret %q in the form", got)
 		}
+		do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.activeElement.blur(); window.scrollTo(0, 0)"))
 		screenshot(t, ctx, "flow-editor")
 		do(t, ctx, setValue("#f-match", "exact"))
 		waitFor(t, ctx, "document.querySelector('#match-result').classList.contains('no')")
@@ -479,6 +512,12 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("runs and messages", func(t *testing.T) {
+		do(t, ctx, chromedp.Navigate(h.url+"/runs"))
+		waitFor(t, ctx, "document.querySelector('table')")
+		screenshot(t, ctx, "runs")
+		do(t, ctx, chromedp.Navigate(h.url+"/messages?imap=support_inbox"))
+		waitFor(t, ctx, "document.querySelector('table')")
+		screenshot(t, ctx, "messages")
 		do(t, ctx, chromedp.Navigate(h.url+"/runs?status=retrying"))
 		waitFor(t, ctx, "document.querySelector('table')")
 		if got := textOf(t, ctx, "tbody"); !strings.Contains(got, s.RunID) || strings.Contains(got, "delivered") {
@@ -539,12 +578,17 @@ func TestBrowser(t *testing.T) {
 	t.Run("phone width", func(t *testing.T) {
 		c := tab(t, bctx)
 		h.browserLogin(t, c)
-		do(t, c, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(h.url+"/imap"))
+		do(t, c, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateTouch), chromedp.Navigate(h.url+"/imap"))
 		waitFor(t, c, "document.querySelector('.card')")
 		if w := eval[float64](t, c, "document.documentElement.scrollWidth"); w > 390 {
-			t.Errorf("the cards page is %v px wide at 390 px: it scrolls sideways", w)
+			wide := eval[string](t, c, "Array.from(document.querySelectorAll('body *')).filter(e=>e.getBoundingClientRect().right>390).map(e=>e.tagName+'.'+e.className+':'+e.getBoundingClientRect().right).join('\\n')")
+			t.Errorf("the cards page is %v px wide at 390 px: it scrolls sideways:\n%s", w, wide)
 		}
 		// The three dots show without hovering, and the panel fills the screen.
+		if op := eval[string](t, c, "getComputedStyle(document.querySelector('.card details.more summary')).opacity"); op != "1" {
+			t.Errorf("got the three dots' opacity %s on a touch screen, want 1", op)
+		}
+		screenshot(t, c, "imap-cards-phone")
 		do(t, c, chromedp.Navigate(h.url+"/imap/new"))
 		waitFor(t, c, "document.querySelector('dialog.panel[open]')")
 		if w := eval[float64](t, c, "document.querySelector('dialog.panel').getBoundingClientRect().width"); w > 390 {

@@ -215,11 +215,18 @@ func (u *UI) funcs() template.FuncMap {
 		"plural":       plural,
 		"add":          func(a, b int) int { return a + b },
 		"runeCount":    func(s string) int { return len([]rune(s)) },
-		"ms":           func(d time.Duration) int64 { return d.Milliseconds() },
+		"duration":     duration,
 		"statusClass":  runStatusClass,
 		"isSet":        func(e valid.Errors, k string) bool { _, ok := e[k]; return ok },
 		"fieldMessage": func(e valid.Errors, k string) string { return e[k] },
 	}
+}
+
+func duration(d time.Duration) string {
+	if d < 10*time.Second {
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
 }
 
 func runStatusClass(s string) string {

@@ -264,10 +264,26 @@ func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
 	for i, subj := range subjects {
 		raw := fmt.Sprintf("From: \"Acme Billing\" <billing@acme.example>\r\nTo: support@example.com\r\nSubject: %s\r\n"+
 			"Date: Mon, 23 Nov 2026 09:%02d:00 +0000\r\nMessage-ID: <seed%d@acme.example>\r\n\r\nHello,\r\nplease find the document attached.\r\n", subj, 10+i, i)
-		batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: now.Add(-time.Duration(5-i) * 47 * time.Minute)})
+		seen := now.Add(-time.Duration(i) * 97 * time.Minute) // spread over the day, for the chart
+		if i == 0 {
+			seen = now.Add(-2 * time.Second)
+		}
+		batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: seen})
+	}
+	// More mail over the last day, for the messages list and the chart.
+	others := []string{"Out of office: back on Monday", "Delivery Status Notification (Failure)", "Ticket #55%02d: refund request",
+		"Your order has shipped", "Invoice 2024-1%02d from Initech", "Meeting notes"}
+	for k := 0; k < 24; k++ {
+		subj := others[k%len(others)]
+		if strings.Contains(subj, "%02d") {
+			subj = fmt.Sprintf(subj, 20+k)
+		}
+		raw := fmt.Sprintf("From: <sender%d@example.org>\r\nTo: support@example.com\r\nSubject: %s\r\nMessage-ID: <more%d@example.org>\r\n\r\nHi\r\n", k, subj, k)
+		seen := now.Add(-time.Duration(40+k*k*2) * time.Minute)
+		batch = append(batch, store.Incoming{UID: uint32(len(subjects) + k + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: seen})
 	}
 	rec, _, err := st.RecordBatch(ctx, store.Batch{IMAPID: support.ID, IMAPName: support.Name,
-		Checkpoint: store.Checkpoint{UIDValidity: 7, LastUID: uint32(len(subjects))}, Messages: batch}, flow.Hook(st))
+		Checkpoint: store.Checkpoint{UIDValidity: 7, LastUID: uint32(len(batch))}, Messages: batch}, flow.Hook(st))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,13 +293,13 @@ func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
 		t.Fatal(err)
 	}
 	for i, r := range runs {
-		started := time.Now().Add(-time.Duration(len(runs)-i) * 30 * time.Minute)
+		started := time.Now()
 		switch {
 		case strings.Contains(r.FlowName, "invoice") && i == 0:
 			// Two failures, then left retrying: the run shown in the screenshot.
 			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started, Duration: 412 * time.Millisecond, StatusCode: 503,
 				Error: "HTTP 503 Service Unavailable", Response: `{"error":"maintenance","retryAfter":60}`}, store.RunRetrying, time.Now().Add(time.Minute))
-			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started.Add(time.Minute), Duration: 30 * time.Second,
+			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started.Add(61 * time.Second), Duration: 20 * time.Second,
 				Error: "Post \"https://erp.example.com/hooks/invoice\": context deadline exceeded (timeout 20s)"}, store.RunRetrying, time.Now().Add(4*time.Minute))
 			s.RunID = r.PublicID
 		default:
