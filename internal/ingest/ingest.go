@@ -81,12 +81,14 @@ func Prepare(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
 	return store.Incoming{UID: uid, Raw: raw, Msg: m, Seen: time.Now()}
 }
 
-// Record records msgs of configuration c and moves its checkpoint to cp, in
-// one transaction, returning what was recorded (a message recorded before is
-// skipped).
-func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Checkpoint, msgs []store.Incoming) ([]store.Recorded, error) {
+// Record records msgs of configuration c and, when advance is set, moves its
+// checkpoint to cp, in one transaction, returning what was recorded (a
+// message recorded before is skipped). cp.UIDValidity is the one the
+// messages' UIDs belong to.
+func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Checkpoint, advance bool, msgs []store.Incoming) ([]store.Recorded, error) {
 	start := time.Now()
-	b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: cp, Messages: msgs, Action: c.AfterProcessing, MoveTo: c.MoveTo}
+	b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: cp, KeepCheckpoint: !advance, Messages: msgs,
+		Action: c.AfterProcessing, MoveTo: c.MoveTo}
 	rec, skipped, err := in.store.RecordBatch(ctx, b, in.hook)
 	if err != nil {
 		return nil, err

@@ -46,7 +46,12 @@ type Batch struct {
 	IMAPID     int64
 	IMAPName   string
 	Checkpoint Checkpoint // where the mailbox stands once the batch is recorded
-	Messages   []Incoming
+	// KeepCheckpoint leaves the stored checkpoint alone (Checkpoint still
+	// gives the UIDVALIDITY the messages are recorded under): the backlog of
+	// a first connect is recorded before the mailbox has a checkpoint, so
+	// that a crash in its middle reads it again rather than skip the rest.
+	KeepCheckpoint bool
+	Messages       []Incoming
 	// Action and MoveTo are the after-processing owed to the server for each
 	// recorded message ("" or "none": nothing).
 	Action, MoveTo string
@@ -92,6 +97,9 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 				}
 			}
 			rec = append(rec, Recorded{ID: id, UID: in.UID})
+		}
+		if b.KeepCheckpoint {
+			return nil
 		}
 		return setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint)
 	})

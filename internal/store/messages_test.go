@@ -168,3 +168,20 @@ func TestListFollowsRenames(t *testing.T) {
 		}
 	})
 }
+
+func TestKeepCheckpoint(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		b := store.Batch{IMAPID: 9, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 5}, KeepCheckpoint: true,
+			Messages: []store.Incoming{incoming(3, msg(3, "k3@x"))}}
+		if rec, _, err := s.RecordBatch(ctx, b, nil); err != nil || len(rec) != 1 {
+			t.Fatalf("got %v, %v", rec, err)
+		}
+		if _, ok, err := s.GetCheckpoint(ctx, 9); ok || err != nil {
+			t.Errorf("got a checkpoint (%v, %v), want none", ok, err)
+		}
+		if rec, skipped, err := s.RecordBatch(ctx, b, nil); err != nil || len(rec) != 0 || skipped != 1 {
+			t.Errorf("again: got %v skipped %d, %v", rec, skipped, err)
+		}
+	})
+}

@@ -194,7 +194,7 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		if advance {
 			next.LastUID = batch[len(batch)-1].UID
 		}
-		rec, err := w.m.ingest.Record(ctx, w.cfg, next, batch)
+		rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, batch)
 		if err != nil {
 			return err
 		}
