@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -13,9 +12,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"mailtrigger/internal/testenv"
 )
 
 // TestReadmeWalkthrough builds the real binary, starts it as a newcomer
@@ -45,7 +45,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	serve := exec.CommandContext(ctx, bin, "serve")
 	serve.Dir, serve.Env = work, env
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testenv.Buffer
 	serve.Stdout, serve.Stderr = &stdout, &stderr
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func waitReady(t *testing.T, url string, logs *lockedBuffer) {
+func waitReady(t *testing.T, url string, logs *testenv.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -201,21 +201,4 @@ func waitReady(t *testing.T, url string, logs *lockedBuffer) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("service not ready: %s", logs.String())
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

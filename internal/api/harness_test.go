@@ -22,24 +22,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harness is a running server on a real listener, with a client holding a
 // valid token. Every response body it sees is kept in bodies.
 type harness struct {
@@ -48,14 +30,14 @@ type harness struct {
 	url    string
 	token  string
 	c      *client.Client
-	logs   *syncBuffer
+	logs   *testenv.Buffer
 	mu     sync.Mutex
 	bodies []string
 }
 
 func newHarness(t *testing.T, st *store.Store) *harness {
 	t.Helper()
-	h := &harness{t: t, st: st, logs: &syncBuffer{}}
+	h := &harness{t: t, st: st, logs: &testenv.Buffer{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := httptest.NewServer(server.Handler(server.Deps{Store: st, Logger: log}))
 	t.Cleanup(srv.Close)

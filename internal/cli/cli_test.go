@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,27 +14,10 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runCLI runs the command in-process with the given environment.
 func runCLI(t *testing.T, vars map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errb lockedBuffer
+	var out, errb testenv.Buffer
 	env := Env{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }}
 	code = Main(context.Background(), args, env)
 	return code, out.String(), errb.String()
@@ -144,7 +125,7 @@ func TestServeCreatesAdminOnceAndStops(t *testing.T) {
 	vars := map[string]string{"MAILTRIGGER_DATA_DIR": dir, "MAILTRIGGER_LISTEN": fmt.Sprintf("127.0.0.1:%d", port)}
 	serveOnce := func() (stdout, stderr string) {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out, errb lockedBuffer
+		var out, errb testenv.Buffer
 		done := make(chan int, 1)
 		go func() {
 			done <- Main(ctx, []string{"serve"}, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }})
