@@ -4,7 +4,7 @@
 # fuzz: every fuzz target for FUZZTIME each.
 FUZZTIME ?= 30s
 
-.PHONY: test check fuzz
+.PHONY: test check fuzz screenshots
 
 test:
 	scripts/test
@@ -14,3 +14,7 @@ check:
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz
+
+# screenshots: rerun the browser tests, writing docs/screenshots/*.png.
+screenshots:
+	MAILTRIGGER_SCREENSHOTS=1 go test -count=1 -run TestBrowser ./internal/web/

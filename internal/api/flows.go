@@ -96,26 +96,25 @@ func (a *API) buildFlow(w http.ResponseWriter, r *http.Request, prev *flow.Flow)
 	}
 	f, generated, err := flow.Build(in, prev, flow.NewSecret)
 	ve, _ := err.(valid.Errors)
-	if ve == nil {
-		ve = valid.Errors{}
+	if err != nil && ve == nil {
+		return store.FlowRecord{}, f, nil, err
 	}
-	var imapID int64
-	if name := f.Start.EmailTrigger.IMAP; name != "" {
-		c, err := a.store.GetIMAP(r.Context(), name)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			ve.Add("start.emailTrigger.imap", "no IMAP configuration named "+name)
-		case err != nil:
-			return store.FlowRecord{}, f, nil, err
-		default:
-			imapID = c.ID
-			f.Start.EmailTrigger.IMAP = c.Name
+	fr, err := flow.Record(r.Context(), a.store, &f)
+	var missing valid.Errors
+	if errors.As(err, &missing) {
+		if ve == nil {
+			ve = valid.Errors{}
 		}
+		for k, m := range missing {
+			ve.Add(k, m)
+		}
+	} else if err != nil {
+		return store.FlowRecord{}, f, nil, err
 	}
 	if err := ve.Err(); err != nil {
 		return store.FlowRecord{}, f, nil, err
 	}
-	return store.FlowRecord{Name: f.Name, IMAPID: imapID, Enabled: f.Enabled, Definition: f.Definition(), Secrets: f.Secrets()}, f, generated, nil
+	return fr, f, generated, nil
 }
 
 func (a *API) createFlow(w http.ResponseWriter, r *http.Request) {

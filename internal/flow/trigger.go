@@ -3,10 +3,12 @@ package flow
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/valid"
 )
 
 // Verdict is the outcome of matching one message against one flow.
@@ -122,4 +124,24 @@ func Retrigger(ctx context.Context, st *store.Store, messageID int64, force bool
 	}
 	matches, err := st.Matches(ctx, messageID)
 	return runs, matches, err
+}
+
+// Record resolves the configuration f's trigger names, which must exist,
+// and returns the record to store; f's trigger then carries the
+// configuration's name as stored. A missing configuration is a valid.Errors
+// on start.emailTrigger.imap.
+func Record(ctx context.Context, st *store.Store, f *Flow) (store.FlowRecord, error) {
+	var imapID int64
+	if name := f.Start.EmailTrigger.IMAP; name != "" {
+		c, err := st.GetIMAP(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return store.FlowRecord{}, valid.Errors{"start.emailTrigger.imap": "no IMAP configuration named " + name}
+		case err != nil:
+			return store.FlowRecord{}, err
+		}
+		imapID = c.ID
+		f.Start.EmailTrigger.IMAP = c.Name
+	}
+	return store.FlowRecord{Name: f.Name, IMAPID: imapID, Enabled: f.Enabled, Definition: f.Definition(), Secrets: f.Secrets()}, nil
 }

@@ -20,8 +20,16 @@ import (
 	"mailtrigger/internal/testenv"
 )
 
-// screenshotDir is where the browser tests write the README's screenshots.
-const screenshotDir = "../../docs/screenshots"
+// screenshotDir is where the browser tests write the README's screenshots:
+// docs/screenshots when MAILTRIGGER_SCREENSHOTS=1 (make screenshots), else
+// the test's temporary directory, so that a test run leaves the tree as it
+// was.
+func screenshotDir(t *testing.T) string {
+	if os.Getenv("MAILTRIGGER_SCREENSHOTS") == "1" {
+		return "../../docs/screenshots"
+	}
+	return t.TempDir()
+}
 
 // chromium returns the path of Debian's chromium, failing the test when it
 // is missing: the UI is always tested, never skipped.
@@ -152,10 +160,11 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+	dir := screenshotDir(t)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(screenshotDir, name+".png"), png, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -537,6 +546,7 @@ func TestBrowser(t *testing.T) {
 		if got := textOf(t, ctx, ".verdicts"); !strings.Contains(got, "invoice_to_erp") || !strings.Contains(got, "does not contain") {
 			t.Errorf("got verdicts %q, want a match and a reason for the other flow", got)
 		}
+		screenshot(t, ctx, "message-detail")
 		do(t, ctx, chromedp.Click(chromedp.CSS(".retrigger input[name=force]")), chromedp.Click(chromedp.CSS(".retrigger button")))
 		waitFor(t, ctx, "document.querySelector('.flash.ok') && document.querySelector('.flash.ok').innerText.includes('1 run started')")
 		raw := eval[string](t, ctx, "document.querySelector('a[href$=\"/raw\"]').getAttribute('href')")

@@ -168,7 +168,7 @@ func (u *UI) imapNames(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p flowPage) {
+func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p flowPage, fl *flash) {
 	names, err := u.imapNames(r.Context())
 	if err != nil {
 		u.serverError(w, r, err)
@@ -182,12 +182,12 @@ func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p fl
 	if !p.Create {
 		title = "Flow " + p.Orig
 	}
-	u.render(w, r, status, "flow", page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p})
+	u.render(w, r, status, "flow", page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl})
 }
 
 func (u *UI) flowNew(w http.ResponseWriter, r *http.Request) {
 	f := flowForm{Enabled: true, Match: flow.MatchExact, IMAP: r.URL.Query().Get("imap")}
-	u.renderFlow(w, r, http.StatusOK, flowPage{Create: true, Form: withBlank(f)})
+	u.renderFlow(w, r, http.StatusOK, flowPage{Create: true, Form: withBlank(f)}, nil)
 }
 
 func (u *UI) flowEdit(w http.ResponseWriter, r *http.Request) {
@@ -200,7 +200,7 @@ func (u *UI) flowEdit(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, err)
 		return
 	}
-	u.renderFlow(w, r, http.StatusOK, flowPage{Orig: fr.Name, Form: withBlank(formFromFlow(fr, f))})
+	u.renderFlow(w, r, http.StatusOK, flowPage{Orig: fr.Name, Form: withBlank(formFromFlow(fr, f))}, nil)
 }
 
 // flowErrorKey turns a key of flow.Build's errors into the editor's: the
@@ -315,20 +315,15 @@ func (u *UI) buildFlow(ctx context.Context, v url.Values, prev *flow.Flow) (stor
 	for k, m := range ve {
 		e.Add(flowErrorKey(k, formIndex), m)
 	}
-	var imapID int64
-	if name := f.Start.EmailTrigger.IMAP; name != "" {
-		c, err := u.store.GetIMAP(ctx, name)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			e.Add("imap", "no IMAP configuration named "+name)
-		case err != nil:
-			return store.FlowRecord{}, f, nil, ff, nil, nil, err
-		default:
-			imapID = c.ID
-			f.Start.EmailTrigger.IMAP = c.Name
+	fr, err := flow.Record(ctx, u.store, &f)
+	var missing valid.Errors
+	if errors.As(err, &missing) {
+		for k, m := range missing {
+			e.Add(flowErrorKey(k, formIndex), m)
 		}
+	} else if err != nil {
+		return store.FlowRecord{}, f, nil, ff, nil, nil, err
 	}
-	fr := store.FlowRecord{Name: f.Name, IMAPID: imapID, Enabled: f.Enabled, Definition: f.Definition(), Secrets: f.Secrets()}
 	return fr, f, generated, ff, formIndex, e, nil
 }
 
@@ -386,7 +381,7 @@ func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRec
 	}
 	if len(e) > 0 {
 		p.Form = withBlank(ff)
-		u.renderFlow(w, r, http.StatusBadRequest, p)
+		u.renderFlow(w, r, http.StatusBadRequest, p, nil)
 		return
 	}
 	verb := "created"
@@ -406,17 +401,7 @@ func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRec
 	for _, i := range generated {
 		p.Secrets = append(p.Secrets, shownSecret{Webhook: i + 1, URL: f.Activities[i].URL, Secret: f.Activities[i].Secret})
 	}
-	msg := fmt.Sprintf("Flow %s %s.", fr.Name, verb)
-	u.render(w, r, http.StatusOK, "flow", u.flowPageFrame(ctx, p, &flash{Kind: "ok", Text: msg}))
-}
-
-func (u *UI) flowPageFrame(ctx context.Context, p flowPage, fl *flash) page {
-	p.IMAPs, _ = u.imapNames(ctx)
-	p.Max = flow.MaxActivities
-	if p.Errors == nil {
-		p.Errors = valid.Errors{}
-	}
-	return page{Title: "Flow " + p.Orig, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl}
+	u.renderFlow(w, r, http.StatusOK, p, &flash{Kind: "ok", Text: fmt.Sprintf("Flow %s %s.", fr.Name, verb)})
 }
 
 // flowMatch answers the editor's "test a subject" box: would a message with

@@ -259,56 +259,71 @@ func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
 		t.Fatal(err)
 	}
 
-	var batch []store.Incoming
-	subjects := []string{"Invoice 2024-113 from Acme GmbH", "Re: Invoice 2024-108", "Ticket #5512: cannot log in", "Newsletter: November", "Invoice 2024-114 from Globex"}
-	for i, subj := range subjects {
-		raw := fmt.Sprintf("From: \"Acme Billing\" <billing@acme.example>\r\nTo: support@example.com\r\nSubject: %s\r\n"+
-			"Date: Mon, 23 Nov 2026 09:%02d:00 +0000\r\nMessage-ID: <seed%d@acme.example>\r\n\r\nHello,\r\nplease find the document attached.\r\n", subj, 10+i, i)
-		seen := now.Add(-time.Duration(i) * 97 * time.Minute) // spread over the day, for the chart
-		if i == 0 {
-			seen = now.Add(-2 * time.Second)
-		}
-		batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: seen})
+	// A day of mail: older messages first, as a mailbox receives them.
+	type msg struct {
+		from, subject string
+		seen          time.Time
 	}
-	// More mail over the last day, for the messages list and the chart.
-	others := []string{"Out of office: back on Monday", "Delivery Status Notification (Failure)", "Ticket #55%02d: refund request",
-		"Your order has shipped", "Invoice 2024-1%02d from Initech", "Meeting notes"}
-	for k := 0; k < 24; k++ {
-		subj := others[k%len(others)]
+	var msgs []msg
+	others := []struct{ from, subject string }{
+		{`"Dana Whitfield" <dana@initech.example>`, "Out of office: back on Monday"},
+		{`"Mail Delivery Subsystem" <mailer-daemon@example.com>`, "Delivery Status Notification (Failure)"},
+		{`"Priya Raman" <priya.raman@example.org>`, "Ticket #55%02d: refund request"},
+		{`"Shop" <no-reply@shop.example>`, "Your order has shipped"},
+		{`"Initech Accounts" <ar@initech.example>`, "Invoice 2024-1%02d from Initech"},
+		{`"Tom Becker" <tom@example.com>`, "Meeting notes"},
+	}
+	for k := 23; k >= 0; k-- {
+		o := others[k%len(others)]
+		subj := o.subject
 		if strings.Contains(subj, "%02d") {
 			subj = fmt.Sprintf(subj, 20+k)
 		}
-		raw := fmt.Sprintf("From: <sender%d@example.org>\r\nTo: support@example.com\r\nSubject: %s\r\nMessage-ID: <more%d@example.org>\r\n\r\nHi\r\n", k, subj, k)
-		seen := now.Add(-time.Duration(40+k*k*2) * time.Minute)
-		batch = append(batch, store.Incoming{UID: uint32(len(subjects) + k + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: seen})
+		msgs = append(msgs, msg{o.from, subj, now.Add(-time.Duration(40+k*k*2) * time.Minute)})
+	}
+	msgs = append(msgs,
+		msg{`"Globex Billing" <billing@globex.example>`, "Invoice 2024-114 from Globex", now.Add(-31 * time.Minute)},
+		msg{`"Newsletter" <news@vendor.example>`, "Newsletter: November", now.Add(-25 * time.Minute)},
+		msg{`"Marco Rossi" <marco@example.net>`, "Ticket #5512: cannot log in", now.Add(-17 * time.Minute)},
+		msg{`"Acme Billing" <billing@acme.example>`, "Re: Invoice 2024-108", now.Add(-9 * time.Minute)},
+		msg{`"Acme Billing" <billing@acme.example>`, "Invoice 2024-113 from Acme GmbH", now.Add(-2 * time.Second)})
+	var batch []store.Incoming
+	for i, m := range msgs {
+		raw := fmt.Sprintf("From: %s\r\nTo: support@example.com\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <seed%d@example.com>\r\n\r\n"+
+			"Hello,\r\nplease find the details below.\r\n", m.from, m.subject, m.seen.Add(-time.Minute).Format(time.RFC1123Z), i)
+		batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: m.seen})
 	}
 	rec, _, err := st.RecordBatch(ctx, store.Batch{IMAPID: support.ID, IMAPName: support.Name,
 		Checkpoint: store.Checkpoint{UIDValidity: 7, LastUID: uint32(len(batch))}, Messages: batch}, flow.Hook(st))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Message = rec[0].ID
-	runs, err := st.ClaimRuns(ctx, time.Now().Add(time.Second), 10, time.Minute)
+	s.Message = rec[len(rec)-1].ID // Invoice 2024-113
+	runs, err := st.ClaimRuns(ctx, time.Now().Add(time.Second), 100, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, r := range runs {
+	for _, r := range runs {
 		started := time.Now()
 		switch {
-		case strings.Contains(r.FlowName, "invoice") && i == 0:
-			// Two failures, then left retrying: the run shown in the screenshot.
+		case r.MessageID == s.Message:
+			// Two failures, then left retrying: the run of the screenshot.
 			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started, Duration: 412 * time.Millisecond, StatusCode: 503,
 				Error: "HTTP 503 Service Unavailable", Response: `{"error":"maintenance","retryAfter":60}`}, store.RunRetrying, time.Now().Add(time.Minute))
 			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started.Add(61 * time.Second), Duration: 20 * time.Second,
 				Error: "Post \"https://erp.example.com/hooks/invoice\": context deadline exceeded (timeout 20s)"}, store.RunRetrying, time.Now().Add(4*time.Minute))
 			s.RunID = r.PublicID
+		case r.MessageID == rec[len(rec)-3].ID:
+			// The ticket: refused by the help desk, failed at once.
+			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started, Duration: 143 * time.Millisecond, StatusCode: 410,
+				Error: "HTTP 410 Gone: not retried", Response: `{"error":"endpoint retired"}`}, store.RunFailed, time.Now())
 		default:
 			st.FinishAttempt(ctx, r.ID, store.Attempt{StartedAt: started, Duration: 87 * time.Millisecond, StatusCode: 202,
 				Response: `{"accepted":true}`}, store.RunDelivered, time.Now())
 		}
 	}
-	if s.RunID == "" && len(runs) > 0 {
-		s.RunID = runs[0].PublicID
+	if s.RunID == "" {
+		t.Fatal("seed: no run for the invoice")
 	}
 	return s
 }

@@ -214,15 +214,15 @@ func (u *UI) imapStatus(w http.ResponseWriter, r *http.Request) {
 // never holds a secret: a secret typed into a form that is shown again must
 // be typed again.
 type imapForm struct {
-	Name, ServerType, Type, Description               string
-	Host, Port, Username, TenantID, ClientID          string
-	Folder, TLS, CACert, AfterProcessing, MoveTo      string
-	PollInterval, Backlog, GraphURL, AuthorityURL     string
-	Auth, TokenURL, Scope                             string
-	Enabled                                           bool
-	PasswordTyped, ClientSecretTyped                  bool
-	HasPassword, HasClientSecret                      bool // stored (edit)
-	Advanced                                          bool // open the advanced settings
+	Name, ServerType, Type, Description           string
+	Host, Port, Username, TenantID, ClientID      string
+	Folder, TLS, CACert, AfterProcessing, MoveTo  string
+	PollInterval, Backlog, GraphURL, AuthorityURL string
+	Auth, TokenURL, Scope                         string
+	Enabled                                       bool
+	PasswordTyped, ClientSecretTyped              bool
+	HasPassword, HasClientSecret                  bool // stored (edit)
+	Advanced                                      bool // open the advanced settings
 }
 
 func formFromConfig(c imapconf.Config) imapForm {

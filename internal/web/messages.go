@@ -17,11 +17,11 @@ type messageRow struct {
 }
 
 type messagesPage struct {
-	IMAP     string // the mailbox shown, "" for all
+	IMAP      string // the mailbox shown, "" for all
 	Mailboxes []string
-	Messages []messageRow
-	Older    string
-	Newest   string
+	Messages  []messageRow
+	Older     string
+	Newest    string
 }
 
 func (u *UI) messageList(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -88,8 +89,8 @@ func newSessionManager(st *store.Store, lifetime time.Duration) *scs.SessionMana
 
 // sessions loads the session of the request and saves it before the
 // response's first byte, like scs's LoadAndSave, but writes the cookie
-// itself: Secure when the request came over TLS, always HttpOnly and
-// SameSite=Lax.
+// itself: Secure when the request came over TLS (isTLS), always HttpOnly
+// and SameSite=Lax.
 func (u *UI) sessions(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Add("Vary", "Cookie")
@@ -123,7 +124,7 @@ func (w *sessionWriter) commit() {
 	}
 	w.done = true
 	ctx := w.r.Context()
-	c := &http.Cookie{Name: cookieName, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: w.r.TLS != nil}
+	c := &http.Cookie{Name: cookieName, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: isTLS(w.r)}
 	switch w.u.sm.Status(ctx) {
 	case scs.Modified:
 		token, expiry, err := w.u.sm.Commit(ctx)
@@ -141,6 +142,13 @@ func (w *sessionWriter) commit() {
 		return
 	}
 	w.Header().Add("Set-Cookie", c.String())
+}
+
+// isTLS reports whether the browser reached us over TLS: directly, or
+// through a proxy that says so. Believing the header costs nothing: a wrong
+// one only makes the cookie Secure.
+func isTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 func (w *sessionWriter) WriteHeader(code int) {
@@ -183,7 +191,7 @@ func (u *UI) requireUser(next http.Handler) http.Handler {
 			case err == nil && fingerprint(hash) == u.sm.GetString(ctx, keyPWFP):
 				next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, userKey{}, user)))
 				return
-			case err != nil && err != store.ErrNotFound:
+			case err != nil && !errors.Is(err, store.ErrNotFound):
 				u.serverError(w, r, err)
 				return
 			}

@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"encoding/base64"
+	"html/template"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -139,15 +141,20 @@ func TestSessionCookie(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		tls    bool
+		proxy  bool
 		secure bool
-	}{{"plain http", false, false}, {"tls", true, true}} {
+	}{{"plain http", false, false, false}, {"tls", true, false, true}, {"behind a tls proxy", false, true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, storetest.Open(t, store.SQLite), tc.tls)
 			c := h.client()
 			if tc.tls {
 				c.Transport = h.srv.Client().Transport
 			}
-			resp := h.post(c, "/login", url.Values{"username": {adminName}, "password": {adminPassword}})
+			header := map[string]string{"Origin": h.url, "Sec-Fetch-Site": "same-origin"}
+			if tc.proxy {
+				header["X-Forwarded-Proto"] = "https"
+			}
+			resp := h.postWith(c, "/login", url.Values{"username": {adminName}, "password": {adminPassword}}, header)
 			if resp.StatusCode != http.StatusSeeOther {
 				t.Fatalf("login: got %d", resp.StatusCode)
 			}
@@ -315,8 +322,15 @@ func TestNoSecretInAnyPage(t *testing.T) {
 				continue
 			}
 			for _, secret := range s.Secrets {
-				if secret != "" && strings.Contains(resp.Body, secret) {
-					t.Errorf("GET %s contains the stored secret %q", path, secret)
+				if secret == "" {
+					continue
+				}
+				// As written, or as html/template escapes it in an attribute or a script.
+				for _, form := range []string{secret, template.HTMLEscapeString(secret), strings.ReplaceAll(secret, "+", "&#43;"),
+					template.JSEscapeString(secret)} {
+					if strings.Contains(resp.Body, form) {
+						t.Errorf("GET %s contains the stored secret %q", path, secret)
+					}
 				}
 			}
 			for _, m := range link.FindAllStringSubmatch(resp.Body, -1) {
@@ -336,6 +350,82 @@ func TestNoSecretInAnyPage(t *testing.T) {
 		}
 		if len(seen) < 25 {
 			t.Errorf("crawled %d pages, want at least 25", len(seen))
+		}
+	})
+}
+
+func TestFlowForm(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	seedData(t, st, h.status)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	secretA := "whsec_" + base64.StdEncoding.EncodeToString([]byte("secret-of-webhook-A-0123"))
+	secretB := "whsec_" + base64.StdEncoding.EncodeToString([]byte("secret-of-webhook-B-4567"))
+
+	t.Run("refused with every wrong field", func(t *testing.T) {
+		resp := h.post(c, "/flows", url.Values{"name": {"bad name"}, "imap": {"nope"}, "subject": {"(unclosed"}, "match": {"regex"},
+			"acts": {"1"}, "act-0-orig": {"-1"}, "act-0-url": {"ftp://x"}, "act-0-headers": {"no colon here"}})
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("got %d, want 400", resp.StatusCode)
+		}
+		for _, want := range []string{"only letters, digits and underscore", "no IMAP configuration named nope",
+			"not a valid regular expression", "must be an absolute http:// or https:// URL", "one header per line"} {
+			if !strings.Contains(resp.Body, want) {
+				t.Errorf("missing %q", want)
+			}
+		}
+		if _, err := st.GetFlow(ctx, "bad name"); err == nil {
+			t.Error("a refused flow was stored")
+		}
+	})
+
+	t.Run("each webhook keeps its own secret", func(t *testing.T) {
+		resp := h.post(c, "/flows", url.Values{"name": {"two_hooks"}, "imap": {"support_inbox"}, "subject": {"Order"}, "match": {"prefix"},
+			"enabled": {"on"}, "acts": {"3"},
+			"act-0-orig": {"-1"}, "act-0-url": {"https://a.example/hook"}, "act-0-secret": {secretA},
+			"act-1-orig": {"-1"}, "act-1-url": {"https://b.example/hook"}, "act-1-secret": {secretB}, "act-1-headers": {"X-Team: billing"},
+			"act-2-orig": {"-1"}, "act-2-url": {""}})
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("create: got %d\n%s", resp.StatusCode, resp.Body)
+		}
+		fr, err := st.GetFlow(ctx, "two_hooks")
+		if err != nil || len(fr.Secrets) != 2 || fr.Secrets[0] != secretA || fr.Secrets[1] != secretB {
+			t.Fatalf("got %v, %v", fr.Secrets, err)
+		}
+		page := h.get(c, "/flows/two_hooks").Body
+		if strings.Contains(page, secretA) || strings.Contains(page, secretB) {
+			t.Fatal("the editor shows a stored secret")
+		}
+		// Remove the first webhook; the second keeps its secret, not the first's.
+		resp = h.post(c, "/flows/two_hooks", url.Values{"name": {"two_hooks"}, "imap": {"support_inbox"}, "subject": {"Order"},
+			"match": {"prefix"}, "enabled": {"on"}, "acts": {"2"},
+			"act-0-orig": {"0"}, "act-0-url": {"https://a.example/hook"}, "act-0-remove": {"on"},
+			"act-1-orig": {"1"}, "act-1-url": {"https://b.example/hook"}, "act-1-headers": {"X-Team: billing"}})
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("save: got %d\n%s", resp.StatusCode, resp.Body)
+		}
+		fr, err = st.GetFlow(ctx, "two_hooks")
+		if err != nil || len(fr.Secrets) != 1 || fr.Secrets[0] != secretB {
+			t.Fatalf("got secrets %v, want only webhook B's", fr.Secrets)
+		}
+		if !strings.Contains(fr.Definition, `"X-Team":"billing"`) {
+			t.Errorf("got definition %s, want the header kept", fr.Definition)
+		}
+	})
+
+	t.Run("test a subject", func(t *testing.T) {
+		for _, tc := range []struct{ query, want string }{
+			{"subject=Invoice&match=prefix&ignoreReplyPrefixes=1&test=Re:+Invoice+7", `"matched":true`},
+			{"subject=Invoice&match=exact&test=Invoice+7", `"matched":false`},
+			{"subject=(x&match=regex&test=x", `not a valid regular expression`},
+			{"subject=Invoice&from=@acme.example&test=Invoice&sender=a@globex.example", `is not`},
+		} {
+			req, _ := http.NewRequest(http.MethodGet, h.url+"/flows/match?"+tc.query, nil)
+			req.Header.Set("Accept", "application/json")
+			if resp := h.do(c, req); !strings.Contains(resp.Body, tc.want) {
+				t.Errorf("%s: got %s, want %s", tc.query, resp.Body, tc.want)
+			}
 		}
 	})
 }

@@ -166,6 +166,20 @@
     return l ? l.textContent.replace("*", "").trim() : key;
   }
 
+  // A link of an error summary goes to the field shown, also where two
+  // fields share a name (the User Name of each Type).
+  function initErrorSummary() {
+    for (const a of $$(".error-summary a[href^='#f-']")) {
+      a.addEventListener("click", (e) => {
+        const form = a.closest("form") || document;
+        const key = a.getAttribute("href").slice(3);
+        const field = $$("[name='" + CSS.escape(key) + "']", form).find((c) => !c.disabled && c.type !== "hidden") ||
+          document.getElementById("f-" + key);
+        if (field) { e.preventDefault(); field.focus(); field.scrollIntoView({ block: "center" }); }
+      });
+    }
+  }
+
   // Ok stays disabled until the fields it needs are filled.
   function initRequireFilled() {
     for (const form of $$("form[data-require-filled]")) {
@@ -260,7 +274,10 @@
   function initTimes() {
     for (const t of $$("time[datetime]")) {
       const d = new Date(t.getAttribute("datetime"));
-      if (!isNaN(d)) t.textContent = d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+      if (isNaN(d)) continue;
+      const opts = { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" };
+      if (d.getFullYear() !== new Date().getFullYear()) opts.year = "numeric";
+      t.textContent = d.toLocaleString(undefined, opts);
     }
   }
 
@@ -270,6 +287,7 @@
     initCounters();
     initIMAPForm();
     initRequireFilled();
+    initErrorSummary();
     initStatusPoll();
     initMatch();
     initCopy();
