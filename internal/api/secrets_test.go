@@ -69,7 +69,12 @@ func TestSecretsNeverLeave(t *testing.T) {
 		h.raw("POST", "/api/v1/imap", `{"name":"x","password":`+secrets[6]+`}`, nil)
 		h.raw("POST", "/api/v1/imap/gen/duplicate", `{"password":"`+secrets[6]+`","name":"gen"}`, nil)
 		h.raw("GET", "/api/v1/imap", "", map[string]string{"Authorization": "Bearer " + secrets[6]})
-		h.raw("GET", "/metrics", "", nil)
+		h.raw("POST", "/api/v1/imap/gen/test", "", nil)
+		h.raw("POST", "/api/v1/imap/test", `{"host":"127.0.0.1","port":1,"username":"a@b.example","password":"`+secrets[6]+`"}`, nil)
+		h.raw("POST", "/api/v1/flows", `{"name":"f","start":{"emailTrigger":{"imap":"gen","subject":"x"}},"activities":[{"url":"http://127.0.0.1:1/"}]}`, nil)
+		for _, path := range []string{"/api/v1/flows", "/api/v1/flows/f", "/api/v1/runs", "/api/v1/messages", "/healthz", "/readyz", "/metrics"} {
+			h.raw("GET", path, "", nil)
+		}
 
 		h.mu.Lock()
 		all := strings.Join(h.bodies, "\n")
