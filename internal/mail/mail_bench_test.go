@@ -1,0 +1,79 @@
+package mail
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strings"
+	"testing"
+)
+
+// benchMessage is about 20 KB of text and HTML, with a 200 KB attachment
+// when withAttachment is set: the shape of issue 7's backlog scenario.
+func benchMessage(withAttachment bool) []byte {
+	var b bytes.Buffer
+	b.WriteString("From: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\nTo: support@example.com\r\n" +
+		"Subject: =?UTF-8?B?UmVjaG51bmcgw5xiZXJmw6RsbGln?= 2024-117\r\nMessage-ID: <bench@example.org>\r\n" +
+		"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n" +
+		"--outer\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n" +
+		"--inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
+	line := "Sehr geehrte Damen und Herren, anbei die Rechnung f=C3=BCr den Monat November.\r\n"
+	b.WriteString(strings.Repeat(line, 120))
+	b.WriteString("--inner\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body>")
+	b.WriteString(strings.Repeat("<p>Sehr geehrte Damen und Herren, anbei die Rechnung.</p>\r\n", 180))
+	b.WriteString("</body></html>\r\n--inner--\r\n")
+	if withAttachment {
+		b.WriteString("--outer\r\nContent-Type: application/pdf; name=rechnung.pdf\r\nContent-Disposition: attachment; filename=rechnung.pdf\r\n" +
+			"Content-Transfer-Encoding: base64\r\n\r\n")
+		enc := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("%PDF-1.4 binary"), 200<<10/15))
+		for len(enc) > 76 {
+			b.WriteString(enc[:76] + "\r\n")
+			enc = enc[76:]
+		}
+		b.WriteString(enc + "\r\n")
+	}
+	b.WriteString("--outer--\r\n")
+	return b.Bytes()
+}
+
+func BenchmarkParse(b *testing.B) {
+	for _, tt := range []struct {
+		name string
+		raw  []byte
+	}{{"20KB", benchMessage(false)}, {"20KB+200KB_attachment", benchMessage(true)}} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tt.raw)))
+			for b.Loop() {
+				if m := Parse(tt.raw); len(m.ParseErrors) > 0 {
+					b.Fatal(m.ParseErrors)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkParseHeader(b *testing.B) {
+	raw := benchMessage(true)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseHeader(bytes.NewReader(raw), int64(len(raw))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeHeader(b *testing.B) {
+	for _, tt := range []struct{ name, raw string }{
+		{"plain", "Invoice 2024-117 from Acme GmbH"},
+		{"utf8_b", "=?UTF-8?B?UmVjaG51bmcgw5xiZXJmw6RsbGln?="},
+		{"iso2022jp", "=?ISO-2022-JP?B?GyRCJDMkcyRLJEEkTxsoQg==?="},
+		{"latin1_raw", "Rechnung f\xfcr M\xe4rz"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				DecodeHeader(tt.raw)
+			}
+		})
+	}
+}

@@ -1,0 +1,278 @@
+package pop3source
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Entry is one line of UIDL: a message's number in this session and its
+// unique id, which stays the same across sessions.
+type Entry struct {
+	Num  int
+	UIDL string
+}
+
+// Message is one message read with Retr.
+type Message struct {
+	// Num is the message's number in this session.
+	Num int
+	// Size is the size LIST reports.
+	Size int64
+	// Raw is the message exactly as the server sent it (with only the
+	// dot-stuffing undone) or, when TooLarge, only its header section
+	// (with the blank line that ends it).
+	Raw []byte
+	// TooLarge reports that the message is bigger than the size cap, and
+	// so Raw holds only its header.
+	TooLarge bool
+}
+
+// Stat returns the number of messages and their total size.
+func (c *Conn) Stat(ctx context.Context) (count int, size int64, err error) {
+	err = c.do(ctx, StepStat, 0, func() error {
+		text, err := c.cmd("STAT", "STAT")
+		if err != nil {
+			return err
+		}
+		count, size, err = parseNumSize(text)
+		if err != nil {
+			return fmt.Errorf("STAT: %w", err)
+		}
+		return nil
+	})
+	return count, size, err
+}
+
+// UIDL returns every message's number and unique id, in the server's order.
+// A server without UIDL fails with an error matching ErrNoUIDL.
+func (c *Conn) UIDL(ctx context.Context) ([]Entry, error) {
+	var entries []Entry
+	err := c.do(ctx, StepUIDL, 0, func() error {
+		if _, err := c.cmd("UIDL", "UIDL"); err != nil {
+			var re *ResponseError
+			if errors.As(err, &re) && (c.caps == nil || !hasCap(c.caps, "UIDL")) {
+				return fmt.Errorf("%w: %w", ErrNoUIDL, err)
+			}
+			return err
+		}
+		lines, err := c.readLines()
+		if err != nil {
+			return err
+		}
+		seen := make(map[string]bool, len(lines))
+		for _, line := range lines {
+			e, err := parseUIDL(line)
+			if err != nil {
+				return err
+			}
+			if seen[e.UIDL] {
+				return fmt.Errorf("server gave two messages the unique id %q", e.UIDL)
+			}
+			seen[e.UIDL] = true
+			entries = append(entries, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+func parseUIDL(line string) (Entry, error) {
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return Entry{}, fmt.Errorf("invalid UIDL line %q", truncate(line))
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < 1 {
+		return Entry{}, fmt.Errorf("invalid message number in UIDL line %q", truncate(line))
+	}
+	uidl := f[1]
+	if len(uidl) > maxUIDLLen {
+		return Entry{}, fmt.Errorf("unique id longer than %d characters in UIDL line %q", maxUIDLLen, truncate(line))
+	}
+	for i := range len(uidl) {
+		if uidl[i] < 0x21 || uidl[i] > 0x7e {
+			return Entry{}, fmt.Errorf("invalid character in unique id in UIDL line %q", truncate(line))
+		}
+	}
+	return Entry{Num: n, UIDL: uidl}, nil
+}
+
+// parseNumSize parses "n size", the text of STAT and of LIST n.
+func parseNumSize(text string) (int, int64, error) {
+	f := strings.Fields(text)
+	if len(f) < 2 {
+		return 0, 0, fmt.Errorf("invalid response %q", truncate(text))
+	}
+	n, err1 := strconv.Atoi(f[0])
+	size, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil || n < 0 || size < 0 {
+		return 0, 0, fmt.Errorf("invalid response %q", truncate(text))
+	}
+	return n, size, nil
+}
+
+// Size returns the size of message n, as LIST n reports it.
+func (c *Conn) Size(ctx context.Context, n int) (int64, error) {
+	var size int64
+	err := c.do(ctx, StepList, 0, func() error {
+		var err error
+		size, err = c.list(n)
+		return err
+	})
+	return size, err
+}
+
+func (c *Conn) list(n int) (int64, error) {
+	text, err := c.cmd("LIST", "LIST "+strconv.Itoa(n))
+	if err != nil {
+		return 0, err
+	}
+	num, size, err := parseNumSize(text)
+	if err != nil {
+		return 0, fmt.Errorf("LIST: %w", err)
+	}
+	if num != n {
+		return 0, fmt.Errorf("LIST %d: server answered for message %d", n, num)
+	}
+	return size, nil
+}
+
+// Retr reads message n. When its size (as LIST reports it, or as it turns
+// out while reading) is above sizeCap (zero means DefaultSizeCap), only its
+// header section is kept, read with TOP n 0 where the server offers TOP,
+// else by reading the whole message and discarding all but the header; the
+// Message is then TooLarge. At most about sizeCap bytes are held.
+func (c *Conn) Retr(ctx context.Context, n int, sizeCap int64) (Message, error) {
+	if sizeCap <= 0 {
+		sizeCap = DefaultSizeCap
+	}
+	size, err := c.Size(ctx, n)
+	if err != nil {
+		return Message{}, err
+	}
+	k := &keeper{limit: sizeCap, headerOnly: size > sizeCap}
+	line := "RETR " + strconv.Itoa(n)
+	extra := time.Duration(size/minRate) * time.Second
+	if k.headerOnly && hasCap(c.caps, "TOP") {
+		line = "TOP " + strconv.Itoa(n) + " 0"
+		extra = 0
+	}
+	err = c.do(ctx, StepRetr, extra, func() error {
+		if _, err := c.cmd(strings.Fields(line)[0], line); err != nil {
+			return err
+		}
+		return readDotBody(c.bufioReader(), k.write)
+	})
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{Num: n, Size: size, Raw: k.buf, TooLarge: k.headerOnly}, nil
+}
+
+// Dele marks message n deleted. The server removes it only at Quit; Close
+// or a dropped connection unmarks it.
+func (c *Conn) Dele(ctx context.Context, n int) error {
+	return c.do(ctx, StepDele, 0, func() error {
+		_, err := c.cmd("DELE", "DELE "+strconv.Itoa(n))
+		return err
+	})
+}
+
+// readDotBody reads a multi-line response's data from r up to its
+// terminating line ".", undoing the dot-stuffing (RFC 1939 §3: a line that
+// starts with "." has one more "." in front), and passes everything else
+// to write unchanged: line ends stay as sent, and lines longer than r's
+// buffer are passed in pieces but never altered.
+func readDotBody(r *bufio.Reader, write func([]byte)) error {
+	bol := true // at the beginning of a line
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if err != nil && err != bufio.ErrBufferFull {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if bol && len(chunk) > 0 && chunk[0] == '.' {
+			if err == nil && (string(chunk) == ".\r\n" || string(chunk) == ".\n") {
+				return nil
+			}
+			chunk = chunk[1:]
+		}
+		if len(chunk) > 0 {
+			write(chunk)
+		}
+		bol = err == nil
+	}
+}
+
+// keeper collects a message up to limit bytes; above it, or from the start
+// when headerOnly, it keeps only the header section.
+type keeper struct {
+	limit      int64
+	headerOnly bool
+	buf        []byte
+	done       bool // nothing more is kept
+	scanned    int  // buf[:scanned] has been searched for the header's end
+}
+
+func (k *keeper) write(p []byte) {
+	if k.done {
+		return
+	}
+	if !k.headerOnly && int64(len(k.buf)+len(p)) > k.limit {
+		k.headerOnly = true
+	}
+	k.buf = append(k.buf, p...)
+	if !k.headerOnly {
+		return
+	}
+	if end := k.headerEnd(); end >= 0 {
+		// A header larger than the cap keeps only its start.
+		k.buf = k.buf[:min(int64(end), k.limit)]
+		k.done = true
+	} else if int64(len(k.buf)) > k.limit {
+		k.buf = k.buf[:k.limit]
+		k.done = true
+	}
+}
+
+// headerEnd returns the length of the header section with its ending blank
+// line, or -1 if buf does not hold all of it yet.
+func (k *keeper) headerEnd() int {
+	b := k.buf
+	if bytes.HasPrefix(b, []byte("\r\n")) {
+		return 2
+	}
+	if bytes.HasPrefix(b, []byte("\n")) {
+		return 1
+	}
+	from := max(k.scanned-2, 0)
+	k.scanned = len(b)
+	for i := bytes.IndexByte(b[from:], '\n'); i >= 0; {
+		at := from + i + 1 // just after a line end
+		switch {
+		case bytes.HasPrefix(b[at:], []byte("\r\n")):
+			return at + 2
+		case bytes.HasPrefix(b[at:], []byte("\n")):
+			return at + 1
+		case at+1 >= len(b) && (at == len(b) || b[at] == '\r'):
+			// Not decidable yet: look here again with more data.
+			k.scanned = at
+			return -1
+		}
+		from = at
+		i = bytes.IndexByte(b[from:], '\n')
+	}
+	return -1
+}
