@@ -37,6 +37,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source"
 )
 
 // The steps a StepError names.
@@ -747,14 +748,7 @@ func redact(err error, secrets ...string) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	found := false
-	for _, s := range secrets {
-		if s != "" && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, "[redacted]")
-			found = true
-		}
-	}
+	msg, found := source.Redact(err.Error(), secrets...)
 	if !found {
 		return err
 	}

@@ -18,7 +18,6 @@ package imapsource
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +33,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source"
 )
 
 // The steps a StepError names.
@@ -179,7 +179,7 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	mode, port, err := tlsMode(cfg)
+	mode, port, err := source.TLSMode(cfg, 993, 143)
 	if err != nil {
 		return nil, &StepError{StepTLS, err}
 	}
@@ -188,7 +188,7 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	}
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(port))
 	log = log.With("host", cfg.Host, "port", port, "user", cfg.Username)
-	tlsConfig, err := tlsConfig(cfg)
+	tlsConfig, err := source.TLSConfig(cfg)
 	if err != nil {
 		return nil, &StepError{StepTLS, err}
 	}
@@ -291,70 +291,13 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	return c, nil
 }
 
-// tlsMode returns the TLS mode and port of cfg, with defaults for missing
-// ones: the mode from the port (143 means STARTTLS), the port from the mode.
-func tlsMode(cfg imapconf.Config) (mode string, port int, err error) {
-	mode, port = cfg.TLS, cfg.Port
-	if mode == "" {
-		mode = imapconf.TLSImplicit
-		if port == 143 {
-			mode = imapconf.TLSStartTLS
-		}
-	}
-	switch mode {
-	case imapconf.TLSImplicit:
-		if port == 0 {
-			port = 993
-		}
-	case imapconf.TLSStartTLS:
-		if port == 0 {
-			port = 143
-		}
-	default:
-		return "", 0, fmt.Errorf("unknown tls mode %q: want %q or %q (logging in without TLS is refused)",
-			mode, imapconf.TLSImplicit, imapconf.TLSStartTLS)
-	}
-	if port < 1 || port > 65535 {
-		return "", 0, fmt.Errorf("invalid port %d", port)
-	}
-	return mode, port, nil
-}
-
-// tlsConfig returns the client TLS configuration for cfg: the system's roots
-// plus cfg.CACert, server name cfg.Host, TLS 1.2 at least.
-func tlsConfig(cfg imapconf.Config) (*tls.Config, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
-	if strings.TrimSpace(cfg.CACert) != "" && !roots.AppendCertsFromPEM([]byte(cfg.CACert)) {
-		return nil, errors.New("caCert holds no PEM certificate")
-	}
-	return &tls.Config{
-		RootCAs:    roots,
-		ServerName: cfg.Host,
-		MinVersion: tls.VersionTLS12,
-	}, nil
-}
-
 // explainTLS adds a hint to certificate errors users can act on.
 func explainTLS(err error) error {
-	var unknown x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	switch {
-	case errors.As(err, &unknown):
-		return fmt.Errorf("%w (the server's certificate is not signed by a trusted authority; to trust a private CA, set caCert)", err)
-	case errors.As(err, &hostname):
-		return fmt.Errorf("%w (the certificate is not valid for this host name)", err)
-	case errors.As(err, &invalid):
-		return fmt.Errorf("%w (the server's certificate is not valid)", err)
-	}
 	var imapErr *imap.Error
 	if errors.As(err, &imapErr) {
 		return fmt.Errorf("server refused STARTTLS: %w", err)
 	}
-	return err
+	return source.ExplainCertError(err)
 }
 
 // login authenticates on the TLS connection.
@@ -408,14 +351,7 @@ func authError(err error) error {
 // matches ErrAuth if err did. A server is not expected to echo a password;
 // this makes sure none reaches a log or the UI if one does.
 func redact(err error, secrets ...string) error {
-	msg := err.Error()
-	found := false
-	for _, s := range secrets {
-		if s != "" && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, "[redacted]")
-			found = true
-		}
-	}
+	msg, found := source.Redact(err.Error(), secrets...)
 	if !found {
 		return err
 	}

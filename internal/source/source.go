@@ -1,0 +1,92 @@
+// Package source holds what the mail sources (imapsource, pop3source,
+// graphsource) share: the TLS settings of a configuration, hints for
+// certificate errors, and the redaction of secrets from error text.
+package source
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+
+	"mailtrigger/internal/imapconf"
+)
+
+// TLSMode returns the TLS mode and port of cfg, with defaults for what is
+// missing: the mode from the port (startTLSPort means STARTTLS, any other
+// implicit TLS), the port from the mode.
+func TLSMode(cfg imapconf.Config, implicitPort, startTLSPort int) (mode string, port int, err error) {
+	mode, port = cfg.TLS, cfg.Port
+	if mode == "" {
+		mode = imapconf.TLSImplicit
+		if port == startTLSPort {
+			mode = imapconf.TLSStartTLS
+		}
+	}
+	switch mode {
+	case imapconf.TLSImplicit:
+		if port == 0 {
+			port = implicitPort
+		}
+	case imapconf.TLSStartTLS:
+		if port == 0 {
+			port = startTLSPort
+		}
+	default:
+		return "", 0, fmt.Errorf("unknown tls mode %q: want %q or %q (logging in without TLS is refused)",
+			mode, imapconf.TLSImplicit, imapconf.TLSStartTLS)
+	}
+	if port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("invalid port %d", port)
+	}
+	return mode, port, nil
+}
+
+// TLSConfig returns the client TLS configuration for cfg: the system's roots
+// plus cfg.CACert, server name cfg.Host, TLS 1.2 at least. Certificates are
+// always verified.
+func TLSConfig(cfg imapconf.Config) (*tls.Config, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if strings.TrimSpace(cfg.CACert) != "" && !roots.AppendCertsFromPEM([]byte(cfg.CACert)) {
+		return nil, errors.New("caCert holds no PEM certificate")
+	}
+	return &tls.Config{
+		RootCAs:    roots,
+		ServerName: cfg.Host,
+		MinVersion: tls.VersionTLS12,
+	}, nil
+}
+
+// ExplainCertError adds a hint users can act on to a certificate error, and
+// returns other errors as they are.
+func ExplainCertError(err error) error {
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown):
+		return fmt.Errorf("%w (the server's certificate is not signed by a trusted authority; to trust a private CA, set caCert)", err)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("%w (the certificate is not valid for this host name)", err)
+	case errors.As(err, &invalid):
+		return fmt.Errorf("%w (the server's certificate is not valid)", err)
+	}
+	return err
+}
+
+// Redact replaces every non-empty secret in msg by "[redacted]" and reports
+// whether there was one.
+func Redact(msg string, secrets ...string) (string, bool) {
+	found := false
+	for _, s := range secrets {
+		if s != "" && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+			found = true
+		}
+	}
+	return msg, found
+}
