@@ -151,7 +151,7 @@ var imapSeq atomic.Int64
 
 // newFlow creates an IMAP configuration and a flow named name on it with
 // definition def and one fresh secret per activity.
-func newFlow(t *testing.T, s *store.Store, name, def string) store.FlowRecord {
+func newFlow(t testing.TB, s *store.Store, name, def string) store.FlowRecord {
 	t.Helper()
 	ctx := context.Background()
 	c := imapconf.Config{Name: fmt.Sprintf("inbox_%d", imapSeq.Add(1)), ServerType: "imaps", Type: "generic", Enabled: true,
@@ -187,7 +187,7 @@ const sampleMessage = "From: Ann Example <ann@example.com>\r\nTo: support@exampl
 
 // newRuns records n messages on f's mailbox, each starting one run of f,
 // as ingest does, and returns the runs.
-func newRuns(t *testing.T, s *store.Store, f store.FlowRecord, n int) []store.Run {
+func newRuns(t testing.TB, s *store.Store, f store.FlowRecord, n int) []store.Run {
 	t.Helper()
 	var b store.Batch
 	b.IMAPID, b.IMAPName = f.IMAPID, f.IMAPName

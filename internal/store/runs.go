@@ -165,10 +165,18 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 	}
 	var out []Run
 	err := s.Write(ctx, func(tx *sql.Tx) error {
+		// Runs whose lease ran out (their worker died) are due again. Two
+		// statements rather than an OR in one, so that both use the
+		// (status, next_attempt_at) index: with an OR the claim scanned
+		// every run, finished ones included.
+		if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
+			next_attempt_at = $3, locked_until = NULL WHERE status = $4 AND locked_until < $3`,
+			RunPending, RunRetrying, now, RunDelivering); err != nil {
+			return fmt.Errorf("recovering runs whose lease ended: %w", err)
+		}
 		var err error
 		out, err = collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
-			WHERE id IN (SELECT id FROM runs
-				WHERE (status IN ($3, $4) AND next_attempt_at <= $5) OR (status = $1 AND locked_until < $5)
+			WHERE id IN (SELECT id FROM runs WHERE status IN ($3, $4) AND next_attempt_at <= $5
 				ORDER BY next_attempt_at LIMIT $6`+skip+`)
 			RETURNING `+runColumns, RunDelivering, now.Add(lease), RunPending, RunRetrying, now, limit))
 		return err
