@@ -17,7 +17,6 @@ import (
 	"mailtrigger/internal/ingest"
 	runs "mailtrigger/internal/run"
 	"mailtrigger/internal/server"
-	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/watch"
 	"mailtrigger/internal/web"
@@ -68,7 +67,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 
 	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status,
 		Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
-			return imapsource.Test(ctx, c, imapsource.Options{Logger: log.With("imap", c.Name)})
+			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
 		}})
 	if err != nil {
 		return err
@@ -77,7 +76,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 		Handler: server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
 			Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
 			Test: func(ctx context.Context, c imapconf.Config) any {
-				return imapsource.Test(ctx, c, imapsource.Options{Logger: log.With("imap", c.Name)})
+				return watch.TestConnection(ctx, c, log.With("imap", c.Name))
 			}, WebRoutes: ui.Routes}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,

@@ -35,7 +35,13 @@ func (s *Store) GetCheckpoint(ctx context.Context, imapID int64) (cp Checkpoint,
 
 // Incoming is one message read from a server, to be recorded.
 type Incoming struct {
-	UID  uint32
+	UID uint32
+	// UIDL, when set, is the POP3 unique id of the message: the message is
+	// recorded under UIDVALIDITY 0 with the configuration's next UID
+	// (replacing UID), its UIDL is remembered in the same transaction, and a
+	// message whose UIDL is remembered already is skipped. No pending
+	// after-processing is recorded for it: the UIDLs are what is owed.
+	UIDL string
 	Raw  []byte // the whole message, or only its header when Msg.TooLarge
 	Msg  *mail.Message
 	Seen time.Time // when it was read
@@ -76,7 +82,7 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 	err = s.Write(ctx, func(tx *sql.Tx) error {
 		rec, skipped = rec[:0], 0
 		for _, in := range b.Messages {
-			id, ok, err := recordMessage(ctx, tx, b, in)
+			id, ok, err := recordMessage(ctx, tx, b, &in)
 			if err != nil {
 				return err
 			}
@@ -89,7 +95,7 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 					return fmt.Errorf("message uid %d: %w", in.UID, err)
 				}
 			}
-			if b.Action != "" && b.Action != "none" {
+			if in.UIDL == "" && b.Action != "" && b.Action != "none" {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO pending_actions (imap_id, uid_validity, uid, action, move_to, created_at)
 					VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
 					b.IMAPID, int64(b.Checkpoint.UIDValidity), int64(in.UID), b.Action, b.MoveTo, now()); err != nil {
@@ -130,14 +136,38 @@ func setCheckpoint(ctx context.Context, tx *sql.Tx, imapID int64, cp Checkpoint)
 	return nil
 }
 
-func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in Incoming) (int64, bool, error) {
+func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int64, bool, error) {
 	m := in.Msg
 	key := m.DedupeKey()
+	if in.UIDL != "" {
+		b.Checkpoint.UIDValidity = 0
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM pop3_uidls WHERE imap_id = $1 AND uidl = $2`, b.IMAPID, in.UIDL).Scan(&one)
+		if err == nil {
+			return 0, false, nil // read before
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return 0, false, fmt.Errorf("looking for unique id %q recorded earlier: %w", in.UIDL, err)
+		}
+		var next int64
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(uid), 0) + 1 FROM messages WHERE imap_id = $1 AND uid_validity = 0`,
+			b.IMAPID).Scan(&next); err != nil {
+			return 0, false, fmt.Errorf("numbering message %q: %w", in.UIDL, err)
+		}
+		in.UID = uint32(next)
+	}
 	var dup int64
 	err := tx.QueryRowContext(ctx, `SELECT id FROM messages WHERE imap_id = $1 AND dedupe_key = $2 AND uid_validity <> $3 LIMIT 1`,
 		b.IMAPID, key, int64(b.Checkpoint.UIDValidity)).Scan(&dup)
 	if err == nil {
-		return 0, false, nil // recorded before the folder was recreated
+		// Recorded before the folder was recreated (or, for POP3, while
+		// the configuration read the mailbox over IMAP).
+		if in.UIDL != "" {
+			if err := rememberUIDL(ctx, tx, b.IMAPID, in.UIDL, &dup); err != nil {
+				return 0, false, err
+			}
+		}
+		return 0, false, nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, false, fmt.Errorf("looking for uid %d recorded earlier: %w", in.UID, err)
@@ -172,7 +202,80 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in Incoming) (int64
 			return 0, false, fmt.Errorf("recording attachment %d of uid %d: %w", n, in.UID, err)
 		}
 	}
+	if in.UIDL != "" {
+		if err := rememberUIDL(ctx, tx, b.IMAPID, in.UIDL, &id); err != nil {
+			return 0, false, err
+		}
+	}
 	return id, true, nil
+}
+
+func rememberUIDL(ctx context.Context, tx *sql.Tx, imapID int64, uidl string, messageID *int64) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO pop3_uidls (imap_id, uidl, message_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		imapID, uidl, messageID); err != nil {
+		return fmt.Errorf("remembering unique id %q: %w", uidl, err)
+	}
+	return nil
+}
+
+// POP3UIDLs returns the unique ids of the POP3 messages configuration
+// imapID has read (recorded, or marked seen without reading).
+func (s *Store) POP3UIDLs(ctx context.Context, imapID int64) (map[string]bool, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT uidl FROM pop3_uidls WHERE imap_id = $1`, imapID)
+	if err != nil {
+		return nil, fmt.Errorf("listing unique ids read: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("listing unique ids read: %w", err)
+		}
+		out[u] = true
+	}
+	return out, rows.Err()
+}
+
+// ForgetPOP3UIDLs forgets the unique ids of configuration imapID that are
+// not in present (the ids the server lists now): those messages are gone
+// from the server, so remembering them would only grow the table.
+func (s *Store) ForgetPOP3UIDLs(ctx context.Context, imapID int64, present map[string]bool) error {
+	known, err := s.POP3UIDLs(ctx, imapID)
+	if err != nil {
+		return err
+	}
+	var gone []string
+	for u := range known {
+		if !present[u] {
+			gone = append(gone, u)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		for _, u := range gone {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM pop3_uidls WHERE imap_id = $1 AND uidl = $2`, imapID, u); err != nil {
+				return fmt.Errorf("forgetting unique id %q: %w", u, err)
+			}
+		}
+		return nil
+	})
+}
+
+// MarkPOP3Seen remembers uidls as read without recording them (the mail
+// present at the first connect, for backlog "new") and sets the checkpoint
+// cp, in one transaction.
+func (s *Store) MarkPOP3Seen(ctx context.Context, imapID int64, uidls []string, cp Checkpoint) error {
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		for _, u := range uidls {
+			if err := rememberUIDL(ctx, tx, imapID, u, nil); err != nil {
+				return err
+			}
+		}
+		return setCheckpoint(ctx, tx, imapID, cp)
+	})
 }
 
 // text makes s storable in a PostgreSQL text column, which refuses NUL.

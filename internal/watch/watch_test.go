@@ -17,7 +17,6 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/server"
-	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
@@ -68,7 +67,7 @@ func newEnvHook(t *testing.T, dialect store.Dialect, opts watch.Options, hook st
 
 	srv := httptest.NewServer(server.Handler(server.Deps{Store: e.st, Logger: log, Changed: e.mgr.Changed, Status: e.mgr.Status,
 		Test: func(ctx context.Context, c imapconf.Config) any {
-			return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
+			return watch.TestConnection(ctx, c, log)
 		}}))
 	t.Cleanup(srv.Close)
 	tok, hash := auth.NewToken()

@@ -10,6 +10,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/source/imapsource"
+	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/store"
 )
 
@@ -37,9 +38,13 @@ func (w *watcher) state(s string) { w.set(func(st *imapconf.Status) { st.State =
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
 	w.log.Info("watcher started", "host", w.cfg.Host, "folder", w.cfg.Folder)
+	session := w.session
+	if w.cfg.ServerType == imapconf.ServerPOP3S {
+		session = w.pop3Session
+	}
 	failures := 0
 	for ctx.Err() == nil {
-		progressed, err := w.session(ctx)
+		progressed, err := session(ctx)
 		if ctx.Err() != nil {
 			break
 		}
@@ -48,9 +53,13 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		state, wait := imapconf.StateError, backoff(failures, w.m.opts.MinBackoff, w.m.opts.MaxBackoff)
 		switch {
-		case errors.Is(err, imapsource.ErrAuth):
+		case errors.Is(err, imapsource.ErrAuth), errors.Is(err, pop3source.ErrAuth):
 			state, wait = imapconf.StateAuthFailed, w.m.opts.AuthBackoff
-		case errors.Is(err, errSilent), errors.Is(err, imapsource.ErrTimeout):
+		case errors.Is(err, pop3source.ErrNoUIDL):
+			// Reading without unique ids would mean guessing what was
+			// read: never; retried as slowly as a refused login.
+			wait = w.m.opts.AuthBackoff
+		case errors.Is(err, errSilent), errors.Is(err, imapsource.ErrTimeout), errors.Is(err, pop3source.ErrTimeout):
 			// Silent while waiting for mail, or while answering a
 			// command (a stalled FETCH, a login that never ends).
 			state = imapconf.StateStale

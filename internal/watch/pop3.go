@@ -1,0 +1,184 @@
+package watch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source/imapsource"
+	"mailtrigger/internal/source/pop3source"
+	"mailtrigger/internal/store"
+)
+
+// pop3Checkpoint is the checkpoint row of a POP3 mailbox: it only says that
+// the first connect happened (the UIDLs read are the real checkpoint).
+var pop3Checkpoint = store.Checkpoint{}
+
+// pop3Session reads a POP3 mailbox every pollInterval, one connection per
+// poll, until a connection fails or ctx ends. progressed is true once a poll
+// went through. Each poll: list the unique ids, forget the remembered ones
+// the server no longer has, mark for deletion (afterProcessing delete) the
+// ones recorded already (a crash may have come between the commit and
+// QUIT), read and record the others in batches, marking each batch for
+// deletion once committed, and QUIT, on which the server removes what was
+// marked.
+func (w *watcher) pop3Session(ctx context.Context) (progressed bool, err error) {
+	for {
+		w.state(imapconf.StateConnecting)
+		if err := w.pop3Poll(ctx); err != nil {
+			return progressed, err
+		}
+		progressed = true
+		now := time.Now().UTC()
+		w.set(func(st *imapconf.Status) {
+			st.LastSuccessAt, st.BacklogDone, st.BacklogTotal = &now, 0, 0
+			st.State = imapconf.StatePolling
+		})
+		select {
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		case <-time.After(time.Duration(w.cfg.PollInterval) * time.Second):
+		}
+	}
+}
+
+func (w *watcher) pop3Poll(ctx context.Context) error {
+	o := w.m.opts
+	conn, err := pop3source.Dial(ctx, w.cfg, pop3source.Options{Logger: w.log, Dial: o.Dial,
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	w.state(imapconf.StateSyncing)
+	entries, err := conn.UIDL(ctx)
+	if err != nil {
+		return err
+	}
+	st := w.m.store
+	cp, ok, err := st.GetCheckpoint(ctx, w.cfg.ID)
+	if err != nil {
+		return err
+	}
+	if !ok || cp.UIDValidity != pop3Checkpoint.UIDValidity {
+		var seen []string
+		if w.cfg.Backlog != imapconf.BacklogAll {
+			for _, e := range entries {
+				seen = append(seen, e.UIDL)
+			}
+			w.log.Info("first connect: only mail arriving from now on is read", "skipped", len(seen))
+		} else {
+			w.log.Info("first connect: reading all the mail", "messages", len(entries))
+		}
+		if err := st.MarkPOP3Seen(ctx, w.cfg.ID, seen, pop3Checkpoint); err != nil {
+			return err
+		}
+	}
+	present := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		present[e.UIDL] = true
+	}
+	if err := st.ForgetPOP3UIDLs(ctx, w.cfg.ID, present); err != nil {
+		return err
+	}
+	known, err := st.POP3UIDLs(ctx, w.cfg.ID)
+	if err != nil {
+		return err
+	}
+	del := w.cfg.AfterProcessing == imapconf.AfterDelete
+	marked := 0
+	dele := func(nums []int) error {
+		for _, n := range nums {
+			if err := conn.Dele(ctx, n); err != nil {
+				return fmt.Errorf("after-processing (delete): %w", err)
+			}
+		}
+		marked += len(nums)
+		return nil
+	}
+	var read []pop3source.Entry
+	var owed []int
+	for _, e := range entries {
+		switch {
+		case !known[e.UIDL]:
+			read = append(read, e)
+		case del:
+			owed = append(owed, e.Num)
+		}
+	}
+	if len(owed) > 0 {
+		w.log.Info("deleting messages recorded earlier", "messages", len(owed))
+		if err := dele(owed); err != nil {
+			return err
+		}
+	}
+
+	var batch []store.Incoming
+	var nums []int
+	var batchBytes int64
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		rec, err := w.m.ingest.Record(ctx, w.cfg, pop3Checkpoint, true, batch)
+		if err != nil {
+			return fmt.Errorf("reading new mail: %w", err)
+		}
+		now := time.Now().UTC()
+		w.set(func(st *imapconf.Status) {
+			st.MessagesIngested += int64(len(rec))
+			st.BacklogDone += len(batch)
+			if len(rec) > 0 {
+				st.LastMessageAt = &now
+			}
+		})
+		if del {
+			if err := dele(nums); err != nil {
+				return err
+			}
+		}
+		batch, nums, batchBytes = batch[:0], nums[:0], 0
+		return nil
+	}
+	if len(read) > 0 {
+		w.set(func(st *imapconf.Status) { st.BacklogDone, st.BacklogTotal = 0, len(read) })
+	}
+	for _, e := range read {
+		m, err := conn.Retr(ctx, e.Num, o.SizeCap)
+		if err != nil {
+			return fmt.Errorf("reading new mail: %w", err)
+		}
+		in := ingest.Prepare(0, m.Raw, m.Size, m.TooLarge)
+		in.UIDL = e.UIDL
+		batch = append(batch, in)
+		nums = append(nums, e.Num)
+		batchBytes += int64(len(m.Raw))
+		if len(batch) >= o.BatchMessages || batchBytes >= o.BatchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	// QUIT only now, every message marked being committed: the server
+	// removes the marked messages on QUIT.
+	if err := conn.Quit(ctx); err != nil && marked > 0 {
+		return fmt.Errorf("after-processing (delete): %w", err)
+	}
+	return nil
+}
+
+// TestConnection is the test-connection operation for configuration c: it
+// tries the server the way its watcher reads it (IMAP or POP3) and returns
+// the source's result in its JSON form.
+func TestConnection(ctx context.Context, c imapconf.Config, log *slog.Logger) any {
+	if c.ServerType == imapconf.ServerPOP3S {
+		return pop3source.Test(ctx, c, pop3source.Options{Logger: log})
+	}
+	return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
+}
