@@ -86,9 +86,22 @@ func Prepare(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
 // message recorded before is skipped). cp.UIDValidity is the one the
 // messages' UIDs belong to.
 func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Checkpoint, advance bool, msgs []store.Incoming) ([]store.Recorded, error) {
+	return in.record(ctx, c, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: cp, KeepCheckpoint: !advance, Messages: msgs,
+		Action: c.AfterProcessing, MoveTo: c.MoveTo})
+}
+
+// RecordGraph records msgs of the Microsoft Graph configuration c (each
+// with its Graph id as UIDL) and, when deltaLink is set, stores it as the
+// checkpoint, in one transaction. The after-processing owed for each message
+// recorded is remembered (store.PendingGraphActions).
+func (in *Ingester) RecordGraph(ctx context.Context, c imapconf.Config, deltaLink *string, msgs []store.Incoming) ([]store.Recorded, error) {
+	return in.record(ctx, c, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Messages: msgs,
+		Action: c.AfterProcessing, MoveTo: c.MoveTo, OweByID: true, DeltaLink: deltaLink})
+}
+
+func (in *Ingester) record(ctx context.Context, c imapconf.Config, b store.Batch) ([]store.Recorded, error) {
 	start := time.Now()
-	b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: cp, KeepCheckpoint: !advance, Messages: msgs,
-		Action: c.AfterProcessing, MoveTo: c.MoveTo}
+	cp, msgs := b.Checkpoint, b.Messages
 	rec, skipped, err := in.store.RecordBatch(ctx, b, in.hook)
 	if err != nil {
 		return nil, err

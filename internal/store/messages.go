@@ -61,6 +61,15 @@ type Batch struct {
 	// Action and MoveTo are the after-processing owed to the server for each
 	// recorded message ("" or "none": nothing).
 	Action, MoveTo string
+	// OweByID records the after-processing owed also for messages with a
+	// UIDL (Microsoft Graph messages, whose ids are remembered as UIDLs and
+	// which are acted on after the commit by id), under UIDVALIDITY 0 and
+	// the UID they were recorded with; PendingGraphActions lists them.
+	OweByID bool
+	// DeltaLink, when set, is the Graph deltaLink stored with the batch (in
+	// the same transaction): set only on the batch that finishes a delta
+	// round; earlier batches leave the stored link alone.
+	DeltaLink *string
 }
 
 // Recorded is a message the batch recorded.
@@ -95,10 +104,10 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 					return fmt.Errorf("message uid %d: %w", in.UID, err)
 				}
 			}
-			if in.UIDL == "" && b.Action != "" && b.Action != "none" {
+			if (in.UIDL == "" || b.OweByID) && b.Action != "" && b.Action != "none" {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO pending_actions (imap_id, uid_validity, uid, action, move_to, created_at)
 					VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-					b.IMAPID, int64(b.Checkpoint.UIDValidity), int64(in.UID), b.Action, b.MoveTo, now()); err != nil {
+					b.IMAPID, int64(uidValidity(b, in)), int64(in.UID), b.Action, b.MoveTo, now()); err != nil {
 					return fmt.Errorf("recording after-processing of uid %d: %w", in.UID, err)
 				}
 			}
@@ -107,12 +116,117 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 		if b.KeepCheckpoint {
 			return nil
 		}
-		return setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint)
+		if err := setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint); err != nil {
+			return err
+		}
+		if b.DeltaLink != nil {
+			return setDeltaLink(ctx, tx, b.IMAPID, *b.DeltaLink)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
 	}
 	return rec, skipped, nil
+}
+
+// uidValidity is the UIDVALIDITY message in of b is recorded under.
+func uidValidity(b Batch, in Incoming) uint32 {
+	if in.UIDL != "" {
+		return 0
+	}
+	return b.Checkpoint.UIDValidity
+}
+
+func setDeltaLink(ctx context.Context, tx *sql.Tx, imapID int64, link string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE mailbox_state SET delta_link = $1 WHERE imap_id = $2`, link, imapID); err != nil {
+		return fmt.Errorf("storing deltaLink of imap configuration %d: %w", imapID, err)
+	}
+	return nil
+}
+
+// DeltaLink returns the stored Graph deltaLink of configuration imapID; ok
+// is false when the mailbox was never read ("" with ok: start from an empty
+// link).
+func (s *Store) DeltaLink(ctx context.Context, imapID int64) (link string, ok bool, err error) {
+	err = s.r.QueryRowContext(ctx, `SELECT delta_link FROM mailbox_state WHERE imap_id = $1`, imapID).Scan(&link)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("reading deltaLink of imap configuration %d: %w", imapID, err)
+	}
+	return link, true, nil
+}
+
+// SetDeltaLink stores the Graph deltaLink of configuration imapID without
+// recording messages (the first connect: "" to read all the mail, the
+// primed link for backlog "new"; a resync's empty link), remembering ids as
+// read without recording them (the unread-only backlog skips the read
+// ones).
+func (s *Store) SetDeltaLink(ctx context.Context, imapID int64, link string, seen []string) error {
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		for _, id := range seen {
+			if err := rememberUIDL(ctx, tx, imapID, id, nil); err != nil {
+				return err
+			}
+		}
+		if err := setCheckpoint(ctx, tx, imapID, Checkpoint{}); err != nil {
+			return err
+		}
+		return setDeltaLink(ctx, tx, imapID, link)
+	})
+}
+
+// RememberIDs remembers the Graph message ids of configuration imapID as
+// read without recording them (the read mail the unread-only backlog
+// skips), leaving the checkpoint alone.
+func (s *Store) RememberIDs(ctx context.Context, imapID int64, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if err := rememberUIDL(ctx, tx, imapID, id, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PendingGraphAction is after-processing owed to Graph for a recorded
+// message.
+type PendingGraphAction struct {
+	UID     uint32 // the UID the message was recorded with (UIDVALIDITY 0)
+	GraphID string
+	Action  string
+	MoveTo  string
+}
+
+// PendingGraphActions returns the after-processing owed for the Graph
+// messages of configuration imapID (DonePendingActions with UIDVALIDITY 0
+// forgets them).
+func (s *Store) PendingGraphActions(ctx context.Context, imapID int64) ([]PendingGraphAction, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT p.uid, u.uidl, p.action, p.move_to FROM pending_actions p
+		JOIN messages m ON m.imap_id = p.imap_id AND m.uid_validity = 0 AND m.uid = p.uid
+		JOIN pop3_uidls u ON u.imap_id = p.imap_id AND u.message_id = m.id
+		WHERE p.imap_id = $1 AND p.uid_validity = 0 ORDER BY p.uid`, imapID)
+	if err != nil {
+		return nil, fmt.Errorf("listing pending after-processing: %w", err)
+	}
+	defer rows.Close()
+	var out []PendingGraphAction
+	for rows.Next() {
+		var p PendingGraphAction
+		var u int64
+		if err := rows.Scan(&u, &p.GraphID, &p.Action, &p.MoveTo); err != nil {
+			return nil, fmt.Errorf("listing pending after-processing: %w", err)
+		}
+		p.UID = uint32(u)
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }
 
 // SetCheckpoint moves the checkpoint without recording messages (a backlog

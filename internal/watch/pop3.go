@@ -8,6 +8,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source/graphsource"
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/store"
@@ -174,9 +175,12 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 }
 
 // TestConnection is the test-connection operation for configuration c: it
-// tries the server the way its watcher reads it (IMAP or POP3) and returns
-// the source's result in its JSON form.
+// tries the server the way its watcher reads it (IMAP, POP3 or Microsoft
+// Graph) and returns the source's result in its JSON form.
 func TestConnection(ctx context.Context, c imapconf.Config, log *slog.Logger) any {
+	if c.Type == imapconf.TypeMSGraph {
+		return graphsource.Test(ctx, c, graphsource.Options{Logger: log})
+	}
 	if c.ServerType == imapconf.ServerPOP3S {
 		return pop3source.Test(ctx, c, pop3source.Options{Logger: log})
 	}

@@ -9,6 +9,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source/graphsource"
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/store"
@@ -39,7 +40,10 @@ func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
 	w.log.Info("watcher started", "host", w.cfg.Host, "folder", w.cfg.Folder)
 	session := w.session
-	if w.cfg.ServerType == imapconf.ServerPOP3S {
+	switch {
+	case w.cfg.Type == imapconf.TypeMSGraph:
+		session = w.graphSession
+	case w.cfg.ServerType == imapconf.ServerPOP3S:
 		session = w.pop3Session
 	}
 	failures := 0
@@ -53,7 +57,7 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		state, wait := imapconf.StateError, backoff(failures, w.m.opts.MinBackoff, w.m.opts.MaxBackoff)
 		switch {
-		case errors.Is(err, imapsource.ErrAuth), errors.Is(err, pop3source.ErrAuth):
+		case errors.Is(err, imapsource.ErrAuth), errors.Is(err, pop3source.ErrAuth), errors.Is(err, graphsource.ErrAuth):
 			state, wait = imapconf.StateAuthFailed, w.m.opts.AuthBackoff
 		case errors.Is(err, pop3source.ErrNoUIDL):
 			// Reading without unique ids would mean guessing what was
