@@ -90,3 +90,74 @@ func Redact(msg string, secrets ...string) (string, bool) {
 	}
 	return msg, found
 }
+
+// Errors that every source's errors match (errors.Is), so that the watcher
+// tells them apart once for all sources.
+var (
+	// ErrAuth: the server refused the login (wrong user name, password,
+	// secret or token). The watcher shows it plainly and retries slowly.
+	ErrAuth = errors.New("authentication failed")
+	// ErrClosed: the connection was closed (by the server, the network or
+	// Close); dial a new one.
+	ErrClosed = errors.New("connection closed")
+	// ErrTimeout: the server did not answer in time; the connection is closed.
+	ErrTimeout = errors.New("no response from the server in time")
+)
+
+// StepError is the error of a failed step of talking to a server.
+type StepError struct {
+	// Step names the step, such as connect, tls or login.
+	Step string
+	// Err is what went wrong. It never contains a password or secret.
+	Err error
+}
+
+// Error returns "step: error".
+func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *StepError) Unwrap() error { return e.Err }
+
+// RedactError returns err, or, when its text contains one of the secrets, a
+// *StepError of the same step whose text has them replaced and which still
+// matches each of the sentinels keep that err matched. A server is not
+// expected to echo a secret; this makes sure none reaches a log or the UI if
+// one does.
+func RedactError(err error, keep []error, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg, found := Redact(err.Error(), secrets...)
+	if !found {
+		return err
+	}
+	step := ""
+	var se *StepError
+	if errors.As(err, &se) {
+		step = se.Step
+		msg = strings.TrimPrefix(msg, step+": ")
+	}
+	r := &redactedError{msg: msg}
+	for _, k := range keep {
+		if errors.Is(err, k) {
+			r.is = append(r.is, k)
+		}
+	}
+	return &StepError{Step: step, Err: r}
+}
+
+type redactedError struct {
+	msg string
+	is  []error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+
+func (e *redactedError) Is(target error) bool {
+	for _, k := range e.is {
+		if k == target {
+			return true
+		}
+	}
+	return false
+}

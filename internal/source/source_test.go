@@ -1,6 +1,9 @@
 package source
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"mailtrigger/internal/imapconf"
@@ -40,5 +43,21 @@ func TestRedact(t *testing.T) {
 	}
 	if got, found := Redact("nothing here", "Secret-1"); found || got != "nothing here" {
 		t.Errorf("got %q %v", got, found)
+	}
+}
+
+func TestRedactErrorKeepsStepAndSentinels(t *testing.T) {
+	other := errors.New("other")
+	err := &StepError{Step: "login", Err: fmt.Errorf("%w: server said pw=Hunter-2", ErrAuth)}
+	got := RedactError(err, []error{ErrAuth, other}, "Hunter-2")
+	var se *StepError
+	if !errors.As(got, &se) || se.Step != "login" || strings.Contains(got.Error(), "Hunter-2") {
+		t.Errorf("got %v, want step login without the secret", got)
+	}
+	if !errors.Is(got, ErrAuth) || errors.Is(got, other) {
+		t.Errorf("got ErrAuth %v, other %v; want only ErrAuth kept", errors.Is(got, ErrAuth), errors.Is(got, other))
+	}
+	if RedactError(err, nil, "absent") != error(err) || RedactError(nil, nil, "x") != nil {
+		t.Error("an error without the secret, or nil, was changed")
 	}
 }

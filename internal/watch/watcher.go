@@ -9,7 +9,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
-	"mailtrigger/internal/source/graphsource"
+	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/store"
@@ -57,13 +57,13 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		state, wait := imapconf.StateError, backoff(failures, w.m.opts.MinBackoff, w.m.opts.MaxBackoff)
 		switch {
-		case errors.Is(err, imapsource.ErrAuth), errors.Is(err, pop3source.ErrAuth), errors.Is(err, graphsource.ErrAuth):
+		case errors.Is(err, source.ErrAuth): // any source's refused login
 			state, wait = imapconf.StateAuthFailed, w.m.opts.AuthBackoff
 		case errors.Is(err, pop3source.ErrNoUIDL):
 			// Reading without unique ids would mean guessing what was
 			// read: never; retried as slowly as a refused login.
 			wait = w.m.opts.AuthBackoff
-		case errors.Is(err, errSilent), errors.Is(err, imapsource.ErrTimeout), errors.Is(err, pop3source.ErrTimeout):
+		case errors.Is(err, errSilent), errors.Is(err, source.ErrTimeout):
 			// Silent while waiting for mail, or while answering a
 			// command (a stalled FETCH, a login that never ends).
 			state = imapconf.StateStale

@@ -72,7 +72,7 @@ var (
 	// ErrAuth is matched by errors of credentials Microsoft refused: a
 	// wrong tenant, client id or secret, or a token Graph keeps rejecting.
 	// The watcher retries those slowly and shows them plainly.
-	ErrAuth = errors.New("authentication failed")
+	ErrAuth = source.ErrAuth
 
 	// ErrResync is matched by the error of Delta when Graph no longer
 	// knows the delta token (410 Gone): the caller must start again from an
@@ -84,17 +84,8 @@ var (
 	ErrThrottled = errors.New("throttled by Microsoft Graph")
 )
 
-// StepError is the error of a failed step.
-type StepError struct {
-	Step string
-	Err  error
-}
-
-// Error returns "step: error".
-func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
-
-// Unwrap returns Err.
-func (e *StepError) Unwrap() error { return e.Err }
+// StepError is the error of a failed step; Step is one of the Step constants.
+type StepError = source.StepError
 
 // APIError is an error response of Graph or of the token endpoint.
 type APIError struct {
@@ -201,10 +192,10 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 	cfg.AuthorityURL = strings.TrimRight(cfg.AuthorityURL, "/")
 	gu, err := url.Parse(cfg.GraphURL)
 	if err != nil || gu.Host == "" {
-		return nil, &StepError{StepConfig, errors.New("graphUrl is not an absolute URL")}
+		return nil, &StepError{Step: StepConfig, Err: errors.New("graphUrl is not an absolute URL")}
 	}
 	if cfg.Username == "" || cfg.TenantID == "" || cfg.ClientID == "" {
-		return nil, &StepError{StepConfig, errors.New("username, tenantId and clientId are required")}
+		return nil, &StepError{Step: StepConfig, Err: errors.New("username, tenantId and clientId are required")}
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = DefaultRequestTimeout
@@ -232,7 +223,7 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 			roots = x509.NewCertPool()
 		}
 		if strings.TrimSpace(cfg.CACert) != "" && !roots.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, &StepError{StepConfig, errors.New("caCert holds no PEM certificate")}
+			return nil, &StepError{Step: StepConfig, Err: errors.New("caCert holds no PEM certificate")}
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
@@ -269,7 +260,7 @@ func (c *Client) token(ctx context.Context) (*oauth2.Token, error) {
 	defer cancel()
 	tok, err := c.cc.Token(ctx)
 	if err != nil {
-		return nil, &StepError{StepToken, tokenError(err)}
+		return nil, &StepError{Step: StepToken, Err: tokenError(err)}
 	}
 	c.log.Debug("graph: got an access token", "expires", tok.Expiry)
 	c.tok = tok
@@ -328,13 +319,13 @@ func (c *Client) do(ctx context.Context, step string, mk func() (*http.Request, 
 		}
 		req, err := mk()
 		if err != nil {
-			return nil, &StepError{step, err}
+			return nil, &StepError{Step: step, Err: err}
 		}
 		req = req.WithContext(ctx)
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 		resp, err := c.hc.Do(req)
 		if err != nil {
-			return nil, &StepError{step, stripURL(err)}
+			return nil, &StepError{Step: step, Err: stripURL(err)}
 		}
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 			return resp, nil
@@ -347,12 +338,12 @@ func (c *Client) do(ctx context.Context, step string, mk func() (*http.Request, 
 			refreshed = true
 			continue
 		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-			return nil, &StepError{step, fmt.Errorf("%w: %w", ErrAuth, ae)}
+			return nil, &StepError{Step: step, Err: fmt.Errorf("%w: %w", ErrAuth, ae)}
 		case resp.StatusCode == http.StatusGone:
-			return nil, &StepError{step, fmt.Errorf("%w: %w", ErrResync, ae)}
+			return nil, &StepError{Step: step, Err: fmt.Errorf("%w: %w", ErrResync, ae)}
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
 			if attempt >= c.opts.MaxRetries {
-				return nil, &StepError{step, fmt.Errorf("%w: %w", ErrThrottled, ae)}
+				return nil, &StepError{Step: step, Err: fmt.Errorf("%w: %w", ErrThrottled, ae)}
 			}
 			wait := retryAfter(resp.Header.Get("Retry-After"), attempt)
 			wait = min(wait, c.opts.MaxRetryWait)
@@ -361,12 +352,12 @@ func (c *Client) do(ctx context.Context, step string, mk func() (*http.Request, 
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, &StepError{step, context.Cause(ctx)}
+				return nil, &StepError{Step: step, Err: context.Cause(ctx)}
 			case <-t.C:
 			}
 			continue
 		}
-		return nil, &StepError{step, ae}
+		return nil, &StepError{Step: step, Err: ae}
 	}
 }
 
@@ -425,7 +416,7 @@ func (c *Client) getJSON(ctx context.Context, step, u string, v any) error {
 	}
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return &StepError{step, fmt.Errorf("reading the response: %w", err)}
+		return &StepError{Step: step, Err: fmt.Errorf("reading the response: %w", err)}
 	}
 	return nil
 }
@@ -468,7 +459,7 @@ func (c *Client) findFolder(ctx context.Context, name string) (Folder, error) {
 			return Folder{}, err
 		}
 		if len(list.Value) == 0 {
-			return Folder{}, &StepError{StepFolder, fmt.Errorf("no folder named %q in the mailbox", name)}
+			return Folder{}, &StepError{Step: StepFolder, Err: fmt.Errorf("no folder named %q in the mailbox", name)}
 		}
 		f = list.Value[0]
 	}
@@ -539,7 +530,7 @@ func (c *Client) delta(ctx context.Context, link string, fn func(Message) error)
 	}
 	for pages := 0; ; pages++ {
 		if err := c.sameOrigin(link); err != nil {
-			return "", &StepError{StepDelta, err}
+			return "", &StepError{Step: StepDelta, Err: err}
 		}
 		var page deltaPage
 		if err := c.getJSON(ctx, StepDelta, link, &page); err != nil {
@@ -573,7 +564,7 @@ func (c *Client) delta(ctx context.Context, link string, fn func(Message) error)
 		case page.DeltaLink != "":
 			return page.DeltaLink, nil
 		case page.NextLink == "":
-			return "", &StepError{StepDelta, errors.New("a delta page with neither @odata.nextLink nor @odata.deltaLink")}
+			return "", &StepError{Step: StepDelta, Err: errors.New("a delta page with neither @odata.nextLink nor @odata.deltaLink")}
 		}
 		link = page.NextLink
 	}
@@ -601,7 +592,7 @@ func (c *Client) fetch(ctx context.Context, m *Message) error {
 	var buf bytes.Buffer
 	n, err := io.Copy(&buf, io.LimitReader(resp.Body, capN+1))
 	if err != nil {
-		return &StepError{StepFetch, stripURL(err)}
+		return &StepError{Step: StepFetch, Err: stripURL(err)}
 	}
 	if n <= capN {
 		m.Raw, m.Size = buf.Bytes(), n
@@ -654,7 +645,7 @@ func (c *Client) apply(ctx context.Context, action, moveTo string, ids []string)
 		method = http.MethodDelete
 	case imapconf.AfterMove:
 		if moveTo == "" {
-			return &StepError{StepApply, errors.New("move needs moveTo")}
+			return &StepError{Step: StepApply, Err: errors.New("move needs moveTo")}
 		}
 		dest, err := c.folderID(ctx, moveTo)
 		if err != nil {
@@ -663,7 +654,7 @@ func (c *Client) apply(ctx context.Context, action, moveTo string, ids []string)
 		method, suffix = http.MethodPost, "/move"
 		body, _ = json.Marshal(map[string]string{"destinationId": dest})
 	default:
-		return &StepError{StepApply, fmt.Errorf("unknown action %q", action)}
+		return &StepError{Step: StepApply, Err: fmt.Errorf("unknown action %q", action)}
 	}
 	for _, id := range ids {
 		u := c.graph + "/messages/" + url.PathEscape(id) + suffix
@@ -745,29 +736,5 @@ func Test(ctx context.Context, cfg imapconf.Config, opts Options) TestResult {
 // redact replaces the secrets in err's text, keeping the step and whether it
 // matches ErrAuth and ErrResync.
 func redact(err error, secrets ...string) error {
-	if err == nil {
-		return nil
-	}
-	msg, found := source.Redact(err.Error(), secrets...)
-	if !found {
-		return err
-	}
-	step := ""
-	var se *StepError
-	if errors.As(err, &se) {
-		step = se.Step
-		msg = strings.TrimPrefix(msg, step+": ")
-	}
-	return &StepError{Step: step, Err: &redactedError{msg: msg, auth: errors.Is(err, ErrAuth), resync: errors.Is(err, ErrResync)}}
-}
-
-type redactedError struct {
-	msg          string
-	auth, resync bool
-}
-
-func (e *redactedError) Error() string { return e.msg }
-
-func (e *redactedError) Is(target error) bool {
-	return (e.auth && target == ErrAuth) || (e.resync && target == ErrResync)
+	return source.RedactError(err, []error{ErrAuth, ErrResync}, secrets...)
 }

@@ -41,13 +41,13 @@ func (c *Conn) Apply(ctx context.Context, action, moveTo string, uids []uint32) 
 	case imapconf.AfterSeen, imapconf.AfterDelete:
 	case imapconf.AfterMove:
 		if moveTo == "" {
-			return &StepError{StepApply, errors.New("move: no folder to move to")}
+			return &StepError{Step: StepApply, Err: errors.New("move: no folder to move to")}
 		}
 		if !c.caps.Has(imap.CapMove) && !c.caps.Has(imap.CapUIDPlus) {
-			return &StepError{StepApply, ErrCannotMove}
+			return &StepError{Step: StepApply, Err: ErrCannotMove}
 		}
 	default:
-		return &StepError{StepApply, fmt.Errorf("unknown action %q", action)}
+		return &StepError{Step: StepApply, Err: fmt.Errorf("unknown action %q", action)}
 	}
 	for batch := range slices.Chunk(uids, applyBatch) {
 		set := uidSet(batch)

@@ -260,7 +260,7 @@ func TestDialTimeout(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
-	auth := &StepError{StepLogin, errors.Join(ErrAuth, errors.New("server said: bad password hunter2"))}
+	auth := &StepError{Step: StepLogin, Err: errors.Join(ErrAuth, errors.New("server said: bad password hunter2"))}
 	tests := []struct {
 		name     string
 		err      error
@@ -268,9 +268,9 @@ func TestRedact(t *testing.T) {
 		wantText string
 		wantAuth bool
 	}{
-		{"no secret in text", &StepError{StepConnect, errors.New("refused")}, []string{"hunter2"}, "connect: refused", false},
+		{"no secret in text", &StepError{Step: StepConnect, Err: errors.New("refused")}, []string{"hunter2"}, "connect: refused", false},
 		{"secret replaced", auth, []string{"hunter2"}, "login: authentication failed\nserver said: bad password [redacted]", true},
-		{"empty secret ignored", &StepError{StepConnect, errors.New("refused")}, []string{""}, "connect: refused", false},
+		{"empty secret ignored", &StepError{Step: StepConnect, Err: errors.New("refused")}, []string{""}, "connect: refused", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,7 +24,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -71,16 +70,16 @@ var (
 	// refused: a wrong user name or password, an expired or revoked
 	// account or token. The watcher retries those slowly and shows them
 	// plainly; other failures are retried with the usual backoff.
-	ErrAuth = errors.New("authentication failed")
+	ErrAuth = source.ErrAuth
 
 	// ErrClosed is matched by errors of a Conn whose connection has been
 	// closed, by the server, the network or Close. The connection cannot be
 	// used again: dial a new one.
-	ErrClosed = errors.New("connection closed")
+	ErrClosed = source.ErrClosed
 
 	// ErrTimeout is matched by errors of a command the server did not
 	// answer in time. The connection is closed.
-	ErrTimeout = errors.New("no response from the server in time")
+	ErrTimeout = source.ErrTimeout
 
 	// ErrCannotMove is matched by the error of Apply with the move action
 	// on a server that has neither MOVE nor UIDPLUS: it could only move by
@@ -89,19 +88,9 @@ var (
 	ErrCannotMove = errors.New("server can't move messages safely: it supports neither MOVE nor UIDPLUS")
 )
 
-// StepError is the error of a failed step of talking to the server.
-type StepError struct {
-	// Step is one of the Step constants.
-	Step string
-	// Err is what went wrong. It never contains the password.
-	Err error
-}
-
-// Error returns "step: error".
-func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
-
-// Unwrap returns Err.
-func (e *StepError) Unwrap() error { return e.Err }
+// StepError is the error of a failed step of talking to the server; Step
+// is one of the Step constants.
+type StepError = source.StepError
 
 // Options are the knobs of Dial that are not part of the configuration.
 // The zero value is ready to use.
@@ -181,16 +170,16 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	}
 	mode, port, err := source.TLSMode(cfg, 993, 143)
 	if err != nil {
-		return nil, &StepError{StepTLS, err}
+		return nil, &StepError{Step: StepTLS, Err: err}
 	}
 	if cfg.Host == "" {
-		return nil, &StepError{StepConnect, errors.New("no host name")}
+		return nil, &StepError{Step: StepConnect, Err: errors.New("no host name")}
 	}
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(port))
 	log = log.With("host", cfg.Host, "port", port, "user", cfg.Username)
 	tlsConfig, err := source.TLSConfig(cfg)
 	if err != nil {
-		return nil, &StepError{StepTLS, err}
+		return nil, &StepError{Step: StepTLS, Err: err}
 	}
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
@@ -203,9 +192,9 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	// connection was closed under it, and the error it saw says only that.
 	ctxErr := func(step string, err error) error {
 		if ctx.Err() != nil {
-			return &StepError{step, context.Cause(ctx)}
+			return &StepError{Step: step, Err: context.Cause(ctx)}
 		}
-		return &StepError{step, err}
+		return &StepError{Step: step, Err: err}
 	}
 
 	dialFn := opts.Dial
@@ -285,7 +274,7 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	if !stop() {
 		// ctx ended (and closed the connection) after all.
 		_ = c.client.Close()
-		return nil, &StepError{StepLogin, context.Cause(ctx)}
+		return nil, &StepError{Step: StepLogin, Err: context.Cause(ctx)}
 	}
 	log.Debug("imap logged in", "idle", c.idle)
 	return c, nil
@@ -351,27 +340,8 @@ func authError(err error) error {
 // matches ErrAuth if err did. A server is not expected to echo a password;
 // this makes sure none reaches a log or the UI if one does.
 func redact(err error, secrets ...string) error {
-	msg, found := source.Redact(err.Error(), secrets...)
-	if !found {
-		return err
-	}
-	step := ""
-	var se *StepError
-	if errors.As(err, &se) {
-		step = se.Step
-		msg = strings.TrimPrefix(msg, step+": ")
-	}
-	return &StepError{Step: step, Err: &redactedError{msg: msg, auth: errors.Is(err, ErrAuth)}}
+	return source.RedactError(err, []error{ErrAuth}, secrets...)
 }
-
-type redactedError struct {
-	msg  string
-	auth bool
-}
-
-func (e *redactedError) Error() string { return e.msg }
-
-func (e *redactedError) Is(target error) bool { return e.auth && target == ErrAuth }
 
 // Capabilities returns the server's capabilities after login, sorted.
 func (c *Conn) Capabilities() []string {
@@ -423,13 +393,13 @@ func (c *Conn) do(ctx context.Context, step string, fn func() error) error {
 
 func (c *Conn) doFor(ctx context.Context, step string, extra time.Duration, fn func() error) error {
 	if err := c.alive(); err != nil {
-		return &StepError{step, err}
+		return &StepError{Step: step, Err: err}
 	}
 	stop := c.guard(ctx, c.timeout+extra)
 	err := fn()
 	stop()
 	if err != nil {
-		return &StepError{step, c.cause(err)}
+		return &StepError{Step: step, Err: c.cause(err)}
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func (c *Conn) WaitForMail(ctx context.Context, maxWait, pollInterval time.Durat
 		pollInterval = DefaultPollInterval
 	}
 	if err := c.alive(); err != nil {
-		return &StepError{StepWait, err}
+		return &StepError{Step: StepWait, Err: err}
 	}
 	select {
 	case <-c.newMail:
@@ -48,7 +48,7 @@ func (c *Conn) waitIdle(ctx context.Context, maxWait time.Duration) error {
 	idle, err := c.client.Idle()
 	stopGuard()
 	if err != nil {
-		return &StepError{StepWait, fmt.Errorf("starting idle: %w", c.cause(err))}
+		return &StepError{Step: StepWait, Err: fmt.Errorf("starting idle: %w", c.cause(err))}
 	}
 	c.log.Debug("imap idling", "maxWait", maxWait)
 
@@ -69,17 +69,17 @@ func (c *Conn) waitIdle(ctx context.Context, maxWait time.Duration) error {
 		// outstanding: close it rather than wait for the server.
 		c.abort(waitErr)
 		_ = idle.Close()
-		return &StepError{StepWait, waitErr}
+		return &StepError{Step: StepWait, Err: waitErr}
 	}
 
 	// DONE, then the tagged OK of IDLE.
 	stopGuard = c.guard(ctx, c.timeout)
 	defer stopGuard()
 	if err := idle.Close(); err != nil {
-		return &StepError{StepWait, fmt.Errorf("ending idle: %w", c.cause(err))}
+		return &StepError{Step: StepWait, Err: fmt.Errorf("ending idle: %w", c.cause(err))}
 	}
 	if err := idle.Wait(); err != nil {
-		return &StepError{StepWait, fmt.Errorf("ending idle: %w", c.cause(err))}
+		return &StepError{Step: StepWait, Err: fmt.Errorf("ending idle: %w", c.cause(err))}
 	}
 	return nil
 }
@@ -98,16 +98,16 @@ func (c *Conn) waitPoll(ctx context.Context, maxWait, pollInterval time.Duration
 		case <-ctx.Done():
 			err := context.Cause(ctx)
 			c.abort(err)
-			return &StepError{StepWait, err}
+			return &StepError{Step: StepWait, Err: err}
 		case <-c.client.Closed():
-			return &StepError{StepWait, c.cause(nil)}
+			return &StepError{Step: StepWait, Err: c.cause(nil)}
 		case <-ticker.C:
 			if err := c.Noop(ctx); err != nil {
 				var se *StepError
 				if errors.As(err, &se) {
 					err = se.Err
 				}
-				return &StepError{StepWait, err}
+				return &StepError{Step: StepWait, Err: err}
 			}
 		}
 	}

@@ -81,15 +81,15 @@ const (
 var (
 	// ErrAuth is matched by errors of a login the server refused: a wrong
 	// user name or password, an expired or revoked account or token.
-	ErrAuth = errors.New("authentication failed")
+	ErrAuth = source.ErrAuth
 
 	// ErrClosed is matched by errors of a Conn whose connection has been
 	// closed, by the server, the network or Close. Dial a new one.
-	ErrClosed = errors.New("connection closed")
+	ErrClosed = source.ErrClosed
 
 	// ErrTimeout is matched by errors of a command the server did not
 	// answer in time. The connection is closed.
-	ErrTimeout = errors.New("no response from the server in time")
+	ErrTimeout = source.ErrTimeout
 
 	// ErrNoUIDL is matched by the error of UIDL on a server that does not
 	// support it. Without unique ids, messages cannot be told apart across
@@ -98,19 +98,9 @@ var (
 	ErrNoUIDL = errors.New("server does not support UIDL (unique message ids), which reading POP3 mail reliably needs")
 )
 
-// StepError is the error of a failed step of talking to the server.
-type StepError struct {
-	// Step is one of the Step constants.
-	Step string
-	// Err is what went wrong. It never contains the password.
-	Err error
-}
-
-// Error returns "step: error".
-func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
-
-// Unwrap returns Err.
-func (e *StepError) Unwrap() error { return e.Err }
+// StepError is the error of a failed step of talking to the server; Step
+// is one of the Step constants.
+type StepError = source.StepError
 
 // ResponseError is the server's -ERR answer to a command. The connection
 // remains usable.
@@ -186,16 +176,16 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	}
 	mode, port, err := source.TLSMode(cfg, 995, 110)
 	if err != nil {
-		return nil, &StepError{StepTLS, err}
+		return nil, &StepError{Step: StepTLS, Err: err}
 	}
 	if cfg.Host == "" {
-		return nil, &StepError{StepConnect, errors.New("no host name")}
+		return nil, &StepError{Step: StepConnect, Err: errors.New("no host name")}
 	}
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(port))
 	log = log.With("host", cfg.Host, "port", port, "user", cfg.Username)
 	tlsConf, err := source.TLSConfig(cfg)
 	if err != nil {
-		return nil, &StepError{StepTLS, err}
+		return nil, &StepError{Step: StepTLS, Err: err}
 	}
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
@@ -208,12 +198,12 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	// connection was closed under it, and the error it saw says only that.
 	ctxErr := func(step string, err error) error {
 		if ctx.Err() != nil {
-			return &StepError{step, context.Cause(ctx)}
+			return &StepError{Step: step, Err: context.Cause(ctx)}
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return &StepError{step, fmt.Errorf("%w: gave up after %v", ErrTimeout, timeout)}
+			return &StepError{Step: step, Err: fmt.Errorf("%w: gave up after %v", ErrTimeout, timeout)}
 		}
-		return &StepError{step, err}
+		return &StepError{Step: step, Err: err}
 	}
 
 	dialFn := opts.Dial
@@ -293,7 +283,7 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	if !stop() {
 		// ctx ended (and closed the connection) after all.
 		_ = raw.Close()
-		return nil, &StepError{StepLogin, context.Cause(ctx)}
+		return nil, &StepError{Step: StepLogin, Err: context.Cause(ctx)}
 	}
 	_ = raw.SetDeadline(time.Time{})
 	log.Debug("pop3 logged in")
@@ -475,27 +465,8 @@ func hasSASL(caps []string, mech string) bool {
 // *StepError of the same step whose text has them replaced and which still
 // matches ErrAuth if err did.
 func redact(err error, secrets ...string) error {
-	msg, found := source.Redact(err.Error(), secrets...)
-	if !found {
-		return err
-	}
-	step := ""
-	var se *StepError
-	if errors.As(err, &se) {
-		step = se.Step
-		msg = strings.TrimPrefix(msg, step+": ")
-	}
-	return &StepError{Step: step, Err: &redactedError{msg: msg, auth: errors.Is(err, ErrAuth)}}
+	return source.RedactError(err, []error{ErrAuth}, secrets...)
 }
-
-type redactedError struct {
-	msg  string
-	auth bool
-}
-
-func (e *redactedError) Error() string { return e.msg }
-
-func (e *redactedError) Is(target error) bool { return e.auth && target == ErrAuth }
 
 // cmd sends line and reads the one-line response, returning its text after
 // +OK; -ERR is a *ResponseError of command name.
@@ -555,7 +526,7 @@ func (c *Conn) Capabilities() []string { return append([]string(nil), c.caps...)
 // *StepError of step.
 func (c *Conn) do(ctx context.Context, step string, extra time.Duration, fn func() error) error {
 	if err := c.alive(); err != nil {
-		return &StepError{step, err}
+		return &StepError{Step: step, Err: err}
 	}
 	timeout := c.timeout + extra
 	_ = c.nc.SetDeadline(time.Now().Add(timeout))
@@ -567,14 +538,14 @@ func (c *Conn) do(ctx context.Context, step string, extra time.Duration, fn func
 	}
 	var re *ResponseError
 	if errors.As(err, &re) {
-		return &StepError{step, err}
+		return &StepError{Step: step, Err: err}
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.abort(fmt.Errorf("%w: waited %v", ErrTimeout, timeout))
 	} else {
 		c.abort(fmt.Errorf("%w: %w", ErrClosed, err))
 	}
-	return &StepError{step, c.cause()}
+	return &StepError{Step: step, Err: c.cause()}
 }
 
 // abort closes the connection because of reason (the first reason sticks).
