@@ -100,31 +100,5 @@ func TestGraphCrashSafety(t *testing.T) {
 	t.Logf("final incarnation's status: %+v", final)
 	s.stop()
 
-	rows, err := db.QueryContext(context.Background(), `SELECT message_id, COUNT(*) FROM messages GROUP BY message_id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	got := map[string]int{}
-	for rows.Next() {
-		var id string
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			t.Fatal(err)
-		}
-		got[id] = n
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= graphCrashMessages; i++ {
-		id := graphCrashMessageID(i)
-		if got[id] != 1 {
-			t.Errorf("message %d (%s): recorded %d times, want once", i, id, got[id])
-		}
-		delete(got, id)
-	}
-	for id, n := range got {
-		t.Errorf("unexpected message %q recorded %d times", id, n)
-	}
+	checkEachRecordedOnce(t, db, graphCrashMessages, graphCrashMessageID)
 }

@@ -455,3 +455,36 @@ func waitFor(s *service, within time.Duration, what string, cond func() (ok bool
 	}
 	s.fatalf("waiting for %s: not within %v; last: %+v", what, within, detail)
 }
+
+// checkEachRecordedOnce checks that the messages whose Message-IDs idOf
+// gives for 1..n are each recorded exactly once, and that nothing else is.
+func checkEachRecordedOnce(t *testing.T, db *sql.DB, n int, idOf func(int) string) {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), `SELECT message_id, COUNT(*) FROM messages GROUP BY message_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string]int{}
+	for rows.Next() {
+		var id string
+		var c int
+		if err := rows.Scan(&id, &c); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = c
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		id := idOf(i)
+		if got[id] != 1 {
+			t.Errorf("message %d (%s): recorded %d times, want once", i, id, got[id])
+		}
+		delete(got, id)
+	}
+	for id, c := range got {
+		t.Errorf("unexpected message %q recorded %d times", id, c)
+	}
+}
