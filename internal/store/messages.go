@@ -518,15 +518,40 @@ func scanMessage(row interface{ Scan(...any) error }) (StoredMessage, error) {
 	return m, nil
 }
 
+// ofIMAP selects the messages of the configuration whose lower-cased name is
+// parameter $n (all when it is ""): those recorded under that name, and,
+// when it exists now, those of its id, since it may have been renamed.
+func ofIMAP(n int) string {
+	return strings.ReplaceAll(`($N = '' OR lower(imap_name) = $N OR imap_id = (SELECT id FROM imap_configs WHERE name_lower = $N))`,
+		"$N", fmt.Sprintf("$%d", n))
+}
+
+// ReceivedTimes returns when the newest messages of configuration imapName
+// (renames followed) were received, newest first, up to limit: what a
+// chart of its traffic needs, without reading the messages.
+func (s *Store) ReceivedTimes(ctx context.Context, imapName string, limit int) ([]time.Time, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT received_at FROM messages WHERE `+ofIMAP(1)+` ORDER BY id DESC LIMIT $2`,
+		lower(imapName), limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing message times: %w", err)
+	}
+	defer rows.Close()
+	var out []time.Time
+	for rows.Next() {
+		var t time.Time
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("listing message times: %w", err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
 // ListMessages returns up to limit messages, newest first, with an id below
 // before (0: from the newest); imapName filters by configuration name when
 // set (renames followed).
 func (s *Store) ListMessages(ctx context.Context, imapName string, before int64, limit int) ([]StoredMessage, error) {
-	// A configuration's messages are those recorded under its name, and,
-	// when it exists now, those of its id: it may have been renamed since.
-	q := `SELECT ` + messageColumns + ` FROM messages WHERE ($1 = 0 OR id < $1)
-		AND ($2 = '' OR lower(imap_name) = $2 OR imap_id = (SELECT id FROM imap_configs WHERE name_lower = $2))
-		ORDER BY id DESC LIMIT $3`
+	q := `SELECT ` + messageColumns + ` FROM messages WHERE ($1 = 0 OR id < $1) AND ` + ofIMAP(2) + ` ORDER BY id DESC LIMIT $3`
 	rows, err := s.r.QueryContext(ctx, q, before, lower(imapName), limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing messages: %w", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/mail"
 	"mailtrigger/internal/store"
@@ -157,6 +158,10 @@ func TestListFollowsRenames(t *testing.T) {
 			ms, err := s.ListMessages(ctx, name, 0, 10)
 			if err != nil || len(ms) != 1 {
 				t.Errorf("messages of %s: got %d, %v", name, len(ms), err)
+			}
+			ts, err := s.ReceivedTimes(ctx, name, 10)
+			if err != nil || len(ts) != 1 || time.Since(ts[0]) > time.Minute {
+				t.Errorf("received times of %s: got %v, %v", name, ts, err)
 			}
 			rs, err := s.ListRuns(ctx, store.RunFilter{IMAP: name}, 0, 10)
 			if err != nil || len(rs) != 1 {

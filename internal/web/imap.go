@@ -723,7 +723,7 @@ type tick struct {
 const chartMessages = 1000
 
 func (u *UI) messagesChart(ctx context.Context, imapName string) (*chart, error) {
-	ms, err := u.store.ListMessages(ctx, imapName, 0, chartMessages)
+	times, err := u.store.ReceivedTimes(ctx, imapName, chartMessages)
 	if err != nil {
 		return nil, err
 	}
@@ -731,8 +731,8 @@ func (u *UI) messagesChart(ctx context.Context, imapName string) (*chart, error)
 	end := now.Truncate(time.Hour).Add(time.Hour)
 	start := end.Add(-24 * time.Hour)
 	counts := make([]int, 24)
-	for _, m := range ms {
-		t := m.ReceivedAt.UTC()
+	for _, t := range times {
+		t = t.UTC()
 		if t.Before(start) || !t.Before(end) {
 			continue
 		}
