@@ -42,6 +42,8 @@ type Deps struct {
 	Test func(ctx context.Context, c imapconf.Config) any
 	// Notify, when set, wakes the run worker: runs became due.
 	Notify func()
+	// Cluster, when set, lists the replicas (GET /api/v1/cluster).
+	Cluster func(ctx context.Context) (store.ClusterView, error)
 }
 
 // API serves /api/v1.
@@ -52,6 +54,7 @@ type API struct {
 	status  func(imapconf.Config) *imapconf.Status
 	test    func(context.Context, imapconf.Config) any
 	notify  func()
+	cluster func(context.Context) (store.ClusterView, error)
 }
 
 // New returns the API.
@@ -68,7 +71,7 @@ func New(d Deps) *API {
 	if d.Notify == nil {
 		d.Notify = func() {}
 	}
-	return &API{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify}
+	return &API{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify, cluster: d.Cluster}
 }
 
 // Routes registers every /api/v1 route on mux, each behind the token check.
@@ -87,6 +90,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	a.messageRoutes(h)
 	a.flowRoutes(h)
 	a.runRoutes(h)
+	h("GET /api/v1/cluster", a.getCluster)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 }
 
@@ -362,3 +366,19 @@ func paging(r *http.Request) (limit int, cursor string, err error) {
 }
 
 func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// getCluster lists the replicas serving the database: on SQLite the one
+// process, on PostgreSQL every replica with its heartbeat and the number of
+// mailboxes it holds.
+func (a *API) getCluster(w http.ResponseWriter, r *http.Request) {
+	if a.cluster == nil {
+		writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "this server does not keep a replica registry"})
+		return
+	}
+	v, err := a.cluster(r.Context())
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}

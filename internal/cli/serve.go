@@ -2,12 +2,18 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"mailtrigger/internal/auth"
@@ -34,6 +40,15 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	if !cfg.IsPostgres() {
+		// SQLite is for one process: a second one would read the same
+		// mailboxes again.
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -47,6 +62,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = defaultReplicaID()
+	}
+	address := cfg.BaseURL
+	if address == "" {
+		address = "http://" + ln.Addr().String()
+	}
 	reg := server.NewRegistry()
 	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Options: runs.Options{BaseURL: cfg.BaseURL,
 		BackoffBase: cfg.RetryBase, BackoffMax: cfg.RetryMax, Lease: cfg.RunLease}})
@@ -57,6 +79,8 @@ func serve(ctx context.Context, args []string, env Env) error {
 		Logger:   log,
 		Registry: reg,
 		Options:  watch.Options{SizeCap: cfg.SizeCap},
+		Cluster: watch.Cluster{ReplicaID: cfg.ReplicaID, Address: address, Version: version(),
+			LeaseTTL: cfg.LeaseTTL, RenewEvery: cfg.LeaseRenew},
 	})
 	var background sync.WaitGroup
 	background.Go(func() { watcher.Run(ctx) })
@@ -65,7 +89,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 	// Let a batch being recorded and deliveries in flight finish.
 	defer background.Wait()
 
-	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status,
+	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status, Cluster: watcher.Cluster,
 		Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
 			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
 		}})
@@ -77,14 +101,15 @@ func serve(ctx context.Context, args []string, env Env) error {
 			Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
 			Test: func(ctx context.Context, c imapconf.Config) any {
 				return watch.TestConnection(ctx, c, log.With("imap", c.Name))
-			}, WebRoutes: ui.Routes}),
+			}, Cluster: watcher.Cluster, WebRoutes: ui.Routes}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      5 * time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect())
+	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect(),
+		"replica", cfg.ReplicaID)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -149,4 +174,49 @@ func prune(ctx context.Context, st *store.Store, keep time.Duration, log *slog.L
 		case <-t.C:
 		}
 	}
+}
+
+// defaultReplicaID is the host name and a random suffix: unique among the
+// replicas, and new at every start (a restarted replica is a new one; the
+// old one's leases expire or were released).
+func defaultReplicaID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "mailtrigger"
+	}
+	var b [3]byte
+	rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// lockFileName, in the data directory, is held locked by the one process
+// serving a SQLite database.
+const lockFileName = "mailtrigger.lock"
+
+// lockDataDir takes the lock that lets one process serve the SQLite database
+// in dir; a second process gets an error saying which process holds it. The
+// operating system drops the lock when the process ends, however it ends.
+func lockDataDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	path := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		pid := strings.TrimSpace(string(holder))
+		if pid == "" {
+			pid = "unknown"
+		}
+		return nil, fmt.Errorf("another mailtrigger (pid %s) is serving the SQLite database in %s: SQLite allows one process; "+
+			"stop it first, or set MAILTRIGGER_DATABASE_URL to a PostgreSQL database to run several replicas", pid, dir)
+	}
+	if err := f.Truncate(0); err == nil {
+		fmt.Fprintf(f, "%d\n", os.Getpid())
+	}
+	return func() { f.Close() }, nil
 }

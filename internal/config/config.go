@@ -33,6 +33,16 @@ type Config struct {
 	// a run left "delivering" by a crash is delivered again after it
 	// (MAILTRIGGER_RUN_LEASE, a Go duration; zero takes the default, 5 min).
 	RunLease time.Duration
+	// ReplicaID names this process among the replicas sharing a PostgreSQL
+	// database (MAILTRIGGER_REPLICA_ID; default the host name and a random
+	// suffix, new at every start).
+	ReplicaID string
+	// LeaseTTL is how long a replica holds a mailbox without renewing its
+	// lease, and so how long a dead replica's mailboxes wait for another
+	// (MAILTRIGGER_LEASE_TTL, default 15 s); LeaseRenew is how often leases
+	// are renewed and rebalanced (MAILTRIGGER_LEASE_RENEW, default 5 s).
+	LeaseTTL   time.Duration
+	LeaseRenew time.Duration
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -57,6 +67,9 @@ func FromEnv(getenv func(string) string) Config {
 		RetryBase:     duration(getenv("MAILTRIGGER_RETRY_BASE")),
 		RetryMax:      duration(getenv("MAILTRIGGER_RETRY_MAX")),
 		RunLease:      duration(getenv("MAILTRIGGER_RUN_LEASE")),
+		ReplicaID:     getenv("MAILTRIGGER_REPLICA_ID"),
+		LeaseTTL:      duration(getenv("MAILTRIGGER_LEASE_TTL")),
+		LeaseRenew:    duration(getenv("MAILTRIGGER_LEASE_RENEW")),
 	}
 }
 
@@ -119,6 +132,9 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RetryBase, "retry-base", c.RetryBase, "wait after a webhook delivery's first failed attempt; 0 for 30s (MAILTRIGGER_RETRY_BASE)")
 	fs.DurationVar(&c.RetryMax, "retry-max", c.RetryMax, "longest wait between webhook delivery attempts; 0 for 4h (MAILTRIGGER_RETRY_MAX)")
 	fs.DurationVar(&c.RunLease, "run-lease", c.RunLease, "how long a claimed run belongs to its worker before a crash's run is delivered again; 0 for 5m (MAILTRIGGER_RUN_LEASE)")
+	fs.StringVar(&c.ReplicaID, "replica-id", c.ReplicaID, "this replica's name among those sharing a PostgreSQL database; default host name and a random suffix (MAILTRIGGER_REPLICA_ID)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a mailbox lease lasts unrenewed: a dead replica's mailboxes move after it; 0 for 15s (MAILTRIGGER_LEASE_TTL)")
+	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
 }
 
 // IsPostgres reports whether the settings select PostgreSQL.
@@ -141,10 +157,17 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"MAILTRIGGER_RETRY_BASE", c.RetryBase}, {"MAILTRIGGER_RETRY_MAX", c.RetryMax}, {"MAILTRIGGER_RUN_LEASE", c.RunLease}} {
+	}{{"MAILTRIGGER_RETRY_BASE", c.RetryBase}, {"MAILTRIGGER_RETRY_MAX", c.RetryMax}, {"MAILTRIGGER_RUN_LEASE", c.RunLease},
+		{"MAILTRIGGER_LEASE_TTL", c.LeaseTTL}, {"MAILTRIGGER_LEASE_RENEW", c.LeaseRenew}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s must be a positive Go duration such as 30s or 4h", d.name)
 		}
+	}
+	if c.LeaseTTL > 0 && c.LeaseRenew > 0 && c.LeaseRenew*2 > c.LeaseTTL {
+		return fmt.Errorf("MAILTRIGGER_LEASE_RENEW (%s) must be at most half of MAILTRIGGER_LEASE_TTL (%s)", c.LeaseRenew, c.LeaseTTL)
+	}
+	if c.LeaseTTL > 0 && c.LeaseTTL < time.Second {
+		return fmt.Errorf("MAILTRIGGER_LEASE_TTL must be at least 1s")
 	}
 	if _, err := c.Level(); err != nil {
 		return err

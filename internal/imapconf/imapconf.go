@@ -142,6 +142,9 @@ type Status struct {
 	Reconnects       int64      `json:"reconnects"`
 	BacklogDone      int        `json:"backlogDone,omitempty"`
 	BacklogTotal     int        `json:"backlogTotal,omitempty"`
+	// Replica is the replica watching the mailbox (several replicas on
+	// PostgreSQL); "" when none holds it yet.
+	Replica string `json:"replica,omitempty"`
 }
 
 // View returns the response form of c.

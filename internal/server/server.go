@@ -29,6 +29,7 @@ type Deps struct {
 	Status  func(c imapconf.Config) *imapconf.Status
 	Test    func(ctx context.Context, c imapconf.Config) any
 	Notify  func()
+	Cluster func(ctx context.Context) (store.ClusterView, error)
 	// WebRoutes, when set, registers the web UI's routes on the server's
 	// mux (the API, probes and metrics keep their more specific patterns).
 	WebRoutes func(mux *http.ServeMux)
@@ -47,7 +48,7 @@ func Handler(d Deps) http.Handler {
 		d.Registry = NewRegistry()
 	}
 	mux := http.NewServeMux()
-	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed, Status: d.Status, Test: d.Test, Notify: d.Notify}).Routes(mux)
+	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed, Status: d.Status, Test: d.Test, Notify: d.Notify, Cluster: d.Cluster}).Routes(mux)
 	probes(mux, d.Store)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	if d.WebRoutes != nil {

@@ -457,10 +457,12 @@ func (s *Store) DonePendingActions(ctx context.Context, imapID int64, uidValidit
 // ClearPendingActions forgets all after-processing owed for imapID under
 // another UIDVALIDITY than current: those UIDs no longer exist.
 func (s *Store) ClearPendingActions(ctx context.Context, imapID int64, current uint32) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM pending_actions WHERE imap_id = $1 AND uid_validity <> $2`, imapID, int64(current)); err != nil {
-		return fmt.Errorf("forgetting stale after-processing: %w", err)
-	}
-	return nil
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM pending_actions WHERE imap_id = $1 AND uid_validity <> $2`, imapID, int64(current)); err != nil {
+			return fmt.Errorf("forgetting stale after-processing: %w", err)
+		}
+		return nil
+	})
 }
 
 // StoredMessage is a recorded message as the API shows it.

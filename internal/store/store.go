@@ -187,11 +187,16 @@ func (s *Store) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Write runs fn in one transaction, committed when fn returns nil.
+// Write runs fn in one transaction, committed when fn returns nil. When ctx
+// carries a Fence (WithFence), the lease is checked first.
 func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	if err := s.checkFence(ctx, tx); err != nil {
+		tx.Rollback()
+		return err
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()

@@ -74,6 +74,9 @@ func (w *watcher) graphRedo(ctx context.Context, c *graphsource.Client) error {
 		for _, p := range groups[k] {
 			ids, uids = append(ids, p.GraphID), append(uids, p.UID)
 		}
+		if err := st.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+			return err
+		}
 		if err := c.Apply(ctx, k.action, k.moveTo, ids); err != nil {
 			return fmt.Errorf("after-processing (%s): %w", k.action, err)
 		}

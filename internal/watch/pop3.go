@@ -92,6 +92,11 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 	del := w.cfg.AfterProcessing == imapconf.AfterDelete
 	marked := 0
 	dele := func(nums []int) error {
+		if len(nums) > 0 {
+			if err := st.CheckFence(ctx); err != nil { // only the lease holder deletes
+				return err
+			}
+		}
 		for _, n := range nums {
 			if err := conn.Dele(ctx, n); err != nil {
 				return fmt.Errorf("after-processing (delete): %w", err)

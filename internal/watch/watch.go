@@ -71,6 +71,7 @@ type Deps struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	Options  Options
+	Cluster  Cluster
 }
 
 // Manager supervises the watchers.
@@ -81,10 +82,19 @@ type Manager struct {
 	opts    Options
 	metrics *metrics
 	wake    chan struct{}
+	cluster Cluster
+	leasing bool      // watch only the mailboxes whose lease is held
+	started time.Time // for the replica registry
+
+	syncMu    sync.Mutex // one sync at a time
+	lastRound time.Time  // the last cluster round that reached the database; lease goroutine only
 
 	mu       sync.Mutex
 	watchers map[int64]*watcher
 	status   map[int64]*imapconf.Status // by configuration id, kept after a watcher stops
+	held     map[int64]int64            // leases held: configuration id → token (leasing only)
+	leases   map[int64]store.Lease      // every lease as of leasesAt, for the status of mailboxes other replicas hold
+	leasesAt time.Time
 }
 
 type metrics struct {
@@ -106,8 +116,11 @@ func New(d Deps) *Manager {
 	if d.Registry != nil {
 		d.Registry.MustRegister(m.states, m.reconnects)
 	}
+	d.Cluster.defaults()
 	return &Manager{store: d.Store, ingest: d.Ingester, log: d.Logger, opts: d.Options, metrics: m,
-		wake: make(chan struct{}, 1), watchers: map[int64]*watcher{}, status: map[int64]*imapconf.Status{}}
+		wake: make(chan struct{}, 1), watchers: map[int64]*watcher{}, status: map[int64]*imapconf.Status{},
+		cluster: d.Cluster, leasing: d.Cluster.ReplicaID != "" && d.Store.Dialect() == store.Postgres,
+		started: time.Now().UTC(), held: map[int64]int64{}}
 }
 
 // Changed asks the manager to reread the configurations now.
@@ -119,15 +132,32 @@ func (m *Manager) Changed(context.Context) {
 }
 
 // Run supervises until ctx ends, then stops every watcher and waits for them:
-// a batch being recorded commits or rolls back as a whole.
+// a batch being recorded commits or rolls back as a whole. With a replica
+// id it keeps the heartbeat and (on PostgreSQL) the mailbox leases, which it
+// releases on the way out so that other replicas take the mailboxes at once.
 func (m *Manager) Run(ctx context.Context) {
 	t := time.NewTicker(m.opts.ResyncEvery)
 	defer t.Stop()
+	var cluster sync.WaitGroup
+	cctx, stopCluster := context.WithCancel(ctx)
+	defer stopCluster()
+	if m.cluster.ReplicaID != "" {
+		m.lastRound = time.Now()
+		cluster.Go(func() { m.runCluster(cctx) })
+		if m.leasing {
+			cluster.Go(func() { m.pollConfigs(cctx) })
+		}
+	}
 	for {
 		m.sync(ctx)
 		select {
 		case <-ctx.Done():
+			stopCluster()
+			cluster.Wait()
 			m.stopAll()
+			if m.cluster.ReplicaID != "" {
+				m.leave()
+			}
 			return
 		case <-t.C:
 		case <-m.wake:
@@ -144,13 +174,23 @@ func (m *Manager) Status(c imapconf.Config) *imapconf.Status {
 	}
 	st, ok := m.status[c.ID]
 	if !ok {
+		if m.leasing {
+			if st := m.remoteStatus(c.ID); st != nil {
+				return st
+			}
+		}
 		return &imapconf.Status{State: imapconf.StateConnecting}
 	}
 	cp := *st
+	if m.leasing {
+		cp.Replica = m.cluster.ReplicaID
+	}
 	return &cp
 }
 
 func (m *Manager) sync(ctx context.Context) {
+	m.syncMu.Lock()
+	defer m.syncMu.Unlock()
 	var all []imapconf.Config
 	after := ""
 	for {
@@ -168,18 +208,20 @@ func (m *Manager) sync(ctx context.Context) {
 		after = page[len(page)-1].Name
 	}
 	want := map[int64]imapconf.Config{}
+	m.mu.Lock()
+	held := m.held
 	for _, c := range all {
-		if c.Enabled {
+		if _, ok := held[c.ID]; c.Enabled && (ok || !m.leasing) {
 			want[c.ID] = c
 		}
 	}
-	// Stop the watchers whose configuration went or changed, without the
-	// lock: a stopping watcher may still be reporting its status.
-	m.mu.Lock()
+	// Stop the watchers whose configuration went or changed, or whose
+	// lease was lost or retaken, without the lock: a stopping watcher may
+	// still be reporting its status.
 	var stopping []*watcher
 	for id, w := range m.watchers {
 		c, ok := want[id]
-		if !ok || !c.UpdatedAt.Equal(w.cfg.UpdatedAt) {
+		if !ok || !c.UpdatedAt.Equal(w.cfg.UpdatedAt) || w.token != held[id] {
 			stopping = append(stopping, w)
 			delete(m.watchers, id)
 		}
@@ -210,12 +252,15 @@ func (m *Manager) sync(ctx context.Context) {
 				LastError: "this release reads IMAP and POP3 mailboxes with password login and Microsoft Graph mailboxes; " + c.ServerType + "/" + c.Type + "/" + c.Auth + " comes later"}
 			continue
 		}
-		w := &watcher{m: m, cfg: c, log: m.log.With("imap", c.Name), done: make(chan struct{})}
+		w := &watcher{m: m, cfg: c, log: m.log.With("imap", c.Name), done: make(chan struct{}), token: held[id]}
 		if _, ok := m.status[id]; !ok {
 			m.status[id] = &imapconf.Status{State: imapconf.StateConnecting, Since: time.Now().UTC()}
 		}
-		var wctx context.Context
-		wctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		wctx := context.WithoutCancel(ctx)
+		if m.leasing {
+			wctx = store.WithFence(wctx, store.Fence{IMAPID: id, Owner: m.cluster.ReplicaID, Token: w.token})
+		}
+		wctx, w.cancel = context.WithCancel(wctx)
 		m.watchers[id] = w
 		go w.run(wctx)
 	}

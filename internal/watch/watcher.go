@@ -24,6 +24,7 @@ type watcher struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
+	token  int64 // the lease token it runs under (leasing only)
 }
 
 func (w *watcher) stop() {
@@ -50,6 +51,12 @@ func (w *watcher) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		progressed, err := session(ctx)
 		if ctx.Err() != nil {
+			break
+		}
+		if isFenced(err) {
+			// Another replica holds the mailbox now: this watcher is
+			// done; the next lease round drops it.
+			w.log.Warn("mailbox taken over by another replica; watcher stopping", "err", err)
 			break
 		}
 		if progressed {
@@ -266,6 +273,9 @@ func (w *watcher) redoPending(ctx context.Context, conn *imapsource.Conn, uidVal
 	}
 	for k, uids := range byAction {
 		w.log.Info("redoing after-processing interrupted earlier", "action", k[0], "messages", len(uids))
+		if err := w.m.store.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+			return err
+		}
 		if err := conn.Apply(ctx, k[0], k[1], uids); err != nil {
 			return fmt.Errorf("redoing %s: %w", k[0], err)
 		}
@@ -277,6 +287,9 @@ func (w *watcher) redoPending(ctx context.Context, conn *imapsource.Conn, uidVal
 }
 
 func (w *watcher) apply(ctx context.Context, conn *imapsource.Conn, uidValidity uint32, uids []uint32) error {
+	if err := w.m.store.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+		return err
+	}
 	if err := conn.Apply(ctx, w.cfg.AfterProcessing, w.cfg.MoveTo, uids); err != nil {
 		return fmt.Errorf("after-processing (%s): %w", w.cfg.AfterProcessing, err)
 	}

@@ -97,6 +97,9 @@ func (u *UI) statusOf(c imapconf.Config) statusView {
 	if st.LastError != "" && v.Class != "ok" {
 		v.Detail += " Last error: " + st.LastError
 	}
+	if st.Replica != "" {
+		v.Detail += " Read by replica " + st.Replica + "."
+	}
 	return v
 }
 

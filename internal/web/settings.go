@@ -22,6 +22,7 @@ type settingsPage struct {
 	TokenError  string
 	Revoke      string // the token whose revocation is being confirmed
 	PasswordErr valid.Errors
+	Cluster     *store.ClusterView // nil: no registry
 }
 
 func (u *UI) renderSettings(w http.ResponseWriter, r *http.Request, status int, p settingsPage, fl *flash) {
@@ -31,6 +32,14 @@ func (u *UI) renderSettings(w http.ResponseWriter, r *http.Request, status int, 
 		return
 	}
 	p.Tokens = toks
+	if u.cluster != nil {
+		c, err := u.cluster(r.Context())
+		if err != nil {
+			u.serverError(w, r, err)
+			return
+		}
+		p.Cluster = &c
+	}
 	if p.PasswordErr == nil {
 		p.PasswordErr = valid.Errors{}
 	}

@@ -49,6 +49,8 @@ type Deps struct {
 	Test func(ctx context.Context, c imapconf.Config) any
 	// Notify, when set, wakes the run worker: runs became due.
 	Notify func()
+	// Cluster, when set, lists the replicas on the settings page.
+	Cluster func(ctx context.Context) (store.ClusterView, error)
 	// Version is shown in the footer.
 	Version string
 	// SessionLifetime is how long a login lasts; default 12 hours.
@@ -76,6 +78,7 @@ type UI struct {
 	limit  *limiter
 	// checks bounds the argon2id password checks running at once (64 MiB each).
 	checks chan struct{}
+	cluster func(context.Context) (store.ClusterView, error)
 }
 
 // New parses every template and hashes every static file; an error in any
@@ -102,7 +105,7 @@ func New(d Deps) (*UI, error) {
 	if d.LoginWindow == 0 {
 		d.LoginWindow = 15 * time.Minute
 	}
-	u := &UI{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify,
+	u := &UI{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify, cluster: d.Cluster,
 		version: d.Version, limit: newLimiter(d.LoginLimit, d.LoginWindow, time.Now), checks: make(chan struct{}, 2)}
 	var err error
 	if u.static, err = loadStatic(); err != nil {

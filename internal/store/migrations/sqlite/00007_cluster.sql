@@ -1,0 +1,25 @@
+-- +goose Up
+-- The replica registry (see the PostgreSQL migration). On SQLite there is
+-- only ever one replica (a second process refuses to start), so mailboxes
+-- are not leased; mailbox_leases exists so that both schemas agree.
+CREATE TABLE replicas (
+	id           TEXT PRIMARY KEY,
+	address      TEXT NOT NULL,
+	version      TEXT NOT NULL,
+	mailboxes    INTEGER NOT NULL DEFAULT 0,
+	started_at   TIMESTAMP NOT NULL,
+	heartbeat_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE mailbox_leases (
+	imap_id    INTEGER PRIMARY KEY REFERENCES imap_configs(id) ON DELETE CASCADE,
+	owner      TEXT NOT NULL DEFAULT '',
+	token      INTEGER NOT NULL DEFAULT 0,
+	expires_at TIMESTAMP NOT NULL,
+	status     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX mailbox_leases_owner ON mailbox_leases(owner);
+
+-- +goose Down
+DROP TABLE mailbox_leases;
+DROP TABLE replicas;
