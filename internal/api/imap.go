@@ -26,7 +26,9 @@ func (a *API) listIMAP(w http.ResponseWriter, r *http.Request) {
 			out.NextCursor = encodeCursor(cs[i-1].Name)
 			break
 		}
-		out.Items = append(out.Items, cs[i].View())
+		v := cs[i].View()
+		v.Status = a.status(cs[i])
+		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

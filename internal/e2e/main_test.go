@@ -179,6 +179,13 @@ func newService(t *testing.T, extraEnv ...string) *service {
 			s.signal(syscall.SIGKILL)
 			<-s.exited
 		}
+		if dir := os.Getenv("MAILTRIGGER_E2E_LOG_DIR"); dir != "" && t.Failed() {
+			// The whole output, for a failure the tail does not explain.
+			name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + filepath.Base(filepath.Dir(s.dataDir)) + ".log"
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(s.out.tail(outputKeep)), 0o600); err != nil {
+				t.Logf("writing the service output to %s: %v", dir, err)
+			}
+		}
 		if t.Failed() && !s.shown {
 			t.Logf("--- service output (data dir %s) ---\n%s", s.dataDir, s.out.tail(outputTail))
 		}

@@ -97,8 +97,9 @@ type Fence struct {
 
 type fenceKey struct{}
 
-// WithFence returns ctx carrying f: every transaction Write runs with that
-// context first checks, holding a share lock on the lease row until it
+// WithFence returns ctx carrying f: messages recorded with that context are
+// marked with f's replica and token, and on PostgreSQL every transaction
+// Write runs with it first checks, holding a share lock on the lease row until it
 // commits, that f's replica still holds the lease with f's token, and fails
 // with ErrFenced when not. A takeover (which bumps the token) therefore
 // either waits for the transaction or makes it fail: a replica that lost a
@@ -234,6 +235,26 @@ func (s *Store) ReleaseLeases(ctx context.Context, owner string, ids []int64) er
 		return fmt.Errorf("releasing mailbox leases: %w", err)
 	}
 	return nil
+}
+
+// ReleaseDisabled gives up the leases owner holds of configurations that
+// were disabled, returning their ids.
+func (s *Store) ReleaseDisabled(ctx context.Context, owner string) ([]int64, error) {
+	rows, err := s.w.QueryContext(ctx, `UPDATE mailbox_leases l SET owner = '', status = '' FROM imap_configs c
+		WHERE c.id = l.imap_id AND NOT c.enabled AND l.owner = $1 RETURNING l.imap_id`, owner)
+	if err != nil {
+		return nil, fmt.Errorf("releasing the leases of disabled mailboxes: %w", err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("releasing the leases of disabled mailboxes: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // Leases lists every lease.

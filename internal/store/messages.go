@@ -296,13 +296,15 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 		received = now()
 	}
 	var id int64
+	f, _ := fenceFrom(ctx) // the replica recording, and its lease token
 	err = tx.QueryRowContext(ctx, `INSERT INTO messages (imap_id, imap_name, uid_validity, uid, message_id, dedupe_key, subject,
-		from_json, to_json, cc_json, reply_to_json, date, size, received_at, parse_error, too_large, text_body, html_body, raw)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+		from_json, to_json, cc_json, reply_to_json, date, size, received_at, parse_error, too_large, text_body, html_body, raw,
+		replica, lease_token)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id`,
 		b.IMAPID, b.IMAPName, int64(b.Checkpoint.UIDValidity), int64(in.UID), text(m.MessageID), text(key), text(m.Subject),
 		addrJSON(m.From), addrJSON(m.To), addrJSON(m.Cc), addrJSON(m.ReplyTo), date, m.Size, received.UTC(),
-		text(m.ParseError()), m.TooLarge, text(m.Text), text(m.HTML), in.Raw).Scan(&id)
+		text(m.ParseError()), m.TooLarge, text(m.Text), text(m.HTML), in.Raw, f.Owner, f.Token).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil // recorded already
 	}

@@ -194,12 +194,20 @@ func dropDatabase(ctx context.Context, adminURL, name string) error {
 type postgresServer struct {
 	dir      string // temporary directory: data/, the socket and the log
 	adminURL string
+	port     int
 	proc     *process
+	// durable keeps synchronous_commit on, so that a crash (immediate
+	// shutdown) loses no acknowledged commit: a server the test restarts
+	// must keep what it said it committed, as a production one does.
+	durable bool
 }
 
 // startPostgres initdbs a fresh cluster in a temporary directory and starts
 // a server on it, retrying on a new port if the free port was taken.
-func startPostgres() (_ *postgresServer, err error) {
+func startPostgres() (_ *postgresServer, err error) { return startPostgresServer(false) }
+
+// startPostgresServer is startPostgres, durable or not.
+func startPostgresServer(durable bool) (_ *postgresServer, err error) {
 	bindir, err := postgresBinDir()
 	if err != nil {
 		return nil, err
@@ -243,9 +251,9 @@ func startPostgres() (_ *postgresServer, err error) {
 		return nil, fmt.Errorf("testenv: running %s: %v\n%s", initdb, err, out.Bytes())
 	}
 
-	srv := &postgresServer{dir: dir}
+	srv := &postgresServer{dir: dir, durable: durable}
 	for attempt := 1; ; attempt++ {
-		err := srv.start(bindir, cred)
+		err := srv.start(bindir, cred, 0)
 		if err == nil {
 			return srv, nil
 		}
@@ -257,14 +265,17 @@ func startPostgres() (_ *postgresServer, err error) {
 
 var errPortTaken = errors.New("port taken")
 
-// start runs the server on a free port and waits until it accepts
+// start runs the server on port (0: a free one) and waits until it accepts
 // connections. It returns an error wrapping errPortTaken if the server could
 // not bind its port.
-func (s *postgresServer) start(bindir string, cred *syscall.Credential) error {
-	port, err := freePort()
-	if err != nil {
-		return fmt.Errorf("testenv: finding a free port: %w", err)
+func (s *postgresServer) start(bindir string, cred *syscall.Credential, port int) error {
+	if port == 0 {
+		var err error
+		if port, err = freePort(); err != nil {
+			return fmt.Errorf("testenv: finding a free port: %w", err)
+		}
 	}
+	s.port = port
 	logPath := filepath.Join(s.dir, "postgres.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -278,7 +289,7 @@ func (s *postgresServer) start(bindir string, cred *syscall.Credential) error {
 		"-k", s.dir,
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
+		"-c", "synchronous_commit="+map[bool]string{false: "off", true: "on"}[s.durable],
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=200",
 	)

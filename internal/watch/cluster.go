@@ -26,7 +26,7 @@ type Cluster struct {
 	// the heartbeat recorded. Default 5 s; it must be well under LeaseTTL.
 	RenewEvery time.Duration
 	// ConfigPoll is how often the configurations' version is read, so that a
-	// change made through another replica reaches this one. Default 1 s.
+	// change made through another replica reaches this one. Default 0.5 s.
 	ConfigPoll time.Duration
 }
 
@@ -41,7 +41,7 @@ func (c *Cluster) defaults() {
 		c.RenewEvery = c.LeaseTTL / 2
 	}
 	if c.ConfigPoll <= 0 {
-		c.ConfigPoll = time.Second
+		c.ConfigPoll = 500 * time.Millisecond
 	}
 }
 
@@ -154,7 +154,16 @@ func (m *Manager) leaseRound(ctx context.Context, now time.Time) error {
 	if err := m.store.EnsureLeases(ctx); err != nil {
 		return err
 	}
+	// A disabled mailbox's watcher is stopped by the sync that noticed the
+	// change; its lease no longer counts towards the share.
+	disabled, err := m.store.ReleaseDisabled(ctx, me)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
+	for _, id := range disabled {
+		delete(m.held, id)
+	}
 	held := make(map[int64]int64, len(m.held))
 	status := make(map[int64]string, len(m.held))
 	for id, tok := range m.held {

@@ -257,7 +257,9 @@ func (m *Manager) sync(ctx context.Context) {
 			m.status[id] = &imapconf.Status{State: imapconf.StateConnecting, Since: time.Now().UTC()}
 		}
 		wctx := context.WithoutCancel(ctx)
-		if m.leasing {
+		if m.cluster.ReplicaID != "" {
+			// Checked on PostgreSQL (leasing); on SQLite it only names
+			// the replica recording.
 			wctx = store.WithFence(wctx, store.Fence{IMAPID: id, Owner: m.cluster.ReplicaID, Token: w.token})
 		}
 		wctx, w.cancel = context.WithCancel(wctx)

@@ -97,7 +97,8 @@ func newHarness(t *testing.T, st *store.Store, tlsServer bool) *harness {
 		Changed: func(context.Context) { h.mu.Lock(); h.changed++; h.mu.Unlock() },
 		Test: func(ctx context.Context, c imapconf.Config) any {
 			return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
-		}})
+		},
+		Cluster: func(context.Context) (store.ClusterView, error) { return sampleCluster(), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,4 +331,17 @@ func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
 
 func mustStatus(state string) imapconf.Status {
 	return imapconf.Status{State: state, Since: time.Now()}
+}
+
+// sampleCluster is the replica view the harness's settings page shows: two
+// replicas on PostgreSQL, one of them silent.
+func sampleCluster() store.ClusterView {
+	t := time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC)
+	return store.ClusterView{Self: "web-1-3f9a2c", Database: store.Postgres, Leasing: true, LeaseTTLSeconds: 15,
+		Replicas: []store.ReplicaView{
+			{Replica: store.Replica{ID: "web-1-3f9a2c", Address: "http://10.0.0.11:8080", Version: "v1.2.0", Mailboxes: 12,
+				StartedAt: t.Add(-time.Hour), HeartbeatAt: t}, Live: true, Self: true},
+			{Replica: store.Replica{ID: "web-2-81d0e4", Address: "http://10.0.0.12:8080", Version: "v1.2.0", Mailboxes: 11,
+				StartedAt: t.Add(-time.Hour), HeartbeatAt: t.Add(-40 * time.Second)}, Live: false},
+		}}
 }

@@ -77,7 +77,7 @@ type UI struct {
 	cop    *http.CrossOriginProtection
 	limit  *limiter
 	// checks bounds the argon2id password checks running at once (64 MiB each).
-	checks chan struct{}
+	checks  chan struct{}
 	cluster func(context.Context) (store.ClusterView, error)
 }
 

@@ -429,3 +429,17 @@ func TestFlowForm(t *testing.T) {
 		}
 	})
 }
+
+// TestSettingsReplicas: the settings page lists the replicas with their
+// address, mailboxes and liveness, marking the one answering.
+func TestSettingsReplicas(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	c := h.client()
+	h.login(c)
+	body := h.get(c, "/settings").Body
+	for _, want := range []string{"Replicas", "web-1-3f9a2c", "(this one)", "http://10.0.0.12:8080", ">12<", "badge ok\">live", "badge bad\">silent", "15 s"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the settings page lacks %q", want)
+		}
+	}
+}

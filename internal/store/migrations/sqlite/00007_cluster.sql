@@ -20,6 +20,14 @@ CREATE TABLE mailbox_leases (
 );
 CREATE INDEX mailbox_leases_owner ON mailbox_leases(owner);
 
+-- Which replica recorded each message, under which lease token: for the
+-- operator, and for the check that a mailbox's messages never go back to an
+-- older token (a replica that lost the lease wrote nothing after).
+ALTER TABLE messages ADD COLUMN replica TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+
 -- +goose Down
+ALTER TABLE messages DROP COLUMN lease_token;
+ALTER TABLE messages DROP COLUMN replica;
 DROP TABLE mailbox_leases;
 DROP TABLE replicas;
