@@ -43,7 +43,7 @@ const StepToken = "token"
 
 // DefaultScope is the scope asked for when the configuration has none: IMAP
 // and POP access to Exchange Online mailboxes.
-const DefaultScope = "https://outlook.office365.com/.default"
+const DefaultScope = imapconf.DefaultOAuth2Scope
 
 // Defaults of Options.
 const (
