@@ -58,7 +58,10 @@ type Counts struct {
 	Introspections, Active, Expired, Revoked int
 }
 
-type client struct{ secret, user string }
+type client struct {
+	secret, user string
+	expiresIn    time.Duration // zero: the server's
+}
 
 // Server is the fake. Use its methods to change it while it runs.
 type Server struct {
@@ -111,6 +114,38 @@ func (s *Server) SetExpiresIn(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expiresIn = max(d.Round(time.Second), time.Second)
+}
+
+// SetClientExpiresIn sets the lifetime of the tokens issued to client id
+// from now on, overriding SetExpiresIn's for it.
+func (s *Server) SetClientExpiresIn(id string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.clients[id]
+	c.expiresIn = max(d.Round(time.Second), time.Second)
+	s.clients[id] = c
+}
+
+// RevokeClient revokes every token issued so far to client id.
+func (s *Server) RevokeClient(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.tokens {
+		if t.ClientID == id {
+			t.Revoked = true
+		}
+	}
+}
+
+// ClientTokens returns the tokens issued to client id, oldest first.
+func (s *Server) ClientTokens(id string) []Token {
+	var out []Token
+	for _, t := range s.Tokens() {
+		if t.ClientID == id {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // RevokeAll revokes every token issued so far.
@@ -198,14 +233,18 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
+	life := s.expiresIn
+	if c.expiresIn > 0 {
+		life = c.expiresIn
+	}
 	now := time.Now()
-	t := &Token{Value: base64.RawURLEncoding.EncodeToString(b), ClientID: id, User: c.user, Issued: now, Expiry: now.Add(s.expiresIn)}
+	t := &Token{Value: base64.RawURLEncoding.EncodeToString(b), ClientID: id, User: c.user, Issued: now, Expiry: now.Add(life)}
 	s.tokens[t.Value] = t
 	s.counts.Issued++
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token_type":   "Bearer",
 		"access_token": t.Value,
-		"expires_in":   int(s.expiresIn / time.Second),
+		"expires_in":   int(life / time.Second),
 	})
 }
 
