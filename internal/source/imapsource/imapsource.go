@@ -24,6 +24,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -336,11 +337,21 @@ var errRejected = fmt.Errorf("%w: the server rejected the credentials", ErrAuth)
 // allows only as the initial response, and Dovecot drops the connection on
 // it ("Invalid base64 data"). So the exchange ends here with errRejected
 // instead; the caller closes the connection, as after any failed login.
-type emptyAnswer struct{ sasl.Client }
+// Other mechanisms are left alone.
+type emptyAnswer struct {
+	sasl.Client
+	mech string
+}
+
+func (e *emptyAnswer) Start() (string, []byte, error) {
+	mech, ir, err := e.Client.Start()
+	e.mech = mech
+	return mech, ir, err
+}
 
 func (e *emptyAnswer) Next(challenge []byte) ([]byte, error) {
 	resp, err := e.Client.Next(challenge)
-	if err == nil && len(resp) == 0 {
+	if err == nil && len(resp) == 0 && strings.EqualFold(e.mech, "XOAUTH2") {
 		return nil, errRejected
 	}
 	return resp, err
