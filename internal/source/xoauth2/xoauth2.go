@@ -190,7 +190,6 @@ func NewTokenSource(cfg imapconf.Config, opts Options) (*TokenSource, error) {
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-		tr.Proxy = nil
 		hc = &http.Client{Transport: tr, Timeout: timeout}
 	}
 	return &TokenSource{
