@@ -96,6 +96,45 @@ func TestDuplicate(t *testing.T) {
 		if cp, err := h.c.DuplicateIMAP(ctx, "graph", map[string]string{"clientSecret": "new-cs"}); err != nil || !cp.HasClientSecret || cp.TenantID != "contoso.onmicrosoft.com" {
 			t.Errorf("graph copy: got %+v, %v", cp, err)
 		}
+
+		// So do generic IMAP and POP3 configurations with OAuth2: the
+		// original's client secret is not copied, a password is no
+		// substitute, and everything else is kept.
+		for _, serverType := range []string{"imaps", "pop3s"} {
+			name := "oauth_" + serverType
+			in := genericInput(name)
+			in.ServerType, in.Password = p(serverType), nil
+			in.Auth, in.TokenURL, in.ClientID, in.ClientSecret = p("oauth2"), p("https://login.example.com/tenant/token"), p("app-id"), p("orig-cs")
+			in.Scope = p("https://outlook.office365.com/.default")
+			orig, err := h.c.CreateIMAP(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := h.snapshot()
+			_, err = h.c.DuplicateIMAP(ctx, name, map[string]string{"password": "not-a-client-secret"})
+			if ce := apiErr(t, err); ce.Status != http.StatusBadRequest || ce.Fields["clientSecret"] == "" {
+				t.Errorf("%s: got %+v, want 400 on clientSecret", name, ce)
+			}
+			if h.snapshot() != before {
+				t.Errorf("%s: a refused duplicate created something", name)
+			}
+			cp, err := h.c.DuplicateIMAP(ctx, name, map[string]string{"clientSecret": "copy-cs"})
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			exp := orig
+			exp.Name, exp.Enabled, exp.CreatedAt, exp.UpdatedAt = cp.Name, false, cp.CreatedAt, cp.UpdatedAt
+			if cp != exp || cp.HasPassword {
+				t.Errorf("%s copy: got %+v,\nwant %+v", name, cp, exp)
+			}
+			stored, _ := st.GetIMAP(ctx, cp.Name)
+			if stored.ClientSecret != "copy-cs" || stored.Password != "" {
+				t.Errorf("%s copy: does not have the new client secret only", name)
+			}
+			if o, _ := st.GetIMAP(ctx, name); o.ClientSecret != "orig-cs" {
+				t.Errorf("%s: duplicating changed the original's client secret", name)
+			}
+		}
 	})
 }
 

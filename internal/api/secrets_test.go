@@ -19,7 +19,8 @@ func TestSecretsNeverLeave(t *testing.T) {
 		h := newHarness(t, st)
 		ctx := context.Background()
 		secrets := []string{"Aardvark-PW-93751", "Bonobo-CS-11873", "Cassowary-OA-55120", "Dingo-PW-edit-7301",
-			"Echidna-dup-PW-4410", "Fossa-dup-CS-8823", "Gharial-bad-PW-0042"}
+			"Echidna-dup-PW-4410", "Fossa-dup-CS-8823", "Gharial-bad-PW-0042",
+			"Hyena-OA-edit-6620", "Impala-OA-dup-3371", "Jackal-OA-bad-9054", "Kudu-OA-pop-1288"}
 
 		gen := genericInput("gen")
 		gen.Password = p(secrets[0])
@@ -31,7 +32,12 @@ func TestSecretsNeverLeave(t *testing.T) {
 		oauth.TokenURL = p("https://login.example.com/token")
 		oauth.ClientID = p("client")
 		oauth.ClientSecret = p(secrets[2])
-		for _, in := range []imapconf.Input{gen, graph, oauth} {
+		// OAuth2 on POP3 too.
+		oauthPOP := genericInput("oauth_pop")
+		oauthPOP.Password = nil
+		oauthPOP.ServerType, oauthPOP.Port = p("pop3s"), p(995)
+		oauthPOP.Auth, oauthPOP.TokenURL, oauthPOP.ClientID, oauthPOP.ClientSecret = p("oauth2"), p("https://login.example.com/token"), p("client"), p(secrets[10])
+		for _, in := range []imapconf.Input{gen, graph, oauth, oauthPOP} {
 			if _, err := h.c.CreateIMAP(ctx, in); err != nil {
 				t.Fatal(err)
 			}
@@ -53,6 +59,18 @@ func TestSecretsNeverLeave(t *testing.T) {
 				return err
 			},
 			func() error { return h.c.DeleteIMAP(ctx, "gen_copied") },
+			func() error { _, err := h.c.GetIMAP(ctx, "oauth_pop"); return err },
+			func() error {
+				in := oauth
+				in.ClientSecret = p(secrets[7])
+				_, err := h.c.EditIMAP(ctx, "oauth", in)
+				return err
+			},
+			func() error {
+				_, err := h.c.DuplicateIMAP(ctx, "oauth", map[string]string{"clientSecret": secrets[8]})
+				return err
+			},
+			func() error { _, err := h.c.ListIMAP(ctx, 0, ""); return err },
 		}
 		for i, call := range calls {
 			if err := call(); err != nil {
@@ -70,6 +88,12 @@ func TestSecretsNeverLeave(t *testing.T) {
 		h.raw("POST", "/api/v1/imap/gen/duplicate", `{"password":"`+secrets[6]+`","name":"gen"}`, nil)
 		h.raw("GET", "/api/v1/imap", "", map[string]string{"Authorization": "Bearer " + secrets[6]})
 		h.raw("POST", "/api/v1/imap/gen/test", "", nil)
+		h.raw("POST", "/api/v1/imap/oauth/test", "", nil)
+		h.raw("POST", "/api/v1/imap", `{"name":"oauth_bad","host":"imap.example.com","port":993,"username":"a@b.example","auth":"oauth2",`+
+			`"tokenUrl":"ftp://`+secrets[9]+`","clientId":"x","clientSecret":"`+secrets[9]+`"}`, nil)
+		h.raw("POST", "/api/v1/imap/test", `{"host":"127.0.0.1","port":1,"username":"a@b.example","auth":"oauth2",`+
+			`"tokenUrl":"http://127.0.0.1:1/token","clientId":"x","clientSecret":"`+secrets[9]+`"}`, nil)
+		h.raw("POST", "/api/v1/imap/oauth/duplicate", `{"clientSecret":"`+secrets[9]+`","name":"oauth"}`, nil)
 		h.raw("POST", "/api/v1/imap/test", `{"host":"127.0.0.1","port":1,"username":"a@b.example","password":"`+secrets[6]+`"}`, nil)
 		h.raw("POST", "/api/v1/flows", `{"name":"f","start":{"emailTrigger":{"imap":"gen","subject":"x"}},"activities":[{"url":"http://127.0.0.1:1/"}]}`, nil)
 		for _, path := range []string{"/api/v1/flows", "/api/v1/flows/f", "/api/v1/runs", "/api/v1/messages", "/healthz", "/readyz", "/metrics"} {
@@ -80,7 +104,8 @@ func TestSecretsNeverLeave(t *testing.T) {
 		all := strings.Join(h.bodies, "\n")
 		h.mu.Unlock()
 		logs := h.logs.String()
-		if !strings.Contains(all, `"hasPassword":true`) || !strings.Contains(logs, "imap configuration created") {
+		if !strings.Contains(all, `"hasPassword":true`) || !strings.Contains(all, `"auth":"oauth2"`) ||
+			!strings.Contains(all, `"name":"oauth_copied"`) || !strings.Contains(logs, "imap configuration created") {
 			t.Fatalf("the test saw too little: %d bytes of bodies, logs %q", len(all), logs)
 		}
 		for _, s := range secrets {
@@ -90,6 +115,14 @@ func TestSecretsNeverLeave(t *testing.T) {
 			if strings.Contains(logs, s) {
 				t.Errorf("the log contains the secret %q", s)
 			}
+		}
+		// The oauth2 secrets were stored (sealed: see the store's
+		// TestNoPlaintextSecretsAtRest) and the copy has its own.
+		if c, err := st.GetIMAP(ctx, "oauth"); err != nil || c.ClientSecret != secrets[7] {
+			t.Errorf("oauth: the edited client secret was not stored (%v)", err)
+		}
+		if c, err := st.GetIMAP(ctx, "oauth_copied"); err != nil || c.ClientSecret != secrets[8] || c.Enabled {
+			t.Errorf("oauth_copied: got enabled %v and not the copy's client secret (%v)", c.Enabled, err)
 		}
 		if strings.Contains(logs, h.token) {
 			t.Error("the log contains the API token")

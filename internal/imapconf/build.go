@@ -151,8 +151,10 @@ func buildGeneric(c *Config, in Input, prev *Config, e valid.Errors) {
 		if m := secret(c.ClientSecret); m != "" {
 			e.Add("clientSecret", m)
 		}
-		c.Scope = deref(in.Scope, "")
-		if m := plain(c.Scope); c.Scope != "" && m != "" {
+		c.Scope = strings.TrimSpace(deref(in.Scope, ""))
+		if c.Scope == "" {
+			c.Scope = DefaultOAuth2Scope
+		} else if m := plain(c.Scope); m != "" {
 			e.Add("scope", m)
 		}
 	default:

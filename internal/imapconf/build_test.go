@@ -190,6 +190,18 @@ func TestBuildAccepts(t *testing.T) {
 				t.Errorf("got password %q secret %q", c.Password, c.ClientSecret)
 			}
 		}},
+		{"oauth2 default scope, loopback token url", genericInput, func(in *Input) {
+			in.Password = nil
+			in.Auth = p("oauth2")
+			in.TokenURL = p("http://127.0.0.1:9999/token")
+			in.ClientID = p("abc")
+			in.ClientSecret = p("s")
+			in.Scope = p("  ")
+		}, func(t *testing.T, c Config) {
+			if c.Scope != DefaultOAuth2Scope || c.TokenURL != "http://127.0.0.1:9999/token" {
+				t.Errorf("got scope %q tokenUrl %q, want the default scope", c.Scope, c.TokenURL)
+			}
+		}},
 		{"graph defaults", graphInput, func(in *Input) { in.Host = p("ignored"); in.Password = p("ignored") }, func(t *testing.T, c Config) {
 			if c.GraphURL != DefaultGraphURL || c.AuthorityURL != DefaultAuthorityURL {
 				t.Errorf("got %q %q, want the Microsoft defaults", c.GraphURL, c.AuthorityURL)

@@ -36,6 +36,9 @@ const (
 	MaxPollInterval     = 86400
 	DefaultGraphURL     = "https://graph.microsoft.com"
 	DefaultAuthorityURL = "https://login.microsoftonline.com"
+	// DefaultOAuth2Scope is the scope of the tokens of an oauth2
+	// configuration without one: IMAP and POP access to Exchange Online.
+	DefaultOAuth2Scope = "https://outlook.office365.com/.default"
 
 	MaxNameLen        = 50
 	MaxDescriptionLen = 1000

@@ -91,6 +91,18 @@ func Redact(msg string, secrets ...string) (string, bool) {
 	return msg, found
 }
 
+// SASLFailure returns err, the error of a SASL exchange with client, with
+// what the server's error challenge said added when the client kept it (as
+// the XOAUTH2 client does: the server sends its reason as a challenge
+// before it fails the exchange). A nil err stays nil.
+func SASLFailure(client any, err error) error {
+	f, ok := client.(interface{ Failure() string })
+	if err == nil || !ok || f.Failure() == "" {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, f.Failure())
+}
+
 // Errors that every source's errors match (errors.Is), so that the watcher
 // tells them apart once for all sources.
 var (

@@ -73,5 +73,20 @@ func TestRecordBatchGraph(t *testing.T) {
 		if n, err := s.CountMessages(ctx, 9); err != nil || n != 2 {
 			t.Errorf("count: got %d, %v", n, err)
 		}
+
+		// Forgetting ids gone from the folder drops them and the
+		// after-processing still owed for them; the records stay.
+		if err := s.ForgetIDs(ctx, 9, []string{"b", "old", "never-seen"}); err != nil {
+			t.Fatal(err)
+		}
+		if ids, err := s.POP3UIDLs(ctx, 9); err != nil || len(ids) != 2 || !ids["a"] || !ids["read1"] {
+			t.Errorf("ids after forgetting: got %v, %v", ids, err)
+		}
+		if pa, err := s.PendingGraphActions(ctx, 9); err != nil || len(pa) != 0 {
+			t.Errorf("pending after forgetting: got %+v, %v", pa, err)
+		}
+		if n, err := s.CountMessages(ctx, 9); err != nil || n != 2 {
+			t.Errorf("count after forgetting: got %d, %v", n, err)
+		}
 	})
 }

@@ -195,6 +195,29 @@ func (s *Store) RememberIDs(ctx context.Context, imapID int64, ids []string) err
 	})
 }
 
+// ForgetIDs forgets the Graph message ids of configuration imapID (the
+// messages are gone from the folder, so remembering them would only grow
+// the table), with the after-processing still owed for them, which can no
+// longer be done. The messages' records stay.
+func (s *Store) ForgetIDs(ctx context.Context, imapID int64, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM pending_actions WHERE imap_id = $1 AND uid_validity = 0 AND uid IN
+				(SELECT m.uid FROM pop3_uidls u JOIN messages m ON m.id = u.message_id
+				 WHERE u.imap_id = $1 AND u.uidl = $2 AND m.uid_validity = 0)`, imapID, id); err != nil {
+				return fmt.Errorf("forgetting the after-processing owed for message id %q: %w", id, err)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM pop3_uidls WHERE imap_id = $1 AND uidl = $2`, imapID, id); err != nil {
+				return fmt.Errorf("forgetting message id %q: %w", id, err)
+			}
+		}
+		return nil
+	})
+}
+
 // PendingGraphAction is after-processing owed to Graph for a recorded
 // message.
 type PendingGraphAction struct {

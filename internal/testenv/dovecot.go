@@ -87,6 +87,10 @@ type Dovecot struct {
 	mailUser   dovecotUser
 	mailDir    string
 
+	// oauth2URL is the introspection URL of DovecotOAuth2, empty for
+	// password logins.
+	oauth2URL string
+
 	mu     sync.Mutex
 	users  map[string]string // address → password
 	cmd    *exec.Cmd         // the running master, nil when stopped
@@ -94,12 +98,29 @@ type Dovecot struct {
 	output *dovecotOutput    // the master's stdout and stderr
 }
 
+// DovecotOption changes how StartDovecot configures Dovecot.
+type DovecotOption func(d *Dovecot)
+
+// DovecotOAuth2 makes Dovecot accept OAuth2 logins only: SASL XOAUTH2 and
+// OAUTHBEARER, each token checked on every login (no auth cache) by a POST
+// to introspectionURL (RFC 7662; oauthfake's IntrospectionURL), whose
+// answer must say "active": true and name the user logging in as
+// "username". Passwords are refused (LOGIN, USER/PASS and AUTH PLAIN are
+// not offered), so Append then stores mail with doveadm save, and DialIMAPS
+// and Password cannot be used. The URL must be http:// on loopback.
+func DovecotOAuth2(introspectionURL string) DovecotOption {
+	return func(d *Dovecot) { d.oauth2URL = introspectionURL }
+}
+
 // StartDovecot starts a private Dovecot on loopback and stops it and removes
 // its directory when the test ends. It fails the test when Dovecot is not
 // installed.
-func StartDovecot(t testing.TB) *Dovecot {
+func StartDovecot(t testing.TB, opts ...DovecotOption) *Dovecot {
 	t.Helper()
 	d := &Dovecot{users: map[string]string{}}
+	for _, o := range opts {
+		o(d)
+	}
 	d.dovecotBin = dovecotFindProgram("dovecot", "/usr/sbin/dovecot")
 	d.doveadmBin = dovecotFindProgram("doveadm", "/usr/bin/doveadm")
 	if d.dovecotBin == "" || d.doveadmBin == "" || !dovecotHasProtocols() {
@@ -223,6 +244,9 @@ func (d *Dovecot) DialIMAPS(t testing.TB, address string, options *imapclient.Op
 // creating the folder if needed, and returns the message's UID.
 func (d *Dovecot) Append(t testing.TB, address, folder string, raw []byte) uint32 {
 	t.Helper()
+	if d.oauth2URL != "" {
+		return d.save(t, address, folder, raw)
+	}
 	c := d.DialIMAPS(t, address, nil)
 	defer c.Close()
 
@@ -257,6 +281,27 @@ func dovecotAppend(c *imapclient.Client, folder string, raw []byte) (*imap.Appen
 	return cmd.Wait()
 }
 
+// save stores raw in folder of address's mailbox with doveadm save (for
+// an instance that refuses password logins) and returns its UID.
+func (d *Dovecot) save(t testing.TB, address, folder string, raw []byte) uint32 {
+	t.Helper()
+	d.doveadm(t, raw, "save", "-u", address, "-m", folder)
+	out := d.Doveadm(t, "-f", "tab", "fetch", "-u", address, "uid", "mailbox", folder, "all")
+	var last uint32
+	for i, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if i == 0 {
+			continue // the header row
+		}
+		if uid, err := strconv.ParseUint(strings.TrimSpace(line), 10, 32); err == nil && uint32(uid) > last {
+			last = uint32(uid)
+		}
+	}
+	if last == 0 {
+		t.Fatalf("dovecot: saving to %q for %s: no message found after doveadm save:\n%s", folder, address, out)
+	}
+	return last
+}
+
 // Doveadm runs doveadm with args against this instance and returns its
 // standard output; for example
 //
@@ -266,12 +311,21 @@ func dovecotAppend(c *imapclient.Client, folder string, raw []byte) (*imap.Appen
 // Commands that look up users need the instance running.
 func (d *Dovecot) Doveadm(t testing.TB, args ...string) string {
 	t.Helper()
+	return d.doveadm(t, nil, args...)
+}
+
+// doveadm runs doveadm with args and stdin as its standard input.
+func (d *Dovecot) doveadm(t testing.TB, stdin []byte, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.doveadmBin, append([]string{"-c", d.ConfigPath}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("doveadm %s: %v\nstdout: %s\nstderr: %s\n%s",
 			strings.Join(args, " "), err, stdout.String(), stderr.String(), d.logTail())
@@ -499,6 +553,34 @@ service ipc {
 }
 `, d.mailUser.name, d.mailUser.group)
 	}
+	mechanisms := "auth_mechanisms = plain login"
+	passdb := fmt.Sprintf(`passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%%u %s/users/%%u
+}`, d.Dir)
+	if d.oauth2URL != "" {
+		// Only tokens, each asked about at every login.
+		mechanisms = "auth_mechanisms = xoauth2 oauthbearer\nauth_cache_size = 0"
+		ext := filepath.Join(d.Dir, "dovecot-oauth2.conf.ext")
+		// username_format %Lu (the default) compares the lower-cased
+		// login name with the introspected username.
+		oauthConf := fmt.Sprintf(`introspection_mode = post
+introspection_url = %s
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 10000
+`, d.oauth2URL)
+		if err := os.WriteFile(ext, []byte(oauthConf), 0o644); err != nil {
+			return err
+		}
+		passdb = fmt.Sprintf(`passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = %s
+}`, ext)
+	}
 	conf := fmt.Sprintf(`# Written by mailtrigger's internal/testenv for one test.
 instance_name = %[12]s
 base_dir = %[1]s/run
@@ -511,7 +593,7 @@ ssl = required
 disable_plaintext_auth = yes
 ssl_cert = <%[1]s/cert.pem
 ssl_key = <%[1]s/key.pem
-auth_mechanisms = plain login
+%[13]s
 auth_verbose = yes
 # A failed login is answered at the next 0.5 s tick instead of after 2 s.
 # (nodelay=yes does not help: it is dropped with a wrong password.)
@@ -526,10 +608,7 @@ namespace inbox {
   inbox = yes
   separator = /
 }
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%%u %[1]s/users/%%u
-}
+%[14]s
 userdb {
   driver = passwd-file
   args = username_format=%%u %[1]s/users/%%u
@@ -575,7 +654,7 @@ service pop3-login {
   }
 }
 `, d.Dir, privileges, d.Host, d.mailUser.uid, d.mailUser.gid, d.mailDir, dovecotLoginChroot(),
-		d.IMAPPort, d.IMAPSPort, d.POP3Port, d.POP3SPort, filepath.Base(d.Dir))
+		d.IMAPPort, d.IMAPSPort, d.POP3Port, d.POP3SPort, filepath.Base(d.Dir), mechanisms, passdb)
 	return os.WriteFile(d.ConfigPath, []byte(conf), 0o644)
 }
 

@@ -28,13 +28,14 @@ import (
 func (w *watcher) graphSession(ctx context.Context) (progressed bool, err error) {
 	w.state(imapconf.StateConnecting)
 	var known func(id string) bool
+	var removed func(id string)
 	c, err := graphsource.New(w.cfg, graphsource.Options{Logger: w.log, SizeCap: w.m.opts.SizeCap,
-		Known: func(id string) bool { return known(id) }})
+		Known: func(id string) bool { return known(id) }, Removed: func(id string) { removed(id) }})
 	if err != nil {
 		return false, err
 	}
 	for {
-		if err := w.graphPoll(ctx, c, &known); err != nil {
+		if err := w.graphPoll(ctx, c, &known, &removed); err != nil {
 			return progressed, err
 		}
 		progressed = true
@@ -87,7 +88,15 @@ func (w *watcher) graphRedo(ctx context.Context, c *graphsource.Client) error {
 	return nil
 }
 
-func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *func(string) bool) error {
+// graphPoll runs one delta round. The message ids remembered stay bounded
+// by what the folder holds: the ids the delta reports as removed are
+// forgotten at the end of the round, and a round that read the whole folder
+// (the first, or a resync after the delta token expired, which reports no
+// removals) forgets every id it did not see. Forgetting comes before the
+// commit of the round's deltaLink: if a crash comes between, the round is
+// read again and reports the same removals (Graph gives a moved message a
+// new id, so a removed id never comes back).
+func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *func(string) bool, removed *func(string)) error {
 	st := w.m.store
 	o := w.m.opts
 	w.state(imapconf.StateSyncing)
@@ -98,7 +107,12 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 	if err != nil {
 		return err
 	}
-	*known = func(id string) bool { return ids[id] }
+	// seen are the ids of this round's delta, gone those it reported as
+	// removed.
+	seen := map[string]bool{}
+	var gone []string
+	*known = func(id string) bool { seen[id] = true; return ids[id] }
+	*removed = func(id string) { gone = append(gone, id) }
 	link, ok, err := st.DeltaLink(ctx, w.cfg.ID)
 	if err != nil {
 		return err
@@ -115,20 +129,20 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 			// Prime the delta, remembering every message there is, so
 			// that a later change to one (marked read…) is not taken for
 			// new mail.
-			var seen []string
-			*known = func(id string) bool { seen = append(seen, id); return true }
+			var present []string
+			*known = func(id string) bool { present = append(present, id); return true }
 			primed, err := c.Delta(ctx, "", func(graphsource.Message) error { return nil })
 			if err != nil {
 				return err
 			}
-			if err := st.SetDeltaLink(ctx, w.cfg.ID, primed, seen); err != nil {
+			if err := st.SetDeltaLink(ctx, w.cfg.ID, primed, present); err != nil {
 				return err
 			}
-			w.log.Info("first connect: only mail arriving from now on is read", "skipped", len(seen))
-			for _, id := range seen {
+			w.log.Info("first connect: only mail arriving from now on is read", "skipped", len(present))
+			for _, id := range present {
 				ids[id] = true
 			}
-			*known = func(id string) bool { return ids[id] }
+			*known = func(id string) bool { seen[id] = true; return ids[id] }
 			link = primed
 		}
 	}
@@ -167,7 +181,7 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 		return w.graphRedo(ctx, c)
 	}
 	fn := func(m graphsource.Message) error {
-		ids[m.ID] = true
+		ids[m.ID], seen[m.ID] = true, true
 		if skipRead && m.IsRead {
 			seenRead = append(seenRead, m.ID)
 			return nil
@@ -181,6 +195,7 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 		}
 		return nil
 	}
+	full := link == ""
 	next, err := c.Delta(ctx, link, fn)
 	if errors.Is(err, graphsource.ErrResync) {
 		// Graph forgot the delta token: read the folder again from the
@@ -190,10 +205,30 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 		if err := flush(nil); err != nil {
 			return err
 		}
+		clear(seen)
+		gone = gone[:0]
+		full = true
 		next, err = c.Delta(ctx, "", fn)
 	}
 	if err != nil {
 		return err
+	}
+	if full {
+		// The whole folder was listed: what it did not list is gone.
+		for id := range ids {
+			if !seen[id] {
+				gone = append(gone, id)
+			}
+		}
+	}
+	if len(gone) > 0 {
+		if err := st.ForgetIDs(ctx, w.cfg.ID, gone); err != nil {
+			return err
+		}
+		for _, id := range gone {
+			delete(ids, id)
+		}
+		w.log.Debug("forgot the ids of messages gone from the folder", "messages", len(gone))
 	}
 	return flush(&next)
 }

@@ -2,15 +2,20 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/emersion/go-sasl"
+
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/graphsource"
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
+	"mailtrigger/internal/source/xoauth2"
 	"mailtrigger/internal/store"
 )
 
@@ -48,8 +53,12 @@ func (w *watcher) pop3Session(ctx context.Context) (progressed bool, err error) 
 
 func (w *watcher) pop3Poll(ctx context.Context) error {
 	o := w.m.opts
+	sasl, err := w.saslHook(ctx)
+	if err != nil {
+		return err
+	}
 	conn, err := pop3source.Dial(ctx, w.cfg, pop3source.Options{Logger: w.log, Dial: o.Dial,
-		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout})
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: sasl})
 	if err != nil {
 		return err
 	}
@@ -186,8 +195,53 @@ func TestConnection(ctx context.Context, c imapconf.Config, log *slog.Logger) an
 	if c.Type == imapconf.TypeMSGraph {
 		return graphsource.Test(ctx, c, graphsource.Options{Logger: log})
 	}
-	if c.ServerType == imapconf.ServerPOP3S {
-		return pop3source.Test(ctx, c, pop3source.Options{Logger: log})
+	pop3 := c.ServerType == imapconf.ServerPOP3S
+	if c.Auth != imapconf.AuthOAuth2 {
+		if pop3 {
+			return pop3source.Test(ctx, c, pop3source.Options{Logger: log})
+		}
+		return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
 	}
-	return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
+	// OAuth2: the token first, so that a refused client secret is named
+	// as such whatever the mail server would say.
+	tokenFailed := func(err error) any {
+		step, msg := xoauth2.StepToken, err.Error()
+		var se *source.StepError
+		if errors.As(err, &se) {
+			step, msg = se.Step, se.Err.Error()
+		}
+		if pop3 {
+			return pop3source.TestResult{Step: step, Error: msg}
+		}
+		return imapsource.TestResult{Step: step, Error: msg}
+	}
+	ts, err := xoauth2.NewTokenSource(c, xoauth2.Options{Logger: log})
+	if err != nil {
+		return tokenFailed(err)
+	}
+	if _, err := ts.Token(ctx); err != nil {
+		return tokenFailed(err)
+	}
+	if pop3 {
+		res := pop3source.Test(ctx, c, pop3source.Options{Logger: log, SASL: ts.SASL})
+		res.Error = ts.Redact(res.Error)
+		return res
+	}
+	res := imapsource.Test(ctx, c, imapsource.Options{Logger: log, SASL: ts.SASL})
+	res.Error = ts.Redact(res.Error)
+	return res
+}
+
+// saslHook returns the SASL hook of the sources for an oauth2
+// configuration, nil for password logins. It gets the token first (from the
+// cache when not due), so that a failure to get one is reported as the
+// token step before any connection is made.
+func (w *watcher) saslHook(ctx context.Context) (func(context.Context, imapconf.Config) (sasl.Client, error), error) {
+	if w.tokens == nil {
+		return nil, nil
+	}
+	if _, err := w.tokens.Token(ctx); err != nil {
+		return nil, err
+	}
+	return w.tokens.SASL, nil
 }

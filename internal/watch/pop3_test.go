@@ -72,6 +72,17 @@ func TestPOP3(t *testing.T) {
 	for _, s := range []string{"one", "two"} {
 		e.d.Append(t, keep, "INBOX", fixedMessage("keep-"+s+"@x", "old "+s))
 	}
+	// What the server holds, to compare with at the end: each message's
+	// GUID, size and body, which reading without delete must not change.
+	keepMail := func() map[string]string {
+		out := e.d.Doveadm(t, "-f", "tab", "fetch", "-u", keep, "guid", "mailbox", "INBOX", "all")
+		texts := map[string]string{}
+		for _, guid := range strings.Fields(out)[1:] { // after the header row
+			texts[guid] = e.d.Doveadm(t, "-f", "tab", "fetch", "-u", keep, "size.physical text", "mailbox", "INBOX", "guid", guid)
+		}
+		return texts
+	}
+	keepBefore := keepMail()
 	e.pop3Config("pop_keep", keep, "pw", nil) // backlog new, afterProcessing none: the defaults
 	del := e.d.AddUser(t, "pop_delete", "pw")
 	for _, s := range []string{"one", "two", "three"} {
@@ -139,6 +150,15 @@ func TestPOP3(t *testing.T) {
 	}
 	if n := e.inbox(keep); n != 3 {
 		t.Errorf("pop_keep: %d messages left on the server, want 3", n)
+	}
+	keepAfter := keepMail()
+	for guid, text := range keepBefore {
+		if keepAfter[guid] != text {
+			t.Errorf("pop_keep: message %s changed or went: got %.200q, want %.200q", guid, keepAfter[guid], text)
+		}
+	}
+	if len(keepBefore) != 2 || len(keepAfter) != 3 {
+		t.Errorf("pop_keep: the server held %d messages before and %d after, want 2 and 3", len(keepBefore), len(keepAfter))
 	}
 	if n := e.inbox(del); n != 0 {
 		t.Errorf("pop_delete: %d messages left on the server, want 0", n)

@@ -243,13 +243,14 @@ func (m *Manager) sync(ctx context.Context) {
 			continue
 		}
 		generic := c.Type == imapconf.TypeGeneric && (c.ServerType == imapconf.ServerIMAPS || c.ServerType == imapconf.ServerPOP3S) &&
-			c.Auth == imapconf.AuthPassword
+			(c.Auth == imapconf.AuthPassword || c.Auth == imapconf.AuthOAuth2)
 		if !generic && c.Type != imapconf.TypeMSGraph {
 			if st, ok := m.status[id]; ok && st.State == imapconf.StateUnsupported {
 				continue
 			}
 			m.status[id] = &imapconf.Status{State: imapconf.StateUnsupported, Since: time.Now().UTC(),
-				LastError: "this release reads IMAP and POP3 mailboxes with password login and Microsoft Graph mailboxes; " + c.ServerType + "/" + c.Type + "/" + c.Auth + " comes later"}
+				LastError: "this release reads IMAP and POP3 mailboxes (password or OAuth2 login) and Microsoft Graph mailboxes, not " +
+					c.ServerType + "/" + c.Type + "/" + c.Auth}
 			continue
 		}
 		w := &watcher{m: m, cfg: c, log: m.log.With("imap", c.Name), done: make(chan struct{}), token: held[id]}

@@ -43,13 +43,24 @@ func newEnv(t *testing.T, dialect store.Dialect, opts watch.Options) *env {
 // newEnvHook is newEnv with a hook run in every ingest transaction.
 func newEnvHook(t *testing.T, dialect store.Dialect, opts watch.Options, hook store.RecordHook) *env {
 	t.Helper()
-	e := &env{t: t, st: storetest.Open(t, dialect), d: testenv.StartDovecot(t)}
-	var log *slog.Logger
+	return newEnvFull(t, dialect, opts, hook, nil)
+}
+
+// newEnvFull is newEnvHook that also writes every log record (debug
+// included) to logTo when not nil, and starts Dovecot with dovecotOpts.
+func newEnvFull(t *testing.T, dialect store.Dialect, opts watch.Options, hook store.RecordHook, logTo io.Writer,
+	dovecotOpts ...testenv.DovecotOption) *env {
+	t.Helper()
+	e := &env{t: t, st: storetest.Open(t, dialect), d: testenv.StartDovecot(t, dovecotOpts...)}
+	var out io.Writer = io.Discard
+	level := slog.LevelInfo
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	} else {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		out, level = os.Stderr, slog.LevelDebug
 	}
+	if logTo != nil {
+		out, level = io.MultiWriter(out, logTo), slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 	if opts.MinBackoff == 0 {
 		opts.MinBackoff = 100 * time.Millisecond
 	}

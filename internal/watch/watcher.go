@@ -12,6 +12,7 @@ import (
 	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
+	"mailtrigger/internal/source/xoauth2"
 	"mailtrigger/internal/store"
 )
 
@@ -25,6 +26,10 @@ type watcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	token  int64 // the lease token it runs under (leasing only)
+	// tokens gets the access tokens of an oauth2 configuration (nil for
+	// password logins). It lives as long as the watcher, so that the token
+	// is reused across reconnects until it is due.
+	tokens *xoauth2.TokenSource
 }
 
 func (w *watcher) stop() {
@@ -47,6 +52,13 @@ func (w *watcher) run(ctx context.Context) {
 	case w.cfg.ServerType == imapconf.ServerPOP3S:
 		session = w.pop3Session
 	}
+	if w.cfg.Type == imapconf.TypeGeneric && w.cfg.Auth == imapconf.AuthOAuth2 {
+		ts, err := xoauth2.NewTokenSource(w.cfg, xoauth2.Options{Logger: w.log})
+		if err != nil {
+			session = func(context.Context) (bool, error) { return false, err }
+		}
+		w.tokens = ts
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		progressed, err := session(ctx)
@@ -58,6 +70,14 @@ func (w *watcher) run(ctx context.Context) {
 			// done; the next lease round drops it.
 			w.log.Warn("mailbox taken over by another replica; watcher stopping", "err", err)
 			break
+		}
+		if w.tokens != nil {
+			if errors.Is(err, source.ErrAuth) {
+				// Refused (expired or revoked): the next login gets a
+				// new token.
+				w.tokens.Invalidate()
+			}
+			err = w.tokens.RedactError(err, source.ErrAuth, pop3source.ErrNoUIDL, errSilent, source.ErrTimeout)
 		}
 		if progressed {
 			failures = 0
@@ -96,8 +116,12 @@ func (w *watcher) run(ctx context.Context) {
 func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	w.state(imapconf.StateConnecting)
 	o := w.m.opts
+	sasl, err := w.saslHook(ctx)
+	if err != nil {
+		return false, err
+	}
 	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.Dial,
-		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout})
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: sasl})
 	if err != nil {
 		return false, err
 	}

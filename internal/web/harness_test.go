@@ -234,8 +234,8 @@ func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
 	errAt := now.Add(-time.Minute)
 	fs.set("orders", imapconf.Status{State: imapconf.StateAuthFailed, Since: now.Add(-10 * time.Minute),
 		LastError: "login: authentication failed: [AUTHENTICATIONFAILED] Invalid credentials", LastErrorAt: &errAt, Reconnects: 3})
-	fs.set("oauth_gmail", imapconf.Status{State: imapconf.StateUnsupported, Since: now,
-		LastError: "this release reads IMAP mailboxes with password login; imaps/generic/oauth2 comes later"})
+	fs.set("oauth_gmail", imapconf.Status{State: imapconf.StateAuthFailed, Since: now.Add(-time.Minute), LastErrorAt: &errAt,
+		LastError: "token: token endpoint answered HTTP 401: invalid_client: The OAuth client was not found."})
 
 	f, _, err := flow.Build(flow.Input{Name: p("invoice_to_erp"), Description: p("Posts vendor invoices to the ERP's intake endpoint"),
 		Start: &flow.StartInput{EmailTrigger: &flow.TriggerInput{IMAP: p("support_inbox"), Subject: p("Invoice"),

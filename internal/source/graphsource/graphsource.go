@@ -136,6 +136,10 @@ type Options struct {
 	// before its MIME is fetched: true skips it (already recorded; delta
 	// also reports changes such as being marked read).
 	Known func(id string) bool
+	// Removed, when set, is told the id of each message the delta reports
+	// as removed from the folder (deleted or moved away), so that the
+	// caller can forget it.
+	Removed func(id string)
 }
 
 // Message is a message the delta query reported.
@@ -496,8 +500,9 @@ type deltaPage struct {
 // from the start, which reports every message in the folder), following
 // @odata.nextLink page by page to the @odata.deltaLink, which it returns:
 // the caller stores it as the checkpoint once everything fn was given is
-// recorded. For each message added or changed (removals are skipped, and so
-// are messages Options.Known knows) it fetches the raw MIME and calls fn; an
+// recorded. For each message added or changed (removals are only told to
+// Options.Removed, and messages Options.Known knows are skipped) it fetches
+// the raw MIME and calls fn; an
 // error of fn stops Delta and is returned as is, with no new deltaLink.
 //
 // An expired deltaLink gives an error matching ErrResync: start again from
@@ -538,7 +543,13 @@ func (c *Client) delta(ctx context.Context, link string, fn func(Message) error)
 		}
 		c.log.Debug("graph: delta page", "page", pages, "items", len(page.Value))
 		for _, v := range page.Value {
-			if fn == nil || v.Removed != nil || v.ID == "" {
+			if fn == nil || v.ID == "" {
+				continue
+			}
+			if v.Removed != nil {
+				if c.opts.Removed != nil {
+					c.opts.Removed(v.ID)
+				}
 				continue
 			}
 			if c.opts.Known != nil && c.opts.Known(v.ID) {

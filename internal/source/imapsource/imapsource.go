@@ -24,6 +24,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -259,6 +260,11 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 
 	if err := c.login(ctx, cfg, opts); err != nil {
 		_ = c.client.Close()
+		// A step of the SASL hook's own (getting a token) keeps its name.
+		var se *StepError
+		if errors.As(err, &se) && ctx.Err() == nil {
+			return nil, se
+		}
 		return nil, ctxErr(StepLogin, err)
 	}
 	// Login changes the capabilities. Ask for them: imapclient's Caps may
@@ -299,7 +305,7 @@ func (c *Conn) login(ctx context.Context, cfg imapconf.Config, opts Options) err
 		if err != nil {
 			return err
 		}
-		return authError(c.client.Authenticate(client))
+		return source.SASLFailure(client, authError(c.client.Authenticate(&emptyAnswer{Client: client})))
 	}
 	if cfg.Auth == imapconf.AuthOAuth2 {
 		return errors.New("oauth2 login needs a SASL client (XOAUTH2), none was given")
@@ -318,6 +324,37 @@ func (c *Conn) login(ctx context.Context, cfg imapconf.Config, opts Options) err
 		return authError(c.client.Authenticate(sasl.NewPlainClient("", cfg.Username, cfg.Password)))
 	}
 	return errors.New("server offers neither LOGIN nor AUTHENTICATE PLAIN")
+}
+
+// errRejected is the error of an AUTHENTICATE ended by the client because
+// the mechanism answered a challenge with an empty response.
+var errRejected = fmt.Errorf("%w: the server rejected the credentials", ErrAuth)
+
+// emptyAnswer wraps a SASL client whose empty answer to a challenge means
+// the exchange has failed: XOAUTH2's only challenge is the server's error,
+// which the client must acknowledge with an empty response before the server
+// answers NO. imapclient sends an empty response as "=", which RFC 4959
+// allows only as the initial response, and Dovecot drops the connection on
+// it ("Invalid base64 data"). So the exchange ends here with errRejected
+// instead; the caller closes the connection, as after any failed login.
+// Other mechanisms are left alone.
+type emptyAnswer struct {
+	sasl.Client
+	mech string
+}
+
+func (e *emptyAnswer) Start() (string, []byte, error) {
+	mech, ir, err := e.Client.Start()
+	e.mech = mech
+	return mech, ir, err
+}
+
+func (e *emptyAnswer) Next(challenge []byte) ([]byte, error) {
+	resp, err := e.Client.Next(challenge)
+	if err == nil && len(resp) == 0 && strings.EqualFold(e.mech, "XOAUTH2") {
+		return nil, errRejected
+	}
+	return resp, err
 }
 
 // authError marks the server's refusal of a login with ErrAuth. Refusals that

@@ -274,6 +274,12 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 		return fail(StepLogin, fmt.Errorf("reading capabilities: %w", err))
 	}
 	if err := c.login(ctx, cfg, opts, caps); err != nil {
+		// A step of the SASL hook's own (getting a token) keeps its name.
+		var se *StepError
+		if errors.As(err, &se) && ctx.Err() == nil {
+			_ = raw.Close()
+			return nil, se
+		}
 		return fail(StepLogin, err)
 	}
 	// The capabilities after login may differ (RFC 2449).
@@ -310,7 +316,7 @@ func (c *Conn) login(ctx context.Context, cfg imapconf.Config, opts Options, cap
 		if err != nil {
 			return err
 		}
-		return c.auth(client)
+		return source.SASLFailure(client, c.auth(client))
 	}
 	if cfg.Auth == imapconf.AuthOAuth2 {
 		return errors.New("oauth2 login needs a SASL client (XOAUTH2), none was given")
