@@ -10,6 +10,7 @@ import (
 
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testenv"
 )
 
 // TestLeases: on PostgreSQL, replicas claiming at once get different
@@ -207,4 +208,29 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("config version did not follow changes: %q %q %q", v1, v2, v3)
 		}
 	})
+}
+
+// TestReplicasMigrateTogether: replicas starting at once on a fresh
+// PostgreSQL database all open it; the migration lock lets one apply the
+// migrations while the others wait, and each ends ready.
+func TestReplicasMigrateTogether(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			s, err := store.Open(context.Background(), store.Options{DatabaseURL: url, Box: storetest.Box(t)})
+			if err == nil {
+				err = s.Ready(context.Background())
+				s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("replica %d: %v", i, err)
+		}
+	}
 }
