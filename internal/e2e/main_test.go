@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,17 +223,29 @@ func (s *service) start() {
 	cmd.Stdout = s.out
 	cmd.Stderr = s.out
 	// The service goes when the test binary dies, even by SIGKILL.
+	// Pdeathsig fires when the thread that started the child ends, not the
+	// process: the child is started from a goroutine locked to its own
+	// thread for the child's life. Started from any thread, it would be
+	// killed whenever a locked goroutine that later ran on that thread
+	// ended (testenv's PostgreSQL restarts do that).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		s.fatalf("starting %s serve: %v", binPath, err)
-	}
 	exited := make(chan struct{})
-	s.cmd, s.exited = cmd, exited
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends after the child
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		err := cmd.Wait()
 		s.waitErr = err // read only after exited is closed
 		close(exited)
 	}()
+	if err := <-started; err != nil {
+		s.fatalf("starting %s serve: %v", binPath, err)
+	}
+	s.cmd, s.exited = cmd, exited
 
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(readyTimeout)

@@ -9,6 +9,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
@@ -105,30 +106,68 @@ func (c *scaleCluster) holders() (map[string]int, error) {
 
 // waitSpread waits until exactly the replicas live hold every mailbox,
 // each within scaleSpread of its fair share, and returns how long it took.
+// On a timeout the replicas dump their goroutines (SIGQUIT) into their
+// output before the test fails.
 func (c *scaleCluster) waitSpread(s *service, within time.Duration, live ...string) time.Duration {
 	c.t.Helper()
 	start := time.Now()
 	share := (scaleMailboxes + len(live) - 1) / len(live)
-	waitFor(s, within, fmt.Sprintf("the %d mailboxes spread over %v (%d each ± %d)", scaleMailboxes, live, share, scaleSpread), func() (bool, any) {
+	var last any
+	for {
 		h, err := c.holders()
+		last = h
 		if err != nil {
-			return false, err
+			last = err
+		} else if c.even(h, share, live) {
+			return time.Since(start)
 		}
-		total := 0
-		for _, n := range h {
-			total += n
+		if time.Since(start) > within {
+			break
 		}
-		if total != scaleMailboxes || len(h) != len(live) {
-			return false, h
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.dump()
+	s.fatalf("waiting for the %d mailboxes spread over %v (%d each ± %d): not within %v; last: %v",
+		scaleMailboxes, live, share, scaleSpread, within, last)
+	return 0
+}
+
+func (c *scaleCluster) even(h map[string]int, share int, live []string) bool {
+	total := 0
+	for _, n := range h {
+		total += n
+	}
+	if total != scaleMailboxes || len(h) != len(live) {
+		return false
+	}
+	for _, id := range live {
+		if n := h[id]; n < share-scaleSpread || n > share+scaleSpread {
+			return false
 		}
-		for _, id := range live {
-			if n := h[id]; n < share-scaleSpread || n > share+scaleSpread {
-				return false, h
-			}
+	}
+	return true
+}
+
+// dump makes every running replica write its goroutines to its output and
+// exit (the Go runtime's answer to SIGQUIT), for a failure to explain.
+func (c *scaleCluster) dump() {
+	for id, s := range c.reps {
+		if s.cmd == nil {
+			continue
 		}
-		return true, h
-	})
-	return time.Since(start)
+		pid := s.cmd.Process.Pid
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
+		s.signal(syscall.SIGCONT) // a stopped one must run to dump
+		s.signal(syscall.SIGQUIT)
+		exited := "exited"
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+			exited = "did not exit within 5 s"
+		}
+		c.t.Logf("replica %s (pid %d) before SIGQUIT: stat %q wchan %q; %s", id, pid, stat, wchan, exited)
+	}
 }
 
 // waitAllIdle waits until every mailbox is watched in IDLE, as the API of s
@@ -328,11 +367,16 @@ func TestScaleOut(t *testing.T) {
 	t.Logf("r3 continued after %v stopped: rejoined with its share after %v", time.Since(stoppedAt).Round(time.Second), took.Round(10*time.Millisecond))
 	c.waitAllIdle(r1, scaleSettle)
 
-	// PostgreSQL restarted under load: the replicas recover by themselves.
-	pg.Restart(t, 3*time.Second)
-	took = c.waitSpread(r1, scaleSettle, "r1", "r3", "r4")
-	c.waitAllIdle(r1, scaleSettle)
-	t.Logf("PostgreSQL restarted (down 3 s): every mailbox held and idle again after %v", took.Round(10*time.Millisecond))
+	// PostgreSQL restarted under load, twice: down for less than the lease
+	// time (the leases survive, the writes in flight fail and are redone),
+	// then for longer (every replica stops its watchers, the leases expire,
+	// and the replicas claim them again once the database is back).
+	for _, down := range []time.Duration{2 * time.Second, scaleTTL + 2*time.Second} {
+		pg.Restart(t, down)
+		took = c.waitSpread(r1, scaleSettle, "r1", "r3", "r4")
+		c.waitAllIdle(r1, scaleSettle)
+		t.Logf("PostgreSQL restarted (down %v): every mailbox held and idle again %v after it was back", down, took.Round(10*time.Millisecond))
+	}
 
 	// A rolling restart, one replica at a time, graceful: its mailboxes move
 	// at once (released, not left to expire).

@@ -247,8 +247,9 @@ func (m *Manager) leaseRound(ctx context.Context, now time.Time) error {
 			for id, tok := range claimed {
 				m.held[id] = tok
 			}
+			n := len(m.held)
 			m.mu.Unlock()
-			m.log.Info("took mailbox leases", "replica", me, "claimed", len(claimed), "held", len(kept)+len(claimed),
+			m.log.Info("took mailbox leases", "replica", me, "claimed", len(claimed), "held", n,
 				"share", share, "replicas", live)
 			m.Changed(ctx)
 		}

@@ -568,6 +568,12 @@ func TestBrowser(t *testing.T) {
 		waitFor(t, ctx, "document.querySelector('dialog.confirm[open]')")
 		do(t, ctx, chromedp.Click(chromedp.CSS("dialog.confirm [data-ok]")))
 		waitFor(t, ctx, "document.querySelector('.flash.ok') && document.querySelector('.flash.ok').innerText.includes('revoked')")
+		// The replicas serving the database, the one answering marked.
+		do(t, ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector('#replicas').scrollIntoView()`))
+		if !visible(t, ctx, "#replicas table") || !strings.Contains(eval[string](t, ctx, "document.querySelector('#replicas').innerText"), "(this one)") {
+			t.Error("the settings page does not show the replicas")
+		}
+		screenshot(t, ctx, "settings-replicas")
 	})
 
 	t.Run("cross-origin post refused", func(t *testing.T) {

@@ -1,0 +1,230 @@
+package watch_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/watch"
+)
+
+// replica is one leasing manager on its own store of a shared PostgreSQL
+// database, as a replica process has.
+type replica struct {
+	id     string
+	st     *store.Store
+	mgr    *watch.Manager
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startReplica(t *testing.T, url, id string) *replica {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Options{DatabaseURL: url, Box: storetest.Box(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	level := slog.LevelWarn
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("test_replica", id)
+	r := &replica{id: id, st: st, done: make(chan struct{})}
+	r.mgr = watch.New(watch.Deps{Store: st, Ingester: ingest.New(ingest.Deps{Store: st, Logger: log}), Logger: log,
+		Options: watch.Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, ResyncEvery: time.Second},
+		Cluster: watch.Cluster{ReplicaID: id, Address: "http://127.0.0.1:0", Version: "test",
+			LeaseTTL: 2 * time.Second, RenewEvery: 200 * time.Millisecond, ConfigPoll: 100 * time.Millisecond}})
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(context.Background())
+	go func() { defer close(r.done); r.mgr.Run(ctx) }()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *replica) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// TestLeasedManagers runs three leasing managers (under the race detector)
+// on one PostgreSQL database and eight Dovecot mailboxes: they split the
+// mailboxes, each mailbox's status names its holder on every replica, one
+// stopping hands its mailboxes over at once, mail keeps being recorded
+// once, and a configuration disabled through one replica's store is let go
+// by its holder.
+func TestLeasedManagers(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.PostgresURL(t)
+	d := testenv.StartDovecot(t)
+	reps := []*replica{startReplica(t, url, "a")}
+	var names, addrs []string
+	for i := range 8 {
+		name := fmt.Sprintf("lease%d", i)
+		addr := d.AddUser(t, name, "pw-"+name)
+		s := func(v string) *string { return &v }
+		port := d.IMAPSPort
+		c, err := imapconf.Build(imapconf.Input{Name: s(name), Host: s(d.Host), Port: &port, Username: s(addr),
+			Password: s("pw-" + name), CACert: s(string(d.CACertPEM))}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := reps[0].st.CreateIMAP(ctx, &c); err != nil {
+			t.Fatal(err)
+		}
+		names, addrs = append(names, name), append(addrs, addr)
+	}
+	reps = append(reps, startReplica(t, url, "b"), startReplica(t, url, "c"))
+
+	// spread waits until the replicas ids hold all eight, evenly.
+	spread := func(ids ...string) {
+		t.Helper()
+		share := (8 + len(ids) - 1) / len(ids)
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			leases, err := reps[0].st.Leases(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held := map[string]int{}
+			for _, l := range leases {
+				if l.Owner != "" {
+					held[l.Owner]++
+				}
+			}
+			ok := len(held) == len(ids)
+			for _, id := range ids {
+				ok = ok && held[id] >= share-1 && held[id] <= share
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("leases held %v, want all 8 spread over %v", held, ids)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	spread("a", "b", "c")
+
+	// Every replica shows every mailbox idle, naming its holder.
+	deadline := time.Now().Add(15 * time.Second)
+	for _, r := range reps {
+		for {
+			all, err := r.st.ListIMAP(ctx, "", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var bad []string
+			for _, c := range all {
+				if st := r.mgr.Status(c); st.State != imapconf.StateIdle || !strings.Contains("abc", st.Replica) || st.Replica == "" {
+					bad = append(bad, fmt.Sprintf("%s:%s@%s", c.Name, st.State, st.Replica))
+				}
+			}
+			if len(bad) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s sees %v, want every mailbox idle with its holder", r.id, bad)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	view, err := reps[1].mgr.Cluster(ctx)
+	if err != nil || len(view.Replicas) != 3 || view.Self != "b" || !view.Leasing {
+		t.Fatalf("cluster view %+v, %v", view, err)
+	}
+
+	// Mail to every mailbox is recorded once.
+	for i, addr := range addrs {
+		d.Append(t, addr, "INBOX", []byte(fmt.Sprintf("Message-ID: <lease-%d@x>\r\nSubject: one\r\n\r\nbody\r\n", i)))
+	}
+	waitCount := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			var n int64
+			for _, name := range names {
+				c, err := reps[0].st.GetIMAP(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				k, err := reps[0].st.CountMessages(ctx, c.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += k
+			}
+			if n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d messages recorded, want %d", n, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitCount(8)
+
+	// b stops gracefully: a and c take its mailboxes at once, well before
+	// its leases would have expired.
+	start := time.Now()
+	reps[1].stop()
+	spread("a", "c")
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("b's mailboxes moved %v after its stop, want at once (before the 2 s lease time)", took)
+	}
+	for i, addr := range addrs {
+		d.Append(t, addr, "INBOX", []byte(fmt.Sprintf("Message-ID: <lease-2-%d@x>\r\nSubject: two\r\n\r\nbody\r\n", i)))
+	}
+	waitCount(16)
+
+	// Disabled through a's store: its holder lets it go.
+	c0, err := reps[0].st.GetIMAP(ctx, names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c0.Enabled = false
+	if err := reps[0].st.UpdateIMAP(ctx, &c0); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		leases, _ := reps[0].st.Leases(ctx)
+		free := false
+		for _, l := range leases {
+			free = free || (l.IMAPID == c0.ID && l.Owner == "")
+		}
+		if free {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lease of disabled %s is still held: %+v", names[0], leases)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	for _, r := range []*replica{reps[0], reps[2]} {
+		wg.Go(r.stop)
+	}
+	wg.Wait()
+	if leases, _ := reps[0].st.Leases(ctx); len(leases) != 8 {
+		t.Errorf("%d leases, want 8", len(leases))
+	} else {
+		for _, l := range leases {
+			if l.Owner != "" {
+				t.Errorf("lease of %d still held by %s after every replica stopped", l.IMAPID, l.Owner)
+			}
+		}
+	}
+}
