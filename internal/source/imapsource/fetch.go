@@ -287,6 +287,9 @@ func (c *Conn) fetchMeta(ctx context.Context, uids []uint32) ([]meta, error) {
 		}
 		want = slices.DeleteFunc(slices.Clone(want), func(uid uint32) bool { _, ok := got[uid]; return ok })
 	}
+	if err := c.confirmGone(ctx, want); err != nil {
+		return nil, err
+	}
 	metas := make([]meta, 0, len(got))
 	for _, m := range got {
 		metas = append(metas, m)
@@ -387,6 +390,9 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 		}
 		want = slices.DeleteFunc(want, func(uid uint32) bool { _, ok := raws[uid]; return ok })
 	}
+	if err := c.confirmGone(ctx, want); err != nil {
+		return err
+	}
 
 	for _, m := range run {
 		raw, ok := raws[m.uid]
@@ -413,6 +419,26 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 			return err
 		}
 	}
+	return nil
+}
+
+// confirmGone checks that the messages uids, which two fetches did not
+// return, were expunged: skipping them is then right. A message the server
+// still lists fails the fetch instead (the caller reconnects and reads from
+// its checkpoint again), so that a response lost on the way never makes the
+// checkpoint pass a message that was not recorded.
+func (c *Conn) confirmGone(ctx context.Context, uids []uint32) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	there, err := c.searchUIDs(ctx, &imap.SearchCriteria{UID: []imap.UIDSet{uidSet(uids)}})
+	if err != nil {
+		return err
+	}
+	if len(there) > 0 {
+		return &StepError{Step: StepFetch, Err: fmt.Errorf("the server did not return uid(s) %v it still lists", there)}
+	}
+	c.log.Debug("imap messages gone while fetching", "uids", uids)
 	return nil
 }
 

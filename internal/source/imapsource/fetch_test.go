@@ -3,6 +3,7 @@ package imapsource
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"slices"
@@ -100,6 +101,19 @@ func TestFetch(t *testing.T) {
 			}
 		})
 	}
+
+	// A message two fetches did not return is skipped only when the server
+	// no longer lists it: one still there fails the fetch, so that the
+	// checkpoint never passes a message not recorded.
+	t.Run("not returned but still listed fails", func(t *testing.T) {
+		if err := c.confirmGone(testCtx(t), []uint32{9998, 9999}); err != nil {
+			t.Errorf("UIDs that do not exist: %v", err)
+		}
+		err := c.confirmGone(testCtx(t), []uint32{uids[1], 9999})
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprint(uids[1])) {
+			t.Errorf("a UID the server still lists: got %v, want an error naming it", err)
+		}
+	})
 
 	t.Run("fn error stops", func(t *testing.T) {
 		errStop := errors.New("stop")
