@@ -174,21 +174,28 @@ func (s *Store) RenewLeases(ctx context.Context, owner string, held map[int64]in
 		FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS v(id, token, status)
 		WHERE l.imap_id = v.id AND l.token = v.token AND l.owner = $5
 		RETURNING l.imap_id, l.token`, until, ids, tokens, sts, owner)
+	kept, err = leaseTokens(rows, err)
 	if err != nil {
 		return nil, fmt.Errorf("renewing %d mailbox lease(s): %w", len(held), err)
 	}
+	return kept, nil
+}
+
+// leaseTokens collects the (imap_id, token) rows of a query into a map.
+func leaseTokens(rows *sql.Rows, err error) (map[int64]int64, error) {
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
+	out := map[int64]int64{}
 	for rows.Next() {
 		var id, tok int64
 		if err := rows.Scan(&id, &tok); err != nil {
-			return nil, fmt.Errorf("renewing mailbox leases: %w", err)
+			return nil, err
 		}
-		kept[id] = tok
+		out[id] = tok
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("renewing mailbox leases: %w", err)
-	}
-	return kept, nil
+	return out, rows.Err()
 }
 
 // ClaimLeases takes for owner, until until, up to n leases of enabled
@@ -205,18 +212,8 @@ func (s *Store) ClaimLeases(ctx context.Context, owner string, n int, now, until
 			WHERE c.enabled AND (m.owner = '' OR m.expires_at < $3)
 			ORDER BY m.owner <> '', m.imap_id LIMIT $4 FOR UPDATE OF m SKIP LOCKED)
 		RETURNING l.imap_id, l.token`, owner, until, now, n)
+	out, err = leaseTokens(rows, err)
 	if err != nil {
-		return nil, fmt.Errorf("claiming mailbox leases: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, tok int64
-		if err := rows.Scan(&id, &tok); err != nil {
-			return nil, fmt.Errorf("claiming mailbox leases: %w", err)
-		}
-		out[id] = tok
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("claiming mailbox leases: %w", err)
 	}
 	return out, nil
