@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -26,6 +28,8 @@ func serve(ctx context.Context, args []string, env Env) error {
 	cfg := config.FromEnv(env.Getenv)
 	fs := newFlags("serve", "[flags]", "Run the service: web UI, REST API, probes and metrics, and the mailbox watchers.", env)
 	cfg.ServeFlags(fs)
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file when the service stops (for go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write a heap profile (in use and allocated since start) to this file when the service stops")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -34,6 +38,11 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	stopProfiles, err := startProfiles(*cpuProfile, *memProfile, log)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -99,6 +108,42 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	return nil
+}
+
+// startProfiles starts the CPU profile to cpuPath, if set, and returns a
+// function that stops it and writes the heap profile to memPath, if set.
+func startProfiles(cpuPath, memPath string, log *slog.Logger) (stop func(), err error) {
+	var cpu *os.File
+	if cpuPath != "" {
+		if cpu, err = os.Create(cpuPath); err != nil {
+			return nil, fmt.Errorf("creating the cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			cpu.Close()
+			return nil, fmt.Errorf("starting the cpu profile: %w", err)
+		}
+	}
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				log.Error("writing the cpu profile", "path", cpuPath, "err", err)
+			}
+		}
+		if memPath == "" {
+			return
+		}
+		f, err := os.Create(memPath)
+		if err == nil {
+			err = pprof.Lookup("allocs").WriteTo(f, 0)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			log.Error("writing the heap profile", "path", memPath, "err", err)
+		}
+	}, nil
 }
 
 // ensureAdmin creates the user admin when there is no user at all, with

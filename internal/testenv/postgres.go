@@ -535,22 +535,13 @@ func readTail(path string) string {
 
 // NewPostgres starts a private PostgreSQL outside of a test (the bench
 // command uses it), as PostgresURL's private server is started, and returns
-// the postgres:// URL of a new, empty database on it named name, and a stop
-// function that stops the server and removes its directory.
-func NewPostgres(name string) (dbURL string, stop func() error, err error) {
+// the postgres:// URL of its administrator's database, through which the
+// caller creates databases of its own, and a stop function that stops the
+// server and removes its directory.
+func NewPostgres() (adminURL string, stop func() error, err error) {
 	srv, err := startPostgres()
 	if err != nil {
 		return "", nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), databaseTimeout)
-	defer cancel()
-	create := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() +
-		" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
-	if err := execAdmin(ctx, srv.adminURL, create); err != nil {
-		return "", nil, errors.Join(fmt.Errorf("testenv: creating database %s: %w", name, err), srv.stop())
-	}
-	if dbURL, err = withDatabase(srv.adminURL, name); err != nil {
-		return "", nil, errors.Join(err, srv.stop())
-	}
-	return dbURL, srv.stop, nil
+	return srv.adminURL, srv.stop, nil
 }
