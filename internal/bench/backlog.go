@@ -183,7 +183,7 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 		Value:  fmt.Sprintf("%v, %.0f msg/s (%.1f MB/s), service CPU %.1f s", ing.Round(time.Millisecond), rate, mbs/ing.Seconds(), (cpu1 - cpu0).Seconds()),
 		Floor:  fmt.Sprintf("%v, %.0f msg/s (UID FETCH 1:* BODY.PEEK[])", floor.Round(time.Millisecond), floorRate),
 		Goal:   "≥ 70 % of the floor's msg/s", Met: met(rate >= 0.7*floorRate),
-		Note:   fmt.Sprintf("%.0f %% of the floor", 100*rate/floorRate)})
+		Note: fmt.Sprintf("%.0f %% of the floor", 100*rate/floorRate)})
 	del := last.Sub(start)
 	e.add(Result{Scenario: "2 backlog ingest", Database: db.name, Metric: fmt.Sprintf("%d messages delivered to the webhook", n),
 		Value: fmt.Sprintf("%v, %.0f msg/s, no duplicates", del.Round(time.Millisecond), float64(n)/del.Seconds())})

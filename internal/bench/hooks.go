@@ -18,14 +18,14 @@ type hooks struct {
 	srv *http.Server
 	url string
 
-	mu        sync.Mutex
-	runs      map[string]time.Time // run id → first delivery
-	subjects  map[string]time.Time // subject → first delivery
-	first     time.Time
-	last      time.Time
-	requests  int
-	bad       int // requests that were not a delivery
-	changed   chan struct{}
+	mu       sync.Mutex
+	runs     map[string]time.Time // run id → first delivery
+	subjects map[string]time.Time // subject → first delivery
+	first    time.Time
+	last     time.Time
+	requests int
+	bad      int // requests that were not a delivery
+	changed  chan struct{}
 }
 
 // newHooks starts a listener on 127.0.0.1.
