@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -118,12 +117,7 @@ func fetchAll(addr string, e *env, user, password string, n int) (time.Duration,
 }
 
 func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size int64, floor time.Duration) error {
-	var flags []string
-	if e.o.ProfileDir != "" {
-		flags = []string{"-cpuprofile", filepath.Join(e.o.ProfileDir, "backlog-"+db.name+"-cpu.pprof"),
-			"-memprofile", filepath.Join(e.o.ProfileDir, "backlog-"+db.name+"-mem.pprof")}
-	}
-	s, err := e.startService(ctx, db, flags...)
+	s, err := e.startService(ctx, ScenarioBacklog, db)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -60,8 +61,8 @@ type Options struct {
 	Runs            int           // scenario 4: runs queued
 	BigSize         int64         // scenario 5: the big message's size (stored whole when at most the size cap)
 
-	// ProfileDir, when set, keeps CPU and heap profiles of the service in
-	// scenario 2 there (backlog-cpu.pprof, backlog-mem.pprof).
+	// ProfileDir, when set, keeps CPU and heap profiles of each scenario's
+	// service there (for example backlog-sqlite-cpu.pprof).
 	ProfileDir string
 	// WorkDir holds the services' data; "" is a new temporary directory.
 	WorkDir string
@@ -219,9 +220,20 @@ func orDash(s string) string {
 
 func met(ok bool) *bool { return &ok }
 
-// startService starts a fresh service on db, with serve's extra flags.
-func (e *env) startService(ctx context.Context, db database, flags ...string) (*service, error) {
-	s, err := newService(ctx, e.o.Binary, e.work, db, flags...)
+// profileFlags are serve's flags that keep CPU and heap profiles of the
+// service of scenario name on db, when Options.ProfileDir is set.
+func (e *env) profileFlags(name string, db database) []string {
+	if e.o.ProfileDir == "" {
+		return nil
+	}
+	base := filepath.Join(e.o.ProfileDir, name+"-"+db.name)
+	return []string{"-cpuprofile", base + "-cpu.pprof", "-memprofile", base + "-mem.pprof"}
+}
+
+// startService starts a fresh service on db for scenario name, with serve's
+// extra flags.
+func (e *env) startService(ctx context.Context, name string, db database, flags ...string) (*service, error) {
+	s, err := newService(ctx, e.o.Binary, e.work, db, append(e.profileFlags(name, db), flags...)...)
 	if err != nil {
 		return nil, err
 	}

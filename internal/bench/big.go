@@ -22,7 +22,7 @@ func big(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.startService(ctx, e.dbs[0], "-size-cap", strconv.FormatInt(size, 10))
+	s, err := e.startService(ctx, ScenarioBig, e.dbs[0], "-size-cap", strconv.FormatInt(size, 10))
 	if err != nil {
 		return err
 	}

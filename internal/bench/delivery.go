@@ -27,7 +27,7 @@ func delivery(ctx context.Context, e *env) error {
 
 func deliveryOn(ctx context.Context, e *env, db database) error {
 	n := e.o.Runs
-	s, err := newService(ctx, e.o.Binary, e.work, db)
+	s, err := newService(ctx, e.o.Binary, e.work, db, e.profileFlags(ScenarioDelivery, db)...)
 	if err != nil {
 		return err
 	}

@@ -125,7 +125,7 @@ func idle(ctx context.Context, e *env) error {
 		}
 	}
 
-	s, err := e.startService(ctx, e.dbs[0])
+	s, err := e.startService(ctx, ScenarioIdle, e.dbs[0])
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func latency(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.startService(ctx, e.dbs[0])
+	s, err := e.startService(ctx, ScenarioLatency, e.dbs[0])
 	if err != nil {
 		return err
 	}

@@ -97,10 +97,11 @@ func output(prog string, args ...string) string {
 }
 
 // raiseFileLimit raises the open-file limit of this process, and so of the
-// service it starts, to what mailboxes IDLE connections need on both sides
-// (the in-process server and the service each hold one per mailbox).
+// service it starts, to what mailboxes IDLE connections need (the
+// in-process server and the service each hold one per mailbox, and each
+// has a limit of its own).
 func raiseFileLimit(mailboxes int) error {
-	need := uint64(2*mailboxes + 4096)
+	need := uint64(mailboxes + 2048)
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return fmt.Errorf("reading the open-file limit: %w", err)
@@ -109,7 +110,7 @@ func raiseFileLimit(mailboxes int) error {
 		return nil
 	}
 	if rl.Max < need {
-		// Only root may raise the hard limit.
+		// Raising the hard limit needs CAP_SYS_RESOURCE.
 		rl.Max = need
 	}
 	rl.Cur = need
