@@ -21,6 +21,7 @@ type hooks struct {
 	mu       sync.Mutex
 	runs     map[string]time.Time // run id → first delivery
 	subjects map[string]time.Time // subject → first delivery
+	order    []time.Time          // first deliveries in the order they came
 	first    time.Time
 	last     time.Time
 	requests int
@@ -51,7 +52,7 @@ func (h *hooks) close() error {
 func (h *hooks) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.runs, h.subjects = map[string]time.Time{}, map[string]time.Time{}
+	h.runs, h.subjects, h.order = map[string]time.Time{}, map[string]time.Time{}, nil
 	h.first, h.last, h.requests, h.bad = time.Time{}, time.Time{}, 0, 0
 }
 
@@ -80,6 +81,7 @@ func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		if _, ok := h.runs[d.Run.ID]; !ok {
 			h.runs[d.Run.ID] = at
+			h.order = append(h.order, at)
 		}
 		if _, ok := h.subjects[d.Message.Subject]; !ok {
 			h.subjects[d.Message.Subject] = at
@@ -110,6 +112,16 @@ func (h *hooks) subjectAt(subject string) (time.Time, bool) {
 	defer h.mu.Unlock()
 	t, ok := h.subjects[subject]
 	return t, ok
+}
+
+// nth returns when the n-th (from 1) run's first delivery came.
+func (h *hooks) nth(n int) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n < 1 || n > len(h.order) {
+		return time.Time{}
+	}
+	return h.order[n-1]
 }
 
 // span returns the first and last delivery times.

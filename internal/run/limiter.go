@@ -52,14 +52,14 @@ func (l *limiter) tryAcquire(key string) (release func(took time.Duration), ok b
 const maxBusyWait = 100 * time.Millisecond
 
 // acquireQuick waits up to within for a free slot of endpoint key, but only
-// when the endpoint's requests have taken less than within on average: a
-// slow endpoint's runs go back to the queue at once (ok false), while a
-// fast endpoint's slot is worth waiting for rather than handing the run
-// back and claiming it again.
+// when the endpoint's requests have taken less than within on average (or
+// none has finished yet): a slow endpoint's runs go back to the queue at
+// once (ok false), while a fast endpoint's slot is worth waiting for rather
+// than handing the run back and claiming it again.
 func (l *limiter) acquireQuick(ctx context.Context, key string, within time.Duration) (release func(took time.Duration), ok bool) {
 	l.mu.Lock()
 	s := l.slots[key]
-	quick := s != nil && s.took > 0 && s.took < within
+	quick := s != nil && s.took < within
 	l.mu.Unlock()
 	if !quick {
 		return nil, false

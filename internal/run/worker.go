@@ -28,7 +28,7 @@ import (
 
 // Options tune the worker. Zero values take the defaults.
 type Options struct {
-	Workers     int // deliveries at once in this process; default 4
+	Workers     int // deliveries at once in this process; default 32 (each endpoint gets at most PerEndpoint of them)
 	MaxAttempts int // automatic attempts before a run fails; default 12 (about a day with the default backoff)
 	// Lease is how long a claimed run belongs to this worker; default 5 min.
 	// A delivery (all of its activities) is cut off before its lease ends;
@@ -70,7 +70,7 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = 32
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 12
@@ -168,6 +168,7 @@ func (w *Worker) Run(ctx context.Context) {
 	}()
 	done := make(chan struct{}, w.opts.Workers) // one per finished delivery; never blocks
 	inflight, failures := 0, 0
+	backlogged := false // the last claim took as many runs as it asked for
 	var depthAt time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -183,7 +184,13 @@ func (w *Worker) Run(ctx context.Context) {
 		}
 		free := w.opts.Workers - inflight
 		wait := w.opts.PollInterval
-		if free > 0 {
+		switch {
+		case free > 0 && backlogged && free < max(1, w.opts.Workers/4):
+			// A backlog: claim when a quarter of the workers are free,
+			// so that claims (and the reads of their flows and messages)
+			// come in batches rather than one run each. A finished
+			// delivery wakes the loop.
+		case free > 0:
 			claimedAt := time.Now()
 			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease)
 			switch {
@@ -204,8 +211,9 @@ func (w *Worker) Run(ctx context.Context) {
 						w.deliver(dctx, r, deadline, b, finishing)
 					})
 				}
-				if len(runs) == free {
-					// More may be due; claim again as soon as a slot frees.
+				backlogged = len(runs) == free
+				if backlogged {
+					// More may be due; claim again as soon as slots free.
 					wait = 0
 				} else {
 					wait = w.untilDue(ctx)

@@ -163,6 +163,10 @@ const (
 	leasedRuns  = `status = '` + RunDelivering + `'`
 )
 
+// recoverEvery is how often, in claim time, ClaimRuns looks for runs whose
+// lease ended.
+const recoverEvery = time.Second
+
 // ClaimRuns takes up to limit runs that are due (pending or retrying with
 // next_attempt_at passed, or delivering with an expired lease: a crash left
 // them), marks them delivering with a lease until now+lease, and returns
@@ -175,15 +179,21 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 		skip = " FOR UPDATE SKIP LOCKED"
 	}
 	var out []Run
+	// A lease is minutes long: looking for ended ones once a second (of
+	// claim time) is enough, and spares a busy worker's claims a statement.
+	last := s.recovered.Load()
+	recoverLeases := now.UnixNano()-last >= int64(recoverEvery) || now.UnixNano() < last
 	err := s.Write(ctx, func(tx *sql.Tx) error {
 		// Runs whose lease ran out (their worker died) are due again. Two
 		// statements rather than an OR in one, so that each uses its
 		// partial index: with an OR the claim scanned every run, finished
 		// ones included.
-		if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
-			next_attempt_at = $3, locked_until = NULL WHERE `+leasedRuns+` AND locked_until < $3`,
-			RunPending, RunRetrying, now); err != nil {
-			return fmt.Errorf("recovering runs whose lease ended: %w", err)
+		if recoverLeases {
+			if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
+				next_attempt_at = $3, locked_until = NULL WHERE `+leasedRuns+` AND locked_until < $3`,
+				RunPending, RunRetrying, now); err != nil {
+				return fmt.Errorf("recovering runs whose lease ended: %w", err)
+			}
 		}
 		var err error
 		out, err = collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
@@ -194,6 +204,9 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claiming runs: %w", err)
+	}
+	if recoverLeases {
+		s.recovered.Store(now.UnixNano())
 	}
 	// RETURNING gives no order.
 	slices.SortFunc(out, func(a, b Run) int { return cmp.Or(a.NextAttemptAt.Compare(b.NextAttemptAt), cmp.Compare(a.ID, b.ID)) })
