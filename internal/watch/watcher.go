@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync"
 	"time"
 
 	"mailtrigger/internal/imapconf"
@@ -199,7 +201,14 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 	var batch []store.Incoming
 	var batchBytes int64
 	var toApply []uint32
+	// Messages are parsed on all cores while the fetch goes on: parsing is
+	// most of a backlog's CPU, and one goroutine would leave the other
+	// cores idle. flush waits for the batch's parses; sem bounds them.
+	var parsing sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	defer parsing.Wait() // on an error, before batch goes away
 	flush := func() error {
+		parsing.Wait()
 		if len(batch) == 0 {
 			return nil
 		}
@@ -223,12 +232,24 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		for _, m := range batch {
 			toApply = append(toApply, m.UID)
 		}
-		batch, batchBytes = batch[:0], 0
+		// A new slice, not batch[:0]: parses of the next batch must not
+		// write into the one Record was given.
+		batch, batchBytes = nil, 0
 		return nil
 	}
 	fn := func(m imapsource.Message) error {
-		in := ingest.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
-		batch = append(batch, in)
+		if batch == nil {
+			// Its final size at once: a parse writes into its slot while
+			// more messages are appended, which must not move it.
+			batch = make([]store.Incoming, 0, max(o.BatchMessages, 1))
+		}
+		batch = append(batch, store.Incoming{UID: m.UID})
+		slot := &batch[len(batch)-1]
+		sem <- struct{}{}
+		parsing.Go(func() {
+			defer func() { <-sem }()
+			*slot = ingest.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
+		})
 		batchBytes += int64(len(m.Raw))
 		if len(batch) >= o.BatchMessages || batchBytes >= o.BatchBytes {
 			return flush()
