@@ -70,6 +70,12 @@ type Batch struct {
 	// the same transaction): set only on the batch that finishes a delta
 	// round; earlier batches leave the stored link alone.
 	DeltaLink *string
+
+	// Flows is the hook's copy of the flows on the mailbox, read once per
+	// transaction (FlowsRead) rather than once per message; RecordBatch
+	// clears it whenever a transaction starts.
+	Flows     []FlowRecord
+	FlowsRead bool
 }
 
 // Recorded is a message the batch recorded.
@@ -90,6 +96,7 @@ type RecordHook func(ctx context.Context, tx *sql.Tx, b *Batch, id int64, in Inc
 func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
 	err = s.Write(ctx, func(tx *sql.Tx) error {
 		rec, skipped = rec[:0], 0
+		b.Flows, b.FlowsRead = nil, false
 		for _, in := range b.Messages {
 			id, ok, err := recordMessage(ctx, tx, b, &in)
 			if err != nil {
