@@ -195,7 +195,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		e.log("scenario %s", sc.name)
 		start := time.Now()
-		if err := sc.run(ctx, e); err != nil {
+		err := sc.run(ctx, e)
+		if n := e.hooks.badRequests(); err == nil && n > 0 {
+			err = fmt.Errorf("%d webhook requests were not signed deliveries", n)
+		}
+		if err != nil {
 			e.log("scenario %s failed: %v", sc.name, err)
 			rep.Errors = append(rep.Errors, fmt.Sprintf("%s: %v", sc.name, err))
 		}
