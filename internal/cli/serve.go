@@ -38,11 +38,11 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	log := newLogger(cfg, env.Stderr)
-	stopProfiles, err := startProfiles(*cpuProfile, *memProfile, log)
+	stopCPUProfile, writeHeapProfile, err := startProfiles(*cpuProfile, *memProfile, log)
 	if err != nil {
 		return err
 	}
-	defer stopProfiles()
+	defer stopCPUProfile()
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -101,6 +101,8 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("serving http: %w", err)
 	case <-ctx.Done():
 	}
+	// The heap as it was running, before the watchers and workers stop.
+	writeHeapProfile()
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -111,25 +113,28 @@ func serve(ctx context.Context, args []string, env Env) error {
 }
 
 // startProfiles starts the CPU profile to cpuPath, if set, and returns a
-// function that stops it and writes the heap profile to memPath, if set.
-func startProfiles(cpuPath, memPath string, log *slog.Logger) (stop func(), err error) {
+// function that stops it and one that writes the heap profile (in use, and
+// allocated since the start) to memPath, if set.
+func startProfiles(cpuPath, memPath string, log *slog.Logger) (stopCPU, writeHeap func(), err error) {
 	var cpu *os.File
 	if cpuPath != "" {
 		if cpu, err = os.Create(cpuPath); err != nil {
-			return nil, fmt.Errorf("creating the cpu profile: %w", err)
+			return nil, nil, fmt.Errorf("creating the cpu profile: %w", err)
 		}
 		if err := pprof.StartCPUProfile(cpu); err != nil {
 			cpu.Close()
-			return nil, fmt.Errorf("starting the cpu profile: %w", err)
+			return nil, nil, fmt.Errorf("starting the cpu profile: %w", err)
 		}
 	}
-	return func() {
+	stopCPU = func() {
 		if cpu != nil {
 			pprof.StopCPUProfile()
 			if err := cpu.Close(); err != nil {
 				log.Error("writing the cpu profile", "path", cpuPath, "err", err)
 			}
 		}
+	}
+	writeHeap = func() {
 		if memPath == "" {
 			return
 		}
@@ -143,7 +148,8 @@ func startProfiles(cpuPath, memPath string, log *slog.Logger) (stop func(), err 
 		if err != nil {
 			log.Error("writing the heap profile", "path", memPath, "err", err)
 		}
-	}, nil
+	}
+	return stopCPU, writeHeap, nil
 }
 
 // ensureAdmin creates the user admin when there is no user at all, with
