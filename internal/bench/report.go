@@ -57,7 +57,7 @@ func (r *Report) Markdown(command string) string {
 	if m.Commit != "" {
 		fmt.Fprintf(&b, ", commit %s", m.Commit)
 	}
-	fmt.Fprintf(&b, "); %s; %s.\n", m.Dovecot, m.Postgres)
+	fmt.Fprintf(&b, "); Dovecot %s; %s.\n", m.Dovecot, m.Postgres)
 	fmt.Fprintf(&b, "- **Command:**\n\n  ```sh\n  %s\n  ```\n\n", command)
 	o := r.Options
 	fmt.Fprintf(&b, "Sizes: latency %d messages (gaps %v–%v); backlog %d messages; %d idle mailboxes (rest %v, %d probes); "+

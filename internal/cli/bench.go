@@ -27,6 +27,7 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 	fs.IntVar(&o.Runs, "runs", o.Runs, "scenario 4: runs queued")
 	fs.Int64Var(&o.BigSize, "big-size", o.BigSize, "scenario 5: size of the big message in bytes (also the size cap)")
 	fs.StringVar(&o.ProfileDir, "profile-dir", "", "keep CPU and heap profiles of the service in scenario 2 in this directory")
+	service := fs.String("service", "", "the mailtrigger binary to measure (default: this one), to compare builds")
 	doc := fs.String("doc", "", "write the results into this markdown file (docs/benchmarks.md)")
 	quiet := fs.Bool("q", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
@@ -44,6 +45,9 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 		return fmt.Errorf("finding this binary to run as the service: %w", err)
 	}
 	o.Binary = bin
+	if *service != "" {
+		o.Binary = *service
+	}
 	if !*quiet {
 		o.Log = env.Stderr
 	}
@@ -57,8 +61,7 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 		return err
 	}
 	if *doc != "" {
-		command := "mailtrigger bench " + strings.Join(args, " ")
-		if err := bench.WriteDoc(*doc, rep.Markdown(strings.TrimSpace(command))); err != nil {
+		if err := bench.WriteDoc(*doc, rep.Markdown(docCommand(args))); err != nil {
 			return err
 		}
 	}
@@ -66,4 +69,23 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 		return fmt.Errorf("%d scenario(s) failed", len(rep.Errors))
 	}
 	return nil
+}
+
+// docCommand is the command the doc shows: this run's, from a checkout,
+// without where its profiles went or another binary measured.
+func docCommand(args []string) string {
+	var kept []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name := strings.TrimLeft(a, "-")
+		if name == "profile-dir" || name == "service" {
+			i++ // and its value
+			continue
+		}
+		if strings.HasPrefix(name, "profile-dir=") || strings.HasPrefix(name, "service=") {
+			continue
+		}
+		kept = append(kept, a)
+	}
+	return strings.TrimSpace("go run ./cmd/mailtrigger bench " + strings.Join(kept, " "))
 }
