@@ -132,6 +132,22 @@ func latency(ctx context.Context, e *env) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	read, err := readTimes(ctx, s)
+	if err != nil {
+		return err
+	}
+	var toRead, toHook []time.Duration
+	for i := range n {
+		at, _ := e.hooks.subjectAt(subject(i))
+		r, ok := read[subject(i)]
+		if !ok {
+			return fmt.Errorf("message %d is not recorded", i)
+		}
+		mu.Lock()
+		toRead = append(toRead, r.Sub(exists[i]))
+		mu.Unlock()
+		toHook = append(toHook, at.Sub(r))
+	}
 	if runs, requests := e.hooks.count(); requests != runs {
 		return fmt.Errorf("%d webhook requests for %d runs: duplicates", requests, runs)
 	}
@@ -144,5 +160,34 @@ func latency(ctx context.Context, e *env) error {
 	e.add(Result{Scenario: "1 trigger latency", Database: "sqlite", Metric: "per message: webhook − the floor client's EXISTS",
 		Value: quantiles(excess), Note: "the two connections are notified by two Dovecot processes, each on its own timer: " +
 			"a message's EXISTS can reach one before the other, so this can be negative"})
+	e.add(Result{Scenario: "1 trigger latency", Database: "sqlite", Metric: "per message: read by the service − the floor client's EXISTS",
+		Value: quantiles(toRead), Note: "when the service read the message (received_at) against the floor client's EXISTS"})
+	e.add(Result{Scenario: "1 trigger latency", Database: "sqlite", Metric: "per message: webhook − read by the service",
+		Value: quantiles(toHook)})
 	return nil
+}
+
+// readTimes returns when the service read each message (received_at), by
+// subject.
+func readTimes(ctx context.Context, s *service) (map[string]time.Time, error) {
+	db, err := s.db()
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT subject, received_at FROM messages")
+	if err != nil {
+		return nil, fmt.Errorf("reading when messages were read: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var subject string
+		var at time.Time
+		if err := rows.Scan(&subject, &at); err != nil {
+			return nil, fmt.Errorf("reading when messages were read: %w", err)
+		}
+		out[subject] = at
+	}
+	return out, rows.Err()
 }

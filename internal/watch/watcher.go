@@ -126,14 +126,6 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 			}
 		})
 		progressed = true
-		if len(uids) > 0 {
-			// Mail may have come while these were read and recorded. An
-			// IDLE begun now would not hear of it from Dovecot, whose
-			// notification was armed after the mail's arrival, until the
-			// next change or check (up to a second later): look again
-			// first, which costs one SEARCH after a cycle that found mail.
-			continue
-		}
 		// The watchdog: a wait that overruns its bound means the server
 		// (or the network) went silent.
 		wctx, cancel := context.WithTimeoutCause(ctx, o.IdleMax+o.SilenceGrace, errSilent)
