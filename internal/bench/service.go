@@ -292,6 +292,24 @@ func (s *service) cpuTime() (time.Duration, error) {
 	return time.Duration(utime+stime) * clockTick, nil
 }
 
+// goroutines reads the service's go_goroutines from /metrics.
+func (s *service) goroutines(ctx context.Context) (int, error) {
+	body, err := s.api.Get(ctx, "/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("reading the service's metrics: %w", err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "go_goroutines "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing go_goroutines %q: %w", v, err)
+			}
+			return int(n), nil
+		}
+	}
+	return 0, errors.New("no go_goroutines in the service's metrics")
+}
+
 // db opens the service's database beside it, to count what it recorded.
 func (s *service) db() (*sql.DB, error) {
 	if s.dbURL != "" {

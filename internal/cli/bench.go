@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"mailtrigger/internal/bench"
@@ -38,7 +39,12 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 		return errUsage
 	}
 	if *only != "" {
-		o.Only = strings.Split(*only, ",")
+		for _, name := range strings.Split(*only, ",") {
+			if !slices.Contains(bench.Scenarios, name) {
+				return fmt.Errorf("-only: unknown scenario %q; want some of %s", name, strings.Join(bench.Scenarios, ","))
+			}
+			o.Only = append(o.Only, name)
+		}
 	}
 	bin, err := os.Executable()
 	if err != nil {
