@@ -207,34 +207,58 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 	var parsing sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	defer parsing.Wait() // on an error, before batch goes away
+	// A batch is recorded while the next one is fetched and parsed: at most
+	// one is being recorded, and each waits for the one before, so that
+	// batches commit in order and the checkpoint only moves forward. Two
+	// batches (at most 2 × BatchBytes) are held at a time. recorded gets
+	// the recording's result; cp and toApply change only in the recording
+	// goroutine, and are read only after its result was received.
+	var recorded chan error
+	waitRecorded := func() error {
+		if recorded == nil {
+			return nil
+		}
+		err := <-recorded
+		recorded = nil
+		return err
+	}
+	defer func() { _ = waitRecorded() }() // on an error, before cp is returned
 	flush := func() error {
 		parsing.Wait()
+		if err := waitRecorded(); err != nil {
+			return err
+		}
 		if len(batch) == 0 {
 			return nil
 		}
+		// A new slice for the next batch, not batch[:0]: parses of the
+		// next batch must not write into the one being recorded.
+		b := batch
+		batch, batchBytes = nil, 0
 		next := cp
 		if advance {
-			next.LastUID = batch[len(batch)-1].UID
+			next.LastUID = b[len(b)-1].UID
 		}
-		rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, batch)
-		if err != nil {
-			return err
-		}
-		cp = next
-		now := time.Now().UTC()
-		w.set(func(st *imapconf.Status) {
-			st.MessagesIngested += int64(len(rec))
-			st.BacklogDone += len(batch)
-			if len(rec) > 0 {
-				st.LastMessageAt = &now
+		done := make(chan error, 1)
+		recorded = done
+		go func() {
+			rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, b)
+			if err == nil {
+				cp = next
+				now := time.Now().UTC()
+				w.set(func(st *imapconf.Status) {
+					st.MessagesIngested += int64(len(rec))
+					st.BacklogDone += len(b)
+					if len(rec) > 0 {
+						st.LastMessageAt = &now
+					}
+				})
+				for _, m := range b {
+					toApply = append(toApply, m.UID)
+				}
 			}
-		})
-		for _, m := range batch {
-			toApply = append(toApply, m.UID)
-		}
-		// A new slice, not batch[:0]: parses of the next batch must not
-		// write into the one Record was given.
-		batch, batchBytes = nil, 0
+			done <- err
+		}()
 		return nil
 	}
 	fn := func(m imapsource.Message) error {
@@ -260,6 +284,9 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 	err := conn.FetchUIDs(ctx, uids, o.SizeCap, fn)
 	if err == nil {
 		err = flush()
+	}
+	if werr := waitRecorded(); err == nil {
+		err = werr
 	}
 	if err != nil {
 		return cp, fmt.Errorf("reading new mail: %w", err)
