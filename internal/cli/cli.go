@@ -1,5 +1,5 @@
-// Package cli is the mailtrigger command: serve, migrate, token, user and
-// version. main only calls Main.
+// Package cli is the mailtrigger command: serve, migrate, token, user,
+// version and bench. main only calls Main.
 package cli
 
 import (
@@ -52,6 +52,7 @@ Usage:
   mailtrigger token revoke NAME      revoke an API token
   mailtrigger user set-password NAME set (or create) a user's password
   mailtrigger version                print the version
+  mailtrigger bench                  measure the service end to end against floors (docs/benchmarks.md)
 
 Run "mailtrigger COMMAND --help" for a command's flags. Settings come from the
 environment (MAILTRIGGER_*); flags override them.
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		return token(ctx, rest, env)
 	case "user":
 		return user(ctx, rest, env)
+	case "bench":
+		return runBench(ctx, rest, env)
 	case "version":
 		fs := newFlags("version", "", "print the version", env)
 		if err := fs.Parse(rest); err != nil {

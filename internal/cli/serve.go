@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +33,8 @@ func serve(ctx context.Context, args []string, env Env) error {
 	cfg := config.FromEnv(env.Getenv)
 	fs := newFlags("serve", "[flags]", "Run the service: web UI, REST API, probes and metrics, and the mailbox watchers.", env)
 	cfg.ServeFlags(fs)
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file when the service stops (for go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write a heap profile (in use and allocated since start) to this file when the service stops")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,6 +52,11 @@ func serve(ctx context.Context, args []string, env Env) error {
 		}
 		defer unlock()
 	}
+	stopCPUProfile, writeHeapProfile, err := startProfiles(*cpuProfile, *memProfile, log)
+	if err != nil {
+		return err
+	}
+	defer stopCPUProfile()
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -117,6 +125,8 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("serving http: %w", err)
 	case <-ctx.Done():
 	}
+	// The heap as it was running, before the watchers and workers stop.
+	writeHeapProfile()
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -124,6 +134,46 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	return nil
+}
+
+// startProfiles starts the CPU profile to cpuPath, if set, and returns a
+// function that stops it and one that writes the heap profile (in use, and
+// allocated since the start) to memPath, if set.
+func startProfiles(cpuPath, memPath string, log *slog.Logger) (stopCPU, writeHeap func(), err error) {
+	var cpu *os.File
+	if cpuPath != "" {
+		if cpu, err = os.Create(cpuPath); err != nil {
+			return nil, nil, fmt.Errorf("creating the cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			cpu.Close()
+			return nil, nil, fmt.Errorf("starting the cpu profile: %w", err)
+		}
+	}
+	stopCPU = func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				log.Error("writing the cpu profile", "path", cpuPath, "err", err)
+			}
+		}
+	}
+	writeHeap = func() {
+		if memPath == "" {
+			return
+		}
+		f, err := os.Create(memPath)
+		if err == nil {
+			err = pprof.Lookup("allocs").WriteTo(f, 0)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			log.Error("writing the heap profile", "path", memPath, "err", err)
+		}
+	}
+	return stopCPU, writeHeap, nil
 }
 
 // ensureAdmin creates the user admin when there is no user at all, with

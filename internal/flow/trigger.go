@@ -50,23 +50,28 @@ func Evaluate(flows []store.FlowRecord, subject, from string) ([]Verdict, error)
 // never start the same flow twice: runs are unique by (flow, message).
 func Hook(st *store.Store) store.RecordHook {
 	return func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
-		flows, err := st.FlowsForIMAP(ctx, tx, b.IMAPID)
-		if err != nil {
-			return err
+		if !b.FlowsRead {
+			flows, err := st.FlowsForIMAP(ctx, tx, b.IMAPID)
+			if err != nil {
+				return err
+			}
+			b.Flows, b.FlowsRead = flows, true
 		}
 		from := ""
 		if len(in.Msg.From) > 0 {
 			from = in.Msg.From[0].Address
 		}
-		_, err = apply(ctx, tx, flows, id, b.IMAPName, in.Msg.Subject, from, in.Seen, false)
+		// The message was recorded just now, in tx: it has no run yet.
+		_, err := apply(ctx, tx, b.Flows, id, b.IMAPName, in.Msg.Subject, from, in.Seen, false, true)
 		return err
 	}
 }
 
 // apply records the verdicts for message id and creates the runs, returning
 // those created. With force, a flow that has run for the message already
-// gets another run.
-func apply(ctx context.Context, tx *sql.Tx, flows []store.FlowRecord, id int64, imapName, subject, from string, received time.Time, force bool) ([]store.Run, error) {
+// gets another run. fresh says the message was recorded in tx, so that no
+// run of it can exist to look for.
+func apply(ctx context.Context, tx *sql.Tx, flows []store.FlowRecord, id int64, imapName, subject, from string, received time.Time, force, fresh bool) ([]store.Run, error) {
 	verdicts, err := Evaluate(flows, subject, from)
 	if err != nil {
 		return nil, err
@@ -79,12 +84,16 @@ func apply(ctx context.Context, tx *sql.Tx, flows []store.FlowRecord, id int64, 
 		if !v.Start {
 			continue
 		}
-		seq, exists, err := store.NextRunSeqTx(ctx, tx, v.FlowID, id)
-		if err != nil {
-			return nil, err
-		}
-		if exists && !force {
-			continue
+		seq := 0
+		if !fresh {
+			next, exists, err := store.NextRunSeqTx(ctx, tx, v.FlowID, id)
+			if err != nil {
+				return nil, err
+			}
+			if exists && !force {
+				continue
+			}
+			seq = next
 		}
 		r := store.Run{FlowID: v.FlowID, FlowName: v.FlowName, MessageID: id, IMAPName: imapName, Seq: seq, ReceivedAt: received}
 		created, err := store.CreateRunTx(ctx, tx, &r)
@@ -116,7 +125,7 @@ func Retrigger(ctx context.Context, st *store.Store, messageID int64, force bool
 		if err != nil {
 			return err
 		}
-		runs, err = apply(ctx, tx, flows, m.ID, m.IMAPName, m.Subject, from, time.Now(), force)
+		runs, err = apply(ctx, tx, flows, m.ID, m.IMAPName, m.Subject, from, time.Now(), force, false)
 		return err
 	})
 	if err != nil {

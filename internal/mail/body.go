@@ -330,7 +330,14 @@ func (b *builder) decodeTransfer(id string, content []byte, cte string) []byte {
 // decoding goes on after it (some encoders concatenate padded chunks), and an
 // incomplete final group of one character is dropped.
 func decodeBase64(in []byte) (out []byte, junk int, truncated bool) {
-	out = make([]byte, 0, len(in)/4*3+3)
+	// Most mail is well-formed (the alphabet in CRLF lines, padded at the
+	// end): the standard decoder, which skips line breaks, takes it several
+	// times faster than the loop below, which gives the same bytes.
+	out = make([]byte, base64.StdEncoding.DecodedLen(len(in)))
+	if n, err := base64.StdEncoding.Decode(out, in); err == nil {
+		return out[:n], 0, false
+	}
+	out = out[:0]
 	group := make([]byte, 0, 1024)
 	flush := func() {
 		if len(group)%4 == 1 {

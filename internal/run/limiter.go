@@ -47,6 +47,29 @@ func (l *limiter) tryAcquire(key string) (release func(took time.Duration), ok b
 	}
 }
 
+// maxBusyWait is the longest a worker waits for a slot of a busy endpoint
+// whose requests are quick, before it gives its run back to the queue.
+const maxBusyWait = 100 * time.Millisecond
+
+// acquireQuick waits up to within for a free slot of endpoint key, but only
+// when the endpoint's requests have taken less than within on average (or
+// none has finished yet): a slow endpoint's runs go back to the queue at
+// once (ok false), while a fast endpoint's slot is worth waiting for rather
+// than handing the run back and claiming it again.
+func (l *limiter) acquireQuick(ctx context.Context, key string, within time.Duration) (release func(took time.Duration), ok bool) {
+	l.mu.Lock()
+	s := l.slots[key]
+	quick := s != nil && s.took < within
+	l.mu.Unlock()
+	if !quick {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	release, err := l.acquire(ctx, key)
+	return release, err == nil
+}
+
 // acquire waits for a free slot of endpoint key, or for ctx to end.
 func (l *limiter) acquire(ctx context.Context, key string) (release func(took time.Duration), err error) {
 	l.mu.Lock()

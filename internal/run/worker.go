@@ -28,7 +28,7 @@ import (
 
 // Options tune the worker. Zero values take the defaults.
 type Options struct {
-	Workers     int // deliveries at once in this process; default 4
+	Workers     int // deliveries at once in this process; default 32 (each endpoint gets at most PerEndpoint of them)
 	MaxAttempts int // automatic attempts before a run fails; default 12 (about a day with the default backoff)
 	// Lease is how long a claimed run belongs to this worker; default 5 min.
 	// A delivery (all of its activities) is cut off before its lease ends;
@@ -70,7 +70,7 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = 32
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 12
@@ -151,15 +151,24 @@ const depthEvery = 5 * time.Second
 // "delivering" and is claimed again when its lease ends.
 func (w *Worker) Run(ctx context.Context) {
 	w.log.Info("run worker started", "workers", w.opts.Workers, "per_endpoint", w.opts.PerEndpoint)
+	// Deliveries outlive ctx: they finish (or time out) and are recorded.
+	dctx := context.WithoutCancel(ctx)
+	finishing := make(chan finishReq)
+	finisherDone := make(chan struct{})
+	go func() {
+		defer close(finisherDone)
+		w.finisher(dctx, finishing)
+	}()
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
+		close(finishing)
+		<-finisherDone
 		w.log.Info("run worker stopped")
 	}()
-	// Deliveries outlive ctx: they finish (or time out) and are recorded.
-	dctx := context.WithoutCancel(ctx)
 	done := make(chan struct{}, w.opts.Workers) // one per finished delivery; never blocks
 	inflight, failures := 0, 0
+	backlogged := false // the last claim took as many runs as it asked for
 	var depthAt time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -175,7 +184,13 @@ func (w *Worker) Run(ctx context.Context) {
 		}
 		free := w.opts.Workers - inflight
 		wait := w.opts.PollInterval
-		if free > 0 {
+		switch {
+		case free > 0 && backlogged && free < max(1, w.opts.Workers/4):
+			// A backlog: claim when a quarter of the workers are free,
+			// so that claims (and the reads of their flows and messages)
+			// come in batches rather than one run each. A finished
+			// delivery wakes the loop.
+		case free > 0:
 			claimedAt := time.Now()
 			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease)
 			switch {
@@ -188,15 +203,17 @@ func (w *Worker) Run(ctx context.Context) {
 			default:
 				failures = 0
 				deadline := claimedAt.Add(w.opts.Lease - w.opts.Lease/10)
+				b := w.prepare(ctx, runs)
 				for _, r := range runs {
 					inflight++
 					wg.Go(func() {
 						defer func() { done <- struct{}{} }()
-						w.deliver(dctx, r, deadline)
+						w.deliver(dctx, r, deadline, b, finishing)
 					})
 				}
-				if len(runs) == free {
-					// More may be due; claim again as soon as a slot frees.
+				backlogged = len(runs) == free
+				if backlogged {
+					// More may be due; claim again as soon as slots free.
 					wait = 0
 				} else {
 					wait = w.untilDue(ctx)
@@ -269,13 +286,14 @@ func transient(format string, args ...any) outcome {
 	return outcome{err: fmt.Sprintf(format, args...), retry: true}
 }
 
-// deliver makes one attempt at run r, cut off at deadline, and records it.
-func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time) {
+// deliver makes one attempt at run r, cut off at deadline, with its flow
+// and message from b, and has the finisher record it.
+func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) {
 	log := w.log.With("run_id", r.PublicID, "flow", r.FlowName)
 	n := r.Attempts + 1
 	start := time.Now()
 	actx, cancel := context.WithDeadline(ctx, deadline)
-	out := w.attempt(actx, r, n)
+	out := w.attempt(actx, r, n, b)
 	cancel()
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -306,7 +324,19 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time) {
 		next = next.Add(wait)
 	}
 
-	if err := w.store.FinishAttempt(fctx, r.ID, a, status, next); err != nil {
+	req := finishReq{f: store.Finish{RunID: r.ID, Attempt: a, Status: status, Next: next}, err: make(chan error, 1)}
+	var err error
+	select {
+	case finishing <- req:
+		select {
+		case err = <-req.err:
+		case <-fctx.Done():
+			err = fctx.Err()
+		}
+	case <-fctx.Done():
+		err = fctx.Err()
+	}
+	if err != nil {
 		log.Error("recording a delivery attempt failed; the run is taken up again when its lease ends",
 			"attempt", n, "status_code", out.code, "err", err)
 		return
@@ -328,8 +358,8 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time) {
 
 // attempt delivers run r (attempt n) to every activity of its flow in turn,
 // stopping at the first that does not take it.
-func (w *Worker) attempt(ctx context.Context, r store.Run, n int) outcome {
-	f, err := w.store.GetFlowByID(ctx, r.FlowID)
+func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outcome {
+	f, err := b.flow(r.FlowID)
 	if errors.Is(err, store.ErrNotFound) {
 		return failed("flow %q was deleted after this run was created; there is nothing to deliver to", r.FlowName)
 	}
@@ -340,9 +370,12 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int) outcome {
 	if err != nil {
 		return failed("flow %s: %v", f.Name, err)
 	}
-	// The first endpoint busy: give the run back rather than wait (and
-	// read the message only when it can be sent).
+	// The first endpoint busy: wait a little for it when its requests are
+	// quick, else give the run back rather than hold a worker.
 	first, ok := w.limit.tryAcquire(acts[0].endpoint)
+	if !ok {
+		first, ok = w.limit.acquireQuick(ctx, acts[0].endpoint, maxBusyWait)
+	}
 	if !ok {
 		return outcome{busy: acts[0].endpoint}
 	}
@@ -351,7 +384,7 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int) outcome {
 			first(0)
 		}
 	}()
-	m, err := w.store.GetMessage(ctx, r.MessageID)
+	m, err := b.message(r.MessageID)
 	if errors.Is(err, store.ErrNotFound) {
 		return failed("message %d of this run is no longer stored", r.MessageID)
 	}
@@ -514,4 +547,101 @@ func result(o outcome) string {
 		return "5xx"
 	}
 	return "error"
+}
+
+// batch is what the runs claimed together need: their flows and messages,
+// read once for all of them instead of once per run.
+type batch struct {
+	flows    map[int64]store.FlowRecord
+	flowErrs map[int64]error
+	msgs     map[int64]store.StoredMessage
+	msgErr   error
+}
+
+// prepare reads the flows and messages of runs.
+func (w *Worker) prepare(ctx context.Context, runs []store.Run) *batch {
+	b := &batch{flows: map[int64]store.FlowRecord{}, flowErrs: map[int64]error{}}
+	ids := make([]int64, 0, len(runs))
+	for _, r := range runs {
+		ids = append(ids, r.MessageID)
+		if _, ok := b.flows[r.FlowID]; ok {
+			continue
+		}
+		if _, ok := b.flowErrs[r.FlowID]; ok {
+			continue
+		}
+		if f, err := w.store.GetFlowByID(ctx, r.FlowID); err != nil {
+			b.flowErrs[r.FlowID] = err
+		} else {
+			b.flows[r.FlowID] = f
+		}
+	}
+	b.msgs, b.msgErr = w.store.GetMessages(ctx, ids)
+	return b
+}
+
+func (b *batch) flow(id int64) (store.FlowRecord, error) {
+	if err := b.flowErrs[id]; err != nil {
+		return store.FlowRecord{}, err
+	}
+	return b.flows[id], nil
+}
+
+func (b *batch) message(id int64) (store.StoredMessage, error) {
+	if b.msgErr != nil {
+		return store.StoredMessage{}, b.msgErr
+	}
+	m, ok := b.msgs[id]
+	if !ok {
+		return m, fmt.Errorf("message %d: %w", id, store.ErrNotFound)
+	}
+	return m, nil
+}
+
+// finishReq asks the finisher to record one attempt; err gets the result.
+type finishReq struct {
+	f   store.Finish
+	err chan error
+}
+
+// maxFinishBatch bounds the attempts one transaction records.
+const maxFinishBatch = 256
+
+// finisher records the attempts sent to it until reqs is closed, those that
+// arrive together in one transaction (a group commit): with many deliveries
+// finishing at once, one commit serves them all. When a batch fails, each
+// of its attempts is recorded on its own, so that one bad row does not fail
+// the others.
+func (w *Worker) finisher(ctx context.Context, reqs <-chan finishReq) {
+	for req := range reqs {
+		group := []finishReq{req}
+	more:
+		for len(group) < maxFinishBatch {
+			select {
+			case r, ok := <-reqs:
+				if !ok {
+					break more
+				}
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		fs := make([]store.Finish, len(group))
+		for i, r := range group {
+			fs[i] = r.f
+		}
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := w.store.FinishAttempts(fctx, fs)
+		if err != nil && len(group) > 1 {
+			for _, r := range group {
+				r.err <- w.store.FinishAttempts(fctx, []store.Finish{r.f})
+			}
+		} else {
+			for _, r := range group {
+				r.err <- err
+			}
+		}
+		cancel()
+	}
 }

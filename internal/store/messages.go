@@ -70,6 +70,12 @@ type Batch struct {
 	// the same transaction): set only on the batch that finishes a delta
 	// round; earlier batches leave the stored link alone.
 	DeltaLink *string
+
+	// Flows is the hook's copy of the flows on the mailbox, read once per
+	// transaction (FlowsRead) rather than once per message; RecordBatch
+	// clears it whenever a transaction starts.
+	Flows     []FlowRecord
+	FlowsRead bool
 }
 
 // Recorded is a message the batch recorded.
@@ -90,6 +96,7 @@ type RecordHook func(ctx context.Context, tx *sql.Tx, b *Batch, id int64, in Inc
 func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
 	err = s.Write(ctx, func(tx *sql.Tx) error {
 		rec, skipped = rec[:0], 0
+		b.Flows, b.FlowsRead = nil, false
 		for _, in := range b.Messages {
 			id, ok, err := recordMessage(ctx, tx, b, &in)
 			if err != nil {
@@ -618,6 +625,80 @@ func (s *Store) GetMessage(ctx context.Context, id int64) (StoredMessage, error)
 	m.Attachments, err = s.attachments(ctx, id)
 	return m, err
 }
+
+// GetMessages returns the messages ids (with bodies and attachment lists,
+// as GetMessage) by id, in three queries however many there are; ids that
+// are not stored are missing from the map. The run worker reads a claimed
+// batch's messages so.
+func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredMessage, error) {
+	out := make(map[int64]StoredMessage, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	in, args := idList(ids)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body FROM messages WHERE id IN (`+in+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var text, html string
+		m, err := scanMessage(withExtra{rows, []any{&text, &html}})
+		if err != nil {
+			return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
+		}
+		m.Text, m.HTML, m.Attachments = text, html, []StoredAttachment{}
+		out[m.ID] = m
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
+	}
+	rows.Close()
+	arows, err := s.r.QueryContext(ctx, `SELECT message_id, n, filename, content_type, size, sha256, inline, content_id FROM attachments
+		WHERE message_id IN (`+in+`) ORDER BY message_id, n`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing attachments of %d messages: %w", len(ids), err)
+	}
+	defer arows.Close()
+	for arows.Next() {
+		var id int64
+		var a StoredAttachment
+		if err := arows.Scan(&id, &a.N, &a.Filename, &a.ContentType, &a.Size, &a.SHA256, &a.Inline, &a.ContentID); err != nil {
+			return nil, fmt.Errorf("listing attachments of %d messages: %w", len(ids), err)
+		}
+		if m, ok := out[id]; ok {
+			m.Attachments = append(m.Attachments, a)
+			out[id] = m
+		}
+	}
+	if err := arows.Err(); err != nil {
+		return nil, fmt.Errorf("listing attachments of %d messages: %w", len(ids), err)
+	}
+	return out, nil
+}
+
+// idList returns "$1, $2, …" for ids and the arguments.
+func idList(ids []int64) (string, []any) {
+	var b strings.Builder
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", i+1)
+		args[i] = id
+	}
+	return b.String(), args
+}
+
+// withExtra scans a row's further columns into extra after the ones its
+// caller asks for.
+type withExtra struct {
+	row   interface{ Scan(...any) error }
+	extra []any
+}
+
+func (w withExtra) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra...)...) }
 
 func (s *Store) attachments(ctx context.Context, id int64) ([]StoredAttachment, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT n, filename, content_type, size, sha256, inline, content_id FROM attachments WHERE message_id = $1 ORDER BY n`, id)

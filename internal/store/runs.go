@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -152,11 +154,24 @@ func collectRuns(rows *sql.Rows, err error) ([]Run, error) {
 	return out, rows.Err()
 }
 
+// waitingRuns and leasedRuns are the conditions of the partial indexes
+// runs_waiting and runs_leased (migration 00008), spelled as literals: a
+// planner uses a partial index only for a query whose condition implies the
+// index's, which a bound parameter cannot.
+const (
+	waitingRuns = `status IN ('` + RunPending + `', '` + RunRetrying + `')`
+	leasedRuns  = `status = '` + RunDelivering + `'`
+)
+
+// recoverEvery is how often, in claim time, ClaimRuns looks for runs whose
+// lease ended.
+const recoverEvery = time.Second
+
 // ClaimRuns takes up to limit runs that are due (pending or retrying with
 // next_attempt_at passed, or delivering with an expired lease: a crash left
 // them), marks them delivering with a lease until now+lease, and returns
-// them. Two workers, in one process or in several replicas, never claim the
-// same run at once.
+// them, oldest due first. Two workers, in one process or in several
+// replicas, never claim the same run at once.
 func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Run, error) {
 	now = now.UTC()
 	skip := ""
@@ -164,57 +179,92 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 		skip = " FOR UPDATE SKIP LOCKED"
 	}
 	var out []Run
+	// A lease is minutes long: looking for ended ones once a second (of
+	// claim time) is enough, and spares a busy worker's claims a statement.
+	last := s.recovered.Load()
+	recoverLeases := now.UnixNano()-last >= int64(recoverEvery) || now.UnixNano() < last
 	err := s.Write(ctx, func(tx *sql.Tx) error {
 		// Runs whose lease ran out (their worker died) are due again. Two
-		// statements rather than an OR in one, so that both use the
-		// (status, next_attempt_at) index: with an OR the claim scanned
-		// every run, finished ones included.
-		if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
-			next_attempt_at = $3, locked_until = NULL WHERE status = $4 AND locked_until < $3`,
-			RunPending, RunRetrying, now, RunDelivering); err != nil {
-			return fmt.Errorf("recovering runs whose lease ended: %w", err)
+		// statements rather than an OR in one, so that each uses its
+		// partial index: with an OR the claim scanned every run, finished
+		// ones included.
+		if recoverLeases {
+			if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
+				next_attempt_at = $3, locked_until = NULL WHERE `+leasedRuns+` AND locked_until < $3`,
+				RunPending, RunRetrying, now); err != nil {
+				return fmt.Errorf("recovering runs whose lease ended: %w", err)
+			}
 		}
 		var err error
 		out, err = collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
-			WHERE id IN (SELECT id FROM runs WHERE status IN ($3, $4) AND next_attempt_at <= $5
-				ORDER BY next_attempt_at LIMIT $6`+skip+`)
-			RETURNING `+runColumns, RunDelivering, now.Add(lease), RunPending, RunRetrying, now, limit))
+			WHERE id IN (SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3
+				ORDER BY next_attempt_at LIMIT $4`+skip+`)
+			RETURNING `+runColumns, RunDelivering, now.Add(lease), now, limit))
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claiming runs: %w", err)
 	}
+	if recoverLeases {
+		s.recovered.Store(now.UnixNano())
+	}
+	// RETURNING gives no order.
+	slices.SortFunc(out, func(a, b Run) int { return cmp.Or(a.NextAttemptAt.Compare(b.NextAttemptAt), cmp.Compare(a.ID, b.ID)) })
 	return out, nil
+}
+
+// Finish is the outcome of one delivery attempt of a claimed run: the
+// attempt, and the status the run moves to (delivered, failed, or retrying
+// at Next).
+type Finish struct {
+	RunID   int64
+	Attempt Attempt
+	Status  string
+	Next    time.Time
 }
 
 // FinishAttempt records attempt a of run id and moves the run to status
 // (delivered, failed, or retrying at next), releasing its lease.
 func (s *Store) FinishAttempt(ctx context.Context, id int64, a Attempt, status string, next time.Time) error {
+	return s.FinishAttempts(ctx, []Finish{{RunID: id, Attempt: a, Status: status, Next: next}})
+}
+
+// FinishAttempts records several attempts (of different runs) in one
+// transaction, as FinishAttempt records one: a worker finishing many
+// deliveries at once commits them together.
+func (s *Store) FinishAttempts(ctx context.Context, fs []Finish) error {
 	t := now()
 	return s.Write(ctx, func(tx *sql.Tx) error {
-		// Numbered from the run's own count, not by counting run_attempts:
-		// Prune deletes the attempts of finished runs, and a retried run
-		// goes on counting. The increment also locks the row, so two
-		// workers recording at once (one whose lease ran out) take turns.
-		if err := tx.QueryRowContext(ctx, `UPDATE runs SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts`, id).Scan(&a.N); err != nil {
-			return fmt.Errorf("counting attempts of run %d: %w", id, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO run_attempts (run_id, n, started_at, duration_ms, status_code, error, response)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, a.N, a.StartedAt.UTC(), a.Duration.Milliseconds(), a.StatusCode,
-			text(a.Error), text(strings.ToValidUTF8(a.Response, "\uFFFD"))); err != nil {
-			return fmt.Errorf("recording attempt %d of run %d: %w", a.N, id, err)
-		}
-		var delivered *time.Time
-		if status == RunDelivered {
-			delivered = &t
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, locked_until = NULL,
-			delivered_at = COALESCE($4, delivered_at), last_error = $5 WHERE id = $6`,
-			status, a.N, next.UTC(), delivered, text(a.Error), id); err != nil {
-			return fmt.Errorf("updating run %d: %w", id, err)
+		for _, f := range fs {
+			if err := finishAttemptTx(ctx, tx, f, t); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
+}
+
+func finishAttemptTx(ctx context.Context, tx *sql.Tx, f Finish, t time.Time) error {
+	a := f.Attempt
+	var delivered *time.Time
+	if f.Status == RunDelivered {
+		delivered = &t
+	}
+	// Numbered from the run's own count, not by counting run_attempts:
+	// Prune deletes the attempts of finished runs, and a retried run goes
+	// on counting. The update also locks the row, so two workers recording
+	// at once (one whose lease ran out) take turns.
+	if err := tx.QueryRowContext(ctx, `UPDATE runs SET attempts = attempts + 1, status = $1, next_attempt_at = $2,
+		locked_until = NULL, delivered_at = COALESCE($3, delivered_at), last_error = $4 WHERE id = $5 RETURNING attempts`,
+		f.Status, f.Next.UTC(), delivered, text(a.Error), f.RunID).Scan(&a.N); err != nil {
+		return fmt.Errorf("updating run %d: %w", f.RunID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO run_attempts (run_id, n, started_at, duration_ms, status_code, error, response)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.RunID, a.N, a.StartedAt.UTC(), a.Duration.Milliseconds(), a.StatusCode,
+		text(a.Error), text(strings.ToValidUTF8(a.Response, "\uFFFD"))); err != nil {
+		return fmt.Errorf("recording attempt %d of run %d: %w", a.N, f.RunID, err)
+	}
+	return nil
 }
 
 // ReleaseRun gives back run id, claimed by ClaimRuns, without an attempt:
@@ -348,9 +398,8 @@ func (s *Store) QueueDepth(ctx context.Context) (int, error) {
 func (s *Store) NextDue(ctx context.Context) (t time.Time, ok bool, err error) {
 	// Not MIN(): SQLite gives an aggregate no column type, so the driver
 	// would return the timestamp as text. ORDER BY … LIMIT 1 keeps the
-	// column's type (and can use the runs_due index).
-	err = s.r.QueryRowContext(ctx, `SELECT next_attempt_at FROM runs WHERE status IN ($1, $2) ORDER BY next_attempt_at LIMIT 1`,
-		RunPending, RunRetrying).Scan(&t)
+	// column's type (and can use the runs_waiting index).
+	err = s.r.QueryRowContext(ctx, `SELECT next_attempt_at FROM runs WHERE `+waitingRuns+` ORDER BY next_attempt_at LIMIT 1`).Scan(&t)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, false, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -66,6 +67,9 @@ type Store struct {
 	target  int64 // the newest migration version embedded
 	prov    *goose.Provider
 	path    string // the SQLite file, for tests
+	// recovered is the claim time (Unix nanoseconds) at which ClaimRuns
+	// last looked for runs whose lease ended.
+	recovered atomic.Int64
 }
 
 // Open opens the database and applies the embedded migrations.

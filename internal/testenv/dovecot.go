@@ -117,6 +117,22 @@ func DovecotOAuth2(introspectionURL string) DovecotOption {
 // installed.
 func StartDovecot(t testing.TB, opts ...DovecotOption) *Dovecot {
 	t.Helper()
+	d, err := NewDovecot(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
+// NewDovecot starts a private Dovecot on loopback outside of a test (the
+// bench command uses it); the caller must Close it. It returns an error
+// saying how to install Dovecot when it is missing.
+func NewDovecot(opts ...DovecotOption) (*Dovecot, error) {
 	d := &Dovecot{users: map[string]string{}}
 	for _, o := range opts {
 		o(d)
@@ -124,7 +140,7 @@ func StartDovecot(t testing.TB, opts ...DovecotOption) *Dovecot {
 	d.dovecotBin = dovecotFindProgram("dovecot", "/usr/sbin/dovecot")
 	d.doveadmBin = dovecotFindProgram("doveadm", "/usr/bin/doveadm")
 	if d.dovecotBin == "" || d.doveadmBin == "" || !dovecotHasProtocols() {
-		t.Fatal("dovecot not found: " + dovecotInstallHint)
+		return nil, errors.New("dovecot not found: " + dovecotInstallHint)
 	}
 
 	// Not t.TempDir: its parents are private to root, which the mail and
@@ -133,39 +149,49 @@ func StartDovecot(t testing.TB, opts ...DovecotOption) *Dovecot {
 	dovecotCleanOnce.Do(removeStaleDovecotDirs)
 	dir, err := os.MkdirTemp("", dovecotDirPrefix)
 	if err != nil {
-		t.Fatalf("creating dovecot directory: %v", err)
+		return nil, fmt.Errorf("creating dovecot directory: %w", err)
 	}
 	d.Dir = dir
-	t.Cleanup(func() {
-		if err := d.stop(); err != nil {
-			t.Errorf("stopping dovecot: %v\n%s", err, d.logTail())
+	fail := func(err error) (*Dovecot, error) {
+		if cerr := d.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
 		}
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("removing dovecot directory: %v", err)
-		}
-	})
+		return nil, err
+	}
 	if err := d.setUp(); err != nil {
-		t.Fatalf("setting up dovecot: %v", err)
+		return fail(fmt.Errorf("setting up dovecot: %w", err))
 	}
 
 	// A port chosen free may be taken before Dovecot binds it: retry with
 	// new ones.
 	for attempt := 1; ; attempt++ {
 		if err := d.choosePorts(); err != nil {
-			t.Fatalf("choosing dovecot ports: %v", err)
+			return fail(fmt.Errorf("choosing dovecot ports: %w", err))
 		}
 		if err := d.writeConfig(); err != nil {
-			t.Fatalf("writing dovecot config: %v", err)
+			return fail(fmt.Errorf("writing dovecot config: %w", err))
 		}
 		err := d.start()
 		if err == nil {
-			return d
+			return d, nil
 		}
 		if attempt < 3 && strings.Contains(d.logTail(), "Address already in use") {
 			continue
 		}
-		t.Fatalf("starting dovecot: %v\n%s", err, d.logTail())
+		return fail(fmt.Errorf("starting dovecot: %w\n%s", err, d.logTail()))
 	}
+}
+
+// Close stops Dovecot and removes its directory.
+func (d *Dovecot) Close() error {
+	var errs []error
+	if err := d.stop(); err != nil {
+		errs = append(errs, fmt.Errorf("stopping dovecot: %w\n%s", err, d.logTail()))
+	}
+	if err := os.RemoveAll(d.Dir); err != nil {
+		errs = append(errs, fmt.Errorf("removing dovecot directory: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // AddUser adds a mailbox user localpart@DovecotDomain with the password and
@@ -173,24 +199,34 @@ func StartDovecot(t testing.TB, opts ...DovecotOption) *Dovecot {
 // once, also while running.
 func (d *Dovecot) AddUser(t testing.TB, localpart, password string) (address string) {
 	t.Helper()
+	address, err := d.NewUser(localpart, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return address
+}
+
+// NewUser is AddUser outside of a test: it returns an error instead of
+// failing one.
+func (d *Dovecot) NewUser(localpart, password string) (address string, err error) {
 	if localpart == "" || strings.ContainsAny(localpart, ":@/\r\n\t ") {
-		t.Fatalf("dovecot: invalid localpart %q", localpart)
+		return "", fmt.Errorf("dovecot: invalid localpart %q", localpart)
 	}
 	if password == "" || strings.ContainsAny(password, ":\r\n") {
-		t.Fatalf("dovecot: invalid password %q: must be non-empty without ':' or line breaks", password)
+		return "", fmt.Errorf("dovecot: invalid password %q: must be non-empty without ':' or line breaks", password)
 	}
 	address = localpart + "@" + DovecotDomain
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.users[address]; ok {
-		t.Fatalf("dovecot: user %s already exists", address)
+		return "", fmt.Errorf("dovecot: user %s already exists", address)
 	}
 	d.users[address] = password
 	if err := d.writeUser(address, password); err != nil {
-		t.Fatalf("dovecot: adding user %s: %v", address, err)
+		return "", fmt.Errorf("dovecot: adding user %s: %w", address, err)
 	}
-	return address
+	return address, nil
 }
 
 // Password returns the password AddUser set for address.
@@ -817,6 +853,13 @@ func (d *Dovecot) halt() bool {
 		_ = os.Remove(filepath.Join(d.Dir, "run", "master.pid"))
 	}
 	return true
+}
+
+// Certificates returns a new throwaway CA certificate and a server
+// certificate and key it signed, valid for host, 127.0.0.1, 127.0.0.2 and
+// localhost, all PEM: for test servers of the tests' own.
+func Certificates(host string) (caPEM, certPEM, keyPEM []byte, err error) {
+	return dovecotCertificates(host)
 }
 
 // dovecotCertificates returns a new CA certificate and a server certificate

@@ -543,3 +543,16 @@ func readTail(path string) string {
 	}
 	return string(b)
 }
+
+// NewPostgres starts a private PostgreSQL outside of a test (the bench
+// command uses it), as PostgresURL's private server is started, and returns
+// the postgres:// URL of its administrator's database, through which the
+// caller creates databases of its own, and a stop function that stops the
+// server and removes its directory.
+func NewPostgres() (adminURL string, stop func() error, err error) {
+	srv, err := startPostgres()
+	if err != nil {
+		return "", nil, err
+	}
+	return srv.adminURL, srv.stop, nil
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync"
 	"time"
 
 	"mailtrigger/internal/imapconf"
@@ -230,36 +232,79 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 	var batch []store.Incoming
 	var batchBytes int64
 	var toApply []uint32
+	// Messages are parsed on all cores while the fetch goes on: parsing is
+	// most of a backlog's CPU, and one goroutine would leave the other
+	// cores idle. flush waits for the batch's parses; sem bounds them.
+	var parsing sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	defer parsing.Wait() // on an error, before batch goes away
+	// A batch is recorded while the next one is fetched and parsed: at most
+	// one is being recorded, and each waits for the one before, so that
+	// batches commit in order and the checkpoint only moves forward. Two
+	// batches (at most 2 × BatchBytes) are held at a time. recorded gets
+	// the recording's result; cp and toApply change only in the recording
+	// goroutine, and are read only after its result was received.
+	var recorded chan error
+	waitRecorded := func() error {
+		if recorded == nil {
+			return nil
+		}
+		err := <-recorded
+		recorded = nil
+		return err
+	}
+	defer func() { _ = waitRecorded() }() // on an error, before cp is returned
 	flush := func() error {
+		parsing.Wait()
+		if err := waitRecorded(); err != nil {
+			return err
+		}
 		if len(batch) == 0 {
 			return nil
 		}
+		// A new slice for the next batch, not batch[:0]: parses of the
+		// next batch must not write into the one being recorded.
+		b := batch
+		batch, batchBytes = nil, 0
 		next := cp
 		if advance {
-			next.LastUID = batch[len(batch)-1].UID
+			next.LastUID = b[len(b)-1].UID
 		}
-		rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, batch)
-		if err != nil {
-			return err
-		}
-		cp = next
-		now := time.Now().UTC()
-		w.set(func(st *imapconf.Status) {
-			st.MessagesIngested += int64(len(rec))
-			st.BacklogDone += len(batch)
-			if len(rec) > 0 {
-				st.LastMessageAt = &now
+		done := make(chan error, 1)
+		recorded = done
+		go func() {
+			rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, b)
+			if err == nil {
+				cp = next
+				now := time.Now().UTC()
+				w.set(func(st *imapconf.Status) {
+					st.MessagesIngested += int64(len(rec))
+					st.BacklogDone += len(b)
+					if len(rec) > 0 {
+						st.LastMessageAt = &now
+					}
+				})
+				for _, m := range b {
+					toApply = append(toApply, m.UID)
+				}
 			}
-		})
-		for _, m := range batch {
-			toApply = append(toApply, m.UID)
-		}
-		batch, batchBytes = batch[:0], 0
+			done <- err
+		}()
 		return nil
 	}
 	fn := func(m imapsource.Message) error {
-		in := ingest.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
-		batch = append(batch, in)
+		if batch == nil {
+			// Its final size at once: a parse writes into its slot while
+			// more messages are appended, which must not move it.
+			batch = make([]store.Incoming, 0, max(o.BatchMessages, 1))
+		}
+		batch = append(batch, store.Incoming{UID: m.UID})
+		slot := &batch[len(batch)-1]
+		sem <- struct{}{}
+		parsing.Go(func() {
+			defer func() { <-sem }()
+			*slot = ingest.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
+		})
 		batchBytes += int64(len(m.Raw))
 		if len(batch) >= o.BatchMessages || batchBytes >= o.BatchBytes {
 			return flush()
@@ -270,6 +315,9 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 	err := conn.FetchUIDs(ctx, uids, o.SizeCap, fn)
 	if err == nil {
 		err = flush()
+	}
+	if werr := waitRecorded(); err == nil {
+		err = werr
 	}
 	if err != nil {
 		return cp, fmt.Errorf("reading new mail: %w", err)

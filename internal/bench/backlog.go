@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"mailtrigger/internal/imapconf"
+)
+
+// backlog is scenario 2: N messages of about 20 KB (one in ten with a
+// 200 KB attachment) are in the mailbox before it is watched with backlog
+// "all"; the service's time until all are recorded with their runs, and
+// until all are delivered, against a bare client's UID FETCH 1:* BODY.PEEK[].
+func backlog(ctx context.Context, e *env) error {
+	n := e.o.BacklogMessages
+	d := e.dovecot
+	const password = "bench-backlog-pw"
+	addr, err := d.NewUser("backlog", password)
+	if err != nil {
+		return err
+	}
+	e.log("appending %d messages", n)
+	var bytes int64
+	if bytes, err = appendBacklog(d.Addr(d.IMAPSPort), e, addr, password, n); err != nil {
+		return err
+	}
+	e.log("appended %.0f MB", float64(bytes)/(1<<20))
+
+	for _, db := range e.dbs {
+		floor, err := fetchAll(d.Addr(d.IMAPSPort), e, addr, password, n)
+		if err != nil {
+			return err
+		}
+		if err := backlogOn(ctx, e, db, mailbox{name: "backlog", host: d.Host, port: d.IMAPSPort, user: addr,
+			password: password, caPEM: d.CACertPEM, backlog: imapconf.BacklogAll}, n, bytes, floor); err != nil {
+			return fmt.Errorf("%s: %w", db.name, err)
+		}
+	}
+	return nil
+}
+
+// appendBacklog appends n backlog messages over two connections and returns
+// their total size.
+func appendBacklog(addr string, e *env, user, password string, n int) (int64, error) {
+	const conns = 2
+	var wg sync.WaitGroup
+	errs := make([]error, conns)
+	sizes := make([]int64, conns)
+	for c := range conns {
+		wg.Go(func() {
+			cl, err := dialIMAPS(addr, e.dovecot.TLSConfig(), user, password, nil)
+			if err != nil {
+				errs[c] = err
+				return
+			}
+			defer cl.Close()
+			for i := c; i < n; i += conns {
+				raw := backlogMessage(i, fmt.Sprintf("Backlog statement %d", i), i%10 == 0)
+				if err := appendMessage(cl, raw); err != nil {
+					errs[c] = err
+					return
+				}
+				sizes[c] += int64(len(raw))
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return sizes[0] + sizes[1], nil
+}
+
+// fetchAll is the floor: a bare go-imap client fetching every message's
+// BODY.PEEK[] into io.Discard; it returns the time it took.
+func fetchAll(addr string, e *env, user, password string, n int) (time.Duration, error) {
+	c, err := dialIMAPS(addr, e.dovecot.TLSConfig(), user, password, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
+		return 0, fmt.Errorf("floor client: selecting INBOX: %w", err)
+	}
+	var uids imap.UIDSet
+	uids.AddRange(1, 0) // 1:*
+	cmd := c.Fetch(uids, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}})
+	got := 0
+	for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+		for item := msg.Next(); item != nil; item = msg.Next() {
+			if b, ok := item.(imapclient.FetchItemDataBodySection); ok && b.Literal != nil {
+				if _, err := io.Copy(io.Discard, b.Literal); err != nil {
+					return 0, fmt.Errorf("floor client: reading a body: %w", err)
+				}
+				got++
+			}
+		}
+	}
+	if err := cmd.Close(); err != nil {
+		return 0, fmt.Errorf("floor client: fetching: %w", err)
+	}
+	elapsed := time.Since(start)
+	if got != n {
+		return 0, fmt.Errorf("floor client: fetched %d bodies, want %d", got, n)
+	}
+	e.log("floor: %d messages in %v (%.0f msg/s)", n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds())
+	return elapsed, nil
+}
+
+func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size int64, floor time.Duration) error {
+	s, err := e.startService(ctx, ScenarioBacklog, db)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := s.close(); err != nil {
+			e.log("stopping the service: %v", err)
+		}
+	}()
+	dbh, err := s.db()
+	if err != nil {
+		return err
+	}
+	defer dbh.Close()
+	if err := createIMAP(ctx, s.api, mb, false); err != nil {
+		return err
+	}
+	if err := createFlow(ctx, s.api, "backlog", mb.name, "Backlog statement", e.hooks.url); err != nil {
+		return err
+	}
+	e.hooks.reset()
+	cpu0, err := s.cpuTime()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := enableIMAP(ctx, s.api, mb); err != nil {
+		return err
+	}
+	within := 2*time.Minute + time.Duration(n)*20*time.Millisecond
+	recorded, err := waitCount(ctx, dbh, "SELECT COUNT(*) FROM runs", n, 20*time.Millisecond, within)
+	if err != nil {
+		return err
+	}
+	cpu1, err := s.cpuTime()
+	if err != nil {
+		return err
+	}
+	if err := e.hooks.waitRuns(ctx, n, within); err != nil {
+		return err
+	}
+	_, last := e.hooks.span()
+	var msgs, runs int
+	if err := dbh.QueryRowContext(ctx, "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM runs)").Scan(&msgs, &runs); err != nil {
+		return fmt.Errorf("counting: %w", err)
+	}
+	if msgs != n || runs != n {
+		return fmt.Errorf("%d messages and %d runs recorded, want %d of each", msgs, runs, n)
+	}
+	if got, requests := e.hooks.count(); requests != got {
+		return fmt.Errorf("%d webhook requests for %d runs: duplicates", requests, got)
+	}
+	ing := recorded.Sub(start)
+	rate, floorRate := float64(n)/ing.Seconds(), float64(n)/floor.Seconds()
+	mbs := float64(size) / (1 << 20)
+	e.add(Result{Scenario: "2 backlog ingest", Database: db.name,
+		Metric: fmt.Sprintf("%d messages (%.0f MB) recorded with their runs", n, mbs),
+		Value:  fmt.Sprintf("%v, %.0f msg/s (%.1f MB/s), service CPU %.1f s", ing.Round(time.Millisecond), rate, mbs/ing.Seconds(), (cpu1 - cpu0).Seconds()),
+		Floor:  fmt.Sprintf("%v, %.0f msg/s (UID FETCH 1:* BODY.PEEK[])", floor.Round(time.Millisecond), floorRate),
+		Goal:   "≥ 70 % of the floor's msg/s", Met: met(rate >= 0.7*floorRate),
+		Note: fmt.Sprintf("%.0f %% of the floor", 100*rate/floorRate)})
+	del := last.Sub(start)
+	e.add(Result{Scenario: "2 backlog ingest", Database: db.name, Metric: fmt.Sprintf("%d messages delivered to the webhook", n),
+		Value: fmt.Sprintf("%v, %.0f msg/s, no duplicates", del.Round(time.Millisecond), float64(n)/del.Seconds())})
+	return nil
+}

@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"mailtrigger/internal/bench"
+)
+
+func runBench(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("bench", "[flags]", `Measure the service end to end: a private Dovecot, this binary running "serve" as a child
+process on a fresh database, an in-process IMAP server for many idle mailboxes and a local webhook
+listener; every figure beside a floor measured in the same run. Prints a table and, with -doc,
+writes the results into that file (docs/benchmarks.md) between its bench markers.`, env)
+	o := bench.FullOptions()
+	fs.StringVar(&o.Postgres, "postgres", "", `also run the backlog and delivery scenarios on PostgreSQL: "private" starts a private server, else a postgres:// URL whose user may create databases`)
+	only := fs.String("only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ",")+" (default all)")
+	fs.IntVar(&o.LatencyMessages, "latency-messages", o.LatencyMessages, "scenario 1: messages appended one at a time")
+	fs.DurationVar(&o.GapMin, "gap-min", o.GapMin, "scenario 1: least gap between appends")
+	fs.DurationVar(&o.GapMax, "gap-max", o.GapMax, "scenario 1: greatest gap between appends")
+	fs.IntVar(&o.BacklogMessages, "backlog-messages", o.BacklogMessages, "scenario 2: messages in the mailbox before it is watched")
+	fs.IntVar(&o.Mailboxes, "mailboxes", o.Mailboxes, "scenario 3: mailboxes in IDLE")
+	fs.DurationVar(&o.Rest, "rest", o.Rest, "scenario 3: how long CPU is measured at rest")
+	fs.IntVar(&o.Probes, "probes", o.Probes, "scenario 3: messages to random mailboxes under load")
+	fs.IntVar(&o.Runs, "runs", o.Runs, "scenario 4: runs queued")
+	fs.Int64Var(&o.BigSize, "big-size", o.BigSize, "scenario 5: size of the big message in bytes (also the size cap)")
+	fs.StringVar(&o.ProfileDir, "profile-dir", "", "keep CPU and heap profiles of the service in scenario 2 in this directory")
+	service := fs.String("service", "", "the mailtrigger binary to measure (default: this one), to compare builds")
+	doc := fs.String("doc", "", "write the results into this markdown file (docs/benchmarks.md)")
+	quiet := fs.Bool("q", false, "no progress lines")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	if *only != "" {
+		for _, name := range strings.Split(*only, ",") {
+			if !slices.Contains(bench.Scenarios, name) {
+				return fmt.Errorf("-only: unknown scenario %q; want some of %s", name, strings.Join(bench.Scenarios, ","))
+			}
+			o.Only = append(o.Only, name)
+		}
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding this binary to run as the service: %w", err)
+	}
+	o.Binary = bin
+	if *service != "" {
+		o.Binary = *service
+	}
+	if !*quiet {
+		o.Log = env.Stderr
+	}
+	rep, err := bench.Run(ctx, o)
+	if rep != nil {
+		if terr := rep.Table(env.Stdout); terr != nil {
+			return terr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if *doc != "" {
+		if err := bench.WriteDoc(*doc, rep.Markdown(docCommand(args))); err != nil {
+			return err
+		}
+	}
+	if len(rep.Errors) > 0 {
+		return fmt.Errorf("%d scenario(s) failed", len(rep.Errors))
+	}
+	return nil
+}
+
+// docCommand is the command the doc shows: this run's, from a checkout,
+// without where its profiles went or another binary measured.
+func docCommand(args []string) string {
+	var kept []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name := strings.TrimLeft(a, "-")
+		if name == "profile-dir" || name == "service" {
+			i++ // and its value
+			continue
+		}
+		if strings.HasPrefix(name, "profile-dir=") || strings.HasPrefix(name, "service=") {
+			continue
+		}
+		kept = append(kept, a)
+	}
+	return strings.TrimSpace("go run ./cmd/mailtrigger bench " + strings.Join(kept, " "))
+}

@@ -1,0 +1,104 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"reflect"
+	"testing"
+	"time"
+
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+)
+
+const withAttachment = "From: A <a@example.com>\r\nTo: b@example.com\r\nSubject: Invoice 7\r\nMIME-Version: 1.0\r\n" +
+	"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nPay.\r\n" +
+	"--b\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n" +
+	"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
+
+// TestGetMessagesMatchesGetMessage checks that the batch read the run
+// worker uses gives what reading each message alone gives.
+func TestGetMessagesMatchesGetMessage(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 3},
+			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, withAttachment), incoming(3, msg(3, ""))}}
+		rec, _, err := s.RecordBatch(ctx, b, nil)
+		if err != nil || len(rec) != 3 {
+			t.Fatalf("recording: %v, %v", rec, err)
+		}
+		ids := []int64{rec[0].ID, rec[1].ID, rec[2].ID, 999999}
+		got, err := s.GetMessages(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 {
+			t.Fatalf("got %d messages, want 3 (the missing id left out)", len(got))
+		}
+		for _, r := range rec {
+			want, err := s.GetMessage(ctx, r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got[r.ID], want) {
+				t.Errorf("message %d: got %+v, want %+v", r.ID, got[r.ID], want)
+			}
+		}
+		if n := len(got[rec[1].ID].Attachments); n != 1 {
+			t.Errorf("got %d attachments, want 1", n)
+		}
+	})
+}
+
+// TestFinishAttemptsTogether checks that attempts recorded in one
+// transaction number and finish each run as FinishAttempt does.
+func TestFinishAttemptsTogether(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
+			Messages: []store.Incoming{incoming(1, msg(1, "")), incoming(2, msg(2, ""))}}
+		var runs []store.Run
+		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+			r := store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: "inbox"}
+			if _, err := store.CreateRunTx(ctx, tx, &r); err != nil {
+				return err
+			}
+			runs = append(runs, r)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		claimed, err := s.ClaimRuns(ctx, time.Now(), 10, time.Minute)
+		if err != nil || len(claimed) != 2 {
+			t.Fatalf("claimed %d, %v; want 2", len(claimed), err)
+		}
+		next := time.Now().Add(time.Hour)
+		err = s.FinishAttempts(ctx, []store.Finish{
+			{RunID: runs[0].ID, Attempt: store.Attempt{StartedAt: time.Now(), StatusCode: 200}, Status: store.RunDelivered, Next: time.Now()},
+			{RunID: runs[1].ID, Attempt: store.Attempt{StartedAt: time.Now(), StatusCode: 503, Error: "HTTP 503"}, Status: store.RunRetrying, Next: next},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []struct {
+			status string
+			code   int
+		}{{store.RunDelivered, 200}, {store.RunRetrying, 503}} {
+			r, attempts, err := s.GetRun(ctx, runs[i].PublicID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != want.status || r.Attempts != 1 || len(attempts) != 1 || attempts[0].N != 1 || attempts[0].StatusCode != want.code {
+				t.Errorf("run %d: got %s with %d attempts %+v, want %s with attempt 1 (%d)", i, r.Status, r.Attempts, attempts, want.status, want.code)
+			}
+		}
+		// The retrying run is not due before its time; nothing else is.
+		if again, err := s.ClaimRuns(ctx, time.Now(), 10, time.Minute); err != nil || len(again) != 0 {
+			t.Errorf("claimed %d runs again, %v; want none", len(again), err)
+		}
+		if again, err := s.ClaimRuns(ctx, next.Add(time.Second), 10, time.Minute); err != nil || len(again) != 1 || again[0].ID != runs[1].ID {
+			t.Errorf("at its time claimed %v, %v; want the retrying run", again, err)
+		}
+	})
+}
