@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,16 +135,27 @@ func (s *service) start(ctx context.Context) error {
 	cmd := exec.Command(s.bin, append([]string{"serve"}, s.extra...)...)
 	cmd.Env = s.env
 	cmd.Stdout, cmd.Stderr = s.out, s.out
-	// The service goes when the bench dies, even by SIGKILL.
+	// The service goes when the bench dies, even by SIGKILL. Pdeathsig
+	// fires when the thread that started the child ends, not the process:
+	// the child is started from a goroutine locked to its own thread for
+	// the child's life (testenv's servers end locked threads of their own,
+	// which would otherwise kill a service started from one of them).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	exited, started := make(chan struct{}), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends after the child
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		s.err = cmd.Wait()
+		close(exited)
+	}()
+	if err := <-started; err != nil {
 		return fmt.Errorf("starting %s serve: %w", s.bin, err)
 	}
-	s.cmd, s.exited = cmd, make(chan struct{})
-	go func() {
-		s.err = cmd.Wait()
-		close(s.exited)
-	}()
+	s.cmd, s.exited = cmd, exited
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(readyTimeout)
 	var lastErr error
