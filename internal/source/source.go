@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 
@@ -58,6 +59,20 @@ func TLSConfig(cfg imapconf.Config) (*tls.Config, error) {
 		ServerName: cfg.Host,
 		MinVersion: tls.VersionTLS12,
 	}, nil
+}
+
+// HTTPTransport returns an HTTP transport (http.DefaultTransport's settings,
+// so the environment's proxy is honoured) that verifies servers against the
+// system's roots plus caCert, TLS 1.2 at least: the Graph and OAuth2 token
+// clients use it.
+func HTTPTransport(caCert string) (*http.Transport, error) {
+	roots, err := rootsFor(caCert)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }
 
 // rootPools shares one pool of roots per distinct caCert among the

@@ -19,8 +19,6 @@ package graphsource
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,15 +220,10 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 	}
 	hc := opts.Client
 	if hc == nil {
-		roots, err := x509.SystemCertPool()
-		if err != nil || roots == nil {
-			roots = x509.NewCertPool()
+		tr, err := source.HTTPTransport(cfg.CACert)
+		if err != nil {
+			return nil, &StepError{Step: StepConfig, Err: err}
 		}
-		if strings.TrimSpace(cfg.CACert) != "" && !roots.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, &StepError{Step: StepConfig, Err: errors.New("caCert holds no PEM certificate")}
-		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		tr.ResponseHeaderTimeout = opts.RequestTimeout
 		hc = &http.Client{Transport: tr}
 	}

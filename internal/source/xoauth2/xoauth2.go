@@ -15,8 +15,6 @@ package xoauth2
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -181,15 +179,10 @@ func NewTokenSource(cfg imapconf.Config, opts Options) (*TokenSource, error) {
 	}
 	hc := opts.Client
 	if hc == nil {
-		roots, err := x509.SystemCertPool()
-		if err != nil || roots == nil {
-			roots = x509.NewCertPool()
+		tr, err := source.HTTPTransport(cfg.CACert)
+		if err != nil {
+			return nil, &source.StepError{Step: StepToken, Err: err}
 		}
-		if strings.TrimSpace(cfg.CACert) != "" && !roots.AppendCertsFromPEM([]byte(cfg.CACert)) {
-			return nil, &source.StepError{Step: StepToken, Err: errors.New("caCert holds no PEM certificate")}
-		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		hc = &http.Client{Transport: tr, Timeout: timeout}
 	}
 	return &TokenSource{
