@@ -18,7 +18,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"mailtrigger/internal/client"
 	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/testenv"
 )
 
 const (
@@ -58,7 +58,7 @@ type service struct {
 	key     []byte
 	env     []string
 	extra   []string // serve's flags
-	out     *tail
+	out     *testenv.Tail
 	dropDB  func() error
 
 	cmd    *exec.Cmd
@@ -79,7 +79,7 @@ func newService(ctx context.Context, bin, work string, db database, extraFlags .
 	if err != nil {
 		return nil, err
 	}
-	s := &service{bin: bin, dataDir: dir, listen: "127.0.0.1:" + strconv.Itoa(port), out: &tail{}, extra: extraFlags,
+	s := &service{bin: bin, dataDir: dir, listen: "127.0.0.1:" + strconv.Itoa(port), out: &testenv.Tail{Keep: outputKeep}, extra: extraFlags,
 		key: make([]byte, secret.KeySize)}
 	rand.Read(s.key)
 	if db.name == "postgres" {
@@ -361,30 +361,4 @@ func freePort() (int, error) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	return port, l.Close()
-}
-
-// tail keeps the end of a process's output.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > outputKeep {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-outputKeep/2:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	const show = 4000
-	if len(t.buf) > show {
-		return "…" + string(t.buf[len(t.buf)-show:])
-	}
-	return string(t.buf)
 }

@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,33 +104,6 @@ func removeStaleBinDirs() {
 	}
 }
 
-// output keeps the end of the service's standard output and error, across
-// restarts, for failure messages.
-type output struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.buf = append(o.buf, p...)
-	if len(o.buf) > outputKeep {
-		o.buf = append(o.buf[:0], o.buf[len(o.buf)-outputKeep/2:]...)
-	}
-	return len(p), nil
-}
-
-// tail returns the last n bytes.
-func (o *output) tail(n int) string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.buf) <= n {
-		return string(o.buf)
-	}
-	return "…" + string(o.buf[len(o.buf)-n:])
-}
-
 // service is the mailtrigger binary running "serve" as a child process, on
 // one data directory and one listen address for all its restarts.
 type service struct {
@@ -139,7 +111,7 @@ type service struct {
 	dataDir string
 	listen  string
 	env     []string
-	out     *output
+	out     *testenv.Tail
 
 	cmd     *exec.Cmd     // nil when not running
 	exited  chan struct{} // closed when cmd has exited
@@ -159,7 +131,7 @@ func newService(t *testing.T, extraEnv ...string) *service {
 		t:       t,
 		dataDir: filepath.Join(t.TempDir(), "data"),
 		listen:  fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
-		out:     &output{},
+		out:     &testenv.Tail{Keep: outputKeep},
 	}
 	// Nothing of the caller's MAILTRIGGER_* settings (a PostgreSQL URL,
 	// a key) may leak into the service under test.
@@ -183,12 +155,12 @@ func newService(t *testing.T, extraEnv ...string) *service {
 		if dir := os.Getenv("MAILTRIGGER_E2E_LOG_DIR"); dir != "" && t.Failed() {
 			// The whole output, for a failure the tail does not explain.
 			name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + filepath.Base(filepath.Dir(s.dataDir)) + ".log"
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(s.out.tail(outputKeep)), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(s.out.Last(outputKeep)), 0o600); err != nil {
 				t.Logf("writing the service output to %s: %v", dir, err)
 			}
 		}
 		if t.Failed() && !s.shown {
-			t.Logf("--- service output (data dir %s) ---\n%s", s.dataDir, s.out.tail(outputTail))
+			t.Logf("--- service output (data dir %s) ---\n%s", s.dataDir, s.out.Last(outputTail))
 		}
 	})
 	return s
@@ -200,14 +172,14 @@ func (s *service) baseURL() string { return "http://" + s.listen }
 func (s *service) fatalf(format string, args ...any) {
 	s.t.Helper()
 	s.shown = true
-	s.t.Fatalf("%s\n--- service output (data dir %s) ---\n%s", fmt.Sprintf(format, args...), s.dataDir, s.out.tail(outputTail))
+	s.t.Fatalf("%s\n--- service output (data dir %s) ---\n%s", fmt.Sprintf(format, args...), s.dataDir, s.out.Last(outputTail))
 }
 
 // errorf reports a failure with the end of the service's output.
 func (s *service) errorf(format string, args ...any) {
 	s.t.Helper()
 	s.shown = true
-	s.t.Errorf("%s\n--- service output (data dir %s) ---\n%s", fmt.Sprintf(format, args...), s.dataDir, s.out.tail(outputTail))
+	s.t.Errorf("%s\n--- service output (data dir %s) ---\n%s", fmt.Sprintf(format, args...), s.dataDir, s.out.Last(outputTail))
 }
 
 // start starts "mailtrigger serve" and waits until /readyz answers 200.

@@ -473,7 +473,7 @@ func TestScaleOut(t *testing.T) {
 	}
 	rows.Close()
 	t.Logf("messages recorded by replica: %v; r3 refused %d write(s) after losing leases while stopped",
-		byReplica, strings.Count(r3.out.tail(outputKeep), "mailbox taken over by another replica"))
+		byReplica, strings.Count(r3.out.Last(outputKeep), "mailbox taken over by another replica"))
 
 	// The cluster view lists the replicas: r2 silent, the others live.
 	var view store.ClusterView
