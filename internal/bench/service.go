@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,8 +61,8 @@ type service struct {
 	dropDB  func() error
 
 	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error // cmd.Wait's result, once exited is closed
+	exited <-chan struct{}
+	result func() error // cmd.Wait's result, once exited is closed
 
 	api *client.Client
 }
@@ -135,27 +134,15 @@ func (s *service) start(ctx context.Context) error {
 	cmd := exec.Command(s.bin, append([]string{"serve"}, s.extra...)...)
 	cmd.Env = s.env
 	cmd.Stdout, cmd.Stderr = s.out, s.out
-	// The service goes when the bench dies, even by SIGKILL. Pdeathsig
-	// fires when the thread that started the child ends, not the process:
-	// the child is started from a goroutine locked to its own thread for
-	// the child's life (testenv's servers end locked threads of their own,
-	// which would otherwise kill a service started from one of them).
+	// The service goes when the bench dies, even by SIGKILL, from a thread
+	// of its own (testenv's servers end locked threads of theirs, which
+	// would kill a child started from one of them: Pdeathsig is per thread).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	exited, started := make(chan struct{}), make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends after the child
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		s.err = cmd.Wait()
-		close(exited)
-	}()
-	if err := <-started; err != nil {
+	exited, result, err := testenv.StartLocked(cmd)
+	if err != nil {
 		return fmt.Errorf("starting %s serve: %w", s.bin, err)
 	}
-	s.cmd, s.exited = cmd, exited
+	s.cmd, s.exited, s.result = cmd, exited, result
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(readyTimeout)
 	var lastErr error
@@ -163,7 +150,7 @@ func (s *service) start(ctx context.Context) error {
 		select {
 		case <-s.exited:
 			s.cmd = nil
-			return fmt.Errorf("the service exited during its start: %v\n%s", s.err, s.out)
+			return fmt.Errorf("the service exited during its start: %v\n%s", s.result(), s.out)
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
@@ -220,8 +207,8 @@ func (s *service) stop() error {
 	var err error
 	select {
 	case <-s.exited:
-		if s.err != nil {
-			err = fmt.Errorf("the service exited with %v after SIGTERM\n%s", s.err, s.out)
+		if s.result() != nil {
+			err = fmt.Errorf("the service exited with %v after SIGTERM\n%s", s.result(), s.out)
 		}
 	case <-time.After(stopTimeout):
 		_ = s.cmd.Process.Kill()

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,11 +112,11 @@ type service struct {
 	env     []string
 	out     *testenv.Tail
 
-	cmd     *exec.Cmd     // nil when not running
-	exited  chan struct{} // closed when cmd has exited
-	waitErr error         // cmd.Wait's result, once exited is closed
-	starts  int
-	shown   bool // a failure message showed the output
+	cmd    *exec.Cmd       // nil when not running
+	exited <-chan struct{} // closed when cmd has exited
+	result func() error    // cmd.Wait's result, once exited is closed
+	starts int
+	shown  bool // a failure message showed the output
 }
 
 // newService prepares a service on a fresh data directory and a free port;
@@ -194,30 +193,16 @@ func (s *service) start() {
 	cmd.Env = s.env
 	cmd.Stdout = s.out
 	cmd.Stderr = s.out
-	// The service goes when the test binary dies, even by SIGKILL.
-	// Pdeathsig fires when the thread that started the child ends, not the
-	// process: the child is started from a goroutine locked to its own
-	// thread for the child's life. Started from any thread, it would be
-	// killed whenever a locked goroutine that later ran on that thread
-	// ended (testenv's PostgreSQL restarts do that).
+	// The service goes when the test binary dies, even by SIGKILL. Started
+	// from any thread, it would be killed whenever a locked goroutine that
+	// later ran on that thread ended (testenv's PostgreSQL restarts do
+	// that): StartLocked gives it a thread of its own.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	exited := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends after the child
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		err := cmd.Wait()
-		s.waitErr = err // read only after exited is closed
-		close(exited)
-	}()
-	if err := <-started; err != nil {
+	exited, result, err := testenv.StartLocked(cmd)
+	if err != nil {
 		s.fatalf("starting %s serve: %v", binPath, err)
 	}
-	s.cmd, s.exited = cmd, exited
+	s.cmd, s.exited, s.result = cmd, exited, result
 
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(readyTimeout)
@@ -226,7 +211,7 @@ func (s *service) start() {
 		select {
 		case <-exited:
 			s.cmd = nil
-			s.fatalf("the service exited during start #%d: %v", s.starts, s.waitErr)
+			s.fatalf("the service exited during start #%d: %v", s.starts, s.result())
 		default:
 		}
 		resp, err := hc.Get(s.baseURL() + "/readyz")
@@ -268,7 +253,7 @@ func (s *service) kill() {
 	select {
 	case <-s.exited:
 		s.cmd = nil
-		s.fatalf("the service (start #%d) had exited on its own: %v", s.starts, s.waitErr)
+		s.fatalf("the service (start #%d) had exited on its own: %v", s.starts, s.result())
 	default:
 	}
 	s.signal(syscall.SIGKILL)
@@ -294,8 +279,8 @@ func (s *service) stop() {
 		s.fatalf("the service did not stop within %v of SIGTERM", stopTimeout)
 	}
 	s.cmd = nil
-	if s.waitErr != nil {
-		s.fatalf("the service stopped with %v after SIGTERM, want exit status 0", s.waitErr)
+	if s.result() != nil {
+		s.fatalf("the service stopped with %v after SIGTERM, want exit status 0", s.result())
 	}
 }
 

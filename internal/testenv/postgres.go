@@ -556,3 +556,16 @@ func NewPostgres() (adminURL string, stop func() error, err error) {
 	}
 	return srv.adminURL, srv.stop, nil
 }
+
+// StartLocked starts cmd, whose SysProcAttr.Pdeathsig should end it with
+// the caller, from a goroutine holding its own OS thread until cmd exits
+// (see startLocked: Pdeathsig is per thread). It returns a channel closed
+// when cmd has exited and a function returning cmd.Wait's result once it
+// has.
+func StartLocked(cmd *exec.Cmd) (exited <-chan struct{}, result func() error, err error) {
+	p, err := startLocked(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.done, func() error { return p.err }, nil
+}
