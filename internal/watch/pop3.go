@@ -53,12 +53,12 @@ func (w *watcher) pop3Session(ctx context.Context) (progressed bool, err error) 
 
 func (w *watcher) pop3Poll(ctx context.Context) error {
 	o := w.m.opts
-	sasl, err := w.saslHook(ctx)
+	login, err := w.saslHook(ctx)
 	if err != nil {
 		return err
 	}
 	conn, err := pop3source.Dial(ctx, w.cfg, pop3source.Options{Logger: w.log, Dial: o.Dial,
-		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: sasl})
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: login})
 	if err != nil {
 		return err
 	}

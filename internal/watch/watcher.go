@@ -118,12 +118,12 @@ func (w *watcher) run(ctx context.Context) {
 func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	w.state(imapconf.StateConnecting)
 	o := w.m.opts
-	sasl, err := w.saslHook(ctx)
+	login, err := w.saslHook(ctx)
 	if err != nil {
 		return false, err
 	}
 	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.Dial,
-		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: sasl})
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: login})
 	if err != nil {
 		return false, err
 	}
