@@ -9,12 +9,46 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
 	"mailtrigger/internal/imapconf"
 )
+
+// The steps every mail client starts with, shared by their StepErrors.
+const (
+	StepConnect = "connect" // resolving, the TCP connection and the greeting
+	StepTLS     = "tls"     // the TLS handshake (implicit or STARTTLS) and certificate checks
+)
+
+// Endpoint is where and how a mail client connects to cfg's server.
+type Endpoint struct {
+	Mode string // imapconf.TLSImplicit or imapconf.TLSStartTLS
+	Port int
+	Addr string      // host:port
+	TLS  *tls.Config // see TLSConfig
+}
+
+// ResolveEndpoint returns the endpoint of cfg (TLSMode with the protocol's
+// two ports, the address, the TLS configuration), or a *StepError: StepTLS
+// for a bad mode, port or caCert, StepConnect for a missing host.
+func ResolveEndpoint(cfg imapconf.Config, implicitPort, startTLSPort int) (Endpoint, error) {
+	mode, port, err := TLSMode(cfg, implicitPort, startTLSPort)
+	if err != nil {
+		return Endpoint{}, &StepError{Step: StepTLS, Err: err}
+	}
+	if cfg.Host == "" {
+		return Endpoint{}, &StepError{Step: StepConnect, Err: errors.New("no host name")}
+	}
+	tlsConfig, err := TLSConfig(cfg)
+	if err != nil {
+		return Endpoint{}, &StepError{Step: StepTLS, Err: err}
+	}
+	return Endpoint{Mode: mode, Port: port, Addr: net.JoinHostPort(cfg.Host, strconv.Itoa(port)), TLS: tlsConfig}, nil
+}
 
 // TLSMode returns the TLS mode and port of cfg, with defaults for what is
 // missing: the mode from the port (startTLSPort means STARTTLS, any other

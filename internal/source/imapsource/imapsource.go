@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,16 +37,16 @@ import (
 
 // The steps a StepError names.
 const (
-	StepConnect = "connect" // resolving, the TCP connection and the greeting
-	StepTLS     = "tls"     // the TLS handshake (implicit or STARTTLS) and certificate checks
-	StepLogin   = "login"   // LOGIN or AUTHENTICATE, and reading the capabilities
-	StepSelect  = "select"  // opening the folder
-	StepSearch  = "search"  // UID SEARCH
-	StepFetch   = "fetch"   // UID FETCH
-	StepWait    = "wait"    // IDLE or NOOP polling while waiting for mail
-	StepApply   = "apply"   // the after-processing action
-	StepNoop    = "noop"    // NOOP
-	StepLogout  = "logout"  // LOGOUT
+	StepConnect = source.StepConnect
+	StepTLS     = source.StepTLS
+	StepLogin   = "login"  // LOGIN or AUTHENTICATE, and reading the capabilities
+	StepSelect  = "select" // opening the folder
+	StepSearch  = "search" // UID SEARCH
+	StepFetch   = "fetch"  // UID FETCH
+	StepWait    = "wait"   // IDLE or NOOP polling while waiting for mail
+	StepApply   = "apply"  // the after-processing action
+	StepNoop    = "noop"   // NOOP
+	StepLogout  = "logout" // LOGOUT
 )
 
 // Defaults for the zero values of Options and of method arguments.
@@ -169,19 +168,12 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	mode, port, err := source.TLSMode(cfg, 993, 143)
+	ep, err := source.ResolveEndpoint(cfg, 993, 143)
 	if err != nil {
-		return nil, &StepError{Step: StepTLS, Err: err}
+		return nil, err
 	}
-	if cfg.Host == "" {
-		return nil, &StepError{Step: StepConnect, Err: errors.New("no host name")}
-	}
-	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(port))
-	log = log.With("host", cfg.Host, "port", port, "user", cfg.Username)
-	tlsConfig, err := source.TLSConfig(cfg)
-	if err != nil {
-		return nil, &StepError{Step: StepTLS, Err: err}
-	}
+	mode, addr, tlsConfig := ep.Mode, ep.Addr, ep.TLS
+	log = log.With("host", cfg.Host, "port", ep.Port, "user", cfg.Username)
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout

@@ -32,7 +32,6 @@ import (
 	"net"
 	"net/textproto"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,16 +44,16 @@ import (
 
 // The steps a StepError names.
 const (
-	StepConnect = "connect" // resolving, the TCP connection and the greeting
-	StepTLS     = "tls"     // STLS, the TLS handshake and certificate checks
-	StepLogin   = "login"   // CAPA, USER/PASS or AUTH
-	StepStat    = "stat"    // STAT
-	StepUIDL    = "uidl"    // UIDL
-	StepList    = "list"    // LIST
-	StepRetr    = "retr"    // RETR or TOP
-	StepDele    = "dele"    // DELE
-	StepNoop    = "noop"    // NOOP
-	StepQuit    = "quit"    // QUIT, which removes the messages marked deleted
+	StepConnect = source.StepConnect
+	StepTLS     = source.StepTLS
+	StepLogin   = "login" // CAPA, USER/PASS or AUTH
+	StepStat    = "stat"  // STAT
+	StepUIDL    = "uidl"  // UIDL
+	StepList    = "list"  // LIST
+	StepRetr    = "retr"  // RETR or TOP
+	StepDele    = "dele"  // DELE
+	StepNoop    = "noop"  // NOOP
+	StepQuit    = "quit"  // QUIT, which removes the messages marked deleted
 )
 
 // Defaults for the zero values of Options and of method arguments.
@@ -174,19 +173,12 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	mode, port, err := source.TLSMode(cfg, 995, 110)
+	ep, err := source.ResolveEndpoint(cfg, 995, 110)
 	if err != nil {
-		return nil, &StepError{Step: StepTLS, Err: err}
+		return nil, err
 	}
-	if cfg.Host == "" {
-		return nil, &StepError{Step: StepConnect, Err: errors.New("no host name")}
-	}
-	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(port))
-	log = log.With("host", cfg.Host, "port", port, "user", cfg.Username)
-	tlsConf, err := source.TLSConfig(cfg)
-	if err != nil {
-		return nil, &StepError{Step: StepTLS, Err: err}
-	}
+	mode, addr, tlsConf := ep.Mode, ep.Addr, ep.TLS
+	log = log.With("host", cfg.Host, "port", ep.Port, "user", cfg.Username)
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
