@@ -215,6 +215,16 @@ func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
 // Unwrap returns Err.
 func (e *StepError) Unwrap() error { return e.Err }
 
+// StepOf splits err for a test-connection result: the step a *StepError in
+// its chain names and that error's message, else def and err's message.
+func StepOf(err error, def string) (step, msg string) {
+	var se *StepError
+	if errors.As(err, &se) {
+		return se.Step, se.Err.Error()
+	}
+	return def, err.Error()
+}
+
 // RedactError returns err, or, when its text contains one of the secrets, a
 // *StepError of the same step whose text has them replaced and which still
 // matches each of the sentinels keep that err matched. A server is not

@@ -2,7 +2,6 @@ package watch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -205,11 +204,7 @@ func TestConnection(ctx context.Context, c imapconf.Config, log *slog.Logger) an
 	// OAuth2: the token first, so that a refused client secret is named
 	// as such whatever the mail server would say.
 	tokenFailed := func(err error) any {
-		step, msg := xoauth2.StepToken, err.Error()
-		var se *source.StepError
-		if errors.As(err, &se) {
-			step, msg = se.Step, se.Err.Error()
-		}
+		step, msg := source.StepOf(err, xoauth2.StepToken)
 		if pop3 {
 			return pop3source.TestResult{Step: step, Error: msg}
 		}

@@ -712,12 +712,8 @@ type TestResult struct {
 // folder's message count, or the step that failed and why.
 func Test(ctx context.Context, cfg imapconf.Config, opts Options) TestResult {
 	fail := func(err error) TestResult {
-		err = redact(err, cfg.ClientSecret)
-		var se *StepError
-		if errors.As(err, &se) {
-			return TestResult{Step: se.Step, Error: se.Err.Error()}
-		}
-		return TestResult{Error: err.Error()}
+		step, msg := source.StepOf(redact(err, cfg.ClientSecret), "")
+		return TestResult{Step: step, Error: msg}
 	}
 	c, err := New(cfg, opts)
 	if err != nil {
