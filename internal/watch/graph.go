@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
@@ -39,15 +38,8 @@ func (w *watcher) graphSession(ctx context.Context) (progressed bool, err error)
 			return progressed, err
 		}
 		progressed = true
-		now := time.Now().UTC()
-		w.set(func(st *imapconf.Status) {
-			st.LastSuccessAt, st.BacklogDone, st.BacklogTotal = &now, 0, 0
-			st.State = imapconf.StatePolling
-		})
-		select {
-		case <-ctx.Done():
-			return progressed, ctx.Err()
-		case <-time.After(time.Duration(w.cfg.PollInterval) * time.Second):
+		if err := w.polled(ctx); err != nil {
+			return progressed, err
 		}
 	}
 }
@@ -162,15 +154,7 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 		if err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
-		now := time.Now().UTC()
-		n := len(batch)
-		w.set(func(st *imapconf.Status) {
-			st.MessagesIngested += int64(len(rec))
-			st.BacklogDone += n
-			if len(rec) > 0 {
-				st.LastMessageAt = &now
-			}
-		})
+		w.counted(len(batch), len(rec))
 		batch, batchBytes = batch[:0], 0
 		if deltaLink == nil {
 			return nil

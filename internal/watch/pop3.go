@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/emersion/go-sasl"
 
@@ -37,15 +36,8 @@ func (w *watcher) pop3Session(ctx context.Context) (progressed bool, err error) 
 			return progressed, err
 		}
 		progressed = true
-		now := time.Now().UTC()
-		w.set(func(st *imapconf.Status) {
-			st.LastSuccessAt, st.BacklogDone, st.BacklogTotal = &now, 0, 0
-			st.State = imapconf.StatePolling
-		})
-		select {
-		case <-ctx.Done():
-			return progressed, ctx.Err()
-		case <-time.After(time.Duration(w.cfg.PollInterval) * time.Second):
+		if err := w.polled(ctx); err != nil {
+			return progressed, err
 		}
 	}
 }
@@ -141,14 +133,7 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
-		now := time.Now().UTC()
-		w.set(func(st *imapconf.Status) {
-			st.MessagesIngested += int64(len(rec))
-			st.BacklogDone += len(batch)
-			if len(rec) > 0 {
-				st.LastMessageAt = &now
-			}
-		})
+		w.counted(len(batch), len(rec))
 		if del {
 			if err := dele(nums); err != nil {
 				return err

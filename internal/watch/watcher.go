@@ -43,6 +43,34 @@ func (w *watcher) set(fn func(st *imapconf.Status)) { w.m.update(w.cfg.ID, fn) }
 
 func (w *watcher) state(s string) { w.set(func(st *imapconf.Status) { st.State = s }) }
 
+// counted reports a committed batch: read messages, recorded of them new.
+func (w *watcher) counted(read, recorded int) {
+	now := time.Now().UTC()
+	w.set(func(st *imapconf.Status) {
+		st.MessagesIngested += int64(recorded)
+		st.BacklogDone += read
+		if recorded > 0 {
+			st.LastMessageAt = &now
+		}
+	})
+}
+
+// polled reports a poll that read all there was (POP3, Graph), then waits
+// for the next one.
+func (w *watcher) polled(ctx context.Context) error {
+	now := time.Now().UTC()
+	w.set(func(st *imapconf.Status) {
+		st.LastSuccessAt, st.BacklogDone, st.BacklogTotal = &now, 0, 0
+		st.State = imapconf.StatePolling
+	})
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Duration(w.cfg.PollInterval) * time.Second):
+		return nil
+	}
+}
+
 // run reconnects until ctx ends.
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
@@ -276,14 +304,7 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 			rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, b)
 			if err == nil {
 				cp = next
-				now := time.Now().UTC()
-				w.set(func(st *imapconf.Status) {
-					st.MessagesIngested += int64(len(rec))
-					st.BacklogDone += len(b)
-					if len(rec) > 0 {
-						st.LastMessageAt = &now
-					}
-				})
+				w.counted(len(b), len(rec))
 				for _, m := range b {
 					toApply = append(toApply, m.UID)
 				}
