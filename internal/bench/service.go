@@ -143,31 +143,12 @@ func (s *service) start(ctx context.Context) error {
 		return fmt.Errorf("starting %s serve: %w", s.bin, err)
 	}
 	s.cmd, s.exited, s.result = cmd, exited, result
-	hc := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	var lastErr error
-	for {
-		select {
-		case <-s.exited:
-			s.cmd = nil
-			return fmt.Errorf("the service exited during its start: %v\n%s", s.result(), s.out)
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		resp, err := hc.Get(s.baseURL() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-			err = fmt.Errorf("/readyz answered %s", resp.Status)
-		}
-		lastErr = err
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the service was not ready within %v: %v\n%s", readyTimeout, lastErr, s.out)
-		}
-		time.Sleep(10 * time.Millisecond)
+	switch err := testenv.WaitReady(ctx, s.baseURL()+"/readyz", s.exited, readyTimeout); {
+	case errors.Is(err, testenv.ErrExited):
+		s.cmd = nil
+		return fmt.Errorf("the service exited during its start: %v\n%s", s.result(), s.out)
+	case err != nil:
+		return fmt.Errorf("the service was not ready: %w\n%s", err, s.out)
 	}
 	if s.api != nil {
 		return nil

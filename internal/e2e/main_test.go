@@ -204,28 +204,13 @@ func (s *service) start() {
 	}
 	s.cmd, s.exited, s.result = cmd, exited, result
 
-	hc := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(readyTimeout)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			s.cmd = nil
-			s.fatalf("the service exited during start #%d: %v", s.starts, s.result())
-		default:
-		}
-		resp, err := hc.Get(s.baseURL() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			err = fmt.Errorf("/readyz answered %s", resp.Status)
-		}
-		lastErr = err
-		time.Sleep(10 * time.Millisecond)
+	switch err := testenv.WaitReady(context.Background(), s.baseURL()+"/readyz", exited, readyTimeout); {
+	case errors.Is(err, testenv.ErrExited):
+		s.cmd = nil
+		s.fatalf("the service exited during start #%d: %v", s.starts, s.result())
+	case err != nil:
+		s.fatalf("the service was not ready after start #%d: %v", s.starts, err)
 	}
-	s.fatalf("the service was not ready within %v of start #%d: %v", readyTimeout, s.starts, lastErr)
 }
 
 // pid returns the running service's process id.

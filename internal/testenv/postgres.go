@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -568,4 +569,36 @@ func StartLocked(cmd *exec.Cmd) (exited <-chan struct{}, result func() error, er
 		return nil, nil, err
 	}
 	return p.done, func() error { return p.err }, nil
+}
+
+// ErrExited is WaitReady's error when the process ended first.
+var ErrExited = errors.New("the process exited before it was ready")
+
+// WaitReady polls url (a service's /readyz) every 10 ms until it answers
+// 200, and fails with ErrExited when exited is closed first, or with the
+// last answer or error after within.
+func WaitReady(ctx context.Context, url string, exited <-chan struct{}, within time.Duration) error {
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(within)
+	for {
+		select {
+		case <-exited:
+			return ErrExited
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		resp, err := hc.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready within %v: %w", within, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
