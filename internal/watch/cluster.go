@@ -48,13 +48,6 @@ func (c *Cluster) defaults() {
 // forgetReplicas is how long a silent replica stays in the registry.
 const forgetReplicas = 10 * time.Minute
 
-// ReplicaID returns this replica's id ("" without a registry).
-func (m *Manager) ReplicaID() string { return m.cluster.ReplicaID }
-
-// Leasing reports whether the mailboxes are spread by leases (several
-// replicas may run).
-func (m *Manager) Leasing() bool { return m.leasing }
-
 // Cluster returns the replicas serving the database, as this one sees them.
 func (m *Manager) Cluster(ctx context.Context) (store.ClusterView, error) {
 	reps, now, err := m.store.Replicas(ctx)
@@ -143,7 +136,7 @@ func (m *Manager) clusterRound(ctx context.Context) {
 		m.mu.Unlock()
 		if dropped > 0 {
 			m.log.Warn("leases not renewed within their time; stopping this replica's watchers", "replica", m.cluster.ReplicaID, "mailboxes", dropped)
-			m.syncNow(ctx)
+			m.sync(ctx)
 		}
 	}
 }
@@ -228,7 +221,7 @@ func (m *Manager) leaseRound(ctx context.Context, now time.Time) error {
 		// Stop the watchers of leases lost or given up before the release,
 		// so that nothing of theirs is written after another replica took
 		// over (fencing would refuse it anyway).
-		m.syncNow(ctx)
+		m.sync(ctx)
 	}
 	if len(release) > 0 {
 		if err := m.store.ReleaseLeases(ctx, me, release); err != nil {
@@ -268,10 +261,7 @@ func (m *Manager) leaseRound(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// syncNow resyncs the watchers with the leases held, at once.
-func (m *Manager) syncNow(ctx context.Context) { m.sync(ctx) }
-
-// release gives up every lease this replica holds (graceful shutdown: the
+// leave gives up every lease this replica holds (graceful shutdown: the
 // watchers are stopped already), and leaves the registry.
 func (m *Manager) leave() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
