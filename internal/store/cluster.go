@@ -65,27 +65,23 @@ func (s *Store) RemoveReplica(ctx context.Context, id string) error {
 	return nil
 }
 
-// Replicas lists the replicas known, oldest first, and the database time.
-func (s *Store) Replicas(ctx context.Context) ([]Replica, time.Time, error) {
-	t, err := s.Clock(ctx)
-	if err != nil {
-		return nil, t, err
-	}
+// Replicas lists the replicas known, oldest first.
+func (s *Store) Replicas(ctx context.Context) ([]Replica, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT id, address, version, mailboxes, started_at, heartbeat_at FROM replicas ORDER BY started_at, id`)
 	if err != nil {
-		return nil, t, fmt.Errorf("listing replicas: %w", err)
+		return nil, fmt.Errorf("listing replicas: %w", err)
 	}
 	defer rows.Close()
 	var out []Replica
 	for rows.Next() {
 		var r Replica
 		if err := rows.Scan(&r.ID, &r.Address, &r.Version, &r.Mailboxes, &r.StartedAt, &r.HeartbeatAt); err != nil {
-			return nil, t, fmt.Errorf("listing replicas: %w", err)
+			return nil, fmt.Errorf("listing replicas: %w", err)
 		}
 		r.StartedAt, r.HeartbeatAt = r.StartedAt.UTC(), r.HeartbeatAt.UTC()
 		out = append(out, r)
 	}
-	return out, t, rows.Err()
+	return out, rows.Err()
 }
 
 // Fence names the lease a watcher writes under.

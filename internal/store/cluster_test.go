@@ -179,14 +179,14 @@ func TestRegistry(t *testing.T) {
 		if err := s.Heartbeat(ctx, r2, now, time.Minute); err != nil { // forgets r1, silent for an hour
 			t.Fatal(err)
 		}
-		reps, _, err := s.Replicas(ctx)
+		reps, err := s.Replicas(ctx)
 		if err != nil || len(reps) != 1 || reps[0].ID != "r2" || reps[0].Mailboxes != 3 || !reps[0].HeartbeatAt.Equal(now) {
 			t.Fatalf("replicas %+v, %v", reps, err)
 		}
 		if err := s.RemoveReplica(ctx, "r2"); err != nil {
 			t.Fatal(err)
 		}
-		if reps, _, _ := s.Replicas(ctx); len(reps) != 0 {
+		if reps, _ := s.Replicas(ctx); len(reps) != 0 {
 			t.Errorf("replicas after leaving: %+v", reps)
 		}
 		v1, err := s.ConfigVersion(ctx)

@@ -50,7 +50,11 @@ const forgetReplicas = 10 * time.Minute
 
 // Cluster returns the replicas serving the database, as this one sees them.
 func (m *Manager) Cluster(ctx context.Context) (store.ClusterView, error) {
-	reps, now, err := m.store.Replicas(ctx)
+	now, err := m.store.Clock(ctx)
+	if err != nil {
+		return store.ClusterView{}, err
+	}
+	reps, err := m.store.Replicas(ctx)
 	if err != nil {
 		return store.ClusterView{}, err
 	}
@@ -180,7 +184,7 @@ func (m *Manager) leaseRound(ctx context.Context, now time.Time) error {
 		}
 	}
 
-	reps, _, err := m.store.Replicas(ctx)
+	reps, err := m.store.Replicas(ctx)
 	if err != nil {
 		return err
 	}
