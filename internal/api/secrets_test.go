@@ -2,13 +2,20 @@ package api_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 
+	"mailtrigger/internal/client"
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/server"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testenv/graphfake"
+	"mailtrigger/internal/testenv/oauthfake"
+	"mailtrigger/internal/watch"
 )
 
 // TestSecretsNeverLeave creates configurations with distinctive secrets,
@@ -188,5 +195,162 @@ func TestEveryRouteNeedsAToken(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("%s: got %d, want 200", path, resp.StatusCode)
 		}
+	}
+}
+
+// testResult is a connection test's answer; "ok" says it worked.
+type testResult map[string]any
+
+// TestStoredSecretsStayWithTheirServer is the exfiltration attempt of issue
+// 12: a saved configuration's name with a new destination (host, port, CA,
+// token URL, authority URL) and no secret, through test and edit. The new
+// destination is a listener that records what it receives; it must never
+// receive the stored secret, the request is refused naming the secret's
+// field, and an edit changes nothing. With the destination unchanged the
+// stored secret still works, and with the secret given again the listener
+// does receive it (so that the recorder is known to see a login).
+func TestStoredSecretsStayWithTheirServer(t *testing.T) {
+	d := testenv.StartDovecot(t)
+	oa := oauthfake.New(t)
+	gf := graphfake.New(t)
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		logs := &testenv.Buffer{}
+		tlog := slog.New(slog.NewTextHandler(logs, nil))
+		h := newHarness(t, st, func(deps *server.Deps) {
+			deps.Test = func(ctx context.Context, c imapconf.Config) any { return watch.TestConnection(ctx, c, tlog) }
+		})
+		ctx := context.Background()
+		user := d.AddUser(t, "exfil"+strings.ToLower(string(st.Dialect())), "Stored-PW-Okapi-5521")
+		pw := d.Password(t, user)
+		ca := string(d.CACertPEM)
+		const oauthSecret, oauthClient = "Stored-OA-Quokka-7710", "exfil-client"
+		oa.AddClient(oauthClient, oauthSecret, user)
+
+		mail := func(name, serverType string, port int) imapconf.Input {
+			return imapconf.Input{Name: p(name), ServerType: p(serverType), Host: p(d.Host), Port: p(port),
+				Username: p(user), Password: p(pw), CACert: p(ca)}
+		}
+		oauthIn := mail("oauth", "imaps", d.IMAPSPort)
+		oauthIn.Password, oauthIn.Auth = nil, p("oauth2")
+		oauthIn.TokenURL, oauthIn.ClientID, oauthIn.ClientSecret = p(oa.TokenURL()), p(oauthClient), p(oauthSecret)
+		graphIn := imapconf.Input{Name: p("graph"), Type: p("msgraph"), Username: p("exfil@contoso.com"),
+			TenantID: p(graphfake.TenantID), ClientID: p(graphfake.ClientID), ClientSecret: p(graphfake.ClientSecret),
+			GraphURL: p(gf.URL), AuthorityURL: p(gf.URL), CACert: p(gf.CACert)}
+		gf.AddUser("exfil@contoso.com")
+
+		imapRec := testenv.StartTLSRecorder(t, d.Addr(d.IMAPSPort), d.TLSConfig())
+		pop3Rec := testenv.StartTLSRecorder(t, d.Addr(d.POP3SPort), d.TLSConfig())
+		tokenRec := testenv.StartHTTPRecorder(t)
+		authorityRec := testenv.StartHTTPRecorder(t)
+
+		tests := []struct {
+			name        string
+			stored      imapconf.Input
+			secretField string
+			secret      string
+			rec         *testenv.Recorder
+			redirect    func(in *imapconf.Input) // points in at the recorder
+			why         string
+		}{
+			{"imap password", mail("imap", "imaps", d.IMAPSPort), "password", pw, imapRec, func(in *imapconf.Input) {
+				in.Host, in.Port, in.CACert = p(imapRec.Host), p(imapRec.Port), p(string(imapRec.CACertPEM))
+			}, "host, port and caCert changed"},
+			{"pop3 password", mail("pop3", "pop3s", d.POP3SPort), "password", pw, pop3Rec, func(in *imapconf.Input) {
+				in.Host, in.Port, in.CACert = p(pop3Rec.Host), p(pop3Rec.Port), p(string(pop3Rec.CACertPEM))
+			}, "host, port and caCert changed"},
+			{"oauth2 client secret", oauthIn, "clientSecret", oauthSecret, tokenRec, func(in *imapconf.Input) {
+				in.TokenURL = p(tokenRec.URL + "/token")
+			}, "tokenUrl changed"},
+			{"graph client secret", graphIn, "clientSecret", graphfake.ClientSecret, authorityRec, func(in *imapconf.Input) {
+				in.AuthorityURL = p(authorityRec.URL)
+			}, "authorityUrl changed"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if _, err := h.c.CreateIMAP(ctx, tt.stored); err != nil {
+					t.Fatal(err)
+				}
+				before := h.snapshot()
+				// The attack: the stored name, the recorder as destination,
+				// no secret (left out, and empty).
+				for _, empty := range []bool{false, true} {
+					in := tt.stored
+					in.Password, in.ClientSecret = nil, nil
+					if empty {
+						in.Password, in.ClientSecret = p(""), p("")
+					}
+					tt.redirect(&in)
+					var res testResult
+					err := h.c.Do(ctx, "POST", "/api/v1/imap/test", in, &res)
+					refused(t, "test against a new destination", err, tt.secretField, tt.why)
+					if tt.rec.Saw(tt.secret) {
+						t.Fatalf("the test sent the stored secret to the new destination")
+					}
+					_, err = h.c.EditIMAP(ctx, *tt.stored.Name, in)
+					refused(t, "edit to a new destination", err, tt.secretField, tt.why)
+					if after := h.snapshot(); after != before {
+						t.Fatalf("the edit changed the configuration:\n%s\n%s", before, after)
+					}
+				}
+				if tt.rec.Hits() != 0 {
+					t.Fatalf("the new destination was contacted %d times", tt.rec.Hits())
+				}
+				// The stored secret still works where it was saved for:
+				// the saved test, and an unsaved test with the same
+				// destination and no secret.
+				issued := oa.Counts().Issued
+				for _, path := range []string{"/api/v1/imap/" + *tt.stored.Name + "/test", "/api/v1/imap/test"} {
+					in := tt.stored
+					in.Password, in.ClientSecret = nil, nil
+					var res testResult
+					if err := h.c.Do(ctx, "POST", path, in, &res); err != nil {
+						t.Fatalf("%s: %v", path, err)
+					}
+					if tt.name == "oauth2 client secret" {
+						// Dovecot here takes passwords only: the token is
+						// what proves the stored secret was used.
+						if n := oa.Counts().Issued; n <= issued {
+							t.Errorf("%s: no token was issued with the stored client secret (%+v)", path, res)
+						}
+						issued = oa.Counts().Issued
+					} else if res["ok"] != true {
+						t.Errorf("%s with the stored secret: got %+v, want ok", path, res)
+					}
+				}
+				// Given again, the secret goes to the new destination: the
+				// recorder sees a login when there is one to see.
+				in := tt.stored
+				tt.redirect(&in)
+				var res testResult
+				if err := h.c.Do(ctx, "POST", "/api/v1/imap/test", in, &res); err != nil {
+					t.Fatal(err)
+				}
+				if !tt.rec.Saw(tt.secret) {
+					t.Errorf("the recorder did not see the secret given again (%+v): the test above proves nothing", res)
+				}
+				if err := h.c.DeleteIMAP(ctx, *tt.stored.Name); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+		for _, s := range []string{pw, oauthSecret, graphfake.ClientSecret} {
+			if strings.Contains(h.logs.String(), s) || strings.Contains(logs.String(), s) {
+				t.Errorf("the log contains the secret %q", s)
+			}
+		}
+	})
+}
+
+// refused checks that err is a 400 naming field as required again because
+// of why.
+func refused(t *testing.T, what string, err error, field, why string) {
+	t.Helper()
+	ce, ok := err.(*client.Error)
+	if !ok {
+		t.Errorf("%s: got %v, want 400 naming %s", what, err, field)
+		return
+	}
+	if ce.Status != http.StatusBadRequest || !strings.Contains(ce.Fields[field], "required again because "+why) {
+		t.Errorf("%s: got %d %v, want 400 naming %s (%s)", what, ce.Status, ce.Fields, field, why)
 	}
 }
