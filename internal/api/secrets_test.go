@@ -3,10 +3,12 @@ package api_test
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 
+	"mailtrigger/internal/api"
 	"mailtrigger/internal/client"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/server"
@@ -353,4 +355,118 @@ func refused(t *testing.T, what string, err error, field, why string) {
 	if ce.Status != http.StatusBadRequest || !strings.Contains(ce.Fields[field], "required again because "+why) {
 		t.Errorf("%s: got %d %v, want 400 naming %s (%s)", what, ce.Status, ce.Fields, field, why)
 	}
+}
+
+// TestWebhookHeadersAreWriteOnly: an activity's header values are secrets.
+// Answers (create, get, list, edit) name the headers and never show a value;
+// the definition at rest holds no value; an edit that leaves a value empty
+// keeps the stored one only while the URL's scheme, host and port stay the
+// same; hop-by-hop headers are refused naming the header.
+func TestWebhookHeadersAreWriteOnly(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st)
+		ctx := context.Background()
+		if _, err := h.c.CreateIMAP(ctx, genericInput("support")); err != nil {
+			t.Fatal(err)
+		}
+		const token, team, token2 = "Bearer Hdr-Secret-Okapi-8812", "Hdr-Team-Value-3307", "Bearer Hdr-Secret-New-5150"
+		act := func(url string, headers map[string]string) map[string]any {
+			return map[string]any{"activities": []any{map[string]any{"type": "webhook", "url": url, "headers": headers}}}
+		}
+		var v api.FlowView
+		if err := h.c.Do(ctx, "POST", "/api/v1/flows", flowBody(act("https://hooks.example.com/a",
+			map[string]string{"Authorization": token, "X-Team": team})), &v); err != nil {
+			t.Fatal(err)
+		}
+		names := func(v api.FlowView) map[string]string { return v.Activities[0].Headers }
+		want := map[string]string{"Authorization": "", "X-Team": ""}
+		if !maps.Equal(names(v), want) {
+			t.Errorf("create: got headers %v, want the names only %v", names(v), want)
+		}
+		if err := h.c.Do(ctx, "GET", "/api/v1/flows/invoices", nil, &v); err != nil || !maps.Equal(names(v), want) {
+			t.Errorf("get: got headers %v (%v), want %v", names(v), err, want)
+		}
+		var list struct {
+			Items []api.FlowView `json:"items"`
+		}
+		if err := h.c.Do(ctx, "GET", "/api/v1/flows", nil, &list); err != nil || len(list.Items) != 1 || !maps.Equal(names(list.Items[0]), want) {
+			t.Errorf("list: got %+v (%v), want %v", list, err, want)
+		}
+		stored := func() store.FlowRecord {
+			t.Helper()
+			fr, err := st.GetFlow(ctx, "invoices")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fr
+		}
+		fr := stored()
+		if strings.Contains(fr.Definition, "Hdr-") || len(fr.Headers) != 1 || fr.Headers[0]["Authorization"] != token {
+			t.Fatalf("at rest: definition %s, sealed headers %d, want values sealed apart", fr.Definition, len(fr.Headers))
+		}
+
+		// Same URL, value left empty: kept; another value replaced.
+		if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://hooks.example.com/b",
+			map[string]string{"Authorization": "", "X-Team": "sales"})), &v); err != nil {
+			t.Fatal(err)
+		}
+		if fr := stored(); fr.Headers[0]["Authorization"] != token || fr.Headers[0]["X-Team"] != "sales" {
+			t.Errorf("edit on the same host: got %v, want the stored token kept and X-Team replaced", fr.Headers)
+		}
+		// Another host, value left empty: refused, nothing changes.
+		before := stored()
+		for _, url := range []string{"https://evil.example.net/b", "http://hooks.example.com/b", "https://hooks.example.com:8443/b"} {
+			err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act(url, map[string]string{"Authorization": "", "X-Team": "sales"})), nil)
+			ce, ok := err.(*client.Error)
+			if !ok || ce.Status != http.StatusBadRequest || !strings.Contains(ce.Fields["activities[0].headers.Authorization"], "required again because the url's scheme, host or port changed") {
+				t.Errorf("edit to %s keeping the stored value: got %v, want 400 naming activities[0].headers.Authorization", url, err)
+			}
+		}
+		if after := stored(); after.Definition != before.Definition || !maps.Equal(after.Headers[0], before.Headers[0]) {
+			t.Errorf("a refused edit changed the flow")
+		}
+		// Another host with the value given again: taken.
+		if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://other.example.org/b",
+			map[string]string{"Authorization": token2})), &v); err != nil {
+			t.Fatal(err)
+		}
+		if fr := stored(); len(fr.Headers[0]) != 1 || fr.Headers[0]["Authorization"] != token2 {
+			t.Errorf("edit with the value again: got %v", fr.Headers)
+		}
+		// A new header needs a value; removing one drops its value.
+		err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://other.example.org/b",
+			map[string]string{"Authorization": "", "X-New": ""})), nil)
+		if ce, ok := err.(*client.Error); !ok || !strings.Contains(ce.Fields["activities[0].headers.X-New"], "required") {
+			t.Errorf("a new header without a value: got %v", err)
+		}
+		v = api.FlowView{}
+		if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://other.example.org/b", nil)), &v); err != nil {
+			t.Fatal(err)
+		}
+		if fr := stored(); len(fr.Headers) != 0 || len(names(v)) != 0 {
+			t.Errorf("headers removed: got %v stored, %v shown", fr.Headers, names(v))
+		}
+
+		// Hop-by-hop headers are refused, naming the header.
+		for _, name := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer", "Upgrade", "Host", "Content-Length"} {
+			err := h.c.Do(ctx, "POST", "/api/v1/flows", flowBody(map[string]any{"name": "hop", "activities": []any{
+				map[string]any{"url": "https://hooks.example.com/a", "headers": map[string]string{name: "x"}}}}), nil)
+			ce, ok := err.(*client.Error)
+			if !ok || ce.Status != http.StatusBadRequest || ce.Fields["activities[0].headers."+name] == "" {
+				t.Errorf("header %s: got %v, want 400 naming activities[0].headers.%s", name, err, name)
+			}
+		}
+		if _, err := st.GetFlow(ctx, "hop"); err == nil {
+			t.Error("a refused flow was stored")
+		}
+
+		h.mu.Lock()
+		all := strings.Join(h.bodies, "\n")
+		h.mu.Unlock()
+		for _, s := range []string{token, team, token2, "Hdr-Secret"} {
+			if strings.Contains(all, s) || strings.Contains(h.logs.String(), s) {
+				t.Errorf("a response or the log contains the header value %q", s)
+			}
+		}
+	})
 }
