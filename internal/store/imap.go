@@ -137,6 +137,14 @@ func (e *SecretError) Error() string { return e.Field }
 // Unwrap lets errors.Is find secret.ErrOpen.
 func (e *SecretError) Unwrap() error { return secret.ErrOpen }
 
+// OnlySecret reports whether err is a *SecretError: the configuration was
+// read (GetIMAP returns it, without the secret) but its secret does not
+// open. Showing it, or editing it with the secret given again, may go on.
+func OnlySecret(err error) bool {
+	var se *SecretError
+	return errors.As(err, &se)
+}
+
 // ListIMAP returns up to limit configurations ordered by name,
 // case-insensitively, starting after the name after ("" for the first page).
 // A configuration whose secret does not open is listed without it, with

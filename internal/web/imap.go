@@ -439,7 +439,7 @@ func (u *UI) editPanel(ctx context.Context, c imapconf.Config, flows map[string]
 func (u *UI) imapEdit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	c, err := u.store.GetIMAP(ctx, r.PathValue("name"))
-	if err != nil {
+	if err != nil && !store.OnlySecret(err) {
 		u.fail(w, r, err)
 		return
 	}
@@ -458,7 +458,7 @@ func (u *UI) imapEdit(w http.ResponseWriter, r *http.Request) {
 func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	prev, err := u.store.GetIMAP(ctx, r.PathValue("name"))
-	if err != nil {
+	if err != nil && !store.OnlySecret(err) {
 		u.fail(w, r, err)
 		return
 	}
