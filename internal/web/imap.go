@@ -405,7 +405,8 @@ func (u *UI) imapCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f := formFromValues(r.PostForm)
-		f.Advanced = hasAdvancedError(e)
+		// An OAuth2 client secret is among the advanced settings.
+		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
 		p.Panel = &imapPanel{Create: true, Form: f, Errors: e}
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
@@ -492,7 +493,8 @@ func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 		}
 		f := formFromValues(r.PostForm)
 		f.HasPassword, f.HasClientSecret = prev.Password != "", prev.ClientSecret != ""
-		f.Advanced = hasAdvancedError(e)
+		// An OAuth2 client secret is among the advanced settings.
+		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
 		p.Panel.Form, p.Panel.Errors = f, e
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
