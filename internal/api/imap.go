@@ -88,7 +88,7 @@ func (a *API) testUnsavedIMAP(w http.ResponseWriter, r *http.Request) {
 	if in.Name == nil || *in.Name == "" {
 		in.Name = new(string)
 		*in.Name = "unsaved"
-	} else if c, err := a.store.GetIMAP(r.Context(), *in.Name); err == nil {
+	} else if c, err := a.store.GetIMAP(r.Context(), *in.Name); err == nil || store.OnlySecret(err) {
 		prev = &c
 	}
 	c, err := imapconf.Build(in, prev)

@@ -522,6 +522,9 @@ func (u *UI) imapTest(w http.ResponseWriter, r *http.Request) {
 	var prev *imapconf.Config
 	if orig := r.PostForm.Get("_orig"); orig != "" {
 		c, err := u.store.GetIMAP(ctx, orig)
+		if store.OnlySecret(err) {
+			err = nil // its secret does not open: it must be given again
+		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			u.log.Error("reading imap configuration", "imap", orig, "err", err)
 			writeJSON(w, http.StatusInternalServerError, testAnswer{Error: "internal error; see the server log"})
