@@ -23,7 +23,8 @@ type FlowView struct {
 }
 
 // ActivityView is an activity in responses. Secret is present only in the
-// response that generated it: it is shown once.
+// response that generated it: it is shown once. Headers names each header
+// with an empty value: header values are write-only, like secrets.
 type ActivityView struct {
 	Type               string            `json:"type"`
 	URL                string            `json:"url"`
@@ -40,7 +41,7 @@ func flowView(fr store.FlowRecord, f flow.Flow, show []int) FlowView {
 	// The trigger follows its configuration through renames.
 	v.Start.EmailTrigger.IMAP = fr.IMAPName
 	for i, a := range f.Activities {
-		av := ActivityView{Type: a.Type, URL: a.URL, Headers: a.Headers, Timeout: a.Timeout, IncludeAttachments: a.IncludeAttachments,
+		av := ActivityView{Type: a.Type, URL: a.URL, Headers: a.HeaderNames(), Timeout: a.Timeout, IncludeAttachments: a.IncludeAttachments,
 			HasSecret: a.Secret != ""}
 		for _, s := range show {
 			if s == i {
@@ -77,7 +78,7 @@ func (a *API) listFlows(w http.ResponseWriter, r *http.Request) {
 			out.NextCursor = encodeCursor(frs[i-1].Name)
 			break
 		}
-		f, err := flow.Parse(fr.Definition, fr.Secrets)
+		f, err := flow.Open(fr)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
@@ -136,7 +137,7 @@ func (a *API) getFlow(w http.ResponseWriter, r *http.Request) {
 	fr, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
 	var f flow.Flow
 	if err == nil {
-		f, err = flow.Parse(fr.Definition, fr.Secrets)
+		f, err = flow.Open(fr)
 	}
 	if err != nil {
 		a.writeError(w, r, err)
@@ -149,7 +150,7 @@ func (a *API) editFlow(w http.ResponseWriter, r *http.Request) {
 	old, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
 	var prev flow.Flow
 	if err == nil {
-		prev, err = flow.Parse(old.Definition, old.Secrets)
+		prev, err = flow.Open(old)
 	}
 	if err != nil {
 		a.writeError(w, r, err)

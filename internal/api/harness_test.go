@@ -35,11 +35,15 @@ type harness struct {
 	bodies []string
 }
 
-func newHarness(t *testing.T, st *store.Store) *harness {
+func newHarness(t *testing.T, st *store.Store, opts ...func(d *server.Deps)) *harness {
 	t.Helper()
 	h := &harness{t: t, st: st, logs: &testenv.Buffer{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := httptest.NewServer(server.Handler(server.Deps{Store: st, Logger: log}))
+	deps := server.Deps{Store: st, Logger: log}
+	for _, o := range opts {
+		o(&deps)
+	}
+	srv := httptest.NewServer(server.Handler(deps))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	tok, hash := auth.NewToken()

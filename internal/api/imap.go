@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/store"
 )
 
 func (a *API) listIMAP(w http.ResponseWriter, r *http.Request) {
@@ -56,7 +57,7 @@ func (a *API) createIMAP(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) getIMAP(w http.ResponseWriter, r *http.Request) {
 	c, err := a.store.GetIMAP(r.Context(), r.PathValue("name"))
-	if err != nil {
+	if err != nil && !store.OnlySecret(err) {
 		a.writeError(w, r, err)
 		return
 	}
@@ -87,7 +88,7 @@ func (a *API) testUnsavedIMAP(w http.ResponseWriter, r *http.Request) {
 	if in.Name == nil || *in.Name == "" {
 		in.Name = new(string)
 		*in.Name = "unsaved"
-	} else if c, err := a.store.GetIMAP(r.Context(), *in.Name); err == nil {
+	} else if c, err := a.store.GetIMAP(r.Context(), *in.Name); err == nil || store.OnlySecret(err) {
 		prev = &c
 	}
 	c, err := imapconf.Build(in, prev)
@@ -109,8 +110,10 @@ func (a *API) runTest(w http.ResponseWriter, r *http.Request, c imapconf.Config)
 }
 
 func (a *API) editIMAP(w http.ResponseWriter, r *http.Request) {
+	// A configuration whose stored secret does not open can be edited: the
+	// secret must then be given again.
 	prev, err := a.store.GetIMAP(r.Context(), r.PathValue("name"))
-	if err != nil {
+	if err != nil && !store.OnlySecret(err) {
 		a.writeError(w, r, err)
 		return
 	}

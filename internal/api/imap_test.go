@@ -53,15 +53,17 @@ func TestIMAPLifecycle(t *testing.T) {
 			t.Fatalf("page 2: got %+v, %v", page2, err)
 		}
 
-		// Edit: rename, omit the password (kept), change fields.
+		// Edit: rename, omit the password (kept: the server stays the
+		// same), change fields.
 		edit := genericInput("support_renamed")
 		edit.Password = nil
+		edit.Port = p(143)
 		edit.Enabled = p(false)
 		edited, err := h.c.EditIMAP(ctx, "Support_Inbox", edit)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if edited.Name != "support_renamed" || !edited.HasPassword || edited.Enabled || edited.Port != 993 || edited.TLS != "implicit" {
+		if edited.Name != "support_renamed" || !edited.HasPassword || edited.Enabled || edited.Port != 143 || edited.TLS != "starttls" {
 			t.Errorf("edit: got %+v", edited)
 		}
 		if stored, _ := st.GetIMAP(ctx, "support_renamed"); stored.Password != "Gen-Secret-Support_Inbox" {

@@ -2,13 +2,22 @@ package api_test
 
 import (
 	"context"
+	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
 
+	"mailtrigger/internal/api"
+	"mailtrigger/internal/client"
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/server"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testenv/graphfake"
+	"mailtrigger/internal/testenv/oauthfake"
+	"mailtrigger/internal/watch"
 )
 
 // TestSecretsNeverLeave creates configurations with distinctive secrets,
@@ -189,4 +198,275 @@ func TestEveryRouteNeedsAToken(t *testing.T) {
 			t.Errorf("%s: got %d, want 200", path, resp.StatusCode)
 		}
 	}
+}
+
+// testResult is a connection test's answer; "ok" says it worked.
+type testResult map[string]any
+
+// TestStoredSecretsStayWithTheirServer is the exfiltration attempt of issue
+// 12: a saved configuration's name with a new destination (host, port, CA,
+// token URL, authority URL) and no secret, through test and edit. The new
+// destination is a listener that records what it receives; it must never
+// receive the stored secret, the request is refused naming the secret's
+// field, and an edit changes nothing. With the destination unchanged the
+// stored secret still works, and with the secret given again the listener
+// does receive it (so that the recorder is known to see a login).
+func TestStoredSecretsStayWithTheirServer(t *testing.T) {
+	d := testenv.StartDovecot(t)
+	oa := oauthfake.New(t)
+	gf := graphfake.New(t)
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		logs := &testenv.Buffer{}
+		tlog := slog.New(slog.NewTextHandler(logs, nil))
+		h := newHarness(t, st, func(deps *server.Deps) {
+			deps.Test = func(ctx context.Context, c imapconf.Config) any { return watch.TestConnection(ctx, c, tlog) }
+		})
+		ctx := context.Background()
+		user := d.AddUser(t, "exfil"+strings.ToLower(string(st.Dialect())), "Stored-PW-Okapi-5521")
+		pw := d.Password(t, user)
+		ca := string(d.CACertPEM)
+		const oauthSecret, oauthClient = "Stored-OA-Quokka-7710", "exfil-client"
+		oa.AddClient(oauthClient, oauthSecret, user)
+
+		mail := func(name, serverType string, port int) imapconf.Input {
+			return imapconf.Input{Name: p(name), ServerType: p(serverType), Host: p(d.Host), Port: p(port),
+				Username: p(user), Password: p(pw), CACert: p(ca)}
+		}
+		oauthIn := mail("oauth", "imaps", d.IMAPSPort)
+		oauthIn.Password, oauthIn.Auth = nil, p("oauth2")
+		oauthIn.TokenURL, oauthIn.ClientID, oauthIn.ClientSecret = p(oa.TokenURL()), p(oauthClient), p(oauthSecret)
+		graphIn := imapconf.Input{Name: p("graph"), Type: p("msgraph"), Username: p("exfil@contoso.com"),
+			TenantID: p(graphfake.TenantID), ClientID: p(graphfake.ClientID), ClientSecret: p(graphfake.ClientSecret),
+			GraphURL: p(gf.URL), AuthorityURL: p(gf.URL), CACert: p(gf.CACert)}
+		gf.AddUser("exfil@contoso.com")
+
+		imapRec := testenv.StartTLSRecorder(t, d.Addr(d.IMAPSPort), d.TLSConfig())
+		pop3Rec := testenv.StartTLSRecorder(t, d.Addr(d.POP3SPort), d.TLSConfig())
+		tokenRec := testenv.StartHTTPRecorder(t)
+		authorityRec := testenv.StartHTTPRecorder(t)
+
+		tests := []struct {
+			name        string
+			stored      imapconf.Input
+			secretField string
+			secret      string
+			rec         *testenv.Recorder
+			redirect    func(in *imapconf.Input) // points in at the recorder
+			why         string
+		}{
+			{"imap password", mail("imap", "imaps", d.IMAPSPort), "password", pw, imapRec, func(in *imapconf.Input) {
+				in.Host, in.Port, in.CACert = p(imapRec.Host), p(imapRec.Port), p(string(imapRec.CACertPEM))
+			}, "host, port and caCert changed"},
+			{"pop3 password", mail("pop3", "pop3s", d.POP3SPort), "password", pw, pop3Rec, func(in *imapconf.Input) {
+				in.Host, in.Port, in.CACert = p(pop3Rec.Host), p(pop3Rec.Port), p(string(pop3Rec.CACertPEM))
+			}, "host, port and caCert changed"},
+			{"oauth2 client secret", oauthIn, "clientSecret", oauthSecret, tokenRec, func(in *imapconf.Input) {
+				in.TokenURL = p(tokenRec.URL + "/token")
+			}, "tokenUrl changed"},
+			{"graph client secret", graphIn, "clientSecret", graphfake.ClientSecret, authorityRec, func(in *imapconf.Input) {
+				in.AuthorityURL = p(authorityRec.URL)
+			}, "authorityUrl changed"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if _, err := h.c.CreateIMAP(ctx, tt.stored); err != nil {
+					t.Fatal(err)
+				}
+				before := h.snapshot()
+				// The attack: the stored name, the recorder as destination,
+				// no secret (left out, and empty).
+				for _, empty := range []bool{false, true} {
+					in := tt.stored
+					in.Password, in.ClientSecret = nil, nil
+					if empty {
+						in.Password, in.ClientSecret = p(""), p("")
+					}
+					tt.redirect(&in)
+					var res testResult
+					err := h.c.Do(ctx, "POST", "/api/v1/imap/test", in, &res)
+					refused(t, "test against a new destination", err, tt.secretField, tt.why)
+					if tt.rec.Saw(tt.secret) {
+						t.Fatalf("the test sent the stored secret to the new destination")
+					}
+					_, err = h.c.EditIMAP(ctx, *tt.stored.Name, in)
+					refused(t, "edit to a new destination", err, tt.secretField, tt.why)
+					if after := h.snapshot(); after != before {
+						t.Fatalf("the edit changed the configuration:\n%s\n%s", before, after)
+					}
+				}
+				if tt.rec.Hits() != 0 {
+					t.Fatalf("the new destination was contacted %d times", tt.rec.Hits())
+				}
+				// The stored secret still works where it was saved for:
+				// the saved test, and an unsaved test with the same
+				// destination and no secret.
+				issued := oa.Counts().Issued
+				for _, path := range []string{"/api/v1/imap/" + *tt.stored.Name + "/test", "/api/v1/imap/test"} {
+					in := tt.stored
+					in.Password, in.ClientSecret = nil, nil
+					var res testResult
+					if err := h.c.Do(ctx, "POST", path, in, &res); err != nil {
+						t.Fatalf("%s: %v", path, err)
+					}
+					if tt.name == "oauth2 client secret" {
+						// Dovecot here takes passwords only: the token is
+						// what proves the stored secret was used.
+						if n := oa.Counts().Issued; n <= issued {
+							t.Errorf("%s: no token was issued with the stored client secret (%+v)", path, res)
+						}
+						issued = oa.Counts().Issued
+					} else if res["ok"] != true {
+						t.Errorf("%s with the stored secret: got %+v, want ok", path, res)
+					}
+				}
+				// Given again, the secret goes to the new destination: the
+				// recorder sees a login when there is one to see.
+				in := tt.stored
+				tt.redirect(&in)
+				var res testResult
+				if err := h.c.Do(ctx, "POST", "/api/v1/imap/test", in, &res); err != nil {
+					t.Fatal(err)
+				}
+				if !tt.rec.Saw(tt.secret) {
+					t.Errorf("the recorder did not see the secret given again (%+v): the test above proves nothing", res)
+				}
+				if err := h.c.DeleteIMAP(ctx, *tt.stored.Name); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+		for _, s := range []string{pw, oauthSecret, graphfake.ClientSecret} {
+			if strings.Contains(h.logs.String(), s) || strings.Contains(logs.String(), s) {
+				t.Errorf("the log contains the secret %q", s)
+			}
+		}
+	})
+}
+
+// refused checks that err is a 400 naming field as required again because
+// of why.
+func refused(t *testing.T, what string, err error, field, why string) {
+	t.Helper()
+	ce, ok := err.(*client.Error)
+	if !ok {
+		t.Errorf("%s: got %v, want 400 naming %s", what, err, field)
+		return
+	}
+	if ce.Status != http.StatusBadRequest || !strings.Contains(ce.Fields[field], "required again because "+why) {
+		t.Errorf("%s: got %d %v, want 400 naming %s (%s)", what, ce.Status, ce.Fields, field, why)
+	}
+}
+
+// TestWebhookHeadersAreWriteOnly: an activity's header values are secrets.
+// Answers (create, get, list, edit) name the headers and never show a value;
+// the definition at rest holds no value; an edit that leaves a value empty
+// keeps the stored one only while the URL's scheme, host and port stay the
+// same; hop-by-hop headers are refused naming the header.
+func TestWebhookHeadersAreWriteOnly(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st)
+		ctx := context.Background()
+		if _, err := h.c.CreateIMAP(ctx, genericInput("support")); err != nil {
+			t.Fatal(err)
+		}
+		const token, team, token2 = "Bearer Hdr-Secret-Okapi-8812", "Hdr-Team-Value-3307", "Bearer Hdr-Secret-New-5150"
+		act := func(url string, headers map[string]string) map[string]any {
+			return map[string]any{"activities": []any{map[string]any{"type": "webhook", "url": url, "headers": headers}}}
+		}
+		var v api.FlowView
+		if err := h.c.Do(ctx, "POST", "/api/v1/flows", flowBody(act("https://hooks.example.com/a",
+			map[string]string{"Authorization": token, "X-Team": team})), &v); err != nil {
+			t.Fatal(err)
+		}
+		names := func(v api.FlowView) map[string]string { return v.Activities[0].Headers }
+		want := map[string]string{"Authorization": "", "X-Team": ""}
+		if !maps.Equal(names(v), want) {
+			t.Errorf("create: got headers %v, want the names only %v", names(v), want)
+		}
+		if err := h.c.Do(ctx, "GET", "/api/v1/flows/invoices", nil, &v); err != nil || !maps.Equal(names(v), want) {
+			t.Errorf("get: got headers %v (%v), want %v", names(v), err, want)
+		}
+		var list struct {
+			Items []api.FlowView `json:"items"`
+		}
+		if err := h.c.Do(ctx, "GET", "/api/v1/flows", nil, &list); err != nil || len(list.Items) != 1 || !maps.Equal(names(list.Items[0]), want) {
+			t.Errorf("list: got %+v (%v), want %v", list, err, want)
+		}
+		stored := func() store.FlowRecord {
+			t.Helper()
+			fr, err := st.GetFlow(ctx, "invoices")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fr
+		}
+		fr := stored()
+		if strings.Contains(fr.Definition, "Hdr-") || len(fr.Headers) != 1 || fr.Headers[0]["Authorization"] != token {
+			t.Fatalf("at rest: definition %s, sealed headers %d, want values sealed apart", fr.Definition, len(fr.Headers))
+		}
+
+		// Same URL, value left empty: kept; another value replaced.
+		if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://hooks.example.com/b",
+			map[string]string{"Authorization": "", "X-Team": "sales"})), &v); err != nil {
+			t.Fatal(err)
+		}
+		if fr := stored(); fr.Headers[0]["Authorization"] != token || fr.Headers[0]["X-Team"] != "sales" {
+			t.Errorf("edit on the same host: got %v, want the stored token kept and X-Team replaced", fr.Headers)
+		}
+		// Another host, value left empty: refused, nothing changes.
+		before := stored()
+		for _, url := range []string{"https://evil.example.net/b", "http://hooks.example.com/b", "https://hooks.example.com:8443/b"} {
+			err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act(url, map[string]string{"Authorization": "", "X-Team": "sales"})), nil)
+			ce, ok := err.(*client.Error)
+			if !ok || ce.Status != http.StatusBadRequest || !strings.Contains(ce.Fields["activities[0].headers.Authorization"], "required again because the url's scheme, host or port changed") {
+				t.Errorf("edit to %s keeping the stored value: got %v, want 400 naming activities[0].headers.Authorization", url, err)
+			}
+		}
+		if after := stored(); after.Definition != before.Definition || !maps.Equal(after.Headers[0], before.Headers[0]) {
+			t.Errorf("a refused edit changed the flow")
+		}
+		// Another host with the value given again: taken.
+		if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://other.example.org/b",
+			map[string]string{"Authorization": token2})), &v); err != nil {
+			t.Fatal(err)
+		}
+		if fr := stored(); len(fr.Headers[0]) != 1 || fr.Headers[0]["Authorization"] != token2 {
+			t.Errorf("edit with the value again: got %v", fr.Headers)
+		}
+		// A new header needs a value; removing one drops its value.
+		err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://other.example.org/b",
+			map[string]string{"Authorization": "", "X-New": ""})), nil)
+		if ce, ok := err.(*client.Error); !ok || !strings.Contains(ce.Fields["activities[0].headers.X-New"], "required") {
+			t.Errorf("a new header without a value: got %v", err)
+		}
+		v = api.FlowView{}
+		if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(act("https://other.example.org/b", nil)), &v); err != nil {
+			t.Fatal(err)
+		}
+		if fr := stored(); len(fr.Headers) != 0 || len(names(v)) != 0 {
+			t.Errorf("headers removed: got %v stored, %v shown", fr.Headers, names(v))
+		}
+
+		// Hop-by-hop headers are refused, naming the header.
+		for _, name := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Trailer", "Upgrade", "Host", "Content-Length"} {
+			err := h.c.Do(ctx, "POST", "/api/v1/flows", flowBody(map[string]any{"name": "hop", "activities": []any{
+				map[string]any{"url": "https://hooks.example.com/a", "headers": map[string]string{name: "x"}}}}), nil)
+			ce, ok := err.(*client.Error)
+			if !ok || ce.Status != http.StatusBadRequest || ce.Fields["activities[0].headers."+name] == "" {
+				t.Errorf("header %s: got %v, want 400 naming activities[0].headers.%s", name, err, name)
+			}
+		}
+		if _, err := st.GetFlow(ctx, "hop"); err == nil {
+			t.Error("a refused flow was stored")
+		}
+
+		h.mu.Lock()
+		all := strings.Join(h.bodies, "\n")
+		h.mu.Unlock()
+		for _, s := range []string{token, team, token2, "Hdr-Secret"} {
+			if strings.Contains(all, s) || strings.Contains(h.logs.String(), s) {
+				t.Errorf("a response or the log contains the header value %q", s)
+			}
+		}
+	})
 }

@@ -94,7 +94,9 @@ func TestRejectedRequestsChangeNothing(t *testing.T) {
 			{"create bad cursor", "GET", "/api/v1/imap?cursor=%25%25", ``, 400, "validation_failed", "cursor", "not a cursor"},
 			// edit
 			{"edit missing", "PUT", "/api/v1/imap/nope", body(nil), 404, "not_found", "", "nope"},
-			{"edit rename onto taken", "PUT", "/api/v1/imap/existing", body(map[string]any{"name": "taken_name", "password": nil}), 409, "conflict", "name", "already taken"},
+			{"edit rename onto taken", "PUT", "/api/v1/imap/existing", body(map[string]any{"name": "taken_name", "password": nil, "username": "support@example.com"}), 409, "conflict", "name", "already taken"},
+			{"edit new host keeps no password", "PUT", "/api/v1/imap/existing", body(map[string]any{"name": "existing", "password": nil, "username": "support@example.com", "host": "evil.example.net"}), 400, "validation_failed", "password", "required again because host changed"},
+			{"edit graph new authority keeps no secret", "PUT", "/api/v1/imap/graph_one", graphBody(map[string]any{"name": "graph_one", "username": "invoices@contoso.com", "clientSecret": "", "authorityUrl": "https://evil.example.net"}), 400, "validation_failed", "clientSecret", "required again because authorityUrl changed"},
 			{"edit bad port", "PUT", "/api/v1/imap/existing", body(map[string]any{"name": "existing", "port": 0}), 400, "validation_failed", "port", "between 1 and 65535"},
 			{"edit to graph without secret", "PUT", "/api/v1/imap/existing", graphBody(map[string]any{"name": "existing", "clientSecret": nil}), 400, "validation_failed", "clientSecret", "required"},
 			{"edit unknown field", "PUT", "/api/v1/imap/existing", body(map[string]any{"name": "existing", "secret": "x"}), 400, "validation_failed", "secret", "unknown field"},

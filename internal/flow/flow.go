@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
 
@@ -99,6 +100,39 @@ func Parse(definition string, secrets []string) (Flow, error) {
 		}
 	}
 	return f, nil
+}
+
+// Open returns the flow of a stored record with its activities' secrets and
+// header values attached.
+func Open(fr store.FlowRecord) (Flow, error) {
+	f, err := Parse(fr.Definition, fr.Secrets)
+	if err != nil {
+		return f, err
+	}
+	for i := range f.Activities {
+		if i >= len(fr.Headers) {
+			break
+		}
+		for k, v := range fr.Headers[i] {
+			if _, ok := f.Activities[i].Headers[k]; ok {
+				f.Activities[i].Headers[k] = v
+			}
+		}
+	}
+	return f, nil
+}
+
+// HeaderNames returns the names of a's headers with empty values: what may be
+// shown of them. Header values are write-only, like secrets.
+func (a Activity) HeaderNames() map[string]string {
+	if len(a.Headers) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(a.Headers))
+	for k := range a.Headers {
+		out[k] = ""
+	}
+	return out
 }
 
 // Secrets returns the activities' secrets, in order.
@@ -231,11 +265,11 @@ func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []i
 		if len(a.Headers) > MaxHeaders {
 			e.Add(p+"headers", fmt.Sprintf("at most %d headers", MaxHeaders))
 		}
-		for k, v := range a.Headers {
-			if m := header(k, v); m != "" {
-				e.Add(p+"headers."+k, m)
-			}
+		var pa *Activity
+		if prev != nil && i < len(prev.Activities) {
+			pa = &prev.Activities[i]
 		}
+		a.Headers = buildHeaders(ai.Headers, a.URL, pa, p, e)
 		switch {
 		case ai.Secret != nil && *ai.Secret != "":
 			a.Secret = *ai.Secret
@@ -269,11 +303,87 @@ func webhookURL(s string) string {
 
 var tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
+// hopByHop are the headers that describe one connection rather than the
+// request (RFC 9110 §7.6.1, and Proxy-Connection): an HTTP client drops or
+// replaces them, so an activity cannot set them.
+var hopByHop = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
+	"Transfer-Encoding": true, "Te": true, "Trailer": true, "Upgrade": true}
+
+// buildHeaders checks an activity's headers and returns them with their
+// values. Header values are write-only secrets: an empty value keeps the
+// value stored for that header in prev (the stored activity at the same
+// place), but only while the activity's URL keeps its scheme, host and port;
+// otherwise the value must be given again. p prefixes the fields named in e.
+func buildHeaders(in map[string]string, target string, prev *Activity, p string, e valid.Errors) map[string]string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		field := p + "headers." + k
+		if m := header(k, v); m != "" {
+			e.Add(field, m)
+			continue
+		}
+		if v == "" {
+			stored, ok := storedHeader(prev, k)
+			switch {
+			case !ok:
+				e.Add(field, "required: a header needs a value")
+				continue
+			case Origin(prev.URL) != Origin(target):
+				e.Add(field, "required again because the url's scheme, host or port changed — a stored header value is only sent to the host it was saved for")
+				continue
+			}
+			v = stored
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// storedHeader returns the value prev holds for header name k, any case.
+func storedHeader(prev *Activity, k string) (string, bool) {
+	if prev == nil {
+		return "", false
+	}
+	if v, ok := prev.Headers[k]; ok {
+		return v, true
+	}
+	ck := http.CanonicalHeaderKey(k)
+	for pk, v := range prev.Headers {
+		if http.CanonicalHeaderKey(pk) == ck {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// Origin returns scheme://host:port of a webhook URL, lower case with the
+// port made explicit: where the URL's headers go. "" when it does not parse.
+func Origin(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	scheme, port := strings.ToLower(u.Scheme), u.Port()
+	if port == "" {
+		port = "80"
+		if scheme == "https" {
+			port = "443"
+		}
+	}
+	return scheme + "://" + strings.ToLower(u.Hostname()) + ":" + port
+}
+
 func header(k, v string) string {
 	if !tokenRE.MatchString(k) {
 		return "not a valid header name"
 	}
 	ck := http.CanonicalHeaderKey(k)
+	if hopByHop[ck] {
+		return "a hop-by-hop header (it describes one connection, not the request); it cannot be sent"
+	}
 	if strings.HasPrefix(ck, "Webhook-") || ck == "Content-Type" || ck == "Content-Length" || ck == "Host" || ck == "Idempotency-Key" {
 		return "set by mailtrigger; cannot be overridden"
 	}

@@ -143,7 +143,10 @@ func Record(ctx context.Context, st *store.Store, f *Flow) (store.FlowRecord, er
 	var imapID int64
 	if name := f.Start.EmailTrigger.IMAP; name != "" {
 		c, err := st.GetIMAP(ctx, name)
+		var sealed *store.SecretError
 		switch {
+		case errors.As(err, &sealed):
+			// Only its id is needed here, not its secret.
 		case errors.Is(err, store.ErrNotFound):
 			return store.FlowRecord{}, valid.Errors{"start.emailTrigger.imap": "no IMAP configuration named " + name}
 		case err != nil:

@@ -16,9 +16,11 @@ const (
 
 // Build checks in against every rule of the entity and returns the
 // configuration it describes, with defaults filled in. prev is the stored
-// configuration when editing (nil when creating or testing): a secret omitted
-// (or empty) in in keeps prev's. The error is a valid.Errors naming every
-// field that is wrong.
+// configuration when editing or testing a saved one (nil when creating): a
+// secret omitted (or empty) in in keeps prev's, but only while the secret
+// would go where it went before (see BoundSecretFields); otherwise the secret
+// is required again. The error is a valid.Errors naming every field that is
+// wrong.
 func Build(in Input, prev *Config) (Config, error) {
 	e := valid.Errors{}
 	var c Config
@@ -100,7 +102,77 @@ func Build(in Input, prev *Config) (Config, error) {
 	case TypeMSGraph:
 		buildGraph(&c, in, prev, e)
 	}
+	if prev != nil {
+		bindSecrets(&c, in, prev, e)
+	}
 	return c, e.Err()
+}
+
+// bindSecrets refuses to keep a stored secret when c would send it (or a
+// token obtained with it) somewhere else than prev did: the secret must be
+// given again. It is the one place of this rule, for edit and test, in the
+// API and the UI. A refused secret is cleared from c as well.
+func bindSecrets(c *Config, in Input, prev *Config, e valid.Errors) {
+	changed := DestinationChanges(prev, c)
+	if len(changed) == 0 {
+		return
+	}
+	if len(changed) > 3 {
+		changed = append(changed[:3], "more")
+	}
+	why := changed[0]
+	if n := len(changed); n > 1 {
+		why = strings.Join(changed[:n-1], ", ") + " and " + changed[n-1]
+	}
+	why += " changed"
+	if c.NeedsPassword() && omitted(in.Password) && c.Password != "" {
+		c.Password = ""
+		e.Add("password", "required again because "+why+" — a stored password is only sent to the server it was saved for")
+	}
+	if c.NeedsClientSecret() && omitted(in.ClientSecret) && c.ClientSecret != "" {
+		c.ClientSecret = ""
+		e.Add("clientSecret", "required again because "+why+" — a stored client secret is only sent to the server it was saved for")
+	}
+}
+
+func omitted(s *string) bool { return s == nil || *s == "" }
+
+// pemText is s without the differences a browser's text area makes.
+func pemText(s string) string { return strings.TrimSpace(strings.ReplaceAll(s, "\r\n", "\n")) }
+
+func authOf(c *Config) string {
+	if c.Type == TypeGeneric && c.Auth == "" {
+		return AuthPassword
+	}
+	return c.Auth
+}
+
+// DestinationChanges lists the fields (by their JSON names) in which b
+// differs from a and that decide where a secret of the configuration, or a
+// token obtained with it, is sent: the server, how it is reached and trusted,
+// who logs in, and the token and Graph endpoints. Nil when there are none.
+func DestinationChanges(a, b *Config) []string {
+	var out []string
+	add := func(field string, same bool) {
+		if !same {
+			out = append(out, field)
+		}
+	}
+	add("serverType", a.ServerType == b.ServerType)
+	add("type", a.Type == b.Type)
+	add("host", strings.EqualFold(a.Host, b.Host))
+	add("port", a.Port == b.Port)
+	add("tls", a.TLS == b.TLS)
+	add("caCert", pemText(a.CACert) == pemText(b.CACert))
+	add("username", strings.EqualFold(a.Username, b.Username))
+	add("auth", authOf(a) == authOf(b))
+	add("tokenUrl", a.TokenURL == b.TokenURL)
+	add("scope", a.Scope == b.Scope)
+	add("authorityUrl", strings.TrimRight(a.AuthorityURL, "/") == strings.TrimRight(b.AuthorityURL, "/"))
+	add("graphUrl", strings.TrimRight(a.GraphURL, "/") == strings.TrimRight(b.GraphURL, "/"))
+	add("tenantId", strings.EqualFold(a.TenantID, b.TenantID))
+	add("clientId", a.ClientID == b.ClientID)
+	return out
 }
 
 func buildGeneric(c *Config, in Input, prev *Config, e valid.Errors) {

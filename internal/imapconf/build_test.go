@@ -330,3 +330,90 @@ func TestDuplicate(t *testing.T) {
 		t.Errorf("got %v, want name refused", err)
 	}
 }
+
+// TestBuildBindsStoredSecrets: a stored secret is kept only while it would go
+// where it went before; any change of destination needs it again, naming
+// the secret's field and why, and the refused secret is not in the result.
+func TestBuildBindsStoredSecrets(t *testing.T) {
+	oauth := func() Input {
+		in := genericInput()
+		in.Password, in.Auth = nil, p("oauth2")
+		in.TokenURL, in.ClientID, in.ClientSecret = p("https://login.example.com/token"), p("client"), p("oauth-secret")
+		return in
+	}
+	pop3 := func() Input {
+		in := genericInput()
+		in.ServerType, in.Port = p("pop3s"), p(995)
+		return in
+	}
+	tests := []struct {
+		name  string
+		base  func() Input
+		mod   func(*Input)
+		field string // "" when the stored secret is kept
+		why   string
+	}{
+		{"imap same destination", genericInput, func(in *Input) { in.Description = p("x"); in.Folder = p("Archive") }, "", ""},
+		{"imap host", genericInput, func(in *Input) { in.Host = p("evil.example.net") }, "password", "host changed"},
+		{"imap host case only", genericInput, func(in *Input) { in.Host = p("IMAP.example.com") }, "", ""},
+		{"imap port", genericInput, func(in *Input) { in.Port = p(1993) }, "password", "port changed"},
+		{"imap tls", genericInput, func(in *Input) { in.TLS = p("starttls") }, "password", "tls changed"},
+		{"imap caCert", genericInput, func(in *Input) { in.CACert = p(testCA) }, "password", "caCert changed"},
+		{"imap username", genericInput, func(in *Input) { in.Username = p("other@example.com") }, "password", "username changed"},
+		{"imap to pop3", genericInput, func(in *Input) { in.ServerType = p("pop3s") }, "password", "serverType changed"},
+		{"pop3 host", pop3, func(in *Input) { in.Host = p("evil.example.net") }, "password", "host changed"},
+		{"pop3 same", pop3, func(in *Input) { in.PollInterval = p(30) }, "", ""},
+		{"oauth2 tokenUrl", oauth, func(in *Input) { in.TokenURL = p("https://evil.example.net/token") }, "clientSecret", "tokenUrl changed"},
+		{"oauth2 scope", oauth, func(in *Input) { in.Scope = p("https://evil.example.net/.default") }, "clientSecret", "scope changed"},
+		{"oauth2 clientId", oauth, func(in *Input) { in.ClientID = p("other") }, "clientSecret", "clientId changed"},
+		{"oauth2 host", oauth, func(in *Input) { in.Host = p("evil.example.net") }, "clientSecret", "host changed"},
+		{"oauth2 same", oauth, func(in *Input) { in.Description = p("y") }, "", ""},
+		{"graph authorityUrl", graphInput, func(in *Input) { in.AuthorityURL = p("https://evil.example.net") }, "clientSecret", "authorityUrl changed"},
+		{"graph graphUrl", graphInput, func(in *Input) { in.GraphURL = p("https://evil.example.net") }, "clientSecret", "graphUrl changed"},
+		{"graph tenantId", graphInput, func(in *Input) { in.TenantID = p("evil.onmicrosoft.com") }, "clientSecret", "tenantId changed"},
+		{"graph clientId", graphInput, func(in *Input) { in.ClientID = p("99999999-2222-3333-4444-555555555555") }, "clientSecret", "clientId changed"},
+		{"graph same", graphInput, func(in *Input) { in.Description = p("z") }, "", ""},
+		{"generic oauth2 to graph", oauth, func(in *Input) {
+			g := graphInput()
+			g.ClientSecret = nil
+			*in = g
+		}, "clientSecret", "type, host, port and more changed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prev, err := Build(tt.base(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := tt.base()
+			in.Password, in.ClientSecret = nil, p("")
+			tt.mod(&in)
+			c, err := Build(in, &prev)
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("got %v, want the stored secret kept", err)
+				}
+				if c.Password != prev.Password || c.ClientSecret != prev.ClientSecret {
+					t.Error("the stored secret was not kept")
+				}
+				return
+			}
+			var ve valid.Errors
+			if !errors.As(err, &ve) || len(ve) != 1 || !strings.Contains(ve[tt.field], "required again because "+tt.why) {
+				t.Fatalf("got %v, want only %s: required again because %s", err, tt.field, tt.why)
+			}
+			if c.Password != "" || c.ClientSecret != "" {
+				t.Error("the refused stored secret is still in the result")
+			}
+			// Given again, the secret is taken.
+			if tt.field == "password" {
+				in.Password = p("typed-again")
+			} else {
+				in.ClientSecret = p("typed-again")
+			}
+			if c, err := Build(in, &prev); err != nil || (c.Password != "typed-again" && c.ClientSecret != "typed-again") {
+				t.Errorf("with the secret given again: got %v", err)
+			}
+		})
+	}
+}

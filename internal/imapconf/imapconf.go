@@ -74,6 +74,11 @@ type Config struct {
 	Scope           string
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+	// SecretError, set by the store, says why a stored secret could not be
+	// opened (a wrong key, a damaged value, or a value copied from another
+	// configuration's row); the secret is then empty and the configuration
+	// must not be used to log in. Never the secret itself.
+	SecretError string
 }
 
 // NeedsPassword reports whether the configuration logs in with a password.

@@ -98,6 +98,7 @@ var reserved = map[string]bool{
 	HeaderID: true, HeaderTimestamp: true, HeaderSignature: true, "Idempotency-Key": true,
 	"Content-Type": true, "Content-Length": true, "Content-Encoding": true, "Transfer-Encoding": true,
 	"Connection": true, "Host": true, "Te": true, "Trailer": true, "Upgrade": true, "Keep-Alive": true,
+	"Proxy-Connection": true,
 }
 
 func isReserved(name string) bool { return reserved[http.CanonicalHeaderKey(strings.TrimSpace(name))] }

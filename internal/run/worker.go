@@ -370,6 +370,17 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 	if err != nil {
 		return failed("flow %s: %v", f.Name, err)
 	}
+	// Header values are sealed apart from the definition, which names them.
+	for i := range acts {
+		if i < len(f.Headers) {
+			for k, v := range f.Headers[i] {
+				if acts[i].Headers == nil {
+					acts[i].Headers = map[string]string{}
+				}
+				acts[i].Headers[k] = v
+			}
+		}
+	}
 	// The first endpoint busy: wait a little for it when its requests are
 	// quick, else give the run back rather than hold a worker.
 	first, ok := w.limit.tryAcquire(acts[0].endpoint)

@@ -12,14 +12,19 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
 // KeySize is the length of a key in bytes (AES-256).
 const KeySize = 32
 
-// version prefixes every sealed value, so the format can change later.
-const version byte = 1
+// Versions prefix every sealed value. version (1) binds the value to its
+// field (the purpose); versionRow (2) binds it to its field and its row.
+const (
+	version    byte = 1
+	versionRow byte = 2
+)
 
 // KeyFileName is the name of the key file created in the data directory when
 // MAILTRIGGER_SECRET_KEY is not set.
@@ -27,7 +32,7 @@ const KeyFileName = "secret.key"
 
 // ErrOpen is returned when a sealed value cannot be opened: a wrong key or a
 // damaged value. It never carries the value itself.
-var ErrOpen = errors.New("cannot open sealed secret (wrong MAILTRIGGER_SECRET_KEY or damaged value)")
+var ErrOpen = errors.New("cannot open sealed secret (wrong MAILTRIGGER_SECRET_KEY, damaged value, or a value copied from another row)")
 
 // Box seals and opens secrets with one key.
 type Box struct {
@@ -52,8 +57,13 @@ func NewBox(key []byte) (*Box, error) {
 
 // Seal encrypts plaintext. purpose (for example "imap.password") is bound to
 // the result as additional data, so a sealed value cannot be moved to another
-// field. An empty plaintext seals to nil.
+// field. An empty plaintext seals to nil. Values stored in a row use SealRow;
+// Seal remains for values sealed before rows were bound, and for tests.
 func (b *Box) Seal(plaintext, purpose string) ([]byte, error) {
+	return b.seal(plaintext, version, []byte(purpose))
+}
+
+func (b *Box) seal(plaintext string, v byte, ad []byte) ([]byte, error) {
 	if plaintext == "" {
 		return nil, nil
 	}
@@ -62,21 +72,48 @@ func (b *Box) Seal(plaintext, purpose string) ([]byte, error) {
 		return nil, fmt.Errorf("reading nonce: %w", err)
 	}
 	out := make([]byte, 0, 1+len(nonce)+len(plaintext)+b.aead.Overhead())
-	out = append(out, version)
+	out = append(out, v)
 	out = append(out, nonce...)
-	return b.aead.Seal(out, nonce, []byte(plaintext), []byte(purpose)), nil
+	return b.aead.Seal(out, nonce, []byte(plaintext), ad), nil
 }
 
 // Open decrypts a value made by Seal with the same purpose. nil opens to "".
+// A value made by SealRow does not open here.
 func (b *Box) Open(sealed []byte, purpose string) (string, error) {
+	return b.open(sealed, version, []byte(purpose))
+}
+
+// SealRow encrypts plaintext bound to its field (purpose) and to the row it
+// is stored in (id, the row's primary key), so that a sealed value copied to
+// another row, or another field, does not open. An empty plaintext seals to
+// nil.
+func (b *Box) SealRow(plaintext, purpose string, id int64) ([]byte, error) {
+	return b.seal(plaintext, versionRow, rowData(purpose, id))
+}
+
+// OpenRow decrypts a value made by SealRow with the same purpose and id. nil
+// opens to "". A value made by Seal (IsLegacy) does not open here: it must be
+// re-sealed first (Open, then SealRow).
+func (b *Box) OpenRow(sealed []byte, purpose string, id int64) (string, error) {
+	return b.open(sealed, versionRow, rowData(purpose, id))
+}
+
+// IsLegacy reports whether sealed was made by Seal, bound to its field only.
+func IsLegacy(sealed []byte) bool { return len(sealed) > 0 && sealed[0] == version }
+
+func rowData(purpose string, id int64) []byte {
+	return []byte(purpose + "\x00row=" + strconv.FormatInt(id, 10))
+}
+
+func (b *Box) open(sealed []byte, v byte, ad []byte) (string, error) {
 	if len(sealed) == 0 {
 		return "", nil
 	}
 	ns := b.aead.NonceSize()
-	if len(sealed) < 1+ns+b.aead.Overhead() || sealed[0] != version {
+	if len(sealed) < 1+ns+b.aead.Overhead() || sealed[0] != v {
 		return "", ErrOpen
 	}
-	plain, err := b.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], []byte(purpose))
+	plain, err := b.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], ad)
 	if err != nil {
 		return "", ErrOpen
 	}

@@ -79,3 +79,35 @@ func TestLoadKey(t *testing.T) {
 		}
 	}
 }
+
+func TestSealRowBindsTheRow(t *testing.T) {
+	b, err := NewBox(make([]byte, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := b.SealRow("row-secret", "imap.password", 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.OpenRow(sealed, "imap.password", 7); err != nil || got != "row-secret" {
+		t.Fatalf("got %q, %v, want the secret back", got, err)
+	}
+	for _, tc := range []struct {
+		purpose string
+		id      int64
+	}{{"imap.password", 8}, {"imap.clientSecret", 7}, {"imap.password", 70}} {
+		if _, err := b.OpenRow(sealed, tc.purpose, tc.id); !errors.Is(err, ErrOpen) {
+			t.Errorf("%s of row %d: got %v, want ErrOpen", tc.purpose, tc.id, err)
+		}
+	}
+	if _, err := b.Open(sealed, "imap.password"); !errors.Is(err, ErrOpen) {
+		t.Errorf("a row-bound value opened without its row: %v", err)
+	}
+	legacy, _ := b.Seal("old", "imap.password")
+	if !IsLegacy(legacy) || IsLegacy(sealed) || IsLegacy(nil) {
+		t.Error("IsLegacy tells the versions apart wrongly")
+	}
+	if _, err := b.OpenRow(legacy, "imap.password", 7); !errors.Is(err, ErrOpen) {
+		t.Errorf("a legacy value opened as row-bound: %v", err)
+	}
+}

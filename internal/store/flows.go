@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -13,7 +14,10 @@ const purposeFlowSecrets = "flow.secrets"
 
 // FlowRecord is a flow as the flows table holds it: the parts the database
 // must see (name, the IMAP configuration it reads, enabled) as columns, the
-// rest as JSON in Definition, and the activities' secrets sealed.
+// rest as JSON in Definition, and the activities' secrets sealed: their
+// signing secrets and the values of their headers. The Definition stored
+// names each header with an empty value; a Definition given to CreateFlow or
+// UpdateFlow may carry the values, which are then moved into Headers.
 type FlowRecord struct {
 	ID         int64
 	Name       string
@@ -21,51 +25,155 @@ type FlowRecord struct {
 	IMAPName   string // filled in on reads
 	Enabled    bool
 	Definition string
-	Secrets    []string // one per activity, plaintext in memory only
+	Secrets    []string            // one per activity, plaintext in memory only
+	Headers    []map[string]string // per activity, header values, plaintext in memory only
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
 }
 
-func (s *Store) sealSecrets(secrets []string) ([]byte, error) {
-	if len(secrets) == 0 {
+// flowSecrets is what a flow's sealed column holds. Before header values were
+// sealed it was only the JSON array of the signing secrets.
+type flowSecrets struct {
+	Secrets []string            `json:"secrets"`
+	Headers []map[string]string `json:"headers,omitempty"`
+}
+
+func decodeFlowSecrets(plain string) (flowSecrets, error) {
+	var fs flowSecrets
+	if plain == "" {
+		return fs, nil
+	}
+	if strings.HasPrefix(plain, "[") {
+		return fs, json.Unmarshal([]byte(plain), &fs.Secrets)
+	}
+	return fs, json.Unmarshal([]byte(plain), &fs)
+}
+
+func (s *Store) sealFlowSecrets(fs flowSecrets, id int64) ([]byte, error) {
+	if len(fs.Secrets) == 0 && !anyHeader(fs.Headers) {
 		return nil, nil
 	}
-	data, err := json.Marshal(secrets)
+	data, err := json.Marshal(fs)
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := s.box.Seal(string(data), purposeFlowSecrets)
+	sealed, err := s.box.SealRow(string(data), purposeFlowSecrets, id)
 	if err != nil {
 		return nil, fmt.Errorf("sealing flow secrets: %w", err)
 	}
 	return sealed, nil
 }
 
-func (s *Store) openSecrets(sealed []byte, name string) ([]string, error) {
-	plain, err := s.box.Open(sealed, purposeFlowSecrets)
+func (s *Store) openFlowSecrets(sealed []byte, id int64) (flowSecrets, error) {
+	plain, err := s.box.OpenRow(sealed, purposeFlowSecrets, id)
 	if err != nil {
-		return nil, fmt.Errorf("flow %s: secrets: %w", name, err)
+		return flowSecrets{}, err
 	}
-	if plain == "" {
-		return nil, nil
+	return decodeFlowSecrets(plain)
+}
+
+func anyHeader(hs []map[string]string) bool {
+	for _, h := range hs {
+		if len(h) > 0 {
+			return true
+		}
 	}
-	var out []string
-	if err := json.Unmarshal([]byte(plain), &out); err != nil {
-		return nil, fmt.Errorf("flow %s: secrets: %w", name, err)
+	return false
+}
+
+// hasHeaderValues reports whether a definition holds a header value.
+func hasHeaderValues(def string) bool {
+	var d struct {
+		Activities []struct {
+			Headers map[string]string `json:"headers"`
+		} `json:"activities"`
 	}
-	return out, nil
+	if json.Unmarshal([]byte(def), &d) != nil {
+		return false
+	}
+	for _, a := range d.Activities {
+		for _, v := range a.Headers {
+			if v != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// moveHeaderValues moves the header values of definition def into fs.Headers
+// and returns def with every value emptied. A header without a value in def
+// keeps fs's at the same position; fs's values of headers def no longer
+// names are dropped.
+func moveHeaderValues(def string, fs *flowSecrets) (string, error) {
+	dec := json.NewDecoder(strings.NewReader(def))
+	dec.UseNumber()
+	var d map[string]any
+	if err := dec.Decode(&d); err != nil {
+		return "", fmt.Errorf("reading the flow definition: %w", err)
+	}
+	acts, _ := d["activities"].([]any)
+	headers := make([]map[string]string, len(acts))
+	for i, a := range acts {
+		am, _ := a.(map[string]any)
+		hs, _ := am["headers"].(map[string]any)
+		if len(hs) == 0 {
+			continue
+		}
+		headers[i] = map[string]string{}
+		for k, v := range hs {
+			val, _ := v.(string)
+			if val == "" && i < len(fs.Headers) {
+				val = fs.Headers[i][k]
+			}
+			headers[i][k] = val
+			hs[k] = ""
+		}
+	}
+	fs.Headers = headers
+	if !anyHeader(headers) {
+		fs.Headers = nil
+	}
+	out, err := json.Marshal(d)
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
+}
+
+// prepareFlow moves f's header values out of its definition and seals its
+// secrets for row f.ID.
+func (s *Store) prepareFlow(f *FlowRecord) ([]byte, error) {
+	fs := flowSecrets{Secrets: f.Secrets, Headers: f.Headers}
+	def, err := moveHeaderValues(f.Definition, &fs)
+	if err != nil {
+		return nil, err
+	}
+	f.Definition, f.Headers = def, fs.Headers
+	return s.sealFlowSecrets(fs, f.ID)
 }
 
 // CreateFlow stores a new flow. ErrConflict when its name is taken,
 // case-insensitively; ErrNotFound when its IMAP configuration is gone.
 func (s *Store) CreateFlow(ctx context.Context, f *FlowRecord) error {
-	sealed, err := s.sealSecrets(f.Secrets)
-	if err != nil {
-		return err
-	}
 	t := now()
-	err = s.w.QueryRowContext(ctx, `INSERT INTO flows (name, name_lower, imap_id, enabled, definition, secrets_sealed, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id`, f.Name, lower(f.Name), f.IMAPID, f.Enabled, f.Definition, sealed, t).Scan(&f.ID)
+	// The secrets are sealed for the new row's id, known once inserted.
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO flows (name, name_lower, imap_id, enabled, definition, secrets_sealed, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, '{}', NULL, $5, $5) RETURNING id`, f.Name, lower(f.Name), f.IMAPID, f.Enabled, t).Scan(&f.ID)
+		if err != nil {
+			return err
+		}
+		sealed, err := s.prepareFlow(f)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE flows SET definition = $1, secrets_sealed = $2 WHERE id = $3`, f.Definition, sealed, f.ID)
+		return err
+	})
+	if err != nil {
+		f.ID = 0
+	}
 	if isUnique(err) {
 		return fmt.Errorf("flow %q: %w", f.Name, ErrConflict)
 	}
@@ -81,7 +189,7 @@ func (s *Store) CreateFlow(ctx context.Context, f *FlowRecord) error {
 
 // UpdateFlow replaces flow f.ID by f (a rename included).
 func (s *Store) UpdateFlow(ctx context.Context, f *FlowRecord) error {
-	sealed, err := s.sealSecrets(f.Secrets)
+	sealed, err := s.prepareFlow(f)
 	if err != nil {
 		return err
 	}
@@ -131,9 +239,12 @@ func (s *Store) scanFlow(row interface{ Scan(...any) error }) (FlowRecord, error
 		return f, err
 	}
 	f.IMAPID = imapID.Int64
-	var err error
-	f.Secrets, err = s.openSecrets(sealed, f.Name)
-	return f, err
+	fs, err := s.openFlowSecrets(sealed, f.ID)
+	if err != nil {
+		return f, fmt.Errorf("flow %s: secrets: %w", f.Name, err)
+	}
+	f.Secrets, f.Headers = fs.Secrets, fs.Headers
+	return f, nil
 }
 
 // GetFlow returns the flow named name, case-insensitively.

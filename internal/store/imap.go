@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/secret"
 )
 
 // Purposes bound to sealed secrets.
@@ -19,6 +20,9 @@ const imapColumns = `id, name, server_type, type, description, enabled, host, po
 	tenant_id, client_id, client_secret_sealed, folder, tls, ca_cert, after_processing, move_to, poll_interval,
 	backlog, graph_url, authority_url, auth, token_url, scope, created_at, updated_at`
 
+// scanIMAP reads one row. A secret that does not open (a wrong key, a damaged
+// value, or one copied from another row) leaves the configuration without it
+// and says why in SecretError; GetIMAP turns that into an error.
 func (s *Store) scanIMAP(row interface{ Scan(...any) error }) (imapconf.Config, error) {
 	var c imapconf.Config
 	var pw, cs []byte
@@ -29,20 +33,21 @@ func (s *Store) scanIMAP(row interface{ Scan(...any) error }) (imapconf.Config, 
 	if err != nil {
 		return c, err
 	}
-	if c.Password, err = s.box.Open(pw, purposeIMAPPassword); err != nil {
-		return c, fmt.Errorf("imap configuration %s: password: %w", c.Name, err)
+	if c.Password, err = s.box.OpenRow(pw, purposeIMAPPassword, c.ID); err != nil {
+		c.Password, c.SecretError = "", "password: "+err.Error()
 	}
-	if c.ClientSecret, err = s.box.Open(cs, purposeIMAPClientSecret); err != nil {
-		return c, fmt.Errorf("imap configuration %s: client secret: %w", c.Name, err)
+	if c.ClientSecret, err = s.box.OpenRow(cs, purposeIMAPClientSecret, c.ID); err != nil && c.SecretError == "" {
+		c.ClientSecret, c.SecretError = "", "client secret: "+err.Error()
 	}
 	return c, nil
 }
 
+// sealIMAP seals c's secrets for the row c.ID.
 func (s *Store) sealIMAP(c *imapconf.Config) (pw, cs []byte, err error) {
-	if pw, err = s.box.Seal(c.Password, purposeIMAPPassword); err != nil {
+	if pw, err = s.box.SealRow(c.Password, purposeIMAPPassword, c.ID); err != nil {
 		return nil, nil, fmt.Errorf("sealing password: %w", err)
 	}
-	if cs, err = s.box.Seal(c.ClientSecret, purposeIMAPClientSecret); err != nil {
+	if cs, err = s.box.SealRow(c.ClientSecret, purposeIMAPClientSecret, c.ID); err != nil {
 		return nil, nil, fmt.Errorf("sealing client secret: %w", err)
 	}
 	return pw, cs, nil
@@ -51,23 +56,33 @@ func (s *Store) sealIMAP(c *imapconf.Config) (pw, cs []byte, err error) {
 // CreateIMAP stores a new configuration and sets its ID and times.
 // ErrConflict when its name is taken, case-insensitively.
 func (s *Store) CreateIMAP(ctx context.Context, c *imapconf.Config) error {
-	pw, cs, err := s.sealIMAP(c)
-	if err != nil {
-		return err
-	}
 	t := now()
-	err = s.w.QueryRowContext(ctx, `INSERT INTO imap_configs (name, name_lower, server_type, type, description, enabled,
+	// The secrets are sealed for the new row's id, known once inserted.
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO imap_configs (name, name_lower, server_type, type, description, enabled,
 		host, port, username, password_sealed, tenant_id, client_id, client_secret_sealed, folder, tls, ca_cert,
 		after_processing, move_to, poll_interval, backlog, graph_url, authority_url, auth, token_url, scope, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $26)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, NULL, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $24)
 		RETURNING id`,
-		c.Name, lower(c.Name), c.ServerType, c.Type, c.Description, c.Enabled, c.Host, c.Port, c.Username, pw,
-		c.TenantID, c.ClientID, cs, c.Folder, c.TLS, c.CACert, c.AfterProcessing, c.MoveTo, c.PollInterval,
-		c.Backlog, c.GraphURL, c.AuthorityURL, c.Auth, c.TokenURL, c.Scope, t).Scan(&c.ID)
+			c.Name, lower(c.Name), c.ServerType, c.Type, c.Description, c.Enabled, c.Host, c.Port, c.Username,
+			c.TenantID, c.ClientID, c.Folder, c.TLS, c.CACert, c.AfterProcessing, c.MoveTo, c.PollInterval,
+			c.Backlog, c.GraphURL, c.AuthorityURL, c.Auth, c.TokenURL, c.Scope, t).Scan(&c.ID)
+		if err != nil {
+			return err
+		}
+		pw, cs, err := s.sealIMAP(c)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE imap_configs SET password_sealed = $1, client_secret_sealed = $2 WHERE id = $3`, pw, cs, c.ID)
+		return err
+	})
 	if isUnique(err) {
+		c.ID = 0
 		return fmt.Errorf("imap configuration %q: %w", c.Name, ErrConflict)
 	}
 	if err != nil {
+		c.ID = 0
 		return fmt.Errorf("creating imap configuration %s: %w", c.Name, err)
 	}
 	c.CreatedAt, c.UpdatedAt = t, t
@@ -105,11 +120,35 @@ func (s *Store) GetIMAP(ctx context.Context, name string) (imapconf.Config, erro
 	if err != nil {
 		return c, fmt.Errorf("reading imap configuration %s: %w", name, err)
 	}
+	if c.SecretError != "" {
+		return c, fmt.Errorf("imap configuration %s: %w", c.Name, &SecretError{Field: c.SecretError})
+	}
 	return c, nil
+}
+
+// SecretError is the error of a configuration whose stored secret does not
+// open; it wraps secret.ErrOpen and never carries the secret.
+type SecretError struct {
+	Field string // the field and why, as Config.SecretError says it
+}
+
+func (e *SecretError) Error() string { return e.Field }
+
+// Unwrap lets errors.Is find secret.ErrOpen.
+func (e *SecretError) Unwrap() error { return secret.ErrOpen }
+
+// OnlySecret reports whether err is a *SecretError: the configuration was
+// read (GetIMAP returns it, without the secret) but its secret does not
+// open. Showing it, or editing it with the secret given again, may go on.
+func OnlySecret(err error) bool {
+	var se *SecretError
+	return errors.As(err, &se)
 }
 
 // ListIMAP returns up to limit configurations ordered by name,
 // case-insensitively, starting after the name after ("" for the first page).
+// A configuration whose secret does not open is listed without it, with
+// SecretError saying why, so that one bad row does not hide the others.
 func (s *Store) ListIMAP(ctx context.Context, after string, limit int) ([]imapconf.Config, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+imapColumns+` FROM imap_configs WHERE name_lower > $1 ORDER BY name_lower LIMIT $2`, lower(after), limit)
 	if err != nil {

@@ -123,6 +123,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.resealLegacy(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

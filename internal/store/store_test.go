@@ -267,6 +267,13 @@ func TestNoPlaintextSecretsAtRest(t *testing.T) {
 		if err := s.UpdateIMAP(ctx, &a); err != nil {
 			t.Fatal(err)
 		}
+		// A webhook header value is a secret too (issue 12).
+		secrets = append(secrets, "Okapi-Header-Secret-77")
+		f := store.FlowRecord{Name: "hdr", IMAPID: a.ID, Enabled: true, Secrets: []string{"whsec_Zm9vYmFyYmF6cXV4cXV1eA=="},
+			Definition: `{"name":"hdr","activities":[{"type":"webhook","url":"https://x.example/h","headers":{"Authorization":"Bearer Okapi-Header-Secret-77"}}]}`}
+		if err := s.CreateFlow(ctx, &f); err != nil {
+			t.Fatal(err)
+		}
 		var raw []byte
 		switch s.Dialect() {
 		case store.SQLite:
@@ -282,7 +289,7 @@ func TestNoPlaintextSecretsAtRest(t *testing.T) {
 				t.Fatalf("read only %d bytes of the database", len(raw))
 			}
 		case store.Postgres:
-			rows, err := store.DB(s).QueryContext(ctx, `SELECT t::text FROM imap_configs AS t`)
+			rows, err := store.DB(s).QueryContext(ctx, `SELECT t::text FROM imap_configs AS t UNION ALL SELECT t::text FROM flows AS t`)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -242,6 +242,17 @@ func (m *Manager) sync(ctx context.Context) {
 		if _, ok := m.watchers[id]; ok {
 			continue
 		}
+		if c.SecretError != "" {
+			// The stored secret does not open: report it, never log in
+			// without it.
+			msg := "the stored " + c.SecretError + "; enter it again"
+			if st, ok := m.status[id]; !ok || st.State != imapconf.StateError || st.LastError != msg {
+				now := time.Now().UTC()
+				m.status[id] = &imapconf.Status{State: imapconf.StateError, Since: now, LastError: msg, LastErrorAt: &now}
+				m.log.Error("imap configuration not watched: its stored secret does not open", "imap", c.Name, "err", c.SecretError)
+			}
+			continue
+		}
 		generic := c.Type == imapconf.TypeGeneric && (c.ServerType == imapconf.ServerIMAPS || c.ServerType == imapconf.ServerPOP3S) &&
 			(c.Auth == imapconf.AuthPassword || c.Auth == imapconf.AuthOAuth2)
 		if !generic && c.Type != imapconf.TypeMSGraph {

@@ -346,7 +346,7 @@ func TestBrowser(t *testing.T) {
 		screenshot(t, ctx, "imap-edit")
 		do(t, ctx, chromedp.Navigate(h.url+"/imap/helpdesk"))
 		waitFor(t, ctx, "document.querySelector('dialog.panel[open] #panel-title')")
-		if got := textOf(t, ctx, "#h-password"); !strings.Contains(got, "A password is stored; leave empty to keep it.") {
+		if got := textOf(t, ctx, "#h-password"); !strings.Contains(got, "A password is stored; leave empty to keep it while the server settings stay the same") {
 			t.Errorf("got password hint %q", got)
 		}
 		if got := eval[string](t, ctx, "document.querySelector('#f-password').value"); got != "" {
@@ -355,6 +355,11 @@ func TestBrowser(t *testing.T) {
 		// The saved configuration tests with its stored password.
 		do(t, ctx, chromedp.Click(chromedp.CSS("[data-test-connection]")))
 		waitFor(t, ctx, "document.querySelector('#test-result').classList.contains('ok')")
+		// Another host: the stored password is not sent there; the
+		// answer says why.
+		do(t, ctx, setValue("#f-host", "localhost"), chromedp.Click(chromedp.CSS("[data-test-connection]")))
+		waitFor(t, ctx, "document.querySelector('#test-result').innerText.includes('required again because host changed')")
+		do(t, ctx, setValue("#f-host", dc.Host))
 		do(t, ctx, setValue("#f-description", "Help desk, edited"),
 			chromedp.Click(chromedp.CSS(".panel-foot button[type=submit]")))
 		waitFor(t, ctx, "document.querySelector('.flash.ok') && document.querySelector('.flash.ok').innerText.includes('helpdesk saved')")

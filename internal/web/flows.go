@@ -109,6 +109,7 @@ type actForm struct {
 	IncludeAttachments bool
 	HasSecret          bool
 	SecretTyped        bool
+	HeadersTyped       bool // header values were typed: they must be typed again
 	Blank              bool // the empty slot for adding one
 }
 
@@ -139,13 +140,43 @@ func formFromFlow(fr store.FlowRecord, f flow.Flow) flowForm {
 	return ff
 }
 
+// storedValue stands for a stored header value in the editor: header values
+// are write-only, so the editor shows each stored header's name with this
+// instead of its value, and a line left with it keeps the stored value.
+const storedValue = "•••• (stored)"
+
 func formatHeaders(h map[string]string) string {
 	var lines []string
-	for k, v := range h {
-		lines = append(lines, k+": "+v)
+	for k := range h {
+		lines = append(lines, k+": "+storedValue)
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+// hideHeaderValues returns the submitted header lines for showing again:
+// a value typed is never sent back to the browser, so its line keeps only
+// the name; typed reports whether there was one.
+func hideHeaderValues(text string) (out string, typed bool) {
+	var lines []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		m := headerLine.FindStringSubmatch(line)
+		switch {
+		case m == nil:
+			lines = append(lines, "(a line that is not Name: value)")
+			typed = true
+		case m[2] == storedValue || m[2] == "":
+			lines = append(lines, line)
+		default:
+			lines = append(lines, m[1]+": ")
+			typed = true
+		}
+	}
+	return strings.Join(lines, "\n"), typed
 }
 
 // withBlank adds the empty webhook slot the editor offers for adding one.
@@ -194,7 +225,7 @@ func (u *UI) flowEdit(w http.ResponseWriter, r *http.Request) {
 	fr, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
 	var f flow.Flow
 	if err == nil {
-		f, err = flow.Parse(fr.Definition, fr.Secrets)
+		f, err = flow.Open(fr)
 	}
 	if err != nil {
 		u.fail(w, r, err)
@@ -287,8 +318,13 @@ func flowInputFromValues(v url.Values, prev *flow.Flow) (flow.Input, *flow.Flow,
 			if ai.Headers == nil {
 				ai.Headers = map[string]string{}
 			}
-			ai.Headers[m[1]] = m[2]
+			value := m[2]
+			if value == storedValue {
+				value = "" // keeps the stored value
+			}
+			ai.Headers[m[1]] = value
 		}
+		a.Headers, a.HeadersTyped = hideHeaderValues(a.Headers)
 		in.Activities = append(in.Activities, ai)
 		formIndex = append(formIndex, a.I)
 		if aligned != nil {
@@ -338,7 +374,7 @@ func (u *UI) flowSave(w http.ResponseWriter, r *http.Request) {
 	old, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
 	var prev flow.Flow
 	if err == nil {
-		prev, err = flow.Parse(old.Definition, old.Secrets)
+		prev, err = flow.Open(old)
 	}
 	if err != nil {
 		u.fail(w, r, err)

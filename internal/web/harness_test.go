@@ -245,7 +245,8 @@ func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Secrets = append(s.Secrets, f.Activities[0].Secret)
+	// Header values are write-only secrets too.
+	s.Secrets = append(s.Secrets, f.Activities[0].Secret, "seed-erp-header-token-3b1f")
 	if err := st.CreateFlow(ctx, &store.FlowRecord{Name: f.Name, IMAPID: support.ID, Enabled: true, Definition: f.Definition(), Secrets: f.Secrets()}); err != nil {
 		t.Fatal(err)
 	}

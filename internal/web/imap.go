@@ -405,7 +405,8 @@ func (u *UI) imapCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f := formFromValues(r.PostForm)
-		f.Advanced = hasAdvancedError(e)
+		// An OAuth2 client secret is among the advanced settings.
+		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
 		p.Panel = &imapPanel{Create: true, Form: f, Errors: e}
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
@@ -439,7 +440,7 @@ func (u *UI) editPanel(ctx context.Context, c imapconf.Config, flows map[string]
 func (u *UI) imapEdit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	c, err := u.store.GetIMAP(ctx, r.PathValue("name"))
-	if err != nil {
+	if err != nil && !store.OnlySecret(err) {
 		u.fail(w, r, err)
 		return
 	}
@@ -458,7 +459,7 @@ func (u *UI) imapEdit(w http.ResponseWriter, r *http.Request) {
 func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	prev, err := u.store.GetIMAP(ctx, r.PathValue("name"))
-	if err != nil {
+	if err != nil && !store.OnlySecret(err) {
 		u.fail(w, r, err)
 		return
 	}
@@ -492,7 +493,8 @@ func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 		}
 		f := formFromValues(r.PostForm)
 		f.HasPassword, f.HasClientSecret = prev.Password != "", prev.ClientSecret != ""
-		f.Advanced = hasAdvancedError(e)
+		// An OAuth2 client secret is among the advanced settings.
+		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
 		p.Panel.Form, p.Panel.Errors = f, e
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
@@ -520,6 +522,9 @@ func (u *UI) imapTest(w http.ResponseWriter, r *http.Request) {
 	var prev *imapconf.Config
 	if orig := r.PostForm.Get("_orig"); orig != "" {
 		c, err := u.store.GetIMAP(ctx, orig)
+		if store.OnlySecret(err) {
+			err = nil // its secret does not open: it must be given again
+		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			u.log.Error("reading imap configuration", "imap", orig, "err", err)
 			writeJSON(w, http.StatusInternalServerError, testAnswer{Error: "internal error; see the server log"})

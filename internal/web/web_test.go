@@ -409,8 +409,61 @@ func TestFlowForm(t *testing.T) {
 		if err != nil || len(fr.Secrets) != 1 || fr.Secrets[0] != secretB {
 			t.Fatalf("got secrets %v, want only webhook B's", fr.Secrets)
 		}
-		if !strings.Contains(fr.Definition, `"X-Team":"billing"`) {
-			t.Errorf("got definition %s, want the header kept", fr.Definition)
+		if len(fr.Headers) != 1 || fr.Headers[0]["X-Team"] != "billing" {
+			t.Errorf("got headers %v, want the header kept", fr.Headers)
+		}
+	})
+
+	t.Run("header values are write-only", func(t *testing.T) {
+		const token, typed = "Bearer ui-hdr-secret-4471", "typed-hdr-secret-9"
+		form := func(hook, headers string) url.Values {
+			return url.Values{"name": {"hdr_flow"}, "imap": {"support_inbox"}, "subject": {"Order"}, "match": {"exact"},
+				"enabled": {"on"}, "acts": {"1"}, "act-0-orig": {"0"}, "act-0-url": {hook}, "act-0-headers": {headers}}
+		}
+		create := form("https://a.example/hook", "Authorization: "+token+"\nX-Team: billing")
+		create.Set("act-0-orig", "-1")
+		create.Set("act-0-secret", secretA)
+		if resp := h.post(c, "/flows", create); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("create: got %d", resp.StatusCode)
+		}
+		page := h.get(c, "/flows/hdr_flow").Body
+		if strings.Contains(page, "ui-hdr-secret") || !strings.Contains(page, "Authorization: •••• (stored)\nX-Team: •••• (stored)") {
+			t.Fatalf("the editor shows a header value, or not the names of the stored ones")
+		}
+		stored := func() map[string]string {
+			fr, err := st.GetFlow(ctx, "hdr_flow")
+			if err != nil || len(fr.Headers) != 1 {
+				t.Fatalf("got %v, %v", fr.Headers, err)
+			}
+			return fr.Headers[0]
+		}
+		// Saved as shown: kept; one replaced.
+		if resp := h.post(c, "/flows/hdr_flow", form("https://a.example/other", "Authorization: •••• (stored)\nX-Team: sales")); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("save as shown: got %d", resp.StatusCode)
+		}
+		if got := stored(); got["Authorization"] != token || got["X-Team"] != "sales" {
+			t.Errorf("save as shown: got %v", got)
+		}
+		// Another host keeping the stored value: refused by the field.
+		resp := h.post(c, "/flows/hdr_flow", form("https://evil.example.net/hook", "Authorization: •••• (stored)\nX-New: "+typed))
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Body, `id="e-act-0-headers">required again because the url&#39;s scheme, host or port changed`) {
+			t.Errorf("another host: got %d, want 400 with the reason by the headers field", resp.StatusCode)
+		}
+		if strings.Contains(resp.Body, typed) || strings.Contains(resp.Body, "ui-hdr-secret") || !strings.Contains(resp.Body, "Enter the header values again") {
+			t.Error("the page shown again holds a header value, or does not ask for the typed one again")
+		}
+		if got := stored(); got["Authorization"] != token || len(got) != 2 {
+			t.Errorf("a refused save changed the headers: %v", got)
+		}
+		// A line deleted removes the header.
+		if resp := h.post(c, "/flows/hdr_flow", form("https://a.example/other", "X-Team: •••• (stored)")); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("remove: got %d", resp.StatusCode)
+		}
+		if got := stored(); len(got) != 1 || got["X-Team"] != "sales" {
+			t.Errorf("remove: got %v", got)
+		}
+		if strings.Contains(h.logs.String(), "hdr-secret") {
+			t.Error("the log contains a header value")
 		}
 	})
 
