@@ -298,8 +298,8 @@ func user(ctx context.Context, args []string, env Env) error {
 			return fmt.Errorf("reading password from standard input: %w", err)
 		}
 		password = strings.TrimRight(line, "\r\n")
-		if len(password) < 8 {
-			return errors.New("the password (first line of standard input) must have at least 8 characters; or use --generate")
+		if m := auth.CheckNewPassword(password); m != "" {
+			return fmt.Errorf("the password (first line of standard input) %s; or use --generate", m)
 		}
 	}
 	hash, err := auth.HashPassword(password)

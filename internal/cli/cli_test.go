@@ -86,7 +86,7 @@ func TestTokenAndUserCommands(t *testing.T) {
 			if code, out, _ := runCLI(t, vars, "correct horse battery\n", "user", "set-password", "admin"); code != 0 || !strings.Contains(out, `"admin" created`) || strings.Contains(out, "horse") {
 				t.Errorf("set-password: got %d %q", code, out)
 			}
-			if code, _, errOut := runCLI(t, vars, "short\n", "user", "set-password", "admin"); code != 1 || !strings.Contains(errOut, "at least 8") {
+			if code, _, errOut := runCLI(t, vars, "short\n", "user", "set-password", "admin"); code != 1 || !strings.Contains(errOut, "at least 12") {
 				t.Errorf("short password: got %d %q", code, errOut)
 			}
 			code, out, _ = runCLI(t, vars, "", "user", "set-password", "--generate", "admin")

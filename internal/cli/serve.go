@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/auth"
+	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/config"
 	"mailtrigger/internal/flow"
 	"mailtrigger/internal/imapconf"
@@ -97,7 +98,12 @@ func serve(ctx context.Context, args []string, env Env) error {
 	// Let a batch being recorded and deliveries in flight finish.
 	defer background.Wait()
 
+	proxies, err := clientip.Parse(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES: %w", err)
+	}
 	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status, Cluster: watcher.Cluster,
+		Proxies: proxies,
 		Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
 			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
 		}})
@@ -187,6 +193,8 @@ func ensureAdmin(ctx context.Context, st *store.Store, cfg config.Config, env En
 	password, generated := cfg.AdminPassword, false
 	if password == "" {
 		password, generated = auth.RandomPassword(), true
+	} else if m := auth.CheckNewPassword(password); m != "" {
+		return fmt.Errorf("MAILTRIGGER_ADMIN_PASSWORD %s (it sets the first admin's password); unset it to get a random one", m)
 	}
 	hash, err := auth.HashPassword(password)
 	if err != nil {

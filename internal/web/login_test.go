@@ -1,0 +1,168 @@
+package web
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"mailtrigger/internal/auth"
+	"mailtrigger/internal/clientip"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+)
+
+// clientFrom is a client whose connections come from the loopback address
+// ip (any of 127.0.0.0/8 on Linux), so that one test plays many addresses.
+func (h *harness) clientFrom(ip string) *http.Client {
+	c := h.client()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	c.Transport = &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	return c
+}
+
+func (h *harness) loginAs(c *http.Client, password string, header map[string]string) int {
+	h.t.Helper()
+	hd := map[string]string{"Origin": h.url, "Sec-Fetch-Site": "same-origin"}
+	for k, v := range header {
+		hd[k] = v
+	}
+	return h.postWith(c, "/login", url.Values{"username": {adminName}, "password": {password}}, hd).StatusCode
+}
+
+// TestLoginConcurrentGuesses sends 40 wrong passwords from one address at
+// once: the limit is checked and the attempt counted in one step, so at most
+// the limit's worth of passwords are checked; the rest are answered 429.
+func TestLoginConcurrentGuesses(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	const limit = 10
+	h.ui.limit = newLimiter(limit, time.Hour, time.Now)
+	var checked atomic.Int32
+	h.ui.checkPassword = func(hash, password string) bool {
+		checked.Add(1)
+		return auth.CheckPassword(hash, password)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	start := make(chan struct{})
+	for range 40 {
+		wg.Go(func() {
+			<-start
+			code := h.loginAs(h.client(), "wrong-guess-password", nil)
+			mu.Lock()
+			codes[code]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	if n := checked.Load(); n > limit {
+		t.Errorf("got %d passwords checked, want at most %d", n, limit)
+	}
+	if codes[http.StatusUnauthorized] > limit || codes[http.StatusUnauthorized]+codes[http.StatusTooManyRequests] != 40 {
+		t.Errorf("got answers %v, want at most %d × 401 and the rest 429", codes, limit)
+	}
+}
+
+// TestLoginNoLockoutFromOtherAddresses fails the admin's password 55 times
+// from 55 addresses; the right password from a fresh address still logs in.
+func TestLoginNoLockoutFromOtherAddresses(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	// The limiter is under test, not argon2id: a quick check keeps 55
+	// logins within seconds under the race detector.
+	h.ui.checkPassword = func(_, password string) bool { return password == adminPassword }
+	for i := range 55 {
+		c := h.clientFrom(net.IPv4(127, 0, 1, byte(i+1)).String())
+		if code := h.loginAs(c, "wrong-guess-password", nil); code != http.StatusUnauthorized {
+			t.Fatalf("guess %d from its own address: got %d, want 401", i+1, code)
+		}
+	}
+	if code := h.loginAs(h.clientFrom("127.0.2.1"), adminPassword, nil); code != http.StatusSeeOther {
+		t.Fatalf("the right password from a fresh address: got %d, want 303 (logged in)", code)
+	}
+	// Guesses from one address still stop at that address's limit.
+	h.ui.limit = newLimiter(3, time.Hour, time.Now)
+	c := h.clientFrom("127.0.3.1")
+	for range 3 {
+		h.loginAs(c, "wrong-guess-password", nil)
+	}
+	if code := h.loginAs(c, adminPassword, nil); code != http.StatusTooManyRequests {
+		t.Errorf("after 3 failures from one address: got %d, want 429", code)
+	}
+	if code := h.loginAs(h.clientFrom("127.0.3.2"), adminPassword, nil); code != http.StatusSeeOther {
+		t.Errorf("from another address meanwhile: got %d, want 303", code)
+	}
+}
+
+// TestLoginTrustedProxies: X-Forwarded-For names the client only when the
+// peer is a trusted proxy, and then by its right-most untrusted address.
+func TestLoginTrustedProxies(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, store.SQLite), false)
+	h.ui.limit = newLimiter(3, time.Hour, time.Now)
+	h.ui.checkPassword = func(_, password string) bool { return password == adminPassword }
+	var err error
+	if h.ui.proxies, err = clientip.Parse("127.0.0.1, 10.0.0.0/8"); err != nil {
+		t.Fatal(err)
+	}
+	proxy := h.clientFrom("127.0.0.1")
+	xff := func(v string) map[string]string { return map[string]string{"X-Forwarded-For": v} }
+	for range 3 {
+		if code := h.loginAs(proxy, "wrong-guess-password", xff("198.51.100.7")); code != http.StatusUnauthorized {
+			t.Fatalf("guess: got %d, want 401", code)
+		}
+	}
+	for _, tc := range []struct {
+		name, xff string
+		want      int
+	}{
+		{"the guessing client", "198.51.100.7", http.StatusTooManyRequests},
+		{"a left part written by the client is ignored", "203.0.113.9, 198.51.100.7", http.StatusTooManyRequests},
+		{"a second trusted proxy is skipped", "198.51.100.7, 10.1.2.3", http.StatusTooManyRequests},
+		{"another client behind the same proxy", "203.0.113.9", http.StatusSeeOther},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code := h.loginAs(proxy, adminPassword, xff(tc.xff)); code != tc.want {
+				t.Errorf("got %d, want %d", code, tc.want)
+			}
+		})
+	}
+	// From a peer that is not a trusted proxy the header is ignored: changing
+	// it does not escape the peer's limit.
+	direct := h.clientFrom("127.0.0.2")
+	for i := range 3 {
+		h.loginAs(direct, "wrong-guess-password", xff("192.0.2."+string(rune('1'+i))))
+	}
+	if code := h.loginAs(direct, adminPassword, xff("192.0.2.99")); code != http.StatusTooManyRequests {
+		t.Errorf("untrusted peer with a new X-Forwarded-For: got %d, want 429", code)
+	}
+}
+
+// TestNewPasswordMinimumLength: the UI refuses a new password shorter than
+// 12 characters, naming the field; a shorter password set before still logs in.
+func TestNewPasswordMinimumLength(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := h.client()
+	h.login(c)
+	resp := h.post(c, "/settings/password", url.Values{"current": {adminPassword}, "new": {"eleven-char"}, "confirm": {"eleven-char"}})
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Body, `id="e-new"`) || !strings.Contains(resp.Body, "at least 12 characters") {
+		t.Errorf("11 characters: got %d, want 400 with the new password field marked \"at least 12 characters\"", resp.StatusCode)
+	}
+	hash, err := auth.HashPassword("old-pass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetUserPassword(context.Background(), "veteran", hash); err != nil {
+		t.Fatal(err)
+	}
+	resp = h.post(h.client(), "/login", url.Values{"username": {"veteran"}, "password": {"old-pass"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("an existing 8-character password: got %d, want 303 (logged in)", resp.StatusCode)
+	}
+}
