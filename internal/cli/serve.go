@@ -103,8 +103,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES: %w", err)
 	}
 	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status, Cluster: watcher.Cluster,
-		Proxies: proxies,
-		Notify:  worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
+		Proxies: proxies, Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
 			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
 		}})
 	if err != nil {
