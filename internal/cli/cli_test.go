@@ -109,6 +109,7 @@ func TestBadSettingsAreClearErrors(t *testing.T) {
 		{map[string]string{"MAILTRIGGER_DATABASE_URL": "mysql://x"}, "must start with postgres://"},
 		{map[string]string{"MAILTRIGGER_SECRET_KEY": "c2hvcnQ="}, "MAILTRIGGER_SECRET_KEY"},
 		{map[string]string{"MAILTRIGGER_LOG_LEVEL": "loud"}, "MAILTRIGGER_LOG_LEVEL"},
+		{map[string]string{"MAILTRIGGER_TRUSTED_PROXIES": "10.0.0.1, proxy.local"}, `MAILTRIGGER_TRUSTED_PROXIES must list IP addresses and CIDR prefixes separated by commas: "proxy.local"`},
 	}
 	for _, tt := range tests {
 		tt.vars["MAILTRIGGER_DATA_DIR"] = dir
@@ -175,5 +176,32 @@ func TestServeCreatesAdminOnceAndStops(t *testing.T) {
 	out, logs = serveOnce()
 	if strings.Contains(out+logs, "Preset-Admin-Password") || !strings.Contains(logs, "MAILTRIGGER_ADMIN_PASSWORD") {
 		t.Errorf("got stdout %q, logs %q", out, logs)
+	}
+}
+
+// TestNewPasswordMinimumLength: a password shorter than 12 characters is
+// refused by set-password and as MAILTRIGGER_ADMIN_PASSWORD, each naming
+// where it came from.
+func TestNewPasswordMinimumLength(t *testing.T) {
+	vars := map[string]string{"MAILTRIGGER_DATA_DIR": t.TempDir()}
+	if code, _, errOut := runCLI(t, vars, "eleven-char\n", "user", "set-password", "admin"); code != 1 ||
+		!strings.Contains(errOut, "password (first line of standard input) must have at least 12 characters") {
+		t.Errorf("set-password with 11 characters: got %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI(t, vars, "twelve-chars\n", "user", "set-password", "admin"); code != 0 {
+		t.Errorf("set-password with 12 characters: got %d %q", code, errOut)
+	}
+
+	vars = map[string]string{"MAILTRIGGER_DATA_DIR": t.TempDir(), "MAILTRIGGER_LISTEN": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		"MAILTRIGGER_ADMIN_PASSWORD": "eleven-char"}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errb testenv.Buffer
+	code := Main(ctx, []string{"serve"}, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }})
+	if code != 1 || !strings.Contains(errb.String(), "MAILTRIGGER_ADMIN_PASSWORD must have at least 12 characters") || ctx.Err() != nil {
+		t.Errorf("serve with an 11-character MAILTRIGGER_ADMIN_PASSWORD: got %d %q, want it refused at once", code, errb.String())
+	}
+	if strings.Contains(out.String()+errb.String(), "eleven-char") {
+		t.Error("the refused password was printed")
 	}
 }
