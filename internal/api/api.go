@@ -77,7 +77,7 @@ func New(d Deps) *API {
 // Routes registers every /api/v1 route on mux, each behind the token check.
 func (a *API) Routes(mux *http.ServeMux) {
 	h := func(pattern string, fn http.HandlerFunc) {
-		mux.Handle(pattern, a.requireToken(fn))
+		mux.Handle(pattern, a.requireToken(refuseControls(fn)))
 	}
 	h("GET /api/v1/imap", a.listIMAP)
 	h("POST /api/v1/imap", a.createIMAP)
@@ -111,6 +111,25 @@ func unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such API route: " + r.Method + " " + r.URL.Path})
+}
+
+// refuseControls answers a request whose path has a control character or
+// is not UTF-8 with 404 (no name or id has one), and one with such a query
+// parameter with 400 naming it, before a handler passes them to the
+// database (PostgreSQL refuses NUL and invalid UTF-8 with an error).
+func refuseControls(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if valid.Line(r.URL.Path) != "" {
+			writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such resource: the path has a control character or is not UTF-8"})
+			return
+		}
+		if err := valid.Query(r.URL.Query()).Err(); err != nil {
+			writeJSONError(w, http.StatusBadRequest, apiError{Code: "validation_failed", Message: "the request has invalid query parameters",
+				Fields: err.(valid.Errors)})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // requireToken answers 401 unless the request carries a valid bearer token.
@@ -357,7 +376,7 @@ func paging(r *http.Request) (limit int, cursor string, err error) {
 	}
 	if s := r.URL.Query().Get("cursor"); s != "" {
 		b, err := base64.RawURLEncoding.DecodeString(s)
-		if err != nil {
+		if err != nil || valid.Line(string(b)) != "" {
 			e.Add("cursor", "not a cursor returned by this API")
 		}
 		cursor = string(b)

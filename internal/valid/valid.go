@@ -13,7 +13,6 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -237,9 +236,10 @@ func controls(s string, multiLine bool) string {
 
 // Strings checks every string in v (a struct, or a pointer, slice or map
 // holding them, as decoded from a request) with Line, or with MultiLine for
-// a struct field tagged `valid:"multiline"`, and names each bad one by its
+// a struct field tagged `valid:"multiline"` (`valid:"-"` skips a read-only
+// field), and names each bad one by its
 // JSON path (name, start.emailTrigger.subject, activities[0].headers.X-Key).
-// Map keys are checked as single lines. It applies to every string field of
+// Map keys are checked as single lines, named as path.key. It applies to every string field of
 // an input, present and future, so that no field can carry NUL to the
 // database.
 func Strings(v any) Errors {
@@ -266,7 +266,7 @@ func walkStrings(v reflect.Value, path string, multiLine bool, e Errors) {
 				continue
 			}
 			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if name == "-" {
+			if name == "-" || f.Tag.Get("valid") == "-" {
 				continue
 			}
 			if name == "" {
@@ -292,11 +292,29 @@ func walkStrings(v reflect.Value, path string, multiLine bool, e Errors) {
 			if k.Kind() == reflect.String {
 				p = path + "." + k.String()
 				if m := controls(k.String(), false); m != "" {
-					e.Add(path, "key "+strconv.Quote(k.String())+": "+m)
+					e.Add(p, "the name "+m)
 					continue
 				}
 			}
 			walkStrings(iter.Value(), p, multiLine, e)
 		}
 	}
+}
+
+// Query checks the names and values of URL query parameters with Line,
+// naming each bad parameter (a bad name is reported under "query").
+func Query(q url.Values) Errors {
+	e := Errors{}
+	for k, vs := range q {
+		if m := Line(k); m != "" {
+			e.Add("query", "a parameter name "+m)
+			continue
+		}
+		for _, v := range vs {
+			if m := Line(v); m != "" {
+				e.Add(k, m)
+			}
+		}
+	}
+	return e
 }

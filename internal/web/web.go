@@ -20,9 +20,11 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +34,7 @@ import (
 	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/valid"
 )
 
 //go:embed templates
@@ -199,7 +202,26 @@ func (u *UI) chain(h http.HandlerFunc, needUser bool) http.Handler {
 	if needUser {
 		next = u.requireUser(next)
 	}
-	return securityHeaders(u.cop.Handler(u.sessions(next)))
+	return securityHeaders(u.refuseControls(u.cop.Handler(u.sessions(next))))
+}
+
+// refuseControls answers a path with a control character or invalid UTF-8
+// with 404 and such a query parameter with 400 naming it, before a handler
+// passes them to the database (PostgreSQL refuses NUL and invalid UTF-8).
+func (u *UI) refuseControls(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if valid.Line(r.URL.Path) != "" {
+			u.errorPage(w, r, http.StatusNotFound, "Not found", "There is nothing at this address: it has a control character.")
+			return
+		}
+		if e := valid.Query(r.URL.Query()); len(e) > 0 {
+			for _, k := range slices.Sorted(maps.Keys(e)) {
+				u.errorPage(w, r, http.StatusBadRequest, "Bad request", fmt.Sprintf("The query parameter %s %s.", k, e[k]))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func securityHeaders(next http.Handler) http.Handler {
