@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -165,4 +166,107 @@ func TestNewPasswordMinimumLength(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("an existing 8-character password: got %d, want 303 (logged in)", resp.StatusCode)
 	}
+}
+
+// TestControlCharactersRefused: NUL and other control characters in UI
+// forms, paths and query parameters are answered 400 (404 for a path)
+// naming the field, on SQLite and PostgreSQL, and change nothing.
+func TestControlCharactersRefused(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, false)
+		seedData(t, st, h.status)
+		c := loggedIn(t, h)
+		imapForm := func(k, v string) url.Values {
+			f := url.Values{"name": {"new_inbox"}, "serverType": {"imaps"}, "type": {"generic"}, "host": {"imap.example.com"},
+				"port": {"993"}, "username": {"new@example.com"}, "password": {"New-Secret-1"}}
+			f.Set(k, v)
+			return f
+		}
+		flowForm := func(k, v string) url.Values {
+			f := url.Values{"name": {"new_flow"}, "imap": {"support_inbox"}, "subject": {"Order"}, "match": {"exact"},
+				"acts": {"1"}, "act-0-orig": {"-1"}, "act-0-url": {"https://a.example/hook"}}
+			f.Set(k, v)
+			return f
+		}
+		for _, tc := range []struct {
+			name, method, path string
+			form               url.Values
+			status             int
+			want               string
+		}{
+			{"imap description NUL", "POST", "/imap", imapForm("description", "a\x00b"), 400, "description must not contain NUL"},
+			{"imap host NUL", "POST", "/imap", imapForm("host", "a\x00b"), 400, "host must not contain NUL"},
+			{"imap form not UTF-8", "POST", "/imap", imapForm("username", "a\xffb@example.com"), 400, "username must be valid UTF-8"},
+			{"imap host line break", "POST", "/imap", imapForm("host", "imap.example.com\nx"), 400, "must not contain control characters"},
+			{"imap edit NUL", "POST", "/imap/support_inbox", imapForm("name", "support_inbox\x00"), 400, "name must not contain NUL"},
+			{"imap test _orig NUL", "POST", "/imap/test", imapForm("_orig", "a\x00b"), 400, `"_orig":"must not contain NUL`},
+			{"flow subject NUL", "POST", "/flows", flowForm("subject", "a\x00b"), 400, "subject must not contain NUL"},
+			{"flow subject tab", "POST", "/flows", flowForm("subject", "Or\tder"), 400, "must not contain control characters"},
+			{"flow header value", "POST", "/flows", flowForm("act-0-headers", "X-Team: a\x01b"), 400, "must not contain control characters"},
+			{"token name NUL", "POST", "/settings/tokens", url.Values{"name": {"a\x00b"}}, 400, "name must not contain NUL"},
+			{"trigger NUL", "POST", "/messages/1/trigger", url.Values{"force": {"a\x00"}}, 400, "force must not contain NUL"},
+			{"imap path", "GET", "/imap/a%00b", nil, 404, "control character"},
+			{"imap delete path", "POST", "/imap/a%00b/delete", url.Values{}, 404, "control character"},
+			{"flow path", "GET", "/flows/a%00b", nil, 404, "control character"},
+			{"run path", "GET", "/runs/a%00b", nil, 404, "control character"},
+			{"path not UTF-8", "GET", "/imap/a%ffb", nil, 404, "control character"},
+			{"messages imap", "GET", "/messages?imap=a%00b", nil, 400, "imap must not contain NUL"},
+			{"runs flow", "GET", "/runs?flow=a%00b", nil, 400, "flow must not contain NUL"},
+			{"runs imap not UTF-8", "GET", "/runs?imap=a%ffb", nil, 400, "imap must be valid UTF-8"},
+			{"new flow imap", "GET", "/flows/new?imap=a%00b", nil, 400, "imap must not contain NUL"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := snapshotAll(t, st)
+				var resp response
+				if tc.method == "GET" {
+					resp = h.get(c, tc.path)
+				} else {
+					resp = h.post(c, tc.path, tc.form)
+				}
+				if resp.StatusCode != tc.status || !strings.Contains(resp.Body, tc.want) {
+					t.Errorf("got %d, want %d with %q\n%s", resp.StatusCode, tc.status, tc.want, resp.Body)
+				}
+				if after := snapshotAll(t, st); after != before {
+					t.Error("a refused request changed something")
+				}
+			})
+		}
+		t.Run("login user name", func(t *testing.T) {
+			resp := h.post(h.client(), "/login", url.Values{"username": {"ad\x00min"}, "password": {adminPassword}})
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Body, "User name must not contain NUL") {
+				t.Errorf("got %d, want 400 naming the user name\n%s", resp.StatusCode, resp.Body)
+			}
+		})
+		if strings.Contains(h.logs.String(), "web request failed") {
+			t.Errorf("a request failed with 500:\n%s", h.logs.String())
+		}
+	})
+}
+
+// snapshotAll is what a refused request must not change: configurations,
+// flows and tokens.
+func snapshotAll(t *testing.T, st *store.Store) string {
+	t.Helper()
+	ctx := context.Background()
+	cs, err := st.ListIMAP(ctx, "", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := st.ListFlows(ctx, "", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := st.ListTokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, c := range cs {
+		fmt.Fprintf(&b, "%+v\n", c)
+	}
+	for _, f := range fs {
+		fmt.Fprintf(&b, "%s %s %v\n", f.Name, f.Definition, f.Enabled)
+	}
+	fmt.Fprintf(&b, "%d tokens\n", len(toks))
+	return b.String()
 }

@@ -202,7 +202,7 @@ func (u *UI) chain(h http.HandlerFunc, needUser bool) http.Handler {
 	if needUser {
 		next = u.requireUser(next)
 	}
-	return securityHeaders(u.refuseControls(u.cop.Handler(u.sessions(next))))
+	return securityHeaders(u.cop.Handler(u.sessions(u.refuseControls(next))))
 }
 
 // refuseControls answers a path with a control character or invalid UTF-8
