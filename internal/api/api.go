@@ -13,7 +13,9 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -181,6 +183,34 @@ type errorBody struct {
 	Flows []string `json:"flows,omitempty"`
 }
 
+// errBody is a request body that could not be read whole: it stopped
+// arriving within the server's read timeout (408), or the client ended it
+// before its declared length (400).
+type errBody struct {
+	status int
+	code   string
+	msg    string
+	err    error
+}
+
+func (e *errBody) Error() string { return e.msg + ": " + e.err.Error() }
+func (e *errBody) Unwrap() error { return e.err }
+
+// bodyError classifies an error from reading a request body. A body larger
+// than allowed keeps its *http.MaxBytesError (413).
+func bodyError(err error) error {
+	var tooLarge *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &tooLarge):
+		return err
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return &errBody{status: http.StatusRequestTimeout, code: "request_timeout", msg: "the request body did not arrive in time", err: err}
+	default: // io.ErrUnexpectedEOF, a reset connection, a broken chunked encoding
+		return &errBody{status: http.StatusBadRequest, code: "incomplete_body", msg: "the request body ended before its declared length", err: err}
+	}
+}
+
 // errBadJSON is a body that is not the JSON expected, without a field to blame.
 type errBadJSON struct{ msg string }
 
@@ -193,7 +223,11 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var inUse *store.InUseError
 	var tooLarge *http.MaxBytesError
 	var bad *errBadJSON
+	var body *errBody
 	switch {
+	case errors.As(err, &body):
+		a.log.Info("request body not read whole", "method", r.Method, "path", r.URL.Path, "err", body.err)
+		writeJSONError(w, body.status, apiError{Code: body.code, Message: body.msg})
 	case errors.As(err, &ve):
 		writeJSONError(w, http.StatusBadRequest, apiError{Code: "validation_failed", Message: "the request has invalid fields", Fields: ve})
 	case errors.As(err, &bad):
@@ -242,7 +276,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
-		return err
+		return bodyError(err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

@@ -109,18 +109,11 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler: server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
-			Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
-			Test: func(ctx context.Context, c imapconf.Config) any {
-				return watch.TestConnection(ctx, c, log.With("imap", c.Name))
-			}, Cluster: watcher.Cluster, WebRoutes: ui.Routes}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      5 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := server.HTTPServer(server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
+		Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
+		Test: func(ctx context.Context, c imapconf.Config) any {
+			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
+		}, Cluster: watcher.Cluster, WebRoutes: ui.Routes}), log, server.Timeouts{})
 	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect(),
 		"replica", cfg.ReplicaID)
 	errc := make(chan error, 1)

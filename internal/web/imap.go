@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -362,6 +363,11 @@ func (u *UI) parseForm(w http.ResponseWriter, r *http.Request) bool {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			u.errorPage(w, r, http.StatusRequestEntityTooLarge, "Too much data", "The form is larger than 1 MiB.")
+			return false
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			u.errorPage(w, r, http.StatusRequestTimeout, "Request timeout", "The form did not arrive in time.")
 			return false
 		}
 		u.errorPage(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
