@@ -17,6 +17,7 @@ import (
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/config"
+	"mailtrigger/internal/datadir"
 	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
@@ -146,6 +147,13 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.SecretKey == "" || !cfg.IsPostgres() {
+		// The key file, the lock file and the database live here: 0700 and
+		// 0600, fixed at every start (store.Open does the database files).
+		if err := datadir.Secure(cfg.DataDir, log, secret.KeyFileName, lockFileName); err != nil {
+			return nil, err
+		}
 	}
 	key, created, err := secret.LoadKey(cfg.SecretKey, cfg.DataDir)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -203,5 +205,39 @@ func TestNewPasswordMinimumLength(t *testing.T) {
 	}
 	if strings.Contains(out.String()+errb.String(), "eleven-char") {
 		t.Error("the refused password was printed")
+	}
+}
+
+// TestKeyFileMode: the key file is 0600 and the data directory 0700 on a
+// fresh start; a key file and directory left wider are fixed with a warning.
+func TestKeyFileMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	vars := map[string]string{"MAILTRIGGER_DATA_DIR": dir}
+	if code, _, errOut := runCLI(t, vars, "", "migrate"); code != 0 {
+		t.Fatalf("migrate: got %d %q", code, errOut)
+	}
+	mode := func(p string) os.FileMode {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode().Perm()
+	}
+	key := filepath.Join(dir, "secret.key")
+	if m := mode(key); m != 0o600 {
+		t.Errorf("new key file: got %#o, want 0600", m)
+	}
+	if m := mode(dir); m != 0o700 {
+		t.Errorf("new data directory: got %#o, want 0700", m)
+	}
+	os.Chmod(key, 0o644)
+	os.Chmod(dir, 0o755)
+	code, _, errOut := runCLI(t, vars, "", "migrate")
+	if code != 0 || mode(key) != 0o600 || mode(dir) != 0o700 {
+		t.Errorf("after a start: got key %#o, directory %#o (exit %d), want 0600 and 0700", mode(key), mode(dir), code)
+	}
+	if !strings.Contains(errOut, "data file was readable by others") || !strings.Contains(errOut, "secret.key") ||
+		!strings.Contains(errOut, "data directory was readable by others") {
+		t.Errorf("no warning for the wide modes: %q", errOut)
 	}
 }
