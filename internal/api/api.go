@@ -13,7 +13,9 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -77,7 +79,7 @@ func New(d Deps) *API {
 // Routes registers every /api/v1 route on mux, each behind the token check.
 func (a *API) Routes(mux *http.ServeMux) {
 	h := func(pattern string, fn http.HandlerFunc) {
-		mux.Handle(pattern, a.requireToken(fn))
+		mux.Handle(pattern, a.requireToken(refuseControls(fn)))
 	}
 	h("GET /api/v1/imap", a.listIMAP)
 	h("POST /api/v1/imap", a.createIMAP)
@@ -111,6 +113,25 @@ func unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such API route: " + r.Method + " " + r.URL.Path})
+}
+
+// refuseControls answers a request whose path has a control character or
+// is not UTF-8 with 404 (no name or id has one), and one with such a query
+// parameter with 400 naming it, before a handler passes them to the
+// database (PostgreSQL refuses NUL and invalid UTF-8 with an error).
+func refuseControls(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if valid.Line(r.URL.Path) != "" {
+			writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such resource: the path has a control character or is not UTF-8"})
+			return
+		}
+		if err := valid.Query(r.URL.Query()).Err(); err != nil {
+			writeJSONError(w, http.StatusBadRequest, apiError{Code: "validation_failed", Message: "the request has invalid query parameters",
+				Fields: err.(valid.Errors)})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // requireToken answers 401 unless the request carries a valid bearer token.
@@ -162,6 +183,34 @@ type errorBody struct {
 	Flows []string `json:"flows,omitempty"`
 }
 
+// errBody is a request body that could not be read whole: it stopped
+// arriving within the server's read timeout (408), or the client ended it
+// before its declared length (400).
+type errBody struct {
+	status int
+	code   string
+	msg    string
+	err    error
+}
+
+func (e *errBody) Error() string { return e.msg + ": " + e.err.Error() }
+func (e *errBody) Unwrap() error { return e.err }
+
+// bodyError classifies an error from reading a request body. A body larger
+// than allowed keeps its *http.MaxBytesError (413).
+func bodyError(err error) error {
+	var tooLarge *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &tooLarge):
+		return err
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return &errBody{status: http.StatusRequestTimeout, code: "request_timeout", msg: "the request body did not arrive in time", err: err}
+	default: // io.ErrUnexpectedEOF, a reset connection, a broken chunked encoding
+		return &errBody{status: http.StatusBadRequest, code: "incomplete_body", msg: "the request body ended before its declared length", err: err}
+	}
+}
+
 // errBadJSON is a body that is not the JSON expected, without a field to blame.
 type errBadJSON struct{ msg string }
 
@@ -174,7 +223,11 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var inUse *store.InUseError
 	var tooLarge *http.MaxBytesError
 	var bad *errBadJSON
+	var body *errBody
 	switch {
+	case errors.As(err, &body):
+		a.log.Info("request body not read whole", "method", r.Method, "path", r.URL.Path, "err", body.err)
+		writeJSONError(w, body.status, apiError{Code: body.code, Message: body.msg})
 	case errors.As(err, &ve):
 		writeJSONError(w, http.StatusBadRequest, apiError{Code: "validation_failed", Message: "the request has invalid fields", Fields: ve})
 	case errors.As(err, &bad):
@@ -223,7 +276,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err != nil {
-		return err
+		return bodyError(err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -357,7 +410,7 @@ func paging(r *http.Request) (limit int, cursor string, err error) {
 	}
 	if s := r.URL.Query().Get("cursor"); s != "" {
 		b, err := base64.RawURLEncoding.DecodeString(s)
-		if err != nil {
+		if err != nil || valid.Line(string(b)) != "" {
 			e.Add("cursor", "not a cursor returned by this API")
 		}
 		cursor = string(b)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
+	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 )
@@ -151,6 +153,157 @@ func TestRejectedRequestsChangeNothing(t *testing.T) {
 		}
 		if status, _ := h.raw("PATCH", "/api/v1/imap/existing", "{}", nil); status != http.StatusMethodNotAllowed {
 			t.Errorf("PATCH: got %d, want 405", status)
+		}
+	})
+}
+
+// TestControlCharactersRefused sends NUL (and other control characters) in
+// every text field of every input, in paths and in query parameters, on
+// SQLite and PostgreSQL: each is answered 400 naming the field (404 for a
+// path), never 500, and changes nothing.
+func TestControlCharactersRefused(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st)
+		ctx := context.Background()
+		for _, in := range []any{genericInput("existing"), graphInput("graph_one")} {
+			if _, err := h.c.CreateIMAP(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.c.Do(ctx, "POST", "/api/v1/flows", flowBody(map[string]any{"name": "flow_one", "start": map[string]any{
+			"emailTrigger": map[string]any{"imap": "existing", "subject": "Invoice"}}}), nil); err != nil {
+			t.Fatal(err)
+		}
+		type tcase struct {
+			name, method, path, body string
+			status                   int
+			field, message           string
+		}
+		var tests []tcase
+		// Every string field of the IMAP input, on create and on edit.
+		it := reflect.TypeFor[imapconf.Input]()
+		for i := range it.NumField() {
+			f := it.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if f.Type != reflect.TypeFor[*string]() || f.Tag.Get("valid") == "-" {
+				continue
+			}
+			tests = append(tests,
+				tcase{"create " + name, "POST", "/api/v1/imap", body(map[string]any{name: "a\x00b"}), 400, name, "NUL"},
+				tcase{"edit " + name, "PUT", "/api/v1/imap/existing", body(map[string]any{"name": "existing", name: "a\x00b"}), 400, name, "NUL"})
+		}
+		flowStr := func(path, value string) string {
+			m := flowBody(map[string]any{"name": "new_flow", "start": map[string]any{"emailTrigger": map[string]any{"imap": "existing", "subject": "Invoice"}}})
+			set := map[string]func(){
+				"name":        func() { m["name"] = value },
+				"description": func() { m["description"] = value },
+				"start.emailTrigger.imap": func() {
+					m["start"] = map[string]any{"emailTrigger": map[string]any{"imap": value, "subject": "Invoice"}}
+				},
+				"start.emailTrigger.subject": func() {
+					m["start"] = map[string]any{"emailTrigger": map[string]any{"imap": "existing", "subject": value}}
+				},
+				"start.emailTrigger.match": func() {
+					m["start"] = map[string]any{"emailTrigger": map[string]any{"imap": "existing", "subject": "Invoice", "match": value}}
+				},
+				"start.emailTrigger.from": func() {
+					m["start"] = map[string]any{"emailTrigger": map[string]any{"imap": "existing", "subject": "Invoice", "from": value}}
+				},
+				"activities[0].type":    func() { m["activities"] = []any{map[string]any{"url": "https://h.example.com/", "type": value}} },
+				"activities[0].url":     func() { m["activities"] = []any{map[string]any{"url": value}} },
+				"activities[0].secret":  func() { m["activities"] = []any{map[string]any{"url": "https://h.example.com/", "secret": value}} },
+				"activities[0].timeout": func() { m["activities"] = []any{map[string]any{"url": "https://h.example.com/", "timeout": value}} },
+				"activities[0].headers.X-Key": func() {
+					m["activities"] = []any{map[string]any{"url": "https://h.example.com/", "headers": map[string]string{"X-Key": value}}}
+				},
+			}
+			set[path]()
+			b, _ := json.Marshal(m)
+			return string(b)
+		}
+		for _, f := range []string{"name", "description", "start.emailTrigger.imap", "start.emailTrigger.subject", "start.emailTrigger.match",
+			"start.emailTrigger.from", "activities[0].type", "activities[0].url", "activities[0].secret", "activities[0].timeout", "activities[0].headers.X-Key"} {
+			tests = append(tests, tcase{"flow create " + f, "POST", "/api/v1/flows", flowStr(f, "a\x00b"), 400, f, "NUL"},
+				tcase{"flow edit " + f, "PUT", "/api/v1/flows/flow_one", strings.Replace(flowStr(f, "a\x00b"), `"new_flow"`, `"flow_one"`, 1), 400, f, "NUL"})
+		}
+		tests = append(tests,
+			tcase{"flow header name", "POST", "/api/v1/flows", `{"name":"new_flow","start":{"emailTrigger":{"imap":"existing","subject":"x"}},` +
+				`"activities":[{"url":"https://h.example.com/","headers":{"X\u0000Key":"v"}}]}`, 400, "activities[0].headers.X\x00Key", "NUL"},
+			// Other control characters: refused in single-line fields,
+			// tab and line breaks allowed in descriptions and certificates.
+			tcase{"host with a line break", "POST", "/api/v1/imap", body(map[string]any{"host": "imap.example.com\n"}), 400, "host", "control characters"},
+			tcase{"subject with a tab", "POST", "/api/v1/flows", flowStr("start.emailTrigger.subject", "In\tvoice"), 400, "start.emailTrigger.subject", "control characters"},
+			tcase{"description with a bell", "POST", "/api/v1/imap", body(map[string]any{"description": "ding\adong"}), 400, "description", "other than tab and line breaks"},
+			tcase{"description with DEL", "POST", "/api/v1/imap", body(map[string]any{"description": "a\x7fb"}), 400, "description", "other than tab and line breaks"},
+			tcase{"description with C1", "POST", "/api/v1/imap", body(map[string]any{"description": "a\u0085b"}), 400, "description", "other than tab and line breaks"},
+			tcase{"duplicate name", "POST", "/api/v1/imap/existing/duplicate", `{"password":"x","name":"a\u0000b"}`, 400, "name", "NUL"},
+			tcase{"duplicate password", "POST", "/api/v1/imap/existing/duplicate", `{"password":"a\u0000b"}`, 400, "password", "NUL"},
+			tcase{"duplicate clientSecret", "POST", "/api/v1/imap/graph_one/duplicate", `{"clientSecret":"a\u0000b"}`, 400, "clientSecret", "NUL"},
+			tcase{"test unsaved", "POST", "/api/v1/imap/test", body(map[string]any{"name": "existing", "host": "a\x00b"}), 400, "host", "NUL"},
+			// Paths and query parameters.
+			tcase{"view path", "GET", "/api/v1/imap/a%00b", ``, 404, "", "control character"},
+			tcase{"edit path", "PUT", "/api/v1/imap/a%00b", body(nil), 404, "", "control character"},
+			tcase{"delete path", "DELETE", "/api/v1/imap/a%00b", ``, 404, "", "control character"},
+			tcase{"duplicate path", "POST", "/api/v1/imap/a%00b/duplicate", `{"password":"x"}`, 404, "", "control character"},
+			tcase{"test path", "POST", "/api/v1/imap/a%00b/test", ``, 404, "", "control character"},
+			tcase{"path not UTF-8", "GET", "/api/v1/imap/a%ffb", ``, 404, "", "UTF-8"},
+			tcase{"flow path", "GET", "/api/v1/flows/a%00b", ``, 404, "", "control character"},
+			tcase{"flow delete path", "DELETE", "/api/v1/flows/a%00b", ``, 404, "", "control character"},
+			tcase{"run path", "GET", "/api/v1/runs/a%00b", ``, 404, "", "control character"},
+			tcase{"run retry path", "POST", "/api/v1/runs/a%00b/retry", ``, 404, "", "control character"},
+			tcase{"messages imap", "GET", "/api/v1/messages?imap=a%00b", ``, 400, "imap", "NUL"},
+			tcase{"runs imap", "GET", "/api/v1/runs?imap=a%00b", ``, 400, "imap", "NUL"},
+			tcase{"runs flow", "GET", "/api/v1/runs?flow=a%00b", ``, 400, "flow", "NUL"},
+			tcase{"runs flow not UTF-8", "GET", "/api/v1/runs?flow=a%ffb", ``, 400, "flow", "UTF-8"},
+			tcase{"imap cursor NUL", "GET", "/api/v1/imap?cursor=AA", ``, 400, "cursor", "not a cursor"},
+			tcase{"imap cursor not UTF-8", "GET", "/api/v1/imap?cursor=_w", ``, 400, "cursor", "not a cursor"},
+			tcase{"flows cursor NUL", "GET", "/api/v1/flows?cursor=AA", ``, 400, "cursor", "not a cursor"},
+			tcase{"messages cursor", "GET", "/api/v1/messages?cursor=AA", ``, 400, "cursor", "not a cursor"},
+			tcase{"runs cursor", "GET", "/api/v1/runs?cursor=AA", ``, 400, "cursor", "not a cursor"},
+		)
+		flows := func() string {
+			var v any
+			if err := h.c.Do(ctx, "GET", "/api/v1/flows", nil, &v); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(v)
+			return string(b)
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				before, beforeFlows := h.snapshot(), flows()
+				status, resp := h.raw(tt.method, tt.path, tt.body, nil)
+				if status != tt.status {
+					t.Fatalf("got status %d (%s), want %d", status, resp, tt.status)
+				}
+				var eb struct {
+					Error struct {
+						Message string            `json:"message"`
+						Fields  map[string]string `json:"fields"`
+					} `json:"error"`
+				}
+				if err := json.Unmarshal([]byte(resp), &eb); err != nil {
+					t.Fatalf("error body %q is not JSON: %v", resp, err)
+				}
+				if tt.field != "" {
+					if msg, ok := eb.Error.Fields[tt.field]; !ok || !strings.Contains(msg, tt.message) || len(eb.Error.Fields) != 1 {
+						t.Errorf("got fields %v, want only %s: …%s…", eb.Error.Fields, tt.field, tt.message)
+					}
+				} else if !strings.Contains(eb.Error.Message, tt.message) {
+					t.Errorf("got message %q, want it to contain %q", eb.Error.Message, tt.message)
+				}
+				if h.snapshot() != before || flows() != beforeFlows {
+					t.Error("a rejected request changed the configurations or flows")
+				}
+			})
+		}
+		// Tab and line breaks are text in a description and a certificate.
+		if _, err := h.c.CreateIMAP(ctx, map[string]any{"name": "multi_line", "host": "imap.example.com", "port": 993,
+			"username": "m@example.com", "password": "p", "description": "line one\r\nline two\tend"}); err != nil {
+			t.Errorf("a description with tab and line breaks: %v", err)
+		}
+		if strings.Contains(h.logs.String(), "api request failed") {
+			t.Errorf("a request failed with 500:\n%s", h.logs.String())
 		}
 	})
 }

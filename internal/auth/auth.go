@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -29,6 +31,27 @@ func NewToken() (token, hash string) {
 func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
+}
+
+// MinPasswordLen is the shortest password (in characters) accepted for a
+// new or changed user password: the first admin's, the CLI's and the UI's.
+// Passwords set before this rule keep working.
+const MinPasswordLen = 12
+
+// CheckNewPassword returns what is wrong with a new password, or "".
+func CheckNewPassword(p string) string {
+	if utf8.RuneCountInString(p) < MinPasswordLen {
+		return fmt.Sprintf("must have at least %d characters", MinPasswordLen)
+	}
+	for _, r := range p {
+		if unicode.IsControl(r) {
+			return "must not contain control characters"
+		}
+	}
+	if !utf8.ValidString(p) {
+		return "must be valid UTF-8"
+	}
+	return ""
 }
 
 // RandomPassword returns a random password of 26 base32 characters.

@@ -17,6 +17,7 @@ import (
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/config"
+	"mailtrigger/internal/datadir"
 	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
@@ -146,6 +147,13 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.SecretKey == "" || !cfg.IsPostgres() {
+		// The key file, the lock file and the database live here: 0700 and
+		// 0600, fixed at every start (store.Open does the database files).
+		if err := datadir.Secure(cfg.DataDir, log, secret.KeyFileName, lockFileName); err != nil {
+			return nil, err
+		}
 	}
 	key, created, err := secret.LoadKey(cfg.SecretKey, cfg.DataDir)
 	if err != nil {
@@ -298,8 +306,8 @@ func user(ctx context.Context, args []string, env Env) error {
 			return fmt.Errorf("reading password from standard input: %w", err)
 		}
 		password = strings.TrimRight(line, "\r\n")
-		if len(password) < 8 {
-			return errors.New("the password (first line of standard input) must have at least 8 characters; or use --generate")
+		if m := auth.CheckNewPassword(password); m != "" {
+			return fmt.Errorf("the password (first line of standard input) %s; or use --generate", m)
 		}
 	}
 	hash, err := auth.HashPassword(password)

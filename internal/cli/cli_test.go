@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -86,7 +88,7 @@ func TestTokenAndUserCommands(t *testing.T) {
 			if code, out, _ := runCLI(t, vars, "correct horse battery\n", "user", "set-password", "admin"); code != 0 || !strings.Contains(out, `"admin" created`) || strings.Contains(out, "horse") {
 				t.Errorf("set-password: got %d %q", code, out)
 			}
-			if code, _, errOut := runCLI(t, vars, "short\n", "user", "set-password", "admin"); code != 1 || !strings.Contains(errOut, "at least 8") {
+			if code, _, errOut := runCLI(t, vars, "short\n", "user", "set-password", "admin"); code != 1 || !strings.Contains(errOut, "at least 12") {
 				t.Errorf("short password: got %d %q", code, errOut)
 			}
 			code, out, _ = runCLI(t, vars, "", "user", "set-password", "--generate", "admin")
@@ -109,6 +111,7 @@ func TestBadSettingsAreClearErrors(t *testing.T) {
 		{map[string]string{"MAILTRIGGER_DATABASE_URL": "mysql://x"}, "must start with postgres://"},
 		{map[string]string{"MAILTRIGGER_SECRET_KEY": "c2hvcnQ="}, "MAILTRIGGER_SECRET_KEY"},
 		{map[string]string{"MAILTRIGGER_LOG_LEVEL": "loud"}, "MAILTRIGGER_LOG_LEVEL"},
+		{map[string]string{"MAILTRIGGER_TRUSTED_PROXIES": "10.0.0.1, proxy.local"}, `MAILTRIGGER_TRUSTED_PROXIES must list IP addresses and CIDR prefixes separated by commas: "proxy.local"`},
 	}
 	for _, tt := range tests {
 		tt.vars["MAILTRIGGER_DATA_DIR"] = dir
@@ -175,5 +178,66 @@ func TestServeCreatesAdminOnceAndStops(t *testing.T) {
 	out, logs = serveOnce()
 	if strings.Contains(out+logs, "Preset-Admin-Password") || !strings.Contains(logs, "MAILTRIGGER_ADMIN_PASSWORD") {
 		t.Errorf("got stdout %q, logs %q", out, logs)
+	}
+}
+
+// TestNewPasswordMinimumLength: a password shorter than 12 characters is
+// refused by set-password and as MAILTRIGGER_ADMIN_PASSWORD, each naming
+// where it came from.
+func TestNewPasswordMinimumLength(t *testing.T) {
+	vars := map[string]string{"MAILTRIGGER_DATA_DIR": t.TempDir()}
+	if code, _, errOut := runCLI(t, vars, "eleven-char\n", "user", "set-password", "admin"); code != 1 ||
+		!strings.Contains(errOut, "password (first line of standard input) must have at least 12 characters") {
+		t.Errorf("set-password with 11 characters: got %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI(t, vars, "twelve-chars\n", "user", "set-password", "admin"); code != 0 {
+		t.Errorf("set-password with 12 characters: got %d %q", code, errOut)
+	}
+
+	vars = map[string]string{"MAILTRIGGER_DATA_DIR": t.TempDir(), "MAILTRIGGER_LISTEN": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		"MAILTRIGGER_ADMIN_PASSWORD": "eleven-char"}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errb testenv.Buffer
+	code := Main(ctx, []string{"serve"}, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }})
+	if code != 1 || !strings.Contains(errb.String(), "MAILTRIGGER_ADMIN_PASSWORD must have at least 12 characters") || ctx.Err() != nil {
+		t.Errorf("serve with an 11-character MAILTRIGGER_ADMIN_PASSWORD: got %d %q, want it refused at once", code, errb.String())
+	}
+	if strings.Contains(out.String()+errb.String(), "eleven-char") {
+		t.Error("the refused password was printed")
+	}
+}
+
+// TestKeyFileMode: the key file is 0600 and the data directory 0700 on a
+// fresh start; a key file and directory left wider are fixed with a warning.
+func TestKeyFileMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	vars := map[string]string{"MAILTRIGGER_DATA_DIR": dir}
+	if code, _, errOut := runCLI(t, vars, "", "migrate"); code != 0 {
+		t.Fatalf("migrate: got %d %q", code, errOut)
+	}
+	mode := func(p string) os.FileMode {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode().Perm()
+	}
+	key := filepath.Join(dir, "secret.key")
+	if m := mode(key); m != 0o600 {
+		t.Errorf("new key file: got %#o, want 0600", m)
+	}
+	if m := mode(dir); m != 0o700 {
+		t.Errorf("new data directory: got %#o, want 0700", m)
+	}
+	os.Chmod(key, 0o644)
+	os.Chmod(dir, 0o755)
+	code, _, errOut := runCLI(t, vars, "", "migrate")
+	if code != 0 || mode(key) != 0o600 || mode(dir) != 0o700 {
+		t.Errorf("after a start: got key %#o, directory %#o (exit %d), want 0600 and 0700", mode(key), mode(dir), code)
+	}
+	if !strings.Contains(errOut, "data file was readable by others") || !strings.Contains(errOut, "secret.key") ||
+		!strings.Contains(errOut, "data directory was readable by others") {
+		t.Errorf("no warning for the wide modes: %q", errOut)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/auth"
+	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/config"
 	"mailtrigger/internal/flow"
 	"mailtrigger/internal/imapconf"
@@ -97,25 +98,22 @@ func serve(ctx context.Context, args []string, env Env) error {
 	// Let a batch being recorded and deliveries in flight finish.
 	defer background.Wait()
 
+	proxies, err := clientip.Parse(cfg.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES: %w", err)
+	}
 	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status, Cluster: watcher.Cluster,
-		Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
+		Proxies: proxies, Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
 			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
 		}})
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler: server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
-			Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
-			Test: func(ctx context.Context, c imapconf.Config) any {
-				return watch.TestConnection(ctx, c, log.With("imap", c.Name))
-			}, Cluster: watcher.Cluster, WebRoutes: ui.Routes}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      5 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := server.HTTPServer(server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
+		Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
+		Test: func(ctx context.Context, c imapconf.Config) any {
+			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
+		}, Cluster: watcher.Cluster, WebRoutes: ui.Routes}), log, server.Timeouts{})
 	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect(),
 		"replica", cfg.ReplicaID)
 	errc := make(chan error, 1)
@@ -187,6 +185,8 @@ func ensureAdmin(ctx context.Context, st *store.Store, cfg config.Config, env En
 	password, generated := cfg.AdminPassword, false
 	if password == "" {
 		password, generated = auth.RandomPassword(), true
+	} else if m := auth.CheckNewPassword(password); m != "" {
+		return fmt.Errorf("MAILTRIGGER_ADMIN_PASSWORD %s (it sets the first admin's password); unset it to get a random one", m)
 	}
 	hash, err := auth.HashPassword(password)
 	if err != nil {

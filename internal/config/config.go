@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mailtrigger/internal/clientip"
 )
 
 // Config is everything the service needs to start.
@@ -43,6 +45,11 @@ type Config struct {
 	// are renewed and rebalanced (MAILTRIGGER_LEASE_RENEW, default 5 s).
 	LeaseTTL   time.Duration
 	LeaseRenew time.Duration
+	// TrustedProxies lists the reverse proxies (IP addresses and CIDR
+	// prefixes, comma-separated) whose X-Forwarded-For names the client, for
+	// the login limits and the logs (MAILTRIGGER_TRUSTED_PROXIES; default
+	// none: the connection's peer is the client).
+	TrustedProxies string
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -54,22 +61,23 @@ func FromEnv(getenv func(string) string) Config {
 		return def
 	}
 	return Config{
-		Listen:        get("MAILTRIGGER_LISTEN", "127.0.0.1:8080"),
-		DataDir:       get("MAILTRIGGER_DATA_DIR", "./data"),
-		DatabaseURL:   getenv("MAILTRIGGER_DATABASE_URL"),
-		SecretKey:     getenv("MAILTRIGGER_SECRET_KEY"),
-		AdminPassword: getenv("MAILTRIGGER_ADMIN_PASSWORD"),
-		LogLevel:      get("MAILTRIGGER_LOG_LEVEL", "info"),
-		LogFormat:     get("MAILTRIGGER_LOG_FORMAT", "text"),
-		SizeCap:       sizeCap(getenv("MAILTRIGGER_SIZE_CAP")),
-		RetentionDays: days(getenv("MAILTRIGGER_RETENTION_DAYS")),
-		BaseURL:       getenv("MAILTRIGGER_BASE_URL"),
-		RetryBase:     duration(getenv("MAILTRIGGER_RETRY_BASE")),
-		RetryMax:      duration(getenv("MAILTRIGGER_RETRY_MAX")),
-		RunLease:      duration(getenv("MAILTRIGGER_RUN_LEASE")),
-		ReplicaID:     getenv("MAILTRIGGER_REPLICA_ID"),
-		LeaseTTL:      duration(getenv("MAILTRIGGER_LEASE_TTL")),
-		LeaseRenew:    duration(getenv("MAILTRIGGER_LEASE_RENEW")),
+		Listen:         get("MAILTRIGGER_LISTEN", "127.0.0.1:8080"),
+		DataDir:        get("MAILTRIGGER_DATA_DIR", "./data"),
+		DatabaseURL:    getenv("MAILTRIGGER_DATABASE_URL"),
+		SecretKey:      getenv("MAILTRIGGER_SECRET_KEY"),
+		AdminPassword:  getenv("MAILTRIGGER_ADMIN_PASSWORD"),
+		LogLevel:       get("MAILTRIGGER_LOG_LEVEL", "info"),
+		LogFormat:      get("MAILTRIGGER_LOG_FORMAT", "text"),
+		SizeCap:        sizeCap(getenv("MAILTRIGGER_SIZE_CAP")),
+		RetentionDays:  days(getenv("MAILTRIGGER_RETENTION_DAYS")),
+		BaseURL:        getenv("MAILTRIGGER_BASE_URL"),
+		RetryBase:      duration(getenv("MAILTRIGGER_RETRY_BASE")),
+		RetryMax:       duration(getenv("MAILTRIGGER_RETRY_MAX")),
+		RunLease:       duration(getenv("MAILTRIGGER_RUN_LEASE")),
+		ReplicaID:      getenv("MAILTRIGGER_REPLICA_ID"),
+		LeaseTTL:       duration(getenv("MAILTRIGGER_LEASE_TTL")),
+		LeaseRenew:     duration(getenv("MAILTRIGGER_LEASE_RENEW")),
+		TrustedProxies: getenv("MAILTRIGGER_TRUSTED_PROXIES"),
 	}
 }
 
@@ -134,6 +142,7 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RunLease, "run-lease", c.RunLease, "how long a claimed run belongs to its worker before a crash's run is delivered again; 0 for 5m (MAILTRIGGER_RUN_LEASE)")
 	fs.StringVar(&c.ReplicaID, "replica-id", c.ReplicaID, "this replica's name among those sharing a PostgreSQL database; default host name and a random suffix (MAILTRIGGER_REPLICA_ID)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a mailbox lease lasts unrenewed: a dead replica's mailboxes move after it; 0 for 15s (MAILTRIGGER_LEASE_TTL)")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated IPs and CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (MAILTRIGGER_TRUSTED_PROXIES)")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
 }
 
@@ -168,6 +177,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL > 0 && c.LeaseTTL < time.Second {
 		return fmt.Errorf("MAILTRIGGER_LEASE_TTL must be at least 1s")
+	}
+	if _, err := clientip.Parse(c.TrustedProxies); err != nil {
+		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES must list IP addresses and CIDR prefixes separated by commas: %w", err)
 	}
 	if _, err := c.Level(); err != nil {
 		return err

@@ -147,7 +147,7 @@ func (f Flow) Secrets() []string {
 // Input is the JSON body of create and edit. Pointers tell absent from empty.
 type Input struct {
 	Name        *string         `json:"name"`
-	Description *string         `json:"description"`
+	Description *string         `json:"description" valid:"multiline"`
 	Enabled     *bool           `json:"enabled"`
 	Start       *StartInput     `json:"start"`
 	Activities  []ActivityInput `json:"activities"`
@@ -188,7 +188,8 @@ type ActivityInput struct {
 // a secret for an activity that has none; generated lists the positions it
 // filled. The error is a valid.Errors naming every wrong field.
 func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []int, err error) {
-	e := valid.Errors{}
+	// NUL and other control characters in any field, first (see valid.Strings).
+	e := valid.Strings(in)
 	f.Name = deref(in.Name, "")
 	if m := valid.Name(f.Name); m != "" {
 		e.Add("name", m)

@@ -142,6 +142,9 @@ func Retrigger(ctx context.Context, st *store.Store, messageID int64, force bool
 func Record(ctx context.Context, st *store.Store, f *Flow) (store.FlowRecord, error) {
 	var imapID int64
 	if name := f.Start.EmailTrigger.IMAP; name != "" {
+		if m := valid.Line(name); m != "" { // never to the database (PostgreSQL refuses NUL)
+			return store.FlowRecord{}, valid.Errors{"start.emailTrigger.imap": m}
+		}
 		c, err := st.GetIMAP(ctx, name)
 		var sealed *store.SecretError
 		switch {

@@ -22,7 +22,9 @@ const (
 // is required again. The error is a valid.Errors naming every field that is
 // wrong.
 func Build(in Input, prev *Config) (Config, error) {
-	e := valid.Errors{}
+	// NUL and other control characters in any field, first: PostgreSQL
+	// refuses NUL, and none belongs in a name, an address or a secret.
+	e := valid.Strings(in)
 	var c Config
 	if prev != nil {
 		c.ID, c.CreatedAt, c.UpdatedAt = prev.ID, prev.CreatedAt, prev.UpdatedAt
@@ -318,7 +320,7 @@ func deref(p *string, def string) string {
 // with the original for the same mail. The copy's name is in's when given,
 // else empty: the caller then picks the first free one of CopyName(orig.Name, n).
 func Duplicate(orig Config, in DuplicateInput) (Config, error) {
-	e := valid.Errors{}
+	e := valid.Strings(in)
 	c := orig
 	c.ID = 0
 	c.Enabled = false

@@ -194,7 +194,7 @@ type Input struct {
 	Name            *string `json:"name"`
 	ServerType      *string `json:"serverType"`
 	Type            *string `json:"type"`
-	Description     *string `json:"description"`
+	Description     *string `json:"description" valid:"multiline"`
 	Enabled         *bool   `json:"enabled"`
 	Host            *string `json:"host"`
 	Port            *int    `json:"port"`
@@ -205,7 +205,7 @@ type Input struct {
 	ClientSecret    *string `json:"clientSecret"`
 	Folder          *string `json:"folder"`
 	TLS             *string `json:"tls"`
-	CACert          *string `json:"caCert"`
+	CACert          *string `json:"caCert" valid:"multiline"`
 	AfterProcessing *string `json:"afterProcessing"`
 	MoveTo          *string `json:"moveTo"`
 	PollInterval    *int    `json:"pollInterval"`
@@ -221,7 +221,7 @@ type Input struct {
 	HasClientSecret *bool      `json:"hasClientSecret,omitempty"`
 	CreatedAt       *time.Time `json:"createdAt,omitempty"`
 	UpdatedAt       *time.Time `json:"updatedAt,omitempty"`
-	Status          *Status    `json:"status,omitempty"`
+	Status          *Status    `json:"status,omitempty" valid:"-"`
 }
 
 // DuplicateInput is the body of the duplicate operation.

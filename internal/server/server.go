@@ -35,6 +35,35 @@ type Deps struct {
 	WebRoutes func(mux *http.ServeMux)
 }
 
+// Timeouts bound how long a client may take over a request; a zero field
+// takes its default.
+type Timeouts struct {
+	ReadHeader time.Duration // the request line and headers; default 10 s
+	Read       time.Duration // the whole request, body included; default 60 s
+	Write      time.Duration // from the end of the headers to the end of the answer; default 5 min
+	Idle       time.Duration // a kept-alive connection between requests; default 2 min
+}
+
+// HTTPServer returns the http.Server that serves h with the timeouts t. A
+// body that stops arriving within the read timeout is answered 408 by the
+// API (and the UI's forms), one cut short 400, never 500.
+func HTTPServer(h http.Handler, log *slog.Logger, t Timeouts) *http.Server {
+	def := func(d, v time.Duration) time.Duration {
+		if d == 0 {
+			return v
+		}
+		return d
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: def(t.ReadHeader, 10*time.Second),
+		ReadTimeout:       def(t.Read, 60*time.Second),
+		WriteTimeout:      def(t.Write, 5*time.Minute),
+		IdleTimeout:       def(t.Idle, 2*time.Minute),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 // NewRegistry returns a metrics registry with the Go and process collectors.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()

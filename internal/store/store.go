@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -25,6 +24,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"mailtrigger/internal/datadir"
 	"mailtrigger/internal/secret"
 )
 
@@ -45,6 +45,9 @@ const (
 
 // SQLiteFileName is the database file in the data directory.
 const SQLiteFileName = "mailtrigger.db"
+
+// sqliteFiles are the database file and the files SQLite keeps beside it.
+var sqliteFiles = []string{SQLiteFileName, SQLiteFileName + "-wal", SQLiteFileName + "-shm", SQLiteFileName + "-journal"}
 
 //go:embed migrations
 var migrations embed.FS
@@ -94,10 +97,16 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.r = s.w
 	} else {
 		s.dialect = SQLite
-		if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("creating data directory: %w", err)
+		// The directory 0700 and the database files 0600, fixed at every
+		// start. The database file is created here, 0600: SQLite gives the
+		// -wal and -shm files it creates later the database file's mode.
+		if err := datadir.Secure(o.DataDir, o.Logger, sqliteFiles...); err != nil {
+			return nil, err
 		}
 		s.path = filepath.Join(o.DataDir, SQLiteFileName)
+		if err := datadir.CreateFile(s.path); err != nil {
+			return nil, err
+		}
 		dsn := "file:" + (&url.URL{Path: s.path}).EscapedPath() +
 			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)" +
 			"&_pragma=synchronous(NORMAL)&_time_format=sqlite"

@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -193,4 +195,126 @@ func OneOf(s string, allowed ...string) string {
 		return ""
 	}
 	return "must be one of " + strings.Join(allowed, ", ")
+}
+
+// Line checks that s is valid UTF-8 without control characters (NUL, tab,
+// line breaks, DEL, C1): the rule of every single-line text input.
+// PostgreSQL refuses NUL and invalid UTF-8 outright; the others have no place
+// in names, addresses, URLs or header values.
+func Line(s string) string {
+	return controls(s, false)
+}
+
+// MultiLine checks that s is valid UTF-8 whose only control characters are
+// tab, line feed and carriage return: the rule of free text such as
+// descriptions and PEM certificates.
+func MultiLine(s string) string {
+	return controls(s, true)
+}
+
+func controls(s string, multiLine bool) string {
+	if !utf8.ValidString(s) {
+		return "must be valid UTF-8"
+	}
+	for _, r := range s {
+		if !unicode.IsControl(r) {
+			continue
+		}
+		if multiLine && (r == '\t' || r == '\n' || r == '\r') {
+			continue
+		}
+		if r == 0 {
+			return "must not contain NUL characters"
+		}
+		if multiLine {
+			return "must not contain control characters other than tab and line breaks"
+		}
+		return "must not contain control characters (such as NUL, tab or line breaks)"
+	}
+	return ""
+}
+
+// Strings checks every string in v (a struct, or a pointer, slice or map
+// holding them, as decoded from a request) with Line, or with MultiLine for
+// a struct field tagged `valid:"multiline"` (`valid:"-"` skips a read-only
+// field), and names each bad one by its
+// JSON path (name, start.emailTrigger.subject, activities[0].headers.X-Key).
+// Map keys are checked as single lines, named as path.key. It applies to every string field of
+// an input, present and future, so that no field can carry NUL to the
+// database.
+func Strings(v any) Errors {
+	e := Errors{}
+	walkStrings(reflect.ValueOf(v), "", false, e)
+	return e
+}
+
+func walkStrings(v reflect.Value, path string, multiLine bool, e Errors) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			walkStrings(v.Elem(), path, multiLine, e)
+		}
+	case reflect.String:
+		if m := controls(v.String(), multiLine); m != "" {
+			e.Add(path, m)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" || f.Tag.Get("valid") == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			if path != "" {
+				name = path + "." + name
+			}
+			walkStrings(v.Field(i), name, f.Tag.Get("valid") == "multiline", e)
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Uint8 {
+			return // []byte is data, not text
+		}
+		for i := range v.Len() {
+			walkStrings(v.Index(i), fmt.Sprintf("%s[%d]", path, i), multiLine, e)
+		}
+	case reflect.Map:
+		iter := v.MapRange()
+		for iter.Next() {
+			k := iter.Key()
+			p := path
+			if k.Kind() == reflect.String {
+				p = path + "." + k.String()
+				if m := controls(k.String(), false); m != "" {
+					e.Add(p, "the name "+m)
+					continue
+				}
+			}
+			walkStrings(iter.Value(), p, multiLine, e)
+		}
+	}
+}
+
+// Query checks the names and values of URL query parameters with Line,
+// naming each bad parameter (a bad name is reported under "query").
+func Query(q url.Values) Errors {
+	e := Errors{}
+	for k, vs := range q {
+		if m := Line(k); m != "" {
+			e.Add("query", "a parameter name "+m)
+			continue
+		}
+		for _, v := range vs {
+			if m := Line(v); m != "" {
+				e.Add(k, m)
+			}
+		}
+	}
+	return e
 }

@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
@@ -361,10 +365,37 @@ func (u *UI) parseForm(w http.ResponseWriter, r *http.Request) bool {
 			u.errorPage(w, r, http.StatusRequestEntityTooLarge, "Too much data", "The form is larger than 1 MiB.")
 			return false
 		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			u.errorPage(w, r, http.StatusRequestTimeout, "Request timeout", "The form did not arrive in time.")
+			return false
+		}
 		u.errorPage(w, r, http.StatusBadRequest, "Bad request", "The form could not be read.")
 		return false
 	}
+	if k, m := formProblem(r.PostForm); k != "" {
+		u.errorPage(w, r, http.StatusBadRequest, "Bad request", fmt.Sprintf("The form field %s %s.", k, m))
+		return false
+	}
 	return true
+}
+
+// formProblem returns the first form field holding NUL or invalid UTF-8
+// (which PostgreSQL refuses) and what is wrong with it. No browser sends
+// them from a form; the fields' own rules (valid.Strings in Build) refuse
+// the other control characters with the form shown again.
+func formProblem(v url.Values) (field, msg string) {
+	for _, k := range slices.Sorted(maps.Keys(v)) {
+		for _, s := range append([]string{k}, v[k]...) {
+			switch {
+			case !utf8.ValidString(s):
+				return k, "must be valid UTF-8"
+			case strings.ContainsRune(s, 0):
+				return k, "must not contain NUL characters"
+			}
+		}
+	}
+	return "", ""
 }
 
 func (u *UI) imapNew(w http.ResponseWriter, r *http.Request) {
@@ -515,6 +546,10 @@ func (u *UI) imapTest(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		writeJSON(w, http.StatusBadRequest, testAnswer{Error: "the form could not be read"})
+		return
+	}
+	if k, m := formProblem(r.PostForm); k != "" {
+		writeJSON(w, http.StatusBadRequest, testAnswer{Error: "Fix the marked fields first.", Fields: valid.Errors{k: m}})
 		return
 	}
 	ctx := r.Context()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/valid"
 )
 
 type loginData struct {
@@ -40,19 +40,28 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	password := r.PostFormValue("password")
 	next := localPath(r.PostFormValue("next"), "/imap")
 	data := loginData{Name: name, Next: r.PostFormValue("next")}
-	ip := clientIP(r)
-	keys := []string{"ip:" + ip, "user:" + strings.ToLower(name)}
-	if wait := u.limit.blocked(keys...); wait > 0 {
+	ip := u.proxies.String(r)
+	if name == "" || password == "" {
+		data.Error = "Enter your user name and password."
+		u.render(w, r, http.StatusBadRequest, "login", page{Title: "Log in", Data: data})
+		return
+	}
+	if m := valid.Line(name); m != "" {
+		data.Name, data.Error = "", "User name "+m+"."
+		u.render(w, r, http.StatusBadRequest, "login", page{Title: "Log in", Data: data})
+		return
+	}
+	// The attempt is counted before the password is checked, in the same
+	// step as the limit is checked, so that concurrent guesses cannot all
+	// slip under it; a successful login takes it back.
+	addrKey, userKey := u.limitKeys(r, name)
+	at, wait := u.limit.reserve(addrKey, userKey)
+	if wait > 0 {
 		u.log.Warn("login refused: too many failures", "user", name, "remote", ip)
 		mins := int(math.Ceil(wait.Minutes()))
 		w.Header().Set("Retry-After", fmt.Sprint(int(math.Ceil(wait.Seconds()))))
 		data.Error = fmt.Sprintf("Too many failed logins. Try again in %d minute%s.", mins, plural(mins))
 		u.render(w, r, http.StatusTooManyRequests, "login", page{Title: "Log in", Data: data})
-		return
-	}
-	if name == "" || password == "" {
-		data.Error = "Enter your user name and password."
-		u.render(w, r, http.StatusBadRequest, "login", page{Title: "Log in", Data: data})
 		return
 	}
 
@@ -70,16 +79,15 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	ok := auth.CheckPassword(hash, password) && known
+	ok := u.checkPassword(hash, password) && known
 	<-u.checks
 	if !ok {
-		u.limit.fail(keys...)
 		u.log.Warn("login failed", "user", name, "remote", ip)
 		data.Error = "Wrong user name or password."
 		u.render(w, r, http.StatusUnauthorized, "login", page{Title: "Log in", Data: data})
 		return
 	}
-	u.limit.reset(keys[1])
+	u.limit.succeeded(at, addrKey, userKey)
 	// A new session token at login: a token planted before cannot ride along.
 	if err := u.sm.RenewToken(r.Context()); err != nil {
 		u.serverError(w, r, err)
@@ -89,6 +97,22 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	u.sm.Put(r.Context(), keyPWFP, fingerprint(hash))
 	u.log.Info("user logged in", "user", name, "remote", ip)
 	redirect(w, r, next)
+}
+
+// limitKeys returns the limiter's keys for a login attempt by name from the
+// request's client: its address (an IPv6 client by its /64, which one
+// machine usually holds whole) and the address with the user name.
+func (u *UI) limitKeys(r *http.Request, name string) (addrKey, userKey string) {
+	addr := u.proxies.String(r)
+	if a, ok := u.proxies.Addr(r); ok && a.Is6() {
+		p, _ := a.Prefix(64)
+		addr = p.String()
+	}
+	user := strings.ToLower(name)
+	if len(user) > 100 {
+		user = user[:100]
+	}
+	return "ip:" + addr, "ipuser:" + addr + " " + user
 }
 
 func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
@@ -103,14 +127,6 @@ func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
 	redirect(w, r, "/login")
 }
 
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 func plural(n int) string {
 	if n == 1 {
 		return ""
@@ -118,10 +134,17 @@ func plural(n int) string {
 	return "s"
 }
 
-// limiter counts failed logins per key in a sliding window. A key with
-// max failures in the window is blocked until the oldest of them leaves it.
-// Per-user keys allow five times as many failures as per-address keys, so
-// that someone guessing cannot lock the owner out as easily.
+// limiter counts login attempts per key in a sliding window. Two kinds of
+// key: an address, and an address with a user name. An (address, user) key
+// allows max failed attempts in the window; an address key five times as
+// many (one address trying many names). There is no key for a user name
+// alone: failures from other addresses never refuse the right password from
+// a fresh one. Only a successful login from an address clears its
+// (address, user) key.
+//
+// reserve checks the limits and counts the attempt in one step under the
+// lock, so that concurrent attempts cannot all pass the check before any is
+// counted; succeeded takes a successful attempt back.
 type limiter struct {
 	max    int
 	window time.Duration
@@ -136,13 +159,13 @@ func newLimiter(max int, window time.Duration, now func() time.Time) *limiter {
 }
 
 func (l *limiter) limitFor(key string) int {
-	if strings.HasPrefix(key, "user:") {
+	if strings.HasPrefix(key, "ip:") {
 		return 5 * l.max
 	}
 	return l.max
 }
 
-// recent drops the failures of key that left the window; l.mu is held.
+// recent drops the attempts of key that left the window; l.mu is held.
 func (l *limiter) recent(key string, now time.Time) []time.Time {
 	ts := l.fails[key]
 	i := 0
@@ -158,12 +181,13 @@ func (l *limiter) recent(key string, now time.Time) []time.Time {
 	return ts
 }
 
-// blocked returns how long the first blocked key stays blocked, 0 when none is.
-func (l *limiter) blocked(keys ...string) time.Duration {
+// reserve counts an attempt against every key and returns its time, unless
+// a key is at its limit: then nothing is counted and wait is how long the
+// longest-blocked key stays blocked.
+func (l *limiter) reserve(keys ...string) (at time.Time, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	var wait time.Duration
 	for _, k := range keys {
 		ts := l.recent(k, now)
 		if n := l.limitFor(k); len(ts) >= n {
@@ -172,29 +196,34 @@ func (l *limiter) blocked(keys ...string) time.Duration {
 			}
 		}
 	}
-	return wait
-}
-
-func (l *limiter) fail(keys ...string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
+	if wait > 0 {
+		return time.Time{}, wait
+	}
 	if len(l.fails) > 10000 { // bound the memory an attacker can make us use
 		for k := range l.fails {
 			l.recent(k, now)
 		}
 	}
 	for _, k := range keys {
-		ts := l.recent(k, now)
-		if len(ts) >= l.limitFor(k) {
-			ts = ts[1:]
-		}
-		l.fails[k] = append(ts, now)
+		l.fails[k] = append(l.fails[k], now)
 	}
+	return now, 0
 }
 
-func (l *limiter) reset(key string) {
+// succeeded takes back the attempt reserved at at under addrKey, and clears
+// userKey: the owner of that name is at that address.
+func (l *limiter) succeeded(at time.Time, addrKey, userKey string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.fails, key)
+	delete(l.fails, userKey)
+	ts := l.fails[addrKey]
+	for i := len(ts) - 1; i >= 0; i-- {
+		if ts[i].Equal(at) {
+			l.fails[addrKey] = append(ts[:i:i], ts[i+1:]...)
+			break
+		}
+	}
+	if len(l.fails[addrKey]) == 0 {
+		delete(l.fails, addrKey)
+	}
 }

@@ -3,6 +3,7 @@ package web
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 
@@ -10,9 +11,6 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
-
-// minPasswordLen is the shortest password the UI accepts, as the CLI does.
-const minPasswordLen = 8
 
 type settingsPage struct {
 	Tokens      []store.Token
@@ -116,19 +114,31 @@ func (u *UI) passwordChange(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, err)
 		return
 	}
+	// Guesses of the current password count like failed logins: a session
+	// left open must not become a way to find the password.
+	addrKey, userKey := u.limitKeys(r, user)
+	at, wait := u.limit.reserve(addrKey, userKey)
+	if wait > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int(math.Ceil(wait.Seconds()))))
+		e.Add("current", fmt.Sprintf("too many wrong passwords; try again in %d minutes", int(math.Ceil(wait.Minutes()))))
+		u.renderSettings(w, r, http.StatusTooManyRequests, settingsPage{PasswordErr: e}, nil)
+		return
+	}
 	select {
 	case u.checks <- struct{}{}:
 	case <-ctx.Done():
 		return
 	}
-	ok := auth.CheckPassword(hash, cur)
+	ok := u.checkPassword(hash, cur)
 	<-u.checks
 	if !ok {
 		e.Add("current", "not your current password")
+	} else {
+		u.limit.succeeded(at, addrKey, userKey)
 	}
 	switch {
-	case len(next) < minPasswordLen:
-		e.Add("new", fmt.Sprintf("at least %d characters", minPasswordLen))
+	case auth.CheckNewPassword(next) != "":
+		e.Add("new", auth.CheckNewPassword(next))
 	case next == cur:
 		e.Add("new", "must differ from the current password")
 	}

@@ -20,16 +20,21 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/alexedwards/scs/v2"
 
+	"mailtrigger/internal/auth"
+	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/valid"
 )
 
 //go:embed templates
@@ -55,10 +60,18 @@ type Deps struct {
 	Version string
 	// SessionLifetime is how long a login lasts; default 12 hours.
 	SessionLifetime time.Duration
-	// LoginLimit and LoginWindow bound failed logins per client address
-	// (default 10 per 15 minutes) and per user name (5 times as many).
+	// LoginLimit and LoginWindow bound failed logins per client address and
+	// user name (default 10 per 15 minutes) and per client address (5 times
+	// as many).
 	LoginLimit  int
 	LoginWindow time.Duration
+	// Proxies says which peers are reverse proxies whose X-Forwarded-For
+	// names the client (MAILTRIGGER_TRUSTED_PROXIES); the zero value trusts
+	// none.
+	Proxies clientip.Resolver
+	// CheckPassword checks a password against its hash; nil means
+	// auth.CheckPassword. Tests count the checks through it.
+	CheckPassword func(hash, password string) bool
 }
 
 // UI serves the web UI.
@@ -76,6 +89,9 @@ type UI struct {
 	sm     *scs.SessionManager
 	cop    *http.CrossOriginProtection
 	limit  *limiter
+	// proxies finds the client's address behind trusted reverse proxies.
+	proxies       clientip.Resolver
+	checkPassword func(hash, password string) bool
 	// checks bounds the argon2id password checks running at once (64 MiB each).
 	checks  chan struct{}
 	cluster func(context.Context) (store.ClusterView, error)
@@ -105,8 +121,12 @@ func New(d Deps) (*UI, error) {
 	if d.LoginWindow == 0 {
 		d.LoginWindow = 15 * time.Minute
 	}
+	if d.CheckPassword == nil {
+		d.CheckPassword = auth.CheckPassword
+	}
 	u := &UI{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify, cluster: d.Cluster,
-		version: d.Version, limit: newLimiter(d.LoginLimit, d.LoginWindow, time.Now), checks: make(chan struct{}, 2)}
+		version: d.Version, limit: newLimiter(d.LoginLimit, d.LoginWindow, time.Now), checks: make(chan struct{}, 2),
+		proxies: d.Proxies, checkPassword: d.CheckPassword}
 	var err error
 	if u.static, err = loadStatic(); err != nil {
 		return nil, err
@@ -182,7 +202,26 @@ func (u *UI) chain(h http.HandlerFunc, needUser bool) http.Handler {
 	if needUser {
 		next = u.requireUser(next)
 	}
-	return securityHeaders(u.cop.Handler(u.sessions(next)))
+	return securityHeaders(u.cop.Handler(u.sessions(u.refuseControls(next))))
+}
+
+// refuseControls answers a path with a control character or invalid UTF-8
+// with 404 and such a query parameter with 400 naming it, before a handler
+// passes them to the database (PostgreSQL refuses NUL and invalid UTF-8).
+func (u *UI) refuseControls(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if valid.Line(r.URL.Path) != "" {
+			u.errorPage(w, r, http.StatusNotFound, "Not found", "There is nothing at this address: it has a control character.")
+			return
+		}
+		if e := valid.Query(r.URL.Query()); len(e) > 0 {
+			for _, k := range slices.Sorted(maps.Keys(e)) {
+				u.errorPage(w, r, http.StatusBadRequest, "Bad request", fmt.Sprintf("The query parameter %s %s.", k, e[k]))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func securityHeaders(next http.Handler) http.Handler {

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -105,35 +106,39 @@ func TestLoginRateLimit(t *testing.T) {
 func TestLimiter(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	l := newLimiter(2, 10*time.Minute, func() time.Time { return now })
-	ip := "ip:192.0.2.1"
-	if d := l.blocked(ip); d != 0 {
+	ip, user := "ip:192.0.2.1", "ipuser:192.0.2.1 admin"
+	if _, d := l.reserve(ip, user); d != 0 {
 		t.Fatalf("got blocked %v, want not blocked", d)
 	}
-	l.fail(ip)
 	now = now.Add(time.Minute)
-	l.fail(ip)
-	if got, want := l.blocked(ip), 9*time.Minute; got != want {
-		t.Errorf("got blocked for %v, want %v (until the first failure leaves the window)", got, want)
+	if _, d := l.reserve(ip, user); d != 0 {
+		t.Fatalf("got blocked %v, want not blocked", d)
+	}
+	if _, got := l.reserve(ip, user); got != 9*time.Minute {
+		t.Errorf("got blocked for %v, want 9m (until the first attempt leaves the window)", got)
 	}
 	now = now.Add(9 * time.Minute)
-	if d := l.blocked(ip); d != 0 {
-		t.Errorf("got blocked %v after the window, want not blocked", d)
+	at, d := l.reserve(ip, user)
+	if d != 0 {
+		t.Fatalf("got blocked %v after the window, want not blocked", d)
 	}
-	// Per user name the limit is five times as high.
-	user := "user:admin"
-	for range 9 {
-		l.fail(user)
+	// A success takes its own attempt back and clears the (address, user) key.
+	l.succeeded(at, ip, user)
+	if n := len(l.fails[ip]); n != 1 {
+		t.Errorf("got %d attempts left on the address, want 1 (the failure a minute after the first)", n)
 	}
-	if d := l.blocked(user); d != 0 {
-		t.Errorf("got a user blocked after 9 failures, want 10 allowed")
+	if _, ok := l.fails[user]; ok {
+		t.Error("a success left the (address, user) key")
 	}
-	l.fail(user)
-	if d := l.blocked(user); d == 0 {
-		t.Error("got a user not blocked after 10 failures")
+	// Per address the limit is five times as high: other names from it.
+	other := "ip:192.0.2.2"
+	for i := range 10 {
+		if _, d := l.reserve(other, fmt.Sprintf("ipuser:192.0.2.2 u%d", i)); d != 0 {
+			t.Fatalf("attempt %d: got blocked, want 10 allowed per address", i+1)
+		}
 	}
-	l.reset(user)
-	if d := l.blocked(user); d != 0 {
-		t.Error("reset did not clear the user's failures")
+	if _, d := l.reserve(other, "ipuser:192.0.2.2 fresh"); d == 0 {
+		t.Error("got an address not blocked after 10 attempts")
 	}
 }
 
@@ -245,7 +250,7 @@ func TestPasswordChangeEndsOtherSessions(t *testing.T) {
 	h.login(c1)
 	h.login(c2)
 	resp := h.post(c1, "/settings/password", url.Values{"current": {"wrong"}, "new": {"short"}, "confirm": {"other"}})
-	for _, want := range []string{"not your current password", "at least 8 characters", "does not match"} {
+	for _, want := range []string{"not your current password", "at least 12 characters", "does not match"} {
 		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Body, want) {
 			t.Errorf("got %d, want 400 with %q", resp.StatusCode, want)
 		}
