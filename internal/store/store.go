@@ -55,6 +55,10 @@ type Options struct {
 	DataDir     string
 	Box         *secret.Box // seals and opens secrets
 	Logger      *slog.Logger
+	// Synced, when set, is called after each time BeforeDestructive made
+	// the commits durable (tests record its order against the mail
+	// server's commands).
+	Synced func()
 }
 
 // Store is the database. It is safe for concurrent use.
@@ -70,6 +74,8 @@ type Store struct {
 	// recovered is the claim time (Unix nanoseconds) at which ClaimRuns
 	// last looked for runs whose lease ended.
 	recovered atomic.Int64
+	syncs     atomic.Int64 // see Syncs
+	synced    func()
 }
 
 // Open opens the database and applies the embedded migrations.
@@ -80,7 +86,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{box: o.Box, log: o.Logger}
+	s := &Store{box: o.Box, log: o.Logger, synced: o.Synced}
 	var err error
 	if o.DatabaseURL != "" {
 		s.dialect = Postgres
@@ -122,6 +128,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.dialect == Postgres {
+		s.warnAsyncCommit(ctx)
 	}
 	return s, nil
 }

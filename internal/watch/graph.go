@@ -67,7 +67,7 @@ func (w *watcher) graphRedo(ctx context.Context, c *graphsource.Client) error {
 		for _, p := range groups[k] {
 			ids, uids = append(ids, p.GraphID), append(uids, p.UID)
 		}
-		if err := st.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+		if err := w.beforeAction(ctx, k.action); err != nil {
 			return err
 		}
 		if err := c.Apply(ctx, k.action, k.moveTo, ids); err != nil {

@@ -93,7 +93,9 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 	marked := 0
 	dele := func(nums []int) error {
 		if len(nums) > 0 {
-			if err := st.CheckFence(ctx); err != nil { // only the lease holder deletes
+			// Only the lease holder deletes, and only what is durably
+			// recorded.
+			if err := w.beforeAction(ctx, imapconf.AfterDelete); err != nil {
 				return err
 			}
 		}

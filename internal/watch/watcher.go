@@ -366,7 +366,7 @@ func (w *watcher) redoPending(ctx context.Context, conn *imapsource.Conn, uidVal
 	}
 	for k, uids := range byAction {
 		w.log.Info("redoing after-processing interrupted earlier", "action", k[0], "messages", len(uids))
-		if err := w.m.store.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+		if err := w.beforeAction(ctx, k[0]); err != nil {
 			return err
 		}
 		if err := conn.Apply(ctx, k[0], k[1], uids); err != nil {
@@ -380,11 +380,23 @@ func (w *watcher) redoPending(ctx context.Context, conn *imapsource.Conn, uidVal
 }
 
 func (w *watcher) apply(ctx context.Context, conn *imapsource.Conn, uidValidity uint32, uids []uint32) error {
-	if err := w.m.store.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+	if err := w.beforeAction(ctx, w.cfg.AfterProcessing); err != nil {
 		return err
 	}
 	if err := conn.Apply(ctx, w.cfg.AfterProcessing, w.cfg.MoveTo, uids); err != nil {
 		return fmt.Errorf("after-processing (%s): %w", w.cfg.AfterProcessing, err)
 	}
 	return w.m.store.DonePendingActions(ctx, w.cfg.ID, uidValidity, uids)
+}
+
+// beforeAction comes before after-processing action on the mail server:
+// only the lease holder acts on the server, so it checks the fence; and
+// before mail is deleted or moved out of the folder, the commits that
+// recorded it are made durable against power loss (once per batch). Marking
+// as seen destroys nothing and pays nothing more.
+func (w *watcher) beforeAction(ctx context.Context, action string) error {
+	if action == imapconf.AfterDelete || action == imapconf.AfterMove {
+		return w.m.store.BeforeDestructive(ctx)
+	}
+	return w.m.store.CheckFence(ctx)
 }
