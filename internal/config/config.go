@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mailtrigger/internal/egress"
 )
 
 // Config is everything the service needs to start.
@@ -43,6 +45,14 @@ type Config struct {
 	// are renewed and rebalanced (MAILTRIGGER_LEASE_RENEW, default 5 s).
 	LeaseTTL   time.Duration
 	LeaseRenew time.Duration
+	// Egress fences the outgoing connections (mail servers, token and
+	// Graph endpoints, webhooks): "any" (the default) or "public", which
+	// refuses loopback, private, link-local, CGNAT and other non-public
+	// addresses (MAILTRIGGER_EGRESS); EgressAllow lists CIDR prefixes,
+	// addresses and host names allowed all the same
+	// (MAILTRIGGER_EGRESS_ALLOW, comma-separated).
+	Egress      string
+	EgressAllow string
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -70,6 +80,8 @@ func FromEnv(getenv func(string) string) Config {
 		ReplicaID:     getenv("MAILTRIGGER_REPLICA_ID"),
 		LeaseTTL:      duration(getenv("MAILTRIGGER_LEASE_TTL")),
 		LeaseRenew:    duration(getenv("MAILTRIGGER_LEASE_RENEW")),
+		Egress:        get("MAILTRIGGER_EGRESS", egress.ModeAny),
+		EgressAllow:   getenv("MAILTRIGGER_EGRESS_ALLOW"),
 	}
 }
 
@@ -134,6 +146,8 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RunLease, "run-lease", c.RunLease, "how long a claimed run belongs to its worker before a crash's run is delivered again; 0 for 5m (MAILTRIGGER_RUN_LEASE)")
 	fs.StringVar(&c.ReplicaID, "replica-id", c.ReplicaID, "this replica's name among those sharing a PostgreSQL database; default host name and a random suffix (MAILTRIGGER_REPLICA_ID)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a mailbox lease lasts unrenewed: a dead replica's mailboxes move after it; 0 for 15s (MAILTRIGGER_LEASE_TTL)")
+	fs.StringVar(&c.Egress, "egress", c.Egress, "which addresses mail servers, token and Graph endpoints and webhooks may have: any, or public to refuse loopback, private and link-local ones (MAILTRIGGER_EGRESS)")
+	fs.StringVar(&c.EgressAllow, "egress-allow", c.EgressAllow, "comma-separated CIDR prefixes, addresses and host names allowed despite -egress public (MAILTRIGGER_EGRESS_ALLOW)")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
 }
 
@@ -175,7 +189,15 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("MAILTRIGGER_LOG_FORMAT must be text or json, got %q", c.LogFormat)
 	}
+	if _, err := c.EgressPolicy(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// EgressPolicy is the parsed egress policy; nil allows every address.
+func (c Config) EgressPolicy() (*egress.Policy, error) {
+	return egress.Parse(c.Egress, c.EgressAllow)
 }
 
 // Level is the parsed log level.

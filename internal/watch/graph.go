@@ -28,7 +28,7 @@ func (w *watcher) graphSession(ctx context.Context) (progressed bool, err error)
 	w.state(imapconf.StateConnecting)
 	var known func(id string) bool
 	var removed func(id string)
-	c, err := graphsource.New(w.cfg, graphsource.Options{Logger: w.log, SizeCap: w.m.opts.SizeCap,
+	c, err := graphsource.New(w.cfg, graphsource.Options{Logger: w.log, SizeCap: w.m.opts.SizeCap, Dial: w.m.opts.Egress.Dialer(),
 		Known: func(id string) bool { return known(id) }, Removed: func(id string) { removed(id) }})
 	if err != nil {
 		return false, err

@@ -83,7 +83,7 @@ func (w *watcher) run(ctx context.Context) {
 		session = w.pop3Session
 	}
 	if w.cfg.Type == imapconf.TypeGeneric && w.cfg.Auth == imapconf.AuthOAuth2 {
-		ts, err := xoauth2.NewTokenSource(w.cfg, xoauth2.Options{Logger: w.log})
+		ts, err := xoauth2.NewTokenSource(w.cfg, xoauth2.Options{Logger: w.log, Dial: w.m.opts.Egress.Dialer()})
 		if err != nil {
 			session = func(context.Context) (bool, error) { return false, err }
 		}
@@ -150,7 +150,7 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.Dial,
+	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.dial(),
 		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: login})
 	if err != nil {
 		return false, err
