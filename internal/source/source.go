@@ -152,21 +152,21 @@ func rootsFor(caCert string) (*x509.CertPool, error) {
 }
 
 // NotOAuth2 describes the answer of an endpoint that was asked for an
-// OAuth2 token and answered without an OAuth2 error: its status and
-// Content-Type, never its body, so that a test connection pointed at any
-// address cannot read out what answers there.
+// OAuth2 token and answered without an OAuth2 error: by its Content-Type
+// (the caller shows the status), never its body, so that a test connection
+// pointed at any address cannot read out what answers there.
 func NotOAuth2(resp *http.Response) string {
-	if resp == nil {
-		return "the answer is not an OAuth2 token or error"
+	ct := ""
+	if resp != nil {
+		ct = resp.Header.Get("Content-Type")
 	}
-	ct := resp.Header.Get("Content-Type")
 	if ct == "" {
 		ct = "none"
 	}
 	if len(ct) > 100 {
-		ct = ct[:100]
+		ct = ct[:100] + "…"
 	}
-	return fmt.Sprintf("the answer is not an OAuth2 token or error (HTTP %d, Content-Type %s)", resp.StatusCode, strings.ToValidUTF8(ct, "?"))
+	return "not an OAuth2 answer (Content-Type " + strings.ToValidUTF8(ct, "?") + ")"
 }
 
 // ExplainCertError adds a hint users can act on to a certificate error, and

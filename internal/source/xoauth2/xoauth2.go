@@ -98,7 +98,7 @@ func (c *Client) Next(challenge []byte) ([]byte, error) {
 func (c *Client) Failure() string { return c.failure }
 
 // describeFailure turns the server's JSON error challenge into text: its
-// status and scope, or its length when it is not JSON.
+// status and scope, or the challenge itself, shortened, when it is not JSON.
 func describeFailure(challenge []byte) string {
 	var e struct {
 		Status  string `json:"status"`
@@ -112,8 +112,11 @@ func describeFailure(challenge []byte) string {
 		}
 		return s + ")"
 	}
-	// Not XOAUTH2's JSON: described, never quoted.
-	return fmt.Sprintf("server rejected the token (a %d-byte challenge that is not XOAUTH2's JSON error)", len(challenge))
+	s := strings.ToValidUTF8(string(challenge), "?")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return "server rejected the token: " + s
 }
 
 // Options are the knobs of a TokenSource that are not part of the
