@@ -40,7 +40,9 @@ func (s *Store) BeforeDestructive(ctx context.Context) error {
 	}
 	s.syncs.Add(1)
 	if s.synced != nil {
-		s.synced()
+		if err := s.synced(); err != nil {
+			return fmt.Errorf("making the last commits durable before deleting or moving mail: %w", err)
+		}
 	}
 	return nil
 }

@@ -55,10 +55,11 @@ type Options struct {
 	DataDir     string
 	Box         *secret.Box // seals and opens secrets
 	Logger      *slog.Logger
-	// Synced, when set, is called after each time BeforeDestructive made
-	// the commits durable (tests record its order against the mail
-	// server's commands).
-	Synced func()
+	// Synced, when set, is called each time BeforeDestructive made the
+	// commits durable; an error it returns fails BeforeDestructive. Tests
+	// look at the mail server from it (nothing deleted yet) and inject a
+	// failing disk.
+	Synced func() error
 }
 
 // Store is the database. It is safe for concurrent use.
@@ -75,7 +76,7 @@ type Store struct {
 	// last looked for runs whose lease ended.
 	recovered atomic.Int64
 	syncs     atomic.Int64 // see Syncs
-	synced    func()
+	synced    func() error
 }
 
 // Open opens the database and applies the embedded migrations.
