@@ -55,6 +55,12 @@ type Options struct {
 	LatencyMessages int           // scenario 1: messages appended one at a time
 	GapMin, GapMax  time.Duration // scenario 1: random gap between appends
 	BacklogMessages int           // scenario 2: messages in the mailbox before it is watched
+	// BacklogAfter is scenario 2's afterProcessing (none, seen, delete,
+	// move; "" is none) and BacklogServer its server type (imaps, pop3s;
+	// "" is imaps): delete against none measures the durability step
+	// before mail is removed from the server.
+	BacklogAfter  string
+	BacklogServer string
 	Mailboxes       int           // scenario 3: mailboxes in IDLE
 	Rest            time.Duration // scenario 3: how long CPU is measured at rest
 	Probes          int           // scenario 3: messages to random mailboxes under load
