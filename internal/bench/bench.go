@@ -61,11 +61,11 @@ type Options struct {
 	// before mail is removed from the server.
 	BacklogAfter  string
 	BacklogServer string
-	Mailboxes       int           // scenario 3: mailboxes in IDLE
-	Rest            time.Duration // scenario 3: how long CPU is measured at rest
-	Probes          int           // scenario 3: messages to random mailboxes under load
-	Runs            int           // scenario 4: runs queued
-	BigSize         int64         // scenario 5: the big message's size (stored whole when at most the size cap)
+	Mailboxes     int           // scenario 3: mailboxes in IDLE
+	Rest          time.Duration // scenario 3: how long CPU is measured at rest
+	Probes        int           // scenario 3: messages to random mailboxes under load
+	Runs          int           // scenario 4: runs queued
+	BigSize       int64         // scenario 5: the big message's size (stored whole when at most the size cap)
 
 	// ProfileDir, when set, keeps CPU and heap profiles of each scenario's
 	// service there (for example backlog-sqlite-cpu.pprof).
