@@ -55,17 +55,18 @@ type Options struct {
 	LatencyMessages int           // scenario 1: messages appended one at a time
 	GapMin, GapMax  time.Duration // scenario 1: random gap between appends
 	BacklogMessages int           // scenario 2: messages in the mailbox before it is watched
+	Mailboxes       int           // scenario 3: mailboxes in IDLE
+	Rest            time.Duration // scenario 3: how long CPU is measured at rest
+	Probes          int           // scenario 3: messages to random mailboxes under load
+	Runs            int           // scenario 4: runs queued
+	BigSize         int64         // scenario 5: the big message's size (stored whole when at most the size cap)
+
 	// BacklogAfter is scenario 2's afterProcessing (none, seen, delete,
 	// move; "" is none) and BacklogServer its server type (imaps, pop3s;
 	// "" is imaps): delete against none measures the durability step
 	// before mail is removed from the server.
 	BacklogAfter  string
 	BacklogServer string
-	Mailboxes     int           // scenario 3: mailboxes in IDLE
-	Rest          time.Duration // scenario 3: how long CPU is measured at rest
-	Probes        int           // scenario 3: messages to random mailboxes under load
-	Runs          int           // scenario 4: runs queued
-	BigSize       int64         // scenario 5: the big message's size (stored whole when at most the size cap)
 
 	// ProfileDir, when set, keeps CPU and heap profiles of each scenario's
 	// service there (for example backlog-sqlite-cpu.pprof).
