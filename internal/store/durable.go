@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -38,6 +39,14 @@ func (s *Store) BeforeDestructive(ctx context.Context) error {
 	if err := syncFile(s.path + "-wal"); err != nil {
 		return fmt.Errorf("making the last commits durable before deleting or moving mail: %w", err)
 	}
+	// The WAL file is created when the store opens: its directory entry
+	// is made durable once (SQLite's synchronous=FULL does the same).
+	if !s.dirSynced.Load() {
+		if err := syncFile(filepath.Dir(s.path)); err != nil {
+			return fmt.Errorf("making the data directory durable: %w", err)
+		}
+		s.dirSynced.Store(true)
+	}
 	s.syncs.Add(1)
 	if s.synced != nil {
 		if err := s.synced(); err != nil {
@@ -55,7 +64,7 @@ func (s *Store) Syncs() int64 { return s.syncs.Load() }
 // (the WAL is removed when the last connection closes, after a checkpoint
 // that fsynced the database) has nothing to flush.
 func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -76,6 +76,7 @@ type Store struct {
 	// last looked for runs whose lease ended.
 	recovered atomic.Int64
 	syncs     atomic.Int64 // see Syncs
+	dirSynced atomic.Bool  // the data directory was fsynced once
 	synced    func() error
 }
 
