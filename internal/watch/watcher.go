@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/source"
@@ -116,6 +117,10 @@ func (w *watcher) run(ctx context.Context) {
 		switch {
 		case errors.Is(err, source.ErrAuth): // any source's refused login
 			state, wait = imapconf.StateAuthFailed, w.m.opts.AuthBackoff
+		case egress.IsDenied(err):
+			// MAILTRIGGER_EGRESS refuses the server's address: only a
+			// change of settings (and a restart) helps.
+			wait = w.m.opts.AuthBackoff
 		case errors.Is(err, pop3source.ErrNoUIDL):
 			// Reading without unique ids would mean guessing what was
 			// read: never; retried as slowly as a refused login.
