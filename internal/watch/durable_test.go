@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testenv/graphfake"
 	"mailtrigger/internal/watch"
 )
 
@@ -244,4 +247,82 @@ func TestDurableBeforeDelete(t *testing.T) {
 			t.Errorf("got %d syncs for mailboxes that delete nothing, want 0", got)
 		}
 	})
+}
+
+// TestDurableBeforeGraphAction: the same for Microsoft Graph (the fake):
+// before the first delete or move request of a round the commits are
+// fsynced; marking messages read pays nothing.
+func TestDurableBeforeGraphAction(t *testing.T) {
+	g := graphfake.New(t)
+	removing := func() int { // delete and move requests so far
+		n := 0
+		for _, r := range g.Requests() {
+			if r.Method == http.MethodDelete || (r.Method == http.MethodPost && strings.HasSuffix(r.Path, "/move")) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, tt := range []struct {
+		after, moveTo string
+		syncs         bool
+	}{
+		{imapconf.AfterDelete, "", true},
+		{imapconf.AfterMove, "Processed", true},
+		{imapconf.AfterSeen, "", false},
+	} {
+		t.Run(tt.after, func(t *testing.T) {
+			user := "dur-" + tt.after + "@contoso.example"
+			g.AddUser(user, "Processed")
+			for i := range 3 {
+				g.AddMessage(user, fixedMessage(fmt.Sprintf("%s-%d@x", tt.after, i), fmt.Sprintf("Invoice %d", i)))
+			}
+			e := newDurEnv(t, watch.Options{BatchMessages: 2})
+			before := removing()
+			var atSync []int
+			e.setOnSync(func() error {
+				n := removing() - before
+				e.mu.Lock()
+				atSync = append(atSync, n)
+				e.mu.Unlock()
+				return nil
+			})
+			c := imapconf.Config{Name: "graph", ServerType: imapconf.ServerIMAPS, Type: imapconf.TypeMSGraph, Enabled: true,
+				Username: user, TenantID: graphfake.TenantID, ClientID: graphfake.ClientID, ClientSecret: graphfake.ClientSecret,
+				GraphURL: g.URL, AuthorityURL: g.URL, CACert: g.CACert, Folder: imapconf.DefaultFolder,
+				AfterProcessing: tt.after, MoveTo: tt.moveTo, PollInterval: imapconf.MinPollInterval, Backlog: imapconf.BacklogAll,
+				Auth: imapconf.AuthPassword}
+			if err := e.st.CreateIMAP(context.Background(), &c); err != nil {
+				t.Fatal(err)
+			}
+			e.mgr.Changed(context.Background())
+			e.waitRecorded(t, "graph", 3)
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				ms := g.Messages(user, "inbox")
+				done := len(ms) == 0
+				if tt.after == imapconf.AfterSeen {
+					done = true
+					for _, m := range ms {
+						done = done && m.IsRead
+					}
+				}
+				if done {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after-processing %s not done after 20 s: %d messages in the inbox", tt.after, len(ms))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			switch {
+			case tt.syncs && (len(atSync) == 0 || atSync[0] != 0):
+				t.Errorf("got syncs %v (delete/move requests made before each), want a first sync before any", atSync)
+			case !tt.syncs && e.st.Syncs() != 0:
+				t.Errorf("got %d syncs for a mailbox that deletes nothing, want 0", e.st.Syncs())
+			}
+		})
+	}
 }
