@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,28 +22,67 @@ func backlog(ctx context.Context, e *env) error {
 	n := e.o.BacklogMessages
 	d := e.dovecot
 	const password = "bench-backlog-pw"
-	addr, err := d.NewUser("backlog", password)
-	if err != nil {
-		return err
+	after := e.o.BacklogAfter
+	if after == "" {
+		after = imapconf.AfterNone
 	}
-	e.log("appending %d messages", n)
+	removes := after == imapconf.AfterDelete || after == imapconf.AfterMove
+	var addr string
 	var bytes int64
-	if bytes, err = appendBacklog(d.Addr(d.IMAPSPort), e, addr, password, n); err != nil {
+	fill := func(local string) error {
+		var err error
+		if addr, err = d.NewUser(local, password); err != nil {
+			return err
+		}
+		e.log("appending %d messages", n)
+		if bytes, err = appendBacklog(d.Addr(d.IMAPSPort), e, addr, password, n); err != nil {
+			return err
+		}
+		e.log("appended %.0f MB", float64(bytes)/(1<<20))
+		return nil
+	}
+	if err := fill("backlog"); err != nil {
 		return err
 	}
-	e.log("appended %.0f MB", float64(bytes)/(1<<20))
 
-	for _, db := range e.dbs {
+	for i, db := range e.dbs {
+		if i > 0 && removes {
+			// The mailbox was emptied by the run before.
+			if err := fill("backlog_" + db.name); err != nil {
+				return err
+			}
+		}
 		floor, err := fetchAll(d.Addr(d.IMAPSPort), e, addr, password, n)
 		if err != nil {
 			return err
 		}
-		if err := backlogOn(ctx, e, db, mailbox{name: "backlog", host: d.Host, port: d.IMAPSPort, user: addr,
-			password: password, caPEM: d.CACertPEM, backlog: imapconf.BacklogAll}, n, bytes, floor); err != nil {
+		mb := mailbox{name: "backlog", host: d.Host, port: d.IMAPSPort, user: addr,
+			password: password, caPEM: d.CACertPEM, backlog: imapconf.BacklogAll, serverType: e.o.BacklogServer, after: after}
+		if mb.serverType == imapconf.ServerPOP3S {
+			mb.port = d.POP3SPort
+		}
+		if after == imapconf.AfterMove {
+			mb.moveTo = "Processed"
+		}
+		if err := backlogOn(ctx, e, db, mb, n, bytes, floor); err != nil {
 			return fmt.Errorf("%s: %w", db.name, err)
 		}
 	}
 	return nil
+}
+
+// inboxCount is the number of messages in user's INBOX.
+func inboxCount(e *env, user, password string) (int, error) {
+	c, err := dialIMAPS(e.dovecot.Addr(e.dovecot.IMAPSPort), e.dovecot.TLSConfig(), user, password, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil {
+		return 0, fmt.Errorf("status of INBOX: %w", err)
+	}
+	return int(*st.NumMessages), nil
 }
 
 // appendBacklog appends n backlog messages over two connections and returns
@@ -169,17 +209,57 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 	if got, requests := e.hooks.count(); requests != got {
 		return fmt.Errorf("%d webhook requests for %d runs: duplicates", requests, got)
 	}
+	// With delete or move, the time until the server's INBOX is empty:
+	// the after-processing, and the durability step before it, done.
+	var cleared time.Duration
+	if mb.after == imapconf.AfterDelete || mb.after == imapconf.AfterMove {
+		for {
+			left, err := inboxCount(e, mb.user, mb.password)
+			if err != nil {
+				return err
+			}
+			if left == 0 {
+				cleared = time.Since(start)
+				break
+			}
+			if time.Since(start) > within {
+				return fmt.Errorf("%d messages still in INBOX after %v with afterProcessing %s", left, within, mb.after)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	ing := recorded.Sub(start)
 	rate, floorRate := float64(n)/ing.Seconds(), float64(n)/floor.Seconds()
 	mbs := float64(size) / (1 << 20)
 	e.add(Result{Scenario: "2 backlog ingest", Database: db.name,
-		Metric: fmt.Sprintf("%d messages (%.0f MB) recorded with their runs", n, mbs),
+		Metric: fmt.Sprintf("%d messages (%.0f MB) recorded with their runs%s", n, mbs, mb.variant()),
 		Value:  fmt.Sprintf("%v, %.0f msg/s (%.1f MB/s), service CPU %.1f s", ing.Round(time.Millisecond), rate, mbs/ing.Seconds(), (cpu1 - cpu0).Seconds()),
 		Floor:  fmt.Sprintf("%v, %.0f msg/s (UID FETCH 1:* BODY.PEEK[])", floor.Round(time.Millisecond), floorRate),
 		Goal:   "≥ 70 % of the floor's msg/s", Met: met(rate >= 0.7*floorRate),
 		Note: fmt.Sprintf("%.0f %% of the floor", 100*rate/floorRate)})
+	if cleared > 0 {
+		e.add(Result{Scenario: "2 backlog ingest", Database: db.name,
+			Metric: fmt.Sprintf("%d messages recorded and removed from INBOX%s", n, mb.variant()),
+			Value:  fmt.Sprintf("%v, %.0f msg/s", cleared.Round(time.Millisecond), float64(n)/cleared.Seconds())})
+	}
 	del := last.Sub(start)
 	e.add(Result{Scenario: "2 backlog ingest", Database: db.name, Metric: fmt.Sprintf("%d messages delivered to the webhook", n),
 		Value: fmt.Sprintf("%v, %.0f msg/s, no duplicates", del.Round(time.Millisecond), float64(n)/del.Seconds())})
 	return nil
+}
+
+// variant names a backlog run's server type and after-processing when they
+// are not the defaults (imaps, none), for the report.
+func (m mailbox) variant() string {
+	var parts []string
+	if m.serverType != "" && m.serverType != imapconf.ServerIMAPS {
+		parts = append(parts, m.serverType)
+	}
+	if m.after != "" && m.after != imapconf.AfterNone {
+		parts = append(parts, "afterProcessing "+m.after)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }

@@ -61,6 +61,13 @@ type Options struct {
 	Runs            int           // scenario 4: runs queued
 	BigSize         int64         // scenario 5: the big message's size (stored whole when at most the size cap)
 
+	// BacklogAfter is scenario 2's afterProcessing (none, seen, delete,
+	// move; "" is none) and BacklogServer its server type (imaps, pop3s;
+	// "" is imaps): delete against none measures the durability step
+	// before mail is removed from the server.
+	BacklogAfter  string
+	BacklogServer string
+
 	// ProfileDir, when set, keeps CPU and heap profiles of each scenario's
 	// service there (for example backlog-sqlite-cpu.pprof).
 	ProfileDir string

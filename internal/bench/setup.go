@@ -27,12 +27,27 @@ type mailbox struct {
 	password string
 	caPEM    []byte
 	backlog  string
+	// serverType ("" is imaps), afterProcessing ("" is none) and moveTo.
+	serverType, after, moveTo string
 }
 
 func (m mailbox) input(enabled bool, withPassword bool) map[string]any {
-	in := map[string]any{"name": m.name, "serverType": imapconf.ServerIMAPS, "type": imapconf.TypeGeneric,
+	serverType, after := m.serverType, m.after
+	if serverType == "" {
+		serverType = imapconf.ServerIMAPS
+	}
+	if after == "" {
+		after = imapconf.AfterNone
+	}
+	in := map[string]any{"name": m.name, "serverType": serverType, "type": imapconf.TypeGeneric,
 		"host": m.host, "port": m.port, "username": m.user, "caCert": string(m.caPEM), "backlog": m.backlog,
-		"enabled": enabled}
+		"enabled": enabled, "afterProcessing": after}
+	if m.moveTo != "" {
+		in["moveTo"] = m.moveTo
+	}
+	if serverType == imapconf.ServerPOP3S {
+		in["pollInterval"] = imapconf.MinPollInterval
+	}
 	if withPassword {
 		in["password"] = m.password
 	}

@@ -22,6 +22,8 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 	fs.DurationVar(&o.GapMin, "gap-min", o.GapMin, "scenario 1: least gap between appends")
 	fs.DurationVar(&o.GapMax, "gap-max", o.GapMax, "scenario 1: greatest gap between appends")
 	fs.IntVar(&o.BacklogMessages, "backlog-messages", o.BacklogMessages, "scenario 2: messages in the mailbox before it is watched")
+	fs.StringVar(&o.BacklogAfter, "backlog-after", "none", "scenario 2: afterProcessing of the backlog mailbox: none, seen, delete or move (delete against none measures the durable-delete step)")
+	fs.StringVar(&o.BacklogServer, "backlog-server", "imaps", "scenario 2: read the backlog over imaps or pop3s")
 	fs.IntVar(&o.Mailboxes, "mailboxes", o.Mailboxes, "scenario 3: mailboxes in IDLE")
 	fs.DurationVar(&o.Rest, "rest", o.Rest, "scenario 3: how long CPU is measured at rest")
 	fs.IntVar(&o.Probes, "probes", o.Probes, "scenario 3: messages to random mailboxes under load")
@@ -37,6 +39,15 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return errUsage
+	}
+	if !slices.Contains([]string{"none", "seen", "delete", "move"}, o.BacklogAfter) {
+		return fmt.Errorf("-backlog-after: %q is not none, seen, delete or move", o.BacklogAfter)
+	}
+	if o.BacklogServer != "imaps" && o.BacklogServer != "pop3s" {
+		return fmt.Errorf("-backlog-server: %q is not imaps or pop3s", o.BacklogServer)
+	}
+	if o.BacklogServer == "pop3s" && (o.BacklogAfter == "seen" || o.BacklogAfter == "move") {
+		return fmt.Errorf("-backlog-server pop3s: -backlog-after must be none or delete")
 	}
 	if *only != "" {
 		for _, name := range strings.Split(*only, ",") {

@@ -112,6 +112,9 @@ func TestBadSettingsAreClearErrors(t *testing.T) {
 		{map[string]string{"MAILTRIGGER_SECRET_KEY": "c2hvcnQ="}, "MAILTRIGGER_SECRET_KEY"},
 		{map[string]string{"MAILTRIGGER_LOG_LEVEL": "loud"}, "MAILTRIGGER_LOG_LEVEL"},
 		{map[string]string{"MAILTRIGGER_TRUSTED_PROXIES": "10.0.0.1, proxy.local"}, `MAILTRIGGER_TRUSTED_PROXIES must list IP addresses and CIDR prefixes separated by commas: "proxy.local"`},
+		{map[string]string{"MAILTRIGGER_EGRESS": "private"}, `MAILTRIGGER_EGRESS must be any or public, got "private"`},
+		{map[string]string{"MAILTRIGGER_EGRESS": "public", "MAILTRIGGER_EGRESS_ALLOW": "10.0.0.0/99"},
+			`MAILTRIGGER_EGRESS_ALLOW: "10.0.0.0/99" is not a CIDR prefix`},
 	}
 	for _, tt := range tests {
 		tt.vars["MAILTRIGGER_DATA_DIR"] = dir

@@ -78,8 +78,15 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if address == "" {
 		address = "http://" + ln.Addr().String()
 	}
+	fence, err := cfg.EgressPolicy()
+	if err != nil {
+		return err
+	}
+	if fence.Public() {
+		log.Info("egress fenced: only public addresses, and those allowed, are connected to", "egress", cfg.Egress, "allow", cfg.EgressAllow)
+	}
 	reg := server.NewRegistry()
-	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Options: runs.Options{BaseURL: cfg.BaseURL,
+	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Dial: fence.Dialer(), Options: runs.Options{BaseURL: cfg.BaseURL,
 		BackoffBase: cfg.RetryBase, BackoffMax: cfg.RetryMax, Lease: cfg.RunLease}})
 	watcher := watch.New(watch.Deps{
 		Store: st,
@@ -87,7 +94,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 			Hook: flow.Hook(st), Committed: worker.Notify}),
 		Logger:   log,
 		Registry: reg,
-		Options:  watch.Options{SizeCap: cfg.SizeCap},
+		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence},
 		Cluster: watch.Cluster{ReplicaID: cfg.ReplicaID, Address: address, Version: version(),
 			LeaseTTL: cfg.LeaseTTL, RenewEvery: cfg.LeaseRenew},
 	})
@@ -104,7 +111,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 	}
 	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status, Cluster: watcher.Cluster,
 		Proxies: proxies, Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
-			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
+			return watcher.TestConnection(ctx, c)
 		}})
 	if err != nil {
 		return err
@@ -112,7 +119,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 	srv := server.HTTPServer(server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
 		Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
 		Test: func(ctx context.Context, c imapconf.Config) any {
-			return watch.TestConnection(ctx, c, log.With("imap", c.Name))
+			return watcher.TestConnection(ctx, c)
 		}, Cluster: watcher.Cluster, WebRoutes: ui.Routes}), log, server.Timeouts{})
 	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect(),
 		"replica", cfg.ReplicaID)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/clientip"
+	"mailtrigger/internal/egress"
 )
 
 // Config is everything the service needs to start.
@@ -50,6 +51,14 @@ type Config struct {
 	// the login limits and the logs (MAILTRIGGER_TRUSTED_PROXIES; default
 	// none: the connection's peer is the client).
 	TrustedProxies string
+	// Egress fences the outgoing connections (mail servers, token and
+	// Graph endpoints, webhooks): "any" (the default) or "public", which
+	// refuses loopback, private, link-local, CGNAT and other non-public
+	// addresses (MAILTRIGGER_EGRESS); EgressAllow lists CIDR prefixes,
+	// addresses and host names allowed all the same
+	// (MAILTRIGGER_EGRESS_ALLOW, comma-separated).
+	Egress      string
+	EgressAllow string
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -78,6 +87,8 @@ func FromEnv(getenv func(string) string) Config {
 		LeaseTTL:       duration(getenv("MAILTRIGGER_LEASE_TTL")),
 		LeaseRenew:     duration(getenv("MAILTRIGGER_LEASE_RENEW")),
 		TrustedProxies: getenv("MAILTRIGGER_TRUSTED_PROXIES"),
+		Egress:         get("MAILTRIGGER_EGRESS", egress.ModeAny),
+		EgressAllow:    getenv("MAILTRIGGER_EGRESS_ALLOW"),
 	}
 }
 
@@ -143,6 +154,8 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ReplicaID, "replica-id", c.ReplicaID, "this replica's name among those sharing a PostgreSQL database; default host name and a random suffix (MAILTRIGGER_REPLICA_ID)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a mailbox lease lasts unrenewed: a dead replica's mailboxes move after it; 0 for 15s (MAILTRIGGER_LEASE_TTL)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated IPs and CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (MAILTRIGGER_TRUSTED_PROXIES)")
+	fs.StringVar(&c.Egress, "egress", c.Egress, "which addresses mail servers, token and Graph endpoints and webhooks may have: any, or public to refuse loopback, private and link-local ones (MAILTRIGGER_EGRESS)")
+	fs.StringVar(&c.EgressAllow, "egress-allow", c.EgressAllow, "comma-separated CIDR prefixes, addresses and host names allowed despite -egress public (MAILTRIGGER_EGRESS_ALLOW)")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
 }
 
@@ -187,7 +200,15 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("MAILTRIGGER_LOG_FORMAT must be text or json, got %q", c.LogFormat)
 	}
+	if _, err := c.EgressPolicy(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// EgressPolicy is the parsed egress policy; nil allows every address.
+func (c Config) EgressPolicy() (*egress.Policy, error) {
+	return egress.Parse(c.Egress, c.EgressAllow)
 }
 
 // Level is the parsed log level.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/store"
 )
 
@@ -100,7 +101,11 @@ type Deps struct {
 	// Client sends the webhooks; nil: a client of its own. Redirects are
 	// never followed (a POST would turn into a GET), whatever the client
 	// says.
-	Client  *http.Client
+	Client *http.Client
+	// Dial opens the connections of the client made when Client is nil
+	// (the service passes its egress policy's, MAILTRIGGER_EGRESS); nil:
+	// http.DefaultTransport's dialer.
+	Dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	Options Options
 }
 
@@ -127,6 +132,9 @@ func New(d Deps) *Worker {
 	} else {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = d.Options.PerEndpoint
+		if d.Dial != nil {
+			t.DialContext = d.Dial
+		}
 		c.Transport = t
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -492,6 +500,11 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 	resp, err := w.client.Do(req)
 	if err != nil {
 		w.metrics.latency.Observe(time.Since(start).Seconds())
+		if egress.IsDenied(err) {
+			// The egress policy refuses the endpoint's address: no
+			// retry can pass until the settings change.
+			return failed("%s", describe(err, act.endpoint, timeout))
+		}
 		return transient("%s", describe(err, act.endpoint, timeout))
 	}
 	defer resp.Body.Close()

@@ -4,6 +4,7 @@
 package source
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -97,15 +98,19 @@ func TLSConfig(cfg imapconf.Config) (*tls.Config, error) {
 
 // HTTPTransport returns an HTTP transport (http.DefaultTransport's settings,
 // so the environment's proxy is honoured) that verifies servers against the
-// system's roots plus caCert, TLS 1.2 at least: the Graph and OAuth2 token
-// clients use it.
-func HTTPTransport(caCert string) (*http.Transport, error) {
+// system's roots plus caCert, TLS 1.2 at least, and connects with dial
+// (nil: http.DefaultTransport's dialer; the service passes the egress
+// policy's): the Graph and OAuth2 token clients use it.
+func HTTPTransport(caCert string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*http.Transport, error) {
 	roots, err := rootsFor(caCert)
 	if err != nil {
 		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if dial != nil {
+		tr.DialContext = dial
+	}
 	return tr, nil
 }
 
@@ -144,6 +149,24 @@ func rootsFor(caCert string) (*x509.CertPool, error) {
 		rootPools.pools[key] = roots
 	}
 	return roots, nil
+}
+
+// NotOAuth2 describes the answer of an endpoint that was asked for an
+// OAuth2 token and answered without an OAuth2 error: by its Content-Type
+// (the caller shows the status), never its body, so that a test connection
+// pointed at any address cannot read out what answers there.
+func NotOAuth2(resp *http.Response) string {
+	ct := ""
+	if resp != nil {
+		ct = resp.Header.Get("Content-Type")
+	}
+	if ct == "" {
+		ct = "none"
+	}
+	if len(ct) > 100 {
+		ct = ct[:100] + "…"
+	}
+	return "not an OAuth2 answer (Content-Type " + strings.ToValidUTF8(ct, "?") + ")"
 }
 
 // ExplainCertError adds a hint users can act on to a certificate error, and

@@ -58,6 +58,11 @@ type Options struct {
 	DataDir     string
 	Box         *secret.Box // seals and opens secrets
 	Logger      *slog.Logger
+	// Synced, when set, is called each time BeforeDestructive made the
+	// commits durable; an error it returns fails BeforeDestructive. Tests
+	// look at the mail server from it (nothing deleted yet) and inject a
+	// failing disk.
+	Synced func() error
 }
 
 // Store is the database. It is safe for concurrent use.
@@ -73,6 +78,9 @@ type Store struct {
 	// recovered is the claim time (Unix nanoseconds) at which ClaimRuns
 	// last looked for runs whose lease ended.
 	recovered atomic.Int64
+	syncs     atomic.Int64 // see Syncs
+	dirSynced atomic.Bool  // the data directory was fsynced once
+	synced    func() error
 }
 
 // Open opens the database and applies the embedded migrations.
@@ -83,7 +91,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{box: o.Box, log: o.Logger}
+	s := &Store{box: o.Box, log: o.Logger, synced: o.Synced}
 	var err error
 	if o.DatabaseURL != "" {
 		s.dialect = Postgres
@@ -135,6 +143,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err := s.resealLegacy(ctx); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.dialect == Postgres {
+		s.warnAsyncCommit(ctx)
 	}
 	return s, nil
 }

@@ -28,7 +28,7 @@ func (w *watcher) graphSession(ctx context.Context) (progressed bool, err error)
 	w.state(imapconf.StateConnecting)
 	var known func(id string) bool
 	var removed func(id string)
-	c, err := graphsource.New(w.cfg, graphsource.Options{Logger: w.log, SizeCap: w.m.opts.SizeCap,
+	c, err := graphsource.New(w.cfg, graphsource.Options{Logger: w.log, SizeCap: w.m.opts.SizeCap, Dial: w.m.opts.Egress.Dialer(),
 		Known: func(id string) bool { return known(id) }, Removed: func(id string) { removed(id) }})
 	if err != nil {
 		return false, err
@@ -67,7 +67,7 @@ func (w *watcher) graphRedo(ctx context.Context, c *graphsource.Client) error {
 		for _, p := range groups[k] {
 			ids, uids = append(ids, p.GraphID), append(uids, p.UID)
 		}
-		if err := st.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+		if err := w.beforeAction(ctx, k.action); err != nil {
 			return err
 		}
 		if err := c.Apply(ctx, k.action, k.moveTo, ids); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/source"
@@ -48,7 +49,7 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := pop3source.Dial(ctx, w.cfg, pop3source.Options{Logger: w.log, Dial: o.Dial,
+	conn, err := pop3source.Dial(ctx, w.cfg, pop3source.Options{Logger: w.log, Dial: o.dial(),
 		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: login})
 	if err != nil {
 		return err
@@ -93,7 +94,9 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 	marked := 0
 	dele := func(nums []int) error {
 		if len(nums) > 0 {
-			if err := st.CheckFence(ctx); err != nil { // only the lease holder deletes
+			// Only the lease holder deletes, and only what is durably
+			// recorded.
+			if err := w.beforeAction(ctx, imapconf.AfterDelete); err != nil {
 				return err
 			}
 		}
@@ -174,17 +177,29 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 
 // TestConnection is the test-connection operation for configuration c: it
 // tries the server the way its watcher reads it (IMAP, POP3 or Microsoft
-// Graph) and returns the source's result in its JSON form.
+// Graph) and returns the source's result in its JSON form. Every address
+// may be connected to; Manager.TestConnection applies the egress policy.
 func TestConnection(ctx context.Context, c imapconf.Config, log *slog.Logger) any {
+	return testConnection(ctx, c, log, nil)
+}
+
+// TestConnection is the package's TestConnection under the manager's
+// egress policy: a refused address fails the step that connects to it
+// (connect, or token for an OAuth2 token endpoint) with the reason.
+func (m *Manager) TestConnection(ctx context.Context, c imapconf.Config) any {
+	return testConnection(ctx, c, m.log.With("imap", c.Name), m.opts.Egress.Dialer())
+}
+
+func testConnection(ctx context.Context, c imapconf.Config, log *slog.Logger, dial egress.DialFunc) any {
 	if c.Type == imapconf.TypeMSGraph {
-		return graphsource.Test(ctx, c, graphsource.Options{Logger: log})
+		return graphsource.Test(ctx, c, graphsource.Options{Logger: log, Dial: dial})
 	}
 	pop3 := c.ServerType == imapconf.ServerPOP3S
 	if c.Auth != imapconf.AuthOAuth2 {
 		if pop3 {
-			return pop3source.Test(ctx, c, pop3source.Options{Logger: log})
+			return pop3source.Test(ctx, c, pop3source.Options{Logger: log, Dial: dial})
 		}
-		return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
+		return imapsource.Test(ctx, c, imapsource.Options{Logger: log, Dial: dial})
 	}
 	// OAuth2: the token first, so that a refused client secret is named
 	// as such whatever the mail server would say.
@@ -195,7 +210,7 @@ func TestConnection(ctx context.Context, c imapconf.Config, log *slog.Logger) an
 		}
 		return imapsource.TestResult{Step: step, Error: msg}
 	}
-	ts, err := xoauth2.NewTokenSource(c, xoauth2.Options{Logger: log})
+	ts, err := xoauth2.NewTokenSource(c, xoauth2.Options{Logger: log, Dial: dial})
 	if err != nil {
 		return tokenFailed(err)
 	}
@@ -203,11 +218,11 @@ func TestConnection(ctx context.Context, c imapconf.Config, log *slog.Logger) an
 		return tokenFailed(err)
 	}
 	if pop3 {
-		res := pop3source.Test(ctx, c, pop3source.Options{Logger: log, SASL: ts.SASL})
+		res := pop3source.Test(ctx, c, pop3source.Options{Logger: log, Dial: dial, SASL: ts.SASL})
 		res.Error = ts.Redact(res.Error)
 		return res
 	}
-	res := imapsource.Test(ctx, c, imapsource.Options{Logger: log, SASL: ts.SASL})
+	res := imapsource.Test(ctx, c, imapsource.Options{Logger: log, Dial: dial, SASL: ts.SASL})
 	res.Error = ts.Redact(res.Error)
 	return res
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/store"
@@ -37,8 +38,22 @@ type Options struct {
 	// (30 s and 1 min).
 	DialTimeout    time.Duration
 	CommandTimeout time.Duration
-	// Dial replaces the network dialer (tests put a fault-injecting proxy here).
+	// Dial replaces the network dialer of the IMAP and POP3 connections
+	// (tests put a fault-injecting proxy here).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Egress fences every connection to a mail server, token endpoint or
+	// Graph (MAILTRIGGER_EGRESS); nil allows every address. A Dial of the
+	// tests' replaces it for IMAP and POP3.
+	Egress *egress.Policy
+}
+
+// dial is the dialer of the IMAP and POP3 connections: Dial, else the
+// egress policy's (nil: the sources' plain net.Dialer).
+func (o Options) dial() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if o.Dial != nil {
+		return o.Dial
+	}
+	return o.Egress.Dialer()
 }
 
 func (o *Options) defaults() {

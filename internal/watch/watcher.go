@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/source"
@@ -83,7 +84,7 @@ func (w *watcher) run(ctx context.Context) {
 		session = w.pop3Session
 	}
 	if w.cfg.Type == imapconf.TypeGeneric && w.cfg.Auth == imapconf.AuthOAuth2 {
-		ts, err := xoauth2.NewTokenSource(w.cfg, xoauth2.Options{Logger: w.log})
+		ts, err := xoauth2.NewTokenSource(w.cfg, xoauth2.Options{Logger: w.log, Dial: w.m.opts.Egress.Dialer()})
 		if err != nil {
 			session = func(context.Context) (bool, error) { return false, err }
 		}
@@ -116,6 +117,10 @@ func (w *watcher) run(ctx context.Context) {
 		switch {
 		case errors.Is(err, source.ErrAuth): // any source's refused login
 			state, wait = imapconf.StateAuthFailed, w.m.opts.AuthBackoff
+		case egress.IsDenied(err):
+			// MAILTRIGGER_EGRESS refuses the server's address: only a
+			// change of settings (and a restart) helps.
+			wait = w.m.opts.AuthBackoff
 		case errors.Is(err, pop3source.ErrNoUIDL):
 			// Reading without unique ids would mean guessing what was
 			// read: never; retried as slowly as a refused login.
@@ -150,7 +155,7 @@ func (w *watcher) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.Dial,
+	conn, err := imapsource.Dial(ctx, w.cfg, imapsource.Options{Logger: w.log, Dial: o.dial(),
 		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, SASL: login})
 	if err != nil {
 		return false, err
@@ -366,7 +371,7 @@ func (w *watcher) redoPending(ctx context.Context, conn *imapsource.Conn, uidVal
 	}
 	for k, uids := range byAction {
 		w.log.Info("redoing after-processing interrupted earlier", "action", k[0], "messages", len(uids))
-		if err := w.m.store.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+		if err := w.beforeAction(ctx, k[0]); err != nil {
 			return err
 		}
 		if err := conn.Apply(ctx, k[0], k[1], uids); err != nil {
@@ -380,11 +385,23 @@ func (w *watcher) redoPending(ctx context.Context, conn *imapsource.Conn, uidVal
 }
 
 func (w *watcher) apply(ctx context.Context, conn *imapsource.Conn, uidValidity uint32, uids []uint32) error {
-	if err := w.m.store.CheckFence(ctx); err != nil { // only the lease holder acts on the server
+	if err := w.beforeAction(ctx, w.cfg.AfterProcessing); err != nil {
 		return err
 	}
 	if err := conn.Apply(ctx, w.cfg.AfterProcessing, w.cfg.MoveTo, uids); err != nil {
 		return fmt.Errorf("after-processing (%s): %w", w.cfg.AfterProcessing, err)
 	}
 	return w.m.store.DonePendingActions(ctx, w.cfg.ID, uidValidity, uids)
+}
+
+// beforeAction comes before after-processing action on the mail server:
+// only the lease holder acts on the server, so it checks the fence; and
+// before mail is deleted or moved out of the folder, the commits that
+// recorded it are made durable against power loss (once per batch). Marking
+// as seen destroys nothing and pays nothing more.
+func (w *watcher) beforeAction(ctx context.Context, action string) error {
+	if action == imapconf.AfterDelete || action == imapconf.AfterMove {
+		return w.m.store.BeforeDestructive(ctx)
+	}
+	return w.m.store.CheckFence(ctx)
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -117,6 +118,10 @@ type Options struct {
 	// Client is the HTTP client to use as is; nil builds one that trusts
 	// the system roots plus cfg.CACert.
 	Client *http.Client
+	// Dial opens the connections of the client built when Client is nil;
+	// nil uses http.DefaultTransport's dialer. The service passes its
+	// egress policy's.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RequestTimeout bounds each request until its response headers.
 	// Zero means DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -220,7 +225,7 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 	}
 	hc := opts.Client
 	if hc == nil {
-		tr, err := source.HTTPTransport(cfg.CACert)
+		tr, err := source.HTTPTransport(cfg.CACert, opts.Dial)
 		if err != nil {
 			return nil, &StepError{Step: StepConfig, Err: err}
 		}
@@ -291,10 +296,8 @@ func tokenError(err error) error {
 	msg = strings.TrimSpace(strings.SplitN(msg, "\r\n", 2)[0])
 	ae := &APIError{Status: status, Code: re.ErrorCode, Message: msg}
 	if re.ErrorCode == "" {
-		ae.Message = strings.TrimSpace(string(re.Body))
-		if len(ae.Message) > 200 {
-			ae.Message = ae.Message[:200]
-		}
+		// Not an OAuth2 error: described, never quoted.
+		ae.Message = source.NotOAuth2(re.Response)
 	}
 	switch re.ErrorCode {
 	case "invalid_client", "unauthorized_client", "invalid_request", "invalid_grant", "invalid_scope":

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -127,6 +128,10 @@ type Options struct {
 	// Client is the HTTP client for the token endpoint; nil builds one that
 	// trusts the system's roots plus the configuration's caCert.
 	Client *http.Client
+	// Dial opens the connections of the client built when Client is nil;
+	// nil uses http.DefaultTransport's dialer. The service passes its
+	// egress policy's.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Timeout bounds one token request. Zero means DefaultTimeout.
 	Timeout time.Duration
 	// Now is the clock; nil means time.Now. Tests move it.
@@ -179,7 +184,7 @@ func NewTokenSource(cfg imapconf.Config, opts Options) (*TokenSource, error) {
 	}
 	hc := opts.Client
 	if hc == nil {
-		tr, err := source.HTTPTransport(cfg.CACert)
+		tr, err := source.HTTPTransport(cfg.CACert, opts.Dial)
 		if err != nil {
 			return nil, &source.StepError{Step: StepToken, Err: err}
 		}
@@ -288,8 +293,8 @@ type EndpointError struct {
 	Status int
 	// Code is the endpoint's error (invalid_client, invalid_scope…).
 	Code string
-	// Description is its error_description, or the start of the body
-	// when it sent no error.
+	// Description is its error_description, or, when it sent no OAuth2
+	// error, what kind of answer it was (its Content-Type, never its body).
 	Description string
 }
 
@@ -322,10 +327,9 @@ func tokenError(err error) error {
 	}
 	ee.Description = strings.TrimSpace(strings.SplitN(ee.Description, "\n", 2)[0])
 	if ee.Code == "" {
-		ee.Description = strings.TrimSpace(strings.ToValidUTF8(string(re.Body), "?"))
-		if len(ee.Description) > 200 {
-			ee.Description = ee.Description[:200] + "…"
-		}
+		// Not an OAuth2 error: whatever answered is described, never
+		// quoted (test connection must not read out other servers).
+		ee.Description = source.NotOAuth2(re.Response)
 	}
 	switch ee.Code {
 	case "invalid_client", "unauthorized_client", "invalid_request", "invalid_grant", "invalid_scope", "access_denied":
