@@ -87,6 +87,18 @@ var hostileCorpus = []hostileCase{
 		b.WriteString("--b--\r\n")
 		return b.Bytes()
 	}},
+	{"part_with_long_header", func(size int) []byte {
+		var b bytes.Buffer
+		b.WriteString("Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain")
+		for b.Len() < size {
+			b.WriteString(";\r\n p=v")
+		}
+		b.WriteString("\r\n\r\nx\r\n--b--\r\n")
+		return b.Bytes()
+	}},
+	{"iso2022jp_address", func(size int) []byte {
+		return hostileHeader("To", "=?ISO-2022-JP?B?GyRCJEokTBsoQg==?= ", size)
+	}},
 	{"many_parts", func(size int) []byte {
 		var b bytes.Buffer
 		b.WriteString("Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n")
