@@ -481,7 +481,12 @@ func (b *builder) appendText(sb *strings.Builder, id string, data []byte, charse
 		sb.Grow(len(data) + len(data)/4 + 1)
 		_ = w.fromReader(transform.NewReader(bytes.NewReader(data), charmap.Windows1252.NewDecoder()))
 	default:
-		sb.Grow(len(data) + 1)
+		// The exact size first: invalid UTF-8 and NUL grow, and a
+		// builder growing by doubling would need up to three times it.
+		count := textWriter{sep: w.sep, start: true}
+		count.write(data)
+		count.end()
+		sb.Grow(count.n)
 		w.write(data)
 	}
 	w.end()
@@ -489,7 +494,8 @@ func (b *builder) appendText(sb *strings.Builder, id string, data []byte, charse
 
 // textWriter normalises text into sb (see appendText).
 type textWriter struct {
-	sb    *strings.Builder
+	sb    *strings.Builder // nil: only count into n
+	n     int
 	sep   bool   // a "\n" is owed before the first byte written
 	start bool   // nothing read yet (for the byte order mark)
 	cr    bool   // the last chunk ended in "\r"
@@ -500,8 +506,12 @@ type textWriter struct {
 func (w *textWriter) out(s string) {
 	w.inv = false
 	if w.sep {
-		w.sb.WriteByte('\n')
 		w.sep = false
+		w.outByte('\n')
+	}
+	if w.sb == nil {
+		w.n += len(s)
+		return
 	}
 	w.sb.WriteString(s)
 }
@@ -509,8 +519,12 @@ func (w *textWriter) out(s string) {
 func (w *textWriter) outByte(c byte) {
 	w.inv = false
 	if w.sep {
-		w.sb.WriteByte('\n')
 		w.sep = false
+		w.outByte('\n')
+	}
+	if w.sb == nil {
+		w.n++
+		return
 	}
 	w.sb.WriteByte(c)
 }

@@ -297,12 +297,17 @@ func parseAddressList(raw string) ([]Address, string) {
 		return nil, ""
 	}
 	if cut, ok := cutAddresses(s, maxAddresses); ok {
-		list, problem := parseAddressList(cut)
+		list, problem := parseAddresses(cut)
 		if problem == "" {
-			problem = fmt.Sprintf("more than %d addresses; the rest were skipped", maxAddresses)
+			problem = fmt.Sprintf("more than %d addresses or %d bytes of them; the rest were skipped", maxAddresses, maxAddressBytes)
 		}
 		return list, problem
 	}
+	return parseAddresses(s)
+}
+
+// parseAddresses is parseAddressList for a value already unfolded and cut.
+func parseAddresses(s string) ([]Address, string) {
 	list, err := addressParser.ParseList(s)
 	if err == nil {
 		out := make([]Address, 0, len(list))
@@ -320,23 +325,47 @@ func parseAddressList(raw string) ([]Address, string) {
 	return out, fmt.Sprintf("parsing address list %q: %v", truncate(s, 200), err)
 }
 
-// maxAddresses bounds the addresses read from one address header (all its
-// fields together): each one kept costs several times its text.
-const maxAddresses = 1000
+// maxAddresses and maxAddressBytes bound what is read of one address
+// header (all its fields together): each address kept costs several times
+// its text, and each encoded word in a name costs net/mail's decoder several
+// hundred bytes. A To of a thousand recipients takes about 60 KB.
+const (
+	maxAddresses    = 1000
+	maxAddressBytes = 256 << 10
+)
 
-// cutAddresses returns s up to its n-th top-level comma, and whether there
-// was more; it allocates nothing.
+// cutAddresses returns s up to its n-th top-level comma or the last one
+// before maxAddressBytes, and whether there was more; it allocates nothing.
 func cutAddresses(s string, n int) (string, bool) {
-	if strings.Count(s, ",") < n {
+	if len(s) <= maxAddressBytes && strings.Count(s, ",") < n {
 		return s, false
 	}
-	end, balanced := -1, true
-	visitCommas(s, true, func(i int) bool { n--; end = i; return n > 0 }, &balanced)
-	if !balanced {
-		visitCommas(s, false, func(i int) bool { n--; end = i; return n > 0 }, &balanced)
+	end := -1
+	cut := func(quotes bool) bool {
+		end = -1
+		k := n
+		var balanced bool
+		visitCommas(s, quotes, func(i int) bool {
+			if i > maxAddressBytes {
+				return false
+			}
+			end, k = i, k-1
+			return k > 0
+		}, &balanced)
+		return balanced
 	}
-	if n > 0 || end < 0 {
-		return s, false
+	if !cut(true) {
+		cut(false)
+	}
+	if end < 0 {
+		if len(s) <= maxAddressBytes {
+			return s, false
+		}
+		i := maxAddressBytes
+		for i > 0 && s[i]&0xC0 == 0x80 {
+			i--
+		}
+		return s[:i], true
 	}
 	return s[:end], true
 }

@@ -245,13 +245,28 @@ func parseCost(raw []byte) (peak, allocated uint64) {
 	return peak, after.TotalAlloc - before.TotalAlloc
 }
 
+// TestHostileMemory parses each hostile shape alone and checks that the
+// heap it needs at its peak stays within 4× the message's size and that it
+// allocates at most 16× the size in all (a measure of the work done that,
+// unlike time, does not depend on the machine).
 func TestHostileMemory(t *testing.T) {
-	const size = 2 << 20
+	const (
+		size     = 2 << 20
+		maxPeak  = 4
+		maxAlloc = 16
+	)
 	for _, tc := range hostileCorpus {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := tc.gen(size)
 			peak, alloc := parseCost(raw)
-			t.Logf("%d bytes: peak heap %.2f×, allocated %.2f×", len(raw), float64(peak)/float64(len(raw)), float64(alloc)/float64(len(raw)))
+			p, a := float64(peak)/float64(len(raw)), float64(alloc)/float64(len(raw))
+			t.Logf("%d bytes: peak heap %.2f×, allocated %.2f×", len(raw), p, a)
+			if p > maxPeak {
+				t.Errorf("peak heap: got %.2f× the message size, want at most %d×", p, maxPeak)
+			}
+			if a > maxAlloc {
+				t.Errorf("allocated: got %.2f× the message size, want at most %d×", a, maxAlloc)
+			}
 		})
 	}
 }
