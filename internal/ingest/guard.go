@@ -30,7 +30,10 @@ const ParseErrorCrashed = "skipped after repeated crashes"
 // died on it. A message whose count has reached 2 when it comes up again
 // is recorded raw with ParseErrorCrashed, unparsed, and the checkpoint
 // moves on. So a poison message costs two restarts; an innocent one in
-// the same batch is parsed again on its own and recorded as usual.
+// the same batch is parsed again on its own and recorded as usual. Each
+// note names the process that wrote it: a note this process left (a
+// transaction that failed, a lost connection, after which the session
+// starts again) is not a death and is simply replaced.
 type Guard struct {
 	in      *Ingester
 	imapID  int64
@@ -45,6 +48,9 @@ func (in *Ingester) Guard(ctx context.Context, c imapconf.Config) (*Guard, error
 	a, ok, err := in.store.GetAttempt(ctx, c.ID)
 	if err != nil {
 		return nil, err
+	}
+	if ok && a.Owner == in.instance {
+		ok, a = false, store.IngestAttempt{}
 	}
 	if ok {
 		in.log.Warn("the service died while recording mail of this mailbox; reading one message at a time for a while",
@@ -72,7 +78,7 @@ func (g *Guard) Careful() bool { return g.careful }
 // without parsing it (Skipped).
 func (g *Guard) Begin(ctx context.Context, key string, span int) (skip bool, err error) {
 	if !g.careful {
-		return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: 1, Span: span})
+		return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: 1, Span: span, Owner: g.in.instance})
 	}
 	deaths := 0
 	switch {
@@ -89,9 +95,9 @@ func (g *Guard) Begin(ctx context.Context, key string, span int) (skip bool, err
 		g.in.log.Error("message recorded raw without parsing: the service died twice while recording it",
 			"imap_id", g.imapID, "message", key, "deaths", deaths)
 		// The note stays as it is; the record removes it.
-		return true, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths, Span: 1})
+		return true, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths, Span: 1, Owner: g.in.instance})
 	}
-	return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths + 1, Span: 1})
+	return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths + 1, Span: 1, Owner: g.in.instance})
 }
 
 // Skipped is a message recorded raw, unparsed, by the crash-loop breaker.

@@ -22,8 +22,10 @@ type session struct {
 	uid uint32 // the last UID recorded
 }
 
-func start(t *testing.T, in *ingest.Ingester, cfg imapconf.Config) *session {
+// start starts a new process (a new Ingester) on st.
+func start(t *testing.T, st *store.Store, cfg imapconf.Config) *session {
 	t.Helper()
+	in := ingest.New(ingest.Deps{Store: st})
 	g, err := in.Guard(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +61,6 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestGuard(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, st *store.Store) {
-		in := ingest.New(ingest.Deps{Store: st})
 		ctx := context.Background()
 		parseErrorOf := func(cfg imapconf.Config, uid uint32) string {
 			t.Helper()
@@ -78,12 +79,12 @@ func TestGuard(t *testing.T) {
 
 		t.Run("poison first in its batch", func(t *testing.T) {
 			cfg := imapconf.Config{ID: 1, Name: "one"}
-			s := start(t, in, cfg)
+			s := start(t, st, cfg)
 			if s.g.Careful() || s.begin(1) {
 				t.Fatal("a fresh mailbox: got careful or skip, want neither")
 			}
 			// death 1
-			s = start(t, in, cfg)
+			s = start(t, st, cfg)
 			if !s.g.Careful() || s.g.BatchMessages(25) != 1 {
 				t.Fatalf("after a death: got careful %v, batch %d; want true, 1", s.g.Careful(), s.g.BatchMessages(25))
 			}
@@ -91,7 +92,7 @@ func TestGuard(t *testing.T) {
 				t.Fatal("after one death: got skip, want a second try")
 			}
 			// death 2
-			s = start(t, in, cfg)
+			s = start(t, st, cfg)
 			if !s.begin(1) {
 				t.Fatal("after two deaths: got no skip, want it recorded raw")
 			}
@@ -99,7 +100,7 @@ func TestGuard(t *testing.T) {
 			if got := parseErrorOf(cfg, 1); got != ingest.ParseErrorCrashed {
 				t.Errorf("parse error: got %q, want %q", got, ingest.ParseErrorCrashed)
 			}
-			s = start(t, in, cfg)
+			s = start(t, st, cfg)
 			if s.g.Careful() {
 				t.Error("after the skip was recorded: got careful, want not")
 			}
@@ -107,9 +108,9 @@ func TestGuard(t *testing.T) {
 
 		t.Run("poison in the middle of its batch", func(t *testing.T) {
 			cfg := imapconf.Config{ID: 2, Name: "two"}
-			s := start(t, in, cfg)
+			s := start(t, st, cfg)
 			s.begin(1) // the batch 1..25 dies on 3
-			s = start(t, in, cfg)
+			s = start(t, st, cfg)
 			for uid := uint32(1); uid <= 2; uid++ {
 				if s.begin(uid) {
 					t.Fatalf("uid %d: got skip, want parsed", uid)
@@ -120,7 +121,7 @@ func TestGuard(t *testing.T) {
 				t.Fatal("uid 3 after its batch died: got skip, want a try alone")
 			}
 			// death 2, on 3 alone
-			s = start(t, in, cfg)
+			s = start(t, st, cfg)
 			if !s.begin(3) {
 				t.Fatal("uid 3 after two deaths: got no skip, want it recorded raw")
 			}
@@ -135,11 +136,11 @@ func TestGuard(t *testing.T) {
 
 		t.Run("a death not caused by a message", func(t *testing.T) {
 			cfg := imapconf.Config{ID: 3, Name: "three"}
-			s := start(t, in, cfg)
+			s := start(t, st, cfg)
 			if _, err := s.g.Begin(ctx, ingest.KeyUID(7, 1), 3); err != nil {
 				t.Fatal(err)
 			}
-			s = start(t, in, cfg) // killed during a batch of 3
+			s = start(t, st, cfg) // killed during a batch of 3
 			for uid := uint32(1); uid <= 3; uid++ {
 				if !s.g.Careful() || s.begin(uid) {
 					t.Fatalf("uid %d: got careful %v or skip, want careful without skip", uid, s.g.Careful())
@@ -151,12 +152,27 @@ func TestGuard(t *testing.T) {
 			}
 		})
 
+		t.Run("a failed transaction is not a death", func(t *testing.T) {
+			cfg := imapconf.Config{ID: 6, Name: "six"}
+			s := start(t, st, cfg)
+			for range 3 { // the session fails after each Begin and starts again in the same process
+				g, err := s.in.Guard(ctx, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.g = g
+				if s.g.Careful() || s.begin(1) {
+					t.Fatal("after a failed transaction of this process: got careful or skip, want neither")
+				}
+			}
+		})
+
 		t.Run("a note for a message gone from the server", func(t *testing.T) {
 			cfg := imapconf.Config{ID: 4, Name: "four"}
 			if err := st.SetAttempt(ctx, cfg.ID, store.IngestAttempt{Key: ingest.KeyUID(7, 99), Attempts: 2, Span: 1}); err != nil {
 				t.Fatal(err)
 			}
-			s := start(t, in, cfg)
+			s := start(t, st, cfg)
 			if s.begin(100) {
 				t.Fatal("another message than the noted one: got skip, want parsed")
 			}
@@ -164,7 +180,7 @@ func TestGuard(t *testing.T) {
 
 		t.Run("a batch recorded while the next is noted", func(t *testing.T) {
 			cfg := imapconf.Config{ID: 5, Name: "five"}
-			s := start(t, in, cfg)
+			s := start(t, st, cfg)
 			s.begin(1)
 			s.begin(26) // pipelined: the next batch is noted before the first commits
 			s.record(1, 1, false)

@@ -7,6 +7,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"strconv"
 	"time"
@@ -27,6 +28,8 @@ type Ingester struct {
 	metrics   *metrics
 	// crashOnSubject is Deps.TestCrashOnSubject.
 	crashOnSubject string
+	// instance names this Ingester in the crash-loop breaker's notes.
+	instance string
 }
 
 // Deps are what an Ingester needs. Hook, when set, runs in the ingest
@@ -68,7 +71,8 @@ func New(d Deps) *Ingester {
 	if d.Committed == nil {
 		d.Committed = func() {}
 	}
-	return &Ingester{store: d.Store, log: d.Logger, hook: d.Hook, committed: d.Committed, metrics: m, crashOnSubject: d.TestCrashOnSubject}
+	return &Ingester{store: d.Store, log: d.Logger, hook: d.Hook, committed: d.Committed, metrics: m, crashOnSubject: d.TestCrashOnSubject,
+		instance: rand.Text()}
 }
 
 // Prepare parses one message as read from the server. raw is the whole

@@ -15,13 +15,14 @@ type IngestAttempt struct {
 	Key      string
 	Attempts int
 	Span     int
+	Owner    string // the process that wrote it
 }
 
 // GetAttempt returns the attempt left for configuration imapID; ok is false
 // when there is none (the last batch was recorded).
 func (s *Store) GetAttempt(ctx context.Context, imapID int64) (a IngestAttempt, ok bool, err error) {
-	err = s.r.QueryRowContext(ctx, `SELECT msg_key, attempts, span FROM ingest_attempts WHERE imap_id = $1`, imapID).
-		Scan(&a.Key, &a.Attempts, &a.Span)
+	err = s.r.QueryRowContext(ctx, `SELECT msg_key, attempts, span, owner FROM ingest_attempts WHERE imap_id = $1`, imapID).
+		Scan(&a.Key, &a.Attempts, &a.Span, &a.Owner)
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, false, nil
 	}
@@ -35,9 +36,9 @@ func (s *Store) GetAttempt(ctx context.Context, imapID int64) (a IngestAttempt, 
 // and record a, replacing what was noted before.
 func (s *Store) SetAttempt(ctx context.Context, imapID int64, a IngestAttempt) error {
 	return s.Write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO ingest_attempts (imap_id, msg_key, attempts, span, updated_at) VALUES ($1, $2, $3, $4, $5)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ingest_attempts (imap_id, msg_key, attempts, span, owner, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (imap_id) DO UPDATE SET msg_key = excluded.msg_key, attempts = excluded.attempts, span = excluded.span,
-				updated_at = excluded.updated_at`, imapID, a.Key, a.Attempts, a.Span, now()); err != nil {
+				owner = excluded.owner, updated_at = excluded.updated_at`, imapID, a.Key, a.Attempts, a.Span, a.Owner, now()); err != nil {
 			return fmt.Errorf("noting the ingest attempt of imap configuration %d: %w", imapID, err)
 		}
 		return nil
