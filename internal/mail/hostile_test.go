@@ -270,3 +270,21 @@ func TestHostileMemory(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkHostile parses each hostile shape of 2 MiB; peak/size is the
+// peak heap over the message size, measured once as TestHostileMemory does.
+// Run with -benchtime=3x: before issue 12 some shapes took seconds each.
+func BenchmarkHostile(b *testing.B) {
+	for _, tc := range hostileCorpus {
+		raw := tc.gen(2 << 20)
+		b.Run(tc.name, func(b *testing.B) {
+			peak, _ := parseCost(raw)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(raw)))
+			for b.Loop() {
+				Parse(raw)
+			}
+			b.ReportMetric(float64(peak)/float64(len(raw)), "peak/size")
+		})
+	}
+}
