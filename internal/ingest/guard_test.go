@@ -19,7 +19,6 @@ type session struct {
 	in  *ingest.Ingester
 	cfg imapconf.Config
 	g   *ingest.Guard
-	uid uint32 // the last UID recorded
 }
 
 // start starts a new process (a new Ingester) on st.
