@@ -91,7 +91,9 @@ func serve(ctx context.Context, args []string, env Env) error {
 	watcher := watch.New(watch.Deps{
 		Store: st,
 		Ingester: ingest.New(ingest.Deps{Store: st, Logger: log, Registry: reg,
-			Hook: flow.Hook(st), Committed: worker.Notify}),
+			Hook: flow.Hook(st), Committed: worker.Notify,
+			// A test hook of the crash-loop breaker's end-to-end test only.
+			TestCrashOnSubject: env.Getenv("MAILTRIGGER_TEST_CRASH_ON_SUBJECT")}),
 		Logger:   log,
 		Registry: reg,
 		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence},

@@ -7,7 +7,9 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,10 @@ type Ingester struct {
 	hook      store.RecordHook
 	committed func()
 	metrics   *metrics
+	// crashOnSubject is Deps.TestCrashOnSubject.
+	crashOnSubject string
+	// instance names this Ingester in the crash-loop breaker's notes.
+	instance string
 }
 
 // Deps are what an Ingester needs. Hook, when set, runs in the ingest
@@ -36,6 +42,10 @@ type Deps struct {
 	// Committed, when set, is called after a batch that recorded messages
 	// committed (it wakes the run worker).
 	Committed func()
+	// TestCrashOnSubject is a test hook, set only by the end-to-end test of
+	// the crash-loop breaker (MAILTRIGGER_TEST_CRASH_ON_SUBJECT): the process
+	// exits when Ingester.Prepare parses a message with this subject.
+	TestCrashOnSubject string
 }
 
 type metrics struct {
@@ -61,7 +71,8 @@ func New(d Deps) *Ingester {
 	if d.Committed == nil {
 		d.Committed = func() {}
 	}
-	return &Ingester{store: d.Store, log: d.Logger, hook: d.Hook, committed: d.Committed, metrics: m}
+	return &Ingester{store: d.Store, log: d.Logger, hook: d.Hook, committed: d.Committed, metrics: m, crashOnSubject: d.TestCrashOnSubject,
+		instance: rand.Text()}
 }
 
 // Prepare parses one message as read from the server. raw is the whole
@@ -78,25 +89,30 @@ func Prepare(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
 	} else {
 		m = mail.Parse(raw)
 	}
-	return store.Incoming{UID: uid, Raw: raw, Msg: m, Seen: time.Now()}
+	return store.Incoming{UID: uid, Raw: raw, Msg: m, Seen: timeNow()}
 }
+
+func timeNow() time.Time { return time.Now() }
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
 // Record records msgs of configuration c and, when advance is set, moves its
 // checkpoint to cp, in one transaction, returning what was recorded (a
 // message recorded before is skipped). cp.UIDValidity is the one the
-// messages' UIDs belong to.
-func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Checkpoint, advance bool, msgs []store.Incoming) ([]store.Recorded, error) {
+// messages' UIDs belong to. attempt is the key Guard.Begin noted the batch
+// under ("" if none).
+func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Checkpoint, advance bool, msgs []store.Incoming, attempt string) ([]store.Recorded, error) {
 	return in.record(ctx, c, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: cp, KeepCheckpoint: !advance, Messages: msgs,
-		Action: c.AfterProcessing, MoveTo: c.MoveTo})
+		Action: c.AfterProcessing, MoveTo: c.MoveTo, Attempt: attempt})
 }
 
 // RecordGraph records msgs of the Microsoft Graph configuration c (each
 // with its Graph id as UIDL) and, when deltaLink is set, stores it as the
 // checkpoint, in one transaction. The after-processing owed for each message
 // recorded is remembered (store.PendingGraphActions).
-func (in *Ingester) RecordGraph(ctx context.Context, c imapconf.Config, deltaLink *string, msgs []store.Incoming) ([]store.Recorded, error) {
+func (in *Ingester) RecordGraph(ctx context.Context, c imapconf.Config, deltaLink *string, msgs []store.Incoming, attempt string) ([]store.Recorded, error) {
 	return in.record(ctx, c, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Messages: msgs,
-		Action: c.AfterProcessing, MoveTo: c.MoveTo, OweByID: true, DeltaLink: deltaLink})
+		Action: c.AfterProcessing, MoveTo: c.MoveTo, OweByID: true, DeltaLink: deltaLink, Attempt: attempt})
 }
 
 func (in *Ingester) record(ctx context.Context, c imapconf.Config, b store.Batch) ([]store.Recorded, error) {

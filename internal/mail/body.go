@@ -5,15 +5,19 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/jhillyerd/enmime/v2"
 	"github.com/jhillyerd/enmime/v2/mediatype"
+	"golang.org/x/text/encoding/charmap"
+	"golang.org/x/text/transform"
 )
 
 // parseBody fills the builder's message with the text and HTML bodies and
@@ -38,6 +42,17 @@ func (b *builder) parseBody(h header, body []byte) {
 		}
 	}()
 
+	var ignored []string
+	if mt, params, _, _ := lenientMediaType(h.get("Content-Type"), &ignored); !strings.HasPrefix(mt, "multipart/") || params["boundary"] == "" {
+		// One part: enmime would only copy the body (growing a buffer to
+		// twice its size on the way).
+		lp := b.rootLeaf(h, body)
+		if strings.HasPrefix(mt, "multipart/") {
+			lp.contentType = mt // reported as without boundary, kept as text
+		}
+		b.leaf(lp, "")
+		return
+	}
 	if problem := checkShape(h.get("Content-Type"), body); problem != "" {
 		b.problem("%s; body kept as text", problem)
 		b.leaf(b.rootLeaf(h, body), "")
@@ -83,11 +98,31 @@ func where(partID string) string {
 	return "part " + partID + ": "
 }
 
-// mimeHeader renders the MIME fields of the top-level header for enmime.
+// mimeHeader renders the MIME fields of the top-level header for enmime. A
+// field longer than any real one (a hostile header of millions of
+// parameters) is not handed over as written, which would cost several times
+// its size in enmime's header reader: a Content-Type is rendered again from
+// its media type and boundary, the others left out (the root part's
+// disposition and encoding are read from h, not from enmime).
 func mimeHeader(h header) string {
 	var sb strings.Builder
 	for _, k := range []string{"Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-Id"} {
-		if v := h.get(k); v != "" {
+		v := h.get(k)
+		if len(v) > maxMIMEField {
+			if k != "Content-Type" {
+				continue
+			}
+			var ignored []string
+			mt, params, _, _ := lenientMediaType(v, &ignored)
+			if mt == "" {
+				continue
+			}
+			v = mt
+			if bd := params["boundary"]; bd != "" {
+				v += `; boundary="` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(bd) + `"`
+			}
+		}
+		if v != "" {
 			sb.WriteString(k)
 			sb.WriteString(": ")
 			sb.WriteString(strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
@@ -98,6 +133,10 @@ func mimeHeader(h header) string {
 	return sb.String()
 }
 
+// maxMIMEField is the longest top-level MIME field handed to enmime as
+// written.
+const maxMIMEField = 16 << 10
+
 // leafPart is a MIME part with content, from enmime or, when enmime failed,
 // the whole message body.
 type leafPart struct {
@@ -105,6 +144,7 @@ type leafPart struct {
 	header      func(key string) string // raw field value, "" if absent
 	contentType string                  // lower-case media type, "" if none
 	content     []byte                  // as written (transfer-encoded)
+	shared      bool                    // content is the caller's memory
 }
 
 // rootLeaf is the whole body as one part, for when the structure is unusable.
@@ -114,8 +154,9 @@ func (b *builder) rootLeaf(h header, body []byte) leafPart {
 	if strings.HasPrefix(ct, "multipart/") {
 		ct = "text/plain"
 	}
-	// A copy, so that no attachment shares memory with the caller's raw.
-	return leafPart{id: "0", header: h.get, contentType: ct, content: bytes.Clone(body)}
+	// Not a copy: leaf copies what an attachment keeps, so that none
+	// shares memory with the caller's raw.
+	return leafPart{id: "0", header: h.get, contentType: ct, content: body, shared: true}
 }
 
 // walk visits the part tree depth first.
@@ -164,7 +205,7 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	ctParams := parseParams(ctRaw)
 	cdParams := parseParams(cdRaw)
 	disposition := dispositionType(cdRaw)
-	data := b.decodeTransfer(lp.id, lp.content, lp.header("Content-Transfer-Encoding"))
+	data, decoded := b.decodeTransfer(lp.id, lp.content, lp.header("Content-Transfer-Encoding"))
 	filename := fileName(cdParams, ctParams)
 
 	multipartLeaf := strings.HasPrefix(ct, "multipart/")
@@ -173,16 +214,18 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	}
 	if (ct == "text/plain" || ct == "text/html" || multipartLeaf) && disposition != "attachment" && filename == "" {
 		isHTML := ct == "text/html"
-		text := b.decodeText(lp.id, data, ctParams["charset"], isHTML)
+		sb := &b.text
 		if isHTML {
-			appendBody(&b.html, text)
-		} else {
-			appendBody(&b.text, text)
+			sb = &b.html
 		}
+		b.appendText(sb, lp.id, data, ctParams["charset"], isHTML)
 		return
 	}
 	if filename == "" && ct == "message/rfc822" {
 		filename = nestedMessageName(data)
+	}
+	if lp.shared && !decoded {
+		data = bytes.Clone(data)
 	}
 	sum := sha256.Sum256(data)
 	cid := contentID(lp.header("Content-Id"))
@@ -195,17 +238,6 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 		Inline:      disposition == "inline" || disposition == "" && cid != "",
 		ContentID:   cid,
 	})
-}
-
-// appendBody adds a body part's text, on a new line if need be.
-func appendBody(sb *strings.Builder, add string) {
-	if add == "" {
-		return
-	}
-	if s := sb.String(); s != "" && !strings.HasSuffix(s, "\n") {
-		sb.WriteByte('\n')
-	}
-	sb.WriteString(add)
 }
 
 // Limits on the MIME structure. enmime's cost grows with size times depth
@@ -273,34 +305,38 @@ func checkShape(contentType string, body []byte) string {
 // partContentType reads a part header at the start of b, at most 64 KiB of
 // it, and returns its Content-Type and the bytes the header took.
 func partContentType(b []byte) (string, int) {
-	var ct string
-	inCT := false
+	var ct strings.Builder
+	inCT, seen := false, false
 	pos := 0
 	for pos < len(b) && pos < 64<<10 {
 		line, next := nextLine(b, pos)
 		if len(line) == 0 {
-			return ct, next
+			return ct.String(), next
 		}
-		switch key, value, ok := splitField(line); {
-		case line[0] == ' ' || line[0] == '\t':
+		if line[0] == ' ' || line[0] == '\t' {
 			if inCT {
-				ct += string(line)
+				ct.Write(line)
 			}
-		case ok:
-			inCT = key == "Content-Type" && ct == ""
-			if inCT {
-				ct = value
-			}
-		default:
-			return ct, pos
+			pos = next
+			continue
+		}
+		key, value, ok := splitField(line)
+		if !ok {
+			return ct.String(), pos
+		}
+		inCT = key == "Content-Type" && !seen
+		if inCT {
+			seen = true
+			ct.WriteString(value)
 		}
 		pos = next
 	}
-	return ct, pos
+	return ct.String(), pos
 }
 
-// decodeTransfer undoes the Content-Transfer-Encoding, leniently.
-func (b *builder) decodeTransfer(id string, content []byte, cte string) []byte {
+// decodeTransfer undoes the Content-Transfer-Encoding, leniently. decoded
+// says whether data is new memory rather than content itself.
+func (b *builder) decodeTransfer(id string, content []byte, cte string) (data []byte, decoded bool) {
 	enc := strings.ToLower(strings.Trim(strings.TrimSpace(cte), `"`))
 	if i := strings.IndexAny(enc, "; \t"); i >= 0 {
 		enc = enc[:i]
@@ -314,14 +350,14 @@ func (b *builder) decodeTransfer(id string, content []byte, cte string) []byte {
 		if truncated {
 			b.problem("%smalformed base64: incomplete final group dropped", where(id))
 		}
-		return data
+		return data, true
 	case "quoted-printable":
-		return decodeQuotedPrintable(content)
+		return decodeQuotedPrintable(content), true
 	case "", "7bit", "8bit", "binary":
-		return content
+		return content, false
 	default:
 		b.problem("%sunknown content-transfer-encoding %q; content kept as is", where(id), truncate(cte, 40))
-		return content
+		return content, false
 	}
 }
 
@@ -412,8 +448,11 @@ func decodeQuotedPrintable(in []byte) []byte {
 
 var metaCharset = regexp.MustCompile(`(?i)<meta[^>]*charset\s*=\s*["']?\s*([a-z0-9_.:-]+)`)
 
-// decodeText converts a body part to UTF-8 with "\n" line endings.
-func (b *builder) decodeText(id string, data []byte, charset string, isHTML bool) string {
+// appendText adds a body part to sb, on a new line if need be, converted to
+// UTF-8 with "\n" line endings: a leading byte order mark is dropped, NUL and
+// invalid UTF-8 become U+FFFD. It converts in chunks straight into sb, so a
+// big body costs little more than its text (issue 12).
+func (b *builder) appendText(sb *strings.Builder, id string, data []byte, charset string, isHTML bool) {
 	if charset == "" && isHTML {
 		head := data
 		if len(head) > 64<<10 {
@@ -423,29 +462,182 @@ func (b *builder) decodeText(id string, data []byte, charset string, isHTML bool
 			charset = string(m[1])
 		}
 	}
-	s, ok := decodeCharset(charset, data)
-	if !ok {
+	enc, kind := lookupCharset(charset)
+	switch {
+	case kind == charsetUnknown:
 		b.problem("%sunknown charset %q; read as utf-8 or windows-1252", where(id), truncate(charset, 40))
-	} else if _, kind := lookupCharset(charset); kind == charsetUTF8 && !utf8.Valid(data) {
+		kind = charsetRaw
+	case kind == charsetUTF8 && !utf8.Valid(data):
 		b.problem("%sinvalid utf-8 replaced with U+FFFD", where(id))
 	}
-	s = strings.TrimPrefix(s, "\uFEFF")
-	s = strings.ReplaceAll(s, "\r\n", "\n")
-	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+	w := textWriter{sb: sb, sep: sb.Len() > 0 && !strings.HasSuffix(sb.String(), "\n"), start: true}
+	switch {
+	case kind == charsetDecoder:
+		sb.Grow(len(data) + len(data)/2 + 1) // most charsets take fewer bytes than UTF-8
+		if err := w.fromReader(transform.NewReader(bytes.NewReader(data), enc.NewDecoder())); err != nil {
+			b.problem("%sdecoding %s: %v", where(id), truncate(charset, 40), err)
+		}
+	case kind == charsetRaw && !utf8.Valid(data):
+		sb.Grow(len(data) + len(data)/4 + 1)
+		_ = w.fromReader(transform.NewReader(bytes.NewReader(data), charmap.Windows1252.NewDecoder()))
+	default:
+		// The exact size first: invalid UTF-8 and NUL grow, and a
+		// builder growing by doubling would need up to three times it.
+		count := textWriter{sep: w.sep, start: true}
+		count.write(data)
+		count.end()
+		sb.Grow(count.n)
+		w.write(data)
+	}
+	w.end()
 }
 
+// textWriter normalises text into sb (see appendText).
+type textWriter struct {
+	sb    *strings.Builder // nil: only count into n
+	n     int
+	sep   bool   // a "\n" is owed before the first byte written
+	start bool   // nothing read yet (for the byte order mark)
+	cr    bool   // the last chunk ended in "\r"
+	inv   bool   // the last thing written replaced invalid UTF-8 (a run of it becomes one U+FFFD)
+	carry []byte // an incomplete rune at the end of the last chunk
+}
+
+func (w *textWriter) out(s string) {
+	w.inv = false
+	if w.sep {
+		w.sep = false
+		w.outByte('\n')
+	}
+	if w.sb == nil {
+		w.n += len(s)
+		return
+	}
+	w.sb.WriteString(s)
+}
+
+func (w *textWriter) outByte(c byte) {
+	w.inv = false
+	if w.sep {
+		w.sep = false
+		w.outByte('\n')
+	}
+	if w.sb == nil {
+		w.n++
+		return
+	}
+	w.sb.WriteByte(c)
+}
+
+// write adds a chunk of UTF-8 text.
+func (w *textWriter) write(p []byte) {
+	if len(w.carry) > 0 {
+		// A rune split across chunks (chunks from a reader are small).
+		p = append(w.carry, p...)
+		w.carry = nil
+	}
+	if w.start {
+		p = bytes.TrimPrefix(p, []byte("\uFEFF"))
+		w.start = len(p) == 0
+	}
+	for len(p) > 0 {
+		if w.cr {
+			w.cr = false
+			if p[0] != '\n' {
+				w.outByte('\r')
+			}
+		}
+		i := 0
+		for i < len(p) && p[i] >= 0x20 && p[i] < utf8.RuneSelf {
+			i++
+		}
+		if i > 0 {
+			w.out(unsafeString(p[:i]))
+			p = p[i:]
+			continue
+		}
+		switch c := p[0]; {
+		case c == '\r' && len(p) == 1:
+			w.cr = true
+			p = p[1:]
+		case c == '\r' && p[1] == '\n':
+			p = p[1:] // the "\n" is written next
+		case c == 0:
+			w.out("\uFFFD")
+			p = p[1:]
+		case c < utf8.RuneSelf:
+			w.outByte(c)
+			p = p[1:]
+		case !utf8.FullRune(p):
+			w.carry = append([]byte(nil), p...)
+			return
+		default:
+			r, n := utf8.DecodeRune(p)
+			if r == utf8.RuneError && n == 1 {
+				if !w.inv {
+					w.out("\uFFFD")
+					w.inv = true
+				}
+			} else {
+				w.out(unsafeString(p[:n]))
+			}
+			p = p[n:]
+		}
+	}
+}
+
+func (w *textWriter) fromReader(r io.Reader) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		w.write(buf[:n])
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (w *textWriter) end() {
+	if len(w.carry) > 0 && !w.inv {
+		w.out("\uFFFD")
+	}
+	if w.cr {
+		w.outByte('\r')
+	}
+}
+
+// unsafeString is p as a string for the time of a write, without a copy.
+func unsafeString(p []byte) string {
+	return unsafe.String(unsafe.SliceData(p), len(p))
+}
+
+// maxParams bounds the parameters read from one Content-Type or
+// Content-Disposition value: real ones have a handful (a long file name in
+// RFC 2231 sections a few more), and each one kept costs more memory than
+// its text.
+const maxParams = 100
+
 // lenientMediaType parses a Content-Type with enmime's tolerant parser and,
-// when even that fails or the value is very long, takes the type before the first ";" (if it looks like
-// one) and the parameters as parseParams reads them. It never fails.
+// when even that fails or the value is long or has many parameters, takes
+// the type before the first ";" (if it looks like one) and the parameters as
+// parseParams reads them. It never fails.
 func lenientMediaType(ct string, problems *[]string) (string, map[string]string, []string, error) {
-	// enmime's parser takes time quadratic in the number of parameters;
-	// real values are far shorter than this.
-	if len(ct) <= 16<<10 {
+	// enmime's parser takes time quadratic in the number of parameters
+	// (issue 12: 900 parts of 1,500 parameters took 16 s); real values are
+	// far shorter than this.
+	many := strings.Count(ct, ";") > maxParams
+	if len(ct) <= 4<<10 && !many {
 		mt, params, invalid, err := mediatype.Parse(ct)
 		if err == nil {
 			return mt, params, invalid, nil
 		}
 		*problems = append(*problems, fmt.Sprintf("malformed content type %q: %v", truncate(ct, 100), err))
+	}
+	if many {
+		*problems = append(*problems, fmt.Sprintf("content type with more than %d parameters; the rest were ignored", maxParams))
 	}
 	mt := ct
 	if i := strings.IndexByte(mt, ';'); i >= 0 {
@@ -544,6 +736,9 @@ func parseParams(raw string) map[string]string {
 		}
 		if _, dup := params[key]; key != "" && !dup {
 			params[key] = val
+			if len(params) >= maxParams {
+				return params
+			}
 		}
 	}
 }

@@ -10,43 +10,70 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"golang.org/x/text/transform"
 )
 
-// headerField is one header field, its value unfolded (line breaks removed,
-// the white space after them kept) but otherwise as written.
+// headerField is one header field. Its value is as written, a substring of
+// the header section: a folded value keeps its line breaks, which get and
+// values remove (see unfoldLines), so that reading a header costs no copy
+// per line however many lines it has.
 type headerField struct {
 	key   string // canonical, as by textproto.CanonicalMIMEHeaderKey
 	value string
-	more  []string // continuation lines while reading; joined into value at the end
 }
 
 // header is a message's or a part's header section in order.
 type header []headerField
 
-// get returns the first value of key, trimmed, or "".
+// get returns the first value of key, unfolded and trimmed, or "".
 func (h header) get(key string) string {
 	key = textproto.CanonicalMIMEHeaderKey(key)
 	for _, f := range h {
 		if f.key == key {
-			return strings.TrimSpace(f.value)
+			return strings.TrimSpace(unfoldLines(f.value))
 		}
 	}
 	return ""
 }
 
-// values returns every value of key, trimmed.
+// values returns every value of key, unfolded and trimmed.
 func (h header) values(key string) []string {
 	key = textproto.CanonicalMIMEHeaderKey(key)
 	var vs []string
 	for _, f := range h {
 		if f.key == key {
-			vs = append(vs, strings.TrimSpace(f.value))
+			vs = append(vs, strings.TrimSpace(unfoldLines(f.value)))
 		}
 	}
 	return vs
 }
+
+// unfoldLines removes the line breaks ("\n" or "\r\n") of a value as
+// readHeader keeps it; a line break followed by neither space nor tab (a
+// line that lost its indentation) becomes a space.
+func unfoldLines(v string) string {
+	if !strings.Contains(v, "\n") {
+		return v
+	}
+	var b strings.Builder
+	b.Grow(len(v))
+	for {
+		i := strings.IndexByte(v, '\n')
+		if i < 0 {
+			b.WriteString(v)
+			return b.String()
+		}
+		b.WriteString(strings.TrimSuffix(v[:i], "\r"))
+		v = v[i+1:]
+		if v != "" && v[0] != ' ' && v[0] != '\t' {
+			b.WriteByte(' ')
+		}
+	}
+}
+
+// maxHeaderFields bounds the fields kept of one header section: real mail
+// has a few dozen (a few hundred with a long Received trail), and each kept
+// field costs more memory than its shortest form takes in the message.
+const maxHeaderFields = 5000
 
 // readHeader reads the header section at the start of raw leniently and
 // returns it with the body that follows. The section ends at the first empty
@@ -54,46 +81,73 @@ func (h header) values(key string) []string {
 // nor a continuation, unless the next line is a field again (then the line is
 // taken as a continuation that lost its indentation). A leading mbox "From "
 // line is skipped. Lines with an invalid field name are skipped with a problem
-// noted. Raw bytes are kept; decoding is left to the caller.
+// noted, and so are the fields after the first maxHeaderFields. Raw bytes are
+// kept; decoding is left to the caller. The header section is copied to a
+// string once; keys and values are substrings of it.
 func readHeader(raw []byte) (h header, body []byte, problems []string) {
-	defer func() {
-		for i := range h {
-			if h[i].more != nil {
-				h[i].value += strings.Join(h[i].more, "")
-				h[i].more = nil
-			}
-		}
-	}()
+	end := headerEnd(raw)
+	hs := string(raw[:end])
 	pos := 0
-	for pos < len(raw) {
-		line, next := nextLine(raw, pos)
+	// The last field's value runs from valStart to valEnd in hs while its
+	// continuation lines follow it directly; after a skipped line in
+	// between it is built by concatenation (rare).
+	valStart, valEnd := -1, -1
+	dropped, tooMany := 0, false
+	extend := func(lineStart, lineEnd int, line string) {
+		f := &h[len(h)-1]
+		if valStart >= 0 && lineStart > valEnd && strings.Trim(hs[valEnd:lineStart], "\r\n") == "" && strings.Count(hs[valEnd:lineStart], "\n") == 1 {
+			valEnd = lineEnd
+			f.value = hs[valStart:valEnd]
+			return
+		}
+		f.value += "\n" + line
+		valStart = -1
+	}
+	for pos < len(hs) {
+		line, next := nextLineString(hs, pos)
+		lineEnd := pos + len(line)
 		if len(line) == 0 {
 			return h, raw[next:], problems
 		}
 		switch {
 		case line[0] == ' ' || line[0] == '\t':
-			if len(h) == 0 {
-				problems = addProblem(problems, fmt.Sprintf("header section starts with a continuation line %q", truncate(string(line), 80)))
-				pos = next
-				continue
-			}
-			h[len(h)-1].more = append(h[len(h)-1].more, string(line))
-		case pos == 0 && bytes.HasPrefix(line, []byte("From ")):
-			// mbox separator
-		default:
-			key, value, ok := splitField(line)
-			if ok {
-				if key != "" {
-					h = append(h, headerField{key: key, value: value})
-				}
+			if dropped > 0 {
 				break
 			}
-			if nextLineIsField(raw, next) {
-				if len(h) > 0 && !bytes.ContainsRune(line, ':') {
-					problems = addProblem(problems, fmt.Sprintf("header line %q was not indented; taken as a continuation", truncate(string(line), 80)))
-					h[len(h)-1].more = append(h[len(h)-1].more, " "+string(line))
+			if len(h) == 0 {
+				problems = addProblem(problems, fmt.Sprintf("header section starts with a continuation line %q", truncate(line, 80)))
+				break
+			}
+			extend(pos, lineEnd, line)
+		case pos == 0 && strings.HasPrefix(line, "From "):
+			// mbox separator
+		default:
+			key, value, ok := splitFieldString(line)
+			if ok {
+				dropped = 0
+				if key == "" {
+					break
+				}
+				if len(h) >= maxHeaderFields {
+					if dropped = 1; !tooMany {
+						tooMany = true
+						problems = addProblem(problems, fmt.Sprintf("more than %d header fields; the rest were skipped", maxHeaderFields))
+					}
+					break
+				}
+				h = append(h, headerField{key: key, value: value})
+				valStart, valEnd = lineEnd-len(value), lineEnd
+				break
+			}
+			if nextLineIsField(hs, next) {
+				if len(h) > 0 && !strings.ContainsRune(line, ':') {
+					problems = addProblem(problems, fmt.Sprintf("header line %q was not indented; taken as a continuation", truncate(line, 80)))
+					if dropped == 0 {
+						extend(pos, lineEnd, line)
+					}
 				} else {
-					problems = addProblem(problems, fmt.Sprintf("skipped malformed header line %q", truncate(string(line), 80)))
+					problems = addProblem(problems, fmt.Sprintf("skipped malformed header line %q", truncate(line, 80)))
+					valStart = -1
 				}
 				break
 			}
@@ -107,6 +161,31 @@ func readHeader(raw []byte) (h header, body []byte, problems []string) {
 		pos = next
 	}
 	return h, nil, problems
+}
+
+// headerEnd returns the length of the header section at the start of raw
+// including the empty line that ends it, or len(raw) if there is none.
+func headerEnd(raw []byte) int {
+	pos := 0
+	for pos < len(raw) {
+		line, next := nextLine(raw, pos)
+		if len(line) == 0 {
+			return next
+		}
+		pos = next
+	}
+	return len(raw)
+}
+
+// nextLineString is nextLine for a string.
+func nextLineString(s string, pos int) (line string, next int) {
+	i := strings.IndexByte(s[pos:], '\n')
+	if i < 0 {
+		line, next = s[pos:], len(s)
+	} else {
+		line, next = s[pos:pos+i], pos+i+1
+	}
+	return strings.TrimSuffix(line, "\r"), next
 }
 
 // addProblem adds p unless there are plenty already (a hostile header can
@@ -132,35 +211,42 @@ func nextLine(raw []byte, pos int) (line []byte, next int) {
 
 // nextLineIsField reports whether the line at pos is a header field or a
 // continuation line.
-func nextLineIsField(raw []byte, pos int) bool {
-	if pos >= len(raw) {
+func nextLineIsField(s string, pos int) bool {
+	if pos >= len(s) {
 		return false
 	}
-	line, _ := nextLine(raw, pos)
+	line, _ := nextLineString(s, pos)
 	if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
 		return true
 	}
-	_, _, ok := splitField(line)
+	_, _, ok := splitFieldString(line)
 	return ok
 }
 
 // splitField splits "Key: value"; the key must be printable ASCII without
 // spaces, though spaces before the colon are tolerated.
 func splitField(line []byte) (key, value string, ok bool) {
-	i := bytes.IndexByte(line, ':')
+	k, v, ok := splitFieldString(string(line))
+	return k, v, ok
+}
+
+// splitFieldString is splitField for a string; key and value are
+// substrings of line unless the key had to be canonicalised.
+func splitFieldString(line string) (key, value string, ok bool) {
+	i := strings.IndexByte(line, ':')
 	if i < 0 {
 		return "", "", false
 	}
-	k := bytes.TrimRight(line[:i], " \t")
+	k := strings.TrimRight(line[:i], " \t")
 	if len(k) == 0 {
 		return "", "", false
 	}
-	for _, c := range k {
-		if c < 33 || c > 126 {
+	for j := 0; j < len(k); j++ {
+		if c := k[j]; c < 33 || c > 126 {
 			return "", "", false
 		}
 	}
-	return textproto.CanonicalMIMEHeaderKey(string(k)), string(line[i+1:]), true
+	return textproto.CanonicalMIMEHeaderKey(k), line[i+1:], true
 }
 
 // headerValue prepares a structured header value for parsing: unfolded,
@@ -184,7 +270,18 @@ func charsetReader(charset string, input io.Reader) (io.Reader, error) {
 		}
 		return strings.NewReader(rawToUTF8(string(b))), nil
 	case charsetDecoder:
-		return transform.NewReader(input, enc.NewDecoder()), nil
+		// One encoded word at a time: decoded at once rather than
+		// through a transform.Reader and its two 4 KiB buffers, which a
+		// header of many words would allocate again for each one.
+		b, err := io.ReadAll(input)
+		if err != nil {
+			return nil, err
+		}
+		out, err := enc.NewDecoder().Bytes(b)
+		if err != nil {
+			return nil, err
+		}
+		return bytes.NewReader(out), nil
 	default:
 		return nil, fmt.Errorf("unknown charset %q", charset)
 	}
@@ -199,6 +296,18 @@ func parseAddressList(raw string) ([]Address, string) {
 	if s == "" {
 		return nil, ""
 	}
+	if cut, ok := cutAddresses(s, maxAddresses); ok {
+		list, problem := parseAddresses(cut)
+		if problem == "" {
+			problem = fmt.Sprintf("more than %d addresses or %d bytes of them; the rest were skipped", maxAddresses, maxAddressBytes)
+		}
+		return list, problem
+	}
+	return parseAddresses(s)
+}
+
+// parseAddresses is parseAddressList for a value already unfolded and cut.
+func parseAddresses(s string) ([]Address, string) {
 	list, err := addressParser.ParseList(s)
 	if err == nil {
 		out := make([]Address, 0, len(list))
@@ -214,6 +323,51 @@ func parseAddressList(raw string) ([]Address, string) {
 		}
 	}
 	return out, fmt.Sprintf("parsing address list %q: %v", truncate(s, 200), err)
+}
+
+// maxAddresses and maxAddressBytes bound what is read of one address
+// header (all its fields together): each address kept costs several times
+// its text, and each encoded word in a name costs net/mail's decoder several
+// hundred bytes. A To of a thousand recipients takes about 60 KB.
+const (
+	maxAddresses    = 1000
+	maxAddressBytes = 256 << 10
+)
+
+// cutAddresses returns s up to its n-th top-level comma or the last one
+// before maxAddressBytes, and whether there was more; it allocates nothing.
+func cutAddresses(s string, n int) (string, bool) {
+	if len(s) <= maxAddressBytes && strings.Count(s, ",") < n {
+		return s, false
+	}
+	end := -1
+	cut := func(quotes bool) bool {
+		end = -1
+		k := n
+		var balanced bool
+		visitCommas(s, quotes, func(i int) bool {
+			if i > maxAddressBytes {
+				return false
+			}
+			end, k = i, k-1
+			return k > 0
+		}, &balanced)
+		return balanced
+	}
+	if !cut(true) {
+		cut(false)
+	}
+	if end < 0 {
+		if len(s) <= maxAddressBytes {
+			return s, false
+		}
+		i := maxAddressBytes
+		for i > 0 && s[i]&0xC0 == 0x80 {
+			i--
+		}
+		return s[:i], true
+	}
+	return s[:end], true
 }
 
 // cleanName decodes what net/mail leaves encoded (encoded words inside a
@@ -236,8 +390,20 @@ func splitTopLevel(s string) []string {
 }
 
 func splitAtCommas(s string, quotes bool) (parts []string, balanced bool) {
+	start := 0
+	visitCommas(s, quotes, func(i int) bool {
+		parts = append(parts, s[start:i])
+		start = i + 1
+		return true
+	}, &balanced)
+	return append(parts, s[start:]), balanced
+}
+
+// visitCommas calls comma with the index of each comma of s outside
+// quotes, angle brackets and comments, until it returns false, and reports
+// whether the quotes were balanced (when the scan reached the end).
+func visitCommas(s string, quotes bool, comma func(i int) bool, balanced *bool) {
 	var (
-		start          int
 		quoted         bool
 		angle, comment int
 	)
@@ -258,11 +424,13 @@ func splitAtCommas(s string, quotes bool) (parts []string, balanced bool) {
 		case c == '>' && angle > 0:
 			angle--
 		case c == ',' && angle == 0:
-			parts = append(parts, s[start:i])
-			start = i + 1
+			if !comma(i) {
+				*balanced = true
+				return
+			}
 		}
 	}
-	return append(parts, s[start:]), !quoted
+	*balanced = !quoted
 }
 
 var groupPrefix = regexp.MustCompile(`^[^"<>@,;()]*:`)

@@ -76,6 +76,10 @@ func fuzzSeedMessages() [][]byte {
 	for _, v := range rfc2047Examples {
 		seeds = append(seeds, msg("From: "+v, "To: "+v, "Subject: "+v, "", "body"))
 	}
+	// The hostile shapes of issue 12, small.
+	for _, tc := range hostileCorpus {
+		seeds = append(seeds, tc.gen(2<<10))
+	}
 	return seeds
 }
 
@@ -108,6 +112,11 @@ func FuzzDecodeHeader(f *testing.F) {
 	}
 	for _, s := range rfc2231Examples {
 		f.Add(s)
+	}
+	// Hostile header values of issue 12, small.
+	for _, unit := range []string{"=?utf-8?q?a?= ", "=?utf-8?q?a?==?iso-8859-1?q?=E9?=", "=?utf-8?b?w6k=?=\r\n ",
+		"=?ISO-2022-JP?B?GyRCJEokTBsoQg==?= ", "; p=v", ";\r\n filename*1*=%41", `"a <b@c, `} {
+		f.Add(strings.Repeat(unit, 200))
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		got := DecodeHeader(raw)

@@ -70,6 +70,10 @@ type Batch struct {
 	// the same transaction): set only on the batch that finishes a delta
 	// round; earlier batches leave the stored link alone.
 	DeltaLink *string
+	// Attempt, when set, is the key under which the crash-loop breaker
+	// noted this batch (SetAttempt); the note is removed in the same
+	// transaction.
+	Attempt string
 
 	// Flows is the hook's copy of the flows on the mailbox, read once per
 	// transaction (FlowsRead) rather than once per message; RecordBatch
@@ -119,6 +123,11 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 				}
 			}
 			rec = append(rec, Recorded{ID: id, UID: in.UID})
+		}
+		if b.Attempt != "" {
+			if err := clearAttempt(ctx, tx, b.IMAPID, b.Attempt); err != nil {
+				return err
+			}
 		}
 		if b.KeepCheckpoint {
 			return nil

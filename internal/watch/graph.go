@@ -139,9 +139,15 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 		}
 	}
 
+	guard, err := w.m.ingest.Guard(ctx, w.cfg)
+	if err != nil {
+		return err
+	}
 	var batch []store.Incoming
 	var seenRead []string
 	var batchBytes int64
+	var batchKey string // the key the batch was noted under (ingest.Guard)
+	limit := 1
 	flush := func(deltaLink *string) error {
 		if err := st.RememberIDs(ctx, w.cfg.ID, seenRead); err != nil {
 			return err
@@ -150,12 +156,12 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 		if len(batch) == 0 && deltaLink == nil {
 			return nil
 		}
-		rec, err := w.m.ingest.RecordGraph(ctx, w.cfg, deltaLink, batch)
+		rec, err := w.m.ingest.RecordGraph(ctx, w.cfg, deltaLink, batch, batchKey)
 		if err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
 		w.counted(len(batch), len(rec))
-		batch, batchBytes = batch[:0], 0
+		batch, batchBytes, batchKey = batch[:0], 0, ""
 		if deltaLink == nil {
 			return nil
 		}
@@ -170,11 +176,25 @@ func (w *watcher) graphPoll(ctx context.Context, c *graphsource.Client, known *f
 			seenRead = append(seenRead, m.ID)
 			return nil
 		}
-		in := ingest.Prepare(0, m.Raw, m.Size, m.TooLarge)
+		skip := false
+		if len(batch) == 0 {
+			limit = guard.BatchMessages(max(o.BatchMessages, 1))
+			batchKey = ingest.KeyGraph(m.ID)
+			var err error
+			if skip, err = guard.Begin(ctx, batchKey, limit); err != nil {
+				return err
+			}
+		}
+		var in store.Incoming
+		if skip {
+			in = ingest.Skipped(0, m.Raw, m.Size, m.TooLarge)
+		} else {
+			in = w.m.ingest.Prepare(0, m.Raw, m.Size, m.TooLarge)
+		}
 		in.UIDL = m.ID
 		batch = append(batch, in)
 		batchBytes += int64(len(m.Raw))
-		if len(batch) >= o.BatchMessages || batchBytes >= o.BatchBytes {
+		if len(batch) >= limit || batchBytes >= o.BatchBytes {
 			return flush(nil)
 		}
 		return nil

@@ -125,14 +125,20 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 		}
 	}
 
+	guard, err := w.m.ingest.Guard(ctx, w.cfg)
+	if err != nil {
+		return err
+	}
 	var batch []store.Incoming
 	var nums []int
 	var batchBytes int64
+	var batchKey string // the key the batch was noted under (ingest.Guard)
+	limit := 1
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		rec, err := w.m.ingest.Record(ctx, w.cfg, pop3Checkpoint, true, batch)
+		rec, err := w.m.ingest.Record(ctx, w.cfg, pop3Checkpoint, true, batch, batchKey)
 		if err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
@@ -153,12 +159,25 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
-		in := ingest.Prepare(0, m.Raw, m.Size, m.TooLarge)
+		skip := false
+		if len(batch) == 0 {
+			limit = guard.BatchMessages(max(o.BatchMessages, 1))
+			batchKey = ingest.KeyUIDL(e.UIDL)
+			if skip, err = guard.Begin(ctx, batchKey, limit); err != nil {
+				return err
+			}
+		}
+		var in store.Incoming
+		if skip {
+			in = ingest.Skipped(0, m.Raw, m.Size, m.TooLarge)
+		} else {
+			in = w.m.ingest.Prepare(0, m.Raw, m.Size, m.TooLarge)
+		}
 		in.UIDL = e.UIDL
 		batch = append(batch, in)
 		nums = append(nums, e.Num)
 		batchBytes += int64(len(m.Raw))
-		if len(batch) >= o.BatchMessages || batchBytes >= o.BatchBytes {
+		if len(batch) >= limit || batchBytes >= o.BatchBytes {
 			if err := flush(); err != nil {
 				return err
 			}

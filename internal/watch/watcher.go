@@ -262,8 +262,15 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		return cp, nil
 	}
 	o := w.m.opts
+	guard, err := w.m.ingest.Guard(ctx, w.cfg)
+	if err != nil {
+		return cp, err
+	}
+	uidValidity := cp.UIDValidity
 	var batch []store.Incoming
 	var batchBytes int64
+	var batchKey string // the key the batch being gathered was noted under
+	limit := 1          // messages in the batch being gathered
 	var toApply []uint32
 	// Messages are parsed on all cores while the fetch goes on: parsing is
 	// most of a backlog's CPU, and one goroutine would leave the other
@@ -297,7 +304,7 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		}
 		// A new slice for the next batch, not batch[:0]: parses of the
 		// next batch must not write into the one being recorded.
-		b := batch
+		b, key := batch, batchKey
 		batch, batchBytes = nil, 0
 		next := cp
 		if advance {
@@ -306,7 +313,7 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		done := make(chan error, 1)
 		recorded = done
 		go func() {
-			rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, b)
+			rec, err := w.m.ingest.Record(ctx, w.cfg, next, advance, b, key)
 			if err == nil {
 				cp = next
 				w.counted(len(b), len(rec))
@@ -319,26 +326,45 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		return nil
 	}
 	fn := func(m imapsource.Message) error {
+		skip := false
 		if batch == nil {
+			// The crash-loop breaker notes the batch before its first
+			// parse (see ingest.Guard); while careful, one message at a
+			// time, once the one before it is recorded.
+			if guard.Careful() {
+				if err := waitRecorded(); err != nil {
+					return err
+				}
+			}
+			limit = guard.BatchMessages(max(o.BatchMessages, 1))
+			batchKey = ingest.KeyUID(uidValidity, m.UID)
+			var err error
+			if skip, err = guard.Begin(ctx, batchKey, limit); err != nil {
+				return err
+			}
 			// Its final size at once: a parse writes into its slot while
 			// more messages are appended, which must not move it.
-			batch = make([]store.Incoming, 0, max(o.BatchMessages, 1))
+			batch = make([]store.Incoming, 0, limit)
 		}
 		batch = append(batch, store.Incoming{UID: m.UID})
 		slot := &batch[len(batch)-1]
-		sem <- struct{}{}
-		parsing.Go(func() {
-			defer func() { <-sem }()
-			*slot = ingest.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
-		})
+		if skip {
+			*slot = ingest.Skipped(m.UID, m.Raw, m.Size, m.TooLarge)
+		} else {
+			sem <- struct{}{}
+			parsing.Go(func() {
+				defer func() { <-sem }()
+				*slot = w.m.ingest.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
+			})
+		}
 		batchBytes += int64(len(m.Raw))
-		if len(batch) >= o.BatchMessages || batchBytes >= o.BatchBytes {
+		if len(batch) >= limit || batchBytes >= o.BatchBytes {
 			return flush()
 		}
 		return nil
 	}
 	w.set(func(st *imapconf.Status) { st.BacklogDone, st.BacklogTotal = 0, len(uids) })
-	err := conn.FetchUIDs(ctx, uids, o.SizeCap, fn)
+	err = conn.FetchUIDs(ctx, uids, o.SizeCap, fn)
 	if err == nil {
 		err = flush()
 	}

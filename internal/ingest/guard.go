@@ -1,0 +1,129 @@
+package ingest
+
+import (
+	"context"
+	"os"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/mail"
+	"mailtrigger/internal/store"
+)
+
+// ParseErrorCrashed is the parse error of a message the crash-loop breaker
+// recorded raw, without parsing it.
+const ParseErrorCrashed = "skipped after repeated crashes"
+
+// Guard is the crash-loop breaker of one mailbox session (issue 12). A
+// message that kills the service while it is parsed or recorded (out of
+// memory, a bug) would otherwise be read again after every restart, and the
+// mailbox would never get past it.
+//
+// Before the first message of a batch is parsed, Begin notes durably the
+// batch's first message and its size (store.SetAttempt: one small write per
+// batch, not per message, to keep the cost off the hot path); the
+// transaction that records the batch removes the note. A note found when a
+// session starts means the service died on that batch. The guard then goes
+// careful: one message per batch, each noted on its own before it is
+// parsed, until it is past the messages the dead batch could have held.
+// Each careful note counts the deaths the message is suspected of: the one
+// of its batch, if it was in it, plus one for each careful attempt that
+// died on it. A message whose count has reached 2 when it comes up again
+// is recorded raw with ParseErrorCrashed, unparsed, and the checkpoint
+// moves on. So a poison message costs two restarts; an innocent one in
+// the same batch is parsed again on its own and recorded as usual. Each
+// note names the process that wrote it: a note this process left (a
+// transaction that failed, a lost connection, after which the session
+// starts again) is not a death and is simply replaced.
+type Guard struct {
+	in      *Ingester
+	imapID  int64
+	left    store.IngestAttempt // what a death left; Key "" if nothing
+	careful bool
+	seen    int // messages begun while careful
+}
+
+// Guard reads what a death may have left for configuration c and returns
+// the breaker for a session on it.
+func (in *Ingester) Guard(ctx context.Context, c imapconf.Config) (*Guard, error) {
+	a, ok, err := in.store.GetAttempt(ctx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if ok && a.Owner == in.instance {
+		ok, a = false, store.IngestAttempt{}
+	}
+	if ok {
+		in.log.Warn("the service died while recording mail of this mailbox; reading one message at a time for a while",
+			"imap", c.Name, "message", a.Key, "deaths", a.Attempts, "batch", a.Span)
+	}
+	return &Guard{in: in, imapID: c.ID, left: a, careful: ok}, nil
+}
+
+// BatchMessages returns the messages a batch may hold: n, or 1 while the
+// guard is careful.
+func (g *Guard) BatchMessages(n int) int {
+	if g.careful {
+		return 1
+	}
+	return n
+}
+
+// Careful reports whether the next batch is one message, begun only after
+// the batch before it was recorded.
+func (g *Guard) Careful() bool { return g.careful }
+
+// Begin notes that the message key, the first of a batch of at most span
+// messages, is about to be parsed and recorded; the batch's Record must get
+// key so that the note goes with it. skip says to record the message raw
+// without parsing it (Skipped).
+func (g *Guard) Begin(ctx context.Context, key string, span int) (skip bool, err error) {
+	if !g.careful {
+		return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: 1, Span: span, Owner: g.in.instance})
+	}
+	deaths := 0
+	switch {
+	case key == g.left.Key:
+		deaths = g.left.Attempts
+	case g.left.Span > 1 && g.seen < g.left.Span:
+		deaths = g.left.Attempts // it may have been in the batch that died
+	}
+	g.seen++
+	if g.seen >= max(g.left.Span, 1) {
+		g.careful = false
+	}
+	if deaths >= 2 {
+		g.in.log.Error("message recorded raw without parsing: the service died twice while recording it",
+			"imap_id", g.imapID, "message", key, "deaths", deaths)
+		// The note stays as it is; the record removes it.
+		return true, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths, Span: 1, Owner: g.in.instance})
+	}
+	return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths + 1, Span: 1, Owner: g.in.instance})
+}
+
+// Skipped is a message recorded raw, unparsed, by the crash-loop breaker.
+func Skipped(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
+	m := &mail.Message{Size: size, TooLarge: tooLarge, From: []mail.Address{}, To: []mail.Address{}, Cc: []mail.Address{},
+		ReplyTo: []mail.Address{}, Attachments: []mail.Attachment{}, ParseErrors: []string{ParseErrorCrashed}}
+	return store.Incoming{UID: uid, Raw: raw, Msg: m, Seen: timeNow()}
+}
+
+// Prepare is the package's Prepare with the test hook of the crash-loop
+// breaker's end-to-end test: when Deps.TestCrashOnSubject is set, the
+// process exits, like a service killed for its memory, once a message with
+// that subject is parsed.
+func (in *Ingester) Prepare(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
+	p := Prepare(uid, raw, size, tooLarge)
+	if in.crashOnSubject != "" && p.Msg.Subject == in.crashOnSubject {
+		in.log.Error("test hook: exiting on a parsed message", "subject", p.Msg.Subject)
+		os.Exit(86)
+	}
+	return p
+}
+
+// KeyUID, KeyUIDL and KeyGraph are the keys Begin takes for an IMAP message,
+// a POP3 message and a Microsoft Graph message.
+func KeyUID(uidValidity, uid uint32) string {
+	return "uid:" + itoa(uint64(uidValidity)) + ":" + itoa(uint64(uid))
+}
+func KeyUIDL(uidl string) string { return "uidl:" + uidl }
+func KeyGraph(id string) string  { return "graph:" + id }
