@@ -25,12 +25,17 @@ const ParseErrorCrashed = "skipped after repeated crashes"
 // session starts means the service died on that batch. The guard then goes
 // careful: one message per batch, each noted on its own before it is
 // parsed, until it is past the messages the dead batch could have held.
-// Each careful note counts the deaths the message is suspected of: the one
-// of its batch, if it was in it, plus one for each careful attempt that
-// died on it. A message whose count has reached 2 when it comes up again
-// is recorded raw with ParseErrorCrashed, unparsed, and the checkpoint
-// moves on. So a poison message costs two restarts; an innocent one in
-// the same batch is parsed again on its own and recorded as usual. Each
+// Each careful note counts the deaths of the message while it was
+// recorded alone (a batch of one, careful or not). A message whose count
+// has reached 2 when it comes up again is recorded raw with
+// ParseErrorCrashed, unparsed, and the checkpoint moves on. So a poison
+// message that arrives alone (new mail, one at a time) costs two
+// restarts, and one in a batch of several three: the batch's death only
+// makes the guard careful, since it cannot tell which message caused it;
+// an innocent message of that batch is parsed again on its own and
+// recorded as usual. Callers pass the batch's real bound as span (the
+// messages left to read, when fewer than a batch), so that a batch of
+// one counts. Each
 // note names the process that wrote it: a note this process left (a
 // transaction that failed, a lost connection, after which the session
 // starts again) is not a death and is simply replaced.
@@ -80,12 +85,15 @@ func (g *Guard) Begin(ctx context.Context, key string, span int) (skip bool, err
 	if !g.careful {
 		return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: 1, Span: span, Owner: g.in.instance})
 	}
+	// Only a death while the message was recorded alone counts against it.
+	// A batch of several that died tells nothing about which of its
+	// messages was the cause: blaming each of them would record innocent
+	// messages raw (their flows never run) when the service is killed
+	// twice in a row for reasons of its own (an OOM kill of another
+	// process's making, a restart loop), as the kill-storm tests do.
 	deaths := 0
-	switch {
-	case key == g.left.Key:
+	if key == g.left.Key && g.left.Span <= 1 {
 		deaths = g.left.Attempts
-	case g.left.Span > 1 && g.seen < g.left.Span:
-		deaths = g.left.Attempts // it may have been in the batch that died
 	}
 	g.seen++
 	if g.seen >= max(g.left.Span, 1) {

@@ -32,10 +32,17 @@ func start(t *testing.T, st *store.Store, cfg imapconf.Config) *session {
 	return &session{t: t, in: in, cfg: cfg, g: g}
 }
 
-// begin begins the batch of uid and returns whether to skip it.
+// begin begins the batch of uid (of up to 25 messages) and returns
+// whether to skip it.
 func (s *session) begin(uid uint32) bool {
 	s.t.Helper()
-	skip, err := s.g.Begin(context.Background(), ingest.KeyUID(7, uid), s.g.BatchMessages(25))
+	return s.beginN(uid, 25)
+}
+
+// beginN is begin for a batch of at most n messages.
+func (s *session) beginN(uid uint32, n int) bool {
+	s.t.Helper()
+	skip, err := s.g.Begin(context.Background(), ingest.KeyUID(7, uid), s.g.BatchMessages(n))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -76,13 +83,13 @@ func TestGuard(t *testing.T) {
 			return ""
 		}
 
-		t.Run("poison first in its batch", func(t *testing.T) {
-			cfg := imapconf.Config{ID: 1, Name: "one"}
+		t.Run("poison alone", func(t *testing.T) {
+			cfg := imapconf.Config{ID: 5, Name: "five"}
 			s := start(t, st, cfg)
-			if s.g.Careful() || s.begin(1) {
+			if s.g.Careful() || s.beginN(1, 1) {
 				t.Fatal("a fresh mailbox: got careful or skip, want neither")
 			}
-			// death 1
+			// death 1, alone
 			s = start(t, st, cfg)
 			if !s.g.Careful() || s.g.BatchMessages(25) != 1 {
 				t.Fatalf("after a death: got careful %v, batch %d; want true, 1", s.g.Careful(), s.g.BatchMessages(25))
@@ -90,7 +97,37 @@ func TestGuard(t *testing.T) {
 			if s.begin(1) {
 				t.Fatal("after one death: got skip, want a second try")
 			}
-			// death 2
+			// death 2, alone
+			s = start(t, st, cfg)
+			if !s.begin(1) {
+				t.Fatal("after two deaths alone: got no skip, want it recorded raw")
+			}
+			s.record(1, 1, true)
+			if got := parseErrorOf(cfg, 1); got != ingest.ParseErrorCrashed {
+				t.Errorf("parse error: got %q, want %q", got, ingest.ParseErrorCrashed)
+			}
+		})
+
+		t.Run("poison first in a batch of several", func(t *testing.T) {
+			cfg := imapconf.Config{ID: 1, Name: "one"}
+			s := start(t, st, cfg)
+			if s.g.Careful() || s.begin(1) {
+				t.Fatal("a fresh mailbox: got careful or skip, want neither")
+			}
+			// death 1, in the batch: careful, nobody blamed yet
+			s = start(t, st, cfg)
+			if !s.g.Careful() || s.g.BatchMessages(25) != 1 {
+				t.Fatalf("after a death: got careful %v, batch %d; want true, 1", s.g.Careful(), s.g.BatchMessages(25))
+			}
+			if s.begin(1) {
+				t.Fatal("after one death: got skip, want a second try")
+			}
+			// death 2, alone
+			s = start(t, st, cfg)
+			if s.begin(1) {
+				t.Fatal("after a death in a batch and one alone: got skip, want a third try")
+			}
+			// death 3, alone
 			s = start(t, st, cfg)
 			if !s.begin(1) {
 				t.Fatal("after two deaths: got no skip, want it recorded raw")
@@ -121,8 +158,13 @@ func TestGuard(t *testing.T) {
 			}
 			// death 2, on 3 alone
 			s = start(t, st, cfg)
+			if s.begin(3) {
+				t.Fatal("uid 3 after a death in its batch and one alone: got skip, want another try")
+			}
+			// death 3, on 3 alone
+			s = start(t, st, cfg)
 			if !s.begin(3) {
-				t.Fatal("uid 3 after two deaths: got no skip, want it recorded raw")
+				t.Fatal("uid 3 after two deaths alone: got no skip, want it recorded raw")
 			}
 			s.record(3, 3, true)
 			if s.g.Careful() || s.begin(4) {
@@ -130,6 +172,28 @@ func TestGuard(t *testing.T) {
 			}
 			if got := parseErrorOf(cfg, 2); got != "" {
 				t.Errorf("uid 2: got parse error %q, want none", got)
+			}
+		})
+
+		t.Run("two unrelated deaths condemn no message", func(t *testing.T) {
+			// The kill-storm case: the service is killed in a batch, then
+			// again while it reads that batch one message at a time.
+			cfg := imapconf.Config{ID: 6, Name: "six"}
+			s := start(t, st, cfg)
+			s.begin(1) // the batch 1..25 dies
+			s = start(t, st, cfg)
+			for uid := uint32(1); uid <= 2; uid++ {
+				s.begin(uid)
+				s.record(uid, uid, false)
+			}
+			s.begin(3) // killed while 3 is read alone
+			s = start(t, st, cfg)
+			if s.begin(3) {
+				t.Fatal("uid 3 after a death in its batch and one alone: got skip, want it parsed")
+			}
+			s.record(3, 3, false)
+			if got := parseErrorOf(cfg, 3); got != "" {
+				t.Errorf("uid 3: got parse error %q, want none", got)
 			}
 		})
 

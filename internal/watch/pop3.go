@@ -154,14 +154,16 @@ func (w *watcher) pop3Poll(ctx context.Context) error {
 	if len(read) > 0 {
 		w.set(func(st *imapconf.Status) { st.BacklogDone, st.BacklogTotal = 0, len(read) })
 	}
-	for _, e := range read {
+	for i, e := range read {
 		m, err := conn.Retr(ctx, e.Num, o.SizeCap)
 		if err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
 		skip := false
 		if len(batch) == 0 {
-			limit = guard.BatchMessages(max(o.BatchMessages, 1))
+			// At most the messages left: a batch of one is what the
+			// crash-loop breaker can blame.
+			limit = min(guard.BatchMessages(max(o.BatchMessages, 1)), len(read)-i)
 			batchKey = ingest.KeyUIDL(e.UIDL)
 			if skip, err = guard.Begin(ctx, batchKey, limit); err != nil {
 				return err

@@ -325,7 +325,9 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 		}()
 		return nil
 	}
+	read := 0 // messages handed to fn so far
 	fn := func(m imapsource.Message) error {
+		read++
 		skip := false
 		if batch == nil {
 			// The crash-loop breaker notes the batch before its first
@@ -336,7 +338,9 @@ func (w *watcher) catchUp(ctx context.Context, conn *imapsource.Conn, cp store.C
 					return err
 				}
 			}
-			limit = guard.BatchMessages(max(o.BatchMessages, 1))
+			// At most the messages left: a batch of one is what the
+			// crash-loop breaker can blame.
+			limit = min(guard.BatchMessages(max(o.BatchMessages, 1)), max(len(uids)-read+1, 1))
 			batchKey = ingest.KeyUID(uidValidity, m.UID)
 			var err error
 			if skip, err = guard.Begin(ctx, batchKey, limit); err != nil {
