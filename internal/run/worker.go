@@ -28,16 +28,22 @@ import (
 
 // Options tune the worker. Zero values take the defaults.
 type Options struct {
-	Workers     int // deliveries at once in this process; default 32 (each endpoint gets at most PerEndpoint of them)
+	// Workers bounds the deliveries at once in this process, those
+	// waiting for a slot of their endpoint included; default 256 (workers
+	// are goroutines). Each endpoint gets at most its limit of them in
+	// flight, and at most as many more waiting.
+	Workers     int
 	MaxAttempts int // automatic attempts before a run fails; default 12 (about a day with the default backoff)
 	// Lease is how long a claimed run belongs to this worker; default 5 min.
 	// A delivery (all of its activities) is cut off before its lease ends;
 	// a run whose worker died is claimed again after it.
 	Lease time.Duration
-	// PerEndpoint bounds concurrent requests from this process to one
-	// scheme://host:port; default 2. A run whose endpoint is busy goes back
-	// to the queue for PollInterval, without an attempt, so that it does
-	// not hold a worker that runs to other endpoints could use.
+	// PerEndpoint is the ceiling of the adaptive limit of concurrent
+	// requests from this process to one scheme://host:port; default 64
+	// (DefaultCeiling). An activity's maxConcurrency lowers it for its
+	// endpoint. A run whose endpoint is busy goes back to the queue,
+	// without an attempt, so that it does not hold a worker that runs to
+	// other endpoints could use.
 	PerEndpoint int
 	// BaseURL, when set (https://mailtrigger.example.com), makes the
 	// attachment URLs in the payload absolute.
@@ -70,13 +76,13 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.Workers <= 0 {
-		o.Workers = 32
+		o.Workers = 256
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 12
 	}
 	if o.PerEndpoint <= 0 {
-		o.PerEndpoint = 2
+		o.PerEndpoint = DefaultCeiling
 	}
 	def(&o.Lease, 5*time.Minute)
 	def(&o.BackoffBase, 30*time.Second)
@@ -125,13 +131,24 @@ func New(d Deps) *Worker {
 	if d.Client != nil {
 		c = *d.Client
 	} else {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = d.Options.PerEndpoint
-		c.Transport = t
+		c.Transport = newTransport(d.Options.PerEndpoint)
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Worker{store: d.Store, log: d.Logger, client: &c, opts: d.Options, metrics: newMetrics(d.Registry),
-		limit: newLimiter(d.Options.PerEndpoint), wake: make(chan struct{}, 1)}
+		limit: newLimiter(d.Options.PerEndpoint, nil), wake: make(chan struct{}, 1)}
+}
+
+// newTransport is the webhooks' transport: keep-alive connections, as many
+// kept idle per endpoint as it may have requests in flight (perEndpoint),
+// at most that many open to it, and HTTP/2 where an https endpoint offers
+// it (a custom transport gets it only when asked).
+func newTransport(perEndpoint int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = perEndpoint
+	t.MaxConnsPerHost = perEndpoint
+	t.MaxIdleConns = max(t.MaxIdleConns, 4*perEndpoint)
+	t.ForceAttemptHTTP2 = true
+	return t
 }
 
 // Notify wakes the worker to look for due runs now (ingest calls it after
@@ -150,7 +167,7 @@ const depthEvery = 5 * time.Second
 // flight to finish or time out and returns. A run it could not record stays
 // "delivering" and is claimed again when its lease ends.
 func (w *Worker) Run(ctx context.Context) {
-	w.log.Info("run worker started", "workers", w.opts.Workers, "per_endpoint", w.opts.PerEndpoint)
+	w.log.Info("run worker started", "workers", w.opts.Workers, "per_endpoint_ceiling", w.opts.PerEndpoint)
 	// Deliveries outlive ctx: they finish (or time out) and are recorded.
 	dctx := context.WithoutCancel(ctx)
 	finishing := make(chan finishReq)
@@ -166,9 +183,24 @@ func (w *Worker) Run(ctx context.Context) {
 		<-finisherDone
 		w.log.Info("run worker stopped")
 	}()
-	done := make(chan struct{}, w.opts.Workers) // one per finished delivery; never blocks
+	done := make(chan bool, w.opts.Workers) // one per finished delivery (true: handed back); never blocks
 	inflight, failures := 0, 0
 	backlogged := false // the last claim took as many runs as it asked for
+	// Of the runs claimed since the last claim: how many were handed back
+	// (their endpoint busy) and how many were delivered or attempted. When
+	// most of a claim went back, the endpoints are saturated: the next
+	// claim waits for attempts to finish and takes about as many runs,
+	// rather than claiming and handing back the queue over and over.
+	lastClaim, handedBack, finished := 0, 0, 0
+	var lastClaimAt time.Time
+	finish := func(back bool) {
+		inflight--
+		if back {
+			handedBack++
+		} else {
+			finished++
+		}
+	}
 	var depthAt time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -176,16 +208,21 @@ func (w *Worker) Run(ctx context.Context) {
 	drain:
 		for {
 			select {
-			case <-done:
-				inflight--
+			case back := <-done:
+				finish(back)
 			default:
 				break drain
 			}
 		}
-		free := w.opts.Workers - inflight
+		free, batch := w.opts.Workers-inflight, max(1, w.opts.Workers/4)
+		if backlogged && 2*handedBack > lastClaim && inflight > 0 && time.Since(lastClaimAt) < w.opts.PollInterval {
+			// Saturated: claim about as many as finished, in batches
+			// of a quarter of those in flight.
+			free, batch = min(free, finished), max(1, min(batch, inflight/4))
+		}
 		wait := w.opts.PollInterval
 		switch {
-		case free > 0 && backlogged && free < max(1, w.opts.Workers/4):
+		case free > 0 && backlogged && free < batch:
 			// A backlog: claim when a quarter of the workers are free,
 			// so that claims (and the reads of their flows and messages)
 			// come in batches rather than one run each. A finished
@@ -193,6 +230,9 @@ func (w *Worker) Run(ctx context.Context) {
 		case free > 0:
 			claimedAt := time.Now()
 			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease)
+			if err == nil {
+				lastClaim, lastClaimAt, handedBack, finished = len(runs), claimedAt, 0, 0
+			}
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return
@@ -207,8 +247,7 @@ func (w *Worker) Run(ctx context.Context) {
 				for _, r := range runs {
 					inflight++
 					wg.Go(func() {
-						defer func() { done <- struct{}{} }()
-						w.deliver(dctx, r, deadline, b, finishing)
+						done <- w.deliver(dctx, r, deadline, b, finishing)
 					})
 				}
 				backlogged = len(runs) == free
@@ -235,8 +274,8 @@ func (w *Worker) Run(ctx context.Context) {
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-		case <-done:
-			inflight--
+		case back := <-done:
+			finish(back)
 		case <-w.wake:
 		case <-timer.C:
 		}
@@ -274,8 +313,12 @@ type outcome struct {
 	hasAfter bool
 	// busy names the first activity's endpoint when it had no free slot:
 	// nothing was sent, and the run goes back to the queue without an
-	// attempt.
-	busy string
+	// attempt, at the earliest at busyUntil; busyCaps are the activity's.
+	busy      string
+	busyUntil time.Time
+	busyCaps  caps
+	// sig is what the answer says about the endpoint's load.
+	sig signal
 }
 
 func failed(format string, args ...any) outcome {
@@ -287,8 +330,9 @@ func transient(format string, args ...any) outcome {
 }
 
 // deliver makes one attempt at run r, cut off at deadline, with its flow
-// and message from b, and has the finisher record it.
-func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) {
+// and message from b, and has the finisher record it. It reports whether
+// the run was handed back to the queue unattempted (its endpoint busy).
+func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) (handedBack bool) {
 	log := w.log.With("run_id", r.PublicID, "flow", r.FlowName)
 	n := r.Attempts + 1
 	start := time.Now()
@@ -300,10 +344,10 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 	if out.busy != "" {
 		// Waiting here would hold a worker that runs to other endpoints
 		// could use: hand the run back until the endpoint may have room.
-		if err := w.store.ReleaseRun(fctx, r.ID, w.limit.park(out.busy, time.Now(), w.opts.PollInterval)); err != nil {
+		if err := w.store.ReleaseRun(fctx, r.ID, w.limit.park(out.busy, out.busyCaps, time.Now(), out.busyUntil, parkFallback)); err != nil {
 			log.Error("handing back a run failed; it is taken up again when its lease ends", "err", err)
 		}
-		return
+		return true
 	}
 	a := store.Attempt{StartedAt: start, Duration: time.Since(start), StatusCode: out.code, Error: out.err, Response: out.response}
 
@@ -339,7 +383,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 	if err != nil {
 		log.Error("recording a delivery attempt failed; the run is taken up again when its lease ends",
 			"attempt", n, "status_code", out.code, "err", err)
-		return
+		return false
 	}
 	w.metrics.attempts.WithLabelValues(r.FlowName, result(out)).Inc()
 	switch status {
@@ -354,6 +398,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		log.Info("delivery attempt failed; retrying", "attempt", n, "status_code", out.code, "err", a.Error,
 			"next_attempt_at", next.UTC().Format(time.RFC3339))
 	}
+	return false
 }
 
 // attempt delivers run r (attempt n) to every activity of its flow in turn,
@@ -372,16 +417,16 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 	}
 	// The first endpoint busy: wait a little for it when its requests are
 	// quick, else give the run back rather than hold a worker.
-	first, ok := w.limit.tryAcquire(acts[0].endpoint)
+	first, until, ok := w.limit.tryAcquire(acts[0].endpoint, acts[0].caps())
 	if !ok {
-		first, ok = w.limit.acquireQuick(ctx, acts[0].endpoint, maxBusyWait)
+		first, ok = w.limit.acquireQuick(ctx, acts[0].endpoint, acts[0].caps(), maxBusyWait)
 	}
 	if !ok {
-		return outcome{busy: acts[0].endpoint}
+		return outcome{busy: acts[0].endpoint, busyUntil: until, busyCaps: acts[0].caps()}
 	}
 	defer func() {
 		if first != nil {
-			first(0)
+			first(answer{})
 		}
 	}()
 	m, err := b.message(r.MessageID)
@@ -426,14 +471,19 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 		release := first
 		first = nil
 		if i > 0 {
-			if release, err = w.limit.acquire(ctx, act.endpoint); err != nil {
-				return transient("%snot sent: %d deliveries to %s were running until this attempt's time ran out",
-					prefix, w.opts.PerEndpoint, act.endpoint)
+			if release, err = w.limit.acquire(ctx, act.endpoint, act.caps()); err != nil {
+				return transient("%snot sent: %s had no room (its concurrency limit, rate or Retry-After) until this attempt's time ran out",
+					prefix, act.endpoint)
 			}
 		}
 		sent := time.Now()
 		out = w.post(ctx, r.PublicID, act, secret, *body)
-		release(time.Since(sent))
+		res := answer{took: max(time.Since(sent), time.Nanosecond), sig: out.sig}
+		if out.hasAfter {
+			res.hold = time.Now().Add(min(out.after, w.opts.MaxRetryAfter))
+		}
+		release(res)
+		w.metrics.limit.WithLabelValues(act.endpoint).Set(float64(w.limit.limitOf(act.endpoint)))
 		if out.err != "" {
 			out.err = prefix + out.err
 			return out
@@ -481,7 +531,9 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 	resp, err := w.client.Do(req)
 	if err != nil {
 		w.metrics.latency.Observe(time.Since(start).Seconds())
-		return transient("%s", describe(err, act.endpoint, timeout))
+		out := transient("%s", describe(err, act.endpoint, timeout))
+		out.sig = signalOverload // a timeout or a connection error
+		return out
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, responseExcerpt))
@@ -490,7 +542,7 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	w.metrics.latency.Observe(time.Since(start).Seconds())
 
-	out := outcome{code: resp.StatusCode, response: string(excerpt)}
+	out := outcome{code: resp.StatusCode, response: string(excerpt), sig: signalOf(resp.StatusCode)}
 	code := resp.StatusCode
 	status := fmt.Sprintf("HTTP %d %s", code, http.StatusText(code))
 	switch {
@@ -513,6 +565,22 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 	}
 	return out
 }
+
+// signalOf is what a status code says about the endpoint's load.
+func signalOf(code int) signal {
+	switch {
+	case code >= 200 && code < 300:
+		return signalOK
+	case code == http.StatusTooManyRequests, code == http.StatusBadGateway,
+		code == http.StatusServiceUnavailable, code == http.StatusGatewayTimeout:
+		return signalOverload
+	}
+	return signalNeutral
+}
+
+// parkFallback is a busy endpoint's request time in handing back its runs
+// before any of its requests finished.
+const parkFallback = 100 * time.Millisecond
 
 // describe says why a request got no response, naming only the endpoint (a
 // URL's path and query may carry a token).
