@@ -94,7 +94,7 @@ func (s *slot) take(c caps, now time.Time) (until time.Time, ok bool) {
 		}
 		s.tokens = min(1, s.tokens+now.Sub(s.filled).Seconds()*c.rate)
 		s.filled = now
-		if s.tokens < 1 {
+		if s.tokens < 1-1e-9 {
 			return now.Add(time.Duration((1 - s.tokens) / c.rate * float64(time.Second))), false
 		}
 		s.tokens--
@@ -121,8 +121,13 @@ func (l *limiter) tryAcquire(key string, c caps) (release func(answer), until ti
 // whose requests are quick, before it gives its run back to the queue.
 const maxBusyWait = 500 * time.Millisecond
 
-// acquireQuick waits up to within for a free slot of endpoint key, but only
-// when the endpoint's requests have taken less than within on average, its
+// unknownBusyWait replaces maxBusyWait while none of the endpoint's
+// requests has finished: they may be slow.
+const unknownBusyWait = 100 * time.Millisecond
+
+// acquireQuick waits up to within (unknownBusyWait while none of its
+// requests has finished) for a free slot of endpoint key, but only when the
+// endpoint's requests have taken less than within on average, its
 // wait has no known end beyond within, and fewer workers wait for it than
 // its limit: a slow endpoint's runs go back to the queue at once (ok
 // false), and one endpoint holds at most twice its limit of workers,
@@ -131,6 +136,9 @@ const maxBusyWait = 500 * time.Millisecond
 func (l *limiter) acquireQuick(ctx context.Context, key string, c caps, within time.Duration) (release func(answer), ok bool) {
 	l.mu.Lock()
 	s := l.slot(key, l.now())
+	if s.took == 0 {
+		within = min(within, unknownBusyWait)
+	}
 	quick := s.took < within && s.waiters < s.ctl.Limit() && l.now().Add(within).After(s.ctl.HeldUntil())
 	l.mu.Unlock()
 	if !quick {
