@@ -225,8 +225,8 @@ func (l *limiter) limitOf(key string) int {
 const minPark = 10 * time.Millisecond
 
 // park returns when a run that found endpoint key busy at now should be due
-// again: after the runs handed back before it, one request time per limit
-// of them (or per fallback while none has finished yet), at least 1/rate
+// again: after the runs handed back before it, one request time per
+// ceiling (or maxConcurrency) of them (or per fallback while none has finished yet), at least 1/rate
 // apart, and not before until (a Retry-After, the next token). A backlog
 // for one slow endpoint so waits its turn in the queue, is not claimed over
 // and over, and does not stand in the way of other endpoints' runs.
@@ -247,7 +247,9 @@ func (l *limiter) park(key string, c caps, now, until time.Time, fallback time.D
 	if per == 0 {
 		per = fallback
 	}
-	n := s.ctl.Limit()
+	// Spread by the ceiling, not the limit now: a limit still growing
+	// would park a backlog far longer than the endpoint needs.
+	n := l.ceiling
 	if c.max > 0 {
 		n = min(n, c.max)
 	}
