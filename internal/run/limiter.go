@@ -38,7 +38,8 @@ type slot struct {
 	waiters int           // workers waiting for a free slot
 	took    time.Duration // how long a request takes, a moving average; 0 until one finished
 	parked  []time.Time   // when the runs handed back are due again
-	freed   chan struct{} // closed (and replaced) when a slot frees
+	queue   []chan struct{} // waiters in turn; closed to wake one
+	sent    []time.Time     // when each request in flight was sent
 	tokens  float64       // the rate bucket, when the activity has a rate
 	filled  time.Time
 	used    time.Time
@@ -66,7 +67,7 @@ func (l *limiter) slot(key string, now time.Time) *slot {
 	}
 	s := l.slots[key]
 	if s == nil {
-		s = &slot{ctl: newController(l.ceiling), freed: make(chan struct{})}
+		s = &slot{ctl: newController(l.ceiling)}
 		l.slots[key] = s
 	}
 	s.used = now
@@ -100,7 +101,39 @@ func (s *slot) take(c caps, now time.Time) (until time.Time, ok bool) {
 		s.tokens--
 	}
 	s.active++
+	s.sent = append(s.sent, now)
 	return time.Time{}, true
+}
+
+// estimate is how long a request to s takes: the moving average, or the
+// age of the oldest request in flight when that is longer (a slow endpoint
+// not heard from yet); 0 when nothing is known.
+func (s *slot) estimate(now time.Time) time.Duration {
+	e := s.took
+	if len(s.sent) > 0 {
+		e = max(e, now.Sub(s.sent[0]))
+	}
+	return e
+}
+
+// wake wakes as many waiters, in turn, as there are free slots (one at
+// least).
+func (s *slot) wake() {
+	for n := max(1, s.ctl.Limit()-s.active); n > 0 && len(s.queue) > 0; n-- {
+		close(s.queue[0])
+		s.queue = s.queue[1:]
+	}
+}
+
+// leaveQueue takes ch out of the queue; false when it was woken already.
+func (s *slot) leaveQueue(ch chan struct{}) bool {
+	for i, c := range s.queue {
+		if c == ch {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // tryAcquire takes a free slot of endpoint key if there is one. release
@@ -125,21 +158,33 @@ const maxBusyWait = 500 * time.Millisecond
 // requests has finished: they may be slow.
 const unknownBusyWait = 100 * time.Millisecond
 
-// acquireQuick waits up to within (unknownBusyWait while none of its
-// requests has finished) for a free slot of endpoint key, but only when the
-// endpoint's requests have taken less than within on average, its
-// wait has no known end beyond within, and fewer workers wait for it than
-// its limit: a slow endpoint's runs go back to the queue at once (ok
-// false), and one endpoint holds at most twice its limit of workers,
-// while a fast endpoint's slot is worth waiting for rather than handing the
-// run back and claiming it again.
+// maxWaiters bounds the workers waiting for one endpoint, as a multiple of
+// its ceiling.
+const maxWaiters = 2
+
+// acquireQuick waits up to within (unknownBusyWait, and no more waiters
+// than its limit, while none of its requests has finished) for a free slot of endpoint key, but only when the
+// endpoint's requests take less than within, the waiters before it would
+// have their turn within it too, and its Retry-After (if any) ends within
+// it: a slow endpoint's runs go back to the queue at once (ok false), and
+// one endpoint holds a bounded number of workers, while a fast endpoint's
+// slot is worth waiting for rather than handing the run back and claiming
+// it again.
 func (l *limiter) acquireQuick(ctx context.Context, key string, c caps, within time.Duration) (release func(answer), ok bool) {
 	l.mu.Lock()
-	s := l.slot(key, l.now())
-	if s.took == 0 {
-		within = min(within, unknownBusyWait)
+	now := l.now()
+	s := l.slot(key, now)
+	est, limit := s.estimate(now), s.ctl.Limit()
+	if c.max > 0 {
+		limit = min(limit, c.max)
 	}
-	quick := s.took < within && s.waiters < s.ctl.Limit() && l.now().Add(within).After(s.ctl.HeldUntil())
+	most := maxWaiters * l.ceiling
+	if s.took == 0 {
+		// Not heard from yet: it may be slow.
+		within, most = min(within, unknownBusyWait), limit
+	}
+	quick := est < within && time.Duration(s.waiters+1)*est/time.Duration(limit) < within &&
+		s.waiters < most && now.Add(within).After(s.ctl.HeldUntil())
 	l.mu.Unlock()
 	if !quick {
 		return nil, false
@@ -167,7 +212,8 @@ func (l *limiter) acquire(ctx context.Context, key string, c caps) (release func
 			l.mu.Unlock()
 			return release, nil
 		}
-		freed := s.freed
+		ch := make(chan struct{})
+		s.queue = append(s.queue, ch)
 		l.mu.Unlock()
 		var timer <-chan time.Time
 		if !until.IsZero() {
@@ -176,17 +222,25 @@ func (l *limiter) acquire(ctx context.Context, key string, c caps) (release func
 			timer = t.C
 		}
 		select {
-		case <-freed:
+		case <-ch:
+			l.mu.Lock()
 		case <-timer:
+			l.mu.Lock()
+			s.leaveQueue(ch)
 		case <-ctx.Done():
+			l.mu.Lock()
+			if !s.leaveQueue(ch) {
+				s.wake() // woken for a slot it does not take: pass it on
+			}
+			l.mu.Unlock()
 			return nil, ctx.Err()
 		}
-		l.mu.Lock()
 	}
 }
 
 func (l *limiter) releaser(s *slot) func(answer) {
 	inflight := s.active // taken under l.mu by the caller
+	sentAt := s.sent[len(s.sent)-1]
 	var once sync.Once
 	return func(r answer) {
 		once.Do(func() {
@@ -194,6 +248,12 @@ func (l *limiter) releaser(s *slot) func(answer) {
 			defer l.mu.Unlock()
 			now := l.now()
 			s.active--
+			for i, t := range s.sent {
+				if t.Equal(sentAt) {
+					s.sent = append(s.sent[:i], s.sent[i+1:]...)
+					break
+				}
+			}
 			if r.took > 0 {
 				if s.took == 0 {
 					s.took = r.took
@@ -205,8 +265,7 @@ func (l *limiter) releaser(s *slot) func(answer) {
 			if !r.hold.IsZero() {
 				s.ctl.Hold(r.hold)
 			}
-			close(s.freed)
-			s.freed = make(chan struct{})
+			s.wake()
 		})
 	}
 }
@@ -243,7 +302,7 @@ func (l *limiter) park(key string, c caps, now, until time.Time, fallback time.D
 			kept = append(kept, t)
 		}
 	}
-	per := s.took
+	per := s.estimate(now)
 	if per == 0 {
 		per = fallback
 	}

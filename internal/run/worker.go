@@ -344,7 +344,20 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 	if out.busy != "" {
 		// Waiting here would hold a worker that runs to other endpoints
 		// could use: hand the run back until the endpoint may have room.
-		if err := w.store.ReleaseRun(fctx, r.ID, w.limit.park(out.busy, out.busyCaps, time.Now(), out.busyUntil, parkFallback)); err != nil {
+		next := w.limit.park(out.busy, out.busyCaps, time.Now(), out.busyUntil, parkFallback)
+		req := finishReq{release: true, f: store.Finish{RunID: r.ID, Next: next}, err: make(chan error, 1)}
+		var err error
+		select {
+		case finishing <- req:
+			select {
+			case err = <-req.err:
+			case <-fctx.Done():
+				err = fctx.Err()
+			}
+		case <-fctx.Done():
+			err = fctx.Err()
+		}
+		if err != nil {
 			log.Error("handing back a run failed; it is taken up again when its lease ends", "err", err)
 		}
 		return true
@@ -666,10 +679,12 @@ func (b *batch) message(id int64) (store.StoredMessage, error) {
 	return m, nil
 }
 
-// finishReq asks the finisher to record one attempt; err gets the result.
+// finishReq asks the finisher to record one attempt, or (release) to hand
+// run f.RunID back to the queue, due at f.Next; err gets the result.
 type finishReq struct {
-	f   store.Finish
-	err chan error
+	f       store.Finish
+	release bool
+	err     chan error
 }
 
 // maxFinishBatch bounds the attempts one transaction records.
@@ -677,7 +692,8 @@ const maxFinishBatch = 256
 
 // finisher records the attempts sent to it until reqs is closed, those that
 // arrive together in one transaction (a group commit): with many deliveries
-// finishing at once, one commit serves them all. When a batch fails, each
+// finishing at once, one commit serves them all; the runs handed back to
+// the queue likewise, in a second. When a batch fails, each
 // of its attempts is recorded on its own, so that one bad row does not fail
 // the others.
 func (w *Worker) finisher(ctx context.Context, reqs <-chan finishReq) {
@@ -695,21 +711,48 @@ func (w *Worker) finisher(ctx context.Context, reqs <-chan finishReq) {
 				break more
 			}
 		}
-		fs := make([]store.Finish, len(group))
-		for i, r := range group {
-			fs[i] = r.f
+		var finishes, releases []finishReq
+		for _, r := range group {
+			if r.release {
+				releases = append(releases, r)
+			} else {
+				finishes = append(finishes, r)
+			}
 		}
 		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := w.store.FinishAttempts(fctx, fs)
-		if err != nil && len(group) > 1 {
-			for _, r := range group {
-				r.err <- w.store.FinishAttempts(fctx, []store.Finish{r.f})
+		w.commit(fctx, finishes, func(ctx context.Context, rs []finishReq) error {
+			fs := make([]store.Finish, len(rs))
+			for i, r := range rs {
+				fs[i] = r.f
 			}
-		} else {
-			for _, r := range group {
-				r.err <- err
+			return w.store.FinishAttempts(ctx, fs)
+		})
+		w.commit(fctx, releases, func(ctx context.Context, rs []finishReq) error {
+			ls := make([]store.Release, len(rs))
+			for i, r := range rs {
+				ls[i] = store.Release{RunID: r.f.RunID, Next: r.f.Next}
 			}
-		}
+			return w.store.ReleaseRuns(ctx, ls)
+		})
 		cancel()
+	}
+}
+
+// commit writes group with write in one transaction and tells each request
+// the result; when that fails, each is written on its own, so that one bad
+// row does not fail the others.
+func (w *Worker) commit(ctx context.Context, group []finishReq, write func(context.Context, []finishReq) error) {
+	if len(group) == 0 {
+		return
+	}
+	err := write(ctx, group)
+	if err != nil && len(group) > 1 {
+		for _, r := range group {
+			r.err <- write(ctx, []finishReq{r})
+		}
+		return
+	}
+	for _, r := range group {
+		r.err <- err
 	}
 }
