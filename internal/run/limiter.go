@@ -34,13 +34,13 @@ type limiter struct {
 
 type slot struct {
 	ctl     controller
-	active  int           // requests in flight
-	waiters int           // workers waiting for a free slot
-	took    time.Duration // how long a request takes, a moving average; 0 until one finished
-	parked  []time.Time   // when the runs handed back are due again
+	active  int             // requests in flight
+	waiters int             // workers waiting for a free slot
+	took    time.Duration   // how long a request takes, a moving average; 0 until one finished
+	parked  []time.Time     // when the runs handed back are due again
 	queue   []chan struct{} // waiters in turn; closed to wake one
 	sent    []time.Time     // when each request in flight was sent
-	tokens  float64       // the rate bucket, when the activity has a rate
+	tokens  float64         // the rate bucket, when the activity has a rate
 	filled  time.Time
 	used    time.Time
 }
