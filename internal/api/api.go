@@ -376,8 +376,10 @@ func jsonKind(kind string) string {
 		return "a string"
 	case kind == "bool":
 		return "true or false"
-	case strings.HasPrefix(kind, "int") || strings.HasPrefix(kind, "uint") || strings.HasPrefix(kind, "float"):
+	case strings.HasPrefix(kind, "int") || strings.HasPrefix(kind, "uint"):
 		return "a whole number"
+	case strings.HasPrefix(kind, "float"):
+		return "a number"
 	case kind == "map" || kind == "struct":
 		return "an object"
 	case kind == "slice":

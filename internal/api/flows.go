@@ -31,6 +31,8 @@ type ActivityView struct {
 	Headers            map[string]string `json:"headers,omitempty"`
 	Timeout            string            `json:"timeout,omitempty"`
 	IncludeAttachments bool              `json:"includeAttachments"`
+	MaxConcurrency     int               `json:"maxConcurrency,omitempty"`
+	RatePerSecond      float64           `json:"ratePerSecond,omitempty"`
 	HasSecret          bool              `json:"hasSecret"`
 	Secret             string            `json:"secret,omitempty"`
 }
@@ -42,7 +44,7 @@ func flowView(fr store.FlowRecord, f flow.Flow, show []int) FlowView {
 	v.Start.EmailTrigger.IMAP = fr.IMAPName
 	for i, a := range f.Activities {
 		av := ActivityView{Type: a.Type, URL: a.URL, Headers: a.HeaderNames(), Timeout: a.Timeout, IncludeAttachments: a.IncludeAttachments,
-			HasSecret: a.Secret != ""}
+			MaxConcurrency: a.MaxConcurrency, RatePerSecond: a.RatePerSecond, HasSecret: a.Secret != ""}
 		for _, s := range show {
 			if s == i {
 				av.Secret = a.Secret

@@ -124,6 +124,10 @@ func TestFlowValidation(t *testing.T) {
 			{"bad match", flowBody(trig(map[string]any{"match": "fuzzy"})), 400, "start.emailTrigger.match"},
 			{"no activities", flowBody(map[string]any{"activities": []any{}}), 400, "activities"},
 			{"bad url", flowBody(map[string]any{"activities": []any{map[string]any{"url": "hooks.example.com"}}}), 400, "activities[0].url"},
+			{"maxConcurrency 0", flowBody(map[string]any{"activities": []any{map[string]any{"url": "https://hooks.example.com/x", "maxConcurrency": 0}}}), 400, "activities[0].maxConcurrency"},
+			{"maxConcurrency fraction", flowBody(map[string]any{"activities": []any{map[string]any{"url": "https://hooks.example.com/x", "maxConcurrency": 2.5}}}), 400, "activities.maxConcurrency"}, // a JSON type error names the field without its index
+			{"ratePerSecond text", flowBody(map[string]any{"activities": []any{map[string]any{"url": "https://hooks.example.com/x", "ratePerSecond": "fast"}}}), 400, "activities.ratePerSecond"},
+			{"ratePerSecond too high", flowBody(map[string]any{"activities": []any{map[string]any{"url": "https://hooks.example.com/x", "ratePerSecond": 1e6}}}), 400, "activities[0].ratePerSecond"},
 			{"unknown field", flowBody(map[string]any{"trigger": "x"}), 400, "trigger"},
 			{"unknown nested field", flowBody(trig(map[string]any{"subjet": "x"})), 400, "start.emailTrigger.subjet"},
 		}

@@ -7,7 +7,10 @@
 //  2. backlog ingest vs a bare UID FETCH 1:* BODY.PEEK[];
 //  3. many mailboxes in IDLE: memory and CPU at rest, latency under load;
 //  4. delivery rate of queued runs, on SQLite and on PostgreSQL;
-//  5. peak RSS growth while one big message is recorded.
+//  5. peak RSS growth while one big message is recorded;
+//  6. delivery to endpoints that hold each answer (as remote ones do);
+//  7. an endpoint answering 503 with Retry-After to some requests;
+//  8. fairness: a slow endpoint beside a fast one.
 //
 // Sizes come from Options; everything listens on loopback only.
 package bench
@@ -35,10 +38,15 @@ const (
 	ScenarioIdle     = "idle"
 	ScenarioDelivery = "delivery"
 	ScenarioBig      = "big"
+	// Issue 13: delivery that keeps pace with real endpoints.
+	ScenarioRemote     = "remote"
+	ScenarioRetryAfter = "retryafter"
+	ScenarioFairness   = "fairness"
 )
 
 // Scenarios are all scenarios in the order they run.
-var Scenarios = []string{ScenarioLatency, ScenarioBacklog, ScenarioIdle, ScenarioDelivery, ScenarioBig}
+var Scenarios = []string{ScenarioLatency, ScenarioBacklog, ScenarioIdle, ScenarioDelivery, ScenarioBig,
+	ScenarioRemote, ScenarioRetryAfter, ScenarioFairness}
 
 // Options are the sizes and surroundings of a bench run.
 type Options struct {
@@ -52,14 +60,19 @@ type Options struct {
 	// Only lists the scenarios to run; empty: all.
 	Only []string
 
-	LatencyMessages int           // scenario 1: messages appended one at a time
-	GapMin, GapMax  time.Duration // scenario 1: random gap between appends
-	BacklogMessages int           // scenario 2: messages in the mailbox before it is watched
-	Mailboxes       int           // scenario 3: mailboxes in IDLE
-	Rest            time.Duration // scenario 3: how long CPU is measured at rest
-	Probes          int           // scenario 3: messages to random mailboxes under load
-	Runs            int           // scenario 4: runs queued
-	BigSize         int64         // scenario 5: the big message's size (stored whole when at most the size cap)
+	LatencyMessages int             // scenario 1: messages appended one at a time
+	GapMin, GapMax  time.Duration   // scenario 1: random gap between appends
+	BacklogMessages int             // scenario 2: messages in the mailbox before it is watched
+	Mailboxes       int             // scenario 3: mailboxes in IDLE
+	Rest            time.Duration   // scenario 3: how long CPU is measured at rest
+	Probes          int             // scenario 3: messages to random mailboxes under load
+	Runs            int             // scenario 4: runs queued
+	BigSize         int64           // scenario 5: the big message's size (stored whole when at most the size cap)
+	Delays          []time.Duration // scenario 6: how long the endpoint holds each answer
+	RemoteRuns      []int           // scenario 6: runs queued, each size at each delay
+	RetryRuns       int             // scenario 7: runs queued
+	FairRuns        int             // scenario 8: runs queued for each of the two endpoints
+	SlowDelay       time.Duration   // scenario 8: how long the slow endpoint holds each answer
 
 	// BacklogAfter is scenario 2's afterProcessing (none, seen, delete,
 	// move; "" is none) and BacklogServer its server type (imaps, pop3s;
@@ -80,7 +93,9 @@ type Options struct {
 // FullOptions are the issue's sizes.
 func FullOptions() Options {
 	return Options{LatencyMessages: 500, GapMin: 20 * time.Millisecond, GapMax: 200 * time.Millisecond,
-		BacklogMessages: 10000, Mailboxes: 10000, Rest: 30 * time.Second, Probes: 20, Runs: 20000, BigSize: 50 << 20}
+		BacklogMessages: 10000, Mailboxes: 10000, Rest: 30 * time.Second, Probes: 20, Runs: 20000, BigSize: 50 << 20,
+		Delays: []time.Duration{50 * time.Millisecond, 200 * time.Millisecond}, RemoteRuns: []int{1000, 10000},
+		RetryRuns: 300, FairRuns: 1000, SlowDelay: 5 * time.Second}
 }
 
 // Result is one measured figure beside its floor and goal.
@@ -164,7 +179,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		e.dovecot = d
 		cleanups = append(cleanups, d.Close)
 	}
-	if o.Postgres != "" && (want(ScenarioBacklog) || want(ScenarioDelivery)) {
+	if o.Postgres != "" && (want(ScenarioBacklog) || want(ScenarioDelivery) || want(ScenarioRemote) ||
+		want(ScenarioRetryAfter) || want(ScenarioFairness)) {
 		admin := o.Postgres
 		if admin == "private" {
 			e.log("starting a private postgresql")
@@ -193,6 +209,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		{ScenarioIdle, idle},
 		{ScenarioDelivery, delivery},
 		{ScenarioBig, big},
+		{ScenarioRemote, remote},
+		{ScenarioRetryAfter, retryAfter},
+		{ScenarioFairness, fairness},
 	} {
 		if !want(sc.name) {
 			continue

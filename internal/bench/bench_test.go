@@ -14,7 +14,8 @@ import (
 
 // TestSmoke runs every scenario of the bench with tiny sizes, on SQLite and
 // on a private PostgreSQL, against the real binary, and fails if any of
-// them breaks: an error, a missing result, messages or runs missing. It
+// them breaks: an error, a missing result, messages or runs missing, a run
+// delivered twice, a webhook unsigned, a request inside a Retry-After. It
 // writes no docs/benchmarks.md. The full run is manual (see that file).
 func TestSmoke(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "mailtrigger")
@@ -26,7 +27,8 @@ func TestSmoke(t *testing.T) {
 	var log strings.Builder
 	o := bench.Options{Binary: bin, Postgres: "private", WorkDir: t.TempDir(), Log: &log,
 		LatencyMessages: 5, GapMin: 5 * time.Millisecond, GapMax: 20 * time.Millisecond,
-		BacklogMessages: 30, Mailboxes: 20, Rest: 500 * time.Millisecond, Probes: 3, Runs: 200, BigSize: 1 << 20}
+		BacklogMessages: 30, Mailboxes: 20, Rest: 500 * time.Millisecond, Probes: 3, Runs: 200, BigSize: 1 << 20,
+		Delays: []time.Duration{20 * time.Millisecond}, RemoteRuns: []int{30}, RetryRuns: 15, FairRuns: 20, SlowDelay: 300 * time.Millisecond}
 	rep, err := bench.Run(ctx, o)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, log.String())
@@ -34,7 +36,8 @@ func TestSmoke(t *testing.T) {
 	for _, e := range rep.Errors {
 		t.Errorf("scenario failed: %s", e)
 	}
-	want := map[string]int{"1 trigger latency": 4, "2 backlog ingest": 4, "3 idle mailboxes": 3, "4 delivery": 2, "5 big message": 2}
+	want := map[string]int{"1 trigger latency": 4, "2 backlog ingest": 4, "3 idle mailboxes": 3, "4 delivery": 2, "5 big message": 2,
+		"6 remote endpoint": 2, "7 Retry-After": 2, "8 fairness": 2}
 	got := map[string]int{}
 	for _, r := range rep.Results {
 		got[r.Scenario]++

@@ -63,6 +63,10 @@ func (r *Report) Markdown(command string) string {
 	fmt.Fprintf(&b, "Sizes: latency %d messages (gaps %v–%v); backlog %d messages; %d idle mailboxes (rest %v, %d probes); "+
 		"%d runs; big message %s.\n\n", o.LatencyMessages, o.GapMin, o.GapMax, o.BacklogMessages, o.Mailboxes, o.Rest, o.Probes,
 		o.Runs, mib(o.BigSize))
+	if len(o.Delays) > 0 {
+		fmt.Fprintf(&b, "Delivery to endpoints: delays %v, %v runs; Retry-After %d runs; fairness %d runs each, slow endpoint %v.\n\n",
+			o.Delays, o.RemoteRuns, o.RetryRuns, o.FairRuns, o.SlowDelay)
+	}
 	b.WriteString("| scenario | db | metric | mailtrigger | floor (same run) | goal | met |\n|---|---|---|---|---|---|---|\n")
 	for _, res := range r.Results {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", res.Scenario, orDash(res.Database), res.Metric,

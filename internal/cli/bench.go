@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"mailtrigger/internal/bench"
 )
@@ -29,6 +31,11 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 	fs.IntVar(&o.Probes, "probes", o.Probes, "scenario 3: messages to random mailboxes under load")
 	fs.IntVar(&o.Runs, "runs", o.Runs, "scenario 4: runs queued")
 	fs.Int64Var(&o.BigSize, "big-size", o.BigSize, "scenario 5: size of the big message in bytes (also the size cap)")
+	delays := fs.String("delays", "50ms,200ms", "scenario 6: comma-separated times the endpoint holds each answer")
+	remoteRuns := fs.String("remote-runs", "1000,10000", "scenario 6: comma-separated numbers of runs queued")
+	fs.IntVar(&o.RetryRuns, "retry-runs", o.RetryRuns, "scenario 7: runs queued for the endpoint answering 503 + Retry-After to 1 in 5")
+	fs.IntVar(&o.FairRuns, "fair-runs", o.FairRuns, "scenario 8: runs queued for each of the slow and the fast endpoint")
+	fs.DurationVar(&o.SlowDelay, "slow-delay", o.SlowDelay, "scenario 8: how long the slow endpoint holds each answer")
 	fs.StringVar(&o.ProfileDir, "profile-dir", "", "keep CPU and heap profiles of the service in scenario 2 in this directory")
 	service := fs.String("service", "", "the mailtrigger binary to measure (default: this one), to compare builds")
 	doc := fs.String("doc", "", "write the results into this markdown file (docs/benchmarks.md)")
@@ -48,6 +55,21 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 	}
 	if o.BacklogServer == "pop3s" && (o.BacklogAfter == "seen" || o.BacklogAfter == "move") {
 		return fmt.Errorf("-backlog-server pop3s: -backlog-after must be none or delete")
+	}
+	o.Delays, o.RemoteRuns = nil, nil
+	for _, v := range strings.Split(*delays, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 {
+			return fmt.Errorf("-delays: %q is not a positive duration like 50ms", v)
+		}
+		o.Delays = append(o.Delays, d)
+	}
+	for _, v := range strings.Split(*remoteRuns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 2 {
+			return fmt.Errorf("-remote-runs: %q is not a number of runs (at least 2)", v)
+		}
+		o.RemoteRuns = append(o.RemoteRuns, n)
 	}
 	if *only != "" {
 		for _, name := range strings.Split(*only, ",") {

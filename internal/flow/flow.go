@@ -35,6 +35,10 @@ const (
 	MaxHeaders        = 20
 	DefaultTimeout    = 30 * time.Second
 	MaxTimeout        = 2 * time.Minute
+	// MaxConcurrency and MaxRatePerSecond bound an activity's
+	// maxConcurrency and ratePerSecond.
+	MaxConcurrency   = 1000
+	MaxRatePerSecond = 10000
 )
 
 // Flow is a process flow. Secrets of its activities are held apart (see
@@ -69,6 +73,12 @@ type Activity struct {
 	Headers            map[string]string `json:"headers,omitempty"`
 	Timeout            string            `json:"timeout,omitempty"`
 	IncludeAttachments bool              `json:"includeAttachments"`
+	// MaxConcurrency, when set, is the most requests in flight to the
+	// activity's endpoint (scheme://host:port) from one process, below the
+	// adaptive limit's ceiling; RatePerSecond, when set, the most requests
+	// per second to it. Package run reads them from the stored definition.
+	MaxConcurrency int     `json:"maxConcurrency,omitempty"`
+	RatePerSecond  float64 `json:"ratePerSecond,omitempty"`
 	// Secret signs the deliveries (whsec_…). It is kept out of the stored
 	// definition and out of every response but the one that generated it.
 	Secret string `json:"-"`
@@ -179,6 +189,8 @@ type ActivityInput struct {
 	Headers            map[string]string `json:"headers"`
 	Timeout            *string           `json:"timeout"`
 	IncludeAttachments *bool             `json:"includeAttachments"`
+	MaxConcurrency     *int              `json:"maxConcurrency"`
+	RatePerSecond      *float64          `json:"ratePerSecond"`
 	HasSecret          *bool             `json:"hasSecret,omitempty"` // read-only, ignored
 }
 
@@ -261,6 +273,18 @@ func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []i
 			d, err := time.ParseDuration(a.Timeout)
 			if err != nil || d < time.Second || d > MaxTimeout {
 				e.Add(p+"timeout", "must be a duration from 1s to 2m, such as 30s")
+			}
+		}
+		if ai.MaxConcurrency != nil {
+			a.MaxConcurrency = *ai.MaxConcurrency
+			if a.MaxConcurrency < 1 || a.MaxConcurrency > MaxConcurrency {
+				e.Add(p+"maxConcurrency", fmt.Sprintf("must be a whole number from 1 to %d, or left out for the adaptive limit", MaxConcurrency))
+			}
+		}
+		if ai.RatePerSecond != nil {
+			a.RatePerSecond = *ai.RatePerSecond
+			if !(a.RatePerSecond >= 0.01 && a.RatePerSecond <= MaxRatePerSecond) {
+				e.Add(p+"ratePerSecond", fmt.Sprintf("must be a number from 0.01 to %d, or left out for no rate limit", MaxRatePerSecond))
 			}
 		}
 		if len(a.Headers) > MaxHeaders {

@@ -84,6 +84,10 @@ func TestBuildRejects(t *testing.T) {
 			in.Activities[0].Headers = map[string]string{"webhook-id": "x"}
 		}},
 		{"bad header name", "activities[0].headers.a b", "header name", func(in *Input) { in.Activities[0].Headers = map[string]string{"a b": "x"} }},
+		{"maxConcurrency 0", "activities[0].maxConcurrency", "from 1 to 1000", func(in *Input) { in.Activities[0].MaxConcurrency = new(0) }},
+		{"maxConcurrency too high", "activities[0].maxConcurrency", "from 1 to 1000", func(in *Input) { in.Activities[0].MaxConcurrency = new(5000) }},
+		{"ratePerSecond negative", "activities[0].ratePerSecond", "from 0.01", func(in *Input) { in.Activities[0].RatePerSecond = new(-1.0) }},
+		{"ratePerSecond 0", "activities[0].ratePerSecond", "from 0.01", func(in *Input) { in.Activities[0].RatePerSecond = new(0.0) }},
 		{"bad secret", "activities[0].secret", "whsec_", func(in *Input) { in.Activities[0].Secret = p("hunter2") }},
 	}
 	for _, tt := range tests {

@@ -19,10 +19,17 @@ type activity struct {
 	Headers            map[string]string `json:"headers"`
 	Timeout            json.RawMessage   `json:"timeout"` // a Go duration string ("10s"); a number is taken as seconds
 	IncludeAttachments bool              `json:"includeAttachments"`
+	// MaxConcurrency and RatePerSecond cap the requests to the activity's
+	// endpoint (0: only the adaptive limit and its ceiling).
+	MaxConcurrency int     `json:"maxConcurrency"`
+	RatePerSecond  float64 `json:"ratePerSecond"`
 
 	timeout  time.Duration
 	endpoint string // scheme://host:port, the unit of the per-endpoint limit
 }
+
+// caps are the activity's own limits on its endpoint.
+func (a activity) caps() caps { return caps{max: a.MaxConcurrency, rate: a.RatePerSecond} }
 
 // activities decodes the activities of a flow definition.
 func activities(definition string, defaultTimeout time.Duration) ([]activity, error) {
@@ -48,6 +55,9 @@ func activities(definition string, defaultTimeout time.Duration) ([]activity, er
 		a.timeout, err = parseTimeout(a.Timeout, defaultTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("activity %d: %w", i+1, err)
+		}
+		if a.MaxConcurrency < 0 || a.RatePerSecond < 0 {
+			return nil, fmt.Errorf("activity %d: maxConcurrency and ratePerSecond cannot be negative", i+1)
 		}
 	}
 	return def.Activities, nil

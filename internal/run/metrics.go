@@ -8,6 +8,7 @@ type metrics struct {
 	latency  prometheus.Histogram   // one webhook request
 	trigger  prometheus.Histogram   // message read → run delivered
 	depth    prometheus.Gauge
+	limit    *prometheus.GaugeVec // the adaptive concurrency limit, by endpoint (scheme://host:port)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,9 +26,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}}),
 		depth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mailtrigger_run_queue_depth",
 			Help: "Runs not finished yet (pending, delivering, retrying), in the whole database."}),
+		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mailtrigger_webhook_endpoint_limit",
+			Help: "Requests this process may have in flight to an endpoint (scheme://host:port) now: its adaptive limit."},
+			[]string{"endpoint"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.runs, m.attempts, m.latency, m.trigger, m.depth)
+		reg.MustRegister(m.runs, m.attempts, m.latency, m.trigger, m.depth, m.limit)
 	}
 	return m
 }

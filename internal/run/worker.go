@@ -29,16 +29,22 @@ import (
 
 // Options tune the worker. Zero values take the defaults.
 type Options struct {
-	Workers     int // deliveries at once in this process; default 32 (each endpoint gets at most PerEndpoint of them)
+	// Workers bounds the deliveries at once in this process, those
+	// waiting for a slot of their endpoint included; default 256 (workers
+	// are goroutines). Each endpoint gets at most its limit of them in
+	// flight, and at most as many more waiting.
+	Workers     int
 	MaxAttempts int // automatic attempts before a run fails; default 12 (about a day with the default backoff)
 	// Lease is how long a claimed run belongs to this worker; default 5 min.
 	// A delivery (all of its activities) is cut off before its lease ends;
 	// a run whose worker died is claimed again after it.
 	Lease time.Duration
-	// PerEndpoint bounds concurrent requests from this process to one
-	// scheme://host:port; default 2. A run whose endpoint is busy goes back
-	// to the queue for PollInterval, without an attempt, so that it does
-	// not hold a worker that runs to other endpoints could use.
+	// PerEndpoint is the ceiling of the adaptive limit of concurrent
+	// requests from this process to one scheme://host:port; default 64
+	// (DefaultCeiling). An activity's maxConcurrency lowers it for its
+	// endpoint. A run whose endpoint is busy goes back to the queue,
+	// without an attempt, so that it does not hold a worker that runs to
+	// other endpoints could use.
 	PerEndpoint int
 	// BaseURL, when set (https://mailtrigger.example.com), makes the
 	// attachment URLs in the payload absolute.
@@ -71,13 +77,13 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.Workers <= 0 {
-		o.Workers = 32
+		o.Workers = 256
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 12
 	}
 	if o.PerEndpoint <= 0 {
-		o.PerEndpoint = 2
+		o.PerEndpoint = DefaultCeiling
 	}
 	def(&o.Lease, 5*time.Minute)
 	def(&o.BackoffBase, 30*time.Second)
@@ -130,16 +136,27 @@ func New(d Deps) *Worker {
 	if d.Client != nil {
 		c = *d.Client
 	} else {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = d.Options.PerEndpoint
-		if d.Dial != nil {
-			t.DialContext = d.Dial
-		}
-		c.Transport = t
+		c.Transport = newTransport(d.Options.PerEndpoint, d.Dial)
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Worker{store: d.Store, log: d.Logger, client: &c, opts: d.Options, metrics: newMetrics(d.Registry),
-		limit: newLimiter(d.Options.PerEndpoint), wake: make(chan struct{}, 1)}
+		limit: newLimiter(d.Options.PerEndpoint, nil), wake: make(chan struct{}, 1)}
+}
+
+// newTransport is the webhooks' transport: keep-alive connections, as many
+// kept idle per endpoint as it may have requests in flight (perEndpoint),
+// at most that many open to it, and HTTP/2 where an https endpoint offers
+// it (a custom transport gets it only when asked).
+func newTransport(perEndpoint int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if dial != nil {
+		t.DialContext = dial // the egress policy's dialer
+	}
+	t.MaxIdleConnsPerHost = perEndpoint
+	t.MaxConnsPerHost = perEndpoint
+	t.MaxIdleConns = max(t.MaxIdleConns, 4*perEndpoint)
+	t.ForceAttemptHTTP2 = true
+	return t
 }
 
 // Notify wakes the worker to look for due runs now (ingest calls it after
@@ -158,7 +175,7 @@ const depthEvery = 5 * time.Second
 // flight to finish or time out and returns. A run it could not record stays
 // "delivering" and is claimed again when its lease ends.
 func (w *Worker) Run(ctx context.Context) {
-	w.log.Info("run worker started", "workers", w.opts.Workers, "per_endpoint", w.opts.PerEndpoint)
+	w.log.Info("run worker started", "workers", w.opts.Workers, "per_endpoint_ceiling", w.opts.PerEndpoint)
 	// Deliveries outlive ctx: they finish (or time out) and are recorded.
 	dctx := context.WithoutCancel(ctx)
 	finishing := make(chan finishReq)
@@ -174,9 +191,24 @@ func (w *Worker) Run(ctx context.Context) {
 		<-finisherDone
 		w.log.Info("run worker stopped")
 	}()
-	done := make(chan struct{}, w.opts.Workers) // one per finished delivery; never blocks
+	done := make(chan bool, w.opts.Workers) // one per finished delivery (true: handed back); never blocks
 	inflight, failures := 0, 0
 	backlogged := false // the last claim took as many runs as it asked for
+	// Of the runs claimed since the last claim: how many were handed back
+	// (their endpoint busy) and how many were delivered or attempted. When
+	// most of a claim went back, the endpoints are saturated: the next
+	// claim waits for attempts to finish and takes about as many runs,
+	// rather than claiming and handing back the queue over and over.
+	lastClaim, handedBack, finished := 0, 0, 0
+	var lastClaimAt time.Time
+	finish := func(back bool) {
+		inflight--
+		if back {
+			handedBack++
+		} else {
+			finished++
+		}
+	}
 	var depthAt time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -184,16 +216,21 @@ func (w *Worker) Run(ctx context.Context) {
 	drain:
 		for {
 			select {
-			case <-done:
-				inflight--
+			case back := <-done:
+				finish(back)
 			default:
 				break drain
 			}
 		}
-		free := w.opts.Workers - inflight
+		free, batch := w.opts.Workers-inflight, max(1, w.opts.Workers/4)
+		if backlogged && 2*handedBack > lastClaim && inflight > 0 && time.Since(lastClaimAt) < w.opts.PollInterval {
+			// Saturated: claim about as many as finished, in batches
+			// of a quarter of those in flight.
+			free, batch = min(free, finished), max(1, min(batch, inflight/4))
+		}
 		wait := w.opts.PollInterval
 		switch {
-		case free > 0 && backlogged && free < max(1, w.opts.Workers/4):
+		case free > 0 && backlogged && free < batch:
 			// A backlog: claim when a quarter of the workers are free,
 			// so that claims (and the reads of their flows and messages)
 			// come in batches rather than one run each. A finished
@@ -201,6 +238,9 @@ func (w *Worker) Run(ctx context.Context) {
 		case free > 0:
 			claimedAt := time.Now()
 			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease)
+			if err == nil {
+				lastClaim, lastClaimAt, handedBack, finished = len(runs), claimedAt, 0, 0
+			}
 			switch {
 			case err != nil && ctx.Err() != nil:
 				return
@@ -215,8 +255,7 @@ func (w *Worker) Run(ctx context.Context) {
 				for _, r := range runs {
 					inflight++
 					wg.Go(func() {
-						defer func() { done <- struct{}{} }()
-						w.deliver(dctx, r, deadline, b, finishing)
+						done <- w.deliver(dctx, r, deadline, b, finishing)
 					})
 				}
 				backlogged = len(runs) == free
@@ -243,8 +282,8 @@ func (w *Worker) Run(ctx context.Context) {
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-		case <-done:
-			inflight--
+		case back := <-done:
+			finish(back)
 		case <-w.wake:
 		case <-timer.C:
 		}
@@ -282,8 +321,12 @@ type outcome struct {
 	hasAfter bool
 	// busy names the first activity's endpoint when it had no free slot:
 	// nothing was sent, and the run goes back to the queue without an
-	// attempt.
-	busy string
+	// attempt, at the earliest at busyUntil; busyCaps are the activity's.
+	busy      string
+	busyUntil time.Time
+	busyCaps  caps
+	// sig is what the answer says about the endpoint's load.
+	sig signal
 }
 
 func failed(format string, args ...any) outcome {
@@ -295,8 +338,9 @@ func transient(format string, args ...any) outcome {
 }
 
 // deliver makes one attempt at run r, cut off at deadline, with its flow
-// and message from b, and has the finisher record it.
-func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) {
+// and message from b, and has the finisher record it. It reports whether
+// the run was handed back to the queue unattempted (its endpoint busy).
+func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) (handedBack bool) {
 	log := w.log.With("run_id", r.PublicID, "flow", r.FlowName)
 	n := r.Attempts + 1
 	start := time.Now()
@@ -308,10 +352,23 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 	if out.busy != "" {
 		// Waiting here would hold a worker that runs to other endpoints
 		// could use: hand the run back until the endpoint may have room.
-		if err := w.store.ReleaseRun(fctx, r.ID, w.limit.park(out.busy, time.Now(), w.opts.PollInterval)); err != nil {
+		next := w.limit.park(out.busy, out.busyCaps, time.Now(), out.busyUntil, parkFallback)
+		req := finishReq{release: true, f: store.Finish{RunID: r.ID, Next: next}, err: make(chan error, 1)}
+		var err error
+		select {
+		case finishing <- req:
+			select {
+			case err = <-req.err:
+			case <-fctx.Done():
+				err = fctx.Err()
+			}
+		case <-fctx.Done():
+			err = fctx.Err()
+		}
+		if err != nil {
 			log.Error("handing back a run failed; it is taken up again when its lease ends", "err", err)
 		}
-		return
+		return true
 	}
 	a := store.Attempt{StartedAt: start, Duration: time.Since(start), StatusCode: out.code, Error: out.err, Response: out.response}
 
@@ -347,7 +404,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 	if err != nil {
 		log.Error("recording a delivery attempt failed; the run is taken up again when its lease ends",
 			"attempt", n, "status_code", out.code, "err", err)
-		return
+		return false
 	}
 	w.metrics.attempts.WithLabelValues(r.FlowName, result(out)).Inc()
 	switch status {
@@ -362,6 +419,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		log.Info("delivery attempt failed; retrying", "attempt", n, "status_code", out.code, "err", a.Error,
 			"next_attempt_at", next.UTC().Format(time.RFC3339))
 	}
+	return false
 }
 
 // attempt delivers run r (attempt n) to every activity of its flow in turn,
@@ -391,16 +449,16 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 	}
 	// The first endpoint busy: wait a little for it when its requests are
 	// quick, else give the run back rather than hold a worker.
-	first, ok := w.limit.tryAcquire(acts[0].endpoint)
+	first, until, ok := w.limit.tryAcquire(acts[0].endpoint, acts[0].caps())
 	if !ok {
-		first, ok = w.limit.acquireQuick(ctx, acts[0].endpoint, maxBusyWait)
+		first, ok = w.limit.acquireQuick(ctx, acts[0].endpoint, acts[0].caps(), maxBusyWait)
 	}
 	if !ok {
-		return outcome{busy: acts[0].endpoint}
+		return outcome{busy: acts[0].endpoint, busyUntil: until, busyCaps: acts[0].caps()}
 	}
 	defer func() {
 		if first != nil {
-			first(0)
+			first(answer{})
 		}
 	}()
 	m, err := b.message(r.MessageID)
@@ -445,14 +503,19 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 		release := first
 		first = nil
 		if i > 0 {
-			if release, err = w.limit.acquire(ctx, act.endpoint); err != nil {
-				return transient("%snot sent: %d deliveries to %s were running until this attempt's time ran out",
-					prefix, w.opts.PerEndpoint, act.endpoint)
+			if release, err = w.limit.acquire(ctx, act.endpoint, act.caps()); err != nil {
+				return transient("%snot sent: %s had no room (its concurrency limit, rate or Retry-After) until this attempt's time ran out",
+					prefix, act.endpoint)
 			}
 		}
 		sent := time.Now()
 		out = w.post(ctx, r.PublicID, act, secret, *body)
-		release(time.Since(sent))
+		res := answer{took: max(time.Since(sent), time.Nanosecond), sig: out.sig}
+		if out.hasAfter {
+			res.hold = time.Now().Add(min(out.after, w.opts.MaxRetryAfter))
+		}
+		release(res)
+		w.metrics.limit.WithLabelValues(act.endpoint).Set(float64(w.limit.limitOf(act.endpoint)))
 		if out.err != "" {
 			out.err = prefix + out.err
 			return out
@@ -505,7 +568,9 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 			// retry can pass until the settings change.
 			return failed("%s", describe(err, act.endpoint, timeout))
 		}
-		return transient("%s", describe(err, act.endpoint, timeout))
+		out := transient("%s", describe(err, act.endpoint, timeout))
+		out.sig = signalOverload // a timeout or a connection error
+		return out
 	}
 	defer resp.Body.Close()
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, responseExcerpt))
@@ -514,7 +579,7 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	w.metrics.latency.Observe(time.Since(start).Seconds())
 
-	out := outcome{code: resp.StatusCode, response: string(excerpt)}
+	out := outcome{code: resp.StatusCode, response: string(excerpt), sig: signalOf(resp.StatusCode)}
 	code := resp.StatusCode
 	status := fmt.Sprintf("HTTP %d %s", code, http.StatusText(code))
 	switch {
@@ -537,6 +602,22 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 	}
 	return out
 }
+
+// signalOf is what a status code says about the endpoint's load.
+func signalOf(code int) signal {
+	switch {
+	case code >= 200 && code < 300:
+		return signalOK
+	case code == http.StatusTooManyRequests, code == http.StatusBadGateway,
+		code == http.StatusServiceUnavailable, code == http.StatusGatewayTimeout:
+		return signalOverload
+	}
+	return signalNeutral
+}
+
+// parkFallback is a busy endpoint's request time in handing back its runs
+// before any of its requests finished.
+const parkFallback = 100 * time.Millisecond
 
 // describe says why a request got no response, naming only the endpoint (a
 // URL's path and query may carry a token).
@@ -622,10 +703,12 @@ func (b *batch) message(id int64) (store.StoredMessage, error) {
 	return m, nil
 }
 
-// finishReq asks the finisher to record one attempt; err gets the result.
+// finishReq asks the finisher to record one attempt, or (release) to hand
+// run f.RunID back to the queue, due at f.Next; err gets the result.
 type finishReq struct {
-	f   store.Finish
-	err chan error
+	f       store.Finish
+	release bool
+	err     chan error
 }
 
 // maxFinishBatch bounds the attempts one transaction records.
@@ -633,7 +716,8 @@ const maxFinishBatch = 256
 
 // finisher records the attempts sent to it until reqs is closed, those that
 // arrive together in one transaction (a group commit): with many deliveries
-// finishing at once, one commit serves them all. When a batch fails, each
+// finishing at once, one commit serves them all; the runs handed back to
+// the queue likewise, in a second. When a batch fails, each
 // of its attempts is recorded on its own, so that one bad row does not fail
 // the others.
 func (w *Worker) finisher(ctx context.Context, reqs <-chan finishReq) {
@@ -651,21 +735,48 @@ func (w *Worker) finisher(ctx context.Context, reqs <-chan finishReq) {
 				break more
 			}
 		}
-		fs := make([]store.Finish, len(group))
-		for i, r := range group {
-			fs[i] = r.f
+		var finishes, releases []finishReq
+		for _, r := range group {
+			if r.release {
+				releases = append(releases, r)
+			} else {
+				finishes = append(finishes, r)
+			}
 		}
 		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := w.store.FinishAttempts(fctx, fs)
-		if err != nil && len(group) > 1 {
-			for _, r := range group {
-				r.err <- w.store.FinishAttempts(fctx, []store.Finish{r.f})
+		w.commit(fctx, finishes, func(ctx context.Context, rs []finishReq) error {
+			fs := make([]store.Finish, len(rs))
+			for i, r := range rs {
+				fs[i] = r.f
 			}
-		} else {
-			for _, r := range group {
-				r.err <- err
+			return w.store.FinishAttempts(ctx, fs)
+		})
+		w.commit(fctx, releases, func(ctx context.Context, rs []finishReq) error {
+			ls := make([]store.Release, len(rs))
+			for i, r := range rs {
+				ls[i] = store.Release{RunID: r.f.RunID, Next: r.f.Next}
 			}
-		}
+			return w.store.ReleaseRuns(ctx, ls)
+		})
 		cancel()
+	}
+}
+
+// commit writes group with write in one transaction and tells each request
+// the result; when that fails, each is written on its own, so that one bad
+// row does not fail the others.
+func (w *Worker) commit(ctx context.Context, group []finishReq, write func(context.Context, []finishReq) error) {
+	if len(group) == 0 {
+		return
+	}
+	err := write(ctx, group)
+	if err != nil && len(group) > 1 {
+		for _, r := range group {
+			r.err <- write(ctx, []finishReq{r})
+		}
+		return
+	}
+	for _, r := range group {
+		r.err <- err
 	}
 }

@@ -639,5 +639,25 @@ func TestQueueStore(t *testing.T) {
 		if again, _ := s.ClaimRuns(ctx, time.Now(), 10, time.Minute); len(again) != 0 {
 			t.Errorf("claimed %d runs released until later", len(again))
 		}
+
+		// Several released in one transaction, each at its own time.
+		more := newRuns(t, s, f, 2)
+		claimed, err = s.ClaimRuns(ctx, time.Now(), 10, time.Minute)
+		if err != nil || len(claimed) != 2 {
+			t.Fatalf("got %v, %v", claimed, err)
+		}
+		soon := time.Now().Add(time.Minute).UTC().Truncate(time.Microsecond)
+		if err := s.ReleaseRuns(ctx, []store.Release{{RunID: claimed[0].ID, Next: soon}, {RunID: claimed[1].ID, Next: later}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range more {
+			got, attempts, err := s.GetRun(ctx, m.PublicID)
+			if err != nil || got.Status != store.RunPending || len(attempts) != 0 || !(got.NextAttemptAt.Equal(soon) || got.NextAttemptAt.Equal(later)) {
+				t.Errorf("released together: got %+v %v, %v", got, attempts, err)
+			}
+		}
+		if due, ok, _ := s.NextDue(ctx); !ok || !due.Equal(soon) {
+			t.Errorf("released together: got next due %v %v, want %v", due, ok, soon)
+		}
 	})
 }

@@ -278,6 +278,27 @@ func (s *Store) ReleaseRun(ctx context.Context, id int64, next time.Time) error 
 	return nil
 }
 
+// Release is a claimed run given back without an attempt, due again at Next.
+type Release struct {
+	RunID int64
+	Next  time.Time
+}
+
+// ReleaseRuns gives back several claimed runs, as ReleaseRun gives back
+// one, in one transaction: a worker handing back many runs for a busy
+// endpoint commits them together.
+func (s *Store) ReleaseRuns(ctx context.Context, rs []Release) error {
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		for _, r := range rs {
+			if _, err := tx.ExecContext(ctx, `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END, next_attempt_at = $3,
+				locked_until = NULL WHERE id = $4 AND status = $5`, RunPending, RunRetrying, r.Next.UTC(), r.RunID, RunDelivering); err != nil {
+				return fmt.Errorf("releasing run %d: %w", r.RunID, err)
+			}
+		}
+		return nil
+	})
+}
+
 // GetRun returns run publicID with its attempts.
 func (s *Store) GetRun(ctx context.Context, publicID string) (Run, []Attempt, error) {
 	r, err := scanRun(s.r.QueryRowContext(ctx, `SELECT `+runColumns+` FROM runs WHERE public_id = $1`, publicID))

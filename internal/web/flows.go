@@ -107,10 +107,12 @@ type actForm struct {
 	URL, Headers       string
 	Timeout            string
 	IncludeAttachments bool
-	HasSecret          bool
-	SecretTyped        bool
-	HeadersTyped       bool // header values were typed: they must be typed again
-	Blank              bool // the empty slot for adding one
+	// MaxConcurrency and RatePerSecond as typed; "" when unset.
+	MaxConcurrency, RatePerSecond string
+	HasSecret                     bool
+	SecretTyped                   bool
+	HeadersTyped                  bool // header values were typed: they must be typed again
+	Blank                         bool // the empty slot for adding one
 }
 
 type shownSecret struct {
@@ -136,6 +138,12 @@ func formFromFlow(fr store.FlowRecord, f flow.Flow) flowForm {
 	for i, a := range f.Activities {
 		ff.Acts = append(ff.Acts, actForm{I: i, Orig: i, URL: a.URL, Headers: formatHeaders(a.Headers), Timeout: a.Timeout,
 			IncludeAttachments: a.IncludeAttachments, HasSecret: a.Secret != ""})
+		if a.MaxConcurrency > 0 {
+			ff.Acts[i].MaxConcurrency = strconv.Itoa(a.MaxConcurrency)
+		}
+		if a.RatePerSecond > 0 {
+			ff.Acts[i].RatePerSecond = strconv.FormatFloat(a.RatePerSecond, 'f', -1, 64)
+		}
 	}
 	return ff
 }
@@ -291,11 +299,13 @@ func flowInputFromValues(v url.Values, prev *flow.Flow) (flow.Input, *flow.Flow,
 		}
 		a := actForm{I: len(ff.Acts), Orig: orig, URL: strings.TrimSpace(v.Get(p + "url")), Headers: v.Get(p + "headers"),
 			Timeout: strings.TrimSpace(v.Get(p + "timeout")), IncludeAttachments: v.Has(p + "attach"),
-			SecretTyped: v.Get(p+"secret") != "", HasSecret: orig >= 0 && prev.Activities[orig].Secret != ""}
+			SecretTyped: v.Get(p+"secret") != "", HasSecret: orig >= 0 && prev.Activities[orig].Secret != "",
+			MaxConcurrency: strings.TrimSpace(v.Get(p + "maxConcurrency")), RatePerSecond: strings.TrimSpace(v.Get(p + "ratePerSecond"))}
 		if v.Has(p + "remove") {
 			continue
 		}
-		if orig < 0 && a.URL == "" && !a.SecretTyped && strings.TrimSpace(a.Headers) == "" && a.Timeout == "" {
+		if orig < 0 && a.URL == "" && !a.SecretTyped && strings.TrimSpace(a.Headers) == "" && a.Timeout == "" &&
+			a.MaxConcurrency == "" && a.RatePerSecond == "" {
 			continue // the empty slot, left empty
 		}
 		ai := flow.ActivityInput{Type: new("webhook"), URL: &a.URL, IncludeAttachments: &a.IncludeAttachments}
@@ -304,6 +314,20 @@ func flowInputFromValues(v url.Values, prev *flow.Flow) (flow.Input, *flow.Flow,
 		}
 		if s := v.Get(p + "secret"); s != "" {
 			ai.Secret = &s
+		}
+		if a.MaxConcurrency != "" {
+			if n, err := strconv.Atoi(a.MaxConcurrency); err != nil {
+				e.Add(fmt.Sprintf("act-%d-maxConcurrency", a.I), fmt.Sprintf("must be a whole number from 1 to %d, or empty for the adaptive limit", flow.MaxConcurrency))
+			} else {
+				ai.MaxConcurrency = &n
+			}
+		}
+		if a.RatePerSecond != "" {
+			if r, err := strconv.ParseFloat(a.RatePerSecond, 64); err != nil {
+				e.Add(fmt.Sprintf("act-%d-ratePerSecond", a.I), fmt.Sprintf("must be a number from 0.01 to %d, or empty for no rate limit", flow.MaxRatePerSecond))
+			} else {
+				ai.RatePerSecond = &r
+			}
 		}
 		for _, line := range strings.Split(a.Headers, "\n") {
 			line = strings.TrimSpace(line)

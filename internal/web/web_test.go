@@ -472,6 +472,46 @@ func TestFlowForm(t *testing.T) {
 		}
 	})
 
+	t.Run("limits per webhook", func(t *testing.T) {
+		form := func(maxC, rate string) url.Values {
+			return url.Values{"name": {"limited"}, "imap": {"support_inbox"}, "subject": {"Order"}, "match": {"prefix"},
+				"enabled": {"on"}, "acts": {"1"}, "act-0-orig": {"-1"}, "act-0-url": {"https://a.example/hook"}, "act-0-secret": {secretA},
+				"act-0-maxConcurrency": {maxC}, "act-0-ratePerSecond": {rate}}
+		}
+		for _, tc := range []struct{ maxC, rate, want string }{
+			{"0", "", "from 1 to 1000"},
+			{"many", "", "from 1 to 1000"},
+			{"4", "-2", "from 0.01 to 10000"},
+			{"4", "fast", "from 0.01 to 10000"},
+		} {
+			resp := h.post(c, "/flows", form(tc.maxC, tc.rate))
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(resp.Body, tc.want) {
+				t.Errorf("maxConcurrency %q, ratePerSecond %q: got %d, want 400 with %q", tc.maxC, tc.rate, resp.StatusCode, tc.want)
+			}
+			if _, err := st.GetFlow(ctx, "limited"); err == nil {
+				t.Fatal("a refused flow was stored")
+			}
+		}
+		if resp := h.post(c, "/flows", form("8", "2.5")); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("create: got %d\n%s", resp.StatusCode, resp.Body)
+		}
+		fr, err := st.GetFlow(ctx, "limited")
+		if err != nil || !strings.Contains(fr.Definition, `"maxConcurrency":8`) || !strings.Contains(fr.Definition, `"ratePerSecond":2.5`) {
+			t.Fatalf("got definition %s, %v; want both limits", fr.Definition, err)
+		}
+		page := h.get(c, "/flows/limited").Body
+		if !strings.Contains(page, `name="act-0-maxConcurrency" value="8"`) || !strings.Contains(page, `name="act-0-ratePerSecond" value="2.5"`) {
+			t.Error("the editor does not show the limits")
+		}
+		// Emptied: the limits are gone.
+		if resp := h.post(c, "/flows/limited", form("", "")); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("save: got %d\n%s", resp.StatusCode, resp.Body)
+		}
+		if fr, _ := st.GetFlow(ctx, "limited"); strings.Contains(fr.Definition, "maxConcurrency") || strings.Contains(fr.Definition, "ratePerSecond") {
+			t.Errorf("got definition %s, want the limits removed", fr.Definition)
+		}
+	})
+
 	t.Run("test a subject", func(t *testing.T) {
 		for _, tc := range []struct{ query, want string }{
 			{"subject=Invoice&match=prefix&ignoreReplyPrefixes=1&test=Re:+Invoice+7", `"matched":true`},
