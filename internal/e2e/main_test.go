@@ -184,6 +184,19 @@ func (s *service) errorf(format string, args ...any) {
 // start starts "mailtrigger serve" and waits until /readyz answers 200.
 func (s *service) start() {
 	s.t.Helper()
+	switch err := s.launch(); {
+	case errors.Is(err, testenv.ErrExited):
+		s.cmd = nil
+		s.fatalf("the service exited during start #%d: %v", s.starts, s.result())
+	case err != nil:
+		s.fatalf("the service was not ready after start #%d: %v", s.starts, err)
+	}
+}
+
+// launch starts "mailtrigger serve" and waits until /readyz answers 200
+// (nil), the process exits (testenv.ErrExited) or the wait times out.
+func (s *service) launch() error {
+	s.t.Helper()
 	if s.cmd != nil {
 		s.fatalf("starting the service: already running")
 	}
@@ -203,14 +216,7 @@ func (s *service) start() {
 		s.fatalf("starting %s serve: %v", binPath, err)
 	}
 	s.cmd, s.exited, s.result = cmd, exited, result
-
-	switch err := testenv.WaitReady(context.Background(), s.baseURL()+"/readyz", exited, readyTimeout); {
-	case errors.Is(err, testenv.ErrExited):
-		s.cmd = nil
-		s.fatalf("the service exited during start #%d: %v", s.starts, s.result())
-	case err != nil:
-		s.fatalf("the service was not ready after start #%d: %v", s.starts, err)
-	}
+	return testenv.WaitReady(context.Background(), s.baseURL()+"/readyz", exited, readyTimeout)
 }
 
 // pid returns the running service's process id.

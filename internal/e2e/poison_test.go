@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,22 +25,7 @@ const poisonExit = 86
 // is ready (false) or has exited (true).
 func (s *service) startMayDie() (died bool) {
 	s.t.Helper()
-	if s.cmd != nil {
-		s.fatalf("starting the service: already running")
-	}
-	s.starts++
-	fmt.Fprintf(s.out, "=== e2e: start #%d at %s ===\n", s.starts, time.Now().Format("15:04:05.000"))
-	cmd := exec.Command(binPath, "serve")
-	cmd.Env = s.env
-	cmd.Stdout = s.out
-	cmd.Stderr = s.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	exited, result, err := testenv.StartLocked(cmd)
-	if err != nil {
-		s.fatalf("starting %s serve: %v", binPath, err)
-	}
-	s.cmd, s.exited, s.result = cmd, exited, result
-	switch err := testenv.WaitReady(context.Background(), s.baseURL()+"/readyz", exited, readyTimeout); {
+	switch err := s.launch(); {
 	case errors.Is(err, testenv.ErrExited):
 		return true
 	case err != nil:

@@ -340,6 +340,23 @@ func transient(format string, args ...any) outcome {
 // deliver makes one attempt at run r, cut off at deadline, with its flow
 // and message from b, and has the finisher record it. It reports whether
 // the run was handed back to the queue unattempted (its endpoint busy).
+// finish hands req to the finisher and waits until it is committed, or
+// until ctx ends.
+func finish(ctx context.Context, finishing chan<- finishReq, req finishReq) error {
+	req.err = make(chan error, 1)
+	select {
+	case finishing <- req:
+		select {
+		case err := <-req.err:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) (handedBack bool) {
 	log := w.log.With("run_id", r.PublicID, "flow", r.FlowName)
 	n := r.Attempts + 1
@@ -353,18 +370,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		// Waiting here would hold a worker that runs to other endpoints
 		// could use: hand the run back until the endpoint may have room.
 		next := w.limit.park(out.busy, out.busyCaps, time.Now(), out.busyUntil, parkFallback)
-		req := finishReq{release: true, f: store.Finish{RunID: r.ID, Next: next}, err: make(chan error, 1)}
-		var err error
-		select {
-		case finishing <- req:
-			select {
-			case err = <-req.err:
-			case <-fctx.Done():
-				err = fctx.Err()
-			}
-		case <-fctx.Done():
-			err = fctx.Err()
-		}
+		err := finish(fctx, finishing, finishReq{release: true, f: store.Finish{RunID: r.ID, Next: next}})
 		if err != nil {
 			log.Error("handing back a run failed; it is taken up again when its lease ends", "err", err)
 		}
@@ -389,18 +395,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		next = next.Add(wait)
 	}
 
-	req := finishReq{f: store.Finish{RunID: r.ID, Attempt: a, Status: status, Next: next}, err: make(chan error, 1)}
-	var err error
-	select {
-	case finishing <- req:
-		select {
-		case err = <-req.err:
-		case <-fctx.Done():
-			err = fctx.Err()
-		}
-	case <-fctx.Done():
-		err = fctx.Err()
-	}
+	err := finish(fctx, finishing, finishReq{f: store.Finish{RunID: r.ID, Attempt: a, Status: status, Next: next}})
 	if err != nil {
 		log.Error("recording a delivery attempt failed; the run is taken up again when its lease ends",
 			"attempt", n, "status_code", out.code, "err", err)
