@@ -327,3 +327,22 @@ func latest(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// full reports whether endpoint key has no room now for a request with caps
+// c: Retry-After holds it, or its requests in flight fill its limit.
+func (l *limiter) full(key string, c caps) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.slots[key]
+	if s == nil {
+		return false
+	}
+	if l.now().Before(s.ctl.HeldUntil()) {
+		return true
+	}
+	limit := s.ctl.Limit()
+	if c.max > 0 {
+		limit = min(limit, c.max)
+	}
+	return s.active >= limit
+}

@@ -123,6 +123,7 @@ type Worker struct {
 	opts    Options
 	metrics *metrics
 	limit   *limiter
+	busy    *busyFlows // flows whose endpoint is full: claims leave them out
 	wake    chan struct{}
 }
 
@@ -140,7 +141,7 @@ func New(d Deps) *Worker {
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Worker{store: d.Store, log: d.Logger, client: &c, opts: d.Options, metrics: newMetrics(d.Registry),
-		limit: newLimiter(d.Options.PerEndpoint, nil), wake: make(chan struct{}, 1)}
+		limit: newLimiter(d.Options.PerEndpoint, nil), busy: newBusyFlows(), wake: make(chan struct{}, 1)}
 }
 
 // newTransport is the webhooks' transport: keep-alive connections, as many
@@ -237,7 +238,7 @@ func (w *Worker) Run(ctx context.Context) {
 			// delivery wakes the loop.
 		case free > 0:
 			claimedAt := time.Now()
-			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease)
+			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease, w.busy.still(w.limit)...)
 			if err == nil {
 				lastClaim, lastClaimAt, handedBack, finished = len(runs), claimedAt, 0, 0
 			}
@@ -370,6 +371,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		// Waiting here would hold a worker that runs to other endpoints
 		// could use: hand the run back until the endpoint may have room.
 		next := w.limit.park(out.busy, out.busyCaps, time.Now(), out.busyUntil, parkFallback)
+		w.busy.add(r.FlowID, out.busy, out.busyCaps)
 		err := finish(fctx, finishing, finishReq{release: true, f: store.Finish{RunID: r.ID, Next: next}})
 		if err != nil {
 			log.Error("handing back a run failed; it is taken up again when its lease ends", "err", err)

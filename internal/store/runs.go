@@ -171,12 +171,24 @@ const recoverEvery = time.Second
 // next_attempt_at passed, or delivering with an expired lease: a crash left
 // them), marks them delivering with a lease until now+lease, and returns
 // them, oldest due first. Two workers, in one process or in several
-// replicas, never claim the same run at once.
-func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]Run, error) {
+// replicas, never claim the same run at once. Runs of the flows in
+// exceptFlows (their endpoint has no room now) are left in the queue, due
+// as they were, for a later claim.
+func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease time.Duration, exceptFlows ...int64) ([]Run, error) {
 	now = now.UTC()
 	skip := ""
 	if s.dialect == Postgres {
 		skip = " FOR UPDATE SKIP LOCKED"
+	}
+	args := []any{RunDelivering, now.Add(lease), now, limit}
+	except := ""
+	if len(exceptFlows) > 0 {
+		ps := make([]string, len(exceptFlows))
+		for i, id := range exceptFlows {
+			args = append(args, id)
+			ps[i] = fmt.Sprintf("$%d", len(args))
+		}
+		except = " AND flow_id NOT IN (" + strings.Join(ps, ", ") + ")"
 	}
 	var out []Run
 	// A lease is minutes long: looking for ended ones once a second (of
@@ -197,9 +209,9 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 		}
 		var err error
 		out, err = collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
-			WHERE id IN (SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3
+			WHERE id IN (SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3`+except+`
 				ORDER BY next_attempt_at LIMIT $4`+skip+`)
-			RETURNING `+runColumns, RunDelivering, now.Add(lease), now, limit))
+			RETURNING `+runColumns, args...))
 		return err
 	})
 	if err != nil {

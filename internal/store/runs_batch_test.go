@@ -102,3 +102,44 @@ func TestFinishAttemptsTogether(t *testing.T) {
 		}
 	})
 }
+
+// TestClaimRunsExceptFlows checks that a claim leaves the runs of the flows
+// it is told to leave out in the queue, unchanged, and that a later claim
+// without them takes those runs.
+func TestClaimRunsExceptFlows(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
+			Messages: []store.Incoming{incoming(1, msg(1, "")), incoming(2, msg(2, ""))}}
+		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+			for _, flow := range []int64{1, 2, 3} {
+				r := store.Run{FlowID: flow, FlowName: "f", MessageID: id, IMAPName: "inbox"}
+				if _, err := store.CreateRunTx(ctx, tx, &r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		claimed, err := s.ClaimRuns(ctx, time.Now(), 10, time.Minute, 2, 3)
+		if err != nil || len(claimed) != 2 {
+			t.Fatalf("claimed %d, %v; want flow 1's 2 runs", len(claimed), err)
+		}
+		for _, r := range claimed {
+			if r.FlowID != 1 {
+				t.Errorf("claimed a run of flow %d, which was left out", r.FlowID)
+			}
+		}
+		rest, err := s.ClaimRuns(ctx, time.Now(), 10, time.Minute)
+		if err != nil || len(rest) != 4 {
+			t.Fatalf("claimed %d, %v; want the 4 runs left out before", len(rest), err)
+		}
+		for _, r := range rest {
+			if r.FlowID == 1 || r.Status != store.RunDelivering || r.Attempts != 0 {
+				t.Errorf("got run of flow %d, %s with %d attempts; want flows 2 and 3, delivering, none", r.FlowID, r.Status, r.Attempts)
+			}
+		}
+	})
+}
