@@ -259,6 +259,16 @@ func TestHostileMemory(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := tc.gen(size)
 			peak, alloc := parseCost(raw)
+			// The peak counts garbage the collector has not reclaimed
+			// yet, which grows when the machine is busy (other test
+			// packages run beside this one) and the background GC falls
+			// behind. A measurement over the bound is taken again, up to
+			// twice, and the least kept: garbage can only add to the
+			// live heap, never hide it.
+			for try := 0; try < 2 && float64(peak)/float64(len(raw)) > maxPeak; try++ {
+				p, _ := parseCost(raw)
+				peak = min(peak, p)
+			}
 			p, a := float64(peak)/float64(len(raw)), float64(alloc)/float64(len(raw))
 			t.Logf("%d bytes: peak heap %.2f×, allocated %.2f×", len(raw), p, a)
 			if p > maxPeak {
