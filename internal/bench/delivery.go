@@ -2,15 +2,8 @@ package bench
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"fmt"
 	"time"
-
-	"mailtrigger/internal/imapconf"
-	"mailtrigger/internal/mail"
-	"mailtrigger/internal/run"
-	"mailtrigger/internal/store"
 )
 
 // delivery is scenario 4: N runs are queued in the service's database
@@ -37,7 +30,7 @@ func deliveryOn(ctx context.Context, e *env, db database) error {
 		}
 	}()
 	e.log("queueing %d runs on %s", n, db.name)
-	if err := queueRuns(ctx, s, e.hooks.url, n); err != nil {
+	if err := queueFlows(ctx, s, []string{e.hooks.url}, n); err != nil {
 		return err
 	}
 	e.hooks.reset()
@@ -72,51 +65,5 @@ func deliveryOn(ctx context.Context, e *env, db database) error {
 			last.Sub(first).Round(time.Millisecond), e.hooks.nth(n/2).Sub(first).Round(time.Millisecond),
 			e.hooks.nth(n*9/10).Sub(first).Round(time.Millisecond), e.hooks.nth(n*99/100).Sub(first).Round(time.Millisecond),
 			last.Sub(start).Round(time.Millisecond))})
-	return nil
-}
-
-// queueRuns records, in the service's own database and before it starts,
-// a disabled mailbox, a flow posting to hookURL and n messages with one run
-// each, as ingest would have.
-func queueRuns(ctx context.Context, s *service, hookURL string, n int) error {
-	st, err := s.openStore(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	c := imapconf.Config{Name: "delivery", ServerType: imapconf.ServerIMAPS, Type: imapconf.TypeGeneric, Enabled: false,
-		Host: "127.0.0.1", Port: 993, Username: "delivery@example.test", Password: "unused", Folder: "INBOX",
-		TLS: "implicit", AfterProcessing: "none", PollInterval: 60, Backlog: imapconf.BacklogNew, Auth: "password"}
-	if err := st.CreateIMAP(ctx, &c); err != nil {
-		return fmt.Errorf("creating the mailbox: %w", err)
-	}
-	def, err := json.Marshal(map[string]any{"name": "delivery", "enabled": true,
-		"start":      map[string]any{"emailTrigger": map[string]any{"imap": c.Name, "subject": "Delivery", "match": "prefix"}},
-		"activities": []any{map[string]any{"type": "webhook", "url": hookURL}}})
-	if err != nil {
-		return err
-	}
-	f := store.FlowRecord{Name: "delivery", IMAPID: c.ID, IMAPName: c.Name, Enabled: true, Definition: string(def),
-		Secrets: []string{run.NewSecret()}}
-	if err := st.CreateFlow(ctx, &f); err != nil {
-		return fmt.Errorf("creating the flow: %w", err)
-	}
-	uid := uint32(0)
-	for left := n; left > 0; left -= 1000 {
-		b := store.Batch{IMAPID: c.ID, IMAPName: c.Name}
-		for range min(left, 1000) {
-			uid++
-			raw := smallMessage(fmt.Sprintf("Delivery %d", uid), fmt.Sprintf("delivery-%d", uid))
-			b.Messages = append(b.Messages, store.Incoming{UID: uid, Raw: raw, Msg: mail.Parse(raw), Seen: time.Now()})
-			b.Checkpoint = store.Checkpoint{UIDValidity: 1, LastUID: uid}
-		}
-		if _, _, err := st.RecordBatch(ctx, b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
-			r := store.Run{FlowID: f.ID, FlowName: f.Name, MessageID: id, IMAPName: f.IMAPName, ReceivedAt: in.Seen}
-			_, err := store.CreateRunTx(ctx, tx, &r)
-			return err
-		}); err != nil {
-			return fmt.Errorf("queueing runs: %w", err)
-		}
-	}
 	return nil
 }

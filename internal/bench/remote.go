@@ -288,7 +288,8 @@ func (s *service) endpointLimit(ctx context.Context, root string) (int, error) {
 
 // queueFlows records, in the service's own database and before it starts,
 // a disabled mailbox, one flow per url and n messages per flow with one run
-// each, the flows' runs interleaved in the queue.
+// each, the flows' runs interleaved in the queue, as ingest would have (for
+// scenario 4 too, with one url).
 func queueFlows(ctx context.Context, s *service, urls []string, n int) error {
 	st, err := s.openStore(ctx)
 	if err != nil {
