@@ -73,6 +73,7 @@ type Options struct {
 	RetryRuns       int             // scenario 7: runs queued
 	FairRuns        int             // scenario 8: runs queued for each of the two endpoints
 	SlowDelay       time.Duration   // scenario 8: how long the slow endpoint holds each answer
+	FairRepeat      int             // scenario 8: how many times alone and beside are measured (medians reported)
 
 	// BacklogAfter is scenario 2's afterProcessing (none, seen, delete,
 	// move; "" is none) and BacklogServer its server type (imaps, pop3s;
@@ -95,7 +96,7 @@ func FullOptions() Options {
 	return Options{LatencyMessages: 500, GapMin: 20 * time.Millisecond, GapMax: 200 * time.Millisecond,
 		BacklogMessages: 10000, Mailboxes: 10000, Rest: 30 * time.Second, Probes: 20, Runs: 20000, BigSize: 50 << 20,
 		Delays: []time.Duration{50 * time.Millisecond, 200 * time.Millisecond}, RemoteRuns: []int{1000, 10000},
-		RetryRuns: 300, FairRuns: 1000, SlowDelay: 5 * time.Second}
+		RetryRuns: 300, FairRuns: 1000, SlowDelay: 5 * time.Second, FairRepeat: 3}
 }
 
 // Result is one measured figure beside its floor and goal.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -160,22 +161,46 @@ func fairness(ctx context.Context, e *env) error {
 
 func fairnessOn(ctx context.Context, e *env, db database) error {
 	n := e.o.FairRuns
-	// Alone: the fast flow's runs only.
-	alone, err := fairRun(ctx, e, db, n, false)
-	if err != nil {
-		return fmt.Errorf("the fast flow alone: %w", err)
+	// The fast flow alone takes well under a second, so one measurement is
+	// at the mercy of a slow claim or a busy core: alone and beside are
+	// measured in turn FairRepeat times and their medians compared.
+	var alone, mixed []time.Duration
+	for range max(e.o.FairRepeat, 1) {
+		a, err := fairRun(ctx, e, db, n, false)
+		if err != nil {
+			return fmt.Errorf("the fast flow alone: %w", err)
+		}
+		m, err := fairRun(ctx, e, db, n, true)
+		if err != nil {
+			return fmt.Errorf("beside the slow flow: %w", err)
+		}
+		alone, mixed = append(alone, a), append(mixed, m)
 	}
-	mixed, err := fairRun(ctx, e, db, n, true)
-	if err != nil {
-		return fmt.Errorf("beside the slow flow: %w", err)
-	}
+	a, m := median(alone), median(mixed)
 	e.add(Result{Scenario: "8 fairness", Database: db.name,
 		Metric: fmt.Sprintf("%d runs to an endpoint answering at once, beside %d to one answering in %v", n, n, e.o.SlowDelay),
-		Value:  fmt.Sprintf("%v (%+.0f %%)", mixed.Round(time.Millisecond), (mixed.Seconds()/alone.Seconds()-1)*100),
-		Floor:  fmt.Sprintf("%v alone", alone.Round(time.Millisecond)),
-		Goal:   "within 20 % of alone", Met: met(mixed.Seconds() <= alone.Seconds()*1.2),
-		Note: "from the service's first webhook to the fast flow's last; every run of both flows delivered once"})
+		Value:  fmt.Sprintf("%v (%+.0f %%)", m.Round(time.Millisecond), (m.Seconds()/a.Seconds()-1)*100),
+		Floor:  fmt.Sprintf("%v alone", a.Round(time.Millisecond)),
+		Goal:   "within 20 % of alone", Met: met(m.Seconds() <= a.Seconds()*1.2),
+		Note: fmt.Sprintf("medians of %d measurements each (alone %v, beside %v), from the service's first webhook to the fast flow's last; every run of both flows delivered once",
+			len(alone), roundAll(alone), roundAll(mixed))})
 	return nil
+}
+
+// median returns the middle of ds (the upper middle of an even count).
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// roundAll rounds each of ds to the millisecond, for a note.
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
 }
 
 // fairRun queues n runs for a fast endpoint (and, with slow, n for a slow

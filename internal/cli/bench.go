@@ -35,6 +35,7 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 	remoteRuns := fs.String("remote-runs", "1000,10000", "scenario 6: comma-separated numbers of runs queued")
 	fs.IntVar(&o.RetryRuns, "retry-runs", o.RetryRuns, "scenario 7: runs queued for the endpoint answering 503 + Retry-After to 1 in 5")
 	fs.IntVar(&o.FairRuns, "fair-runs", o.FairRuns, "scenario 8: runs queued for each of the slow and the fast endpoint")
+	fs.IntVar(&o.FairRepeat, "fair-repeat", o.FairRepeat, "scenario 8: how many times the fast flow is measured alone and beside the slow one (medians reported)")
 	fs.DurationVar(&o.SlowDelay, "slow-delay", o.SlowDelay, "scenario 8: how long the slow endpoint holds each answer")
 	fs.StringVar(&o.ProfileDir, "profile-dir", "", "keep CPU and heap profiles of the service in scenario 2 in this directory")
 	service := fs.String("service", "", "the mailtrigger binary to measure (default: this one), to compare builds")

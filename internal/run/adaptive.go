@@ -13,8 +13,10 @@ import (
 // rises above the endpoint's minimum by more than a tolerance, at most once
 // per round trip either way.
 const (
-	// initialLimit is the limit of an endpoint not heard from yet.
-	initialLimit = 4
+	// initialLimit is the limit of an endpoint not heard from yet: modest
+	// beside the ceiling (a quarter of it; Netflix's concurrency-limits
+	// starts at 20), and two round trips of slow start from it.
+	initialLimit = 16
 	// DefaultCeiling is the default most requests in flight to one
 	// endpoint (Options.PerEndpoint); an activity's maxConcurrency lowers it.
 	DefaultCeiling = 64
