@@ -328,6 +328,30 @@ func latest(a, b time.Time) time.Time {
 	return a
 }
 
+// waitHold returns once no Retry-After holds endpoint key, or ctx's error
+// when ctx ends first.
+func (l *limiter) waitHold(ctx context.Context, key string) error {
+	for {
+		l.mu.Lock()
+		var until time.Time
+		if s := l.slots[key]; s != nil {
+			until = s.ctl.HeldUntil()
+		}
+		wait := until.Sub(l.now())
+		l.mu.Unlock()
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // full reports whether endpoint key has no room now for a request with caps
 // c: Retry-After holds it, or its requests in flight fill its limit.
 func (l *limiter) full(key string, c caps) bool {

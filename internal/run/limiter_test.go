@@ -178,3 +178,39 @@ func TestLimiterAdapts(t *testing.T) {
 		t.Errorf("limit after a 503: got %d, want 32", got)
 	}
 }
+
+// A request whose slot was taken before a Retry-After came (the first
+// activity's slot is taken at the claim) waits the Retry-After out before
+// it is sent.
+func TestLimiterWaitHold(t *testing.T) {
+	l := newLimiter(64, time.Now)
+	const key = "http://127.0.0.1:1"
+	if err := l.waitHold(context.Background(), key); err != nil {
+		t.Fatalf("an endpoint never heard from: %v", err)
+	}
+	taken, _, ok := l.tryAcquire(key, caps{})
+	if !ok {
+		t.Fatal("no slot for a new endpoint")
+	}
+	other, _, ok := l.tryAcquire(key, caps{})
+	if !ok {
+		t.Fatal("no second slot")
+	}
+	hold := 300 * time.Millisecond
+	start := time.Now()
+	other(answer{took: time.Millisecond, sig: signalOverload, hold: start.Add(hold)})
+	if err := l.waitHold(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < hold {
+		t.Errorf("waitHold returned after %v, inside the Retry-After of %v", d, hold)
+	}
+	taken(answer{})
+
+	l.slots[key].ctl.Hold(time.Now().Add(time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := l.waitHold(ctx, key); err == nil {
+		t.Error("waitHold returned nil inside an hour-long Retry-After when its context ended")
+	}
+}

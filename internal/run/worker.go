@@ -505,6 +505,14 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 					prefix, act.endpoint)
 			}
 		}
+		// The first endpoint's slot was taken at the claim, before the
+		// message was read: a Retry-After that came from the endpoint
+		// meanwhile is waited out here, so that no request goes to it
+		// before then.
+		if err := w.limit.waitHold(ctx, act.endpoint); err != nil {
+			release(answer{})
+			return transient("%snot sent: %s asked to wait (Retry-After) past this attempt's time", prefix, act.endpoint)
+		}
 		sent := time.Now()
 		out = w.post(ctx, r.PublicID, act, secret, *body)
 		res := answer{took: max(time.Since(sent), time.Nanosecond), sig: out.sig}
