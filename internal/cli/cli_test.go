@@ -44,6 +44,9 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	if code, _, errOut := runCLI(t, nil, "", "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
 		t.Errorf("unknown command: got %d %q", code, errOut)
 	}
+	if code, _, errOut := runCLI(t, nil, "", "bench"); code != 2 || !strings.Contains(errOut, "go run ./cmd/mailtrigger-bench") {
+		t.Errorf("bench: got %d %q, want exit 2 and where the bench went", code, errOut)
+	}
 	if code, _, _ := runCLI(t, nil, ""); code != 2 {
 		t.Errorf("no command: got %d, want 2", code)
 	}
