@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -139,20 +140,20 @@ func TestServeCreatesAdminOnceAndStops(t *testing.T) {
 		go func() {
 			done <- Main(ctx, []string{"serve"}, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }})
 		}()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		err := testwait.UntilErr(20*time.Second, func() error {
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				cancel()
-				t.Fatalf("serve did not become ready: %s", errb.String())
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("/readyz answered %s", resp.Status)
 			}
-			time.Sleep(50 * time.Millisecond)
+			return nil
+		})
+		if err != nil {
+			cancel()
+			t.Fatalf("serve did not become ready within 20s: %v\n%s", err, errb.String())
 		}
 		cancel()
 		select {
