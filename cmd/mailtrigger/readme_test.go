@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 // TestReadmeWalkthrough builds the real binary, starts it as a newcomer
@@ -189,16 +191,18 @@ func freeAddr(t *testing.T) string {
 
 func waitReady(t *testing.T, url string, logs *testenv.Buffer) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	err := testwait.UntilErr(30*time.Second, func() error {
 		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("service not ready within 30s: %v\n%s", err, logs.String())
 	}
-	t.Fatalf("service not ready: %s", logs.String())
 }

@@ -12,11 +12,11 @@ import (
 	"mailtrigger/internal/client"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/server"
+	"mailtrigger/internal/source/graphsource/graphfake"
+	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
-	"mailtrigger/internal/testenv/graphfake"
-	"mailtrigger/internal/testenv/oauthfake"
 	"mailtrigger/internal/watch"
 )
 

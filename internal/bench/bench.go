@@ -1,4 +1,4 @@
-// Package bench is "mailtrigger bench": it measures the real service (the
+// Package bench is cmd/mailtrigger-bench: it measures the real service (the
 // mailtrigger binary running "serve" as a child process) against a private
 // Dovecot, an in-process IMAP server for many mailboxes, and a local webhook
 // listener, and sets every figure beside a floor measured in the same run:

@@ -3,7 +3,6 @@ package bench_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,11 +17,12 @@ import (
 // delivered twice, a webhook unsigned, a request inside a Retry-After. It
 // writes no docs/benchmarks.md. The full run is manual (see that file).
 func TestSmoke(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "mailtrigger")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "mailtrigger/cmd/mailtrigger").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	// The service the bench measures by default: the product, built apart.
+	bin, err := bench.BuildService(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	var log strings.Builder
 	o := bench.Options{Binary: bin, Postgres: "private", WorkDir: t.TempDir(), Log: &log,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -43,6 +44,9 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, nil, "", "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
 		t.Errorf("unknown command: got %d %q", code, errOut)
+	}
+	if code, _, errOut := runCLI(t, nil, "", "bench"); code != 2 || !strings.Contains(errOut, "go run ./cmd/mailtrigger-bench") {
+		t.Errorf("bench: got %d %q, want exit 2 and where the bench went", code, errOut)
 	}
 	if code, _, _ := runCLI(t, nil, ""); code != 2 {
 		t.Errorf("no command: got %d, want 2", code)
@@ -136,20 +140,20 @@ func TestServeCreatesAdminOnceAndStops(t *testing.T) {
 		go func() {
 			done <- Main(ctx, []string{"serve"}, Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }})
 		}()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		err := testwait.UntilErr(20*time.Second, func() error {
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				cancel()
-				t.Fatalf("serve did not become ready: %s", errb.String())
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("/readyz answered %s", resp.Status)
 			}
-			time.Sleep(50 * time.Millisecond)
+			return nil
+		})
+		if err != nil {
+			cancel()
+			t.Fatalf("serve did not become ready within 20s: %v\n%s", err, errb.String())
 		}
 		cancel()
 		select {

@@ -16,6 +16,7 @@ import (
 	"mailtrigger/internal/client"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 // rejectBody is what the rejecting endpoint answers with its 400.
@@ -138,12 +139,14 @@ func TestDeliverySemantics(t *testing.T) {
 		if r.LastError == "" {
 			t.Errorf("failed run has no lastError")
 		}
-		// Not retried by itself: three times the longest backoff later
+		// Not retried by itself: for three times the longest backoff
 		// there is still one request.
-		time.Sleep(3 * time.Second)
-		if n := len(hooks.on("/rejecting")); n != 1 {
-			t.Errorf("the endpoint got %d requests for the failed run, want 1", n)
-		}
+		testwait.Never(t, 3*time.Second, func() error {
+			if n := len(hooks.on("/rejecting")); n != 1 {
+				return fmt.Errorf("the endpoint got %d requests for the failed run, want 1", n)
+			}
+			return nil
+		})
 		if r2 := getRun(s, c, r.ID); r2.Status != "failed" || r2.AttemptCount != 1 {
 			t.Errorf("3 s later the run is %s after %d attempts, want failed after 1", r2.Status, r2.AttemptCount)
 		}

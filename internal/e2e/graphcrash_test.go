@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/imapconf"
-	"mailtrigger/internal/testenv/graphfake"
+	"mailtrigger/internal/source/graphsource/graphfake"
 )
 
 const (

@@ -25,6 +25,7 @@ import (
 	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 // binDirPrefix starts the names of the directories the binary under test is
@@ -404,24 +405,23 @@ func waitState(s *service, api *client.Client, name, state string, within time.D
 	return got
 }
 
-// waitFor polls cond every 20 ms until it holds, failing the test with its
-// last detail and the service's output after within.
+// errNotYet is a poll's "not yet", where the detail is kept apart.
+var errNotYet = errors.New("not yet")
+
+// waitFor polls cond (testwait.UntilErr) until it holds, failing the test
+// with its last detail and the service's output after within.
 func waitFor(s *service, within time.Duration, what string, cond func() (ok bool, detail any)) {
 	s.t.Helper()
-	deadline := time.Now().Add(within)
 	var detail any
-	for {
+	if testwait.UntilErr(within, func() error {
 		var ok bool
-		ok, detail = cond()
-		if ok {
-			return
+		if ok, detail = cond(); !ok {
+			return errNotYet
 		}
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}) != nil {
+		s.fatalf("waiting for %s: not within %v; last: %+v", what, within, detail)
 	}
-	s.fatalf("waiting for %s: not within %v; last: %+v", what, within, detail)
 }
 
 // checkEachRecordedOnce checks that the messages whose Message-IDs idOf

@@ -27,6 +27,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 const (
@@ -46,6 +47,10 @@ const (
 	scaleGap = 40 * time.Millisecond
 	// scaleMaxMessages bounds the appends of one run.
 	scaleMaxMessages = 20000
+	// scaleFlowing is how many messages past those appended so far must be
+	// recorded for mail to be flowing through the cluster (about 2 s of
+	// appends).
+	scaleFlowing = 50
 )
 
 func scaleMessageID(i int) string { return fmt.Sprintf("scale-%05d@e2e.example.org", i) }
@@ -113,18 +118,17 @@ func (c *scaleCluster) waitSpread(s *service, within time.Duration, live ...stri
 	start := time.Now()
 	share := (scaleMailboxes + len(live) - 1) / len(live)
 	var last any
-	for {
+	if testwait.UntilErr(within, func() error {
 		h, err := c.holders()
 		last = h
 		if err != nil {
 			last = err
 		} else if c.even(h, share, live) {
-			return time.Since(start)
+			return nil
 		}
-		if time.Since(start) > within {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+		return errNotYet
+	}) == nil {
+		return time.Since(start)
 	}
 	c.dump()
 	s.fatalf("waiting for the %d mailboxes spread over %v (%d each ± %d): not within %v; last: %v",
@@ -347,7 +351,17 @@ func TestScaleOut(t *testing.T) {
 			<-app.done
 		}
 	}()
-	time.Sleep(2 * time.Second)
+	// mailFlows waits until every message appended so far and scaleFlowing
+	// more are recorded: mail reaches the cluster as it stands.
+	mailFlows := func(when string) {
+		want := int(app.appended.Load()) + scaleFlowing
+		waitFor(r1, scaleSettle, "mail flowing "+when, func() (bool, any) {
+			var got int
+			err := db.QueryRow(`SELECT count(*) FROM messages`).Scan(&got)
+			return err == nil && got >= want, fmt.Sprintf("%d of %d recorded, %d appended (%v)", got, want, app.appended.Load(), err)
+		})
+	}
+	mailFlows("before the first kill")
 
 	// SIGKILL r2: its mailboxes move within the lease time plus 5 s.
 	c.reps["r2"].kill()
@@ -401,7 +415,7 @@ func TestScaleOut(t *testing.T) {
 			id, moved.Round(10*time.Millisecond), took.Round(10*time.Millisecond))
 	}
 	c.waitAllIdle(r1, scaleSettle)
-	time.Sleep(2 * time.Second)
+	mailFlows("after the rolling restart")
 
 	close(app.stop)
 	<-app.done

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"mailtrigger/internal/testwait"
 )
 
 // upstreamServer is a TCP server for the proxy tests: it echoes what it
@@ -93,17 +96,14 @@ func roundTrip(conn net.Conn, msg string) error {
 // waitStats waits until cond holds for the proxy's counts.
 func waitStats(t *testing.T, p *Proxy, cond func(ProxyStats) bool) ProxyStats {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s := p.Stats()
-		if cond(s) {
-			return s
+	var s ProxyStats
+	testwait.Until(t, 5*time.Second, func() error {
+		if s = p.Stats(); !cond(s) {
+			return fmt.Errorf("got stats %+v", s)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("got stats %+v", s)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
+	return s
 }
 
 func TestProxyForwards(t *testing.T) {

@@ -18,10 +18,10 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source/graphsource/graphfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
-	"mailtrigger/internal/testenv/graphfake"
 	"mailtrigger/internal/watch"
 )
 

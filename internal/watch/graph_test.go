@@ -18,9 +18,9 @@ import (
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/server"
 	"mailtrigger/internal/source/graphsource"
+	"mailtrigger/internal/source/graphsource/graphfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
-	"mailtrigger/internal/testenv/graphfake"
 	"mailtrigger/internal/watch"
 )
 

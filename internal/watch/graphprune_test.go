@@ -9,7 +9,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source/graphsource"
-	"mailtrigger/internal/testenv/graphfake"
+	"mailtrigger/internal/source/graphsource/graphfake"
 )
 
 // graphDelete deletes message id of user through Graph, as a user would.

@@ -9,9 +9,9 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
+	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/testenv"
-	"mailtrigger/internal/testenv/oauthfake"
 	"mailtrigger/internal/watch"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source/graphsource"
-	"mailtrigger/internal/testenv/graphfake"
+	"mailtrigger/internal/source/graphsource/graphfake"
 )
 
 const user = "alerts@contoso.example"

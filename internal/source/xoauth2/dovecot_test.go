@@ -12,8 +12,8 @@ import (
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/source/xoauth2"
+	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/testenv"
-	"mailtrigger/internal/testenv/oauthfake"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -12,7 +12,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/xoauth2"
-	"mailtrigger/internal/testenv/oauthfake"
+	"mailtrigger/internal/source/xoauth2/oauthfake"
 )
 
 func TestClient(t *testing.T) {

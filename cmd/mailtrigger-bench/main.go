@@ -1,22 +1,66 @@
-package cli
+// Command mailtrigger-bench measures the mailtrigger service end to end
+// against floors measured in the same run (package internal/bench;
+// docs/benchmarks.md). It is a command of its own so that the product,
+// cmd/mailtrigger, links none of the test servers the bench starts.
+//
+// Run it from a checkout: go run ./cmd/mailtrigger-bench -postgres private.
+// It builds the service (mailtrigger/cmd/mailtrigger) with go build into a
+// temporary directory, unless -service names a binary to measure.
+package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"mailtrigger/internal/bench"
 )
 
-func runBench(ctx context.Context, args []string, env Env) error {
-	fs := newFlags("bench", "[flags]", `Measure the service end to end: a private Dovecot, this binary running "serve" as a child
-process on a fresh database, an in-process IMAP server for many idle mailboxes and a local webhook
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// errUsage means the usage was already printed.
+var errUsage = errors.New("usage")
+
+// Main runs the bench with args (without the program name) and returns the
+// process exit code: 0, 1 when it failed, 2 for a usage error.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout, stderr)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintf(stderr, "mailtrigger-bench: %v\n", err)
+	return 1
+}
+
+const purpose = `Measure the service end to end: a private Dovecot, the mailtrigger binary running "serve" as a
+child process on a fresh database, an in-process IMAP server for many idle mailboxes and a local webhook
 listener; every figure beside a floor measured in the same run. Prints a table and, with -doc,
-writes the results into that file (docs/benchmarks.md) between its bench markers.`, env)
+writes the results into that file (docs/benchmarks.md) between its bench markers.`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mailtrigger-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: mailtrigger-bench [flags]\n\n%s\n\nFlags:\n", purpose)
+		fs.PrintDefaults()
+	}
 	o := bench.FullOptions()
 	fs.StringVar(&o.Postgres, "postgres", "", `also run the backlog and delivery scenarios on PostgreSQL: "private" starts a private server, else a postgres:// URL whose user may create databases`)
 	only := fs.String("only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ",")+" (default all)")
@@ -38,7 +82,7 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 	fs.IntVar(&o.FairRepeat, "fair-repeat", o.FairRepeat, "scenario 8: how many times the fast flow is measured alone and beside the slow one (medians reported)")
 	fs.DurationVar(&o.SlowDelay, "slow-delay", o.SlowDelay, "scenario 8: how long the slow endpoint holds each answer")
 	fs.StringVar(&o.ProfileDir, "profile-dir", "", "keep CPU and heap profiles of the service in scenario 2 in this directory")
-	service := fs.String("service", "", "the mailtrigger binary to measure (default: this one), to compare builds")
+	service := fs.String("service", "", "the mailtrigger binary to measure, to compare builds (default: mailtrigger/cmd/mailtrigger built from this checkout with go build)")
 	doc := fs.String("doc", "", "write the results into this markdown file (docs/benchmarks.md)")
 	quiet := fs.Bool("q", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
@@ -80,20 +124,26 @@ writes the results into that file (docs/benchmarks.md) between its bench markers
 			o.Only = append(o.Only, name)
 		}
 	}
-	bin, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("finding this binary to run as the service: %w", err)
-	}
-	o.Binary = bin
-	if *service != "" {
-		o.Binary = *service
-	}
 	if !*quiet {
-		o.Log = env.Stderr
+		o.Log = stderr
+	}
+	o.Binary = *service
+	if o.Binary == "" {
+		dir, err := os.MkdirTemp("", "mailtrigger-bench-service-")
+		if err != nil {
+			return fmt.Errorf("creating a directory for the service binary: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "%s  building the service: go build %s\n", time.Now().Format("15:04:05"), bench.ServicePackage)
+		}
+		if o.Binary, err = bench.BuildService(ctx, dir); err != nil {
+			return fmt.Errorf("%w\nrun it in a checkout of mailtrigger, or name the binary to measure with -service", err)
+		}
 	}
 	rep, err := bench.Run(ctx, o)
 	if rep != nil {
-		if terr := rep.Table(env.Stdout); terr != nil {
+		if terr := rep.Table(stdout); terr != nil {
 			return terr
 		}
 	}
@@ -127,5 +177,5 @@ func docCommand(args []string) string {
 		}
 		kept = append(kept, a)
 	}
-	return strings.TrimSpace("go run ./cmd/mailtrigger bench " + strings.Join(kept, " "))
+	return strings.TrimSpace("go run ./cmd/mailtrigger-bench " + strings.Join(kept, " "))
 }

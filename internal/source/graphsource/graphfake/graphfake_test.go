@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"mailtrigger/internal/testenv/graphfake"
+	"mailtrigger/internal/source/graphsource/graphfake"
 )
 
 const user = "box@contoso.example"

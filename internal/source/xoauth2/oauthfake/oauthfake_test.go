@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"mailtrigger/internal/testenv/oauthfake"
+	"mailtrigger/internal/source/xoauth2/oauthfake"
 )
 
 func post(t *testing.T, u string, form url.Values, basic [2]string) (int, map[string]any) {
