@@ -25,8 +25,11 @@ type Verdict struct {
 func Evaluate(flows []store.FlowRecord, subject, from string) ([]Verdict, error) {
 	out := make([]Verdict, 0, len(flows))
 	for _, fr := range flows {
+		// A definition whose activities break a rule still matches:
+		// the worker fails its runs, saying why.
 		f, err := Parse(fr.Definition, nil)
-		if err != nil {
+		var de *DefinitionError
+		if err != nil && !errors.As(err, &de) {
 			return nil, fmt.Errorf("flow %s: %w", fr.Name, err)
 		}
 		m, err := Compile(f.Start.EmailTrigger)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 func TestDeliveredSigned(t *testing.T) {
@@ -327,13 +329,13 @@ func TestTimeoutRetried(t *testing.T) {
 		h := newHook(t)
 		h.delay = 10 * time.Second
 		act := webhook(h.URL)
-		act["timeout"] = "100ms"
+		act["timeout"] = "1s" // the least flow.Build allows
 		f := newFlow(t, s, "invoices", flowDef(act))
 		r := newRun(t, s, f)
 		startWorker(t, s, fastOptions())
 		_, attempts := waitAttempts(t, s, r.PublicID, 1)
-		if !strings.Contains(attempts[0].Error, "no response within 100ms") || attempts[0].Duration > 5*time.Second {
-			t.Errorf("got attempt %+v, want a timeout after 100ms", attempts[0])
+		if !strings.Contains(attempts[0].Error, "no response within 1s") || attempts[0].Duration > 5*time.Second {
+			t.Errorf("got attempt %+v, want a timeout after 1s", attempts[0])
 		}
 	})
 }
@@ -383,20 +385,42 @@ func TestFlowDeletedFailsRun(t *testing.T) {
 
 func TestBadDefinitionFailsRun(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		// The worker reads a definition by the rules flow.Build applies
+		// (flow.Parse), and names the field that breaks one.
 		cases := []struct{ name, def, want string }{
-			{"no_activities", flowDef(), "no activities"},
-			{"bad_type", flowDef(map[string]any{"type": "email", "url": "http://x"}), `unknown type "email"`},
-			{"bad_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "soon"}), `timeout "soon"`},
-			{"bad_url", flowDef(map[string]any{"type": "webhook", "url": "ftp://x"}), "not an http or https URL"},
+			{"no_activities", flowDef(), "activities: at least one activity is required"},
+			{"bad_type", flowDef(map[string]any{"type": "email", "url": "http://x"}), "activities[0].type: must be webhook"},
+			{"bad_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "soon"}), "activities[0].timeout: must be a duration from 1s to 2m"},
+			{"bad_url", flowDef(map[string]any{"type": "webhook", "url": "ftp://x"}), "activities[0].url: must be an absolute http:// or https:// URL"},
+			// The worker once took a number as seconds, and any positive
+			// duration, where the API and the UI refuse both.
+			{"numeric_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": 15}), "activities[0].timeout: must be a duration from 1s to 2m, such as 30s, in quotes; a number (15) is not one"},
+			{"long_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "5m"}), "activities[0].timeout: must be a duration from 1s to 2m"},
+			{"short_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "100ms"}), "activities[0].timeout: must be a duration from 1s to 2m"},
+			{"high_concurrency", flowDef(map[string]any{"type": "webhook", "url": "http://x", "maxConcurrency": 5000}), "activities[0].maxConcurrency: must be a whole number from 1 to 1000"},
 		}
-		startWorker(t, s, fastOptions())
+		var logs lockedBuffer
+		w := run.New(run.Deps{Store: s, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Options: fastOptions()})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); w.Run(ctx) }()
+		defer func() { cancel(); <-done }()
 		for _, c := range cases {
 			f := newFlow(t, s, c.name, c.def)
 			r := newRun(t, s, f)
-			got, _ := waitRun(t, s, r.PublicID, store.RunFailed)
-			if !strings.Contains(got.LastError, c.want) {
-				t.Errorf("%s: got %q, want it to say %q", c.name, got.LastError, c.want)
+			got, attempts := waitRun(t, s, r.PublicID, store.RunFailed)
+			if !strings.Contains(got.LastError, c.want) || len(attempts) != 1 {
+				t.Errorf("%s: got %q after %d attempts, want it to say %q after one", c.name, got.LastError, len(attempts), c.want)
 			}
+			// Logged once, with the run id and the reason.
+			testwait.Until(t, 5*time.Second, func() error {
+				for line := range strings.Lines(logs.String()) {
+					if strings.Contains(line, "run_id="+r.PublicID) && strings.Contains(line, "run failed") && strings.Contains(line, strings.ReplaceAll(c.want, `"`, `\"`)) {
+						return nil
+					}
+				}
+				return fmt.Errorf("%s: no log line with run_id=%s and %q in\n%s", c.name, r.PublicID, c.want, logs.String())
+			})
 		}
 	})
 }
@@ -660,4 +684,22 @@ func TestQueueStore(t *testing.T) {
 			t.Errorf("released together: got next due %v %v, want %v", due, ok, soon)
 		}
 	})
+}
+
+// lockedBuffer is a bytes.Buffer for a logger that goroutines share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
