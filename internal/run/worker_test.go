@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -257,10 +258,12 @@ func TestClientErrorFailsAtOnce(t *testing.T) {
 		if got.LastError != "HTTP 400 Bad Request" {
 			t.Errorf("got last error %q", got.LastError)
 		}
-		time.Sleep(200 * time.Millisecond)
-		if n := len(h.got()); n != 1 {
-			t.Errorf("got %d requests, want 1: a 400 is not retried", n)
-		}
+		testwait.Never(t, 200*time.Millisecond, func() error {
+			if n := len(h.got()); n != 1 {
+				return fmt.Errorf("got %d requests, want 1: a 400 is not retried", n)
+			}
+			return nil
+		})
 
 		// A manual retry delivers it.
 		if _, err := s.RetryRun(context.Background(), r.PublicID); err != nil {
@@ -281,7 +284,13 @@ func TestNotifyWakesAtOnce(t *testing.T) {
 		o := fastOptions()
 		o.PollInterval = time.Hour
 		w, _ := startWorker(t, s, o)
-		time.Sleep(50 * time.Millisecond) // the worker sleeps now
+		// The worker found nothing to do and sleeps now (for an hour).
+		testwait.Never(t, 50*time.Millisecond, func() error {
+			if n := len(h.got()); n != 0 {
+				return fmt.Errorf("got %d requests before any run", n)
+			}
+			return nil
+		})
 		r := newRun(t, s, f)
 		start := time.Now()
 		w.Notify()
@@ -351,20 +360,28 @@ func TestExpiredLeaseDeliveredAgain(t *testing.T) {
 		if err != nil || len(held) != 1 {
 			t.Fatalf("got %v, %v", held, err)
 		}
-		crashed, err := s.ClaimRuns(ctx, time.Now(), 1, time.Millisecond)
+		claimed := time.Now()
+		crashed, err := s.ClaimRuns(ctx, claimed, 1, time.Millisecond)
 		if err != nil || len(crashed) != 1 || crashed[0].ID == held[0].ID || crashed[0].Status != store.RunDelivering {
 			t.Fatalf("got %v, %v", crashed, err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		testwait.Until(t, time.Second, func() error {
+			if !time.Now().After(claimed.Add(time.Millisecond)) {
+				return errors.New("the 1 ms lease has not ended")
+			}
+			return nil
+		})
 		startWorker(t, s, fastOptions())
 		waitRun(t, s, crashed[0].PublicID, store.RunDelivered)
-		time.Sleep(300 * time.Millisecond)
-		if r, _, _ := s.GetRun(ctx, held[0].PublicID); r.Status != store.RunDelivering {
-			t.Errorf("a run under a live lease is %s, want still delivering", r.Status)
-		}
-		if n := len(h.got()); n != 1 {
-			t.Errorf("got %d requests, want 1", n)
-		}
+		testwait.Never(t, 300*time.Millisecond, func() error {
+			if r, _, _ := s.GetRun(ctx, held[0].PublicID); r.Status != store.RunDelivering {
+				return fmt.Errorf("a run under a live lease is %s, want still delivering", r.Status)
+			}
+			if n := len(h.got()); n != 1 {
+				return fmt.Errorf("got %d requests, want 1", n)
+			}
+			return nil
+		})
 	})
 }
 
@@ -598,10 +615,12 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 		f := newFlow(t, s, "invoices", flowDef(webhook(h.URL)))
 		r := newRun(t, s, f)
 		_, stop := startWorker(t, s, fastOptions())
-		deadline := time.Now().Add(10 * time.Second)
-		for h.inflight.Load() == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		testwait.Until(t, 10*time.Second, func() error {
+			if h.inflight.Load() == 0 {
+				return errors.New("no delivery in flight")
+			}
+			return nil
+		})
 		stop() // returns once the delivery is done and recorded
 		got, attempts, err := s.GetRun(context.Background(), r.PublicID)
 		if err != nil || got.Status != store.RunDelivered || len(attempts) != 1 {
