@@ -114,6 +114,13 @@ func (f Flow) Definition() string {
 // and edited. A header named like one mailtrigger sets (Webhook-*,
 // Content-Type, …) is not an error here: the worker never sends it.
 func Parse(definition string, secrets []string) (Flow, error) {
+	f, _, err := parse(definition, secrets)
+	return f, err
+}
+
+// parse is Parse, also returning the trigger's regular expression compiled
+// when it is one, for Matchers (compiled once, not twice).
+func parse(definition string, secrets []string) (Flow, *regexp.Regexp, error) {
 	// The stored shape of Flow, but a timeout may be anything: an older
 	// worker took a number as seconds, and it must be refused with a
 	// message, not a JSON type error.
@@ -125,7 +132,7 @@ func Parse(definition string, secrets []string) (Flow, error) {
 		} `json:"activities"`
 	}
 	if err := json.Unmarshal([]byte(definition), &d); err != nil {
-		return Flow{}, fmt.Errorf("reading flow definition: %w", err)
+		return Flow{}, nil, fmt.Errorf("reading flow definition: %w", err)
 	}
 	f, e := d.Flow, valid.Errors{}
 	f.Activities = make([]Activity, len(d.Activities))
@@ -150,7 +157,7 @@ func Parse(definition string, secrets []string) (Flow, error) {
 	if f.Start.EmailTrigger.Match == "" {
 		f.Start.EmailTrigger.Match = MatchExact
 	}
-	checkTrigger(f.Start.EmailTrigger, e)
+	re := checkTrigger(f.Start.EmailTrigger, e)
 	checkActivityCount(len(f.Activities), e)
 	for i, a := range f.Activities {
 		if i >= MaxActivities {
@@ -165,9 +172,9 @@ func Parse(definition string, secrets []string) (Flow, error) {
 		}
 	}
 	if len(e) > 0 {
-		return f, &DefinitionError{Fields: e}
+		return f, re, &DefinitionError{Fields: e}
 	}
-	return f, nil
+	return f, re, nil
 }
 
 // DefinitionError is a stored definition that breaks a rule of Build's:
@@ -334,8 +341,9 @@ func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []i
 const timeoutMessage = "must be a duration from 1s to 2m, such as 30s"
 
 // checkTrigger adds to e what is wrong with t: the rules on an Email Trigger,
-// for Build and Parse alike.
-func checkTrigger(t Trigger, e valid.Errors) {
+// for Build and Parse alike. It returns the subject's regular expression
+// compiled when t matches by one and it compiles.
+func checkTrigger(t Trigger, e valid.Errors) (re *regexp.Regexp) {
 	const tp = "start.emailTrigger."
 	if t.IMAP == "" {
 		e.Add(tp+"imap", "required")
@@ -346,7 +354,8 @@ func checkTrigger(t Trigger, e valid.Errors) {
 	case valid.Text(t.Subject, MaxSubjectLen) != "":
 		e.Add(tp+"subject", valid.Text(t.Subject, MaxSubjectLen))
 	case t.Match == MatchRegex:
-		if _, err := regexp.Compile(t.Subject); err != nil {
+		var err error
+		if re, err = regexp.Compile(t.Subject); err != nil {
 			e.Add(tp+"subject", "not a valid regular expression (RE2 syntax): "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 		}
 	}
@@ -362,6 +371,7 @@ func checkTrigger(t Trigger, e valid.Errors) {
 			e.Add(tp+"from", "must be an e-mail address or @domain")
 		}
 	}
+	return re
 }
 
 // checkActivityCount adds to e what is wrong with a flow of n activities.

@@ -45,10 +45,13 @@ func NewMatchers() *Matchers {
 // its runs, saying why); one whose trigger cannot be read or compiled is an
 // error.
 func compile(fr store.FlowRecord) (*Matcher, error) {
-	f, err := Parse(fr.Definition, nil)
+	f, re, err := parse(fr.Definition, nil)
 	var de *DefinitionError
 	if err != nil && !errors.As(err, &de) {
 		return nil, fmt.Errorf("flow %s: %w", fr.Name, err)
+	}
+	if re != nil { // compiled by the rule check already
+		return &Matcher{t: f.Start.EmailTrigger, re: re}, nil
 	}
 	m, err := Compile(f.Start.EmailTrigger)
 	if err != nil {
