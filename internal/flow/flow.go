@@ -8,10 +8,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,25 +100,102 @@ func (f Flow) Definition() string {
 	return string(data)
 }
 
-// Parse reads a stored definition and attaches the secrets.
+// Parse reads a stored definition, checks it by the rules Build applies to
+// what the definition drives (the trigger and the activities; the name and
+// enabled are the record's columns, secrets and header values are held
+// apart), and attaches the secrets. It is the one reader of definitions:
+// ingest matches with it and the worker delivers with it, so that what one
+// accepts the other does too.
+//
+// A definition that is not JSON of the right shape is an error. One that
+// breaks a rule (a timeout outside 1 s – 2 min, a number of seconds for a
+// timeout, an unknown activity type, …) is a *DefinitionError naming every
+// wrong field, returned with the flow as read so that it can still be shown
+// and edited. A header named like one mailtrigger sets (Webhook-*,
+// Content-Type, …) is not an error here: the worker never sends it.
 func Parse(definition string, secrets []string) (Flow, error) {
-	var f Flow
-	if err := json.Unmarshal([]byte(definition), &f); err != nil {
-		return f, fmt.Errorf("reading flow definition: %w", err)
+	f, _, err := parse(definition, secrets)
+	return f, err
+}
+
+// parse is Parse, also returning the trigger's regular expression compiled
+// when it is one, for Matchers (compiled once, not twice).
+func parse(definition string, secrets []string) (Flow, *regexp.Regexp, error) {
+	// The stored shape of Flow, but a timeout may be anything: an older
+	// worker took a number as seconds, and it must be refused with a
+	// message, not a JSON type error.
+	var d struct {
+		Flow
+		Activities []struct {
+			Activity
+			Timeout json.RawMessage `json:"timeout"`
+		} `json:"activities"`
 	}
-	for i := range f.Activities {
+	if err := json.Unmarshal([]byte(definition), &d); err != nil {
+		return Flow{}, nil, fmt.Errorf("reading flow definition: %w", err)
+	}
+	f, e := d.Flow, valid.Errors{}
+	f.Activities = make([]Activity, len(d.Activities))
+	for i, sa := range d.Activities {
+		a := sa.Activity
+		if len(sa.Timeout) > 0 && json.Unmarshal(sa.Timeout, &a.Timeout) != nil {
+			a.Timeout = string(sa.Timeout)
+			msg := timeoutMessage
+			if _, err := strconv.ParseFloat(a.Timeout, 64); err == nil {
+				msg += ", in quotes; a number (" + a.Timeout + ") is not one"
+			}
+			e.Add(fmt.Sprintf("activities[%d].timeout", i), msg)
+		}
 		if i < len(secrets) {
-			f.Activities[i].Secret = secrets[i]
+			a.Secret = secrets[i]
+		}
+		f.Activities[i] = a
+	}
+	if len(d.Activities) == 0 {
+		f.Activities = nil
+	}
+	if f.Start.EmailTrigger.Match == "" {
+		f.Start.EmailTrigger.Match = MatchExact
+	}
+	re := checkTrigger(f.Start.EmailTrigger, e)
+	checkActivityCount(len(f.Activities), e)
+	for i, a := range f.Activities {
+		if i >= MaxActivities {
+			break
+		}
+		p := fmt.Sprintf("activities[%d].", i)
+		checkActivity(p, a, a.MaxConcurrency != 0, a.RatePerSecond != 0, e)
+		for k := range a.Headers {
+			if !tokenRE.MatchString(k) {
+				e.Add(p+"headers."+k, "not a valid header name")
+			}
 		}
 	}
-	return f, nil
+	if len(e) > 0 {
+		return f, re, &DefinitionError{Fields: e}
+	}
+	return f, re, nil
+}
+
+// DefinitionError is a stored definition that breaks a rule of Build's:
+// Fields names every wrong field as Build would. It is not a valid.Errors:
+// the definition was not input, and a caller must not answer it as one.
+type DefinitionError struct {
+	Fields valid.Errors
+}
+
+func (e *DefinitionError) Error() string {
+	return "the flow definition breaks the flow rules (edit and save the flow to fix it): " +
+		strings.TrimPrefix(e.Fields.Error(), "invalid input: ")
 }
 
 // Open returns the flow of a stored record with its activities' secrets and
-// header values attached.
+// header values attached. Its error is Parse's: with a *DefinitionError, the
+// flow as read, with its secrets and header values, comes too.
 func Open(fr store.FlowRecord) (Flow, error) {
 	f, err := Parse(fr.Definition, fr.Secrets)
-	if err != nil {
+	var de *DefinitionError
+	if err != nil && !errors.As(err, &de) {
 		return f, err
 	}
 	for i := range f.Activities {
@@ -129,7 +208,7 @@ func Open(fr store.FlowRecord) (Flow, error) {
 			}
 		}
 	}
-	return f, nil
+	return f, err
 }
 
 // HeaderNames returns the names of a's headers with empty values: what may be
@@ -212,50 +291,16 @@ func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []i
 	}
 	f.Enabled = in.Enabled == nil || *in.Enabled
 
-	const tp = "start.emailTrigger."
 	if in.Start == nil || in.Start.EmailTrigger == nil {
 		e.Add("start.emailTrigger", "required: the Email Trigger names an IMAP configuration and a subject")
 	} else {
 		ti := in.Start.EmailTrigger
-		t := &f.Start.EmailTrigger
-		t.IMAP = deref(ti.IMAP, "")
-		if t.IMAP == "" {
-			e.Add(tp+"imap", "required")
-		}
-		t.Subject = deref(ti.Subject, "")
-		t.Match = deref(ti.Match, MatchExact)
-		switch {
-		case strings.TrimSpace(t.Subject) == "":
-			e.Add(tp+"subject", "required")
-		case valid.Text(t.Subject, MaxSubjectLen) != "":
-			e.Add(tp+"subject", valid.Text(t.Subject, MaxSubjectLen))
-		case t.Match == MatchRegex:
-			if _, err := regexp.Compile(t.Subject); err != nil {
-				e.Add(tp+"subject", "not a valid regular expression (RE2 syntax): "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
-			}
-		}
-		if m := valid.OneOf(t.Match, MatchExact, MatchContains, MatchPrefix, MatchRegex); m != "" {
-			e.Add(tp+"match", m)
-		}
-		t.IgnoreReplyPrefixes = ti.IgnoreReplyPrefixes != nil && *ti.IgnoreReplyPrefixes
-		t.From = strings.TrimSpace(deref(ti.From, ""))
-		if t.From != "" {
-			if strings.HasPrefix(t.From, "@") {
-				if m := valid.Domain(t.From[1:]); m != "" {
-					e.Add(tp+"from", "must be an e-mail address or @domain")
-				}
-			} else if m := valid.Email(t.From); m != "" {
-				e.Add(tp+"from", "must be an e-mail address or @domain")
-			}
-		}
+		f.Start.EmailTrigger = Trigger{IMAP: deref(ti.IMAP, ""), Subject: deref(ti.Subject, ""), Match: deref(ti.Match, MatchExact),
+			IgnoreReplyPrefixes: ti.IgnoreReplyPrefixes != nil && *ti.IgnoreReplyPrefixes, From: strings.TrimSpace(deref(ti.From, ""))}
+		checkTrigger(f.Start.EmailTrigger, e)
 	}
 
-	switch {
-	case len(in.Activities) == 0:
-		e.Add("activities", "at least one activity is required")
-	case len(in.Activities) > MaxActivities:
-		e.Add("activities", fmt.Sprintf("at most %d activities", MaxActivities))
-	}
+	checkActivityCount(len(in.Activities), e)
 	for i, ai := range in.Activities {
 		if i >= MaxActivities {
 			break
@@ -263,33 +308,13 @@ func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []i
 		p := fmt.Sprintf("activities[%d].", i)
 		a := Activity{Type: deref(ai.Type, "webhook"), URL: deref(ai.URL, ""), Headers: ai.Headers,
 			Timeout: deref(ai.Timeout, ""), IncludeAttachments: ai.IncludeAttachments != nil && *ai.IncludeAttachments}
-		if a.Type != "webhook" {
-			e.Add(p+"type", "must be webhook")
-		}
-		if m := webhookURL(a.URL); m != "" {
-			e.Add(p+"url", m)
-		}
-		if a.Timeout != "" {
-			d, err := time.ParseDuration(a.Timeout)
-			if err != nil || d < time.Second || d > MaxTimeout {
-				e.Add(p+"timeout", "must be a duration from 1s to 2m, such as 30s")
-			}
-		}
 		if ai.MaxConcurrency != nil {
 			a.MaxConcurrency = *ai.MaxConcurrency
-			if a.MaxConcurrency < 1 || a.MaxConcurrency > MaxConcurrency {
-				e.Add(p+"maxConcurrency", fmt.Sprintf("must be a whole number from 1 to %d, or left out for the adaptive limit", MaxConcurrency))
-			}
 		}
 		if ai.RatePerSecond != nil {
 			a.RatePerSecond = *ai.RatePerSecond
-			if !(a.RatePerSecond >= 0.01 && a.RatePerSecond <= MaxRatePerSecond) {
-				e.Add(p+"ratePerSecond", fmt.Sprintf("must be a number from 0.01 to %d, or left out for no rate limit", MaxRatePerSecond))
-			}
 		}
-		if len(a.Headers) > MaxHeaders {
-			e.Add(p+"headers", fmt.Sprintf("at most %d headers", MaxHeaders))
-		}
+		checkActivity(p, a, ai.MaxConcurrency != nil, ai.RatePerSecond != nil, e)
 		var pa *Activity
 		if prev != nil && i < len(prev.Activities) {
 			pa = &prev.Activities[i]
@@ -310,6 +335,81 @@ func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []i
 		f.Activities = append(f.Activities, a)
 	}
 	return f, generated, e.Err()
+}
+
+// timeoutMessage is the rule on an activity's timeout.
+const timeoutMessage = "must be a duration from 1s to 2m, such as 30s"
+
+// checkTrigger adds to e what is wrong with t: the rules on an Email Trigger,
+// for Build and Parse alike. It returns the subject's regular expression
+// compiled when t matches by one and it compiles.
+func checkTrigger(t Trigger, e valid.Errors) (re *regexp.Regexp) {
+	const tp = "start.emailTrigger."
+	if t.IMAP == "" {
+		e.Add(tp+"imap", "required")
+	}
+	switch {
+	case strings.TrimSpace(t.Subject) == "":
+		e.Add(tp+"subject", "required")
+	case valid.Text(t.Subject, MaxSubjectLen) != "":
+		e.Add(tp+"subject", valid.Text(t.Subject, MaxSubjectLen))
+	case t.Match == MatchRegex:
+		var err error
+		if re, err = regexp.Compile(t.Subject); err != nil {
+			e.Add(tp+"subject", "not a valid regular expression (RE2 syntax): "+strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+	}
+	if m := valid.OneOf(t.Match, MatchExact, MatchContains, MatchPrefix, MatchRegex); m != "" {
+		e.Add(tp+"match", m)
+	}
+	if t.From != "" {
+		if strings.HasPrefix(t.From, "@") {
+			if m := valid.Domain(t.From[1:]); m != "" {
+				e.Add(tp+"from", "must be an e-mail address or @domain")
+			}
+		} else if m := valid.Email(t.From); m != "" {
+			e.Add(tp+"from", "must be an e-mail address or @domain")
+		}
+	}
+	return re
+}
+
+// checkActivityCount adds to e what is wrong with a flow of n activities.
+func checkActivityCount(n int, e valid.Errors) {
+	switch {
+	case n == 0:
+		e.Add("activities", "at least one activity is required")
+	case n > MaxActivities:
+		e.Add("activities", fmt.Sprintf("at most %d activities", MaxActivities))
+	}
+}
+
+// checkActivity adds to e what is wrong with a (its fields prefixed by p),
+// for Build and Parse alike; hasMax and hasRate say whether a sets its
+// maxConcurrency and ratePerSecond. Its headers are checked apart: Build
+// holds their values, a stored definition only their names.
+func checkActivity(p string, a Activity, hasMax, hasRate bool, e valid.Errors) {
+	if a.Type != "webhook" {
+		e.Add(p+"type", "must be webhook")
+	}
+	if m := webhookURL(a.URL); m != "" {
+		e.Add(p+"url", m)
+	}
+	if a.Timeout != "" {
+		d, err := time.ParseDuration(a.Timeout)
+		if err != nil || d < time.Second || d > MaxTimeout {
+			e.Add(p+"timeout", timeoutMessage)
+		}
+	}
+	if hasMax && (a.MaxConcurrency < 1 || a.MaxConcurrency > MaxConcurrency) {
+		e.Add(p+"maxConcurrency", fmt.Sprintf("must be a whole number from 1 to %d, or left out for the adaptive limit", MaxConcurrency))
+	}
+	if hasRate && !(a.RatePerSecond >= 0.01 && a.RatePerSecond <= MaxRatePerSecond) {
+		e.Add(p+"ratePerSecond", fmt.Sprintf("must be a number from 0.01 to %d, or left out for no rate limit", MaxRatePerSecond))
+	}
+	if len(a.Headers) > MaxHeaders {
+		e.Add(p+"headers", fmt.Sprintf("at most %d headers", MaxHeaders))
+	}
 }
 
 func webhookURL(s string) string {

@@ -21,34 +21,19 @@ type Verdict struct {
 }
 
 // Evaluate matches a message (decoded subject, first From address) against
-// the flows on its mailbox.
+// the flows on its mailbox, compiling each flow's trigger (Matchers.Evaluate
+// keeps them compiled).
 func Evaluate(flows []store.FlowRecord, subject, from string) ([]Verdict, error) {
-	out := make([]Verdict, 0, len(flows))
-	for _, fr := range flows {
-		f, err := Parse(fr.Definition, nil)
-		if err != nil {
-			return nil, fmt.Errorf("flow %s: %w", fr.Name, err)
-		}
-		m, err := Compile(f.Start.EmailTrigger)
-		if err != nil {
-			return nil, fmt.Errorf("flow %s: %w", fr.Name, err)
-		}
-		v := Verdict{FlowID: fr.ID, FlowName: fr.Name}
-		v.Matched, v.Reason = m.Match(subject, from)
-		v.Start = v.Matched && fr.Enabled
-		if v.Matched && !fr.Enabled {
-			v.Reason = "flow disabled (" + v.Reason + ")"
-		}
-		out = append(out, v)
-	}
-	return out, nil
+	return (*Matchers)(nil).Evaluate(flows, subject, from)
 }
 
 // Hook is the ingest hook: inside the transaction that records a message,
 // it records, per flow on that mailbox, whether the message matched and
 // why not, and creates one run per matching enabled flow. A message can
-// never start the same flow twice: runs are unique by (flow, message).
+// never start the same flow twice: runs are unique by (flow, message). The
+// hook keeps the flows' triggers compiled until a flow changes.
 func Hook(st *store.Store) store.RecordHook {
+	ms := NewMatchers()
 	return func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
 		if !b.FlowsRead {
 			flows, err := st.FlowsForIMAP(ctx, tx, b.IMAPID)
@@ -62,17 +47,17 @@ func Hook(st *store.Store) store.RecordHook {
 			from = in.Msg.From[0].Address
 		}
 		// The message was recorded just now, in tx: it has no run yet.
-		_, err := apply(ctx, tx, b.Flows, id, b.IMAPName, in.Msg.Subject, from, in.Seen, false, true)
+		_, err := apply(ctx, tx, ms, b.Flows, id, b.IMAPName, in.Msg.Subject, from, in.Seen, false, true)
 		return err
 	}
 }
 
 // apply records the verdicts for message id and creates the runs, returning
-// those created. With force, a flow that has run for the message already
-// gets another run. fresh says the message was recorded in tx, so that no
-// run of it can exist to look for.
-func apply(ctx context.Context, tx *sql.Tx, flows []store.FlowRecord, id int64, imapName, subject, from string, received time.Time, force, fresh bool) ([]store.Run, error) {
-	verdicts, err := Evaluate(flows, subject, from)
+// those created; ms compiles the flows' triggers. With force, a flow that
+// has run for the message already gets another run. fresh says the message
+// was recorded in tx, so that no run of it can exist to look for.
+func apply(ctx context.Context, tx *sql.Tx, ms *Matchers, flows []store.FlowRecord, id int64, imapName, subject, from string, received time.Time, force, fresh bool) ([]store.Run, error) {
+	verdicts, err := ms.Evaluate(flows, subject, from)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +110,7 @@ func Retrigger(ctx context.Context, st *store.Store, messageID int64, force bool
 		if err != nil {
 			return err
 		}
-		runs, err = apply(ctx, tx, flows, m.ID, m.IMAPName, m.Subject, from, time.Now(), force, false)
+		runs, err = apply(ctx, tx, nil, flows, m.ID, m.IMAPName, m.Subject, from, time.Now(), force, false)
 		return err
 	})
 	if err != nil {

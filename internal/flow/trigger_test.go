@@ -102,3 +102,62 @@ func TestHookCreatesOneRunPerMatchingFlow(t *testing.T) {
 		}
 	})
 }
+
+// TestHookUsesAnEditedFlowAtOnce: the hook keeps triggers compiled between
+// batches, and a flow edited between two batches matches by its new
+// trigger in the next.
+func TestHookUsesAnEditedFlowAtOnce(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		c := imapconf.Config{Name: "inbox", ServerType: "imaps", Type: "generic", Host: "h", Port: 993, Username: "a@b.example",
+			Password: "x", Folder: "INBOX", TLS: "implicit", AfterProcessing: "none", PollInterval: 60, Backlog: "new", Auth: "password"}
+		if err := st.CreateIMAP(ctx, &c); err != nil {
+			t.Fatal(err)
+		}
+		addFlow(t, st, c.ID, "orders", `^Order #\d+`, "regex", true)
+		hook := flow.Hook(st)
+		uid := uint32(0)
+		batch := func(subject string) []string {
+			t.Helper()
+			uid++
+			raw := fmt.Sprintf("From: x@example.org\r\nSubject: %s\r\nMessage-ID: <e%d@x>\r\n\r\nbody\r\n", subject, uid)
+			b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: uid},
+				Messages: []store.Incoming{{UID: uid, Raw: []byte(raw), Msg: mail.Parse([]byte(raw))}}}
+			rec, _, err := st.RecordBatch(ctx, b, hook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms, err := st.Matches(ctx, rec[0].ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, m := range ms {
+				out = append(out, fmt.Sprintf("%s %v", m.FlowName, m.Matched))
+			}
+			return out
+		}
+		if got := fmt.Sprint(batch("Order #1")); got != "[orders true]" {
+			t.Fatalf("got %s", got)
+		}
+		fr, err := st.GetFlow(ctx, "orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := flow.Open(fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Start.EmailTrigger.Subject = `^Ticket \d+`
+		fr.Definition = f.Definition()
+		if err := st.UpdateFlow(ctx, &fr); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(batch("Order #2")); got != "[orders false]" {
+			t.Errorf("after the edit: got %s, want the old trigger gone", got)
+		}
+		if got := fmt.Sprint(batch("Ticket 3")); got != "[orders true]" {
+			t.Errorf("after the edit: got %s, want the new trigger", got)
+		}
+	})
+}

@@ -2,8 +2,11 @@ package run
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"mailtrigger/internal/flow"
 )
 
 func TestBackoffSchedule(t *testing.T) {
@@ -65,6 +68,16 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
+// parseActivities reads a definition with the given activities (JSON) as
+// the worker does.
+func parseActivities(acts string, defaultTimeout time.Duration) ([]activity, error) {
+	f, err := flow.Parse(`{"start":{"emailTrigger":{"imap":"inbox","subject":"Invoice"}},"activities":[`+acts+`]}`, nil)
+	if err != nil {
+		return nil, err
+	}
+	return activities(f, defaultTimeout), nil
+}
+
 func TestEndpoint(t *testing.T) {
 	cases := map[string]string{
 		"https://Hooks.Example.com/a?b": "https://hooks.example.com:443",
@@ -73,7 +86,7 @@ func TestEndpoint(t *testing.T) {
 		"http://[::1]:9000/":            "http://[::1]:9000",
 	}
 	for in, want := range cases {
-		acts, err := activities(`{"activities":[{"type":"webhook","url":"`+in+`"}]}`, time.Second)
+		acts, err := parseActivities(`{"type":"webhook","url":"`+in+`"}`, time.Second)
 		if err != nil {
 			t.Errorf("%s: %v", in, err)
 			continue
@@ -84,6 +97,9 @@ func TestEndpoint(t *testing.T) {
 	}
 }
 
+// TestTimeouts: the worker takes an activity's timeout by flow.Build's rule
+// (a duration from 1s to 2m); a number of seconds, which it once took, is
+// refused like any other value Build refuses.
 func TestTimeouts(t *testing.T) {
 	cases := []struct {
 		raw  string
@@ -92,18 +108,26 @@ func TestTimeouts(t *testing.T) {
 	}{
 		{`"10s"`, 10 * time.Second, true},
 		{`"1m30s"`, 90 * time.Second, true},
+		{`"1s"`, time.Second, true},
+		{`"2m"`, 2 * time.Minute, true},
 		{`""`, 30 * time.Second, true},
 		{`null`, 30 * time.Second, true},
-		{`15`, 15 * time.Second, true},
+		{`15`, 0, false},
+		{`0.5`, 0, false},
+		{`"500ms"`, 0, false},
+		{`"2m1s"`, 0, false},
 		{`"0s"`, 0, false},
 		{`"soon"`, 0, false},
 		{`true`, 0, false},
 	}
 	for _, c := range cases {
-		acts, err := activities(`{"activities":[{"type":"webhook","url":"http://x","timeout":`+c.raw+`}]}`, 30*time.Second)
+		acts, err := parseActivities(`{"type":"webhook","url":"http://x","timeout":`+c.raw+`}`, 30*time.Second)
 		if (err == nil) != c.ok {
 			t.Errorf("%s: got %v, want ok %v", c.raw, err, c.ok)
 			continue
+		}
+		if !c.ok && !strings.Contains(err.Error(), "activities[0].timeout: must be a duration from 1s to 2m") {
+			t.Errorf("%s: got %v, want it to name the timeout and the rule", c.raw, err)
 		}
 		if c.ok && acts[0].timeout != c.want {
 			t.Errorf("%s: got %v, want %v", c.raw, acts[0].timeout, c.want)

@@ -2,6 +2,7 @@ package run_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 
 	"mailtrigger/internal/run"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testwait"
 )
 
 // BenchmarkDelivery measures runs delivered per second to a local listener
@@ -37,20 +39,16 @@ func BenchmarkDelivery(b *testing.B) {
 				defer close(done)
 				w.Run(ctx)
 			}()
-			deadline := time.Now().Add(10 * time.Minute)
-			for {
+			testwait.Until(b, 10*time.Minute, func() error {
 				n, err := s.QueueDepth(context.Background())
 				if err != nil {
 					b.Fatal(err)
 				}
-				if n == 0 {
-					break
+				if n != 0 {
+					return fmt.Errorf("%d runs still queued", n)
 				}
-				if time.Now().After(deadline) {
-					b.Fatalf("%d runs still queued after 10 minutes", n)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return nil
+			})
 			elapsed := time.Since(start)
 			b.StopTimer()
 			cancel()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"mailtrigger/internal/run"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -220,39 +222,37 @@ func newRun(t *testing.T, s *store.Store, f store.FlowRecord) store.Run {
 // waitRun waits until run id has a status in want, and returns it.
 func waitRun(t *testing.T, s *store.Store, id string, want ...string) (store.Run, []store.Attempt) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r, attempts, err := s.GetRun(context.Background(), id)
+	var r store.Run
+	var attempts []store.Attempt
+	testwait.Until(t, 20*time.Second, func() error {
+		var err error
+		r, attempts, err = s.GetRun(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, w := range want {
-			if r.Status == w {
-				return r, attempts
-			}
+		if slices.Contains(want, r.Status) {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run %s is %s after 20 s (attempts %+v), want %v", id, r.Status, attempts, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("run %s is %s (attempts %+v), want %v", id, r.Status, attempts, want)
+	})
+	return r, attempts
 }
 
 // waitAttempts waits until run id has at least n attempts.
 func waitAttempts(t *testing.T, s *store.Store, id string, n int) (store.Run, []store.Attempt) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r, attempts, err := s.GetRun(context.Background(), id)
+	var r store.Run
+	var attempts []store.Attempt
+	testwait.Until(t, 20*time.Second, func() error {
+		var err error
+		r, attempts, err = s.GetRun(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(attempts) >= n {
-			return r, attempts
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("run %s has %d attempts after 20 s, want %d", id, len(attempts), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("run %s has %d attempts, want %d", id, len(attempts), n)
+	})
+	return r, attempts
 }

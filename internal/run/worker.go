@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"mailtrigger/internal/egress"
+	"mailtrigger/internal/flow"
 	"mailtrigger/internal/store"
 )
 
@@ -429,21 +430,15 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 	if err != nil {
 		return transient("reading flow %s: %v", r.FlowName, err)
 	}
-	acts, err := activities(f.Definition, w.opts.DefaultTimeout)
+	// The one reader of definitions, with the rules the API and the UI
+	// apply: a definition they would refuse fails the run for good, saying
+	// which field is wrong. Header values, sealed apart from the definition
+	// that names them, come with it.
+	fl, err := flow.Open(f)
 	if err != nil {
 		return failed("flow %s: %v", f.Name, err)
 	}
-	// Header values are sealed apart from the definition, which names them.
-	for i := range acts {
-		if i < len(f.Headers) {
-			for k, v := range f.Headers[i] {
-				if acts[i].Headers == nil {
-					acts[i].Headers = map[string]string{}
-				}
-				acts[i].Headers[k] = v
-			}
-		}
-	}
+	acts := activities(fl, w.opts.DefaultTimeout)
 	// The first endpoint busy: wait a little for it when its requests are
 	// quick, else give the run back rather than hold a worker.
 	first, until, ok := w.limit.tryAcquire(acts[0].endpoint, acts[0].caps())

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +23,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 func TestDeliveredSigned(t *testing.T) {
@@ -255,10 +258,12 @@ func TestClientErrorFailsAtOnce(t *testing.T) {
 		if got.LastError != "HTTP 400 Bad Request" {
 			t.Errorf("got last error %q", got.LastError)
 		}
-		time.Sleep(200 * time.Millisecond)
-		if n := len(h.got()); n != 1 {
-			t.Errorf("got %d requests, want 1: a 400 is not retried", n)
-		}
+		testwait.Never(t, 200*time.Millisecond, func() error {
+			if n := len(h.got()); n != 1 {
+				return fmt.Errorf("got %d requests, want 1: a 400 is not retried", n)
+			}
+			return nil
+		})
 
 		// A manual retry delivers it.
 		if _, err := s.RetryRun(context.Background(), r.PublicID); err != nil {
@@ -279,7 +284,13 @@ func TestNotifyWakesAtOnce(t *testing.T) {
 		o := fastOptions()
 		o.PollInterval = time.Hour
 		w, _ := startWorker(t, s, o)
-		time.Sleep(50 * time.Millisecond) // the worker sleeps now
+		// The worker found nothing to do and sleeps now (for an hour).
+		testwait.Never(t, 50*time.Millisecond, func() error {
+			if n := len(h.got()); n != 0 {
+				return fmt.Errorf("got %d requests before any run", n)
+			}
+			return nil
+		})
 		r := newRun(t, s, f)
 		start := time.Now()
 		w.Notify()
@@ -327,13 +338,13 @@ func TestTimeoutRetried(t *testing.T) {
 		h := newHook(t)
 		h.delay = 10 * time.Second
 		act := webhook(h.URL)
-		act["timeout"] = "100ms"
+		act["timeout"] = "1s" // the least flow.Build allows
 		f := newFlow(t, s, "invoices", flowDef(act))
 		r := newRun(t, s, f)
 		startWorker(t, s, fastOptions())
 		_, attempts := waitAttempts(t, s, r.PublicID, 1)
-		if !strings.Contains(attempts[0].Error, "no response within 100ms") || attempts[0].Duration > 5*time.Second {
-			t.Errorf("got attempt %+v, want a timeout after 100ms", attempts[0])
+		if !strings.Contains(attempts[0].Error, "no response within 1s") || attempts[0].Duration > 5*time.Second {
+			t.Errorf("got attempt %+v, want a timeout after 1s", attempts[0])
 		}
 	})
 }
@@ -349,20 +360,28 @@ func TestExpiredLeaseDeliveredAgain(t *testing.T) {
 		if err != nil || len(held) != 1 {
 			t.Fatalf("got %v, %v", held, err)
 		}
-		crashed, err := s.ClaimRuns(ctx, time.Now(), 1, time.Millisecond)
+		claimed := time.Now()
+		crashed, err := s.ClaimRuns(ctx, claimed, 1, time.Millisecond)
 		if err != nil || len(crashed) != 1 || crashed[0].ID == held[0].ID || crashed[0].Status != store.RunDelivering {
 			t.Fatalf("got %v, %v", crashed, err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		testwait.Until(t, time.Second, func() error {
+			if !time.Now().After(claimed.Add(time.Millisecond)) {
+				return errors.New("the 1 ms lease has not ended")
+			}
+			return nil
+		})
 		startWorker(t, s, fastOptions())
 		waitRun(t, s, crashed[0].PublicID, store.RunDelivered)
-		time.Sleep(300 * time.Millisecond)
-		if r, _, _ := s.GetRun(ctx, held[0].PublicID); r.Status != store.RunDelivering {
-			t.Errorf("a run under a live lease is %s, want still delivering", r.Status)
-		}
-		if n := len(h.got()); n != 1 {
-			t.Errorf("got %d requests, want 1", n)
-		}
+		testwait.Never(t, 300*time.Millisecond, func() error {
+			if r, _, _ := s.GetRun(ctx, held[0].PublicID); r.Status != store.RunDelivering {
+				return fmt.Errorf("a run under a live lease is %s, want still delivering", r.Status)
+			}
+			if n := len(h.got()); n != 1 {
+				return fmt.Errorf("got %d requests, want 1", n)
+			}
+			return nil
+		})
 	})
 }
 
@@ -383,20 +402,42 @@ func TestFlowDeletedFailsRun(t *testing.T) {
 
 func TestBadDefinitionFailsRun(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		// The worker reads a definition by the rules flow.Build applies
+		// (flow.Parse), and names the field that breaks one.
 		cases := []struct{ name, def, want string }{
-			{"no_activities", flowDef(), "no activities"},
-			{"bad_type", flowDef(map[string]any{"type": "email", "url": "http://x"}), `unknown type "email"`},
-			{"bad_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "soon"}), `timeout "soon"`},
-			{"bad_url", flowDef(map[string]any{"type": "webhook", "url": "ftp://x"}), "not an http or https URL"},
+			{"no_activities", flowDef(), "activities: at least one activity is required"},
+			{"bad_type", flowDef(map[string]any{"type": "email", "url": "http://x"}), "activities[0].type: must be webhook"},
+			{"bad_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "soon"}), "activities[0].timeout: must be a duration from 1s to 2m"},
+			{"bad_url", flowDef(map[string]any{"type": "webhook", "url": "ftp://x"}), "activities[0].url: must be an absolute http:// or https:// URL"},
+			// The worker once took a number as seconds, and any positive
+			// duration, where the API and the UI refuse both.
+			{"numeric_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": 15}), "activities[0].timeout: must be a duration from 1s to 2m, such as 30s, in quotes; a number (15) is not one"},
+			{"long_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "5m"}), "activities[0].timeout: must be a duration from 1s to 2m"},
+			{"short_timeout", flowDef(map[string]any{"type": "webhook", "url": "http://x", "timeout": "100ms"}), "activities[0].timeout: must be a duration from 1s to 2m"},
+			{"high_concurrency", flowDef(map[string]any{"type": "webhook", "url": "http://x", "maxConcurrency": 5000}), "activities[0].maxConcurrency: must be a whole number from 1 to 1000"},
 		}
-		startWorker(t, s, fastOptions())
+		var logs lockedBuffer
+		w := run.New(run.Deps{Store: s, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Options: fastOptions()})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); w.Run(ctx) }()
+		defer func() { cancel(); <-done }()
 		for _, c := range cases {
 			f := newFlow(t, s, c.name, c.def)
 			r := newRun(t, s, f)
-			got, _ := waitRun(t, s, r.PublicID, store.RunFailed)
-			if !strings.Contains(got.LastError, c.want) {
-				t.Errorf("%s: got %q, want it to say %q", c.name, got.LastError, c.want)
+			got, attempts := waitRun(t, s, r.PublicID, store.RunFailed)
+			if !strings.Contains(got.LastError, c.want) || len(attempts) != 1 {
+				t.Errorf("%s: got %q after %d attempts, want it to say %q after one", c.name, got.LastError, len(attempts), c.want)
 			}
+			// Logged once, with the run id and the reason.
+			testwait.Until(t, 5*time.Second, func() error {
+				for line := range strings.Lines(logs.String()) {
+					if strings.Contains(line, "run_id="+r.PublicID) && strings.Contains(line, "run failed") && strings.Contains(line, strings.ReplaceAll(c.want, `"`, `\"`)) {
+						return nil
+					}
+				}
+				return fmt.Errorf("%s: no log line with run_id=%s and %q in\n%s", c.name, r.PublicID, c.want, logs.String())
+			})
 		}
 	})
 }
@@ -574,10 +615,12 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 		f := newFlow(t, s, "invoices", flowDef(webhook(h.URL)))
 		r := newRun(t, s, f)
 		_, stop := startWorker(t, s, fastOptions())
-		deadline := time.Now().Add(10 * time.Second)
-		for h.inflight.Load() == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		testwait.Until(t, 10*time.Second, func() error {
+			if h.inflight.Load() == 0 {
+				return errors.New("no delivery in flight")
+			}
+			return nil
+		})
 		stop() // returns once the delivery is done and recorded
 		got, attempts, err := s.GetRun(context.Background(), r.PublicID)
 		if err != nil || got.Status != store.RunDelivered || len(attempts) != 1 {
@@ -660,4 +703,22 @@ func TestQueueStore(t *testing.T) {
 			t.Errorf("released together: got next due %v %v, want %v", due, ok, soon)
 		}
 	})
+}
+
+// lockedBuffer is a bytes.Buffer for a logger that goroutines share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
