@@ -80,7 +80,7 @@ func (a *API) listFlows(w http.ResponseWriter, r *http.Request) {
 			out.NextCursor = encodeCursor(frs[i-1].Name)
 			break
 		}
-		f, err := flow.Open(fr)
+		f, err := flow.Read(fr)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
@@ -139,7 +139,7 @@ func (a *API) getFlow(w http.ResponseWriter, r *http.Request) {
 	fr, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
 	var f flow.Flow
 	if err == nil {
-		f, err = flow.Open(fr)
+		f, err = flow.Read(fr)
 	}
 	if err != nil {
 		a.writeError(w, r, err)
@@ -152,7 +152,7 @@ func (a *API) editFlow(w http.ResponseWriter, r *http.Request) {
 	old, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
 	var prev flow.Flow
 	if err == nil {
-		prev, err = flow.Open(old)
+		prev, err = flow.Read(old)
 	}
 	if err != nil {
 		a.writeError(w, r, err)

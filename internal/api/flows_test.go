@@ -191,3 +191,26 @@ func TestFlowSecretNeverShownAgain(t *testing.T) {
 		t.Error("the flows table holds the secret in plaintext")
 	}
 }
+
+// A stored flow that breaks a rule of today's (a numeric timeout, taken by
+// an older worker) is still listed and shown, so that it can be fixed; the
+// worker refuses to deliver it and says why.
+func TestFlowBreakingARuleIsStillShown(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st)
+	ctx := context.Background()
+	if _, err := h.c.CreateIMAP(ctx, genericInput("support")); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := st.GetIMAP(ctx, "support")
+	def := `{"start":{"emailTrigger":{"imap":"support","subject":"Invoice","match":"contains"}},` +
+		`"activities":[{"type":"webhook","url":"https://hooks.example.com/x","timeout":15}]}`
+	if err := st.CreateFlow(ctx, &store.FlowRecord{Name: "old", IMAPID: c.ID, Enabled: true, Definition: def}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/api/v1/flows", "/api/v1/flows/old"} {
+		if code, body := h.raw("GET", path, "", nil); code != 200 {
+			t.Errorf("GET %s: %d %s", path, code, body)
+		}
+	}
+}

@@ -211,6 +211,18 @@ func Open(fr store.FlowRecord) (Flow, error) {
 	return f, err
 }
 
+// Read is Open for listing, showing and editing: a definition that breaks a
+// rule (one stored before the rule, say) comes back as read with no error,
+// so that it can still be seen and fixed; the worker refuses to deliver it
+// and says why. Only a definition that cannot be read at all is an error.
+func Read(fr store.FlowRecord) (Flow, error) {
+	f, err := Open(fr)
+	if de := (*DefinitionError)(nil); errors.As(err, &de) {
+		return f, nil
+	}
+	return f, err
+}
+
 // HeaderNames returns the names of a's headers with empty values: what may be
 // shown of them. Header values are write-only, like secrets.
 func (a Activity) HeaderNames() map[string]string {

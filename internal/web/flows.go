@@ -38,7 +38,7 @@ func (u *UI) flowRows(ctx context.Context) ([]flowRow, error) {
 	}
 	rows := []flowRow{}
 	for _, fr := range frs {
-		f, err := flow.Parse(fr.Definition, nil)
+		f, err := flow.Read(store.FlowRecord{Definition: fr.Definition})
 		if err != nil {
 			return nil, err
 		}
@@ -233,7 +233,7 @@ func (u *UI) flowEdit(w http.ResponseWriter, r *http.Request) {
 	fr, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
 	var f flow.Flow
 	if err == nil {
-		f, err = flow.Open(fr)
+		f, err = flow.Read(fr)
 	}
 	if err != nil {
 		u.fail(w, r, err)
@@ -398,7 +398,7 @@ func (u *UI) flowSave(w http.ResponseWriter, r *http.Request) {
 	old, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
 	var prev flow.Flow
 	if err == nil {
-		prev, err = flow.Open(old)
+		prev, err = flow.Read(old)
 	}
 	if err != nil {
 		u.fail(w, r, err)
