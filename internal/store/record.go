@@ -72,7 +72,7 @@ type Recorded struct {
 // RecordHook runs inside the ingest transaction for every message recorded:
 // the seam where flows create their runs, so that a message and its runs
 // commit together or not at all.
-type RecordHook func(ctx context.Context, tx *sql.Tx, b *Batch, id int64, in Incoming) error
+type RecordHook func(ctx context.Context, tx *Tx, b *Batch, id int64, in Incoming) error
 
 // RecordBatch records the messages of b and moves the checkpoint, in one
 // transaction. A message already recorded (same configuration, UIDVALIDITY
@@ -81,6 +81,7 @@ type RecordHook func(ctx context.Context, tx *sql.Tx, b *Batch, id int64, in Inc
 func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
 	err = s.Write(ctx, func(tx *sql.Tx) error {
 		rec, skipped = rec[:0], 0
+		htx := &Tx{s: s, tx: tx}
 		b.Flows, b.FlowsRead = nil, false
 		for _, in := range b.Messages {
 			id, ok, err := recordMessage(ctx, tx, b, &in)
@@ -92,7 +93,7 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 				continue
 			}
 			if hook != nil {
-				if err := hook(ctx, tx, &b, id, in); err != nil {
+				if err := hook(ctx, htx, &b, id, in); err != nil {
 					return fmt.Errorf("message uid %d: %w", in.UID, err)
 				}
 			}
