@@ -17,11 +17,13 @@ import (
 // Incoming is one message read from a server, to be recorded.
 type Incoming struct {
 	UID uint32
-	// UIDL, when set, is the POP3 unique id of the message: the message is
-	// recorded under UIDVALIDITY 0 with the configuration's next UID
-	// (replacing UID), its UIDL is remembered in the same transaction, and a
-	// message whose UIDL is remembered already is skipped. No pending
-	// after-processing is recorded for it: the UIDLs are what is owed.
+	// UIDL, when set, is the id the source names the message by (a POP3
+	// unique id, a Graph message id): the message is recorded under
+	// UIDVALIDITY 0 with the configuration's next UID (replacing UID), its
+	// id is remembered among the seen ids in the same transaction, and a
+	// message whose id is remembered already is skipped. No
+	// after-processing is owed for it (unless Batch.OweByID): for POP3 the
+	// seen ids are what is owed.
 	UIDL string
 	Raw  []byte // the whole message, or only its header when Msg.TooLarge
 	Msg  *mail.Message
@@ -42,14 +44,15 @@ type Batch struct {
 	// Action and MoveTo are the after-processing owed to the server for each
 	// recorded message ("" or "none": nothing).
 	Action, MoveTo string
-	// OweByID records the after-processing owed also for messages with a
-	// UIDL (Microsoft Graph messages, whose ids are remembered as UIDLs and
-	// which are acted on after the commit by id), under UIDVALIDITY 0 and
-	// the UID they were recorded with; PendingGraphActions lists them.
+	// OweByID marks a Microsoft Graph batch: the after-processing is owed
+	// also for messages with a UIDL (their Graph id), which are acted on
+	// after the commit by id (PendingGraphActions lists them, by the UID
+	// they were recorded with under UIDVALIDITY 0), and the mailbox's
+	// checkpoint is a Graph one (DeltaLink).
 	OweByID bool
-	// DeltaLink, when set, is the Graph deltaLink stored with the batch (in
-	// the same transaction): set only on the batch that finishes a delta
-	// round; earlier batches leave the stored link alone.
+	// DeltaLink, when set, is the Graph deltaLink stored as the checkpoint
+	// with the batch (in the same transaction): set only on the batch that
+	// finishes a delta round; earlier batches leave the stored link alone.
 	DeltaLink *string
 	// Attempt, when set, is the key under which the crash-loop breaker
 	// noted this batch (SetAttempt); the note is removed in the same
@@ -98,10 +101,8 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 				}
 			}
 			if (in.UIDL == "" || b.OweByID) && b.Action != "" && b.Action != "none" {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO pending_actions (imap_id, uid_validity, uid, action, move_to, created_at)
-					VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-					b.IMAPID, int64(uidValidity(b, in)), int64(in.UID), b.Action, b.MoveTo, now()); err != nil {
-					return fmt.Errorf("recording after-processing of uid %d: %w", in.UID, err)
+				if err := oweAction(ctx, tx, b, id, in); err != nil {
+					return err
 				}
 			}
 			rec = append(rec, Recorded{ID: id, UID: in.UID})
@@ -114,26 +115,15 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 		if b.KeepCheckpoint {
 			return nil
 		}
-		if err := setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint); err != nil {
-			return err
+		if b.OweByID || b.DeltaLink != nil {
+			return setGraphCheckpoint(ctx, tx, b.IMAPID, b.DeltaLink)
 		}
-		if b.DeltaLink != nil {
-			return setDeltaLink(ctx, tx, b.IMAPID, *b.DeltaLink)
-		}
-		return nil
+		return setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint)
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
 	}
 	return rec, skipped, nil
-}
-
-// uidValidity is the UIDVALIDITY message in of b is recorded under.
-func uidValidity(b Batch, in Incoming) uint32 {
-	if in.UIDL != "" {
-		return 0
-	}
-	return b.Checkpoint.UIDValidity
 }
 
 func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int64, bool, error) {
@@ -142,7 +132,7 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 	if in.UIDL != "" {
 		b.Checkpoint.UIDValidity = 0
 		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM pop3_uidls WHERE imap_id = $1 AND uidl = $2`, b.IMAPID, in.UIDL).Scan(&one)
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM seen_ids WHERE imap_id = $1 AND source_id = $2`, b.IMAPID, in.UIDL).Scan(&one)
 		if err == nil {
 			return 0, false, nil // read before
 		}

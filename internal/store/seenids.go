@@ -1,7 +1,7 @@
 package store
 
 // Seen ids: the POP3 unique ids and Microsoft Graph message ids a mailbox
-// has read.
+// has read (table seen_ids).
 
 import (
 	"context"
@@ -36,12 +36,11 @@ func (s *Store) ForgetIDs(ctx context.Context, imapID int64, ids []string) error
 	}
 	return s.Write(ctx, func(tx *sql.Tx) error {
 		for _, id := range ids {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM pending_actions WHERE imap_id = $1 AND uid_validity = 0 AND uid IN
-				(SELECT m.uid FROM pop3_uidls u JOIN messages m ON m.id = u.message_id
-				 WHERE u.imap_id = $1 AND u.uidl = $2 AND m.uid_validity = 0)`, imapID, id); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM owed_actions WHERE imap_id = $1 AND kind = $2 AND source_id = $3`,
+				imapID, kindGraph, id); err != nil {
 				return fmt.Errorf("forgetting the after-processing owed for message id %q: %w", id, err)
 			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM pop3_uidls WHERE imap_id = $1 AND uidl = $2`, imapID, id); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM seen_ids WHERE imap_id = $1 AND source_id = $2`, imapID, id); err != nil {
 				return fmt.Errorf("forgetting message id %q: %w", id, err)
 			}
 		}
@@ -50,7 +49,7 @@ func (s *Store) ForgetIDs(ctx context.Context, imapID int64, ids []string) error
 }
 
 func rememberUIDL(ctx context.Context, tx *sql.Tx, imapID int64, uidl string, messageID *int64) error {
-	if _, err := tx.ExecContext(ctx, `INSERT INTO pop3_uidls (imap_id, uidl, message_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+	if _, err := tx.ExecContext(ctx, `INSERT INTO seen_ids (imap_id, source_id, message_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
 		imapID, uidl, messageID); err != nil {
 		return fmt.Errorf("remembering unique id %q: %w", uidl, err)
 	}
@@ -60,7 +59,7 @@ func rememberUIDL(ctx context.Context, tx *sql.Tx, imapID int64, uidl string, me
 // POP3UIDLs returns the unique ids of the POP3 messages configuration
 // imapID has read (recorded, or marked seen without reading).
 func (s *Store) POP3UIDLs(ctx context.Context, imapID int64) (map[string]bool, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT uidl FROM pop3_uidls WHERE imap_id = $1`, imapID)
+	rows, err := s.r.QueryContext(ctx, `SELECT source_id FROM seen_ids WHERE imap_id = $1`, imapID)
 	if err != nil {
 		return nil, fmt.Errorf("listing unique ids read: %w", err)
 	}
@@ -95,7 +94,7 @@ func (s *Store) ForgetPOP3UIDLs(ctx context.Context, imapID int64, present map[s
 	}
 	return s.Write(ctx, func(tx *sql.Tx) error {
 		for _, u := range gone {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM pop3_uidls WHERE imap_id = $1 AND uidl = $2`, imapID, u); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM seen_ids WHERE imap_id = $1 AND source_id = $2`, imapID, u); err != nil {
 				return fmt.Errorf("forgetting unique id %q: %w", u, err)
 			}
 		}
