@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -353,10 +352,10 @@ func queueFlows(ctx context.Context, s *service, urls []string, n int) error {
 			b.Messages = append(b.Messages, store.Incoming{UID: uid, Raw: raw, Msg: mail.Parse(raw), Seen: time.Now()})
 			b.Checkpoint = store.Checkpoint{UIDValidity: 1, LastUID: uid}
 		}
-		if _, _, err := st.RecordBatch(ctx, b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+		if _, _, err := st.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
 			f := flows[int(in.UID)%len(flows)]
 			r := store.Run{FlowID: f.ID, FlowName: f.Name, MessageID: id, IMAPName: f.IMAPName, ReceivedAt: in.Seen}
-			_, err := store.CreateRunTx(ctx, tx, &r)
+			_, err := tx.CreateRun(ctx, &r)
 			return err
 		}); err != nil {
 			return fmt.Errorf("queueing runs: %w", err)

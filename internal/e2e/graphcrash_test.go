@@ -93,7 +93,7 @@ func TestGraphCrashSafety(t *testing.T) {
 			fmt.Sprintf("%d recorded, %d moved, %d left", n, moved, left)
 	})
 	waitFor(s, 15*time.Second, "the deltaLink stored and nothing owed", func() (bool, any) {
-		l, p := count(`SELECT COUNT(*) FROM mailbox_state WHERE delta_link <> ''`), count(`SELECT COUNT(*) FROM pending_actions`)
+		l, p := count(`SELECT COUNT(*) FROM checkpoints WHERE kind = 'graph' AND value <> ''`), count(`SELECT COUNT(*) FROM owed_actions`)
 		return l == 1 && p == 0, fmt.Sprintf("%d links, %d owed", l, p)
 	})
 	final := waitState(s, api, "graphcrash", imapconf.StatePolling, 15*time.Second)

@@ -113,7 +113,7 @@ func TestPOP3CrashSafety(t *testing.T) {
 		return n >= pop3CrashMessages && left == 0, fmt.Sprintf("%d recorded, %d on the server", n, left)
 	})
 	waitFor(s, 15*time.Second, "the unique ids forgotten", func() (bool, any) {
-		n := count(`SELECT COUNT(*) FROM pop3_uidls`)
+		n := count(`SELECT COUNT(*) FROM seen_ids`)
 		return n == 0, fmt.Sprintf("%d remembered", n)
 	})
 	final := waitState(s, api, "pop3crash", imapconf.StatePolling, 15*time.Second)

@@ -249,7 +249,7 @@ func (a *scaleAppender) missing(db *sql.DB, n int) string {
 			box, _, _ := strings.Cut(a.boxOf[i], "@")
 			var cp, token int64
 			var owner string
-			db.QueryRow(`SELECT s.last_uid, l.owner, l.token FROM imap_configs c JOIN mailbox_state s ON s.imap_id = c.id
+			db.QueryRow(`SELECT CAST(substr(s.value, 12) AS BIGINT), l.owner, l.token FROM imap_configs c JOIN checkpoints s ON s.imap_id = c.id
 				JOIN mailbox_leases l ON l.imap_id = c.id WHERE c.name = $1`, box).Scan(&cp, &owner, &token)
 			var uids []string
 			if rows, err := db.Query(`SELECT m.uid, m.message_id, m.replica, m.lease_token FROM messages m JOIN imap_configs c

@@ -2,7 +2,6 @@ package flow
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -34,9 +33,9 @@ func Evaluate(flows []store.FlowRecord, subject, from string) ([]Verdict, error)
 // hook keeps the flows' triggers compiled until a flow changes.
 func Hook(st *store.Store) store.RecordHook {
 	ms := NewMatchers()
-	return func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
+	return func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
 		if !b.FlowsRead {
-			flows, err := st.FlowsForIMAP(ctx, tx, b.IMAPID)
+			flows, err := tx.FlowsForIMAP(ctx, b.IMAPID)
 			if err != nil {
 				return err
 			}
@@ -56,14 +55,14 @@ func Hook(st *store.Store) store.RecordHook {
 // those created; ms compiles the flows' triggers. With force, a flow that
 // has run for the message already gets another run. fresh says the message
 // was recorded in tx, so that no run of it can exist to look for.
-func apply(ctx context.Context, tx *sql.Tx, ms *Matchers, flows []store.FlowRecord, id int64, imapName, subject, from string, received time.Time, force, fresh bool) ([]store.Run, error) {
+func apply(ctx context.Context, tx *store.Tx, ms *Matchers, flows []store.FlowRecord, id int64, imapName, subject, from string, received time.Time, force, fresh bool) ([]store.Run, error) {
 	verdicts, err := ms.Evaluate(flows, subject, from)
 	if err != nil {
 		return nil, err
 	}
 	var runs []store.Run
 	for _, v := range verdicts {
-		if err := store.RecordMatchTx(ctx, tx, id, store.Match{FlowID: v.FlowID, FlowName: v.FlowName, Matched: v.Matched, Reason: v.Reason}); err != nil {
+		if err := tx.RecordMatch(ctx, id, store.Match{FlowID: v.FlowID, FlowName: v.FlowName, Matched: v.Matched, Reason: v.Reason}); err != nil {
 			return nil, err
 		}
 		if !v.Start {
@@ -71,7 +70,7 @@ func apply(ctx context.Context, tx *sql.Tx, ms *Matchers, flows []store.FlowReco
 		}
 		seq := 0
 		if !fresh {
-			next, exists, err := store.NextRunSeqTx(ctx, tx, v.FlowID, id)
+			next, exists, err := tx.NextRunSeq(ctx, v.FlowID, id)
 			if err != nil {
 				return nil, err
 			}
@@ -81,7 +80,7 @@ func apply(ctx context.Context, tx *sql.Tx, ms *Matchers, flows []store.FlowReco
 			seq = next
 		}
 		r := store.Run{FlowID: v.FlowID, FlowName: v.FlowName, MessageID: id, IMAPName: imapName, Seq: seq, ReceivedAt: received}
-		created, err := store.CreateRunTx(ctx, tx, &r)
+		created, err := tx.CreateRun(ctx, &r)
 		if err != nil {
 			return nil, err
 		}
@@ -105,8 +104,8 @@ func Retrigger(ctx context.Context, st *store.Store, messageID int64, force bool
 		from = m.From[0].Address
 	}
 	var runs []store.Run
-	err = st.Write(ctx, func(tx *sql.Tx) error {
-		flows, err := st.FlowsForIMAP(ctx, tx, m.IMAPID)
+	err = st.WriteTx(ctx, func(tx *store.Tx) error {
+		flows, err := tx.FlowsForIMAP(ctx, m.IMAPID)
 		if err != nil {
 			return err
 		}

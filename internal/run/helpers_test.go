@@ -2,7 +2,6 @@ package run_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -200,9 +199,9 @@ func newRuns(t testing.TB, s *store.Store, f store.FlowRecord, n int) []store.Ru
 		b.Checkpoint = store.Checkpoint{UIDValidity: 1, LastUID: uid}
 	}
 	var runs []store.Run
-	_, _, err := s.RecordBatch(context.Background(), b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+	_, _, err := s.RecordBatch(context.Background(), b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
 		r := store.Run{FlowID: f.ID, FlowName: f.Name, MessageID: id, IMAPName: f.IMAPName, ReceivedAt: in.Seen}
-		if _, err := store.CreateRunTx(ctx, tx, &r); err != nil {
+		if _, err := tx.CreateRun(ctx, &r); err != nil {
 			return err
 		}
 		runs = append(runs, r)

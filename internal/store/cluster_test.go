@@ -11,6 +11,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 // TestLeases: on PostgreSQL, replicas claiming at once get different
@@ -198,7 +199,14 @@ func TestRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 		v2, _ := s.ConfigVersion(ctx)
-		time.Sleep(2 * time.Millisecond)
+		// SQLite's julianday keeps about a millisecond: the change must
+		// come later than that after the creation to show in the version.
+		testwait.Until(t, time.Second, func() error {
+			if time.Since(c.UpdatedAt) < 2*time.Millisecond {
+				return fmt.Errorf("the clock is not 2 ms past the creation (%v) yet", c.UpdatedAt)
+			}
+			return nil
+		})
 		c.Description = "changed"
 		if err := s.UpdateIMAP(ctx, &c); err != nil {
 			t.Fatal(err)

@@ -10,3 +10,16 @@ func DB(s *Store) *sql.DB { return s.w }
 
 // ResealLegacy runs the start-up pass that re-seals legacy secrets.
 func ResealLegacy(s *Store) error { return s.resealLegacy(context.Background()) }
+
+// OpenAt opens a store with the migrations up to version only: a database
+// as an older release left it, to be filled through DB.
+func OpenAt(ctx context.Context, o Options, version int64) (*Store, error) {
+	o.upTo = version
+	return Open(ctx, o)
+}
+
+// MigrateDownTo undoes the migrations after version.
+func MigrateDownTo(ctx context.Context, s *Store, version int64) error {
+	_, err := s.prov.DownTo(ctx, version)
+	return err
+}

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"testing"
@@ -31,7 +30,7 @@ func TestRecordBatchExactlyOnce(t *testing.T) {
 		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 100, LastUID: 2},
 			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, msg(2, ""))}, Action: "seen"}
 		hooked := 0
-		hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
+		hook := func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
 			hooked++
 			return nil
 		}
@@ -82,7 +81,7 @@ func TestRecordBatchExactlyOnce(t *testing.T) {
 		b3 := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 200, LastUID: 4},
 			Messages: []store.Incoming{incoming(4, msg(4, "four@x"))}}
 		boom := errors.New("boom")
-		if _, _, err := s.RecordBatch(ctx, b3, func(context.Context, *sql.Tx, *store.Batch, int64, store.Incoming) error { return boom }); !errors.Is(err, boom) {
+		if _, _, err := s.RecordBatch(ctx, b3, func(context.Context, *store.Tx, *store.Batch, int64, store.Incoming) error { return boom }); !errors.Is(err, boom) {
 			t.Fatalf("got %v, want boom", err)
 		}
 		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp.LastUID != 3 {
@@ -142,8 +141,8 @@ func TestListFollowsRenames(t *testing.T) {
 		if err := s.CreateIMAP(ctx, &c); err != nil {
 			t.Fatal(err)
 		}
-		hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
-			_, err := store.CreateRunTx(ctx, tx, &store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: b.IMAPName})
+		hook := func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
+			_, err := tx.CreateRun(ctx, &store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: b.IMAPName})
 			return err
 		}
 		if _, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 1},

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"testing"
 	"time"
 
@@ -18,9 +17,9 @@ func TestPrune(t *testing.T) {
 		old.Seen = time.Now().Add(-40 * 24 * time.Hour)
 		fresh := incoming(2, msg(2, "fresh@x"))
 		var runID int64
-		hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
+		hook := func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
 			r := store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: "inbox"}
-			_, err := store.CreateRunTx(ctx, tx, &r)
+			_, err := tx.CreateRun(ctx, &r)
 			if in.UID == 1 {
 				runID = r.ID
 			}

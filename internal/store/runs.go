@@ -61,9 +61,7 @@ type Match struct {
 	Reason   string
 }
 
-// RecordMatchTx records m for message messageID inside tx (replacing an
-// earlier verdict, as a re-trigger does).
-func RecordMatchTx(ctx context.Context, tx *sql.Tx, messageID int64, m Match) error {
+func recordMatch(ctx context.Context, tx *sql.Tx, messageID int64, m Match) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO message_matches (message_id, flow_id, flow_name, matched, reason) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (message_id, flow_id) DO UPDATE SET flow_name = excluded.flow_name, matched = excluded.matched, reason = excluded.reason`,
 		messageID, m.FlowID, text(m.FlowName), m.Matched, text(m.Reason))
@@ -91,9 +89,7 @@ func (s *Store) Matches(ctx context.Context, messageID int64) ([]Match, error) {
 	return out, rows.Err()
 }
 
-// CreateRunTx creates run r inside tx, due now. created is false when the
-// (flow, message, seq) run exists already.
-func CreateRunTx(ctx context.Context, tx *sql.Tx, r *Run) (created bool, err error) {
+func createRun(ctx context.Context, tx *sql.Tx, r *Run) (created bool, err error) {
 	t := now()
 	if r.PublicID == "" {
 		r.PublicID = NewRunID()
@@ -115,9 +111,7 @@ func CreateRunTx(ctx context.Context, tx *sql.Tx, r *Run) (created bool, err err
 	return true, nil
 }
 
-// NextRunSeqTx returns the seq a new forced run of flow for message would
-// get, and whether a run exists at all.
-func NextRunSeqTx(ctx context.Context, tx *sql.Tx, flowID, messageID int64) (next int, exists bool, err error) {
+func nextRunSeq(ctx context.Context, tx *sql.Tx, flowID, messageID int64) (next int, exists bool, err error) {
 	var max sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT MAX(seq) FROM runs WHERE flow_id = $1 AND message_id = $2`, flowID, messageID).Scan(&max); err != nil {
 		return 0, false, fmt.Errorf("reading runs of flow %d for message %d: %w", flowID, messageID, err)

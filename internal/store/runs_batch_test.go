@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"reflect"
 	"testing"
 	"time"
@@ -58,9 +57,9 @@ func TestFinishAttemptsTogether(t *testing.T) {
 		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
 			Messages: []store.Incoming{incoming(1, msg(1, "")), incoming(2, msg(2, ""))}}
 		var runs []store.Run
-		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
 			r := store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: "inbox"}
-			if _, err := store.CreateRunTx(ctx, tx, &r); err != nil {
+			if _, err := tx.CreateRun(ctx, &r); err != nil {
 				return err
 			}
 			runs = append(runs, r)
@@ -111,10 +110,10 @@ func TestClaimRunsExceptFlows(t *testing.T) {
 		ctx := context.Background()
 		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
 			Messages: []store.Incoming{incoming(1, msg(1, "")), incoming(2, msg(2, ""))}}
-		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *sql.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
 			for _, flow := range []int64{1, 2, 3} {
 				r := store.Run{FlowID: flow, FlowName: "f", MessageID: id, IMAPName: "inbox"}
-				if _, err := store.CreateRunTx(ctx, tx, &r); err != nil {
+				if _, err := tx.CreateRun(ctx, &r); err != nil {
 					return err
 				}
 			}

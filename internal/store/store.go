@@ -63,6 +63,8 @@ type Options struct {
 	// look at the mail server from it (nothing deleted yet) and inject a
 	// failing disk.
 	Synced func() error
+
+	upTo int64 // when set, the migrations up to this version only (tests)
 }
 
 // Store is the database. It is safe for concurrent use.
@@ -136,7 +138,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("connecting to %s: %w", s.dialect, err)
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, o.upTo); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -150,7 +152,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, upTo int64) error {
 	sub, err := fs.Sub(migrations, "migrations/"+string(s.dialect))
 	if err != nil {
 		return fmt.Errorf("reading migrations: %w", err)
@@ -170,7 +172,12 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("preparing migrations: %w", err)
 	}
-	res, err := s.prov.Up(ctx)
+	var res []*goose.MigrationResult
+	if upTo > 0 {
+		res, err = s.prov.UpTo(ctx, upTo)
+	} else {
+		res, err = s.prov.Up(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("applying migrations: %w", err)
 	}

@@ -2,7 +2,6 @@ package watch_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/http"
 	"strings"
@@ -123,7 +122,7 @@ func TestUIDValidityChange(t *testing.T) {
 // retrying.
 func TestAfterProcessingOnlyForCommitted(t *testing.T) {
 	poison := errors.New("refusing the poison message")
-	hook := func(ctx context.Context, tx *sql.Tx, b *store.Batch, id int64, in store.Incoming) error {
+	hook := func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
 		if strings.Contains(in.Msg.Subject, "poison") {
 			return poison
 		}

@@ -1,0 +1,224 @@
+package store
+
+// Recording a batch: the ingest transaction.
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"mailtrigger/internal/mail"
+)
+
+// Incoming is one message read from a server, to be recorded.
+type Incoming struct {
+	UID uint32
+	// UIDL, when set, is the id the source names the message by (a POP3
+	// unique id, a Graph message id): the message is recorded under
+	// UIDVALIDITY 0 with the configuration's next UID (replacing UID), its
+	// id is remembered among the seen ids in the same transaction, and a
+	// message whose id is remembered already is skipped. No
+	// after-processing is owed for it (unless Batch.OweByID): for POP3 the
+	// seen ids are what is owed.
+	UIDL string
+	Raw  []byte // the whole message, or only its header when Msg.TooLarge
+	Msg  *mail.Message
+	Seen time.Time // when it was read
+}
+
+// Batch is what one ingest transaction records for one mailbox.
+type Batch struct {
+	IMAPID     int64
+	IMAPName   string
+	Checkpoint Checkpoint // where the mailbox stands once the batch is recorded
+	// KeepCheckpoint leaves the stored checkpoint alone (Checkpoint still
+	// gives the UIDVALIDITY the messages are recorded under): the backlog of
+	// a first connect is recorded before the mailbox has a checkpoint, so
+	// that a crash in its middle reads it again rather than skip the rest.
+	KeepCheckpoint bool
+	Messages       []Incoming
+	// Action and MoveTo are the after-processing owed to the server for each
+	// recorded message ("" or "none": nothing).
+	Action, MoveTo string
+	// OweByID marks a Microsoft Graph batch: the after-processing is owed
+	// also for messages with a UIDL (their Graph id), which are acted on
+	// after the commit by id (PendingGraphActions lists them, by the UID
+	// they were recorded with under UIDVALIDITY 0), and the mailbox's
+	// checkpoint is a Graph one (DeltaLink).
+	OweByID bool
+	// DeltaLink, when set, is the Graph deltaLink stored as the checkpoint
+	// with the batch (in the same transaction): set only on the batch that
+	// finishes a delta round; earlier batches leave the stored link alone.
+	DeltaLink *string
+	// Attempt, when set, is the key under which the crash-loop breaker
+	// noted this batch (SetAttempt); the note is removed in the same
+	// transaction.
+	Attempt string
+
+	// Flows is the hook's copy of the flows on the mailbox, read once per
+	// transaction (FlowsRead) rather than once per message; RecordBatch
+	// clears it whenever a transaction starts.
+	Flows     []FlowRecord
+	FlowsRead bool
+}
+
+// Recorded is a message the batch recorded.
+type Recorded struct {
+	ID  int64
+	UID uint32
+}
+
+// RecordHook runs inside the ingest transaction for every message recorded:
+// the seam where flows create their runs, so that a message and its runs
+// commit together or not at all.
+type RecordHook func(ctx context.Context, tx *Tx, b *Batch, id int64, in Incoming) error
+
+// RecordBatch records the messages of b and moves the checkpoint, in one
+// transaction. A message already recorded (same configuration, UIDVALIDITY
+// and UID), or recorded under an earlier UIDVALIDITY with the same dedupe key,
+// is not recorded again. The checkpoint never moves backwards.
+func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
+	err = s.Write(ctx, func(tx *sql.Tx) error {
+		rec, skipped = rec[:0], 0
+		htx := &Tx{s: s, tx: tx}
+		b.Flows, b.FlowsRead = nil, false
+		for _, in := range b.Messages {
+			id, ok, err := recordMessage(ctx, tx, b, &in)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				skipped++
+				continue
+			}
+			if hook != nil {
+				if err := hook(ctx, htx, &b, id, in); err != nil {
+					return fmt.Errorf("message uid %d: %w", in.UID, err)
+				}
+			}
+			if (in.UIDL == "" || b.OweByID) && b.Action != "" && b.Action != "none" {
+				if err := oweAction(ctx, tx, b, id, in); err != nil {
+					return err
+				}
+			}
+			rec = append(rec, Recorded{ID: id, UID: in.UID})
+		}
+		if b.Attempt != "" {
+			if err := clearAttempt(ctx, tx, b.IMAPID, b.Attempt); err != nil {
+				return err
+			}
+		}
+		if b.KeepCheckpoint {
+			return nil
+		}
+		if b.OweByID || b.DeltaLink != nil {
+			return setGraphCheckpoint(ctx, tx, b.IMAPID, b.DeltaLink)
+		}
+		return setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
+	}
+	return rec, skipped, nil
+}
+
+func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int64, bool, error) {
+	m := in.Msg
+	key := m.DedupeKey()
+	if in.UIDL != "" {
+		b.Checkpoint.UIDValidity = 0
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM seen_ids WHERE imap_id = $1 AND source_id = $2`, b.IMAPID, in.UIDL).Scan(&one)
+		if err == nil {
+			return 0, false, nil // read before
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return 0, false, fmt.Errorf("looking for unique id %q recorded earlier: %w", in.UIDL, err)
+		}
+		var next int64
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(uid), 0) + 1 FROM messages WHERE imap_id = $1 AND uid_validity = 0`,
+			b.IMAPID).Scan(&next); err != nil {
+			return 0, false, fmt.Errorf("numbering message %q: %w", in.UIDL, err)
+		}
+		in.UID = uint32(next)
+	}
+	var dup int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM messages WHERE imap_id = $1 AND dedupe_key = $2 AND uid_validity <> $3 LIMIT 1`,
+		b.IMAPID, key, int64(b.Checkpoint.UIDValidity)).Scan(&dup)
+	if err == nil {
+		// Recorded before the folder was recreated (or, for POP3, while
+		// the configuration read the mailbox over IMAP).
+		if in.UIDL != "" {
+			if err := rememberUIDL(ctx, tx, b.IMAPID, in.UIDL, &dup); err != nil {
+				return 0, false, err
+			}
+		}
+		return 0, false, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, false, fmt.Errorf("looking for uid %d recorded earlier: %w", in.UID, err)
+	}
+	var date *time.Time
+	if !m.Date.IsZero() {
+		d := m.Date.UTC()
+		date = &d
+	}
+	received := in.Seen
+	if received.IsZero() {
+		received = now()
+	}
+	var id int64
+	f, _ := fenceFrom(ctx) // the replica recording, and its lease token
+	err = tx.QueryRowContext(ctx, `INSERT INTO messages (imap_id, imap_name, uid_validity, uid, message_id, dedupe_key, subject,
+		from_json, to_json, cc_json, reply_to_json, date, size, received_at, parse_error, too_large, text_body, html_body, raw,
+		replica, lease_token)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id`,
+		b.IMAPID, b.IMAPName, int64(b.Checkpoint.UIDValidity), int64(in.UID), text(m.MessageID), text(key), text(m.Subject),
+		addrJSON(m.From), addrJSON(m.To), addrJSON(m.Cc), addrJSON(m.ReplyTo), date, m.Size, received.UTC(),
+		text(m.ParseError()), m.TooLarge, text(m.Text), text(m.HTML), in.Raw, f.Owner, f.Token).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil // recorded already
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("recording uid %d: %w", in.UID, err)
+	}
+	for n, a := range m.Attachments {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO attachments (message_id, n, filename, content_type, size, sha256, inline, content_id, content)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, id, n, text(a.Filename), text(a.ContentType), a.Size, a.SHA256,
+			a.Inline, text(a.ContentID), nonNil(a.Content)); err != nil {
+			return 0, false, fmt.Errorf("recording attachment %d of uid %d: %w", n, in.UID, err)
+		}
+	}
+	if in.UIDL != "" {
+		if err := rememberUIDL(ctx, tx, b.IMAPID, in.UIDL, &id); err != nil {
+			return 0, false, err
+		}
+	}
+	return id, true, nil
+}
+
+// text makes s storable in a PostgreSQL text column, which refuses NUL.
+func text(s string) string { return strings.ReplaceAll(s, "\x00", "\uFFFD") }
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+func addrJSON(a []mail.Address) string {
+	if a == nil {
+		a = []mail.Address{}
+	}
+	for i := range a {
+		a[i].Name, a[i].Address = text(a[i].Name), text(a[i].Address)
+	}
+	data, _ := json.Marshal(a)
+	return string(data)
+}
