@@ -23,6 +23,7 @@ import (
 const (
 	StepConnect = "connect" // resolving, the TCP connection and the greeting
 	StepTLS     = "tls"     // the TLS handshake (implicit or STARTTLS) and certificate checks
+	StepLogin   = "login"   // logging in, and reading the capabilities
 )
 
 // Endpoint is where and how a mail client connects to cfg's server.
