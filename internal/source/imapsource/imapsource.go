@@ -2,7 +2,8 @@
 // connects to a configured mailbox (always over verified TLS), reads the
 // messages after a checkpoint UID with bounded memory, waits for new mail
 // with IDLE (or NOOP polling), and applies the after-processing action
-// (seen, delete, move) to messages the caller has durably recorded.
+// (seen, delete, move) to messages the caller has durably recorded. Source
+// is its source.Source.
 //
 // It knows nothing of databases, MIME or supervision: a Conn is used by one
 // goroutine, the watcher loop, which reconnects when a method fails.

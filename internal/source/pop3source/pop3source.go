@@ -2,7 +2,7 @@
 // mailboxes: it connects to a configured mailbox (always over verified TLS:
 // implicit TLS or STLS), lists the messages with their unique ids (UIDL),
 // reads them with bounded memory, and deletes the ones the caller has
-// durably recorded.
+// durably recorded. Source is its source.Source.
 //
 // It is a client of its own on net/textproto rather than an existing
 // library, which left dot-stuffing in place, split long lines, buffered
@@ -93,7 +93,7 @@ var (
 	// support it. Without unique ids, messages cannot be told apart across
 	// sessions, so such a mailbox cannot be read reliably: it is refused
 	// rather than guessed at.
-	ErrNoUIDL = errors.New("server does not support UIDL (unique message ids), which reading POP3 mail reliably needs")
+	ErrNoUIDL = source.ErrNoUIDL
 )
 
 // StepError is the error of a failed step of talking to the server; Step
