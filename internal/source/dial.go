@@ -10,8 +10,47 @@ import (
 	"os"
 	"time"
 
+	"github.com/emersion/go-sasl"
+
 	"mailtrigger/internal/imapconf"
 )
+
+// SASLFunc makes the SASL client a line protocol's client authenticates
+// with instead of the password (XOAUTH2 with a fresh token).
+type SASLFunc = func(ctx context.Context, cfg imapconf.Config) (sasl.Client, error)
+
+// LoginFunc runs before each connection of a Source and returns the SASL
+// hook to log in with (nil: the password): an OAuth2 login gets its token
+// there, so that a failure to get one is reported as the token step before
+// any connection is made.
+type LoginFunc = func(ctx context.Context) (SASLFunc, error)
+
+// ClientOptions are the knobs of the IMAP and POP3 clients' Dial that are
+// not part of the configuration (imapsource.Options, pop3source.Options).
+// The zero value is ready to use.
+type ClientOptions struct {
+	// Logger receives debug records of the conversation's milestones (never
+	// its contents or the password). Nil discards them.
+	Logger *slog.Logger
+	// DialTimeout bounds Dial as a whole: connection, TLS, greeting, login
+	// and capabilities. Zero means the client's DefaultDialTimeout.
+	DialTimeout time.Duration
+	// CommandTimeout bounds the wait for each command's response once
+	// connected; a server silent for longer has its connection closed.
+	// Reading message bodies gets more time in proportion to their size.
+	// Zero means the client's DefaultCommandTimeout.
+	CommandTimeout time.Duration
+	// Dial opens the TCP connection. Nil uses a net.Dialer. Tests set it to
+	// put a fault-injecting proxy or a byte counter in between.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// SASL, when set, is called by Dial after TLS to make the SASL client
+	// it authenticates with (AUTHENTICATE, AUTH) instead of logging in with
+	// the password: this is where XOAUTH2 with a freshly fetched token
+	// plugs in. It is required for configurations with Auth "oauth2". An
+	// error it returns fails the login step; it should wrap ErrAuth when
+	// the credentials were refused.
+	SASL SASLFunc
+}
 
 // DialSpec is how a line-based mail protocol (IMAP, POP3) connects: its two
 // ports and the knobs of its Options.

@@ -111,9 +111,13 @@ func TestSupervisorReadsAndIdles(t *testing.T) {
 	// New mail wakes the wait, and is read.
 	src.Add("Subject: late\r\n\r\nx\r\n")
 	e.waitStatus(t, "31 messages", func(st *imapconf.Status) bool { return st.MessagesIngested == 31 })
-	if got := src.Applied(); len(got) != 31 {
-		t.Errorf("after-processing applied to %d messages, want 31", len(got))
-	}
+	// The after-processing follows the commit.
+	testwait.Until(t, 5*time.Second, func() error {
+		if got := src.Applied(); len(got) != 31 {
+			return fmt.Errorf("after-processing applied to %d messages, want 31", len(got))
+		}
+		return nil
+	})
 	if !e.seen(imapconf.StateIdle) {
 		t.Error("never idle")
 	}

@@ -94,29 +94,7 @@ type StepError = source.StepError
 
 // Options are the knobs of Dial that are not part of the configuration.
 // The zero value is ready to use.
-type Options struct {
-	// Logger receives debug records of the conversation's milestones (never
-	// its contents or the password). Nil discards them.
-	Logger *slog.Logger
-	// DialTimeout bounds Dial as a whole: connection, TLS, greeting, login
-	// and capabilities. Zero means DefaultDialTimeout.
-	DialTimeout time.Duration
-	// CommandTimeout bounds the wait for each command's response once
-	// connected; a server silent for longer has its connection closed.
-	// Reading message bodies gets more time in proportion to their size.
-	// Zero means DefaultCommandTimeout.
-	CommandTimeout time.Duration
-	// Dial opens the TCP connection. Nil uses a net.Dialer. Tests set it to
-	// put a fault-injecting proxy or a byte counter in between.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// SASL, when set, is called by Dial after TLS to make the SASL client
-	// it authenticates with (AUTHENTICATE) instead of logging in with the
-	// password: this is where XOAUTH2 with a freshly fetched token plugs
-	// in. It is required for configurations with Auth "oauth2". An error
-	// it returns fails the login step; it should wrap ErrAuth when the
-	// credentials were refused.
-	SASL func(ctx context.Context, cfg imapconf.Config) (sasl.Client, error)
-}
+type Options = source.ClientOptions
 
 // Conn is a logged-in IMAP connection. Its methods must not be called
 // concurrently. When a method's context ends the connection is closed, since

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
 )
@@ -20,11 +18,8 @@ type SourceOptions struct {
 	// IdleMax is how long one WaitForMail waits (then the watcher waits
 	// again); zero means DefaultMaxWait.
 	IdleMax time.Duration
-	// Login, when set, runs before each connection and returns the SASL
-	// hook to log in with (Options.SASL): an OAuth2 login gets its token
-	// there, so that a failure to get one is reported as the token step
-	// before any connection is made.
-	Login func(ctx context.Context) (func(context.Context, imapconf.Config) (sasl.Client, error), error)
+	// Login, when set, runs before each connection (source.LoginFunc).
+	Login source.LoginFunc
 }
 
 // Source is the source.Source of an IMAP mailbox: one connection per

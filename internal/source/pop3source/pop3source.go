@@ -117,24 +117,7 @@ func (e *ResponseError) Error() string {
 
 // Options are the knobs of Dial that are not part of the configuration.
 // The zero value is ready to use.
-type Options struct {
-	// Logger receives debug records of the conversation's milestones (never
-	// its contents or the password). Nil discards them.
-	Logger *slog.Logger
-	// DialTimeout bounds Dial as a whole. Zero means DefaultDialTimeout.
-	DialTimeout time.Duration
-	// CommandTimeout bounds each command once connected; a server silent
-	// for longer has its connection closed. Reading a message gets more
-	// time in proportion to its size. Zero means DefaultCommandTimeout.
-	CommandTimeout time.Duration
-	// Dial opens the TCP connection. Nil uses a net.Dialer.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// SASL, when set, makes the SASL client Dial authenticates with (AUTH)
-	// instead of USER and PASS: this is where XOAUTH2 with a freshly
-	// fetched token plugs in. It is required for configurations with Auth
-	// "oauth2". An error it returns fails the login step.
-	SASL func(ctx context.Context, cfg imapconf.Config) (sasl.Client, error)
-}
+type Options = source.ClientOptions
 
 // Conn is a logged-in POP3 connection (in the TRANSACTION state). Its
 // methods must not be called concurrently. When a method's context ends the

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
 )
@@ -17,9 +15,8 @@ type SourceOptions struct {
 	Options
 	// SizeCap is the size above which only a message's header is kept.
 	SizeCap int64
-	// Login, when set, runs before each connection and returns the SASL
-	// hook to log in with (Options.SASL), as for imapsource.
-	Login func(ctx context.Context) (func(context.Context, imapconf.Config) (sasl.Client, error), error)
+	// Login, when set, runs before each connection (source.LoginFunc).
+	Login source.LoginFunc
 }
 
 // Source is the source.Source of a POP3 mailbox: one connection per Sync

@@ -10,8 +10,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/emersion/go-sasl"
-
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/graphsource"
@@ -54,7 +52,7 @@ func New(c imapconf.Config, o Options) (source.Source, *xoauth2.TokenSource, err
 		return graphsource.NewSource(c, graphsource.Options{Logger: o.Logger, SizeCap: o.SizeCap, Dial: o.HTTPDial}), nil, nil
 	}
 	var ts *xoauth2.TokenSource
-	var login func(context.Context) (func(context.Context, imapconf.Config) (sasl.Client, error), error)
+	var login source.LoginFunc
 	if c.Auth == imapconf.AuthOAuth2 {
 		var err error
 		if ts, err = xoauth2.NewTokenSource(c, xoauth2.Options{Logger: o.Logger, Dial: o.HTTPDial}); err != nil {
@@ -63,7 +61,7 @@ func New(c imapconf.Config, o Options) (source.Source, *xoauth2.TokenSource, err
 		// The token first (from the cache when not due), so that a
 		// failure to get one is reported as the token step before any
 		// connection is made.
-		login = func(ctx context.Context) (func(context.Context, imapconf.Config) (sasl.Client, error), error) {
+		login = func(ctx context.Context) (source.SASLFunc, error) {
 			if _, err := ts.Token(ctx); err != nil {
 				return nil, err
 			}
