@@ -1,7 +1,12 @@
-// Package ingest turns messages read from a mail server into records: it
-// parses each one (leniently: a message that cannot be parsed is stored raw
-// with its error) and records a batch of them, with the mailbox checkpoint
-// and the after-processing owed, in one transaction.
+// Package ingest owns the pipeline from a mail source to the store, for
+// every source: a Ledger (source.Ledger) maps a mailbox's source-neutral
+// checkpoint, ids and owed after-processing onto the store, and its
+// Pipeline batches the messages a source reads (BatchMessages, BatchBytes),
+// parses them in parallel (leniently: a message that cannot be parsed is
+// stored raw with its error), and records each batch, in order, with the
+// checkpoint and the after-processing owed, in one transaction, while the
+// next is read. The crash-loop breaker (Guard) notes each batch before it
+// is parsed.
 package ingest
 
 import (

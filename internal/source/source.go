@@ -1,6 +1,15 @@
-// Package source holds what the mail sources (imapsource, pop3source,
-// graphsource) share: the TLS settings of a configuration, hints for
-// certificate errors, and the redaction of secrets from error text.
+// Package source is the seam of the mail protocols: Source (what a mailbox
+// protocol does: connect, read what is new after a checkpoint into the
+// ingest pipeline, apply after-processing, wait for more), the Ledger and
+// Pipeline a Source records through (implemented by package ingest), and
+// what the clients (imapsource, pop3source, graphsource) share: one dialer
+// for the line protocols (DialTLS: connection, implicit TLS or STARTTLS,
+// timeouts, error mapping), the TLS settings of a configuration, hints for
+// certificate errors, the errors every source's errors match, and the
+// redaction of secrets from error text.
+//
+// A new protocol implements Source in a package of its own and is picked
+// for its configurations in package sources.
 package source
 
 import (
@@ -23,6 +32,7 @@ import (
 const (
 	StepConnect = "connect" // resolving, the TCP connection and the greeting
 	StepTLS     = "tls"     // the TLS handshake (implicit or STARTTLS) and certificate checks
+	StepLogin   = "login"   // logging in, and reading the capabilities
 )
 
 // Endpoint is where and how a mail client connects to cfg's server.
@@ -222,6 +232,10 @@ var (
 	ErrClosed = errors.New("connection closed")
 	// ErrTimeout: the server did not answer in time; the connection is closed.
 	ErrTimeout = errors.New("no response from the server in time")
+	// ErrNoUIDL: a POP3 server without UIDL (unique message ids).
+	// Reading without them would mean guessing what was read: the watcher
+	// retries as slowly as after a refused login.
+	ErrNoUIDL = errors.New("server does not support UIDL (unique message ids), which reading POP3 mail reliably needs")
 )
 
 // StepError is the error of a failed step of talking to a server.

@@ -2,12 +2,14 @@ package watch_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -64,8 +66,10 @@ func TestAuthFailureShownPlainly(t *testing.T) {
 	if !strings.Contains(strings.ToLower(st.LastError), "auth") || strings.Contains(st.LastError, "Wrong-Secret") {
 		t.Errorf("got lastError %q", st.LastError)
 	}
-	time.Sleep(time.Second)
-	if v, _ := e.api.GetIMAP(context.Background(), "locked"); v.Status.State != imapconf.StateAuthFailed || v.Status.Reconnects != 0 {
-		t.Errorf("got %+v, want it still waiting before the slow retry", v.Status)
-	}
+	testwait.Never(t, time.Second, func() error {
+		if v, _ := e.api.GetIMAP(context.Background(), "locked"); v.Status.State != imapconf.StateAuthFailed || v.Status.Reconnects != 0 {
+			return fmt.Errorf("got %+v, want it still waiting before the slow retry", v.Status)
+		}
+		return nil
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -89,20 +90,16 @@ func (e *durEnv) add(t *testing.T, d *testenv.Dovecot, name, address, serverType
 // waitRecorded waits until name has n messages recorded.
 func (e *durEnv) waitRecorded(t *testing.T, name string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.Until(t, 30*time.Second, func() error {
 		got, err := e.st.ListMessages(context.Background(), name, 0, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) == n {
-			return
+		if len(got) != n {
+			return fmt.Errorf("%s: %d messages recorded, want %d", name, len(got), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d messages recorded after 30 s, want %d", name, len(got), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // folderCounts returns how many messages each folder of address holds, and
@@ -132,17 +129,13 @@ func folderCounts(d *testenv.Dovecot, address, password string, folders ...strin
 func waitFolder(t *testing.T, d *testenv.Dovecot, address, folder string, n, seenN int) {
 	t.Helper()
 	pw := d.Password(t, address)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.Until(t, 30*time.Second, func() error {
 		total, seen, err := folderCounts(d, address, pw, folder)
 		if err == nil && total[0] == n && (seenN < 0 || seen[0] == seenN) {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s %s: got %v messages, %v seen (%v) after 30 s, want %d, %d seen", address, folder, total, seen, err, n, seenN)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("%s %s: got %v messages, %v seen (%v), want %d, %d seen", address, folder, total, seen, err, n, seenN)
+	})
 }
 
 // TestDurableBeforeDelete: on SQLite (synchronous=NORMAL), the commits that
@@ -219,13 +212,12 @@ func TestDurableBeforeDelete(t *testing.T) {
 			e.setOnSync(func() error { calls.Add(1); return errors.New("disk on fire") })
 			e.add(t, d, "box", address, serverType, imapconf.AfterDelete, "")
 			e.waitRecorded(t, "box", n)
-			deadline := time.Now().Add(30 * time.Second)
-			for calls.Load() < 2 && time.Now().Before(deadline) { // the first try and a retry
-				time.Sleep(20 * time.Millisecond)
-			}
-			if calls.Load() < 2 {
-				t.Fatalf("%s: the durability step ran %d times, want a try and a retry", serverType, calls.Load())
-			}
+			testwait.Until(t, 30*time.Second, func() error { // the first try and a retry
+				if n := calls.Load(); n < 2 {
+					return fmt.Errorf("%s: the durability step ran %d times, want a try and a retry", serverType, n)
+				}
+				return nil
+			})
 			waitFolder(t, d, address, "INBOX", n, -1)
 		}
 	})

@@ -21,6 +21,7 @@ import (
 	"mailtrigger/internal/source/graphsource/graphfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -99,19 +100,17 @@ func (e *graphEnv) config(name, user string, mod func(in *imapconf.Input)) {
 // waitPoll waits until name finished a poll that started after since.
 func (e *graphEnv) waitPoll(name string, since time.Time) {
 	e.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
 	var last *imapconf.Status
-	for time.Now().Before(deadline) {
+	testwait.Until(e.t, 15*time.Second, func() error {
 		v, err := e.api.GetIMAP(context.Background(), name)
 		if err == nil && v.Status != nil {
 			last = v.Status
 			if v.Status.LastSuccessAt != nil && v.Status.LastSuccessAt.After(since) && v.Status.State == imapconf.StatePolling {
-				return
+				return nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	e.t.Fatalf("%s did not poll again (status %+v)", name, last)
+		return fmt.Errorf("%s did not poll again (status %+v)", name, last)
+	})
 }
 
 // subjects returns the subjects recorded for name, checking none twice.

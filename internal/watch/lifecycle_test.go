@@ -3,6 +3,7 @@ package watch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -37,10 +39,12 @@ func TestConfigurationChangesReachTheWatcher(t *testing.T) {
 	}
 	e.waitState("changing", imapconf.StateDisabled, 5*time.Second)
 	e.d.Append(t, addr, "INBOX", fixedMessage("while-disabled@x", "while disabled"))
-	time.Sleep(1500 * time.Millisecond)
-	if l, _ := e.api.ListMessages(ctx, "changing", 10, ""); len(l.Items) != 0 {
-		t.Fatalf("a disabled configuration recorded %d messages", len(l.Items))
-	}
+	testwait.Never(t, 1500*time.Millisecond, func() error {
+		if l, _ := e.api.ListMessages(ctx, "changing", 10, ""); len(l.Items) != 0 {
+			return fmt.Errorf("a disabled configuration recorded %d messages", len(l.Items))
+		}
+		return nil
+	})
 	// Enabled again, renamed: it goes on from its checkpoint, so the mail
 	// that came meanwhile is read.
 	in.Enabled = ptr(true)
@@ -59,11 +63,12 @@ func TestConfigurationChangesReachTheWatcher(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	e.d.Append(t, addr, "INBOX", fixedMessage("after-delete@x", "after delete"))
-	time.Sleep(1500 * time.Millisecond)
-	l, err := e.api.ListMessages(ctx, "renamed", 10, "")
-	if err != nil || len(l.Items) != 1 {
-		t.Errorf("after delete: got %d messages, %v, want the 1 recorded before", len(l.Items), err)
-	}
+	testwait.Never(t, 1500*time.Millisecond, func() error {
+		if l, err := e.api.ListMessages(ctx, "renamed", 10, ""); err != nil || len(l.Items) != 1 {
+			return fmt.Errorf("after delete: got %d messages, %v, want the 1 recorded before", len(l.Items), err)
+		}
+		return nil
+	})
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -106,11 +111,13 @@ func TestUIDValidityChange(t *testing.T) {
 		t.Fatalf("UIDVALIDITY did not change: %s", after)
 	}
 	msgs := e.waitMessages("recreated", 3, 20*time.Second)
-	time.Sleep(time.Second) // anything recorded twice would show by now
-	l, _ := e.api.ListMessages(context.Background(), "recreated", 100, "")
-	if len(l.Items) != 3 {
-		t.Fatalf("got %d messages, want 3", len(l.Items))
-	}
+	// Anything recorded twice would show within a second.
+	testwait.Never(t, time.Second, func() error {
+		if l, _ := e.api.ListMessages(context.Background(), "recreated", 100, ""); len(l.Items) != 3 {
+			return fmt.Errorf("got %d messages, want 3", len(l.Items))
+		}
+		return nil
+	})
 	if msgs[0].Subject != "new three" {
 		t.Errorf("newest: got %q, want new three", msgs[0].Subject)
 	}
@@ -138,7 +145,13 @@ func TestAfterProcessingOnlyForCommitted(t *testing.T) {
 	if !strings.Contains(st.LastError, "poison") {
 		t.Errorf("got lastError %q", st.LastError)
 	}
-	time.Sleep(time.Second)
+	// Retried, the poison message is never recorded.
+	testwait.Never(t, time.Second, func() error {
+		if l, _ := e.api.ListMessages(context.Background(), "deleting", 10, ""); len(l.Items) != 1 {
+			return fmt.Errorf("got %d messages recorded, want 1", len(l.Items))
+		}
+		return nil
+	})
 	inbox := e.d.Doveadm(t, "-f", "tab", "fetch", "-u", addr, "hdr.subject", "mailbox", "INBOX", "all")
 	if !strings.Contains(inbox, "poison") || strings.Contains(inbox, "good") {
 		t.Errorf("got INBOX %q, want only the uncommitted poison message left", inbox)

@@ -2,6 +2,7 @@ package watch_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -64,17 +66,14 @@ func (e *oauthEnv) oauthMailbox(name, serverType string, expiresIn time.Duration
 // waitTokens waits until client has been issued n tokens and returns them.
 func (e *oauthEnv) waitTokens(clientID string, n int, within time.Duration) []oauthfake.Token {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		toks := e.as.ClientTokens(clientID)
-		if len(toks) >= n {
-			return toks
+	var toks []oauthfake.Token
+	testwait.Until(e.t, within, func() error {
+		if toks = e.as.ClientTokens(clientID); len(toks) < n {
+			return fmt.Errorf("%s: got %d tokens, want %d", clientID, len(toks), n)
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: got %d tokens within %v, want %d", clientID, len(toks), within, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return toks
 }
 
 // checkSecrets fails the test if a token issued or a client secret appears

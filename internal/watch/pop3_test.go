@@ -17,6 +17,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -46,17 +47,17 @@ func (e *env) inbox(address string) int {
 // waitPoll waits until name finished a poll that started after since.
 func (e *env) waitPoll(name string, since time.Time, within time.Duration) imapconf.Status {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
+	var st imapconf.Status
+	testwait.Until(e.t, within, func() error {
 		v, err := e.api.GetIMAP(context.Background(), name)
 		if err == nil && v.Status != nil && v.Status.LastSuccessAt != nil && v.Status.LastSuccessAt.After(since) &&
 			v.Status.State == imapconf.StatePolling {
-			return *v.Status
+			st = *v.Status
+			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	e.t.Fatalf("%s did not poll again within %v", name, within)
-	return imapconf.Status{}
+		return fmt.Errorf("%s did not poll again", name)
+	})
+	return st
 }
 
 // TestPOP3 reads POP3S mailboxes: backlog new skips the mail present at
@@ -225,12 +226,14 @@ func TestPOP3NoUIDL(t *testing.T) {
 	if !strings.Contains(st.LastError, "UIDL") {
 		t.Errorf("got lastError %q", st.LastError)
 	}
-	time.Sleep(500 * time.Millisecond)
-	v, err := e.api.GetIMAP(context.Background(), "nouidl")
-	if err != nil || v.Status.State != imapconf.StateError || v.Status.Reconnects != 0 || v.Status.MessagesIngested != 0 {
-		t.Errorf("got %+v, %v: want it still waiting before the slow retry", v.Status, err)
-	}
-	if n := retrs.Load(); n != 0 {
-		t.Errorf("%d messages read from a server without UIDL", n)
-	}
+	testwait.Never(t, 500*time.Millisecond, func() error {
+		v, err := e.api.GetIMAP(context.Background(), "nouidl")
+		if err != nil || v.Status.State != imapconf.StateError || v.Status.Reconnects != 0 || v.Status.MessagesIngested != 0 {
+			return fmt.Errorf("got %+v, %v: want it still waiting before the slow retry", v.Status, err)
+		}
+		if n := retrs.Load(); n != 0 {
+			return fmt.Errorf("%d messages read from a server without UIDL", n)
+		}
+		return nil
+	})
 }

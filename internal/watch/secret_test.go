@@ -3,12 +3,14 @@ package watch_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -40,9 +42,11 @@ func TestMovedSealedSecretIsReported(t *testing.T) {
 		t.Errorf("the API view: got hasPassword %v, %v, want the configuration shown without a password", v.HasPassword, err)
 	}
 	// It stays so: no login is tried with a secret that does not open.
-	time.Sleep(500 * time.Millisecond)
-	if st := e.waitState("victim", imapconf.StateError, time.Second); st.Reconnects != 0 {
-		t.Errorf("got %d reconnects, want no login tried", st.Reconnects)
-	}
+	testwait.Never(t, 500*time.Millisecond, func() error {
+		if st := e.waitState("victim", imapconf.StateError, time.Second); st.Reconnects != 0 {
+			return fmt.Errorf("got %d reconnects, want no login tried", st.Reconnects)
+		}
+		return nil
+	})
 	e.waitState("own", imapconf.StateIdle, time.Second)
 }

@@ -1,7 +1,10 @@
-// Package watch runs one supervised loop per enabled mailbox: connect, catch
-// up on what arrived since the checkpoint, record it, wait for more (IMAP
-// IDLE, or polling), and reconnect with backoff after any failure. The
-// manager follows configuration changes without a restart.
+// Package watch supervises the mailboxes: one watcher per enabled mailbox
+// drives its source.Source (connect, sync through the ingest pipeline, wait
+// for more) and reconnects with backoff after any failure; a watchdog
+// takes a wait that overruns for a silent server; the status of each
+// mailbox is kept for the API. The manager follows configuration changes
+// without a restart and, with replicas, holds the mailbox leases. It knows
+// no protocol: package sources picks the Source of a configuration.
 package watch
 
 import (
@@ -17,6 +20,8 @@ import (
 	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source"
+	"mailtrigger/internal/source/sources"
 	"mailtrigger/internal/store"
 )
 
@@ -45,6 +50,9 @@ type Options struct {
 	// Graph (MAILTRIGGER_EGRESS); nil allows every address. A Dial of the
 	// tests' replaces it for IMAP and POP3.
 	Egress *egress.Policy
+	// Sources, when set, makes the source of a configuration instead of
+	// package sources (tests put a fake source here).
+	Sources func(c imapconf.Config) (source.Source, error)
 }
 
 // dial is the dialer of the IMAP and POP3 connections: Dial, else the
@@ -268,15 +276,11 @@ func (m *Manager) sync(ctx context.Context) {
 			}
 			continue
 		}
-		generic := c.Type == imapconf.TypeGeneric && (c.ServerType == imapconf.ServerIMAPS || c.ServerType == imapconf.ServerPOP3S) &&
-			(c.Auth == imapconf.AuthPassword || c.Auth == imapconf.AuthOAuth2)
-		if !generic && c.Type != imapconf.TypeMSGraph {
+		if ok, why := sources.Supported(c); !ok {
 			if st, ok := m.status[id]; ok && st.State == imapconf.StateUnsupported {
 				continue
 			}
-			m.status[id] = &imapconf.Status{State: imapconf.StateUnsupported, Since: time.Now().UTC(),
-				LastError: "this release reads IMAP and POP3 mailboxes (password or OAuth2 login) and Microsoft Graph mailboxes, not " +
-					c.ServerType + "/" + c.Type + "/" + c.Auth}
+			m.status[id] = &imapconf.Status{State: imapconf.StateUnsupported, Since: time.Now().UTC(), LastError: why}
 			continue
 		}
 		w := &watcher{m: m, cfg: c, log: m.log.With("imap", c.Name), done: make(chan struct{}), token: held[id]}

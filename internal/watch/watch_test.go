@@ -2,6 +2,7 @@ package watch_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -109,36 +111,34 @@ func (e *env) mailbox(name string, mod func(in *imapconf.Input)) (address string
 // waitState waits until the watcher of name is in state.
 func (e *env) waitState(name, state string, within time.Duration) imapconf.Status {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
 	var last imapconf.View
-	for time.Now().Before(deadline) {
+	if testwait.UntilErr(within, func() error {
 		v, err := e.api.GetIMAP(context.Background(), name)
-		if err == nil && v.Status != nil && v.Status.State == state {
-			return *v.Status
-		}
 		last = v
-		time.Sleep(20 * time.Millisecond)
+		if err == nil && v.Status != nil && v.Status.State == state {
+			return nil
+		}
+		return errors.New("not yet")
+	}) != nil {
+		e.t.Fatalf("%s did not reach state %s within %v: %+v\n%s", name, state, within, last.Status, e.d.Log())
 	}
-	e.t.Fatalf("%s did not reach state %s within %v: %+v\n%s", name, state, within, last.Status, e.d.Log())
-	return imapconf.Status{}
+	return *last.Status
 }
 
 // waitMessages waits until name has recorded n messages and returns them.
 func (e *env) waitMessages(name string, n int, within time.Duration) []client.Message {
 	e.t.Helper()
-	deadline := time.Now().Add(within)
 	var got []client.Message
-	for time.Now().Before(deadline) {
+	_ = testwait.UntilErr(within, func() error {
 		l, err := e.api.ListMessages(context.Background(), name, 500, "")
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		got = l.Items
-		if len(got) >= n {
-			break
+		if got = l.Items; len(got) < n {
+			return errors.New("not yet")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if len(got) != n {
 		e.t.Fatalf("%s: got %d messages, want %d", name, len(got), n)
 	}

@@ -4,7 +4,7 @@
 // reads a mail folder with the messages delta query (the deltaLink is the
 // checkpoint), fetches each message's raw MIME from $value with a size cap,
 // and applies the after-processing action (mark read, move, delete) to
-// messages the caller has durably recorded.
+// messages the caller has durably recorded. Source is its source.Source.
 //
 // It uses net/http and golang.org/x/oauth2/clientcredentials only (DESIGN
 // §8: not msgraph-sdk-go). It knows nothing of databases or MIME.

@@ -2,7 +2,8 @@
 // connects to a configured mailbox (always over verified TLS), reads the
 // messages after a checkpoint UID with bounded memory, waits for new mail
 // with IDLE (or NOOP polling), and applies the after-processing action
-// (seen, delete, move) to messages the caller has durably recorded.
+// (seen, delete, move) to messages the caller has durably recorded. Source
+// is its source.Source.
 //
 // It knows nothing of databases, MIME or supervision: a Conn is used by one
 // goroutine, the watcher loop, which reconnects when a method fails.
@@ -17,7 +18,6 @@ package imapsource
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,14 +39,14 @@ import (
 const (
 	StepConnect = source.StepConnect
 	StepTLS     = source.StepTLS
-	StepLogin   = "login"  // LOGIN or AUTHENTICATE, and reading the capabilities
-	StepSelect  = "select" // opening the folder
-	StepSearch  = "search" // UID SEARCH
-	StepFetch   = "fetch"  // UID FETCH
-	StepWait    = "wait"   // IDLE or NOOP polling while waiting for mail
-	StepApply   = "apply"  // the after-processing action
-	StepNoop    = "noop"   // NOOP
-	StepLogout  = "logout" // LOGOUT
+	StepLogin   = source.StepLogin // LOGIN or AUTHENTICATE, and reading the capabilities
+	StepSelect  = "select"         // opening the folder
+	StepSearch  = "search"         // UID SEARCH
+	StepFetch   = "fetch"          // UID FETCH
+	StepWait    = "wait"           // IDLE or NOOP polling while waiting for mail
+	StepApply   = "apply"          // the after-processing action
+	StepNoop    = "noop"           // NOOP
+	StepLogout  = "logout"         // LOGOUT
 )
 
 // Defaults for the zero values of Options and of method arguments.
@@ -94,29 +94,7 @@ type StepError = source.StepError
 
 // Options are the knobs of Dial that are not part of the configuration.
 // The zero value is ready to use.
-type Options struct {
-	// Logger receives debug records of the conversation's milestones (never
-	// its contents or the password). Nil discards them.
-	Logger *slog.Logger
-	// DialTimeout bounds Dial as a whole: connection, TLS, greeting, login
-	// and capabilities. Zero means DefaultDialTimeout.
-	DialTimeout time.Duration
-	// CommandTimeout bounds the wait for each command's response once
-	// connected; a server silent for longer has its connection closed.
-	// Reading message bodies gets more time in proportion to their size.
-	// Zero means DefaultCommandTimeout.
-	CommandTimeout time.Duration
-	// Dial opens the TCP connection. Nil uses a net.Dialer. Tests set it to
-	// put a fault-injecting proxy or a byte counter in between.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// SASL, when set, is called by Dial after TLS to make the SASL client
-	// it authenticates with (AUTHENTICATE) instead of logging in with the
-	// password: this is where XOAUTH2 with a freshly fetched token plugs
-	// in. It is required for configurations with Auth "oauth2". An error
-	// it returns fails the login step; it should wrap ErrAuth when the
-	// credentials were refused.
-	SASL func(ctx context.Context, cfg imapconf.Config) (sasl.Client, error)
-}
+type Options = source.ClientOptions
 
 // Conn is a logged-in IMAP connection. Its methods must not be called
 // concurrently. When a method's context ends the connection is closed, since
@@ -164,56 +142,32 @@ func Dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 }
 
 func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	ep, err := source.ResolveEndpoint(cfg, 993, 143)
-	if err != nil {
-		return nil, err
-	}
-	mode, addr, tlsConfig := ep.Mode, ep.Addr, ep.TLS
-	log = log.With("host", cfg.Host, "port", ep.Port, "user", cfg.Username)
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout,
-		fmt.Errorf("%w: gave up after %v", ErrTimeout, timeout))
-	defer cancel()
-	// ctxErr says why a step failed when the context ended during it: the
-	// connection was closed under it, and the error it saw says only that.
-	ctxErr := func(step string, err error) error {
-		if ctx.Err() != nil {
-			return &StepError{Step: step, Err: context.Cause(ctx)}
-		}
-		return &StepError{Step: step, Err: err}
-	}
-
-	dialFn := opts.Dial
-	if dialFn == nil {
-		dialFn = (&net.Dialer{}).DialContext
-	}
-	raw, err := dialFn(ctx, "tcp", addr)
-	if err != nil {
-		return nil, ctxErr(StepConnect, err)
-	}
-	// Until Dial returns, the end of ctx closes the connection, which
-	// unblocks whatever waits on it.
-	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	defer stop()
-	log.Debug("imap connected", "tls", mode)
-
 	c := &Conn{
-		log:     log,
 		timeout: opts.CommandTimeout,
 		newMail: make(chan struct{}, 1),
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultCommandTimeout
 	}
+	spec := source.DialSpec{Proto: "imap", ImplicitPort: 993, StartTLSPort: 143, Timeout: timeout, Dial: opts.Dial, Logger: opts.Logger}
+	log, err := source.DialTLS(ctx, cfg, spec, func(d *source.Dialing) error { return c.setup(d, cfg, opts) })
+	if err != nil {
+		return nil, err
+	}
+	log.Debug("imap logged in", "idle", c.idle)
+	return c, nil
+}
+
+// setup reads the greeting (after STARTTLS on a plain connection), logs in
+// and reads the capabilities after login.
+func (c *Conn) setup(d *source.Dialing, cfg imapconf.Config, opts Options) error {
+	c.log = d.Log
 	clientOpts := &imapclient.Options{
-		TLSConfig: tlsConfig,
+		TLSConfig: d.TLS,
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			// Runs on imapclient's reader goroutine: only signal.
 			Mailbox: func(data *imapclient.UnilateralDataMailbox) {
@@ -226,38 +180,32 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 			},
 		},
 	}
-
-	switch mode {
+	switch d.Mode {
 	case imapconf.TLSImplicit:
-		tlsConn := tls.Client(raw, tlsConfig)
-		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			_ = raw.Close()
-			return nil, ctxErr(StepTLS, explainTLS(err))
-		}
-		c.client = imapclient.New(tlsConn, clientOpts)
+		c.client = imapclient.New(d.Conn, clientOpts)
 		if err := c.client.WaitGreeting(); err != nil {
 			_ = c.client.Close()
-			return nil, ctxErr(StepConnect, fmt.Errorf("greeting: %w", err))
+			return d.Fail(StepConnect, fmt.Errorf("greeting: %w", err))
 		}
 	case imapconf.TLSStartTLS:
 		// NewStartTLS sends STARTTLS without looking at the capabilities
 		// (a server without it answers BAD) and refuses PREAUTH.
-		c.client, err = imapclient.NewStartTLS(raw, clientOpts)
+		var err error
+		c.client, err = imapclient.NewStartTLS(d.Conn, clientOpts)
 		if err != nil {
-			_ = raw.Close()
-			return nil, ctxErr(StepTLS, explainTLS(err))
+			return d.Fail(StepTLS, explainTLS(err))
 		}
 	}
-	log.Debug("imap tls established")
+	d.Log.Debug("imap tls established")
 
-	if err := c.login(ctx, cfg, opts); err != nil {
+	if err := c.login(d.Ctx, cfg, opts); err != nil {
 		_ = c.client.Close()
 		// A step of the SASL hook's own (getting a token) keeps its name.
 		var se *StepError
-		if errors.As(err, &se) && ctx.Err() == nil {
-			return nil, se
+		if errors.As(err, &se) && d.Ctx.Err() == nil {
+			return se
 		}
-		return nil, ctxErr(StepLogin, err)
+		return d.Fail(StepLogin, err)
 	}
 	// Login changes the capabilities. Ask for them: imapclient's Caps may
 	// still return those from before login, as it forgets them only after
@@ -265,17 +213,11 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 	caps, err := c.client.Capability().Wait()
 	if err != nil {
 		_ = c.client.Close()
-		return nil, ctxErr(StepLogin, fmt.Errorf("reading capabilities after login: %w", err))
+		return d.Fail(StepLogin, fmt.Errorf("reading capabilities after login: %w", err))
 	}
 	c.caps = caps.Copy()
 	c.idle = c.caps.Has(imap.CapIdle)
-	if !stop() {
-		// ctx ended (and closed the connection) after all.
-		_ = c.client.Close()
-		return nil, &StepError{Step: StepLogin, Err: context.Cause(ctx)}
-	}
-	log.Debug("imap logged in", "idle", c.idle)
-	return c, nil
+	return nil
 }
 
 // explainTLS adds a hint to certificate errors users can act on.

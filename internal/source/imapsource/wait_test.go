@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 func TestWaitForMail(t *testing.T) {
@@ -125,7 +126,13 @@ func TestWaitForMailServerStops(t *testing.T) {
 	for _, c := range []*Conn{idling, polling} {
 		go func() { errs <- c.WaitForMail(context.Background(), 20*time.Second, 100*time.Millisecond) }()
 	}
-	time.Sleep(300 * time.Millisecond) // let both start waiting
+	// Both start waiting, and go on while the server runs.
+	testwait.Never(t, 300*time.Millisecond, func() error {
+		if len(errs) > 0 {
+			return errors.New("WaitForMail returned before the server stopped")
+		}
+		return nil
+	})
 	stopped := time.Now()
 	d.Stop(t)
 	for range 2 {

@@ -2,7 +2,7 @@
 // mailboxes: it connects to a configured mailbox (always over verified TLS:
 // implicit TLS or STLS), lists the messages with their unique ids (UIDL),
 // reads them with bounded memory, and deletes the ones the caller has
-// durably recorded.
+// durably recorded. Source is its source.Source.
 //
 // It is a client of its own on net/textproto rather than an existing
 // library, which left dot-stuffing in place, split long lines, buffered
@@ -24,7 +24,6 @@ package pop3source
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -46,14 +45,14 @@ import (
 const (
 	StepConnect = source.StepConnect
 	StepTLS     = source.StepTLS
-	StepLogin   = "login" // CAPA, USER/PASS or AUTH
-	StepStat    = "stat"  // STAT
-	StepUIDL    = "uidl"  // UIDL
-	StepList    = "list"  // LIST
-	StepRetr    = "retr"  // RETR or TOP
-	StepDele    = "dele"  // DELE
-	StepNoop    = "noop"  // NOOP
-	StepQuit    = "quit"  // QUIT, which removes the messages marked deleted
+	StepLogin   = source.StepLogin // CAPA, USER/PASS or AUTH
+	StepStat    = "stat"           // STAT
+	StepUIDL    = "uidl"           // UIDL
+	StepList    = "list"           // LIST
+	StepRetr    = "retr"           // RETR or TOP
+	StepDele    = "dele"           // DELE
+	StepNoop    = "noop"           // NOOP
+	StepQuit    = "quit"           // QUIT, which removes the messages marked deleted
 )
 
 // Defaults for the zero values of Options and of method arguments.
@@ -94,7 +93,7 @@ var (
 	// support it. Without unique ids, messages cannot be told apart across
 	// sessions, so such a mailbox cannot be read reliably: it is refused
 	// rather than guessed at.
-	ErrNoUIDL = errors.New("server does not support UIDL (unique message ids), which reading POP3 mail reliably needs")
+	ErrNoUIDL = source.ErrNoUIDL
 )
 
 // StepError is the error of a failed step of talking to the server; Step
@@ -118,24 +117,7 @@ func (e *ResponseError) Error() string {
 
 // Options are the knobs of Dial that are not part of the configuration.
 // The zero value is ready to use.
-type Options struct {
-	// Logger receives debug records of the conversation's milestones (never
-	// its contents or the password). Nil discards them.
-	Logger *slog.Logger
-	// DialTimeout bounds Dial as a whole. Zero means DefaultDialTimeout.
-	DialTimeout time.Duration
-	// CommandTimeout bounds each command once connected; a server silent
-	// for longer has its connection closed. Reading a message gets more
-	// time in proportion to its size. Zero means DefaultCommandTimeout.
-	CommandTimeout time.Duration
-	// Dial opens the TCP connection. Nil uses a net.Dialer.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// SASL, when set, makes the SASL client Dial authenticates with (AUTH)
-	// instead of USER and PASS: this is where XOAUTH2 with a freshly
-	// fetched token plugs in. It is required for configurations with Auth
-	// "oauth2". An error it returns fails the login step.
-	SASL func(ctx context.Context, cfg imapconf.Config) (sasl.Client, error)
-}
+type Options = source.ClientOptions
 
 // Conn is a logged-in POP3 connection (in the TRANSACTION state). Its
 // methods must not be called concurrently. When a method's context ends the
@@ -169,76 +151,32 @@ func Dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 }
 
 func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	ep, err := source.ResolveEndpoint(cfg, 995, 110)
-	if err != nil {
-		return nil, err
-	}
-	mode, addr, tlsConf := ep.Mode, ep.Addr, ep.TLS
-	log = log.With("host", cfg.Host, "port", ep.Port, "user", cfg.Username)
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout,
-		fmt.Errorf("%w: gave up after %v", ErrTimeout, timeout))
-	defer cancel()
-	// ctxErr says why a step failed when the context ended during it: the
-	// connection was closed under it, and the error it saw says only that.
-	ctxErr := func(step string, err error) error {
-		if ctx.Err() != nil {
-			return &StepError{Step: step, Err: context.Cause(ctx)}
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return &StepError{Step: step, Err: fmt.Errorf("%w: gave up after %v", ErrTimeout, timeout)}
-		}
-		return &StepError{Step: step, Err: err}
-	}
-
-	dialFn := opts.Dial
-	if dialFn == nil {
-		dialFn = (&net.Dialer{}).DialContext
-	}
-	raw, err := dialFn(ctx, "tcp", addr)
-	if err != nil {
-		return nil, ctxErr(StepConnect, err)
-	}
-	// Until Dial returns, the end of ctx closes the connection, which
-	// unblocks whatever waits on it.
-	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	defer stop()
-	if deadline, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(deadline)
-	}
-	log.Debug("pop3 connected", "tls", mode)
-
-	c := &Conn{log: log, timeout: opts.CommandTimeout}
+	c := &Conn{timeout: opts.CommandTimeout}
 	if c.timeout <= 0 {
 		c.timeout = DefaultCommandTimeout
 	}
-	fail := func(step string, err error) (*Conn, error) {
-		_ = raw.Close()
-		return nil, ctxErr(step, err)
+	spec := source.DialSpec{Proto: "pop3", ImplicitPort: 995, StartTLSPort: 110, Timeout: timeout, Dial: opts.Dial, Logger: opts.Logger}
+	log, err := source.DialTLS(ctx, cfg, spec, func(d *source.Dialing) error { return c.setup(d, cfg, opts) })
+	if err != nil {
+		return nil, err
 	}
+	log.Debug("pop3 logged in")
+	return c, nil
+}
 
-	switch mode {
-	case imapconf.TLSImplicit:
-		tlsConn := tls.Client(raw, tlsConf)
-		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			return fail(StepTLS, source.ExplainCertError(err))
-		}
-		c.setConn(tlsConn)
-		if err := c.greeting(); err != nil {
-			return fail(StepConnect, err)
-		}
-	case imapconf.TLSStartTLS:
-		c.setConn(raw)
-		if err := c.greeting(); err != nil {
-			return fail(StepConnect, err)
-		}
+// setup reads the greeting, secures a plain connection with STLS, logs in
+// and reads the capabilities.
+func (c *Conn) setup(d *source.Dialing, cfg imapconf.Config, opts Options) error {
+	c.log = d.Log
+	c.setConn(d.Conn)
+	if err := c.greeting(); err != nil {
+		return d.Fail(StepConnect, err)
+	}
+	if d.Mode == imapconf.TLSStartTLS {
 		// STLS is sent whatever CAPA says: a server without it answers
 		// -ERR, and nothing is sent in the clear before TLS but these.
 		if _, err := c.cmd("STLS", "STLS"); err != nil {
@@ -246,46 +184,38 @@ func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error)
 			if errors.As(err, &re) {
 				err = fmt.Errorf("server refused STLS, so the connection cannot be secured: %w", err)
 			}
-			return fail(StepTLS, err)
+			return d.Fail(StepTLS, err)
 		}
 		// Anything the server sent after its +OK was sent in the clear and
 		// could have been injected.
 		if c.tp.R.Buffered() > 0 {
-			return fail(StepTLS, errors.New("server sent data after its STLS response"))
+			return d.Fail(StepTLS, errors.New("server sent data after its STLS response"))
 		}
-		tlsConn := tls.Client(raw, tlsConf)
-		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			return fail(StepTLS, source.ExplainCertError(err))
+		tlsConn, err := d.StartTLS()
+		if err != nil {
+			return err
 		}
 		c.setConn(tlsConn)
 	}
-	log.Debug("pop3 tls established")
+	d.Log.Debug("pop3 tls established")
 
 	caps, err := c.capa()
 	if err != nil {
-		return fail(StepLogin, fmt.Errorf("reading capabilities: %w", err))
+		return d.Fail(StepLogin, fmt.Errorf("reading capabilities: %w", err))
 	}
-	if err := c.login(ctx, cfg, opts, caps); err != nil {
+	if err := c.login(d.Ctx, cfg, opts, caps); err != nil {
 		// A step of the SASL hook's own (getting a token) keeps its name.
 		var se *StepError
-		if errors.As(err, &se) && ctx.Err() == nil {
-			_ = raw.Close()
-			return nil, se
+		if errors.As(err, &se) && d.Ctx.Err() == nil {
+			return se
 		}
-		return fail(StepLogin, err)
+		return d.Fail(StepLogin, err)
 	}
 	// The capabilities after login may differ (RFC 2449).
 	if c.caps, err = c.capa(); err != nil {
-		return fail(StepLogin, fmt.Errorf("reading capabilities after login: %w", err))
+		return d.Fail(StepLogin, fmt.Errorf("reading capabilities after login: %w", err))
 	}
-	if !stop() {
-		// ctx ended (and closed the connection) after all.
-		_ = raw.Close()
-		return nil, &StepError{Step: StepLogin, Err: context.Cause(ctx)}
-	}
-	_ = raw.SetDeadline(time.Time{})
-	log.Debug("pop3 logged in")
-	return c, nil
+	return nil
 }
 
 func (c *Conn) setConn(nc net.Conn) {

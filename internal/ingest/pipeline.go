@@ -1,0 +1,168 @@
+package ingest
+
+import (
+	"context"
+	"runtime"
+	"sync"
+
+	"mailtrigger/internal/source"
+	"mailtrigger/internal/store"
+)
+
+// Limits bound the batches of a pipeline: the messages and bytes one ingest
+// transaction records at most.
+type Limits struct {
+	BatchMessages int
+	BatchBytes    int64
+}
+
+// commitFunc records one batch: msgs under the crash-loop note key, with
+// the checkpoint cp when set (else the run's own).
+type commitFunc func(ctx context.Context, msgs []store.Incoming, key string, cp *source.Checkpoint) ([]store.Recorded, error)
+
+// pipeline is the one ingest pipeline of every source. Messages are parsed
+// on all cores while the source reads on (parsing is most of a backlog's
+// CPU); a batch is recorded while the next one is read and parsed, at most
+// one at a time and each after the one before, so that batches commit in
+// order and the checkpoint only moves forward. Two batches (at most 2 ×
+// BatchBytes) are held at a time. Before the first message of a batch is
+// parsed, the crash-loop breaker notes it (Guard.Begin); while it is
+// careful, a batch is one message, begun once the one before is recorded.
+type pipeline struct {
+	ctx      context.Context
+	in       *Ingester
+	guard    *Guard
+	lim      Limits
+	o        source.PipelineOptions
+	commit   commitFunc
+	progress source.Progress
+	keyOf    func(source.Message) string // the crash-loop note of a batch starting with a message
+
+	batch []store.Incoming
+	refs  []source.Message // the batch's messages without their bytes
+	bytes int64
+	key   string // the key the batch being gathered was noted under
+	limit int    // messages in the batch being gathered
+	added int    // messages handed over so far
+
+	parsing sync.WaitGroup
+	sem     chan struct{}
+	// recorded gets the result of the batch being recorded.
+	recorded chan error
+
+	mu        sync.Mutex
+	committed []source.Message
+}
+
+func newPipeline(ctx context.Context, in *Ingester, g *Guard, lim Limits, o source.PipelineOptions, p source.Progress,
+	keyOf func(source.Message) string, commit commitFunc) *pipeline {
+	return &pipeline{ctx: ctx, in: in, guard: g, lim: lim, o: o, commit: commit, progress: p, keyOf: keyOf,
+		sem: make(chan struct{}, runtime.GOMAXPROCS(0)), limit: 1}
+}
+
+func (p *pipeline) waitRecorded() error {
+	if p.recorded == nil {
+		return nil
+	}
+	err := <-p.recorded
+	p.recorded = nil
+	return err
+}
+
+// Add implements source.Pipeline.
+func (p *pipeline) Add(m source.Message) error {
+	p.added++
+	skip := false
+	if p.batch == nil {
+		if p.guard.Careful() {
+			if err := p.waitRecorded(); err != nil {
+				return err
+			}
+		}
+		// At most the messages left: a batch of one is what the
+		// crash-loop breaker can blame.
+		p.limit = p.guard.BatchMessages(max(p.lim.BatchMessages, 1))
+		if p.o.Total > 0 {
+			p.limit = min(p.limit, max(p.o.Total-p.added+1, 1))
+		}
+		p.key = p.keyOf(m)
+		var err error
+		if skip, err = p.guard.Begin(p.ctx, p.key, p.limit); err != nil {
+			return err
+		}
+		// Its final size at once: a parse writes into its slot while
+		// more messages are appended, which must not move it.
+		p.batch = make([]store.Incoming, 0, p.limit)
+	}
+	p.batch = append(p.batch, store.Incoming{UID: m.UID, UIDL: m.ID})
+	p.refs = append(p.refs, source.Message{UID: m.UID, ID: m.ID, Size: m.Size, TooLarge: m.TooLarge})
+	slot := &p.batch[len(p.batch)-1]
+	if skip {
+		*slot = Skipped(m.UID, m.Raw, m.Size, m.TooLarge)
+		slot.UIDL = m.ID
+	} else {
+		p.sem <- struct{}{}
+		p.parsing.Go(func() {
+			defer func() { <-p.sem }()
+			*slot = p.in.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
+			slot.UIDL = m.ID
+		})
+	}
+	p.bytes += int64(len(m.Raw))
+	if len(p.batch) >= p.limit || p.bytes >= p.lim.BatchBytes {
+		return p.flush(nil)
+	}
+	return nil
+}
+
+// flush starts recording the batch gathered, once the one before it is
+// recorded; with cp it records even an empty batch.
+func (p *pipeline) flush(cp *source.Checkpoint) error {
+	p.parsing.Wait()
+	if err := p.waitRecorded(); err != nil {
+		return err
+	}
+	if len(p.batch) == 0 && cp == nil {
+		return nil
+	}
+	// A new slice for the next batch, not batch[:0]: parses of the next
+	// batch must not write into the one being recorded.
+	b, refs, key := p.batch, p.refs, p.key
+	p.batch, p.refs, p.bytes, p.key = nil, nil, 0, ""
+	done := make(chan error, 1)
+	p.recorded = done
+	go func() {
+		rec, err := p.commit(p.ctx, b, key, cp)
+		if err == nil {
+			p.progress.Counted(len(b), len(rec))
+			p.mu.Lock()
+			p.committed = append(p.committed, refs...)
+			p.mu.Unlock()
+		}
+		done <- err
+	}()
+	return nil
+}
+
+// Flush implements source.Pipeline.
+func (p *pipeline) Flush(cp *source.Checkpoint) error {
+	if err := p.flush(cp); err != nil {
+		return err
+	}
+	return p.waitRecorded()
+}
+
+// Committed implements source.Pipeline.
+func (p *pipeline) Committed() []source.Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.committed
+	p.committed = nil
+	return c
+}
+
+// Close implements source.Pipeline.
+func (p *pipeline) Close() {
+	p.parsing.Wait()
+	_ = p.waitRecorded()
+}

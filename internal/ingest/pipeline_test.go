@@ -1,0 +1,205 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source/sourcefake"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+)
+
+// progress records what a pipeline reports.
+type progress struct {
+	mu      sync.Mutex
+	states  []string
+	backlog []int
+	counted [][2]int
+}
+
+func (p *progress) State(s string) { p.mu.Lock(); p.states = append(p.states, s); p.mu.Unlock() }
+func (p *progress) Backlog(n int)  { p.mu.Lock(); p.backlog = append(p.backlog, n); p.mu.Unlock() }
+func (p *progress) Counted(read, recorded int) {
+	p.mu.Lock()
+	p.counted = append(p.counted, [2]int{read, recorded})
+	p.mu.Unlock()
+}
+
+// pipelineEnv is a fake mailbox read through the ingest pipeline into a
+// SQLite store; fail, when set, fails the recording of a message.
+type pipelineEnv struct {
+	st   *store.Store
+	cfg  imapconf.Config
+	src  *sourcefake.Source
+	in   *ingest.Ingester
+	mu   sync.Mutex
+	fail func(uid uint32) error
+}
+
+func newPipelineEnv(t *testing.T, action string) *pipelineEnv {
+	t.Helper()
+	e := &pipelineEnv{st: storetest.Open(t, store.SQLite)}
+	e.cfg = imapconf.Config{Name: "fake", ServerType: imapconf.ServerIMAPS, Type: imapconf.TypeGeneric, Auth: imapconf.AuthPassword,
+		Host: "fake.invalid", Enabled: true, Folder: "INBOX", AfterProcessing: action, Backlog: imapconf.BacklogAll}
+	if err := e.st.CreateIMAP(context.Background(), &e.cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.src = sourcefake.New(7, 0, action)
+	e.in = ingest.New(ingest.Deps{Store: e.st, Hook: func(_ context.Context, _ *store.Tx, _ *store.Batch, _ int64, in store.Incoming) error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.fail != nil {
+			return e.fail(in.UID)
+		}
+		return nil
+	}})
+	return e
+}
+
+// sync runs one Sync of the fake source through a ledger batching by 25.
+func (e *pipelineEnv) sync(t *testing.T, p *progress) error {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.src.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer e.src.Close()
+	return e.src.Sync(ctx, e.in.Ledger(e.cfg, ingest.Limits{BatchMessages: 25, BatchBytes: 1 << 20}, p))
+}
+
+// recorded returns the UIDs recorded, in the order of their ids.
+func (e *pipelineEnv) recorded(t *testing.T) []uint32 {
+	t.Helper()
+	msgs, err := e.st.ListMessages(context.Background(), e.cfg.Name, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []uint32
+	for i := len(msgs) - 1; i >= 0; i-- { // newest first
+		uids = append(uids, msgs[i].UID)
+	}
+	return uids
+}
+
+func (e *pipelineEnv) checkpoint(t *testing.T) store.Checkpoint {
+	t.Helper()
+	cp, _, err := e.st.GetCheckpoint(context.Background(), e.cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
+func seq(from, to uint32) []uint32 {
+	var s []uint32
+	for u := from; u <= to; u++ {
+		s = append(s, u)
+	}
+	return s
+}
+
+func TestPipelineRecordsInOrderWithTheCheckpoint(t *testing.T) {
+	e := newPipelineEnv(t, imapconf.AfterSeen)
+	for i := range 60 {
+		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
+	}
+	var p progress
+	if err := e.sync(t, &p); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 60)) {
+		t.Errorf("recorded %v, want 1..60 in order", got)
+	}
+	if cp := e.checkpoint(t); cp != (store.Checkpoint{UIDValidity: 7, LastUID: 60}) {
+		t.Errorf("checkpoint %+v, want 7/60", cp)
+	}
+	if want := [][2]int{{25, 25}, {25, 25}, {10, 10}}; !slices.Equal(p.counted, want) {
+		t.Errorf("batches %v, want %v", p.counted, want)
+	}
+	if !slices.Equal(p.backlog, []int{60}) {
+		t.Errorf("backlog %v, want [60]", p.backlog)
+	}
+	if got := e.src.Applied(); !slices.Equal(got, seq(1, 60)) {
+		t.Errorf("after-processing applied to %v, want 1..60", got)
+	}
+
+	// Only what is new is read next time.
+	e.src.Add("Subject: late\r\n\r\nx\r\n")
+	p = progress{}
+	if err := e.sync(t, &p); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 61)) {
+		t.Errorf("recorded %v, want 1..61", got)
+	}
+	if want := [][2]int{{1, 1}}; !slices.Equal(p.counted, want) {
+		t.Errorf("batches %v, want %v", p.counted, want)
+	}
+	if got := e.src.Applied(); !slices.Equal(got, seq(1, 61)) {
+		t.Errorf("after-processing applied to %v, want 1..61 once each", got)
+	}
+}
+
+func TestPipelineStopsAtAFailedBatch(t *testing.T) {
+	e := newPipelineEnv(t, imapconf.AfterSeen)
+	for i := range 60 {
+		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody\r\n", i))
+	}
+	boom := errors.New("boom")
+	e.fail = func(uid uint32) error {
+		if uid == 30 {
+			return boom
+		}
+		return nil
+	}
+	if err := e.sync(t, &progress{}); !errors.Is(err, boom) {
+		t.Fatalf("sync: got %v, want the failure of the second batch", err)
+	}
+	// The first batch committed with its checkpoint; nothing after the
+	// failed one was recorded, and nothing was acted on.
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 25)) {
+		t.Errorf("recorded %v, want 1..25", got)
+	}
+	if cp := e.checkpoint(t); cp.LastUID != 25 {
+		t.Errorf("checkpoint at %d, want 25", cp.LastUID)
+	}
+	if got := e.src.Applied(); len(got) != 0 {
+		t.Errorf("after-processing applied to %v before the round ended, want none", got)
+	}
+
+	// The next round owes the first batch its after-processing, and reads
+	// on from the checkpoint.
+	e.fail = nil
+	if err := e.sync(t, &progress{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 60)) {
+		t.Errorf("recorded %v, want 1..60", got)
+	}
+	applied := e.src.Applied()
+	slices.Sort(applied)
+	if !slices.Equal(applied, seq(1, 60)) {
+		t.Errorf("after-processing applied to %v, want 1..60 once each", applied)
+	}
+}
+
+func TestPipelineBatchesByBytes(t *testing.T) {
+	e := newPipelineEnv(t, imapconf.AfterNone)
+	big := fmt.Sprintf("Subject: big\r\n\r\n%0600000d\r\n", 0) // 600 kB: two fill the 1 MiB batch
+	for range 5 {
+		e.src.Add(big)
+	}
+	var p progress
+	if err := e.sync(t, &p); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][2]int{{2, 2}, {2, 2}, {1, 1}}; !slices.Equal(p.counted, want) {
+		t.Errorf("batches %v, want %v", p.counted, want)
+	}
+}
