@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/flow"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
@@ -77,13 +79,12 @@ func (u *UI) flowDelete(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	fr, err := u.store.GetFlow(ctx, r.PathValue("name"))
 	if err == nil {
-		err = u.store.DeleteFlow(ctx, fr.Name)
+		err = u.changes.DeleteFlow(ctx, userFrom(ctx), fr.Name)
 	}
 	if err != nil {
 		u.fail(w, r, err)
 		return
 	}
-	u.log.Info("flow deleted", "flow", fr.Name, "user", userFrom(ctx))
 	u.setFlash(r, "ok", fmt.Sprintf("Flow %s deleted. Its runs are kept.", fr.Name))
 	redirect(w, r, "/flows")
 }
@@ -363,28 +364,17 @@ func flowInputFromValues(v url.Values, prev *flow.Flow) (flow.Input, *flow.Flow,
 	return in, aligned, formIndex, ff, e
 }
 
-// buildFlow checks the submitted flow as the API does: flow.Build, and the
-// trigger's IMAP configuration must exist.
-func (u *UI) buildFlow(ctx context.Context, v url.Values, prev *flow.Flow) (store.FlowRecord, flow.Flow, []int, flowForm, []int, valid.Errors, error) {
-	in, aligned, formIndex, ff, e := flowInputFromValues(v, prev)
-	f, generated, err := flow.Build(in, aligned, flow.NewSecret)
-	var ve valid.Errors
-	if err != nil && !errors.As(err, &ve) {
-		return store.FlowRecord{}, f, nil, ff, nil, nil, err
+// formErrors maps the field errors of a flow change to the editor's fields:
+// flow.Build's, named as the API names them, and the form's own (already
+// act-N-field). It goes in the order of the names, so that where several
+// come to one field the same message always wins: the form's own (act-
+// sorts before activities[), and a field's before one of its parts'.
+func formErrors(ve valid.Errors, formIndex []int) valid.Errors {
+	e := valid.Errors{}
+	for _, k := range slices.Sorted(maps.Keys(ve)) {
+		e.Add(flowErrorKey(k, formIndex), ve[k])
 	}
-	for k, m := range ve {
-		e.Add(flowErrorKey(k, formIndex), m)
-	}
-	fr, err := flow.Record(ctx, u.store, &f)
-	var missing valid.Errors
-	if errors.As(err, &missing) {
-		for k, m := range missing {
-			e.Add(flowErrorKey(k, formIndex), m)
-		}
-	} else if err != nil {
-		return store.FlowRecord{}, f, nil, ff, nil, nil, err
-	}
-	return fr, f, generated, ff, formIndex, e, nil
+	return e
 }
 
 func (u *UI) flowCreate(w http.ResponseWriter, r *http.Request) {
@@ -412,27 +402,27 @@ func (u *UI) flowSave(w http.ResponseWriter, r *http.Request) {
 
 func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRecord, prev *flow.Flow) {
 	ctx := r.Context()
-	fr, f, generated, ff, _, e, err := u.buildFlow(ctx, r.PostForm, prev)
-	if err != nil {
+	in, aligned, formIndex, ff, found := flowInputFromValues(r.PostForm, prev)
+	var s control.SavedFlow
+	var err error
+	if old == nil {
+		s, err = u.changes.CreateFlow(ctx, userFrom(ctx), in, found)
+	} else {
+		s, err = u.changes.EditFlow(ctx, userFrom(ctx), *old, aligned, in, found)
+	}
+	var ve valid.Errors
+	e := valid.Errors{}
+	switch {
+	case err == nil:
+	case errors.As(err, &ve):
+		e = formErrors(ve, formIndex)
+	case errors.Is(err, store.ErrConflict):
+		e.Add("name", "already taken (names are compared case-insensitively)")
+	case errors.Is(err, store.ErrNotFound):
+		e.Add("imap", "the IMAP configuration was deleted meanwhile")
+	default:
 		u.serverError(w, r, err)
 		return
-	}
-	if len(e) == 0 {
-		if old == nil {
-			err = u.store.CreateFlow(ctx, &fr)
-		} else {
-			fr.ID = old.ID
-			err = u.store.UpdateFlow(ctx, &fr)
-		}
-		switch {
-		case errors.Is(err, store.ErrConflict):
-			e.Add("name", "already taken (names are compared case-insensitively)")
-		case errors.Is(err, store.ErrNotFound):
-			e.Add("imap", "the IMAP configuration was deleted meanwhile")
-		case err != nil:
-			u.serverError(w, r, err)
-			return
-		}
 	}
 	p := flowPage{Create: old == nil, Errors: e}
 	if old != nil {
@@ -444,13 +434,11 @@ func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRec
 		u.renderFlow(w, r, http.StatusBadRequest, p, nil)
 		return
 	}
+	fr, f, generated := s.Record, s.Flow, s.Generated
 	verb := "created"
 	if old != nil {
 		verb = "saved"
-		fr.CreatedAt = old.CreatedAt
 	}
-	fr.IMAPName = f.Start.EmailTrigger.IMAP
-	u.log.Info("flow "+verb, "flow", fr.Name, "imap", fr.IMAPName, "user", userFrom(ctx))
 	if len(generated) == 0 {
 		u.setFlash(r, "ok", fmt.Sprintf("Flow %s %s.", fr.Name, verb))
 		redirect(w, r, "/flows/"+pathEscape(fr.Name))

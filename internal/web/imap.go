@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
@@ -57,10 +58,7 @@ type statusView struct {
 }
 
 func (u *UI) statusOf(c imapconf.Config) statusView {
-	var st *imapconf.Status
-	if u.status != nil {
-		st = u.status(c)
-	}
+	st := u.rt.Status(c)
 	if st == nil {
 		if !c.Enabled {
 			return statusView{State: imapconf.StateDisabled, Label: "Disabled", Class: "off", Detail: "Not read: enable it to start reading mail."}
@@ -330,6 +328,21 @@ func inputFromValues(v url.Values) (imapconf.Input, valid.Errors) {
 	return in, e
 }
 
+// fieldErrors splits err, as returned by a change, into the field errors
+// the form shows (a taken name among them) and any other error.
+func fieldErrors(err error) (valid.Errors, error) {
+	var ve valid.Errors
+	switch {
+	case err == nil:
+		return valid.Errors{}, nil
+	case errors.As(err, &ve):
+		return ve, nil
+	case errors.Is(err, store.ErrConflict):
+		return valid.Errors{"name": "already taken (names are compared case-insensitively)"}, nil
+	}
+	return nil, err
+}
+
 // merge adds the messages of err (a valid.Errors from Build) to e, keeping
 // e's message where both name a field. A non-validation error is returned.
 func merge(e valid.Errors, err error) (valid.Errors, error) {
@@ -413,21 +426,12 @@ func (u *UI) imapCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	in, e := inputFromValues(r.PostForm)
-	c, err := imapconf.Build(in, nil)
-	if e, err = merge(e, err); err != nil {
+	in, found := inputFromValues(r.PostForm)
+	c, err := u.changes.CreateIMAP(ctx, userFrom(ctx), in, found)
+	e, err := fieldErrors(err)
+	if err != nil {
 		u.serverError(w, r, err)
 		return
-	}
-	if len(e) == 0 {
-		err := u.store.CreateIMAP(ctx, &c)
-		switch {
-		case errors.Is(err, store.ErrConflict):
-			e.Add("name", "already taken (names are compared case-insensitively)")
-		case err != nil:
-			u.serverError(w, r, err)
-			return
-		}
 	}
 	if len(e) > 0 {
 		p, _, err := u.imapPageData(ctx)
@@ -442,8 +446,6 @@ func (u *UI) imapCreate(w http.ResponseWriter, r *http.Request) {
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
 	}
-	u.log.Info("imap configuration created", "imap", c.Name, "user", userFrom(ctx))
-	u.changed(ctx)
 	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s created.", c.Name))
 	redirect(w, r, "/imap#imap-"+c.Name)
 }
@@ -497,21 +499,12 @@ func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 	if !u.parseForm(w, r) {
 		return
 	}
-	in, e := inputFromValues(r.PostForm)
-	c, err := imapconf.Build(in, &prev)
-	if e, err = merge(e, err); err != nil {
-		u.serverError(w, r, err)
+	in, found := inputFromValues(r.PostForm)
+	c, err := u.changes.EditIMAP(ctx, userFrom(ctx), prev, in, found)
+	e, err := fieldErrors(err)
+	if err != nil {
+		u.fail(w, r, err)
 		return
-	}
-	if len(e) == 0 {
-		err := u.store.UpdateIMAP(ctx, &c)
-		switch {
-		case errors.Is(err, store.ErrConflict):
-			e.Add("name", "already taken (names are compared case-insensitively)")
-		case err != nil:
-			u.fail(w, r, err)
-			return
-		}
 	}
 	if len(e) > 0 {
 		p, flows, err := u.imapPageData(ctx)
@@ -530,12 +523,6 @@ func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
 	}
-	if c.Name != prev.Name {
-		u.log.Info("imap configuration renamed", "imap", c.Name, "old_name", prev.Name, "user", userFrom(ctx))
-	} else {
-		u.log.Info("imap configuration edited", "imap", c.Name, "user", userFrom(ctx))
-	}
-	u.changed(ctx)
 	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s saved.", c.Name))
 	redirect(w, r, "/imap#imap-"+c.Name)
 }
@@ -585,13 +572,18 @@ func (u *UI) imapTest(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, testAnswer{Error: "Fix the marked fields first.", Fields: e})
 		return
 	}
-	if u.test == nil {
-		writeJSON(w, http.StatusNotImplemented, testAnswer{Error: "testing connections is not available in this process"})
-		return
-	}
 	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	res := u.test(tctx, c)
+	res, err := u.rt.Test(tctx, c)
+	switch {
+	case errors.Is(err, control.ErrUnavailable):
+		writeJSON(w, http.StatusNotImplemented, testAnswer{Error: "testing connections is not available in this process"})
+		return
+	case err != nil:
+		u.log.Error("testing imap connection", "imap", c.Name, "err", err)
+		writeJSON(w, http.StatusInternalServerError, testAnswer{Error: "internal error; see the server log"})
+		return
+	}
 	u.log.Info("imap connection tested", "imap", c.Name, "user", userFrom(ctx))
 	writeJSON(w, http.StatusOK, res)
 }
@@ -657,10 +649,7 @@ func (u *UI) imapDuplicate(w http.ResponseWriter, r *http.Request) {
 	if s := r.PostForm.Get("clientSecret"); s != "" {
 		in.ClientSecret = &s
 	}
-	c, err := imapconf.Duplicate(orig, in)
-	if err == nil {
-		err = u.store.CreateIMAPCopy(ctx, &c, orig.Name)
-	}
+	c, err := u.changes.DuplicateIMAP(ctx, userFrom(ctx), orig, in)
 	var ve valid.Errors
 	switch {
 	case errors.As(err, &ve):
@@ -673,8 +662,6 @@ func (u *UI) imapDuplicate(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
-	u.log.Info("imap configuration duplicated", "imap", c.Name, "original", orig.Name, "user", userFrom(ctx))
-	u.changed(ctx)
 	u.setFlash(r, "ok", fmt.Sprintf("Duplicated %s as %s. The copy is disabled, so that it never competes with %s for the same mail; enable it when ready.", orig.Name, c.Name, orig.Name))
 	redirect(w, r, "/imap#imap-"+c.Name)
 }
@@ -693,7 +680,7 @@ func (u *UI) imapDelete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	c, err := u.store.GetIMAP(ctx, name)
 	if err == nil {
-		err = u.store.DeleteIMAP(ctx, c.Name)
+		err = u.changes.DeleteIMAP(ctx, userFrom(ctx), c.Name)
 	}
 	var inUse *store.InUseError
 	switch {
@@ -708,8 +695,6 @@ func (u *UI) imapDelete(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, err)
 		return
 	}
-	u.log.Info("imap configuration deleted", "imap", c.Name, "user", userFrom(ctx))
-	u.changed(ctx)
 	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s deleted. Its messages and runs are kept.", c.Name))
 	redirect(w, r, "/imap")
 }
@@ -726,19 +711,14 @@ func (u *UI) imapEnabled(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	want := r.PostForm.Get("enabled") == "true"
-	if c.Enabled != want {
-		c.Enabled = want
-		if err := u.store.UpdateIMAP(ctx, &c); err != nil {
-			u.fail(w, r, err)
-			return
-		}
-		u.changed(ctx)
+	if err := u.changes.SetIMAPEnabled(ctx, userFrom(ctx), c, want); err != nil {
+		u.fail(w, r, err)
+		return
 	}
 	verb := "disabled"
 	if want {
 		verb = "enabled"
 	}
-	u.log.Info("imap configuration "+verb, "imap", c.Name, "user", userFrom(ctx))
 	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s %s.", c.Name, verb))
 	redirect(w, r, localPath(r.PostForm.Get("back"), "/imap")+"#imap-"+c.Name)
 }
