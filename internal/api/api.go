@@ -1,6 +1,7 @@
 // Package api is the REST API (v1): JSON in and out, a bearer token on every
-// route. Handlers decode and validate input, call the store, and map domain
-// errors to status codes in one place (writeError).
+// route. Handlers decode input, read from the store, make every change
+// through the control plane (internal/control, shared with the web UI), and
+// map domain errors to status codes in one place (writeError).
 package api
 
 import (

@@ -6,9 +6,11 @@
 // Every page needs a login (sessions kept in the database by scs). Every
 // state change is a POST behind http.CrossOriginProtection; GET never changes
 // anything. Handlers decode forms into the same inputs the REST API decodes
-// JSON into and call the same domain functions (imapconf.Build, flow.Build …),
-// so the UI enforces exactly the API's rules. No page ever contains a stored
-// secret.
+// JSON into and make every change through the same control plane
+// (internal/control), so the UI enforces exactly the API's rules and a change
+// is stored, logged and announced the same way from both. The handlers of a
+// page family live in their own file (imap_list.go, imap_edit.go,
+// imap_actions.go, flow_edit.go …). No page ever contains a stored secret.
 package web
 
 import (
