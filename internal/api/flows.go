@@ -104,11 +104,7 @@ func (a *API) createFlow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getFlow(w http.ResponseWriter, r *http.Request) {
-	fr, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
-	var f flow.Flow
-	if err == nil {
-		f, err = flow.Open(fr)
-	}
+	fr, f, err := a.changes.Flow(r.Context(), r.PathValue("name"))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -117,11 +113,7 @@ func (a *API) getFlow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) editFlow(w http.ResponseWriter, r *http.Request) {
-	old, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
-	var prev flow.Flow
-	if err == nil {
-		prev, err = flow.Open(old)
-	}
+	old, prev, err := a.changes.Flow(r.Context(), r.PathValue("name"))
 	if err != nil {
 		a.writeError(w, r, err)
 		return

@@ -1,13 +1,11 @@
 package control_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"mailtrigger/internal/control"
@@ -16,6 +14,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testenv"
 	"mailtrigger/internal/valid"
 )
 
@@ -32,37 +31,13 @@ func flowInput(name, imap string) flow.Input {
 		Activities: []flow.ActivityInput{{Type: p("webhook"), URL: p("https://hooks.example.com/invoices")}}}
 }
 
-// lines is a log destination that keeps every line.
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(b)
-}
-
-func (l *lines) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.buf.String()), "\n")
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // env is a store holding the configuration "support" (with the flow
 // "invoices" on it) and "spare", and a control plane over it whose runtime
 // and log start empty.
 type env struct {
 	st   *store.Store
 	rt   *controlfake.Runtime
-	logs *lines
+	logs *testenv.Buffer
 	ch   *control.Changes
 }
 
@@ -79,7 +54,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := setup.CreateFlow(ctx, "", flowInput("invoices", "support"), nil); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{st: st, rt: &controlfake.Runtime{}, logs: &lines{}}
+	e := &env{st: st, rt: &controlfake.Runtime{}, logs: &testenv.Buffer{}}
 	e.ch = control.New(st, slog.New(slog.NewTextHandler(e.logs, nil)), e.rt)
 	return e
 }
@@ -303,7 +278,7 @@ func TestAcceptedChangeIsAnnouncedOnce(t *testing.T) {
 			if changed, notified := e.rt.Counts(); changed != tc.changed || notified != 0 {
 				t.Errorf("got %d announcements to the watchers and %d to the worker, want %d and 0", changed, notified, tc.changed)
 			}
-			logs := e.logs.all()
+			logs := strings.Split(strings.TrimSpace(e.logs.String()), "\n")
 			if len(logs) != 1 || !strings.Contains(logs[0], `msg="`+tc.log+`"`) || !strings.Contains(logs[0], "user=admin") {
 				t.Errorf("got log %q, want one line %q with user=admin", logs, tc.log)
 			}

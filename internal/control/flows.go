@@ -18,6 +18,17 @@ type SavedFlow struct {
 	Generated []int
 }
 
+// Flow reads the flow called name and opens it (flow.Open): what a change
+// to it starts from.
+func (c *Changes) Flow(ctx context.Context, name string) (store.FlowRecord, flow.Flow, error) {
+	fr, err := c.store.GetFlow(ctx, name)
+	if err != nil {
+		return fr, flow.Flow{}, err
+	}
+	f, err := flow.Open(fr)
+	return fr, f, err
+}
+
 // CreateFlow builds a flow from in and stores it. found is as for
 // CreateIMAP and keeps the caller's names; the other field errors are named
 // as the API names them (start.emailTrigger.imap, activities[0].url). A

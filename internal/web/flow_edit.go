@@ -48,11 +48,7 @@ func (u *UI) flowNew(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) flowEdit(w http.ResponseWriter, r *http.Request) {
-	fr, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
-	var f flow.Flow
-	if err == nil {
-		f, err = flow.Open(fr)
-	}
+	fr, f, err := u.changes.Flow(r.Context(), r.PathValue("name"))
 	if err != nil {
 		u.fail(w, r, err)
 		return
@@ -68,11 +64,7 @@ func (u *UI) flowCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) flowSave(w http.ResponseWriter, r *http.Request) {
-	old, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
-	var prev flow.Flow
-	if err == nil {
-		prev, err = flow.Open(old)
-	}
+	old, prev, err := u.changes.Flow(r.Context(), r.PathValue("name"))
 	if err != nil {
 		u.fail(w, r, err)
 		return

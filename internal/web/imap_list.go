@@ -24,38 +24,34 @@ type imapCard struct {
 	Flows  []string
 }
 
-// allIMAP returns every configuration, by name.
-func (u *UI) allIMAP(ctx context.Context) ([]imapconf.Config, error) {
-	var all []imapconf.Config
+// listPage is how many rows every reads at a time.
+const listPage = 500
+
+// every reads a whole list by name, a page at a time.
+func every[T any](ctx context.Context, list func(ctx context.Context, after string, limit int) ([]T, error), name func(T) string) ([]T, error) {
+	var all []T
 	after := ""
 	for {
-		page, err := u.store.ListIMAP(ctx, after, 500)
+		page, err := list(ctx, after, listPage)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, page...)
-		if len(page) < 500 {
+		if len(page) < listPage {
 			return all, nil
 		}
-		after = page[len(page)-1].Name
+		after = name(page[len(page)-1])
 	}
+}
+
+// allIMAP returns every configuration, by name.
+func (u *UI) allIMAP(ctx context.Context) ([]imapconf.Config, error) {
+	return every(ctx, u.store.ListIMAP, func(c imapconf.Config) string { return c.Name })
 }
 
 // allFlows returns every flow, by name.
 func (u *UI) allFlows(ctx context.Context) ([]store.FlowRecord, error) {
-	var all []store.FlowRecord
-	after := ""
-	for {
-		page, err := u.store.ListFlows(ctx, after, 500)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page...)
-		if len(page) < 500 {
-			return all, nil
-		}
-		after = page[len(page)-1].Name
-	}
+	return every(ctx, u.store.ListFlows, func(f store.FlowRecord) string { return f.Name })
 }
 
 // flowsByIMAP maps a configuration's lower-case name to the flows whose
