@@ -1,11 +1,11 @@
 // Package api is the REST API (v1): JSON in and out, a bearer token on every
-// route. Handlers decode and validate input, call the store, and map domain
-// errors to status codes in one place (writeError).
+// route. Handlers decode input, read from the store, make every change
+// through the control plane (internal/control, shared with the web UI), and
+// map domain errors to status codes in one place (writeError).
 package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/auth"
-	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
@@ -35,28 +35,17 @@ const MaxBodyBytes = 1 << 20
 type Deps struct {
 	Store  *store.Store
 	Logger *slog.Logger
-	// Changed, when set, is called after an IMAP configuration was created,
-	// edited or deleted, so that the watchers follow without a restart.
-	Changed func(ctx context.Context)
-	// Status, when set, reports what the watcher of a configuration is doing.
-	Status func(c imapconf.Config) *imapconf.Status
-	// Test, when set, tries a configuration: connect, TLS, log in, open the folder.
-	Test func(ctx context.Context, c imapconf.Config) any
-	// Notify, when set, wakes the run worker: runs became due.
-	Notify func()
-	// Cluster, when set, lists the replicas (GET /api/v1/cluster).
-	Cluster func(ctx context.Context) (store.ClusterView, error)
+	// Runtime is the running service: it is told of changes and asked for
+	// status, connection tests and the replicas. nil: control.Offline.
+	Runtime control.Runtime
 }
 
 // API serves /api/v1.
 type API struct {
 	store   *store.Store
 	log     *slog.Logger
-	changed func(context.Context)
-	status  func(imapconf.Config) *imapconf.Status
-	test    func(context.Context, imapconf.Config) any
-	notify  func()
-	cluster func(context.Context) (store.ClusterView, error)
+	rt      control.Runtime
+	changes *control.Changes
 }
 
 // New returns the API.
@@ -64,16 +53,10 @@ func New(d Deps) *API {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	if d.Changed == nil {
-		d.Changed = func(context.Context) {}
+	if d.Runtime == nil {
+		d.Runtime = control.Offline{}
 	}
-	if d.Status == nil {
-		d.Status = func(imapconf.Config) *imapconf.Status { return nil }
-	}
-	if d.Notify == nil {
-		d.Notify = func() {}
-	}
-	return &API{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify, cluster: d.Cluster}
+	return &API{store: d.Store, log: d.Logger, rt: d.Runtime, changes: control.New(d.Store, d.Logger, d.Runtime)}
 }
 
 // Routes registers every /api/v1 route on mux, each behind the token check.
@@ -426,11 +409,11 @@ func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString
 // process, on PostgreSQL every replica with its heartbeat and the number of
 // mailboxes it holds.
 func (a *API) getCluster(w http.ResponseWriter, r *http.Request) {
-	if a.cluster == nil {
+	v, err := a.rt.Cluster(r.Context())
+	if errors.Is(err, control.ErrUnavailable) {
 		writeJSONError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "this server does not keep a replica registry"})
 		return
 	}
-	v, err := a.cluster(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return

@@ -1,14 +1,12 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"time"
 
 	"mailtrigger/internal/flow"
 	"mailtrigger/internal/store"
-	"mailtrigger/internal/valid"
 )
 
 // FlowView is a flow in responses.
@@ -90,57 +88,23 @@ func (a *API) listFlows(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// buildFlow decodes and checks a flow body, including that its trigger names
-// an existing IMAP configuration, and returns the record to store.
-func (a *API) buildFlow(w http.ResponseWriter, r *http.Request, prev *flow.Flow) (store.FlowRecord, flow.Flow, []int, error) {
+func (a *API) createFlow(w http.ResponseWriter, r *http.Request) {
 	var in flow.Input
 	if err := decode(w, r, &in); err != nil {
-		return store.FlowRecord{}, flow.Flow{}, nil, err
+		a.writeError(w, r, err)
+		return
 	}
-	f, generated, err := flow.Build(in, prev, flow.NewSecret)
-	ve, _ := err.(valid.Errors)
-	if err != nil && ve == nil {
-		return store.FlowRecord{}, f, nil, err
-	}
-	fr, err := flow.Record(r.Context(), a.store, &f)
-	var missing valid.Errors
-	if errors.As(err, &missing) {
-		if ve == nil {
-			ve = valid.Errors{}
-		}
-		for k, m := range missing {
-			ve.Add(k, m)
-		}
-	} else if err != nil {
-		return store.FlowRecord{}, f, nil, err
-	}
-	if err := ve.Err(); err != nil {
-		return store.FlowRecord{}, f, nil, err
-	}
-	return fr, f, generated, nil
-}
-
-func (a *API) createFlow(w http.ResponseWriter, r *http.Request) {
-	fr, f, generated, err := a.buildFlow(w, r, nil)
-	if err == nil {
-		err = a.store.CreateFlow(r.Context(), &fr)
-	}
+	s, err := a.changes.CreateFlow(r.Context(), "", in, nil)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	fr.IMAPName = f.Start.EmailTrigger.IMAP
-	a.log.Info("flow created", "flow", fr.Name, "imap", fr.IMAPName)
-	w.Header().Set("Location", "/api/v1/flows/"+url.PathEscape(fr.Name))
-	writeJSON(w, http.StatusCreated, flowView(fr, f, generated))
+	w.Header().Set("Location", "/api/v1/flows/"+url.PathEscape(s.Record.Name))
+	writeJSON(w, http.StatusCreated, flowView(s.Record, s.Flow, s.Generated))
 }
 
 func (a *API) getFlow(w http.ResponseWriter, r *http.Request) {
-	fr, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
-	var f flow.Flow
-	if err == nil {
-		f, err = flow.Read(fr)
-	}
+	fr, f, err := a.changes.Flow(r.Context(), r.PathValue("name"))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -149,35 +113,28 @@ func (a *API) getFlow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) editFlow(w http.ResponseWriter, r *http.Request) {
-	old, err := a.store.GetFlow(r.Context(), r.PathValue("name"))
-	var prev flow.Flow
-	if err == nil {
-		prev, err = flow.Read(old)
-	}
+	old, prev, err := a.changes.Flow(r.Context(), r.PathValue("name"))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	fr, f, generated, err := a.buildFlow(w, r, &prev)
-	if err == nil {
-		fr.ID = old.ID
-		err = a.store.UpdateFlow(r.Context(), &fr)
+	var in flow.Input
+	if err := decode(w, r, &in); err != nil {
+		a.writeError(w, r, err)
+		return
 	}
+	s, err := a.changes.EditFlow(r.Context(), "", old, &prev, in, nil)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	fr.IMAPName, fr.CreatedAt = f.Start.EmailTrigger.IMAP, old.CreatedAt
-	a.log.Info("flow edited", "flow", fr.Name, "imap", fr.IMAPName)
-	writeJSON(w, http.StatusOK, flowView(fr, f, generated))
+	writeJSON(w, http.StatusOK, flowView(s.Record, s.Flow, s.Generated))
 }
 
 func (a *API) deleteFlow(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := a.store.DeleteFlow(r.Context(), name); err != nil {
+	if err := a.changes.DeleteFlow(r.Context(), "", r.PathValue("name")); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	a.log.Info("flow deleted", "flow", name)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -2,10 +2,12 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"time"
 
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 )
@@ -28,7 +30,7 @@ func (a *API) listIMAP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		v := cs[i].View()
-		v.Status = a.status(cs[i])
+		v.Status = a.rt.Status(cs[i])
 		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -40,17 +42,11 @@ func (a *API) createIMAP(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	c, err := imapconf.Build(in, nil)
+	c, err := a.changes.CreateIMAP(r.Context(), "", in, nil)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := a.store.CreateIMAP(r.Context(), &c); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	a.log.Info("imap configuration created", "imap", c.Name)
-	a.changed(r.Context())
 	w.Header().Set("Location", "/api/v1/imap/"+url.PathEscape(c.Name))
 	writeJSON(w, http.StatusCreated, c.View())
 }
@@ -62,7 +58,7 @@ func (a *API) getIMAP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := c.View()
-	v.Status = a.status(c)
+	v.Status = a.rt.Status(c)
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -100,13 +96,17 @@ func (a *API) testUnsavedIMAP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) runTest(w http.ResponseWriter, r *http.Request, c imapconf.Config) {
-	if a.test == nil {
-		writeJSONError(w, http.StatusNotImplemented, apiError{Code: "not_implemented", Message: "testing connections is not available"})
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
 	defer cancel()
-	writeJSON(w, http.StatusOK, a.test(ctx, c))
+	res, err := a.rt.Test(ctx, c)
+	switch {
+	case errors.Is(err, control.ErrUnavailable):
+		writeJSONError(w, http.StatusNotImplemented, apiError{Code: "not_implemented", Message: "testing connections is not available"})
+	case err != nil:
+		a.writeError(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
 }
 
 func (a *API) editIMAP(w http.ResponseWriter, r *http.Request) {
@@ -122,32 +122,19 @@ func (a *API) editIMAP(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	c, err := imapconf.Build(in, &prev)
+	c, err := a.changes.EditIMAP(r.Context(), "", prev, in, nil)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := a.store.UpdateIMAP(r.Context(), &c); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if c.Name != prev.Name {
-		a.log.Info("imap configuration renamed", "imap", c.Name, "old_name", prev.Name)
-	} else {
-		a.log.Info("imap configuration edited", "imap", c.Name)
-	}
-	a.changed(r.Context())
 	writeJSON(w, http.StatusOK, c.View())
 }
 
 func (a *API) deleteIMAP(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := a.store.DeleteIMAP(r.Context(), name); err != nil {
+	if err := a.changes.DeleteIMAP(r.Context(), "", r.PathValue("name")); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	a.log.Info("imap configuration deleted", "imap", name)
-	a.changed(r.Context())
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -162,18 +149,11 @@ func (a *API) duplicateIMAP(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	c, err := imapconf.Duplicate(orig, in)
+	c, err := a.changes.DuplicateIMAP(r.Context(), "", orig, in)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	err = a.store.CreateIMAPCopy(r.Context(), &c, orig.Name)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	a.log.Info("imap configuration duplicated", "imap", c.Name, "original", orig.Name)
-	a.changed(r.Context())
 	w.Header().Set("Location", "/api/v1/imap/"+url.PathEscape(c.Name))
 	writeJSON(w, http.StatusCreated, c.View())
 }

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"mailtrigger/internal/flow"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
@@ -121,7 +120,7 @@ func (a *API) getRun(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) retryRun(w http.ResponseWriter, r *http.Request) {
-	run, err := a.store.RetryRun(r.Context(), r.PathValue("id"))
+	run, err := a.changes.RetryRun(r.Context(), "", r.PathValue("id"))
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			writeJSONError(w, http.StatusConflict, apiError{Code: "conflict", Message: err.Error()})
@@ -130,8 +129,6 @@ func (a *API) retryRun(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	a.log.Info("run retried", "run_id", run.PublicID, "flow", run.FlowName)
-	a.notify()
 	writeJSON(w, http.StatusOK, runView(run, nil))
 }
 
@@ -174,7 +171,7 @@ func (a *API) triggerMessage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	runs, matches, err := flow.Retrigger(r.Context(), a.store, id, in.Force)
+	runs, matches, err := a.changes.Retrigger(r.Context(), "", id, in.Force)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -182,10 +179,6 @@ func (a *API) triggerMessage(w http.ResponseWriter, r *http.Request) {
 	out := TriggerResult{Runs: []RunView{}, Matches: matchViews(matches)}
 	for _, run := range runs {
 		out.Runs = append(out.Runs, runView(run, nil))
-	}
-	a.log.Info("message re-triggered", "message_id", id, "runs", len(runs), "force", in.Force)
-	if len(runs) > 0 {
-		a.notify()
 	}
 	writeJSON(w, http.StatusOK, out)
 }

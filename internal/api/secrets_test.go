@@ -10,6 +10,7 @@ import (
 
 	"mailtrigger/internal/api"
 	"mailtrigger/internal/client"
+	"mailtrigger/internal/control/controlfake"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/server"
 	"mailtrigger/internal/source/graphsource/graphfake"
@@ -219,7 +220,7 @@ func TestStoredSecretsStayWithTheirServer(t *testing.T) {
 		logs := &testenv.Buffer{}
 		tlog := slog.New(slog.NewTextHandler(logs, nil))
 		h := newHarness(t, st, func(deps *server.Deps) {
-			deps.Test = func(ctx context.Context, c imapconf.Config) any { return watch.TestConnection(ctx, c, tlog) }
+			deps.Runtime = &controlfake.Runtime{TestWith: func(ctx context.Context, c imapconf.Config) any { return watch.TestConnection(ctx, c, tlog) }}
 		})
 		ctx := context.Background()
 		user := d.AddUser(t, "exfil"+strings.ToLower(string(st.Dialect())), "Stored-PW-Okapi-5521")

@@ -20,6 +20,7 @@ import (
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/config"
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/flow"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
@@ -111,18 +112,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES: %w", err)
 	}
-	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Changed: watcher.Changed, Status: watcher.Status, Cluster: watcher.Cluster,
-		Proxies: proxies, Notify: worker.Notify, Test: func(ctx context.Context, c imapconf.Config) any {
-			return watcher.TestConnection(ctx, c)
-		}})
+	rt := serviceRuntime{watcher: watcher, worker: worker}
+	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Runtime: rt, Proxies: proxies})
 	if err != nil {
 		return err
 	}
 	srv := server.HTTPServer(server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
-		Changed: watcher.Changed, Status: watcher.Status, Notify: worker.Notify,
-		Test: func(ctx context.Context, c imapconf.Config) any {
-			return watcher.TestConnection(ctx, c)
-		}, Cluster: watcher.Cluster, WebRoutes: ui.Routes}), log, server.Timeouts{})
+		Runtime: rt, WebRoutes: ui.Routes}), log, server.Timeouts{})
 	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect(),
 		"replica", cfg.ReplicaID)
 	errc := make(chan error, 1)
@@ -141,6 +137,29 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	return nil
+}
+
+// serviceRuntime is the running service as the API and the UI see it
+// (control.Runtime): the watchers and the run worker.
+type serviceRuntime struct {
+	watcher *watch.Manager
+	worker  *runs.Worker
+}
+
+var _ control.Runtime = serviceRuntime{}
+
+func (s serviceRuntime) Changed(ctx context.Context) { s.watcher.Changed(ctx) }
+
+func (s serviceRuntime) Status(c imapconf.Config) *imapconf.Status { return s.watcher.Status(c) }
+
+func (s serviceRuntime) Test(ctx context.Context, c imapconf.Config) (any, error) {
+	return s.watcher.TestConnection(ctx, c), nil
+}
+
+func (s serviceRuntime) Notify() { s.worker.Notify() }
+
+func (s serviceRuntime) Cluster(ctx context.Context) (store.ClusterView, error) {
+	return s.watcher.Cluster(ctx)
 }
 
 // startProfiles starts the CPU profile to cpuPath, if set, and returns a

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"mailtrigger/internal/api"
-	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/store"
 )
 
@@ -24,12 +24,8 @@ type Deps struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // nil: a new one
 	Version  string
-	// Changed, Status and Test are passed to the API.
-	Changed func(ctx context.Context)
-	Status  func(c imapconf.Config) *imapconf.Status
-	Test    func(ctx context.Context, c imapconf.Config) any
-	Notify  func()
-	Cluster func(ctx context.Context) (store.ClusterView, error)
+	// Runtime is passed to the API; nil: control.Offline.
+	Runtime control.Runtime
 	// WebRoutes, when set, registers the web UI's routes on the server's
 	// mux (the API, probes and metrics keep their more specific patterns).
 	WebRoutes func(mux *http.ServeMux)
@@ -77,7 +73,7 @@ func Handler(d Deps) http.Handler {
 		d.Registry = NewRegistry()
 	}
 	mux := http.NewServeMux()
-	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Changed: d.Changed, Status: d.Status, Test: d.Test, Notify: d.Notify, Cluster: d.Cluster}).Routes(mux)
+	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Runtime: d.Runtime}).Routes(mux)
 	probes(mux, d.Store)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	if d.WebRoutes != nil {

@@ -14,6 +14,7 @@ import (
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/client"
+	"mailtrigger/internal/control/controlfake"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/server"
@@ -49,11 +50,12 @@ func newGraphEnv(t *testing.T) *graphEnv {
 	e.start()
 	t.Cleanup(func() { e.stop() })
 	srv := httptest.NewServer(server.Handler(server.Deps{Store: e.st, Logger: e.log,
-		Changed: func(ctx context.Context) { e.manager().Changed(ctx) },
-		Status:  func(c imapconf.Config) *imapconf.Status { return e.manager().Status(c) },
-		Test: func(ctx context.Context, c imapconf.Config) any {
-			return watch.TestConnection(ctx, c, e.log)
-		}}))
+		Runtime: &controlfake.Runtime{
+			OnChanged: func(ctx context.Context) { e.manager().Changed(ctx) },
+			StatusOf:  func(c imapconf.Config) *imapconf.Status { return e.manager().Status(c) },
+			TestWith: func(ctx context.Context, c imapconf.Config) any {
+				return watch.TestConnection(ctx, c, e.log)
+			}}}))
 	t.Cleanup(srv.Close)
 	tok, hash := auth.NewToken()
 	if err := e.st.CreateToken(context.Background(), "t", hash); err != nil {

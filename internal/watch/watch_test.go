@@ -15,6 +15,7 @@ import (
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/client"
+	"mailtrigger/internal/control/controlfake"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/server"
@@ -78,10 +79,10 @@ func newEnvFull(t *testing.T, dialect store.Dialect, opts watch.Options, hook st
 	wg.Go(func() { e.mgr.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	srv := httptest.NewServer(server.Handler(server.Deps{Store: e.st, Logger: log, Changed: e.mgr.Changed, Status: e.mgr.Status,
-		Test: func(ctx context.Context, c imapconf.Config) any {
+	srv := httptest.NewServer(server.Handler(server.Deps{Store: e.st, Logger: log, Runtime: &controlfake.Runtime{OnChanged: e.mgr.Changed, StatusOf: e.mgr.Status,
+		TestWith: func(ctx context.Context, c imapconf.Config) any {
 			return watch.TestConnection(ctx, c, log)
-		}}))
+		}}}))
 	t.Cleanup(srv.Close)
 	tok, hash := auth.NewToken()
 	if err := e.st.CreateToken(context.Background(), "t", hash); err != nil {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 )
 
 // screenshotDir is where the browser tests write the README's screenshots:
@@ -112,20 +114,21 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 // submitted, a redirect) is waited out.
 func waitFor(t *testing.T, ctx context.Context, js string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var lastErr error
-	for time.Now().Before(deadline) {
+	const within = 20 * time.Second
+	errFalse := errors.New("false")
+	err := testwait.UntilErr(within, func() error {
 		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		ok, err := chromedp.Run(c, chromedp.Evaluate[bool]("(()=>{try{const newPage=!window.__oldPage;return !!("+js+")}catch(e){return false}})()"))
-		cancel()
-		if err == nil && ok {
-			return
+		if err == nil && !ok {
+			err = errFalse
 		}
-		lastErr = err
-		time.Sleep(50 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("location.href + '\\n' + document.body.innerText"))
+		t.Fatalf("browser: waiting for %s: not true within %v (last: %v)\npage: %s", js, within, err, body)
 	}
-	body, _ := chromedp.Run(ctx, chromedp.Evaluate[string]("location.href + '\\n' + document.body.innerText"))
-	t.Fatalf("browser: waiting for %s: timed out (last error %v)\npage: %s", js, lastErr, body)
 }
 
 // markPage marks the page, so that waitFor can tell the next one from it

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/auth"
+	"mailtrigger/internal/control/controlfake"
 	"mailtrigger/internal/flow"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/mail"
@@ -78,27 +79,26 @@ func (f *fakeStatus) status(c imapconf.Config) *imapconf.Status {
 // harness is the whole HTTP surface (API and UI, as serve assembles it) on a
 // real listener, with a user admin.
 type harness struct {
-	t       *testing.T
-	st      *store.Store
-	ui      *UI
-	url     string
-	srv     *httptest.Server
-	status  *fakeStatus
-	logs    *syncBuffer
-	changed int
-	mu      sync.Mutex
+	t      *testing.T
+	st     *store.Store
+	ui     *UI
+	url    string
+	srv    *httptest.Server
+	status *fakeStatus
+	rt     *controlfake.Runtime
+	logs   *syncBuffer
 }
 
 func newHarness(t *testing.T, st *store.Store, tlsServer bool) *harness {
 	t.Helper()
 	h := &harness{t: t, st: st, logs: &syncBuffer{}, status: &fakeStatus{m: map[string]imapconf.Status{}}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ui, err := New(Deps{Store: st, Logger: log, Version: "test", Status: h.status.status,
-		Changed: func(context.Context) { h.mu.Lock(); h.changed++; h.mu.Unlock() },
-		Test: func(ctx context.Context, c imapconf.Config) any {
+	h.rt = &controlfake.Runtime{StatusOf: h.status.status,
+		TestWith: func(ctx context.Context, c imapconf.Config) any {
 			return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
 		},
-		Cluster: func(context.Context) (store.ClusterView, error) { return sampleCluster(), nil }})
+		ClusterView: func(context.Context) (store.ClusterView, error) { return sampleCluster(), nil }}
+	ui, err := New(Deps{Store: st, Logger: log, Version: "test", Runtime: h.rt})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 
-	"mailtrigger/internal/flow"
 	"mailtrigger/internal/store"
 )
 
@@ -159,14 +158,10 @@ func (u *UI) messageTrigger(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	force := r.PostForm.Has("force")
-	runs, matches, err := flow.Retrigger(ctx, u.store, id, force)
+	runs, matches, err := u.changes.Retrigger(ctx, userFrom(ctx), id, force)
 	if err != nil {
 		u.fail(w, r, err)
 		return
-	}
-	u.log.Info("message re-triggered", "message_id", id, "runs", len(runs), "force", force, "user", userFrom(ctx))
-	if len(runs) > 0 {
-		u.notify()
 	}
 	matched := 0
 	for _, m := range matches {

@@ -114,7 +114,7 @@ func (u *UI) runDetail(w http.ResponseWriter, r *http.Request) {
 func (u *UI) runRetry(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	run, err := u.store.RetryRun(ctx, id)
+	run, err := u.changes.RetryRun(ctx, userFrom(ctx), id)
 	switch {
 	case errors.Is(err, store.ErrConflict):
 		u.setFlash(r, "error", "This run cannot be retried now: it is being delivered or was delivered already.")
@@ -124,8 +124,6 @@ func (u *UI) runRetry(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, err)
 		return
 	}
-	u.log.Info("run retried", "run_id", run.PublicID, "flow", run.FlowName, "user", userFrom(ctx))
-	u.notify()
 	u.setFlash(r, "ok", fmt.Sprintf("Run %s is queued for another attempt.", run.PublicID))
 	redirect(w, r, "/runs/"+pathEscape(run.PublicID))
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"mailtrigger/internal/auth"
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
@@ -30,12 +31,13 @@ func (u *UI) renderSettings(w http.ResponseWriter, r *http.Request, status int, 
 		return
 	}
 	p.Tokens = toks
-	if u.cluster != nil {
-		c, err := u.cluster(r.Context())
-		if err != nil {
-			u.serverError(w, r, err)
-			return
-		}
+	c, err := u.rt.Cluster(r.Context())
+	switch {
+	case errors.Is(err, control.ErrUnavailable):
+	case err != nil:
+		u.serverError(w, r, err)
+		return
+	default:
 		p.Cluster = &c
 	}
 	if p.PasswordErr == nil {

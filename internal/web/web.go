@@ -6,14 +6,15 @@
 // Every page needs a login (sessions kept in the database by scs). Every
 // state change is a POST behind http.CrossOriginProtection; GET never changes
 // anything. Handlers decode forms into the same inputs the REST API decodes
-// JSON into and call the same domain functions (imapconf.Build, flow.Build …),
-// so the UI enforces exactly the API's rules. No page ever contains a stored
-// secret.
+// JSON into and make every change through the same control plane
+// (internal/control), so the UI enforces exactly the API's rules and a change
+// is stored, logged and announced the same way from both. The handlers of a
+// page family live in their own file (imap_list.go, imap_edit.go,
+// imap_actions.go, flow_edit.go …). No page ever contains a stored secret.
 package web
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -32,7 +33,7 @@ import (
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/clientip"
-	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
@@ -44,18 +45,11 @@ var templateFS embed.FS
 type Deps struct {
 	Store  *store.Store
 	Logger *slog.Logger
-	// Changed, when set, is called after an IMAP configuration was created,
-	// edited, duplicated, enabled, disabled or deleted.
-	Changed func(ctx context.Context)
-	// Status, when set, reports what the watcher of a configuration is doing.
-	Status func(c imapconf.Config) *imapconf.Status
-	// Test, when set, tries a configuration (the Test connection button). Its
-	// result is sent to the browser as JSON, in the API's form.
-	Test func(ctx context.Context, c imapconf.Config) any
-	// Notify, when set, wakes the run worker: runs became due.
-	Notify func()
-	// Cluster, when set, lists the replicas on the settings page.
-	Cluster func(ctx context.Context) (store.ClusterView, error)
+	// Runtime is the running service: it is told of changes and asked for
+	// the watchers' status, connection tests (the Test connection button;
+	// the result is sent as JSON, in the API's form) and the replicas (the
+	// settings page). nil: control.Offline.
+	Runtime control.Runtime
 	// Version is shown in the footer.
 	Version string
 	// SessionLifetime is how long a login lasts; default 12 hours.
@@ -78,10 +72,8 @@ type Deps struct {
 type UI struct {
 	store   *store.Store
 	log     *slog.Logger
-	changed func(context.Context)
-	status  func(imapconf.Config) *imapconf.Status
-	test    func(context.Context, imapconf.Config) any
-	notify  func()
+	rt      control.Runtime
+	changes *control.Changes
 	version string
 
 	pages  map[string]*template.Template
@@ -93,8 +85,7 @@ type UI struct {
 	proxies       clientip.Resolver
 	checkPassword func(hash, password string) bool
 	// checks bounds the argon2id password checks running at once (64 MiB each).
-	checks  chan struct{}
-	cluster func(context.Context) (store.ClusterView, error)
+	checks chan struct{}
 }
 
 // New parses every template and hashes every static file; an error in any
@@ -106,11 +97,8 @@ func New(d Deps) (*UI, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	if d.Changed == nil {
-		d.Changed = func(context.Context) {}
-	}
-	if d.Notify == nil {
-		d.Notify = func() {}
+	if d.Runtime == nil {
+		d.Runtime = control.Offline{}
 	}
 	if d.SessionLifetime == 0 {
 		d.SessionLifetime = 12 * time.Hour
@@ -124,7 +112,7 @@ func New(d Deps) (*UI, error) {
 	if d.CheckPassword == nil {
 		d.CheckPassword = auth.CheckPassword
 	}
-	u := &UI{store: d.Store, log: d.Logger, changed: d.Changed, status: d.Status, test: d.Test, notify: d.Notify, cluster: d.Cluster,
+	u := &UI{store: d.Store, log: d.Logger, rt: d.Runtime, changes: control.New(d.Store, d.Logger, d.Runtime),
 		version: d.Version, limit: newLimiter(d.LoginLimit, d.LoginWindow, time.Now), checks: make(chan struct{}, 2),
 		proxies: d.Proxies, checkPassword: d.CheckPassword}
 	var err error

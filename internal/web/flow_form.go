@@ -1,10 +1,8 @@
 package web
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"net/http"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
@@ -16,77 +14,6 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
 )
-
-var flowCrumbs = []string{"Automation"}
-
-type flowRow struct {
-	Name, Description, IMAP, Subject, Match string
-	Enabled                                 bool
-	Activities                              int
-	UpdatedAt                               time.Time
-}
-
-type flowListPage struct {
-	Flows  []flowRow
-	Delete *flowRow // the delete confirmation, when open
-}
-
-func (u *UI) flowRows(ctx context.Context) ([]flowRow, error) {
-	frs, err := u.allFlows(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rows := []flowRow{}
-	for _, fr := range frs {
-		f, err := flow.Read(store.FlowRecord{Definition: fr.Definition})
-		if err != nil {
-			return nil, err
-		}
-		t := f.Start.EmailTrigger
-		rows = append(rows, flowRow{Name: fr.Name, Description: f.Description, IMAP: fr.IMAPName, Subject: t.Subject,
-			Match: t.Match, Enabled: fr.Enabled, Activities: len(f.Activities), UpdatedAt: fr.UpdatedAt})
-	}
-	return rows, nil
-}
-
-func (u *UI) flowList(w http.ResponseWriter, r *http.Request) {
-	rows, err := u.flowRows(r.Context())
-	if err != nil {
-		u.serverError(w, r, err)
-		return
-	}
-	u.render(w, r, http.StatusOK, "flows", page{Title: "Process Flows", Nav: "flows", Crumbs: flowCrumbs, Data: flowListPage{Flows: rows}})
-}
-
-func (u *UI) flowDeleteDialog(w http.ResponseWriter, r *http.Request) {
-	fr, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	rows, err := u.flowRows(r.Context())
-	if err != nil {
-		u.serverError(w, r, err)
-		return
-	}
-	u.render(w, r, http.StatusOK, "flows", page{Title: "Delete " + fr.Name, Nav: "flows", Crumbs: flowCrumbs,
-		Data: flowListPage{Flows: rows, Delete: &flowRow{Name: fr.Name}}})
-}
-
-func (u *UI) flowDelete(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	fr, err := u.store.GetFlow(ctx, r.PathValue("name"))
-	if err == nil {
-		err = u.store.DeleteFlow(ctx, fr.Name)
-	}
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	u.log.Info("flow deleted", "flow", fr.Name, "user", userFrom(ctx))
-	u.setFlash(r, "ok", fmt.Sprintf("Flow %s deleted. Its runs are kept.", fr.Name))
-	redirect(w, r, "/flows")
-}
 
 // flowForm is what the flow editor shows. Webhook secrets are never part
 // of it: only whether one is stored.
@@ -193,53 +120,6 @@ func withBlank(f flowForm) flowForm {
 		f.Acts = append(f.Acts, actForm{I: len(f.Acts), Orig: -1, Blank: len(f.Acts) > 0})
 	}
 	return f
-}
-
-func (u *UI) imapNames(ctx context.Context) ([]string, error) {
-	cs, err := u.allIMAP(ctx)
-	if err != nil {
-		return nil, err
-	}
-	names := []string{}
-	for _, c := range cs {
-		names = append(names, c.Name)
-	}
-	return names, nil
-}
-
-func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p flowPage, fl *flash) {
-	names, err := u.imapNames(r.Context())
-	if err != nil {
-		u.serverError(w, r, err)
-		return
-	}
-	p.IMAPs, p.Max = names, flow.MaxActivities
-	if p.Errors == nil {
-		p.Errors = valid.Errors{}
-	}
-	title := "New flow"
-	if !p.Create {
-		title = "Flow " + p.Orig
-	}
-	u.render(w, r, status, "flow", page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl})
-}
-
-func (u *UI) flowNew(w http.ResponseWriter, r *http.Request) {
-	f := flowForm{Enabled: true, Match: flow.MatchExact, IMAP: r.URL.Query().Get("imap")}
-	u.renderFlow(w, r, http.StatusOK, flowPage{Create: true, Form: withBlank(f)}, nil)
-}
-
-func (u *UI) flowEdit(w http.ResponseWriter, r *http.Request) {
-	fr, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
-	var f flow.Flow
-	if err == nil {
-		f, err = flow.Read(fr)
-	}
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	u.renderFlow(w, r, http.StatusOK, flowPage{Orig: fr.Name, Form: withBlank(formFromFlow(fr, f))}, nil)
 }
 
 // flowErrorKey turns a key of flow.Build's errors into the editor's: the
@@ -363,135 +243,15 @@ func flowInputFromValues(v url.Values, prev *flow.Flow) (flow.Input, *flow.Flow,
 	return in, aligned, formIndex, ff, e
 }
 
-// buildFlow checks the submitted flow as the API does: flow.Build, and the
-// trigger's IMAP configuration must exist.
-func (u *UI) buildFlow(ctx context.Context, v url.Values, prev *flow.Flow) (store.FlowRecord, flow.Flow, []int, flowForm, []int, valid.Errors, error) {
-	in, aligned, formIndex, ff, e := flowInputFromValues(v, prev)
-	f, generated, err := flow.Build(in, aligned, flow.NewSecret)
-	var ve valid.Errors
-	if err != nil && !errors.As(err, &ve) {
-		return store.FlowRecord{}, f, nil, ff, nil, nil, err
+// formErrors maps the field errors of a flow change to the editor's fields:
+// flow.Build's, named as the API names them, and the form's own (already
+// act-N-field). It goes in the order of the names, so that where several
+// come to one field the same message always wins: the form's own (act-
+// sorts before activities[), and a field's before one of its parts'.
+func formErrors(ve valid.Errors, formIndex []int) valid.Errors {
+	e := valid.Errors{}
+	for _, k := range slices.Sorted(maps.Keys(ve)) {
+		e.Add(flowErrorKey(k, formIndex), ve[k])
 	}
-	for k, m := range ve {
-		e.Add(flowErrorKey(k, formIndex), m)
-	}
-	fr, err := flow.Record(ctx, u.store, &f)
-	var missing valid.Errors
-	if errors.As(err, &missing) {
-		for k, m := range missing {
-			e.Add(flowErrorKey(k, formIndex), m)
-		}
-	} else if err != nil {
-		return store.FlowRecord{}, f, nil, ff, nil, nil, err
-	}
-	return fr, f, generated, ff, formIndex, e, nil
-}
-
-func (u *UI) flowCreate(w http.ResponseWriter, r *http.Request) {
-	if !u.parseForm(w, r) {
-		return
-	}
-	u.saveFlow(w, r, nil, nil)
-}
-
-func (u *UI) flowSave(w http.ResponseWriter, r *http.Request) {
-	old, err := u.store.GetFlow(r.Context(), r.PathValue("name"))
-	var prev flow.Flow
-	if err == nil {
-		prev, err = flow.Read(old)
-	}
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	if !u.parseForm(w, r) {
-		return
-	}
-	u.saveFlow(w, r, &old, &prev)
-}
-
-func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRecord, prev *flow.Flow) {
-	ctx := r.Context()
-	fr, f, generated, ff, _, e, err := u.buildFlow(ctx, r.PostForm, prev)
-	if err != nil {
-		u.serverError(w, r, err)
-		return
-	}
-	if len(e) == 0 {
-		if old == nil {
-			err = u.store.CreateFlow(ctx, &fr)
-		} else {
-			fr.ID = old.ID
-			err = u.store.UpdateFlow(ctx, &fr)
-		}
-		switch {
-		case errors.Is(err, store.ErrConflict):
-			e.Add("name", "already taken (names are compared case-insensitively)")
-		case errors.Is(err, store.ErrNotFound):
-			e.Add("imap", "the IMAP configuration was deleted meanwhile")
-		case err != nil:
-			u.serverError(w, r, err)
-			return
-		}
-	}
-	p := flowPage{Create: old == nil, Errors: e}
-	if old != nil {
-		p.Orig = old.Name
-		ff.CreatedAt, ff.UpdatedAt = &old.CreatedAt, &old.UpdatedAt
-	}
-	if len(e) > 0 {
-		p.Form = withBlank(ff)
-		u.renderFlow(w, r, http.StatusBadRequest, p, nil)
-		return
-	}
-	verb := "created"
-	if old != nil {
-		verb = "saved"
-		fr.CreatedAt = old.CreatedAt
-	}
-	fr.IMAPName = f.Start.EmailTrigger.IMAP
-	u.log.Info("flow "+verb, "flow", fr.Name, "imap", fr.IMAPName, "user", userFrom(ctx))
-	if len(generated) == 0 {
-		u.setFlash(r, "ok", fmt.Sprintf("Flow %s %s.", fr.Name, verb))
-		redirect(w, r, "/flows/"+pathEscape(fr.Name))
-		return
-	}
-	// A generated signing secret is shown in this answer only.
-	p = flowPage{Orig: fr.Name, Form: withBlank(formFromFlow(fr, f))}
-	for _, i := range generated {
-		p.Secrets = append(p.Secrets, shownSecret{Webhook: i + 1, URL: f.Activities[i].URL, Secret: f.Activities[i].Secret})
-	}
-	u.renderFlow(w, r, http.StatusOK, p, &flash{Kind: "ok", Text: fmt.Sprintf("Flow %s %s.", fr.Name, verb)})
-}
-
-// flowMatch answers the editor's "test a subject" box: would a message with
-// this subject (and sender) start a flow with this trigger, and why (not)?
-// It changes nothing.
-func (u *UI) flowMatch(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	t := flow.Trigger{Subject: q.Get("subject"), Match: q.Get("match"), IgnoreReplyPrefixes: q.Get("ignoreReplyPrefixes") != "",
-		From: strings.TrimSpace(q.Get("from"))}
-	if t.Match == "" {
-		t.Match = flow.MatchExact
-	}
-	type answer struct {
-		Matched bool   `json:"matched"`
-		Reason  string `json:"reason,omitempty"`
-		Error   string `json:"error,omitempty"`
-	}
-	if m := valid.OneOf(t.Match, flow.MatchExact, flow.MatchContains, flow.MatchPrefix, flow.MatchRegex); m != "" {
-		writeJSON(w, http.StatusOK, answer{Error: "Match " + m})
-		return
-	}
-	if strings.TrimSpace(t.Subject) == "" {
-		writeJSON(w, http.StatusOK, answer{Error: "Enter the trigger's Subject first."})
-		return
-	}
-	m, err := flow.Compile(t)
-	if err != nil {
-		writeJSON(w, http.StatusOK, answer{Error: "The Subject is not a valid regular expression (RE2): " + strings.TrimPrefix(errors.Unwrap(err).Error(), "error parsing regexp: ")})
-		return
-	}
-	ok, reason := m.Match(q.Get("test"), strings.TrimSpace(q.Get("sender")))
-	writeJSON(w, http.StatusOK, answer{Matched: ok, Reason: reason})
+	return e
 }

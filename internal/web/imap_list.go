@@ -1,0 +1,110 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/store"
+)
+
+var imapCrumbs = []string{"Management", "Configuration Management"}
+
+// imapPage is the IMAP cards page, with at most one panel or dialog open.
+type imapPage struct {
+	Cards  []imapCard
+	Panel  *imapPanel
+	Dialog *imapDialog
+}
+
+type imapCard struct {
+	imapconf.View
+	Status statusView
+	Flows  []string
+}
+
+// listPage is how many rows every reads at a time.
+const listPage = 500
+
+// every reads a whole list by name, a page at a time.
+func every[T any](ctx context.Context, list func(ctx context.Context, after string, limit int) ([]T, error), name func(T) string) ([]T, error) {
+	var all []T
+	after := ""
+	for {
+		page, err := list(ctx, after, listPage)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < listPage {
+			return all, nil
+		}
+		after = name(page[len(page)-1])
+	}
+}
+
+// allIMAP returns every configuration, by name.
+func (u *UI) allIMAP(ctx context.Context) ([]imapconf.Config, error) {
+	return every(ctx, u.store.ListIMAP, func(c imapconf.Config) string { return c.Name })
+}
+
+// allFlows returns every flow, by name.
+func (u *UI) allFlows(ctx context.Context) ([]store.FlowRecord, error) {
+	return every(ctx, u.store.ListFlows, func(f store.FlowRecord) string { return f.Name })
+}
+
+// flowsByIMAP maps a configuration's lower-case name to the flows whose
+// trigger names it.
+func (u *UI) flowsByIMAP(ctx context.Context) (map[string][]string, error) {
+	fs, err := u.allFlows(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, f := range fs {
+		k := strings.ToLower(f.IMAPName)
+		out[k] = append(out[k], f.Name)
+	}
+	return out, nil
+}
+
+func (u *UI) imapPageData(ctx context.Context) (imapPage, map[string][]string, error) {
+	cs, err := u.allIMAP(ctx)
+	if err != nil {
+		return imapPage{}, nil, err
+	}
+	flows, err := u.flowsByIMAP(ctx)
+	if err != nil {
+		return imapPage{}, nil, err
+	}
+	p := imapPage{Cards: []imapCard{}}
+	for _, c := range cs {
+		p.Cards = append(p.Cards, imapCard{View: c.View(), Status: u.statusOf(c), Flows: flows[strings.ToLower(c.Name)]})
+	}
+	return p, flows, nil
+}
+
+func (u *UI) renderIMAP(w http.ResponseWriter, r *http.Request, status int, p imapPage) {
+	title := "IMAP"
+	switch {
+	case p.Panel != nil && p.Panel.Create:
+		title = "Create IMAP"
+	case p.Panel != nil:
+		title = "Edit IMAP " + p.Panel.Orig
+	case p.Dialog != nil && p.Dialog.Kind == "duplicate":
+		title = "Duplicate " + p.Dialog.Name
+	case p.Dialog != nil:
+		title = "Delete " + p.Dialog.Name
+	}
+	u.render(w, r, status, "imap", page{Title: title, Nav: "imap", Crumbs: imapCrumbs, Data: p})
+}
+
+func (u *UI) imapList(w http.ResponseWriter, r *http.Request) {
+	p, _, err := u.imapPageData(r.Context())
+	if err != nil {
+		u.serverError(w, r, err)
+		return
+	}
+	u.renderIMAP(w, r, http.StatusOK, p)
+}
