@@ -43,11 +43,7 @@ var _ source.Source = (*Source)(nil)
 // NewSource returns the Source of configuration cfg (o.Known and o.Removed
 // are its own).
 func NewSource(cfg imapconf.Config, o Options) *Source {
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Source{cfg: cfg, o: o, log: log}
+	return &Source{cfg: cfg, o: o, log: source.Logger(o.Logger)}
 }
 
 // Connect makes a new client for the session (it talks to no server yet).
