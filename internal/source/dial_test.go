@@ -3,42 +3,19 @@ package source
 import (
 	"context"
 	"errors"
-	"net"
-	"strconv"
 	"testing"
 	"time"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source/sourcetest"
 )
-
-// silentServer accepts connections and never says a word.
-func silentServer(t *testing.T) (host string, port int) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
-	h, p, _ := net.SplitHostPort(l.Addr().String())
-	port, _ = strconv.Atoi(p)
-	return h, port
-}
 
 // TestDialTLSTimeouts: a server that stays silent fails the step it was
 // silent in with ErrTimeout, whether the dial's time ran out (implicit TLS:
 // the handshake) or a read's deadline passed first (a greeting read with a
 // deadline of its own), for every protocol that dials with DialTLS.
 func TestDialTLSTimeouts(t *testing.T) {
-	host, port := silentServer(t)
+	host, port := sourcetest.SilentServer(t)
 	spec := DialSpec{Proto: "test", ImplicitPort: 1, StartTLSPort: 2, Timeout: 300 * time.Millisecond}
 
 	cfg := imapconf.Config{Host: host, Port: port, TLS: imapconf.TLSImplicit}

@@ -15,6 +15,7 @@ import (
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -90,8 +91,7 @@ func TestLeasedManagers(t *testing.T) {
 	spread := func(ids ...string) {
 		t.Helper()
 		share := (8 + len(ids) - 1) / len(ids)
-		deadline := time.Now().Add(15 * time.Second)
-		for {
+		testwait.Until(t, 15*time.Second, func() error {
 			leases, err := reps[0].st.Leases(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -106,21 +106,17 @@ func TestLeasedManagers(t *testing.T) {
 			for _, id := range ids {
 				ok = ok && held[id] >= share-1 && held[id] <= share
 			}
-			if ok {
-				return
+			if !ok {
+				return fmt.Errorf("leases held %v, want all 8 spread over %v", held, ids)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("leases held %v, want all 8 spread over %v", held, ids)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	spread("a", "b", "c")
 
 	// Every replica shows every mailbox idle, naming its holder.
-	deadline := time.Now().Add(15 * time.Second)
-	for _, r := range reps {
-		for {
+	testwait.Until(t, 15*time.Second, func() error {
+		for _, r := range reps {
 			all, err := r.st.ListIMAP(ctx, "", 100)
 			if err != nil {
 				t.Fatal(err)
@@ -131,15 +127,12 @@ func TestLeasedManagers(t *testing.T) {
 					bad = append(bad, fmt.Sprintf("%s:%s@%s", c.Name, st.State, st.Replica))
 				}
 			}
-			if len(bad) == 0 {
-				break
+			if len(bad) > 0 {
+				return fmt.Errorf("replica %s sees %v, want every mailbox idle with its holder", r.id, bad)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("replica %s sees %v, want every mailbox idle with its holder", r.id, bad)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 	view, err := reps[1].mgr.Cluster(ctx)
 	if err != nil || len(view.Replicas) != 3 || view.Self != "b" || !view.Leasing {
 		t.Fatalf("cluster view %+v, %v", view, err)
@@ -151,8 +144,7 @@ func TestLeasedManagers(t *testing.T) {
 	}
 	waitCount := func(want int64) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
+		testwait.Until(t, 15*time.Second, func() error {
 			var n int64
 			for _, name := range names {
 				c, err := reps[0].st.GetIMAP(ctx, name)
@@ -165,14 +157,11 @@ func TestLeasedManagers(t *testing.T) {
 				}
 				n += k
 			}
-			if n == want {
-				return
+			if n != want {
+				return fmt.Errorf("%d messages recorded, want %d", n, want)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d messages recorded, want %d", n, want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	waitCount(8)
 
@@ -198,21 +187,15 @@ func TestLeasedManagers(t *testing.T) {
 	if err := reps[0].st.UpdateIMAP(ctx, &c0); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for {
+	testwait.Until(t, 5*time.Second, func() error {
 		leases, _ := reps[0].st.Leases(ctx)
-		free := false
 		for _, l := range leases {
-			free = free || (l.IMAPID == c0.ID && l.Owner == "")
+			if l.IMAPID == c0.ID && l.Owner == "" {
+				return nil
+			}
 		}
-		if free {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lease of disabled %s is still held: %+v", names[0], leases)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("the lease of disabled %s is still held: %+v", names[0], leases)
+	})
 	var wg sync.WaitGroup
 	for _, r := range []*replica{reps[0], reps[2]} {
 		wg.Go(r.stop)

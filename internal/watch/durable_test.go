@@ -289,8 +289,7 @@ func TestDurableBeforeGraphAction(t *testing.T) {
 			}
 			e.mgr.Changed(context.Background())
 			e.waitRecorded(t, "graph", 3)
-			deadline := time.Now().Add(20 * time.Second)
-			for {
+			testwait.Until(t, 20*time.Second, func() error {
 				ms := g.Messages(user, "inbox")
 				done := len(ms) == 0
 				if tt.after == imapconf.AfterSeen {
@@ -299,14 +298,11 @@ func TestDurableBeforeGraphAction(t *testing.T) {
 						done = done && m.IsRead
 					}
 				}
-				if done {
-					break
+				if !done {
+					return fmt.Errorf("after-processing %s not done: %d messages in the inbox", tt.after, len(ms))
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("after-processing %s not done after 20 s: %d messages in the inbox", tt.after, len(ms))
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return nil
+			})
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			switch {

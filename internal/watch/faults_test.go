@@ -16,6 +16,7 @@ import (
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/testenv"
+	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
 
@@ -59,6 +60,8 @@ func TestConnectionFaults(t *testing.T) {
 				senderErr <- fmt.Errorf("appending message %d: %w", i, err)
 				return
 			}
+			// The sender's pace, part of the scenario: mail keeps
+			// arriving while the faults below strike.
 			time.Sleep(250 * time.Millisecond)
 		}
 		senderErr <- nil
@@ -69,6 +72,7 @@ func TestConnectionFaults(t *testing.T) {
 	idleThen := func(maxDelay time.Duration) time.Time {
 		t.Helper()
 		e.waitState(name, imapconf.StateIdle, 20*time.Second)
+		// A random moment, on purpose: the fault's phase.
 		time.Sleep(rand.N(maxDelay + 1))
 		return time.Now()
 	}
@@ -212,6 +216,8 @@ func TestDovecotOutage(t *testing.T) {
 		return st.State == imapconf.StateError && st.LastErrorAt != nil && !st.LastErrorAt.Before(stopped)
 	}, 10*time.Second)
 	t.Logf("down after %v: %s", time.Since(stopped).Round(time.Millisecond), down.LastError)
+	// The outage lasts its stated time, on purpose: the watcher must
+	// keep retrying through it.
 	time.Sleep(outage - time.Since(stopped))
 	during := log.since(stopped)
 	started := time.Now()
@@ -376,21 +382,20 @@ func (l *statusLog) states() map[string]bool {
 // it; it fails the test after within.
 func (l *statusLog) waitFor(tt *testing.T, t time.Time, cond func(imapconf.Status) bool, within time.Duration) imapconf.Status {
 	tt.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	var found imapconf.Status
+	testwait.Until(tt, within, func() error {
 		seen := l.since(t)
 		for _, o := range seen {
 			if cond(o.st) {
-				return o.st
+				found = o.st
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			for _, o := range seen {
-				fmt.Fprintf(&b, "\n  %s %s reconnects=%d %s", o.at.Format("15:04:05.000"), o.st.State, o.st.Reconnects, o.st.LastError)
-			}
-			tt.Fatalf("no status as wanted within %v; seen since %s:%s", within, t.Format("15:04:05.000"), b.String())
+		var b strings.Builder
+		for _, o := range seen {
+			fmt.Fprintf(&b, "\n  %s %s reconnects=%d %s", o.at.Format("15:04:05.000"), o.st.State, o.st.Reconnects, o.st.LastError)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("no status as wanted; seen since %s:%s", t.Format("15:04:05.000"), b.String())
+	})
+	return found
 }

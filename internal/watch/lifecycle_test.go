@@ -11,6 +11,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/testenv"
 	"mailtrigger/internal/testwait"
 	"mailtrigger/internal/watch"
 )
@@ -26,7 +27,8 @@ func fixedMessage(id, subject string) []byte {
 // TestConfigurationChangesReachTheWatcher: created, disabled, enabled,
 // edited and deleted through the API, without a restart.
 func TestConfigurationChangesReachTheWatcher(t *testing.T) {
-	e := newEnv(t, store.Postgres, watch.Options{})
+	logs := &testenv.Buffer{}
+	e := newEnvFull(t, store.Postgres, watch.Options{}, nil, logs)
 	ctx := context.Background()
 	addr := e.mailbox("changing", nil)
 	e.waitState("changing", imapconf.StateIdle, 15*time.Second)
@@ -58,10 +60,18 @@ func TestConfigurationChangesReachTheWatcher(t *testing.T) {
 		t.Errorf("got %q", msgs[0].Subject)
 	}
 	// Deleted: the watcher stops; the history stays.
+	logged := len(logs.String())
 	if err := e.api.DeleteIMAP(ctx, "renamed"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	testwait.Until(t, 5*time.Second, func() error {
+		for _, line := range strings.Split(logs.String()[logged:], "\n") {
+			if strings.Contains(line, `msg="watcher stopped"`) && strings.Contains(line, "imap=renamed") {
+				return nil
+			}
+		}
+		return errors.New("the watcher of the deleted configuration has not stopped")
+	})
 	e.d.Append(t, addr, "INBOX", fixedMessage("after-delete@x", "after delete"))
 	testwait.Never(t, 1500*time.Millisecond, func() error {
 		if l, err := e.api.ListMessages(ctx, "renamed", 10, ""); err != nil || len(l.Items) != 1 {

@@ -147,6 +147,7 @@ func TestOAuth2IMAP(t *testing.T) {
 	// The first token of imap_refresh expires while it idles: the session
 	// goes on and reads new mail without a new token.
 	first := e.as.ClientTokens(refreshClient)[0]
+	// On purpose: the token must have expired before the next mail.
 	time.Sleep(time.Until(first.Expiry) + 300*time.Millisecond)
 	e.d.Append(t, refreshAddr, "INBOX", message("refresh two", "x"))
 	e.waitMessages("imap_refresh", 2, 10*time.Second)

@@ -67,6 +67,7 @@ func (e *fakeEnv) watchStates(ctx context.Context) {
 			e.states = append(e.states, st.State)
 		}
 		e.mu.Unlock()
+		// The sampling interval of this recorder, not a wait.
 		time.Sleep(time.Millisecond)
 	}
 }

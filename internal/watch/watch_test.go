@@ -228,24 +228,29 @@ func TestAfterProcessing(t *testing.T) {
 			e.d.Append(t, addr, "INBOX", message("second", "y"))
 			e.waitMessages("after_"+action, 2, 10*time.Second)
 			e.waitState("after_"+action, imapconf.StateIdle, 5*time.Second)
-			time.Sleep(200 * time.Millisecond)
-			inbox := e.d.Doveadm(t, "-f", "tab", "fetch", "-u", addr, "flags", "mailbox", "INBOX", "all")
 			lines := func(s string) int { return len(strings.Split(strings.TrimSpace(s), "\n")) - 1 } // minus the header row
-			switch action {
-			case "seen":
-				if strings.Count(inbox, `\Seen`) != 2 {
-					t.Errorf("got INBOX flags %q, want both seen", inbox)
+			testwait.Until(t, 5*time.Second, func() error {
+				inbox := e.d.Doveadm(t, "-f", "tab", "fetch", "-u", addr, "flags", "mailbox", "INBOX", "all")
+				switch action {
+				case "seen":
+					if strings.Count(inbox, `\Seen`) != 2 {
+						return fmt.Errorf("got INBOX flags %q, want both seen", inbox)
+					}
+				case "delete":
+					if lines(inbox) != 0 {
+						return fmt.Errorf("got INBOX %q, want it empty", inbox)
+					}
+				case "move": // the folder does not exist: the move creates it
+					if lines(inbox) != 0 {
+						return fmt.Errorf("got INBOX %q, want both moved", inbox)
+					}
+					processed := e.d.Doveadm(t, "-f", "tab", "fetch", "-u", addr, "uid", "mailbox", "Processed", "all")
+					if lines(processed) != 2 {
+						return fmt.Errorf("got INBOX %q, Processed %q, want both moved", inbox, processed)
+					}
 				}
-			case "delete":
-				if lines(inbox) != 0 {
-					t.Errorf("got INBOX %q, want it empty", inbox)
-				}
-			case "move": // the folder does not exist: the move creates it
-				processed := e.d.Doveadm(t, "-f", "tab", "fetch", "-u", addr, "uid", "mailbox", "Processed", "all")
-				if lines(inbox) != 0 || lines(processed) != 2 {
-					t.Errorf("got INBOX %q, Processed %q, want both moved", inbox, processed)
-				}
-			}
+				return nil
+			})
 		})
 	}
 }

@@ -209,6 +209,7 @@ func TestShortLivedTokens(t *testing.T) {
 		e.fake.AddMessage(user, rawMessage(i))
 	}
 	c := e.client(t, graphsource.Options{})
+	// A slow reader, on purpose: tokens expire between the pages.
 	got, _ := collect(t, c, "", func(int) { time.Sleep(300 * time.Millisecond) })
 	if len(got) != 3 {
 		t.Fatalf("got %d messages, want 3", len(got))

@@ -43,11 +43,7 @@ var _ source.Source = (*Source)(nil)
 // NewSource returns the Source of configuration cfg (o.Known and o.Removed
 // are its own).
 func NewSource(cfg imapconf.Config, o Options) *Source {
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Source{cfg: cfg, o: o, log: log}
+	return &Source{cfg: cfg, o: o, log: source.Logger(o.Logger)}
 }
 
 // Connect makes a new client for the session (it talks to no server yet).
@@ -77,38 +73,14 @@ func (s *Source) Wait(ctx context.Context) error {
 	return source.Sleep(ctx, time.Duration(s.cfg.PollInterval)*time.Second)
 }
 
-// redo applies the after-processing owed for recorded messages.
-func (s *Source) redo(ctx context.Context, l source.Ledger) error {
-	owed, err := l.Owed(ctx)
-	if err != nil || len(owed) == 0 {
-		return err
+// apply does after-processing action on the messages owed it: the Apply
+// of source.RedoOwed.
+func (s *Source) apply(ctx context.Context, action, moveTo string, owed []source.Owed) error {
+	ids := make([]string, len(owed))
+	for i, o := range owed {
+		ids[i] = o.ID
 	}
-	type key struct{ action, moveTo string }
-	groups := map[key][]source.Owed{}
-	var order []key
-	for _, p := range owed {
-		k := key{p.Action, p.MoveTo}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], p)
-	}
-	for _, k := range order {
-		var ids []string
-		for _, p := range groups[k] {
-			ids = append(ids, p.ID)
-		}
-		if err := l.BeforeAction(ctx, k.action); err != nil {
-			return err
-		}
-		if err := s.client.Apply(ctx, k.action, k.moveTo, ids); err != nil {
-			return fmt.Errorf("after-processing (%s): %w", k.action, err)
-		}
-		if err := l.Paid(ctx, 0, groups[k]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.client.Apply(ctx, action, moveTo, ids)
 }
 
 // Sync runs one delta round. The message ids remembered stay bounded by
@@ -121,7 +93,8 @@ func (s *Source) redo(ctx context.Context, l source.Ledger) error {
 // new id, so a removed id never comes back).
 func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 	l.State(imapconf.StateSyncing)
-	if err := s.redo(ctx, l); err != nil {
+	// What a crash or a failure left owed (Graph has no epochs: 0).
+	if err := source.RedoOwed(ctx, l, s.log, 0, s.apply); err != nil {
 		return err
 	}
 	ids, err := l.Known(ctx)
@@ -240,5 +213,5 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 	if err := p.Flush(&source.Checkpoint{Cursor: next}); err != nil {
 		return fmt.Errorf("reading new mail: %w", err)
 	}
-	return s.redo(ctx, l)
+	return source.RedoOwed(ctx, l, nil, 0, s.apply)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source/sourcetest"
 	"mailtrigger/internal/testenv"
 )
 
@@ -83,7 +84,7 @@ func TestApply(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := newUser(t, d, "apply"+string(rune('a'+i)))
-			raws := [][]byte{newMessage(1, 10), newMessage(2, 10), newMessage(3, 10), newMessage(4, 10)}
+			raws := [][]byte{sourcetest.NewMessage(1, 10), sourcetest.NewMessage(2, 10), sourcetest.NewMessage(3, 10), sourcetest.NewMessage(4, 10)}
 			if uids := appendMessages(t, d, cfg.Username, "INBOX", raws...); !slices.Equal(uids, []uint32{1, 2, 3, 4}) {
 				t.Fatalf("got UIDs %v, want 1 to 4", uids)
 			}

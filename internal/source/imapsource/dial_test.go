@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source/sourcetest"
 	"mailtrigger/internal/testenv"
 )
 
@@ -20,7 +20,7 @@ func TestDial(t *testing.T) {
 	t.Parallel()
 	d := testenv.StartDovecot(t)
 	base := newUser(t, d, "dial")
-	raws := [][]byte{newMessage(1, 100), newMessage(2, 2000)}
+	raws := [][]byte{sourcetest.NewMessage(1, 100), sourcetest.NewMessage(2, 2000)}
 	uids := appendMessages(t, d, base.Username, "INBOX", raws...)
 
 	tests := []struct {
@@ -111,8 +111,8 @@ func TestTest(t *testing.T) {
 	t.Parallel()
 	d := testenv.StartDovecot(t)
 	good := newUser(t, d, "tester")
-	appendMessages(t, d, good.Username, "INBOX", newMessage(1, 10), newMessage(2, 10), newMessage(3, 10))
-	closedPort := freePort(t, d.Host)
+	appendMessages(t, d, good.Username, "INBOX", sourcetest.NewMessage(1, 10), sourcetest.NewMessage(2, 10), sourcetest.NewMessage(3, 10))
+	closedPort := sourcetest.FreePort(t, d.Host)
 	const wrongPassword = "Wr0ng-Passw0rd-Xyz"
 
 	tests := []struct {
@@ -206,21 +206,7 @@ func TestTest(t *testing.T) {
 // fails Dial after DialTimeout, naming the step it hung in.
 func TestDialTimeout(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() })
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
+	_, port := sourcetest.SilentServer(t)
 
 	tests := []struct {
 		name     string
@@ -287,16 +273,4 @@ func TestRedact(t *testing.T) {
 			}
 		})
 	}
-}
-
-// freePort returns a port on host nothing listens on.
-func freePort(t *testing.T, host string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
 }

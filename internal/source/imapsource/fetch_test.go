@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"mailtrigger/internal/source/sourcetest"
 	"mailtrigger/internal/testenv"
 )
 
@@ -21,7 +22,7 @@ func TestFetch(t *testing.T) {
 	d := testenv.StartDovecot(t)
 	cfg := newUser(t, d, "fetch")
 	began := time.Now().Add(-time.Minute)
-	raws := [][]byte{newMessage(1, 50), newMessage(2, 5000), newMessage(3, 300)}
+	raws := [][]byte{sourcetest.NewMessage(1, 50), sourcetest.NewMessage(2, 5000), sourcetest.NewMessage(3, 300)}
 	uids := appendMessages(t, d, cfg.Username, "INBOX", raws...)
 	d.Doveadm(t, "flags", "add", "-u", cfg.Username, `\Seen \Flagged`, "mailbox", "INBOX", "uid", "2")
 	c := dialSelect(t, cfg, Options{})
@@ -214,7 +215,7 @@ func TestFetch(t *testing.T) {
 		n := 2*fetchBatch + 7
 		raws := make([][]byte, n)
 		for i := range raws {
-			raws[i] = newMessage(i, 200)
+			raws[i] = sourcetest.NewMessage(i, 200)
 		}
 		uids := appendMessages(t, d, many.Username, "INBOX", raws...)
 		c := dialSelect(t, many, Options{})
@@ -232,7 +233,7 @@ func TestFetch(t *testing.T) {
 	t.Run("UIDVALIDITY changes when the folder is recreated", func(t *testing.T) {
 		u := newUser(t, d, "validity")
 		u.Folder = "Work"
-		appendMessages(t, d, u.Username, u.Folder, newMessage(1, 10))
+		appendMessages(t, d, u.Username, u.Folder, sourcetest.NewMessage(1, 10))
 		c := dialSelect(t, u, Options{})
 		before, err := c.Select(testCtx(t), u.Folder)
 		if err != nil {
@@ -256,7 +257,7 @@ func TestFetch(t *testing.T) {
 
 	t.Run("connection cut during fetch", func(t *testing.T) {
 		u := newUser(t, d, "cut")
-		appendMessages(t, d, u.Username, "INBOX", newMessage(1, 300<<10), newMessage(2, 300<<10))
+		appendMessages(t, d, u.Username, "INBOX", sourcetest.NewMessage(1, 300<<10), sourcetest.NewMessage(2, 300<<10))
 		var dialer countingDialer
 		c := dialSelect(t, u, Options{Dial: dialer.Dial})
 		dialer.cutAt.Store(dialer.read.Load() + 100<<10)
@@ -284,9 +285,9 @@ func TestSizeCap(t *testing.T) {
 	d := testenv.StartDovecot(t)
 	cfg := newUser(t, d, "big")
 	const sizeCap = 1 << 20
-	small := newMessage(1, 600<<10)
-	large := newMessage(2, 3<<20)
-	small2 := newMessage(3, 10)
+	small := sourcetest.NewMessage(1, 600<<10)
+	large := sourcetest.NewMessage(2, 3<<20)
+	small2 := sourcetest.NewMessage(3, 10)
 	uids := appendMessages(t, d, cfg.Username, "INBOX", small, large, small2)
 
 	var dialer countingDialer

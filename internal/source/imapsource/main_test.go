@@ -3,10 +3,8 @@ package imapsource
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,24 +66,6 @@ func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// newMessage returns a message with CRLF line ends and a body of about
-// bodySize bytes.
-func newMessage(n, bodySize int) []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "From: Sender <sender@example.test>\r\n"+
-		"To: <alice@example.test>\r\n"+
-		"Subject: message %[1]d\r\n"+
-		"Message-ID: <%[1]d.%[2]d@example.test>\r\n"+
-		"Date: Mon, 24 Nov 2025 10:00:00 +0000\r\n"+
-		"\r\n"+
-		"Body of message %[1]d.\r\n", n, bodySize)
-	line := strings.Repeat("0123456789", 7) + "abcd\r\n"
-	for b.Len() < bodySize {
-		b.WriteString(line)
-	}
-	return b.Bytes()
 }
 
 // crlf returns b with every line ending in CRLF, as Dovecot may store it.

@@ -42,22 +42,14 @@ var _ source.Source = (*Source)(nil)
 
 // NewSource returns the Source of configuration cfg.
 func NewSource(cfg imapconf.Config, o SourceOptions) *Source {
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Source{cfg: cfg, o: o, log: log}
+	return &Source{cfg: cfg, o: o, log: source.Logger(o.Logger)}
 }
 
 // Connect dials, logs in and selects the folder.
 func (s *Source) Connect(ctx context.Context) error {
-	opts := s.o.Options
-	if s.o.Login != nil {
-		hook, err := s.o.Login(ctx)
-		if err != nil {
-			return err
-		}
-		opts.SASL = hook
+	opts, err := s.o.WithLogin(ctx, s.o.Login)
+	if err != nil {
+		return err
 	}
 	conn, err := Dial(ctx, s.cfg, opts)
 	if err != nil {
@@ -110,7 +102,8 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 		if err != nil {
 			return err
 		}
-		if err := s.redoOwed(ctx, l); err != nil {
+		// Redo the after-processing a crash or failure left undone.
+		if err := source.RedoOwed(ctx, l, s.log, s.mb.UIDValidity, s.apply); err != nil {
 			return err
 		}
 		s.cp, s.fresh = cp, false
@@ -207,48 +200,19 @@ func (s *Source) catchUp(ctx context.Context, l source.Ledger, cp source.Checkpo
 		for i, m := range done {
 			owed[i] = source.Owed{Epoch: cp.Epoch, UID: m.UID}
 		}
-		if err := s.apply(ctx, l, s.cfg.AfterProcessing, s.cfg.MoveTo, cp.Epoch, owed, "after-processing ("+s.cfg.AfterProcessing+")"); err != nil {
+		if err := source.Pay(ctx, l, cp.Epoch, s.cfg.AfterProcessing, s.cfg.MoveTo, owed, s.apply); err != nil {
 			return cp, err
 		}
 	}
 	return cp, nil
 }
 
-// redoOwed does the after-processing that a crash or failure left undone.
-func (s *Source) redoOwed(ctx context.Context, l source.Ledger) error {
-	owed, err := l.Owed(ctx)
-	if err != nil {
-		return err
-	}
-	uidValidity := s.mb.UIDValidity
-	byAction := map[[2]string][]source.Owed{}
-	for _, o := range owed {
-		if o.Epoch == uidValidity {
-			k := [2]string{o.Action, o.MoveTo}
-			byAction[k] = append(byAction[k], o)
-		}
-	}
-	for k, os := range byAction {
-		s.log.Info("redoing after-processing interrupted earlier", "action", k[0], "messages", len(os))
-		if err := s.apply(ctx, l, k[0], k[1], uidValidity, os, "redoing "+k[0]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// apply does action on the messages owed it, and forgets that it is owed;
-// the server's error is wrapped with what.
-func (s *Source) apply(ctx context.Context, l source.Ledger, action, moveTo string, epoch uint32, owed []source.Owed, what string) error {
-	if err := l.BeforeAction(ctx, action); err != nil {
-		return err
-	}
+// apply does after-processing action on the messages owed it: the Apply
+// of source.Pay and source.RedoOwed.
+func (s *Source) apply(ctx context.Context, action, moveTo string, owed []source.Owed) error {
 	uids := make([]uint32, len(owed))
 	for i, o := range owed {
 		uids[i] = o.UID
 	}
-	if err := s.conn.Apply(ctx, action, moveTo, uids); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return l.Paid(ctx, epoch, owed)
+	return s.conn.Apply(ctx, action, moveTo, uids)
 }

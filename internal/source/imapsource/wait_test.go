@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"mailtrigger/internal/source/sourcetest"
 	"mailtrigger/internal/testenv"
 	"mailtrigger/internal/testwait"
 )
@@ -29,7 +30,7 @@ func TestWaitForMail(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := newUser(t, d, "wait"+strings.ToLower(mode.name[:4]))
-			first := appendMessages(t, d, cfg.Username, "INBOX", newMessage(1, 10))
+			first := appendMessages(t, d, cfg.Username, "INBOX", sourcetest.NewMessage(1, 10))
 			c := dialSelect(t, cfg, Options{})
 			c.idle = mode.idle
 			const poll = 200 * time.Millisecond
@@ -41,7 +42,7 @@ func TestWaitForMail(t *testing.T) {
 				}
 				appended := make(chan result, 1)
 				time.AfterFunc(300*time.Millisecond, func() {
-					uid, err := appendRaw(d, cfg.Username, cfg.Password, newMessage(2, 10))
+					uid, err := appendRaw(d, cfg.Username, cfg.Password, sourcetest.NewMessage(2, 10))
 					appended <- result{uid, err}
 				})
 				began := time.Now()
@@ -78,7 +79,7 @@ func TestWaitForMail(t *testing.T) {
 			})
 
 			t.Run("news during another command", func(t *testing.T) {
-				if _, err := appendRaw(d, cfg.Username, cfg.Password, newMessage(3, 10)); err != nil {
+				if _, err := appendRaw(d, cfg.Username, cfg.Password, sourcetest.NewMessage(3, 10)); err != nil {
 					t.Fatalf("appending: %v", err)
 				}
 				// The EXISTS comes with the NOOP's response; the wait

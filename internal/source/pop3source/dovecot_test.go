@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source/sourcetest"
 	"mailtrigger/internal/testenv"
 )
 
@@ -35,7 +36,7 @@ func TestDovecot(t *testing.T) {
 
 func testUIDL(t *testing.T, d *testenv.Dovecot, mode string) {
 	cfg := newUser(t, d, "uidl-"+mode, mode)
-	appendAll(t, d, cfg.Username, newMessage(1, 10), newMessage(2, 100), newMessage(3, 1000))
+	appendAll(t, d, cfg.Username, sourcetest.NewMessage(1, 10), sourcetest.NewMessage(2, 100), sourcetest.NewMessage(3, 1000))
 
 	c := dialT(t, cfg)
 	if caps := c.Capabilities(); !hasCapability(caps, "UIDL") {
@@ -67,7 +68,7 @@ func testUIDL(t *testing.T, d *testenv.Dovecot, mode string) {
 		want = append(want, e.UIDL)
 	}
 	// Stable across sessions, also with more mail.
-	appendAll(t, d, cfg.Username, newMessage(4, 10))
+	appendAll(t, d, cfg.Username, sourcetest.NewMessage(4, 10))
 	got := uidls(t, cfg)
 	if len(got) != 4 || !slices.Equal(got[:3], want) {
 		t.Errorf("got UIDLs %v in the second session, want %v and one more", got, want)
@@ -98,7 +99,7 @@ func dotMessage() []byte {
 func testRetr(t *testing.T, d *testenv.Dovecot, mode string) {
 	cfg := newUser(t, d, "retr-"+mode, mode)
 	dots := dotMessage()
-	big := newMessage(2, 64<<10)
+	big := sourcetest.NewMessage(2, 64<<10)
 	appendAll(t, d, cfg.Username, dots, big)
 	c := dialT(t, cfg)
 
@@ -169,7 +170,7 @@ func firstDiff(a, b []byte) int {
 
 func testDele(t *testing.T, d *testenv.Dovecot, mode string) {
 	cfg := newUser(t, d, "dele-"+mode, mode)
-	appendAll(t, d, cfg.Username, newMessage(1, 10), newMessage(2, 10), newMessage(3, 10), newMessage(4, 10))
+	appendAll(t, d, cfg.Username, sourcetest.NewMessage(1, 10), sourcetest.NewMessage(2, 10), sourcetest.NewMessage(3, 10), sourcetest.NewMessage(4, 10))
 	all := uidls(t, cfg)
 
 	// Marked, then the connection dropped: nothing is deleted.
@@ -243,8 +244,8 @@ func testSASL(t *testing.T, d *testenv.Dovecot, mode string) {
 
 func testTest(t *testing.T, d *testenv.Dovecot) {
 	good := newUser(t, d, "tester", imapconf.TLSImplicit)
-	appendAll(t, d, good.Username, newMessage(1, 10), newMessage(2, 10))
-	closedPort := freePort(t, d.Host)
+	appendAll(t, d, good.Username, sourcetest.NewMessage(1, 10), sourcetest.NewMessage(2, 10))
+	closedPort := sourcetest.FreePort(t, d.Host)
 	const wrongPassword = "Wr0ng-Passw0rd-Xyz"
 
 	tests := []struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source/sourcetest"
 )
 
 // fakeServer is a POP3 server over implicit TLS on 127.0.0.1 whose answers
@@ -142,21 +143,7 @@ func TestCommandTimeoutAndCancel(t *testing.T) {
 
 func TestDialTimeout(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() })
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
+	_, port := sourcetest.SilentServer(t)
 	for _, mode := range modes {
 		cfg := imapconf.Config{Host: "127.0.0.1", Port: port, TLS: mode, Username: "u@example.test", Password: "pw"}
 		began := time.Now()

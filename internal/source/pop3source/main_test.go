@@ -3,8 +3,6 @@ package pop3source
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -92,24 +90,6 @@ func uidls(t *testing.T, cfg imapconf.Config) []string {
 	return ids
 }
 
-// newMessage returns a message with CRLF line ends and a body of about
-// bodySize bytes.
-func newMessage(n, bodySize int) []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "From: Sender <sender@example.test>\r\n"+
-		"To: <alice@example.test>\r\n"+
-		"Subject: message %[1]d\r\n"+
-		"Message-ID: <%[1]d.%[2]d@example.test>\r\n"+
-		"Date: Mon, 24 Nov 2025 10:00:00 +0000\r\n"+
-		"\r\n"+
-		"Body of message %[1]d.\r\n", n, bodySize)
-	line := strings.Repeat("0123456789", 7) + "abcd\r\n"
-	for b.Len() < bodySize {
-		b.WriteString(line)
-	}
-	return b.Bytes()
-}
-
 // header returns the header section of raw with its blank line.
 func header(raw []byte) []byte {
 	i := bytes.Index(raw, []byte("\r\n\r\n"))
@@ -122,18 +102,6 @@ func appendAll(t *testing.T, d *testenv.Dovecot, address string, raws ...[]byte)
 	for _, raw := range raws {
 		d.Append(t, address, "INBOX", raw)
 	}
-}
-
-// freePort returns a port on host nothing listens on.
-func freePort(t *testing.T, host string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
 }
 
 func hasCapability(caps []string, name string) bool {

@@ -36,11 +36,7 @@ var _ source.Source = (*Source)(nil)
 
 // NewSource returns the Source of configuration cfg.
 func NewSource(cfg imapconf.Config, o SourceOptions) *Source {
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Source{cfg: cfg, o: o, log: log}
+	return &Source{cfg: cfg, o: o, log: source.Logger(o.Logger)}
 }
 
 // Connect does nothing: each Sync connects.
@@ -60,13 +56,9 @@ func (s *Source) Wait(ctx context.Context) error {
 // Sync runs one poll.
 func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 	l.State(imapconf.StateConnecting)
-	opts := s.o.Options
-	if s.o.Login != nil {
-		hook, err := s.o.Login(ctx)
-		if err != nil {
-			return err
-		}
-		opts.SASL = hook
+	opts, err := s.o.WithLogin(ctx, s.o.Login)
+	if err != nil {
+		return err
 	}
 	conn, err := Dial(ctx, s.cfg, opts)
 	if err != nil {

@@ -95,6 +95,7 @@ func TestServer(t *testing.T) {
 	if b := introspect("unknown"); b["active"] != false {
 		t.Errorf("unknown token: got %v", b)
 	}
+	// On purpose: the token must expire before it is introspected.
 	time.Sleep(time.Until(s.Tokens()[1].Expiry) + 10*time.Millisecond)
 	if b := introspect(tokens[1]); b["active"] != false {
 		t.Errorf("expired token: got %v", b)

@@ -1,0 +1,65 @@
+// Package sourcetest holds what the tests of the mail source clients
+// (imapsource, pop3source, the shared dialer in package source) share: a
+// server that never answers, a port nothing listens on, test messages. Only
+// tests import it.
+package sourcetest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+)
+
+// SilentServer listens on 127.0.0.1, accepts connections and never says a
+// word; it and its connections are closed when t ends.
+func SilentServer(t *testing.T) (host string, port int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	a := l.Addr().(*net.TCPAddr)
+	return a.IP.String(), a.Port
+}
+
+// FreePort returns a port on host nothing listens on.
+func FreePort(t *testing.T, host string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
+}
+
+// NewMessage returns message n with CRLF line ends and a body of about
+// bodySize bytes.
+func NewMessage(n, bodySize int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: Sender <sender@example.test>\r\n"+
+		"To: <alice@example.test>\r\n"+
+		"Subject: message %[1]d\r\n"+
+		"Message-ID: <%[1]d.%[2]d@example.test>\r\n"+
+		"Date: Mon, 24 Nov 2025 10:00:00 +0000\r\n"+
+		"\r\n"+
+		"Body of message %[1]d.\r\n", n, bodySize)
+	line := strings.Repeat("0123456789", 7) + "abcd\r\n"
+	for b.Len() < bodySize {
+		b.WriteString(line)
+	}
+	return b.Bytes()
+}
