@@ -58,12 +58,6 @@ type Batch struct {
 	// noted this batch (SetAttempt); the note is removed in the same
 	// transaction.
 	Attempt string
-
-	// Flows is the hook's copy of the flows on the mailbox, read once per
-	// transaction (FlowsRead) rather than once per message; RecordBatch
-	// clears it whenever a transaction starts.
-	Flows     []FlowRecord
-	FlowsRead bool
 }
 
 // Recorded is a message the batch recorded.
@@ -85,7 +79,6 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 	err = s.Write(ctx, func(tx *sql.Tx) error {
 		rec, skipped = rec[:0], 0
 		htx := &Tx{s: s, tx: tx}
-		b.Flows, b.FlowsRead = nil, false
 		for _, in := range b.Messages {
 			id, ok, err := recordMessage(ctx, tx, b, &in)
 			if err != nil {
