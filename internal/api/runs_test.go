@@ -30,7 +30,7 @@ func TestRunsAndTrigger(t *testing.T) {
 			raw := fmt.Sprintf("From: x@example.org\r\nSubject: %s\r\nMessage-ID: <r%d@x>\r\n\r\nbody\r\n", subj, i)
 			batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw))})
 		}
-		rec, _, err := st.RecordBatch(ctx, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 3},
+		rec, _, err := st.RecordBatch(ctx, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 3},
 			Messages: batch}, flow.Hook(st))
 		if err != nil {
 			t.Fatal(err)

@@ -350,7 +350,7 @@ func queueFlows(ctx context.Context, s *service, urls []string, n int) error {
 			uid++
 			raw := smallMessage(fmt.Sprintf("Remote %d", uid), fmt.Sprintf("remote-%d", uid))
 			b.Messages = append(b.Messages, store.Incoming{UID: uid, Raw: raw, Msg: mail.Parse(raw), Seen: time.Now()})
-			b.Checkpoint = store.Checkpoint{UIDValidity: 1, LastUID: uid}
+			b.Epoch, b.Checkpoint = 1, &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: uid}
 		}
 		if _, _, err := st.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
 			f := flows[int(in.UID)%len(flows)]

@@ -210,9 +210,9 @@ func TestCrashSafety(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("reading the checkpoint: ok %v, %v", ok, err)
 	}
-	if cp.UIDValidity != sel.UIDValidity || cp.LastUID != highest {
+	if cp.Epoch != sel.UIDValidity || cp.Last != highest {
 		t.Errorf("checkpoint: got UIDVALIDITY %d last UID %d, want %d and %d (the folder's highest UID)",
-			cp.UIDValidity, cp.LastUID, sel.UIDValidity, highest)
+			cp.Epoch, cp.Last, sel.UIDValidity, highest)
 	}
 	checkRecordedOnce(t, db, a.uids)
 }

@@ -34,19 +34,16 @@ func Evaluate(flows []store.FlowRecord, subject, from string) ([]Verdict, error)
 func Hook(st *store.Store) store.RecordHook {
 	ms := NewMatchers()
 	return func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
-		if !b.FlowsRead {
-			flows, err := tx.FlowsForIMAP(ctx, b.IMAPID)
-			if err != nil {
-				return err
-			}
-			b.Flows, b.FlowsRead = flows, true
+		flows, err := tx.FlowsForIMAP(ctx, b.IMAPID) // read once per transaction
+		if err != nil {
+			return err
 		}
 		from := ""
 		if len(in.Msg.From) > 0 {
 			from = in.Msg.From[0].Address
 		}
 		// The message was recorded just now, in tx: it has no run yet.
-		_, err := apply(ctx, tx, ms, b.Flows, id, b.IMAPName, in.Msg.Subject, from, in.Seen, false, true)
+		_, err = apply(ctx, tx, ms, flows, id, b.IMAPName, in.Msg.Subject, from, in.Seen, false, true)
 		return err
 	}
 }

@@ -50,7 +50,7 @@ func TestHookCreatesOneRunPerMatchingFlow(t *testing.T) {
 			raw := fmt.Sprintf("From: x@example.org\r\nSubject: %s\r\nMessage-ID: <m%d@x>\r\n\r\nbody\r\n", subj, i)
 			batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw))})
 		}
-		b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 5}, Messages: batch}
+		b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 5}, Messages: batch}
 		rec, _, err := st.RecordBatch(ctx, b, flow.Hook(st))
 		if err != nil {
 			t.Fatal(err)
@@ -121,7 +121,7 @@ func TestHookUsesAnEditedFlowAtOnce(t *testing.T) {
 			t.Helper()
 			uid++
 			raw := fmt.Sprintf("From: x@example.org\r\nSubject: %s\r\nMessage-ID: <e%d@x>\r\n\r\nbody\r\n", subject, uid)
-			b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: uid},
+			b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: uid},
 				Messages: []store.Incoming{{UID: uid, Raw: []byte(raw), Msg: mail.Parse([]byte(raw))}}}
 			rec, _, err := st.RecordBatch(ctx, b, hook)
 			if err != nil {

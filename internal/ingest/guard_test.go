@@ -57,8 +57,9 @@ func (s *session) record(first, uid uint32, skip bool) {
 	if skip {
 		in = ingest.Skipped(uid, raw, int64(len(raw)), false)
 	}
-	if _, err := s.in.Record(context.Background(), s.cfg, store.Checkpoint{UIDValidity: 7, LastUID: uid}, true,
-		[]store.Incoming{in}, ingest.KeyUID(7, first)); err != nil {
+	if _, err := s.in.Record(context.Background(), s.cfg, store.Batch{Epoch: 7,
+		Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: uid},
+		Messages:   []store.Incoming{in}, Attempt: ingest.KeyUID(7, first)}); err != nil {
 		s.t.Fatal(err)
 	}
 }

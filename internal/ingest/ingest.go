@@ -101,28 +101,13 @@ func timeNow() time.Time { return time.Now() }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
-// Record records msgs of configuration c and, when advance is set, moves its
-// checkpoint to cp, in one transaction, returning what was recorded (a
-// message recorded before is skipped). cp.UIDValidity is the one the
-// messages' UIDs belong to. attempt is the key Guard.Begin noted the batch
-// under ("" if none).
-func (in *Ingester) Record(ctx context.Context, c imapconf.Config, cp store.Checkpoint, advance bool, msgs []store.Incoming, attempt string) ([]store.Recorded, error) {
-	return in.record(ctx, c, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: cp, KeepCheckpoint: !advance, Messages: msgs,
-		Action: c.AfterProcessing, MoveTo: c.MoveTo, Attempt: attempt})
-}
-
-// RecordGraph records msgs of the Microsoft Graph configuration c (each
-// with its Graph id as UIDL) and, when deltaLink is set, stores it as the
-// checkpoint, in one transaction. The after-processing owed for each message
-// recorded is remembered (store.PendingGraphActions).
-func (in *Ingester) RecordGraph(ctx context.Context, c imapconf.Config, deltaLink *string, msgs []store.Incoming, attempt string) ([]store.Recorded, error) {
-	return in.record(ctx, c, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Messages: msgs,
-		Action: c.AfterProcessing, MoveTo: c.MoveTo, OweByID: true, DeltaLink: deltaLink, Attempt: attempt})
-}
-
-func (in *Ingester) record(ctx context.Context, c imapconf.Config, b store.Batch) ([]store.Recorded, error) {
+// Record records batch b of configuration c (which gives b its IMAPID,
+// IMAPName, Action and MoveTo) in one transaction, with b's checkpoint,
+// returning what was recorded (a message recorded before is skipped).
+func (in *Ingester) Record(ctx context.Context, c imapconf.Config, b store.Batch) ([]store.Recorded, error) {
+	b.IMAPID, b.IMAPName, b.Action, b.MoveTo = c.ID, c.Name, c.AfterProcessing, c.MoveTo
 	start := time.Now()
-	cp, msgs := b.Checkpoint, b.Messages
+	msgs := b.Messages
 	rec, skipped, err := in.store.RecordBatch(ctx, b, in.hook)
 	if err != nil {
 		return nil, err
@@ -142,6 +127,10 @@ func (in *Ingester) record(ctx context.Context, c imapconf.Config, b store.Batch
 			in.log.Warn("message recorded with problems", "imap", c.Name, "uid", m.UID, "too_large", m.Msg.TooLarge, "parse_error", m.Msg.ParseError())
 		}
 	}
-	in.log.Debug("batch recorded", "imap", c.Name, "recorded", len(rec), "skipped", skipped, "last_uid", cp.LastUID, "duration", time.Since(start))
+	var last uint32
+	if b.Checkpoint != nil {
+		last = b.Checkpoint.Last
+	}
+	in.log.Debug("batch recorded", "imap", c.Name, "recorded", len(rec), "skipped", skipped, "last_uid", last, "duration", time.Since(start))
 	return rec, nil
 }

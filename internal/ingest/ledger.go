@@ -8,30 +8,17 @@ import (
 	"mailtrigger/internal/store"
 )
 
-// kind is how the store keeps a mailbox's records: it is shaped by the
-// protocol (an IMAP checkpoint; POP3 UIDLs; a Graph deltaLink and ids), and
-// Ledger maps the source-neutral source.Ledger onto it here, in one place.
-type kind int
-
-const (
-	kindIMAP kind = iota
-	kindPOP3
-	kindGraph
-)
-
-func kindOf(c imapconf.Config) kind {
+// kindOf returns the source kind configuration c reads: the kind of its
+// checkpoint in the store.
+func kindOf(c imapconf.Config) store.Kind {
 	switch {
 	case c.Type == imapconf.TypeMSGraph:
-		return kindGraph
+		return store.KindGraph
 	case c.ServerType == imapconf.ServerPOP3S:
-		return kindPOP3
+		return store.KindPOP3
 	}
-	return kindIMAP
+	return store.KindIMAP
 }
-
-// pop3Checkpoint is the checkpoint row of a POP3 mailbox: it only says that
-// the first connect happened (the UIDLs read are the real checkpoint).
-var pop3Checkpoint = store.Checkpoint{}
 
 // Ledger is the record of one mailbox, as its source reads and writes it
 // (source.Ledger).
@@ -39,7 +26,7 @@ type Ledger struct {
 	source.Progress
 	in   *Ingester
 	cfg  imapconf.Config
-	kind kind
+	kind store.Kind
 	lim  Limits
 }
 
@@ -51,74 +38,58 @@ func (in *Ingester) Ledger(c imapconf.Config, lim Limits, p source.Progress) *Le
 
 var _ source.Ledger = (*Ledger)(nil)
 
-// Checkpoint implements source.Ledger.
+// Checkpoint implements source.Ledger. A POP3 mailbox whose checkpoint is
+// an IMAP one (the configuration read it over IMAP) has not begun.
 func (l *Ledger) Checkpoint(ctx context.Context) (source.Checkpoint, bool, error) {
-	st := l.in.store
-	switch l.kind {
-	case kindGraph:
-		link, ok, err := st.DeltaLink(ctx, l.cfg.ID)
-		return source.Checkpoint{Cursor: link}, ok, err
-	case kindPOP3:
-		cp, ok, err := st.GetCheckpoint(ctx, l.cfg.ID)
-		return source.Checkpoint{}, ok && cp.UIDValidity == pop3Checkpoint.UIDValidity, err
+	cp, ok, err := l.in.store.GetCheckpoint(ctx, l.cfg.ID)
+	if l.kind == store.KindPOP3 && cp.Kind == store.KindIMAP {
+		return source.Checkpoint{}, false, err
 	}
-	cp, ok, err := st.GetCheckpoint(ctx, l.cfg.ID)
-	return source.Checkpoint{Epoch: cp.UIDValidity, Last: cp.LastUID}, ok, err
+	return source.Checkpoint{Epoch: cp.Epoch, Last: cp.Last, Cursor: cp.Cursor}, ok, err
 }
 
 // Begin implements source.Ledger.
 func (l *Ledger) Begin(ctx context.Context, cp source.Checkpoint, skip []string) error {
-	st := l.in.store
-	switch l.kind {
-	case kindGraph:
-		return st.SetDeltaLink(ctx, l.cfg.ID, cp.Cursor, skip)
-	case kindPOP3:
-		return st.MarkPOP3Seen(ctx, l.cfg.ID, skip, pop3Checkpoint)
-	}
-	return st.SetCheckpoint(ctx, l.cfg.ID, store.Checkpoint{UIDValidity: cp.Epoch, LastUID: cp.Last})
+	return l.in.store.SetCheckpoint(ctx, l.cfg.ID, store.Checkpoint{Kind: l.kind, Epoch: cp.Epoch, Last: cp.Last, Cursor: cp.Cursor}, skip)
 }
 
 // Known implements source.Ledger.
 func (l *Ledger) Known(ctx context.Context) (map[string]bool, error) {
-	return l.in.store.POP3UIDLs(ctx, l.cfg.ID)
+	return l.in.store.SeenIDs(ctx, l.cfg.ID)
 }
 
 // Remember implements source.Ledger.
 func (l *Ledger) Remember(ctx context.Context, ids []string) error {
-	return l.in.store.RememberIDs(ctx, l.cfg.ID, ids)
+	return l.in.store.AddSeenIDs(ctx, l.cfg.ID, ids)
 }
 
 // Forget implements source.Ledger.
 func (l *Ledger) Forget(ctx context.Context, ids []string) error {
-	return l.in.store.ForgetIDs(ctx, l.cfg.ID, ids)
+	return l.in.store.ForgetSeenIDs(ctx, l.cfg.ID, ids)
 }
 
 // Retain implements source.Ledger.
 func (l *Ledger) Retain(ctx context.Context, present map[string]bool) error {
-	return l.in.store.ForgetPOP3UIDLs(ctx, l.cfg.ID, present)
+	return l.in.store.RetainSeenIDs(ctx, l.cfg.ID, present)
 }
 
-// Owed implements source.Ledger. POP3 owes nothing here: the UIDLs
-// recorded are what it owes (deleted at the next session if still there).
+// Owed implements source.Ledger: a Graph mailbox acts by id, so it is owed
+// only what was recorded by id. POP3 owes nothing here: the ids recorded
+// are what it owes (deleted at the next session if still there).
 func (l *Ledger) Owed(ctx context.Context) ([]source.Owed, error) {
+	if l.kind == store.KindPOP3 {
+		return nil, nil
+	}
+	os, err := l.in.store.Owed(ctx, l.cfg.ID)
+	if err != nil {
+		return nil, err
+	}
 	var owed []source.Owed
-	switch l.kind {
-	case kindGraph:
-		ps, err := l.in.store.PendingGraphActions(ctx, l.cfg.ID)
-		if err != nil {
-			return nil, err
+	for _, o := range os {
+		if l.kind == store.KindGraph && o.ID == "" {
+			continue
 		}
-		for _, p := range ps {
-			owed = append(owed, source.Owed{UID: p.UID, ID: p.GraphID, Action: p.Action, MoveTo: p.MoveTo})
-		}
-	case kindIMAP:
-		ps, err := l.in.store.PendingActions(ctx, l.cfg.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range ps {
-			owed = append(owed, source.Owed{Epoch: p.UIDValidity, UID: p.UID, Action: p.Action, MoveTo: p.MoveTo})
-		}
+		owed = append(owed, source.Owed(o))
 	}
 	return owed, nil
 }
@@ -129,12 +100,12 @@ func (l *Ledger) Paid(ctx context.Context, epoch uint32, done []source.Owed) err
 	for i, o := range done {
 		uids[i] = o.UID
 	}
-	return l.in.store.DonePendingActions(ctx, l.cfg.ID, epoch, uids)
+	return l.in.store.Paid(ctx, l.cfg.ID, epoch, uids)
 }
 
 // ClearOwed implements source.Ledger.
 func (l *Ledger) ClearOwed(ctx context.Context, current uint32) error {
-	return l.in.store.ClearPendingActions(ctx, l.cfg.ID, current)
+	return l.in.store.ClearOwed(ctx, l.cfg.ID, current)
 }
 
 // BeforeAction implements source.Ledger: only the lease holder acts on the
@@ -164,31 +135,42 @@ func (l *Ledger) Pipeline(ctx context.Context, o source.PipelineOptions) (source
 // key returns the crash-loop breaker's key of a message.
 func (l *Ledger) key(epoch uint32) func(source.Message) string {
 	switch l.kind {
-	case kindGraph:
+	case store.KindGraph:
 		return func(m source.Message) string { return KeyGraph(m.ID) }
-	case kindPOP3:
+	case store.KindPOP3:
 		return func(m source.Message) string { return KeyUIDL(m.ID) }
 	}
 	return func(m source.Message) string { return KeyUID(epoch, m.UID) }
 }
 
-// commit returns the recording of a batch of a pipeline run with o.
+// commit returns the recording of a batch of a pipeline run with o, and
+// the checkpoint stored with it: IMAP's moves to the batch's last UID
+// (o.Advance; a first connect's backlog leaves it); POP3's says only that
+// reading began; Graph's stores the deltaLink that ends a round (cp) and
+// keeps the stored one in the middle of a round. A Graph batch owes its
+// after-processing by id.
 func (l *Ledger) commit(o source.PipelineOptions) commitFunc {
 	return func(ctx context.Context, msgs []store.Incoming, key string, cp *source.Checkpoint) ([]store.Recorded, error) {
+		b := store.Batch{Messages: msgs, Attempt: key}
 		switch l.kind {
-		case kindGraph:
-			var link *string
+		case store.KindGraph:
+			next := store.Checkpoint{Kind: store.KindGraph, KeepCursor: cp == nil}
 			if cp != nil {
-				link = &cp.Cursor
+				next.Cursor = cp.Cursor
 			}
-			return l.in.RecordGraph(ctx, l.cfg, link, msgs, key)
-		case kindPOP3:
-			return l.in.Record(ctx, l.cfg, pop3Checkpoint, true, msgs, key)
+			b.Checkpoint, b.ActByID = &next, true
+		case store.KindPOP3:
+			b.Checkpoint = &store.Checkpoint{Kind: store.KindPOP3}
+		default:
+			b.Epoch = o.Epoch
+			if o.Advance {
+				next := store.Checkpoint{Kind: store.KindIMAP, Epoch: o.Epoch}
+				if len(msgs) > 0 {
+					next.Last = msgs[len(msgs)-1].UID
+				}
+				b.Checkpoint = &next
+			}
 		}
-		next := store.Checkpoint{UIDValidity: o.Epoch}
-		if o.Advance && len(msgs) > 0 {
-			next.LastUID = msgs[len(msgs)-1].UID
-		}
-		return l.in.Record(ctx, l.cfg, next, o.Advance, msgs, key)
+		return l.in.Record(ctx, l.cfg, b)
 	}
 }

@@ -94,18 +94,18 @@ func (p *pipeline) Add(m source.Message) error {
 		// more messages are appended, which must not move it.
 		p.batch = make([]store.Incoming, 0, p.limit)
 	}
-	p.batch = append(p.batch, store.Incoming{UID: m.UID, UIDL: m.ID})
+	p.batch = append(p.batch, store.Incoming{UID: m.UID, ID: m.ID})
 	p.refs = append(p.refs, source.Message{UID: m.UID, ID: m.ID, Size: m.Size, TooLarge: m.TooLarge})
 	slot := &p.batch[len(p.batch)-1]
 	if skip {
 		*slot = Skipped(m.UID, m.Raw, m.Size, m.TooLarge)
-		slot.UIDL = m.ID
+		slot.ID = m.ID
 	} else {
 		p.sem <- struct{}{}
 		p.parsing.Go(func() {
 			defer func() { <-p.sem }()
 			*slot = p.in.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
-			slot.UIDL = m.ID
+			slot.ID = m.ID
 		})
 	}
 	p.bytes += int64(len(m.Raw))

@@ -116,7 +116,7 @@ func TestPipelineRecordsInOrderWithTheCheckpoint(t *testing.T) {
 	if got := e.recorded(t); !slices.Equal(got, seq(1, 60)) {
 		t.Errorf("recorded %v, want 1..60 in order", got)
 	}
-	if cp := e.checkpoint(t); cp != (store.Checkpoint{UIDValidity: 7, LastUID: 60}) {
+	if cp := e.checkpoint(t); cp != (store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 60}) {
 		t.Errorf("checkpoint %+v, want 7/60", cp)
 	}
 	if want := [][2]int{{25, 25}, {25, 25}, {10, 10}}; !slices.Equal(p.counted, want) {
@@ -166,8 +166,8 @@ func TestPipelineStopsAtAFailedBatch(t *testing.T) {
 	if got := e.recorded(t); !slices.Equal(got, seq(1, 25)) {
 		t.Errorf("recorded %v, want 1..25", got)
 	}
-	if cp := e.checkpoint(t); cp.LastUID != 25 {
-		t.Errorf("checkpoint at %d, want 25", cp.LastUID)
+	if cp := e.checkpoint(t); cp.Last != 25 {
+		t.Errorf("checkpoint at %d, want 25", cp.Last)
 	}
 	if got := e.src.Applied(); len(got) != 0 {
 		t.Errorf("after-processing applied to %v before the round ended, want none", got)

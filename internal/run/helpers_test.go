@@ -196,7 +196,7 @@ func newRuns(t testing.TB, s *store.Store, f store.FlowRecord, n int) []store.Ru
 		uid := uidSeq.Add(1)
 		raw := []byte(sampleMessage)
 		b.Messages = append(b.Messages, store.Incoming{UID: uid, Raw: raw, Msg: mail.Parse(raw), Seen: time.Now()})
-		b.Checkpoint = store.Checkpoint{UIDValidity: 1, LastUID: uid}
+		b.Epoch, b.Checkpoint = 1, &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: uid}
 	}
 	var runs []store.Run
 	_, _, err := s.RecordBatch(context.Background(), b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {

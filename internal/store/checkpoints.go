@@ -11,18 +11,30 @@ import (
 	"strconv"
 )
 
-// The source kinds a checkpoint or an owed action is written in.
+// Kind is the source kind a checkpoint or an owed action is written in.
+type Kind string
+
+// The source kinds.
 const (
-	kindIMAP  = "imap"  // value: UIDVALIDITY and last UID (imapValue)
-	kindPOP3  = "pop3"  // value: "" (the seen ids are the checkpoint)
-	kindGraph = "graph" // value: the Graph deltaLink
+	KindIMAP  Kind = "imap"  // value: Epoch (UIDVALIDITY) and Last (UID), imapValue
+	KindPOP3  Kind = "pop3"  // value: "" (the seen ids are the checkpoint)
+	KindGraph Kind = "graph" // value: Cursor, the Graph deltaLink
 )
 
-// Checkpoint is where reading an IMAP folder stands: every message up to
-// LastUID under UIDValidity is recorded.
+// Checkpoint is where reading a mailbox stands, in its source kind's terms
+// (one row of table checkpoints).
 type Checkpoint struct {
-	UIDValidity uint32
-	LastUID     uint32
+	Kind Kind
+	// Epoch and Last (IMAP): every message up to UID Last under
+	// UIDVALIDITY Epoch is recorded.
+	Epoch, Last uint32
+	// Cursor (Graph) is the deltaLink the next round starts from ("":
+	// the whole folder).
+	Cursor string
+	// KeepCursor (Graph), when writing, keeps the stored cursor: a batch
+	// in the middle of a delta round, which started from it (a checkpoint
+	// of another kind becomes a Graph one with an empty cursor).
+	KeepCursor bool
 }
 
 // imapValue is how an IMAP checkpoint, or an IMAP message's id, is written:
@@ -45,103 +57,57 @@ func parseIMAPValue(v string) (uidValidity, uid uint32, err error) {
 	return uint32(a), uint32(b), nil
 }
 
-// checkpoint reads the checkpoint row of configuration imapID; ok is false
-// when there is none.
-func (s *Store) checkpoint(ctx context.Context, imapID int64) (kind, value string, ok bool, err error) {
+// GetCheckpoint returns the checkpoint of configuration imapID, with the
+// fields of its kind set; ok is false when the mailbox was never read.
+func (s *Store) GetCheckpoint(ctx context.Context, imapID int64) (cp Checkpoint, ok bool, err error) {
+	var kind, value string
 	err = s.r.QueryRowContext(ctx, `SELECT kind, value FROM checkpoints WHERE imap_id = $1`, imapID).Scan(&kind, &value)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", false, nil
+		return Checkpoint{}, false, nil
 	}
-	if err != nil {
-		return "", "", false, fmt.Errorf("reading checkpoint of imap configuration %d: %w", imapID, err)
-	}
-	return kind, value, true, nil
-}
-
-// GetCheckpoint returns the checkpoint of configuration imapID; ok is false
-// when the mailbox was never read. A POP3 or Graph mailbox's checkpoint
-// reads as the zero Checkpoint.
-func (s *Store) GetCheckpoint(ctx context.Context, imapID int64) (cp Checkpoint, ok bool, err error) {
-	kind, value, ok, err := s.checkpoint(ctx, imapID)
-	if err != nil || !ok || kind != kindIMAP {
-		return Checkpoint{}, ok, err
-	}
-	cp.UIDValidity, cp.LastUID, err = parseIMAPValue(value)
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("reading checkpoint of imap configuration %d: %w", imapID, err)
+	}
+	cp.Kind = Kind(kind)
+	switch cp.Kind {
+	case KindIMAP:
+		cp.Epoch, cp.Last, err = parseIMAPValue(value)
+		if err != nil {
+			return Checkpoint{}, false, fmt.Errorf("reading checkpoint of imap configuration %d: %w", imapID, err)
+		}
+	case KindGraph:
+		cp.Cursor = value
 	}
 	return cp, true, nil
 }
 
-// DeltaLink returns the stored Graph deltaLink of configuration imapID; ok
-// is false when the mailbox was never read ("" with ok: start from an empty
-// link).
-func (s *Store) DeltaLink(ctx context.Context, imapID int64) (link string, ok bool, err error) {
-	kind, value, ok, err := s.checkpoint(ctx, imapID)
-	if err != nil || !ok || kind != kindGraph {
-		return "", ok, err
-	}
-	return value, true, nil
-}
-
-// SetDeltaLink stores the Graph deltaLink of configuration imapID without
-// recording messages (the first connect: "" to read all the mail, the
-// primed link for backlog "new"; a resync's empty link), remembering ids as
-// read without recording them (the unread-only backlog skips the read
-// ones).
-func (s *Store) SetDeltaLink(ctx context.Context, imapID int64, link string, seen []string) error {
+// SetCheckpoint stores cp as the checkpoint of configuration imapID without
+// recording messages (the first connect; a backlog mode that skips old
+// mail; a UIDVALIDITY change), remembering the ids seen as read without
+// recording them (what the first connect skips), in one transaction.
+func (s *Store) SetCheckpoint(ctx context.Context, imapID int64, cp Checkpoint, seen []string) error {
 	return s.Write(ctx, func(tx *sql.Tx) error {
 		for _, id := range seen {
-			if err := rememberUIDL(ctx, tx, imapID, id, nil); err != nil {
+			if err := addSeenID(ctx, tx, imapID, id, nil); err != nil {
 				return err
 			}
 		}
-		return setGraphCheckpoint(ctx, tx, imapID, &link)
+		return setCheckpoint(ctx, tx, imapID, cp)
 	})
 }
 
-// setGraphCheckpoint makes the checkpoint of imapID a Graph one, with
-// deltaLink link; with a nil link, the stored link is kept (or "" if the
-// mailbox had none).
-func setGraphCheckpoint(ctx context.Context, tx *sql.Tx, imapID int64, link *string) error {
-	var err error
-	if link != nil {
-		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (imap_id) DO UPDATE SET kind = excluded.kind, value = excluded.value, updated_at = excluded.updated_at`,
-			imapID, kindGraph, *link, now())
-	} else {
-		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, '', $3)
-			ON CONFLICT (imap_id) DO UPDATE SET kind = excluded.kind,
-				value = CASE WHEN checkpoints.kind = excluded.kind THEN checkpoints.value ELSE '' END,
-				updated_at = excluded.updated_at`,
-			imapID, kindGraph, now())
-	}
-	if err != nil {
-		return fmt.Errorf("storing deltaLink of imap configuration %d: %w", imapID, err)
-	}
-	return nil
-}
-
-// SetCheckpoint moves the checkpoint without recording messages (a backlog
-// mode that skips old mail, a UIDVALIDITY change).
-func (s *Store) SetCheckpoint(ctx context.Context, imapID int64, cp Checkpoint) error {
-	return s.Write(ctx, func(tx *sql.Tx) error { return setCheckpoint(ctx, tx, imapID, cp) })
-}
-
-// setCheckpoint stores cp as the checkpoint of imapID: an IMAP one, or,
-// with UIDVALIDITY 0 (which no IMAP folder has), the POP3 one, which only
-// says that the first connect happened. The zero checkpoint leaves a Graph
-// checkpoint alone (it reads as the zero Checkpoint already).
+// setCheckpoint stores cp as the checkpoint of imapID, merged with the
+// stored one by cp's kind:
+//   - IMAP: under the same UIDVALIDITY, the checkpoint only moves forward;
+//     under another (the folder was recreated), reading starts over.
+//   - POP3: the row only says that the first connect happened; it leaves a
+//     Graph checkpoint alone (as the old mailbox_state row kept its
+//     delta_link).
+//   - Graph: the cursor is stored (or kept, KeepCursor).
 func setCheckpoint(ctx context.Context, tx *sql.Tx, imapID int64, cp Checkpoint) error {
 	var err error
-	if cp.UIDValidity == 0 {
-		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, '', $3)
-			ON CONFLICT (imap_id) DO UPDATE SET
-				kind = CASE WHEN checkpoints.kind = $4 THEN checkpoints.kind ELSE excluded.kind END,
-				value = CASE WHEN checkpoints.kind = $4 THEN checkpoints.value ELSE '' END,
-				updated_at = excluded.updated_at`,
-			imapID, kindPOP3, now(), kindGraph)
-	} else {
+	switch {
+	case cp.Kind == KindIMAP:
 		// Same UIDVALIDITY: only forwards. Another UIDVALIDITY: the
 		// folder was recreated and reading starts over. (A CASE, whose
 		// branches PostgreSQL tries in order: a Graph link is no number.)
@@ -152,7 +118,26 @@ func setCheckpoint(ctx context.Context, tx *sql.Tx, imapID int64, cp Checkpoint)
 					WHEN CAST(substr(checkpoints.value, 12) AS BIGINT) > CAST(substr(excluded.value, 12) AS BIGINT) THEN checkpoints.value
 					ELSE excluded.value END,
 				kind = excluded.kind, updated_at = excluded.updated_at`,
-			imapID, kindIMAP, imapValue(cp.UIDValidity, cp.LastUID), now())
+			imapID, string(KindIMAP), imapValue(cp.Epoch, cp.Last), now())
+	case cp.Kind == KindPOP3:
+		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, '', $3)
+			ON CONFLICT (imap_id) DO UPDATE SET
+				kind = CASE WHEN checkpoints.kind = $4 THEN checkpoints.kind ELSE excluded.kind END,
+				value = CASE WHEN checkpoints.kind = $4 THEN checkpoints.value ELSE '' END,
+				updated_at = excluded.updated_at`,
+			imapID, string(KindPOP3), now(), string(KindGraph))
+	case cp.Kind == KindGraph && cp.KeepCursor:
+		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, '', $3)
+			ON CONFLICT (imap_id) DO UPDATE SET kind = excluded.kind,
+				value = CASE WHEN checkpoints.kind = excluded.kind THEN checkpoints.value ELSE '' END,
+				updated_at = excluded.updated_at`,
+			imapID, string(KindGraph), now())
+	case cp.Kind == KindGraph:
+		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (imap_id) DO UPDATE SET kind = excluded.kind, value = excluded.value, updated_at = excluded.updated_at`,
+			imapID, string(KindGraph), cp.Cursor, now())
+	default:
+		err = fmt.Errorf("unknown checkpoint kind %q", cp.Kind)
 	}
 	if err != nil {
 		return fmt.Errorf("moving checkpoint of imap configuration %d: %w", imapID, err)

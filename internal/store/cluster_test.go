@@ -112,7 +112,7 @@ func TestLeases(t *testing.T) {
 		break
 	}
 	old := store.WithFence(ctx, store.Fence{IMAPID: anyA, Owner: "a", Token: 1})
-	err = s.SetCheckpoint(old, anyA, store.Checkpoint{UIDValidity: 7, LastUID: 99})
+	err = s.SetCheckpoint(old, anyA, store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 99}, nil)
 	if !errors.Is(err, store.ErrFenced) {
 		t.Fatalf("write under a lost lease: %v, want ErrFenced", err)
 	}
@@ -123,7 +123,7 @@ func TestLeases(t *testing.T) {
 		t.Errorf("CheckFence under a lost lease: %v", err)
 	}
 	cur := store.WithFence(ctx, store.Fence{IMAPID: anyA, Owner: "d", Token: 2})
-	if err := s.SetCheckpoint(cur, anyA, store.Checkpoint{UIDValidity: 7, LastUID: 99}); err != nil {
+	if err := s.SetCheckpoint(cur, anyA, store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 99}, nil); err != nil {
 		t.Fatalf("the holder's write: %v", err)
 	}
 

@@ -27,7 +27,7 @@ func msg(n int, msgID string) string {
 func TestRecordBatchExactlyOnce(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 100, LastUID: 2},
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 100, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 100, Last: 2},
 			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, msg(2, ""))}, Action: "seen"}
 		hooked := 0
 		hook := func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
@@ -44,48 +44,48 @@ func TestRecordBatchExactlyOnce(t *testing.T) {
 			t.Fatalf("again: got %v skipped %d hooked %d, %v", rec, skipped, hooked, err)
 		}
 		cp, ok, err := s.GetCheckpoint(ctx, 1)
-		if err != nil || !ok || cp != (store.Checkpoint{UIDValidity: 100, LastUID: 2}) {
+		if err != nil || !ok || cp != (store.Checkpoint{Kind: store.KindIMAP, Epoch: 100, Last: 2}) {
 			t.Errorf("got %v %v %v", cp, ok, err)
 		}
 		// The checkpoint does not move backwards under one UIDVALIDITY.
-		if err := s.SetCheckpoint(ctx, 1, store.Checkpoint{UIDValidity: 100, LastUID: 1}); err != nil {
+		if err := s.SetCheckpoint(ctx, 1, store.Checkpoint{Kind: store.KindIMAP, Epoch: 100, Last: 1}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp.LastUID != 2 {
-			t.Errorf("checkpoint went back to %d", cp.LastUID)
+		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp.Last != 2 {
+			t.Errorf("checkpoint went back to %d", cp.Last)
 		}
-		pa, err := s.PendingActions(ctx, 1)
+		pa, err := s.Owed(ctx, 1)
 		if err != nil || len(pa) != 2 || pa[0].Action != "seen" {
 			t.Fatalf("got %v, %v", pa, err)
 		}
-		if err := s.DonePendingActions(ctx, 1, 100, []uint32{1, 2}); err != nil {
+		if err := s.Paid(ctx, 1, 100, []uint32{1, 2}); err != nil {
 			t.Fatal(err)
 		}
-		if pa, _ := s.PendingActions(ctx, 1); len(pa) != 0 {
+		if pa, _ := s.Owed(ctx, 1); len(pa) != 0 {
 			t.Errorf("got %v after done", pa)
 		}
 
 		// A new UIDVALIDITY: the folder is read again; what was recorded
 		// (by Message-ID or by the hash) is not recorded twice, new mail is.
-		b2 := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 200, LastUID: 3},
+		b2 := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 200, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 200, Last: 3},
 			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, msg(2, "")), incoming(3, msg(3, "three@x"))}}
 		rec, skipped, err = s.RecordBatch(ctx, b2, nil)
 		if err != nil || len(rec) != 1 || rec[0].UID != 3 || skipped != 2 {
 			t.Fatalf("after uidvalidity change: got %v skipped %d, %v", rec, skipped, err)
 		}
-		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp != (store.Checkpoint{UIDValidity: 200, LastUID: 3}) {
+		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp != (store.Checkpoint{Kind: store.KindIMAP, Epoch: 200, Last: 3}) {
 			t.Errorf("got checkpoint %v", cp)
 		}
 
 		// A failing hook rolls back the message and the checkpoint.
-		b3 := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 200, LastUID: 4},
+		b3 := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 200, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 200, Last: 4},
 			Messages: []store.Incoming{incoming(4, msg(4, "four@x"))}}
 		boom := errors.New("boom")
 		if _, _, err := s.RecordBatch(ctx, b3, func(context.Context, *store.Tx, *store.Batch, int64, store.Incoming) error { return boom }); !errors.Is(err, boom) {
 			t.Fatalf("got %v, want boom", err)
 		}
-		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp.LastUID != 3 {
-			t.Errorf("a failed batch moved the checkpoint to %d", cp.LastUID)
+		if cp, _, _ := s.GetCheckpoint(ctx, 1); cp.Last != 3 {
+			t.Errorf("a failed batch moved the checkpoint to %d", cp.Last)
 		}
 		list, err := s.ListMessages(ctx, "INBOX", 0, 10)
 		if err != nil || len(list) != 3 {
@@ -113,7 +113,7 @@ func TestRecordStoresOddMessages(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		raw := "Subject: nul \x00 byte\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--x--\r\n"
-		b := store.Batch{IMAPID: 2, IMAPName: "odd", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
+		b := store.Batch{IMAPID: 2, IMAPName: "odd", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 2},
 			Messages: []store.Incoming{incoming(1, raw), incoming(2, "\xff\xfe garbage")}}
 		rec, _, err := s.RecordBatch(ctx, b, nil)
 		if err != nil || len(rec) != 2 {
@@ -145,7 +145,7 @@ func TestListFollowsRenames(t *testing.T) {
 			_, err := tx.CreateRun(ctx, &store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: b.IMAPName})
 			return err
 		}
-		if _, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 1},
+		if _, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: c.ID, IMAPName: c.Name, Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 1},
 			Messages: []store.Incoming{incoming(1, msg(1, "a@x"))}}, hook); err != nil {
 			t.Fatal(err)
 		}
@@ -173,10 +173,13 @@ func TestListFollowsRenames(t *testing.T) {
 	})
 }
 
-func TestKeepCheckpoint(t *testing.T) {
+// TestBatchWithoutCheckpoint: a batch without a checkpoint (a first
+// connect's backlog) records its messages under its epoch and leaves the
+// mailbox without a checkpoint.
+func TestBatchWithoutCheckpoint(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		b := store.Batch{IMAPID: 9, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 5}, KeepCheckpoint: true,
+		b := store.Batch{IMAPID: 9, IMAPName: "inbox", Epoch: 5,
 			Messages: []store.Incoming{incoming(3, msg(3, "k3@x"))}}
 		if rec, _, err := s.RecordBatch(ctx, b, nil); err != nil || len(rec) != 1 {
 			t.Fatalf("got %v, %v", rec, err)

@@ -265,37 +265,28 @@ func checkAnswers(t *testing.T, ctx context.Context, s *store.Store, m oldMailbo
 	t.Helper()
 	for _, c := range []struct {
 		id     int64
-		cp     store.Checkpoint
-		link   string
+		cp     store.Checkpoint // with its kind, and the Graph link as Cursor
 		ok     bool
 		uidls  []string
-		owed   []store.PendingAction
-		byID   []store.PendingGraphAction
+		owed   []store.OwedAction // the Graph ones with their ids
 		ofWhat string
 	}{
-		{m.imap, store.Checkpoint{UIDValidity: 7, LastUID: 12}, "", true, nil,
-			[]store.PendingAction{{5, 3, "seen", ""}, {7, 11, "move", "Done"}, {7, 12, "move", "Done"}}, nil, "imap"},
-		{m.pop3, store.Checkpoint{}, "", true, []string{"uidl-1", "uidl-2", "uidl-seen"}, nil, nil, "pop3"},
-		{m.graph, store.Checkpoint{}, oldDeltaLink, true, []string{"AAMk-1", "AAMk-2", "AAMk-3", "AAMk-read"},
-			[]store.PendingAction{{0, 2, "move", "Processed"}, {0, 3, "move", "Processed"}},
-			[]store.PendingGraphAction{{2, "AAMk-2", "move", "Processed"}, {3, "AAMk-3", "move", "Processed"}}, "graph"},
-		{m.never, store.Checkpoint{}, "", false, nil, nil, nil, "never"},
+		{m.imap, store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 12}, true, nil,
+			[]store.OwedAction{{5, 3, "", "seen", ""}, {7, 11, "", "move", "Done"}, {7, 12, "", "move", "Done"}}, "imap"},
+		{m.pop3, store.Checkpoint{Kind: store.KindPOP3}, true, []string{"uidl-1", "uidl-2", "uidl-seen"}, nil, "pop3"},
+		{m.graph, store.Checkpoint{Kind: store.KindGraph, Cursor: oldDeltaLink}, true, []string{"AAMk-1", "AAMk-2", "AAMk-3", "AAMk-read"},
+			[]store.OwedAction{{0, 2, "AAMk-2", "move", "Processed"}, {0, 3, "AAMk-3", "move", "Processed"}}, "graph"},
+		{m.never, store.Checkpoint{}, false, nil, nil, "never"},
 	} {
 		if cp, ok, err := s.GetCheckpoint(ctx, c.id); err != nil || cp != c.cp || ok != c.ok {
 			t.Errorf("%s: checkpoint %+v %v %v, want %+v %v", c.ofWhat, cp, ok, err, c.cp, c.ok)
 		}
-		if l, ok, err := s.DeltaLink(ctx, c.id); err != nil || l != c.link || ok != c.ok {
-			t.Errorf("%s: deltaLink %q %v %v, want %q %v", c.ofWhat, l, ok, err, c.link, c.ok)
-		}
-		u, err := s.POP3UIDLs(ctx, c.id)
+		u, err := s.SeenIDs(ctx, c.id)
 		if got := slices.Sorted(maps.Keys(u)); err != nil || !slices.Equal(got, c.uidls) {
 			t.Errorf("%s: ids %q %v, want %q", c.ofWhat, got, err, c.uidls)
 		}
-		if p, err := s.PendingActions(ctx, c.id); err != nil || !slices.Equal(p, c.owed) {
-			t.Errorf("%s: pending %+v %v, want %+v", c.ofWhat, p, err, c.owed)
-		}
-		if p, err := s.PendingGraphActions(ctx, c.id); err != nil || !slices.Equal(p, c.byID) {
-			t.Errorf("%s: pending by id %+v %v, want %+v", c.ofWhat, p, err, c.byID)
+		if p, err := s.Owed(ctx, c.id); err != nil || !slices.Equal(p, c.owed) {
+			t.Errorf("%s: owed %+v %v, want %+v", c.ofWhat, p, err, c.owed)
 		}
 	}
 }
@@ -325,114 +316,113 @@ func checkNothingReadAgain(t *testing.T, ctx context.Context, s *store.Store, m 
 	}
 	withID := func(uidl string, n int) store.Incoming {
 		in := incoming(0, msg(n, uidl+"@again"))
-		in.UIDL = uidl
+		in.ID = uidl
 		return in
 	}
 
 	// IMAP: UID 12 again records nothing; an older checkpoint does not
 	// move it back; a new UID moves it on and is owed.
-	record(store.Batch{IMAPID: m.imap, IMAPName: "imap", Checkpoint: store.Checkpoint{UIDValidity: 7, LastUID: 12},
+	record(store.Batch{IMAPID: m.imap, IMAPName: "imap", Epoch: 7, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 12},
 		Messages: []store.Incoming{incoming(12, msg(12, "imap-again@x"))}, Action: "move", MoveTo: "Done"}, 0)
-	if err := s.SetCheckpoint(ctx, m.imap, store.Checkpoint{UIDValidity: 7, LastUID: 5}); err != nil {
+	if err := s.SetCheckpoint(ctx, m.imap, store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 5}, nil); err != nil {
 		t.Fatal(err)
 	}
-	record(store.Batch{IMAPID: m.imap, IMAPName: "imap", Checkpoint: store.Checkpoint{UIDValidity: 7, LastUID: 13},
+	record(store.Batch{IMAPID: m.imap, IMAPName: "imap", Epoch: 7, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 13},
 		Messages: []store.Incoming{incoming(13, msg(13, "imap-13@x"))}, Action: "move", MoveTo: "Done"}, 1)
-	if cp, _, _ := s.GetCheckpoint(ctx, m.imap); cp != (store.Checkpoint{UIDValidity: 7, LastUID: 13}) {
+	if cp, _, _ := s.GetCheckpoint(ctx, m.imap); cp != (store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 13}) {
 		t.Errorf("imap checkpoint %+v, want 7/13", cp)
 	}
-	if err := s.ClearPendingActions(ctx, m.imap, 7); err != nil {
+	if err := s.ClearOwed(ctx, m.imap, 7); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DonePendingActions(ctx, m.imap, 7, []uint32{11, 12}); err != nil {
+	if err := s.Paid(ctx, m.imap, 7, []uint32{11, 12}); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := s.PendingActions(ctx, m.imap); err != nil || !slices.Equal(p, []store.PendingAction{{7, 13, "move", "Done"}}) {
+	if p, err := s.Owed(ctx, m.imap); err != nil || !slices.Equal(p, []store.OwedAction{{7, 13, "", "move", "Done"}}) {
 		t.Errorf("imap pending %+v %v, want only 7/13", p, err)
 	}
 
 	// POP3: the UIDLs read (and the one marked seen) are not recorded
 	// again; a new one is, under the next UID.
-	rec, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: m.pop3, IMAPName: "pop3",
+	rec, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: m.pop3, IMAPName: "pop3", Checkpoint: &store.Checkpoint{Kind: store.KindPOP3},
 		Messages: []store.Incoming{withID("uidl-1", 1), withID("uidl-seen", 2), withID("uidl-3", 3)}}, nil)
 	if err != nil || len(rec) != 1 || rec[0].UID != 3 {
 		t.Errorf("pop3: recorded %+v, %v, want uid 3 only", rec, err)
 	}
-	if cp, ok, _ := s.GetCheckpoint(ctx, m.pop3); cp != (store.Checkpoint{}) || !ok {
+	if cp, ok, _ := s.GetCheckpoint(ctx, m.pop3); cp != (store.Checkpoint{Kind: store.KindPOP3}) || !ok {
 		t.Errorf("pop3 checkpoint %+v %v", cp, ok)
 	}
 
 	// Graph: the ids read are not recorded again; a batch in the middle of
 	// a round keeps the link; the owed moves are done by id.
-	rec, _, err = s.RecordBatch(ctx, store.Batch{IMAPID: m.graph, IMAPName: "graph", OweByID: true, Action: "move", MoveTo: "Processed",
-		Messages: []store.Incoming{withID("AAMk-1", 1), withID("AAMk-read", 2), withID("AAMk-4", 4)}}, nil)
+	rec, _, err = s.RecordBatch(ctx, store.Batch{IMAPID: m.graph, IMAPName: "graph", ActByID: true, Action: "move", MoveTo: "Processed",
+		Checkpoint: &store.Checkpoint{Kind: store.KindGraph, KeepCursor: true},
+		Messages:   []store.Incoming{withID("AAMk-1", 1), withID("AAMk-read", 2), withID("AAMk-4", 4)}}, nil)
 	if err != nil || len(rec) != 1 || rec[0].UID != 4 {
 		t.Errorf("graph: recorded %+v, %v, want uid 4 only", rec, err)
 	}
-	if l, _, _ := s.DeltaLink(ctx, m.graph); l != oldDeltaLink {
-		t.Errorf("graph link %q, want the old one kept", l)
+	if cp, _, _ := s.GetCheckpoint(ctx, m.graph); cp.Cursor != oldDeltaLink {
+		t.Errorf("graph link %q, want the old one kept", cp.Cursor)
 	}
-	if err := s.DonePendingActions(ctx, m.graph, 0, []uint32{2}); err != nil {
+	if err := s.Paid(ctx, m.graph, 0, []uint32{2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ForgetIDs(ctx, m.graph, []string{"AAMk-3"}); err != nil {
+	if err := s.ForgetSeenIDs(ctx, m.graph, []string{"AAMk-3"}); err != nil {
 		t.Fatal(err)
 	}
-	want := []store.PendingGraphAction{{4, "AAMk-4", "move", "Processed"}}
-	if p, err := s.PendingGraphActions(ctx, m.graph); err != nil || !slices.Equal(p, want) {
+	want := []store.OwedAction{{0, 4, "AAMk-4", "move", "Processed"}}
+	if p, err := s.Owed(ctx, m.graph); err != nil || !slices.Equal(p, want) {
 		t.Errorf("graph pending %+v %v, want %+v", p, err, want)
 	}
 }
 
 // TestCheckpointKinds: one checkpoint row per mailbox, in the terms of the
-// source that wrote it last. The zero checkpoint (POP3's) leaves a Graph
-// link alone, as the old mailbox_state row kept its delta_link; an IMAP
-// checkpoint never moves back under the same UIDVALIDITY but starts over
-// under another; a Graph batch without a link keeps the stored one.
+// source that wrote it last. POP3's leaves a Graph link alone, as the old
+// mailbox_state row kept its delta_link; an IMAP checkpoint never moves
+// back under the same UIDVALIDITY but starts over under another; a Graph
+// batch in the middle of a round (KeepCursor) keeps the stored link.
 func TestCheckpointKinds(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		check := func(id int64, cp store.Checkpoint, link string) {
+		check := func(id int64, cp store.Checkpoint) {
 			t.Helper()
 			if got, ok, err := s.GetCheckpoint(ctx, id); err != nil || !ok || got != cp {
 				t.Errorf("checkpoint of %d: %+v %v %v, want %+v", id, got, ok, err, cp)
 			}
-			if got, ok, err := s.DeltaLink(ctx, id); err != nil || !ok || got != link {
-				t.Errorf("deltaLink of %d: %q %v %v, want %q", id, got, ok, err, link)
-			}
 		}
 		set := func(id int64, cp store.Checkpoint) {
 			t.Helper()
-			if err := s.SetCheckpoint(ctx, id, cp); err != nil {
+			if err := s.SetCheckpoint(ctx, id, cp, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
-		set(1, store.Checkpoint{UIDValidity: 4294967295, LastUID: 100})
-		set(1, store.Checkpoint{UIDValidity: 4294967295, LastUID: 99})
-		check(1, store.Checkpoint{UIDValidity: 4294967295, LastUID: 100}, "")
-		set(1, store.Checkpoint{UIDValidity: 3, LastUID: 2})
-		check(1, store.Checkpoint{UIDValidity: 3, LastUID: 2}, "")
-		set(1, store.Checkpoint{UIDValidity: 3, LastUID: 4294967295})
-		check(1, store.Checkpoint{UIDValidity: 3, LastUID: 4294967295}, "")
+		imap := func(epoch, last uint32) store.Checkpoint {
+			return store.Checkpoint{Kind: store.KindIMAP, Epoch: epoch, Last: last}
+		}
+		graph := func(link string) store.Checkpoint { return store.Checkpoint{Kind: store.KindGraph, Cursor: link} }
+		set(1, imap(4294967295, 100))
+		set(1, imap(4294967295, 99))
+		check(1, imap(4294967295, 100))
+		set(1, imap(3, 2))
+		check(1, imap(3, 2))
+		set(1, imap(3, 4294967295))
+		check(1, imap(3, 4294967295))
 
-		if err := s.SetDeltaLink(ctx, 2, "https://g/delta?1", nil); err != nil {
+		set(2, graph("https://g/delta?1"))
+		set(2, store.Checkpoint{Kind: store.KindPOP3})
+		check(2, graph("https://g/delta?1"))
+		midRound := store.Batch{IMAPID: 2, IMAPName: "g", ActByID: true, Checkpoint: &store.Checkpoint{Kind: store.KindGraph, KeepCursor: true}}
+		if _, _, err := s.RecordBatch(ctx, midRound, nil); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.MarkPOP3Seen(ctx, 2, nil, store.Checkpoint{}); err != nil {
-			t.Fatal(err)
-		}
-		check(2, store.Checkpoint{}, "https://g/delta?1")
-		if _, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: 2, IMAPName: "g", OweByID: true}, nil); err != nil {
-			t.Fatal(err)
-		}
-		check(2, store.Checkpoint{}, "https://g/delta?1")
-		set(2, store.Checkpoint{UIDValidity: 9, LastUID: 1})
-		check(2, store.Checkpoint{UIDValidity: 9, LastUID: 1}, "")
+		check(2, graph("https://g/delta?1"))
+		set(2, imap(9, 1))
+		check(2, imap(9, 1))
 		// A Graph batch after an IMAP checkpoint: a Graph mailbox that has
 		// read, with no link yet.
-		if _, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: 2, IMAPName: "g", OweByID: true}, nil); err != nil {
+		if _, _, err := s.RecordBatch(ctx, midRound, nil); err != nil {
 			t.Fatal(err)
 		}
-		check(2, store.Checkpoint{}, "")
+		check(2, graph(""))
 	})
 }

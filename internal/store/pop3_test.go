@@ -8,18 +8,20 @@ import (
 	"mailtrigger/internal/storetest"
 )
 
-// TestRecordBatchPOP3: messages with a UIDL are numbered per configuration
-// under UIDVALIDITY 0, recorded once per UIDL, owe no pending action, and
-// the UIDLs remembered are listed, marked seen and forgotten as asked.
+// TestRecordBatchPOP3: messages with an id (a POP3 UIDL) are numbered per
+// configuration under epoch 0, recorded once per id, owe no pending
+// action, and the ids remembered are listed, marked seen and forgotten as
+// asked.
 func TestRecordBatchPOP3(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		pop := func(uidl string, n int) store.Incoming {
 			in := incoming(0, msg(n, uidl+"@x"))
-			in.UIDL = uidl
+			in.ID = uidl
 			return in
 		}
-		b := store.Batch{IMAPID: 7, IMAPName: "pop", Messages: []store.Incoming{pop("a", 1), pop("b", 2)}, Action: "delete"}
+		b := store.Batch{IMAPID: 7, IMAPName: "pop", Messages: []store.Incoming{pop("a", 1), pop("b", 2)}, Action: "delete",
+			Checkpoint: &store.Checkpoint{Kind: store.KindPOP3}}
 		rec, skipped, err := s.RecordBatch(ctx, b, nil)
 		if err != nil || len(rec) != 2 || skipped != 0 || rec[0].UID != 1 || rec[1].UID != 2 {
 			t.Fatalf("got %v skipped %d, %v", rec, skipped, err)
@@ -30,23 +32,23 @@ func TestRecordBatchPOP3(t *testing.T) {
 		if err != nil || len(rec) != 1 || skipped != 2 || rec[0].UID != 3 {
 			t.Fatalf("again: got %v skipped %d, %v", rec, skipped, err)
 		}
-		if pa, err := s.PendingActions(ctx, 7); err != nil || len(pa) != 0 {
+		if pa, err := s.Owed(ctx, 7); err != nil || len(pa) != 0 {
 			t.Errorf("pending actions: got %v, %v", pa, err)
 		}
-		if err := s.MarkPOP3Seen(ctx, 7, []string{"old1", "old2", "a"}, store.Checkpoint{}); err != nil {
+		if err := s.SetCheckpoint(ctx, 7, store.Checkpoint{Kind: store.KindPOP3}, []string{"old1", "old2", "a"}); err != nil {
 			t.Fatal(err)
 		}
-		if cp, ok, err := s.GetCheckpoint(ctx, 7); err != nil || !ok || cp != (store.Checkpoint{}) {
+		if cp, ok, err := s.GetCheckpoint(ctx, 7); err != nil || !ok || cp != (store.Checkpoint{Kind: store.KindPOP3}) {
 			t.Errorf("checkpoint: got %v %v %v", cp, ok, err)
 		}
-		known, err := s.POP3UIDLs(ctx, 7)
+		known, err := s.SeenIDs(ctx, 7)
 		if err != nil || len(known) != 5 || !known["old1"] || !known["c"] {
 			t.Fatalf("got %v, %v", known, err)
 		}
-		if err := s.ForgetPOP3UIDLs(ctx, 7, map[string]bool{"c": true, "old2": true, "zzz": true}); err != nil {
+		if err := s.RetainSeenIDs(ctx, 7, map[string]bool{"c": true, "old2": true, "zzz": true}); err != nil {
 			t.Fatal(err)
 		}
-		known, err = s.POP3UIDLs(ctx, 7)
+		known, err = s.SeenIDs(ctx, 7)
 		if err != nil || len(known) != 2 || !known["c"] || !known["old2"] {
 			t.Fatalf("after forgetting: got %v, %v", known, err)
 		}

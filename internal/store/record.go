@@ -17,14 +17,13 @@ import (
 // Incoming is one message read from a server, to be recorded.
 type Incoming struct {
 	UID uint32
-	// UIDL, when set, is the id the source names the message by (a POP3
-	// unique id, a Graph message id): the message is recorded under
-	// UIDVALIDITY 0 with the configuration's next UID (replacing UID), its
-	// id is remembered among the seen ids in the same transaction, and a
-	// message whose id is remembered already is skipped. No
-	// after-processing is owed for it (unless Batch.OweByID): for POP3 the
-	// seen ids are what is owed.
-	UIDL string
+	// ID, when set, is the id the source names the message by (a POP3
+	// unique id, a Graph message id): the message is recorded under epoch
+	// 0 with the configuration's next UID (replacing UID), its id is
+	// remembered among the seen ids in the same transaction, and a message
+	// whose id is seen already is skipped. No after-processing is owed for
+	// it unless Batch.ActByID: for POP3 the seen ids are what is owed.
+	ID   string
 	Raw  []byte // the whole message, or only its header when Msg.TooLarge
 	Msg  *mail.Message
 	Seen time.Time // when it was read
@@ -32,38 +31,30 @@ type Incoming struct {
 
 // Batch is what one ingest transaction records for one mailbox.
 type Batch struct {
-	IMAPID     int64
-	IMAPName   string
-	Checkpoint Checkpoint // where the mailbox stands once the batch is recorded
-	// KeepCheckpoint leaves the stored checkpoint alone (Checkpoint still
-	// gives the UIDVALIDITY the messages are recorded under): the backlog of
-	// a first connect is recorded before the mailbox has a checkpoint, so
-	// that a crash in its middle reads it again rather than skip the rest.
-	KeepCheckpoint bool
-	Messages       []Incoming
+	IMAPID   int64
+	IMAPName string
+	// Epoch is the epoch (IMAP UIDVALIDITY) the messages' UIDs belong
+	// to; messages with an ID are recorded under epoch 0.
+	Epoch    uint32
+	Messages []Incoming
+	// Checkpoint, when set, is where the mailbox stands once the batch is
+	// recorded, stored in the same transaction (setCheckpoint says how it
+	// merges with the stored one). Nil leaves the stored checkpoint alone:
+	// the backlog of a first IMAP connect is recorded before the mailbox
+	// has a checkpoint, so that a crash in its middle reads it again rather
+	// than skip the rest.
+	Checkpoint *Checkpoint
 	// Action and MoveTo are the after-processing owed to the server for each
 	// recorded message ("" or "none": nothing).
 	Action, MoveTo string
-	// OweByID marks a Microsoft Graph batch: the after-processing is owed
-	// also for messages with a UIDL (their Graph id), which are acted on
-	// after the commit by id (PendingGraphActions lists them, by the UID
-	// they were recorded with under UIDVALIDITY 0), and the mailbox's
-	// checkpoint is a Graph one (DeltaLink).
-	OweByID bool
-	// DeltaLink, when set, is the Graph deltaLink stored as the checkpoint
-	// with the batch (in the same transaction): set only on the batch that
-	// finishes a delta round; earlier batches leave the stored link alone.
-	DeltaLink *string
+	// ActByID says the after-processing is owed also for the messages
+	// with an ID, to be done by that id after the commit (Microsoft Graph;
+	// Owed lists them with their ID).
+	ActByID bool
 	// Attempt, when set, is the key under which the crash-loop breaker
 	// noted this batch (SetAttempt); the note is removed in the same
 	// transaction.
 	Attempt string
-
-	// Flows is the hook's copy of the flows on the mailbox, read once per
-	// transaction (FlowsRead) rather than once per message; RecordBatch
-	// clears it whenever a transaction starts.
-	Flows     []FlowRecord
-	FlowsRead bool
 }
 
 // Recorded is a message the batch recorded.
@@ -77,15 +68,14 @@ type Recorded struct {
 // commit together or not at all.
 type RecordHook func(ctx context.Context, tx *Tx, b *Batch, id int64, in Incoming) error
 
-// RecordBatch records the messages of b and moves the checkpoint, in one
-// transaction. A message already recorded (same configuration, UIDVALIDITY
-// and UID), or recorded under an earlier UIDVALIDITY with the same dedupe key,
-// is not recorded again. The checkpoint never moves backwards.
+// RecordBatch records the messages of b and stores its checkpoint, in one
+// transaction. A message already recorded (same configuration, epoch and
+// UID, or a seen ID), or recorded under another epoch with the same dedupe
+// key, is not recorded again.
 func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
 	err = s.Write(ctx, func(tx *sql.Tx) error {
 		rec, skipped = rec[:0], 0
 		htx := &Tx{s: s, tx: tx}
-		b.Flows, b.FlowsRead = nil, false
 		for _, in := range b.Messages {
 			id, ok, err := recordMessage(ctx, tx, b, &in)
 			if err != nil {
@@ -100,7 +90,7 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 					return fmt.Errorf("message uid %d: %w", in.UID, err)
 				}
 			}
-			if (in.UIDL == "" || b.OweByID) && b.Action != "" && b.Action != "none" {
+			if (in.ID == "" || b.ActByID) && b.Action != "" && b.Action != "none" {
 				if err := oweAction(ctx, tx, b, id, in); err != nil {
 					return err
 				}
@@ -112,13 +102,10 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 				return err
 			}
 		}
-		if b.KeepCheckpoint {
+		if b.Checkpoint == nil {
 			return nil
 		}
-		if b.OweByID || b.DeltaLink != nil {
-			return setGraphCheckpoint(ctx, tx, b.IMAPID, b.DeltaLink)
-		}
-		return setCheckpoint(ctx, tx, b.IMAPID, b.Checkpoint)
+		return setCheckpoint(ctx, tx, b.IMAPID, *b.Checkpoint)
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
@@ -129,31 +116,32 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int64, bool, error) {
 	m := in.Msg
 	key := m.DedupeKey()
-	if in.UIDL != "" {
-		b.Checkpoint.UIDValidity = 0
+	epoch := b.Epoch
+	if in.ID != "" {
+		epoch = 0
 		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM seen_ids WHERE imap_id = $1 AND source_id = $2`, b.IMAPID, in.UIDL).Scan(&one)
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM seen_ids WHERE imap_id = $1 AND source_id = $2`, b.IMAPID, in.ID).Scan(&one)
 		if err == nil {
 			return 0, false, nil // read before
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			return 0, false, fmt.Errorf("looking for unique id %q recorded earlier: %w", in.UIDL, err)
+			return 0, false, fmt.Errorf("looking for message id %q recorded earlier: %w", in.ID, err)
 		}
 		var next int64
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(uid), 0) + 1 FROM messages WHERE imap_id = $1 AND uid_validity = 0`,
 			b.IMAPID).Scan(&next); err != nil {
-			return 0, false, fmt.Errorf("numbering message %q: %w", in.UIDL, err)
+			return 0, false, fmt.Errorf("numbering message %q: %w", in.ID, err)
 		}
 		in.UID = uint32(next)
 	}
 	var dup int64
 	err := tx.QueryRowContext(ctx, `SELECT id FROM messages WHERE imap_id = $1 AND dedupe_key = $2 AND uid_validity <> $3 LIMIT 1`,
-		b.IMAPID, key, int64(b.Checkpoint.UIDValidity)).Scan(&dup)
+		b.IMAPID, key, int64(epoch)).Scan(&dup)
 	if err == nil {
 		// Recorded before the folder was recreated (or, for POP3, while
 		// the configuration read the mailbox over IMAP).
-		if in.UIDL != "" {
-			if err := rememberUIDL(ctx, tx, b.IMAPID, in.UIDL, &dup); err != nil {
+		if in.ID != "" {
+			if err := addSeenID(ctx, tx, b.IMAPID, in.ID, &dup); err != nil {
 				return 0, false, err
 			}
 		}
@@ -178,7 +166,7 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 		replica, lease_token)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id`,
-		b.IMAPID, b.IMAPName, int64(b.Checkpoint.UIDValidity), int64(in.UID), text(m.MessageID), text(key), text(m.Subject),
+		b.IMAPID, b.IMAPName, int64(epoch), int64(in.UID), text(m.MessageID), text(key), text(m.Subject),
 		addrJSON(m.From), addrJSON(m.To), addrJSON(m.Cc), addrJSON(m.ReplyTo), date, m.Size, received.UTC(),
 		text(m.ParseError()), m.TooLarge, text(m.Text), text(m.HTML), in.Raw, f.Owner, f.Token).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -194,8 +182,8 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 			return 0, false, fmt.Errorf("recording attachment %d of uid %d: %w", n, in.UID, err)
 		}
 	}
-	if in.UIDL != "" {
-		if err := rememberUIDL(ctx, tx, b.IMAPID, in.UIDL, &id); err != nil {
+	if in.ID != "" {
+		if err := addSeenID(ctx, tx, b.IMAPID, in.ID, &id); err != nil {
 			return 0, false, err
 		}
 	}

@@ -25,7 +25,7 @@ func TestPrune(t *testing.T) {
 			}
 			return err
 		}
-		rec, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
+		rec, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 2},
 			Messages: []store.Incoming{old, fresh}}, hook)
 		if err != nil {
 			t.Fatal(err)

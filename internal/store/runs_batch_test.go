@@ -20,7 +20,7 @@ const withAttachment = "From: A <a@example.com>\r\nTo: b@example.com\r\nSubject:
 func TestGetMessagesMatchesGetMessage(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 3},
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 3},
 			Messages: []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, withAttachment), incoming(3, msg(3, ""))}}
 		rec, _, err := s.RecordBatch(ctx, b, nil)
 		if err != nil || len(rec) != 3 {
@@ -54,7 +54,7 @@ func TestGetMessagesMatchesGetMessage(t *testing.T) {
 func TestFinishAttemptsTogether(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 2},
 			Messages: []store.Incoming{incoming(1, msg(1, "")), incoming(2, msg(2, ""))}}
 		var runs []store.Run
 		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
@@ -108,7 +108,7 @@ func TestFinishAttemptsTogether(t *testing.T) {
 func TestClaimRunsExceptFlows(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Checkpoint: store.Checkpoint{UIDValidity: 1, LastUID: 2},
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 2},
 			Messages: []store.Incoming{incoming(1, msg(1, "")), incoming(2, msg(2, ""))}}
 		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
 			for _, flow := range []int64{1, 2, 3} {

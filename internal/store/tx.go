@@ -11,6 +11,9 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
+	// flows holds FlowsForIMAP's answers: the flows on a mailbox are read
+	// once per transaction (which writes no flows), not once per message.
+	flows map[int64][]FlowRecord
 }
 
 // WriteTx runs fn in one write transaction, as Write does.
@@ -19,9 +22,21 @@ func (s *Store) WriteTx(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 // FlowsForIMAP returns every flow whose trigger names configuration imapID,
-// as the transaction sees them.
+// as the transaction sees them. They are read once per transaction: a
+// batch's messages share the answer.
 func (t *Tx) FlowsForIMAP(ctx context.Context, imapID int64) ([]FlowRecord, error) {
-	return t.s.FlowsForIMAP(ctx, t.tx, imapID)
+	if flows, ok := t.flows[imapID]; ok {
+		return flows, nil
+	}
+	flows, err := t.s.FlowsForIMAP(ctx, t.tx, imapID)
+	if err != nil {
+		return nil, err
+	}
+	if t.flows == nil {
+		t.flows = map[int64][]FlowRecord{}
+	}
+	t.flows[imapID] = flows
+	return flows, nil
 }
 
 // RecordMatch records m for message messageID (replacing an earlier

@@ -33,7 +33,7 @@ func (e *graphEnv) rememberedIDs(name string) []string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	m, err := e.st.POP3UIDLs(context.Background(), c.ID)
+	m, err := e.st.SeenIDs(context.Background(), c.ID)
 	if err != nil {
 		e.t.Fatal(err)
 	}

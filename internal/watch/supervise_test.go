@@ -106,7 +106,7 @@ func TestSupervisorReadsAndIdles(t *testing.T) {
 		return st.State == imapconf.StateIdle && st.MessagesIngested == 30 && st.LastSuccessAt != nil
 	})
 	cp, ok, err := e.st.GetCheckpoint(context.Background(), e.cfg.ID)
-	if err != nil || !ok || cp != (store.Checkpoint{UIDValidity: 3, LastUID: 30}) {
+	if err != nil || !ok || cp != (store.Checkpoint{Kind: store.KindIMAP, Epoch: 3, Last: 30}) {
 		t.Errorf("checkpoint %+v (%v, %v), want 3/30", cp, ok, err)
 	}
 	// New mail wakes the wait, and is read.

@@ -296,7 +296,7 @@ func seedData(t *testing.T, st *store.Store, fs *fakeStatus) seed {
 		batch = append(batch, store.Incoming{UID: uint32(i + 1), Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: m.seen})
 	}
 	rec, _, err := st.RecordBatch(ctx, store.Batch{IMAPID: support.ID, IMAPName: support.Name,
-		Checkpoint: store.Checkpoint{UIDValidity: 7, LastUID: uint32(len(batch))}, Messages: batch}, flow.Hook(st))
+		Epoch: 7, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: uint32(len(batch))}, Messages: batch}, flow.Hook(st))
 	if err != nil {
 		t.Fatal(err)
 	}
