@@ -26,6 +26,7 @@ const (
 	fastMaxDepth    = 8   // nested multiparts below the top-level one
 	fastMaxParts    = 200 // parts in all
 	fastMaxBoundary = 70  // RFC 2046's limit on a boundary's length
+	fastMaxHeader   = 64 << 10
 )
 
 // fastLeaf is a part with content found by the fast path.
@@ -222,6 +223,9 @@ func fastPartHeader(p []byte) (fh fastHeader, end int, ok bool) {
 		}
 		line := p[pos : pos+k]
 		pos += k + 1
+		if pos > fastMaxHeader || len(buf) > maxMIMEField {
+			return fh, 0, false // a hostile header: enmime's path bounds it
+		}
 		line = bytes.TrimSuffix(line, []byte{'\r'})
 		if bytes.IndexByte(line, '\r') >= 0 {
 			return fh, 0, false
