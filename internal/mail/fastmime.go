@@ -160,6 +160,9 @@ func (f *fastParser) multipart(r []byte, bd, mt, id string, depth int) bool {
 			pid = id + "." + pid
 		}
 		lp := leafPart{id: pid, header: fh.get, content: part[hdrEnd:], shared: true}
+		container := false
+		// enmime reads a part's Content-Type (and then its
+		// Content-Disposition) only if it has one.
 		if fh.ct != "" {
 			var problems []string
 			pmt, params, invalid, _ := lenientMediaType(fh.ct, &problems)
@@ -174,11 +177,11 @@ func (f *fastParser) multipart(r []byte, bd, mt, id string, depth int) bool {
 				if !f.multipart(part[hdrEnd:], bd, pmt, pid, depth+1) {
 					return false
 				}
-				lp.header = nil
+				container = true
 			}
 			lp.contentType = pmt
 		}
-		if lp.header != nil {
+		if !container {
 			f.leaves = append(f.leaves, fastLeaf{lp: lp, parentType: mt})
 		}
 		if final {

@@ -225,5 +225,10 @@ func FuzzFastPathAgrees(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		checkAgrees(t, raw)
+		// The same bytes as a part (its header and content) of a
+		// well-formed message, where the fast path looks closest.
+		framed := append([]byte("Subject: f\r\nContent-Type: multipart/mixed; boundary=fz\r\n\r\n--fz\r\n"), raw...)
+		framed = append(framed, "\r\n--fz\r\nContent-Type: text/plain\r\n\r\nlast\r\n--fz--\r\n"...)
+		checkAgrees(t, framed)
 	})
 }
