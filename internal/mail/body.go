@@ -59,6 +59,16 @@ func (b *builder) parseBody(h header, body []byte) {
 		return
 	}
 
+	if b.fast {
+		if leaves, ok := fastParts(h, body); ok {
+			b.usedFast = true
+			for _, l := range leaves {
+				b.leaf(l.lp, l.parentType)
+			}
+			return
+		}
+	}
+
 	var mtProblems []string
 	parser := enmime.NewParser(
 		enmime.RawContent(true),

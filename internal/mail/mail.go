@@ -94,17 +94,25 @@ const maxProblems = 50
 // 256 KiB per address header. Attachment contents never share memory with
 // raw. The heap needed beyond raw stays below four times len(raw) whatever
 // the message's shape (TestHostileMemory), and the work is linear in it.
-func Parse(raw []byte) (m *Message) {
+func Parse(raw []byte) *Message {
+	m, _ := parse(raw, fastPathEnabled)
+	return m
+}
+
+// parse is Parse, trying the fast path for multipart bodies first if fast
+// is set; usedFast says whether the fast path took the body.
+func parse(raw []byte, fast bool) (m *Message, usedFast bool) {
 	b := newBuilder(int64(len(raw)))
+	b.fast = fast
 	defer func() {
 		if r := recover(); r != nil {
 			b.problem("internal error: %v", r)
-			m = b.finish()
+			m, usedFast = b.finish(), b.usedFast
 		}
 	}()
 	if len(raw) == 0 {
 		b.problem("empty message")
-		return b.finish()
+		return b.finish(), false
 	}
 	h, body, problems := readHeader(raw)
 	for _, p := range problems {
@@ -112,7 +120,7 @@ func Parse(raw []byte) (m *Message) {
 	}
 	b.fillHeader(h)
 	b.parseBody(h, body)
-	return b.finish()
+	return b.finish(), b.usedFast
 }
 
 // ParseHeader reads only the header section of a message from r, for
@@ -178,7 +186,9 @@ type builder struct {
 	m          *Message
 	text, html strings.Builder
 	seen       map[string]bool
-	more       int // problems not recorded beyond maxProblems
+	more       int  // problems not recorded beyond maxProblems
+	fast       bool // try the fast path (fastmime.go) before enmime
+	usedFast   bool // the fast path took the body
 }
 
 func newBuilder(size int64) *builder {

@@ -3,6 +3,7 @@ package mail
 import (
 	"bytes"
 	"encoding/base64"
+	"flag"
 	"strings"
 	"testing"
 )
@@ -35,11 +36,34 @@ func benchMessage(withAttachment bool) []byte {
 	return b.Bytes()
 }
 
+// benchPlain is a 20 KB text/plain message without MIME structure.
+func benchPlain() []byte {
+	var b bytes.Buffer
+	b.WriteString("From: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>\r\nTo: support@example.com\r\n" +
+		"Subject: Rechnung 2024-117\r\nMessage-ID: <bench3@example.org>\r\nDate: Wed, 25 Nov 2026 10:00:00 +0000\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
+	for b.Len() < 20<<10 {
+		b.WriteString("Sehr geehrte Damen und Herren, anbei die Rechnung f=C3=BCr den Monat November.\r\n")
+	}
+	return b.Bytes()
+}
+
+// benchFastPath lets BenchmarkParse measure the enmime path alone, as it
+// was before the fast path: go test -bench Parse -args -fastpath=false
+var benchFastPath = flag.Bool("fastpath", true, "BenchmarkParse: try the fast MIME path")
+
 func BenchmarkParse(b *testing.B) {
+	defer func(old bool) { fastPathEnabled = old }(fastPathEnabled)
+	fastPathEnabled = *benchFastPath
 	for _, tt := range []struct {
 		name string
 		raw  []byte
-	}{{"20KB", benchMessage(false)}, {"20KB+200KB_attachment", benchMessage(true)}} {
+	}{
+		{"20KB", benchMessage(false)},
+		{"20KB+200KB_attachment", benchMessage(true)},
+		{"20KB_multipart_with_attachment", benchMultipart()},
+		{"20KB_plain_text", benchPlain()},
+	} {
 		b.Run(tt.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(tt.raw)))

@@ -285,15 +285,18 @@ func summarise(as []Attachment) []att {
 	return out
 }
 
-func TestParseBodies(t *testing.T) {
-	tests := []struct {
-		name      string
-		raw       []byte
-		wantText  string
-		wantHTML  string
-		wantAtt   []att
-		wantClean bool // no parse errors expected
-	}{
+type bodiesCase struct {
+	name      string
+	raw       []byte
+	wantText  string
+	wantHTML  string
+	wantAtt   []att
+	wantClean bool // no parse errors expected
+}
+
+// bodiesCases returns TestParseBodies's cases (also parsed by TestFastPathAgrees).
+func bodiesCases() []bodiesCase {
+	return []bodiesCase{
 		{
 			name:      "no mime headers",
 			raw:       msg("From: a@example.org", "Subject: hi", "", "Hello,", "world.", ""),
@@ -460,6 +463,10 @@ func TestParseBodies(t *testing.T) {
 			wantClean: true,
 		},
 	}
+}
+
+func TestParseBodies(t *testing.T) {
+	tests := bodiesCases()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := Parse(tt.raw)
@@ -487,20 +494,23 @@ func TestParseBodies(t *testing.T) {
 	}
 }
 
-func TestParseMalformed(t *testing.T) {
+type malformedCase struct {
+	name        string
+	raw         []byte
+	wantSubject string
+	wantText    string // checked if not empty
+	wantHTML    string // checked if not empty
+	wantAtts    int
+	wantProblem string // a substring of some parse error; "" for none
+}
+
+// malformedCases returns TestParseMalformed's cases (also parsed by TestFastPathAgrees).
+func malformedCases() []malformedCase {
 	garbage := make([]byte, 4096)
 	for i := range garbage {
 		garbage[i] = byte(i*7 + i/13)
 	}
-	tests := []struct {
-		name        string
-		raw         []byte
-		wantSubject string
-		wantText    string // checked if not empty
-		wantHTML    string // checked if not empty
-		wantAtts    int
-		wantProblem string // a substring of some parse error; "" for none
-	}{
+	return []malformedCase{
 		{
 			name:        "empty input",
 			raw:         nil,
@@ -622,6 +632,10 @@ func TestParseMalformed(t *testing.T) {
 			wantText:    "a\uFFFDb",
 		},
 	}
+}
+
+func TestParseMalformed(t *testing.T) {
+	tests := malformedCases()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := Parse(tt.raw)
@@ -692,10 +706,9 @@ func TestParseStructureLimits(t *testing.T) {
 	}
 }
 
-// TestParseAdversarialInputs guards against inputs that once took time
-// quadratic in their size (minutes for a few MB); each takes well under a
-// second now.
-func TestParseAdversarialInputs(t *testing.T) {
+// adversarialInputs returns TestParseAdversarialInputs's cases (also parsed
+// by TestFastPathAgrees).
+func adversarialInputs() map[string]string {
 	var params strings.Builder
 	for i := range 100000 {
 		fmt.Fprintf(&params, "; p%d=v", i)
@@ -708,7 +721,7 @@ func TestParseAdversarialInputs(t *testing.T) {
 	for i := range 100000 {
 		fmt.Fprintf(&garbled, "\"u%d <u%d@example.org>, ", i, i)
 	}
-	cases := map[string]string{
+	return map[string]string{
 		"subject =? space":   "Subject: " + strings.Repeat("=? ", 1<<20) + "\r\n\r\nx",
 		"subject =?a?q?":     "Subject: " + strings.Repeat("=?a?q?", 1<<19) + "\r\n\r\nx",
 		"subject words":      "Subject: " + strings.Repeat("=?utf-8?q?a?= ", 1<<18) + "\r\n\r\nx",
@@ -739,6 +752,13 @@ func TestParseAdversarialInputs(t *testing.T) {
 			return b.String()
 		}() + "\r\n\r\nx\r\n--b--",
 	}
+}
+
+// TestParseAdversarialInputs guards against inputs that once took time
+// quadratic in their size (minutes for a few MB); each takes well under a
+// second now.
+func TestParseAdversarialInputs(t *testing.T) {
+	cases := adversarialInputs()
 	for name, raw := range cases {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
