@@ -257,11 +257,17 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 const (
 	maxDepth = 25
 	maxParts = 1000
+	// maxOpen bounds the multipart levels left unclosed at the end of the
+	// body: enmime's time doubles with each (20 levels of a 1.4 KB message
+	// took 0.4 s, 24 about 7 s); a truncated real message leaves two or
+	// three.
+	maxOpen = 10
 )
 
 // checkShape scans the body's multipart structure in one pass, the way enmime
-// will see it, and says what is wrong if it is nested deeper than maxDepth or
-// has more than maxParts parts; "" if it is fine.
+// will see it, and says what is wrong if it is nested deeper than maxDepth,
+// has more than maxParts parts or leaves more than maxOpen levels unclosed;
+// "" if it is fine.
 func checkShape(contentType string, body []byte) string {
 	var ignored []string
 	mt, params, _, _ := lenientMediaType(contentType, &ignored)
@@ -308,6 +314,9 @@ func checkShape(contentType string, body []byte) string {
 				return fmt.Sprintf("mime parts nested deeper than %d levels", maxDepth)
 			}
 		}
+	}
+	if len(stack) > maxOpen {
+		return fmt.Sprintf("%d nested mime parts never closed (more than %d)", len(stack), maxOpen)
 	}
 	return ""
 }

@@ -673,6 +673,25 @@ func deepNesting(n int) []byte {
 	return b.Bytes()
 }
 
+// openNesting is deepNesting without the closing boundaries.
+func openNesting(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("Subject: open\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n")
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i-1, i)
+	}
+	fmt.Fprintf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\ndeep\r\n", n-1)
+	return b.Bytes()
+}
+
+// A truncated message's few open levels are parsed as before.
+func TestParseFewLevelsLeftOpen(t *testing.T) {
+	m := Parse(openNesting(3))
+	if strings.Contains(m.ParseError(), "never closed") || !strings.Contains(m.Text, "deep") {
+		t.Errorf("got text %q, parse errors %q; want the innermost part's text and enmime's own complaint", m.Text, m.ParseErrors)
+	}
+}
+
 func TestParseStructureLimits(t *testing.T) {
 	var many bytes.Buffer
 	many.WriteString("Subject: many\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n")
@@ -687,6 +706,7 @@ func TestParseStructureLimits(t *testing.T) {
 	}{
 		{"too deep", deepNesting(20000), "nested deeper than 25 levels"},
 		{"too many parts", many.Bytes(), "more than 1000 mime parts"},
+		{"left open", openNesting(maxDepth - 1), "24 nested mime parts never closed (more than 10)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
