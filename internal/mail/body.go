@@ -10,6 +10,7 @@ import (
 	"io"
 	"regexp"
 	"strconv"
+	"slices"
 	"strings"
 	"unicode/utf8"
 	"unsafe"
@@ -89,11 +90,18 @@ func (b *builder) parseBody(h header, body []byte) {
 		return
 	}
 	_ = root.DepthMatchAll(func(p *enmime.Part) bool {
+		// Sorted: enmime reports a header's malformed parameters in map
+		// order, and the same message must give the same problems.
+		var problems []string
 		for _, e := range p.Errors {
 			if e.Name == enmime.ErrorMissingContentType {
 				continue // RFC 2045 defaults it; not a problem
 			}
-			b.problem("%s%s: %s", where(p.PartID), strings.ToLower(e.Name), e.Detail)
+			problems = append(problems, fmt.Sprintf("%s%s: %s", where(p.PartID), strings.ToLower(e.Name), e.Detail))
+		}
+		slices.Sort(problems)
+		for _, pr := range problems {
+			b.problem("%s", pr)
 		}
 		return false
 	})

@@ -10,6 +10,7 @@ import (
 	"io"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -993,5 +994,20 @@ func TestParseHeaderAgreesWithParse(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, want)
 			}
 		})
+	}
+}
+
+// The same message gives the same problems in the same order: enmime
+// reports a header's malformed parameters in map order.
+func TestParseProblemsInOneOrder(t *testing.T) {
+	raw := []byte("Subject: p\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-TYpe:0;0;1;2;3;4\r\n\r\nbody\r\n--x--\r\n")
+	first := Parse(raw).ParseErrors
+	if len(first) < 2 {
+		t.Fatalf("got problems %q, want several malformed parameters", first)
+	}
+	for range 50 {
+		if got := Parse(raw).ParseErrors; !slices.Equal(got, first) {
+			t.Fatalf("got problems %q, then %q", first, got)
+		}
 	}
 }
