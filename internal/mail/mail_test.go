@@ -662,14 +662,9 @@ func TestParseMalformed(t *testing.T) {
 
 // deepNesting builds a message with n nested multiparts around one text part.
 func deepNesting(n int) []byte {
-	var b bytes.Buffer
-	b.WriteString("Subject: deep\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n")
-	for i := 1; i < n; i++ {
-		fmt.Fprintf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i-1, i)
-	}
-	fmt.Fprintf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\ndeep\r\n", n-1)
+	b := bytes.NewBuffer(openNesting(n))
 	for i := n - 1; i >= 0; i-- {
-		fmt.Fprintf(&b, "--b%d--\r\n", i)
+		fmt.Fprintf(b, "--b%d--\r\n", i)
 	}
 	return b.Bytes()
 }
@@ -677,7 +672,7 @@ func deepNesting(n int) []byte {
 // openNesting is deepNesting without the closing boundaries.
 func openNesting(n int) []byte {
 	var b bytes.Buffer
-	b.WriteString("Subject: open\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n")
+	b.WriteString("Subject: deep\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n")
 	for i := 1; i < n; i++ {
 		fmt.Fprintf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i-1, i)
 	}
