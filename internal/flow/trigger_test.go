@@ -32,14 +32,22 @@ func addFlow(t *testing.T, st *store.Store, imapID int64, name, subject, match s
 	}
 }
 
+// addInbox stores the IMAP configuration "inbox" that the hook tests match
+// against.
+func addInbox(t *testing.T, st *store.Store) imapconf.Config {
+	t.Helper()
+	c := imapconf.Config{Name: "inbox", ServerType: "imaps", Type: "generic", Host: "h", Port: 993, Username: "a@b.example",
+		Password: "x", Folder: "INBOX", TLS: "implicit", AfterProcessing: "none", PollInterval: 60, Backlog: "new", Auth: "password"}
+	if err := st.CreateIMAP(context.Background(), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestHookCreatesOneRunPerMatchingFlow(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, st *store.Store) {
 		ctx := context.Background()
-		c := imapconf.Config{Name: "inbox", ServerType: "imaps", Type: "generic", Host: "h", Port: 993, Username: "a@b.example",
-			Password: "x", Folder: "INBOX", TLS: "implicit", AfterProcessing: "none", PollInterval: 60, Backlog: "new", Auth: "password"}
-		if err := st.CreateIMAP(ctx, &c); err != nil {
-			t.Fatal(err)
-		}
+		c := addInbox(t, st)
 		addFlow(t, st, c.ID, "exact_invoice", "Invoice", "exact", true)
 		addFlow(t, st, c.ID, "orders", `^Order #\d+`, "regex", true)
 		addFlow(t, st, c.ID, "any_invoice", "invoice", "contains", true)
@@ -109,11 +117,7 @@ func TestHookCreatesOneRunPerMatchingFlow(t *testing.T) {
 func TestHookUsesAnEditedFlowAtOnce(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, st *store.Store) {
 		ctx := context.Background()
-		c := imapconf.Config{Name: "inbox", ServerType: "imaps", Type: "generic", Host: "h", Port: 993, Username: "a@b.example",
-			Password: "x", Folder: "INBOX", TLS: "implicit", AfterProcessing: "none", PollInterval: 60, Backlog: "new", Auth: "password"}
-		if err := st.CreateIMAP(ctx, &c); err != nil {
-			t.Fatal(err)
-		}
+		c := addInbox(t, st)
 		addFlow(t, st, c.ID, "orders", `^Order #\d+`, "regex", true)
 		hook := flow.Hook(st)
 		uid := uint32(0)
