@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -175,7 +174,7 @@ func fairnessOn(ctx context.Context, e *env, db database) error {
 		}
 		alone, mixed = append(alone, a), append(mixed, m)
 	}
-	a, m := median(alone), median(mixed)
+	a, m := percentile(sorted(alone), 50), percentile(sorted(mixed), 50)
 	e.add(Result{Scenario: "8 fairness", Database: db.name,
 		Metric: fmt.Sprintf("%d runs to an endpoint answering at once, beside %d to one answering in %v", n, n, e.o.SlowDelay),
 		Value:  fmt.Sprintf("%v (%+.0f %%)", m.Round(time.Millisecond), (m.Seconds()/a.Seconds()-1)*100),
@@ -184,13 +183,6 @@ func fairnessOn(ctx context.Context, e *env, db database) error {
 		Note: fmt.Sprintf("medians of %d measurements each (alone %v, beside %v), from the service's first webhook to the fast flow's last; every run of both flows delivered once",
 			len(alone), roundAll(alone), roundAll(mixed))})
 	return nil
-}
-
-// median returns the middle of ds (the upper middle of an even count).
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // roundAll rounds each of ds to the millisecond, for a note.
