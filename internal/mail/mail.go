@@ -76,6 +76,10 @@ type Message struct {
 	// ParseErrors says what could not be read; empty for a clean message.
 	// They are never fatal.
 	ParseErrors []string `json:"parseErrors,omitempty"`
+	// Layout, when set, locates Text, HTML and every attachment's content
+	// in the raw message (see Layout). ParseFile always sets it, and leaves
+	// Text, HTML and the attachments' Content empty.
+	Layout *Layout `json:"-"`
 }
 
 // maxHeaderSize bounds the header section ParseHeader reads.

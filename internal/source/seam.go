@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"mailtrigger/internal/spool"
 	"time"
 )
 
@@ -51,8 +52,12 @@ type Message struct {
 	// ID is the id that names the message across sessions for sources
 	// without UIDs: POP3's UIDL, Graph's message id.
 	ID string
-	// Raw is the whole message, or only its header when TooLarge.
-	Raw      []byte
+	// Raw is the whole message, or only its header when TooLarge; nil
+	// when the message is in Spool.
+	Raw []byte
+	// Spool, when set, holds the whole message (above the spool threshold)
+	// instead of Raw. Whoever ends up holding the message closes it.
+	Spool    *spool.File
 	Size     int64
 	TooLarge bool
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -23,10 +24,19 @@ type Incoming struct {
 	// remembered among the seen ids in the same transaction, and a message
 	// whose id is seen already is skipped. No after-processing is owed for
 	// it unless Batch.ActByID: for POP3 the seen ids are what is owed.
-	ID   string
-	Raw  []byte // the whole message, or only its header when Msg.TooLarge
+	ID  string
+	Raw []byte // the whole message, or only its header when Msg.TooLarge
+	// Big, when set, holds the whole message instead of Raw (a message
+	// above the spool threshold): it is stored from there in chunks.
+	Big  RawFile
 	Msg  *mail.Message
 	Seen time.Time // when it was read
+}
+
+// RawFile is a message held outside memory (a spool file).
+type RawFile interface {
+	io.ReaderAt
+	Size() int64
 }
 
 // Batch is what one ingest transaction records for one mailbox.

@@ -1,0 +1,53 @@
+package mail
+
+import "io"
+
+// Layout says where a message's text and HTML bodies and its attachments
+// are in its raw bytes, with what is needed to decode them: the raw message
+// is the record, and what Parse decodes from it is derived again on read
+// (Bodies, Attachment) instead of being stored a second time.
+//
+// A Message has a Layout only when every body part and every attachment was
+// found at a place in raw: then Bodies gives exactly Message.Text and
+// Message.HTML, and Attachment(n) exactly Message.Attachments[n].Content.
+// A message the lenient parser had to take apart has none, and its decoded
+// parts are stored as they are.
+type Layout struct {
+	Text        []Span `json:"text,omitempty"`        // the text/plain body parts, in order
+	HTML        []Span `json:"html,omitempty"`        // the text/html body parts, in order
+	Attachments []Span `json:"attachments,omitempty"` // one for each of Message.Attachments
+}
+
+// Span is one part's content as written in the raw message.
+type Span struct {
+	Off int64 `json:"o"` // offset in the raw message
+	Len int64 `json:"n"` // length there, transfer-encoded
+	// Encoding is the part's Content-Transfer-Encoding field as written
+	// ("" if absent).
+	Encoding string `json:"e,omitempty"`
+	// Charset is the body part's charset parameter ("" if absent); not set
+	// for attachments, which keep their bytes.
+	Charset string `json:"c,omitempty"`
+}
+
+// Bodies decodes the text and HTML bodies of a message laid out as l from
+// its raw bytes: the same strings Parse put in Message.Text and Message.HTML.
+func (l *Layout) Bodies(raw io.ReaderAt) (text, html string, err error) {
+	panic("not implemented yet")
+}
+
+// Attachment returns a reader of attachment n's content, decoded as Parse
+// decoded it into Message.Attachments[n].Content, reading raw as it goes.
+func (l *Layout) Attachment(raw io.ReaderAt, n int) (io.Reader, error) {
+	panic("not implemented yet")
+}
+
+// ParseFile parses a message too big to hold in memory, reading r (of size
+// bytes) as a stream: the header as Parse reads it, and the MIME structure
+// into Layout, with each attachment's size and SHA-256 computed as it is
+// decoded on the fly. Text, HTML and the attachments' Content are left
+// empty (Layout derives them on read). It never fails; what could not be
+// read is in ParseErrors.
+func ParseFile(r io.ReaderAt, size int64) *Message {
+	panic("not implemented yet")
+}
