@@ -2,8 +2,9 @@ package source
 
 import (
 	"context"
-	"mailtrigger/internal/spool"
 	"time"
+
+	"mailtrigger/internal/spool"
 )
 
 // Source is one mailbox as its protocol reads it: the seam between the
