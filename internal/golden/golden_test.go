@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -432,6 +433,64 @@ func TestGolden(t *testing.T) {
 			e := newEnv(t, storetest.Open(t, d))
 			ids := e.record(t, samples)
 			compare(t, e.collect(t, samples, ids), *update && d == store.SQLite)
+		})
+	}
+}
+
+// TestGoldenConverted records the corpus as the code before each message
+// was stored once did (the decoded copies, no layout), has the store
+// convert those rows as it does after migration 00011, and compares with
+// the same golden files.
+func TestGoldenConverted(t *testing.T) {
+	samples := corpus(t)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t)}
+			if d == store.Postgres {
+				o.DatabaseURL = testenv.PostgresURL(t)
+			}
+			st, err := store.Open(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			e := newEnv(t, st)
+			old := make([]sample, len(samples))
+			for i, s := range samples {
+				m := *s.in.Msg
+				m.Layout = nil
+				old[i] = s
+				old[i].in.Msg = &m
+			}
+			ids := e.record(t, old)
+			var db *sql.DB
+			if d == store.Postgres {
+				db, err = sql.Open("pgx", o.DatabaseURL)
+			} else {
+				db, err = sql.Open("sqlite", "file:"+st.SQLitePath()+"?_pragma=busy_timeout(10000)")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			// As migration 00011 leaves a database with messages.
+			if _, err := db.ExecContext(ctx, `UPDATE message_conversion SET done_through = 0, upto = (SELECT MAX(id) FROM messages)`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.ConvertMessages(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var converted, through, upto int64
+			if err := db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM messages WHERE layout <> ''), done_through, upto
+				FROM message_conversion`).Scan(&converted, &through, &upto); err != nil {
+				t.Fatal(err)
+			}
+			if through != upto {
+				t.Errorf("converted through %d of %d", through, upto)
+			}
+			t.Logf("%d of %d messages converted", converted, len(ids))
+			compare(t, e.collect(t, samples, ids), false)
 		})
 	}
 }

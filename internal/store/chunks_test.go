@@ -163,3 +163,32 @@ func TestRecordBigMessageInChunks(t *testing.T) {
 		}
 	})
 }
+
+// TestPruneChunked: Prune drops a chunked message's chunks with its bodies.
+func TestPruneChunked(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		f, _ := bigMessage(t, 3<<20)
+		m := &mail.Message{Subject: "scans", Size: f.Size()}
+		old := time.Now().Add(-40 * 24 * time.Hour)
+		rec, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1,
+			Messages: []store.Incoming{{UID: 1, Big: f, Msg: m, Seen: old}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Prune(ctx, time.Now().Add(-30*24*time.Hour))
+		if err != nil || p.Messages != 1 {
+			t.Fatalf("got %+v, %v", p, err)
+		}
+		var chunks int
+		if err := store.DB(s).QueryRowContext(ctx, `SELECT COUNT(*) FROM message_chunks`).Scan(&chunks); err != nil || chunks != 0 {
+			t.Errorf("%d chunks left, %v", chunks, err)
+		}
+		if raw, err := s.MessageRaw(ctx, rec[0].ID); err != nil || len(raw) != 0 {
+			t.Errorf("raw message after pruning: %d bytes, %v", len(raw), err)
+		}
+		if got, err := s.GetMessage(ctx, rec[0].ID); err != nil || got.Subject != "scans" {
+			t.Errorf("got %+v, %v, want its summary kept", got, err)
+		}
+	})
+}
