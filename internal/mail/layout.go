@@ -1,7 +1,6 @@
 package mail
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -59,19 +58,19 @@ func (l *Layout) Bodies(raw io.ReaderAt) (text, html string, err error) {
 }
 
 // Attachment returns a reader of attachment n's content, decoded as Parse
-// decoded it into Message.Attachments[n].Content, reading raw as it goes.
+// decoded it into Message.Attachments[n].Content, reading raw as it goes
+// (a chunk at a time: nothing the size of the attachment is held). Its
+// errors are about reading raw.
 func (l *Layout) Attachment(raw io.ReaderAt, n int) (io.Reader, error) {
 	if n < 0 || n >= len(l.Attachments) {
 		return nil, fmt.Errorf("attachment %d of %d: no such attachment", n, len(l.Attachments))
 	}
 	s := l.Attachments[n]
-	content, err := readSpan(raw, s)
-	if err != nil {
-		return nil, err
+	if s.Off < 0 || s.Len < 0 {
+		return nil, fmt.Errorf("attachment %d at %d (%d bytes): invalid span", n, s.Off, s.Len)
 	}
-	b := &builder{quiet: true}
-	data, _ := b.decodeTransfer("", content, s.Encoding)
-	return bytes.NewReader(data), nil
+	// Decoded as it is read (stream.go), to what decodeTransfer gives.
+	return newTransferReader(raw, s.Off, s.Len, s.Encoding), nil
 }
 
 // readSpan reads a span's bytes from raw.

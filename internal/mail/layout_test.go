@@ -213,8 +213,10 @@ func TestLayoutReadErrors(t *testing.T) {
 	if _, _, err := m.Layout.Bodies(short); err == nil {
 		t.Error("Bodies of a truncated message: got nil error, want one")
 	}
-	if _, err := m.Layout.Attachment(short, len(m.Layout.Attachments)-1); err == nil {
-		t.Error("Attachment of a truncated message: got nil error, want one")
+	if r, err := m.Layout.Attachment(short, len(m.Layout.Attachments)-1); err == nil {
+		if _, err := io.ReadAll(r); err == nil {
+			t.Error("Attachment of a truncated message: got nil error, want one")
+		}
 	}
 	if _, err := m.Layout.Attachment(bytes.NewReader(raw), len(m.Layout.Attachments)); err == nil {
 		t.Error("Attachment past the last: got nil error, want one")
