@@ -424,14 +424,57 @@ func firstDiff(want, got string) string {
 	return ""
 }
 
+// openStore opens a fresh store of dialect d and, beside it, a connection
+// to its database, to look at its rows.
+func openStore(t *testing.T, d store.Dialect) (*store.Store, *sql.DB) {
+	t.Helper()
+	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t)}
+	if d == store.Postgres {
+		o.DatabaseURL = testenv.PostgresURL(t)
+	}
+	st, err := store.Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var db *sql.DB
+	if d == store.Postgres {
+		db, err = sql.Open("pgx", o.DatabaseURL)
+	} else {
+		db, err = sql.Open("sqlite", "file:"+st.SQLitePath()+"?_pragma=busy_timeout(10000)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return st, db
+}
+
+// storedOnce counts the messages stored once (with a layout) and those
+// stored in chunks.
+func storedOnce(t *testing.T, db *sql.DB) (once, chunked int) {
+	t.Helper()
+	if err := db.QueryRow(`SELECT (SELECT COUNT(*) FROM messages WHERE layout <> ''),
+		(SELECT COUNT(DISTINCT message_id) FROM message_chunks)`).Scan(&once, &chunked); err != nil {
+		t.Fatal(err)
+	}
+	return once, chunked
+}
+
 // TestGolden records the corpus and compares what the API and the
 // webhooks show of it with testdata/golden, on SQLite and PostgreSQL.
 func TestGolden(t *testing.T) {
 	samples := corpus(t)
 	for _, d := range storetest.Dialects {
 		t.Run(string(d), func(t *testing.T) {
-			e := newEnv(t, storetest.Open(t, d))
+			st, db := openStore(t, d)
+			e := newEnv(t, st)
 			ids := e.record(t, samples)
+			once, chunked := storedOnce(t, db)
+			t.Logf("%d of %d messages stored once, %d in chunks", once, len(ids), chunked)
+			if once == 0 {
+				t.Error("no message stored once")
+			}
 			compare(t, e.collect(t, samples, ids), *update && d == store.SQLite)
 		})
 	}
@@ -446,15 +489,7 @@ func TestGoldenConverted(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(string(d), func(t *testing.T) {
 			ctx := context.Background()
-			o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t)}
-			if d == store.Postgres {
-				o.DatabaseURL = testenv.PostgresURL(t)
-			}
-			st, err := store.Open(ctx, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
+			st, db := openStore(t, d)
 			e := newEnv(t, st)
 			old := make([]sample, len(samples))
 			for i, s := range samples {
@@ -464,16 +499,9 @@ func TestGoldenConverted(t *testing.T) {
 				old[i].in.Msg = &m
 			}
 			ids := e.record(t, old)
-			var db *sql.DB
-			if d == store.Postgres {
-				db, err = sql.Open("pgx", o.DatabaseURL)
-			} else {
-				db, err = sql.Open("sqlite", "file:"+st.SQLitePath()+"?_pragma=busy_timeout(10000)")
+			if once, _ := storedOnce(t, db); once != 0 {
+				t.Fatalf("%d messages stored once by the old way", once)
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
 			// As migration 00011 leaves a database with messages.
 			if _, err := db.ExecContext(ctx, `UPDATE message_conversion SET done_through = 0, upto = (SELECT MAX(id) FROM messages)`); err != nil {
 				t.Fatal(err)
@@ -481,15 +509,18 @@ func TestGoldenConverted(t *testing.T) {
 			if _, err := st.ConvertMessages(ctx); err != nil {
 				t.Fatal(err)
 			}
-			var converted, through, upto int64
-			if err := db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM messages WHERE layout <> ''), done_through, upto
-				FROM message_conversion`).Scan(&converted, &through, &upto); err != nil {
+			var through, upto int64
+			if err := db.QueryRowContext(ctx, `SELECT done_through, upto FROM message_conversion`).Scan(&through, &upto); err != nil {
 				t.Fatal(err)
 			}
 			if through != upto {
 				t.Errorf("converted through %d of %d", through, upto)
 			}
-			t.Logf("%d of %d messages converted", converted, len(ids))
+			once, _ := storedOnce(t, db)
+			t.Logf("%d of %d messages converted", once, len(ids))
+			if once == 0 {
+				t.Error("no message converted")
+			}
 			compare(t, e.collect(t, samples, ids), false)
 		})
 	}

@@ -116,12 +116,16 @@ func views(t *testing.T, s *store.Store, ids []int64) []string {
 
 // wantConverted counts the messages of raws that parse to a layout: those
 // the conversion stores once.
-func wantConverted(raws [][]byte) int {
+func wantConverted(t *testing.T, raws [][]byte) int {
+	t.Helper()
 	var n int
 	for _, raw := range raws {
 		if mail.Parse(raw).Layout != nil {
 			n++
 		}
+	}
+	if n == 0 {
+		t.Fatal("no message of the test parses to a layout: nothing to convert")
 	}
 	return n
 }
@@ -173,8 +177,8 @@ func TestConvertInterrupted(t *testing.T) {
 			t.Fatal(err)
 		}
 		through, upto, converted := progress(t, db)
-		if through != upto || converted != int64(wantConverted(raws)) || int(converted) > n+10 {
-			t.Errorf("done through %d of %d, %d converted (%d by the last pass), want %d", through, upto, converted, n, wantConverted(raws))
+		if through != upto || converted != int64(wantConverted(t, raws)) || int(converted) > n+10 {
+			t.Errorf("done through %d of %d, %d converted (%d by the last pass), want %d", through, upto, converted, n, wantConverted(t, raws))
 		}
 		sameViews(t, "converted", views(t, s, ids), before)
 		// Converted messages keep no copies.
@@ -279,8 +283,8 @@ func TestConvertKilled(t *testing.T) {
 				t.Fatal(err)
 			}
 			through, upto, converted := progress(t, db)
-			if through != upto || converted != int64(wantConverted(raws)) {
-				t.Errorf("done through %d of %d, %d converted, want %d", through, upto, converted, wantConverted(raws))
+			if through != upto || converted != int64(wantConverted(t, raws)) {
+				t.Errorf("done through %d of %d, %d converted, want %d", through, upto, converted, wantConverted(t, raws))
 			}
 			sameViews(t, "converted", views(t, s, ids), before)
 		})
