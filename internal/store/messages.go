@@ -139,11 +139,13 @@ func (s *Store) GetMessage(ctx context.Context, id int64) (StoredMessage, error)
 		return m, fmt.Errorf("reading message %d: %w", id, err)
 	}
 	var layout string
-	if err := s.r.QueryRowContext(ctx, `SELECT text_body, html_body, layout FROM messages WHERE id = $1`, id).Scan(&m.Text, &m.HTML, &layout); err != nil {
+	var raw []byte
+	if err := s.r.QueryRowContext(ctx, `SELECT text_body, html_body, layout, `+rawIfLaidOut+` FROM messages WHERE id = $1`, id).
+		Scan(&m.Text, &m.HTML, &layout, &raw); err != nil {
 		return m, fmt.Errorf("reading message %d: %w", id, err)
 	}
 	if layout != "" {
-		if m.Text, m.HTML, err = s.decodeBodies(ctx, id, layout); err != nil {
+		if m.Text, m.HTML, err = s.decodeBodies(ctx, id, layout, raw); err != nil {
 			return m, err
 		}
 	}
@@ -161,31 +163,37 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 		return out, nil
 	}
 	in, args := idList(ids)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body, layout FROM messages WHERE id IN (`+in+`)`, args...)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body, layout, `+rawIfLaidOut+`
+		FROM messages WHERE id IN (`+in+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
 	}
 	defer rows.Close()
-	layouts := map[int64]string{}
+	type laidOut struct {
+		layout string
+		raw    []byte
+	}
+	layouts := map[int64]laidOut{}
 	for rows.Next() {
 		var text, html, layout string
-		m, err := scanMessage(withExtra{rows, []any{&text, &html, &layout}})
+		var raw []byte
+		m, err := scanMessage(withExtra{rows, []any{&text, &html, &layout, &raw}})
 		if err != nil {
 			return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
 		}
 		m.Text, m.HTML, m.Attachments = text, html, []StoredAttachment{}
 		out[m.ID] = m
 		if layout != "" {
-			layouts[m.ID] = layout
+			layouts[m.ID] = laidOut{layout, raw}
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
 	}
 	rows.Close()
-	for id, layout := range layouts {
+	for id, l := range layouts {
 		m := out[id]
-		if m.Text, m.HTML, err = s.decodeBodies(ctx, id, layout); err != nil {
+		if m.Text, m.HTML, err = s.decodeBodies(ctx, id, l.layout, l.raw); err != nil {
 			return nil, err
 		}
 		out[id] = m
@@ -328,19 +336,28 @@ func parseLayout(id int64, layout string) (*mail.Layout, error) {
 	return &l, nil
 }
 
+// rawIfLaidOut selects a message's raw column when it is stored once (its
+// bodies are decoded from it), NULL otherwise.
+const rawIfLaidOut = `CASE WHEN layout = '' THEN NULL ELSE raw END`
+
 // decodeBodies decodes the text and HTML bodies of message id, stored once
-// with layout, from its raw bytes: what was stored before as text_body and
-// html_body (made storable as those were, see text).
-func (s *Store) decodeBodies(ctx context.Context, id int64, layout string) (string, string, error) {
+// with layout, from its raw bytes (raw, read with the row, or its chunks
+// when that is empty): what was stored before as text_body and html_body
+// (made storable as those were, see text).
+func (s *Store) decodeBodies(ctx context.Context, id int64, layout string, raw []byte) (string, string, error) {
 	l, err := parseLayout(id, layout)
 	if err != nil {
 		return "", "", err
 	}
-	raw, err := s.OpenRaw(ctx, id)
-	if err != nil {
-		return "", "", err
+	var ra io.ReaderAt = bytes.NewReader(raw)
+	if len(raw) == 0 {
+		r, err := s.OpenRaw(ctx, id)
+		if err != nil {
+			return "", "", err
+		}
+		ra = r
 	}
-	t, h, err := l.Bodies(raw)
+	t, h, err := l.Bodies(ra)
 	if err != nil {
 		return "", "", fmt.Errorf("decoding the bodies of message %d: %w", id, err)
 	}
