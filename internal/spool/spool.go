@@ -70,6 +70,10 @@ func (s *Spooler) threshold() int64 {
 // Big says whether a message of size bytes is spooled.
 func (s *Spooler) Big(size int64) bool { return size > s.threshold() }
 
+// MaxInMemory is the most bytes of one message Take keeps in memory: the
+// threshold.
+func (s *Spooler) MaxInMemory() int64 { return s.threshold() }
+
 // Create returns an empty spool file; the caller writes the message to it
 // with Write and then calls Done.
 func (s *Spooler) Create() (*Writer, error) {
