@@ -42,11 +42,17 @@ func (f *File) Size() int64 { return f.size }
 // Reader reads the spooled message from its start.
 func (f *File) Reader() io.Reader { return io.NewSectionReader(f.f, 0, f.size) }
 
-// Close closes and removes the file; calling it again does nothing.
+// Close closes and removes the file; calling it again does nothing. A file
+// removed already (by the Clean of another process sharing the directory,
+// which does not disturb this one's reading and writing) is no error.
 func (f *File) Close() error {
 	f.once.Do(func() {
 		name := f.f.Name()
-		f.err = errors.Join(f.f.Close(), os.Remove(name))
+		rerr := os.Remove(name)
+		if errors.Is(rerr, os.ErrNotExist) {
+			rerr = nil
+		}
+		f.err = errors.Join(f.f.Close(), rerr)
 	})
 	return f.err
 }
@@ -214,6 +220,8 @@ func HeaderEnd(b []byte, from int) int {
 
 // Clean removes the spool files left in dir ("" means os.TempDir()) by a
 // process that died; it is called at start. It returns how many it removed.
+// Files another live process has open (replicas sharing a directory) keep
+// working for it: on Unix a removed file lives on until it is closed.
 func Clean(dir string) (int, error) {
 	if dir == "" {
 		dir = os.TempDir()

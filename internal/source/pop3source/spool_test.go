@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/spool"
 	"mailtrigger/internal/testenv"
@@ -97,6 +98,15 @@ func (c *cutConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// longCtx is a context for reading megabytes, which takes long under the
+// race detector on a busy machine.
+func longCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // TestRetrSpooled reads a 5 MB dot-stuffed message with a threshold of
 // 1 MB into a spool file, byte for byte; over the size cap only the header
 // is kept, without a spool file; a connection cut in the middle of the
@@ -112,7 +122,7 @@ func TestRetrSpooled(t *testing.T) {
 
 	t.Run("whole", func(t *testing.T) {
 		sp := newSpoolSpy(t, 1<<20)
-		m, err := c.RetrSpooled(testCtx(t), 1, 0, sp.Spooler)
+		m, err := c.RetrSpooled(longCtx(t), 1, 0, sp.Spooler)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +143,7 @@ func TestRetrSpooled(t *testing.T) {
 			t.Errorf("got %v left after Close, want nothing", left)
 		}
 
-		m, err = c.RetrSpooled(testCtx(t), 2, 0, sp.Spooler)
+		m, err = c.RetrSpooled(longCtx(t), 2, 0, sp.Spooler)
 		if err != nil || m.Spool != nil || !bytes.Equal(m.Raw, small) {
 			t.Errorf("small: got %v, spool %v, %d bytes, want the message in memory", err, m.Spool, len(m.Raw))
 		}
@@ -147,7 +157,7 @@ func TestRetrSpooled(t *testing.T) {
 				c.caps = slices.DeleteFunc(slices.Clone(c.caps), func(s string) bool { return strings.HasPrefix(s, "TOP") })
 				defer func() { c.caps = saved }()
 			}
-			m, err := c.RetrSpooled(testCtx(t), 1, 3<<20, sp.Spooler)
+			m, err := c.RetrSpooled(longCtx(t), 1, 3<<20, sp.Spooler)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,13 +173,13 @@ func TestRetrSpooled(t *testing.T) {
 	t.Run("connection cut in the middle", func(t *testing.T) {
 		sp := newSpoolSpy(t, 1<<20)
 		var dialer cutDialer
-		c, err := Dial(testCtx(t), cfg, Options{Dial: dialer.Dial})
+		c, err := Dial(longCtx(t), cfg, Options{Dial: dialer.Dial})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		dialer.cutAt.Store(dialer.read.Load() + 3<<20)
-		m, err := c.RetrSpooled(testCtx(t), 1, 0, sp.Spooler)
+		m, err := c.RetrSpooled(longCtx(t), 1, 0, sp.Spooler)
 		if !errors.Is(err, ErrClosed) || m.Spool != nil {
 			t.Errorf("got %v, spool %v, want ErrClosed and no message", err, m.Spool)
 		}
