@@ -39,6 +39,7 @@ func (b *builder) parseBody(h header, body []byte) {
 			b.text.Reset()
 			b.html.Reset()
 			b.m.Attachments = nil
+			b.layout, b.unlocated = Layout{}, false
 			b.leaf(b.rootLeaf(h, body), "")
 		}
 	}()
@@ -61,7 +62,7 @@ func (b *builder) parseBody(h header, body []byte) {
 	}
 
 	if b.fast {
-		if leaves, ok := fastParts(h, body); ok {
+		if leaves, ok := fastParts(h, body, b.bodyOff); ok {
 			b.usedFast = true
 			for _, l := range leaves {
 				b.leaf(l.lp, l.parentType)
@@ -163,6 +164,10 @@ type leafPart struct {
 	contentType string                  // lower-case media type, "" if none
 	content     []byte                  // as written (transfer-encoded)
 	shared      bool                    // content is the caller's memory
+	// located says content is at offset off in the raw message (a
+	// sub-slice of it); the enmime path's parts are not.
+	located bool
+	off     int64
 }
 
 // rootLeaf is the whole body as one part, for when the structure is unusable.
@@ -174,7 +179,7 @@ func (b *builder) rootLeaf(h header, body []byte) leafPart {
 	}
 	// Not a copy: leaf copies what an attachment keeps, so that none
 	// shares memory with the caller's raw.
-	return leafPart{id: "0", header: h.get, contentType: ct, content: body, shared: true}
+	return leafPart{id: "0", header: h.get, contentType: ct, content: body, shared: true, located: true, off: b.bodyOff}
 }
 
 // walk visits the part tree depth first.
@@ -223,7 +228,12 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	ctParams := parseParams(ctRaw)
 	cdParams := parseParams(cdRaw)
 	disposition := dispositionType(cdRaw)
-	data, decoded := b.decodeTransfer(lp.id, lp.content, lp.header("Content-Transfer-Encoding"))
+	cte := lp.header("Content-Transfer-Encoding")
+	data, decoded := b.decodeTransfer(lp.id, lp.content, cte)
+	span := Span{Off: lp.off, Len: int64(len(lp.content)), Encoding: cte}
+	if !lp.located {
+		b.unlocated = true
+	}
 	filename := fileName(cdParams, ctParams)
 
 	multipartLeaf := strings.HasPrefix(ct, "multipart/")
@@ -232,11 +242,15 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	}
 	if (ct == "text/plain" || ct == "text/html" || multipartLeaf) && disposition != "attachment" && filename == "" {
 		isHTML := ct == "text/html"
-		sb := &b.text
+		sb, spans := &b.text, &b.layout.Text
 		if isHTML {
-			sb = &b.html
+			sb, spans = &b.html, &b.layout.HTML
 		}
 		b.appendText(sb, lp.id, data, ctParams["charset"], isHTML)
+		span.Charset = ctParams["charset"]
+		if lp.located {
+			*spans = append(*spans, span)
+		}
 		return
 	}
 	if filename == "" && ct == "message/rfc822" {
@@ -247,6 +261,9 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	}
 	sum := sha256.Sum256(data)
 	cid := contentID(lp.header("Content-Id"))
+	if lp.located {
+		b.layout.Attachments = append(b.layout.Attachments, span)
+	}
 	b.m.Attachments = append(b.m.Attachments, Attachment{
 		Filename:    filename,
 		ContentType: ct,
