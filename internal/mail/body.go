@@ -39,7 +39,7 @@ func (b *builder) parseBody(h header, body []byte) {
 			b.text.Reset()
 			b.html.Reset()
 			b.m.Attachments = nil
-			b.layout, b.unlocated = Layout{}, false
+			b.layout = Layout{}
 			b.leaf(b.rootLeaf(h, body), "")
 		}
 	}()
@@ -71,6 +71,9 @@ func (b *builder) parseBody(h header, body []byte) {
 		}
 	}
 
+	// What enmime takes apart is not located in raw; nor is what is kept
+	// when it fails (it is broken).
+	b.unlocated = true
 	var mtProblems []string
 	parser := enmime.NewParser(
 		enmime.RawContent(true),
