@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"time"
 )
 
 // DB exposes the pool to the external tests, which read raw column values.
@@ -22,4 +23,14 @@ func OpenAt(ctx context.Context, o Options, version int64) (*Store, error) {
 func MigrateDownTo(ctx context.Context, s *Store, version int64) error {
 	_, err := s.prov.DownTo(ctx, version)
 	return err
+}
+
+// SetConversion sets the conversion's batch size and the pause inside each
+// batch's transaction (a child process killed in the middle).
+func SetConversion(size int, pause time.Duration) { convertBatchSize, convertPause = size, pause }
+
+// ConvertBatch converts one batch of size messages, running inTx inside its
+// transaction before the commit.
+func ConvertBatch(s *Store, size int, inTx func() error) (int, bool, error) {
+	return s.convertBatch(context.Background(), size, inTx)
 }

@@ -171,14 +171,15 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 	}
 	var id int64
 	f, _ := fenceFrom(ctx) // the replica recording, and its lease token
+	sf := storedForm(in)
 	err = tx.QueryRowContext(ctx, `INSERT INTO messages (imap_id, imap_name, uid_validity, uid, message_id, dedupe_key, subject,
 		from_json, to_json, cc_json, reply_to_json, date, size, received_at, parse_error, too_large, text_body, html_body, raw,
-		replica, lease_token)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		replica, lease_token, layout)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
 		ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id`,
 		b.IMAPID, b.IMAPName, int64(epoch), int64(in.UID), text(m.MessageID), text(key), text(m.Subject),
 		addrJSON(m.From), addrJSON(m.To), addrJSON(m.Cc), addrJSON(m.ReplyTo), date, m.Size, received.UTC(),
-		text(m.ParseError()), m.TooLarge, text(m.Text), text(m.HTML), in.Raw, f.Owner, f.Token).Scan(&id)
+		text(m.ParseError()), m.TooLarge, sf.text, sf.html, sf.raw, f.Owner, f.Token, sf.layout).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil // recorded already
 	}
@@ -188,8 +189,13 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 	for n, a := range m.Attachments {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO attachments (message_id, n, filename, content_type, size, sha256, inline, content_id, content)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, id, n, text(a.Filename), text(a.ContentType), a.Size, a.SHA256,
-			a.Inline, text(a.ContentID), nonNil(a.Content)); err != nil {
+			a.Inline, text(a.ContentID), sf.content(a.Content)); err != nil {
 			return 0, false, fmt.Errorf("recording attachment %d of uid %d: %w", n, in.UID, err)
+		}
+	}
+	if in.Big != nil {
+		if err := writeChunks(ctx, tx, id, in.Big); err != nil {
+			return 0, false, fmt.Errorf("recording uid %d: %w", in.UID, err)
 		}
 	}
 	if in.ID != "" {
@@ -198,6 +204,40 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 		}
 	}
 	return id, true, nil
+}
+
+// stored is how a message's bodies, attachments and raw bytes are stored.
+type stored struct {
+	layout     string // mail.Layout's JSON; "" for none
+	text, html string
+	raw        []byte
+}
+
+// storedForm says how in is stored: once, as its raw bytes and its layout,
+// when it has one (text, HTML and attachment content left empty, decoded
+// on read); else with the decoded copies, as before. A message in a spool
+// file (Big) is stored in chunks (writeChunks), its raw column empty.
+func storedForm(in *Incoming) stored {
+	m := in.Msg
+	sf := stored{text: text(m.Text), html: text(m.HTML), raw: in.Raw}
+	if in.Big != nil {
+		sf.raw = []byte{}
+	}
+	if m.Layout != nil {
+		l, err := json.Marshal(m.Layout)
+		if err == nil {
+			sf.layout, sf.text, sf.html = string(l), "", ""
+		}
+	}
+	return sf
+}
+
+// content is what an attachment's content column holds.
+func (sf stored) content(c []byte) []byte {
+	if sf.layout != "" {
+		return []byte{}
+	}
+	return nonNil(c)
 }
 
 // text makes s storable in a PostgreSQL text column, which refuses NUL.

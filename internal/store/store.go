@@ -83,6 +83,9 @@ type Store struct {
 	syncs     atomic.Int64 // see Syncs
 	dirSynced atomic.Bool  // the data directory was fsynced once
 	synced    func() error
+	// stopConversion stops the background conversion of old messages
+	// (startConversion) and waits for it.
+	stopConversion func()
 }
 
 // Open opens the database and applies the embedded migrations.
@@ -149,6 +152,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if s.dialect == Postgres {
 		s.warnAsyncCommit(ctx)
 	}
+	if o.upTo == 0 || o.upTo >= storeOnceVersion {
+		s.startConversion()
+	}
 	return s, nil
 }
 
@@ -191,6 +197,9 @@ func (s *Store) migrate(ctx context.Context, upTo int64) error {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	if s.stopConversion != nil {
+		s.stopConversion()
+	}
 	var err error
 	if s.r != nil && s.r != s.w {
 		err = s.r.Close()
