@@ -84,13 +84,3 @@ func readSpan(raw io.ReaderAt, s Span) ([]byte, error) {
 	}
 	return buf, nil
 }
-
-// ParseFile parses a message too big to hold in memory, reading r (of size
-// bytes) as a stream: the header as Parse reads it, and the MIME structure
-// into Layout, with each attachment's size and SHA-256 computed as it is
-// decoded on the fly. Text, HTML and the attachments' Content are left
-// empty (Layout derives them on read). It never fails; what could not be
-// read is in ParseErrors.
-func ParseFile(r io.ReaderAt, size int64) *Message {
-	panic("not implemented yet")
-}

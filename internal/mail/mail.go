@@ -116,7 +116,9 @@ func parse(raw []byte, fast bool) (m *Message, usedFast bool) {
 	}()
 	if len(raw) == 0 {
 		b.problem("empty message")
-		return b.finish(), false
+		m = b.finish()
+		m.Layout = &Layout{}
+		return m, false
 	}
 	h, body, problems := readHeader(raw)
 	for _, p := range problems {
@@ -201,7 +203,8 @@ type builder struct {
 	usedFast   bool // the fast path took the body
 	quiet      bool // problems are not wanted (decoding again on read)
 	// bodyOff is the offset of the body in the raw message; layout
-	// locates the leaves there, unless one was not located (unlocated).
+	// locates the leaves there, unless one was not located or enmime read
+	// the body (unlocated).
 	bodyOff   int64
 	layout    Layout
 	unlocated bool

@@ -318,11 +318,20 @@ func readFullAt(src io.ReaderAt, p []byte, off int64) error {
 	return readError(off+int64(n), err)
 }
 
+// readErr is a failed read of the raw message.
+type readErr struct {
+	off int64
+	err error
+}
+
+func (e *readErr) Error() string { return fmt.Sprintf("reading message at %d: %v", e.off, e.err) }
+func (e *readErr) Unwrap() error { return e.err }
+
 // readError describes a failed read of the raw message; running out of it
 // is unexpected (a span said there was more).
 func readError(off int64, err error) error {
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("reading message at %d: %w", off, err)
+	return &readErr{off: off, err: err}
 }
