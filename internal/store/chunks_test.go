@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -105,7 +106,10 @@ func TestRecordBigMessageInChunks(t *testing.T) {
 		// The collector runs often, so that the heap measured is what is
 		// held, not garbage waiting for the next cycle.
 		defer debug.SetGCPercent(debug.SetGCPercent(10))
-		m := &mail.Message{Subject: "scans", Size: f.Size()}
+		m := mail.ParseFile(f, f.Size())
+		if m.Layout == nil || len(m.Attachments) != 1 {
+			t.Fatalf("parsed %+v", m)
+		}
 		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Messages: []store.Incoming{{UID: 1, Big: f, Msg: m, Seen: time.Now()}}}
 		stop := heapPeak(t)
 		rec, _, err := s.RecordBatch(ctx, b, nil)
@@ -140,6 +144,25 @@ func TestRecordBigMessageInChunks(t *testing.T) {
 		t.Logf("reading it back grew the heap by %.1f MB at most", float64(grew)/(1<<20))
 		if grew > bound {
 			t.Errorf("reading %d bytes back grew the heap by %d bytes, want at most %d", f.Size(), grew, bound)
+		}
+		// The attachment, decoded from the chunks as it is read.
+		stop = heapPeak(t)
+		a, ar, err := s.OpenAttachment(ctx, rec[0].ID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h = sha256.New()
+		n, err = io.Copy(h, ar)
+		grew = stop()
+		if err != nil || n != a.Size || fmt.Sprintf("%x", h.Sum(nil)) != a.SHA256 {
+			t.Fatalf("attachment: %d bytes of %d, sha256 %x, want %s, %v", n, a.Size, h.Sum(nil), a.SHA256, err)
+		}
+		t.Logf("decoding its %d-byte attachment grew the heap by %.1f MB at most", n, float64(grew)/(1<<20))
+		if grew > bound {
+			t.Errorf("decoding the attachment grew the heap by %d bytes, want at most %d", grew, bound)
+		}
+		if got, err := s.GetMessage(ctx, rec[0].ID); err != nil || got.Text != "see attached" {
+			t.Errorf("got text %q, %v", got.Text, err)
 		}
 		// ReadAt across chunk boundaries, and MessageRaw whole.
 		whole, err := s.MessageRaw(ctx, rec[0].ID)

@@ -122,17 +122,30 @@ func (r *Raw) ReadAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// load reads chunk n into buf.
+// load reads chunk n into buf, reusing it: the driver's bytes are copied
+// once, into the same buffer for every chunk.
 func (r *Raw) load(n int64) error {
 	if r.n == n {
 		return nil
 	}
 	r.n = -1
-	err := r.s.r.QueryRowContext(r.ctx, `SELECT data FROM message_chunks WHERE message_id = $1 AND n = $2`, r.id, n).Scan(&r.buf)
-	if errors.Is(err, sql.ErrNoRows) {
+	rows, err := r.s.r.QueryContext(r.ctx, `SELECT data FROM message_chunks WHERE message_id = $1 AND n = $2`, r.id, n)
+	if err != nil {
+		return fmt.Errorf("reading chunk %d of message %d: %w", n, r.id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("reading chunk %d of message %d: %w", n, r.id, err)
+		}
 		return fmt.Errorf("chunk %d of message %d: %w", n, r.id, ErrNotFound)
 	}
-	if err != nil {
+	var data sql.RawBytes
+	if err := rows.Scan(&data); err != nil {
+		return fmt.Errorf("reading chunk %d of message %d: %w", n, r.id, err)
+	}
+	r.buf = append(r.buf[:0], data...)
+	if err := rows.Close(); err != nil {
 		return fmt.Errorf("reading chunk %d of message %d: %w", n, r.id, err)
 	}
 	r.n = n
