@@ -290,3 +290,29 @@ func TestConvertKilled(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreOnceDown: migrating below 00011 is refused while a message is
+// stored once (its bodies would be lost), and done once none is.
+func TestStoreOnceDown(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		raw := oldMessages(2)[1]
+		m := mail.Parse(raw)
+		if m.Layout == nil {
+			t.Fatal("the multipart message parses to no layout")
+		}
+		if _, _, err := s.RecordBatch(ctx, store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1,
+			Messages: []store.Incoming{{UID: 1, Raw: raw, Msg: m, Seen: time.Now().Add(-time.Hour)}}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.MigrateDownTo(ctx, s, 10); err == nil {
+			t.Fatal("migrated down with a message stored once")
+		}
+		if _, err := s.Prune(ctx, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.MigrateDownTo(ctx, s, 10); err != nil {
+			t.Fatalf("migrating down with nothing stored once: %v", err)
+		}
+	})
+}
