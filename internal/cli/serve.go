@@ -86,6 +86,11 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if fence.Public() {
 		log.Info("egress fenced: only public addresses, and those allowed, are connected to", "egress", cfg.Egress, "allow", cfg.EgressAllow)
 	}
+	// Before any mailbox is read: what a crash left in the spool goes.
+	spooler, err := openSpool(cfg.DataDir, env.Getenv("MAILTRIGGER_SPOOL_THRESHOLD"), log)
+	if err != nil {
+		return err
+	}
 	reg := server.NewRegistry()
 	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Dial: fence.Dialer(), Options: runs.Options{BaseURL: cfg.BaseURL,
 		BackoffBase: cfg.RetryBase, BackoffMax: cfg.RetryMax, Lease: cfg.RunLease}})
@@ -97,7 +102,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 			TestCrashOnSubject: env.Getenv("MAILTRIGGER_TEST_CRASH_ON_SUBJECT")}),
 		Logger:   log,
 		Registry: reg,
-		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence},
+		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence, Spool: spooler},
 		Cluster: watch.Cluster{ReplicaID: cfg.ReplicaID, Address: address, Version: version(),
 			LeaseTTL: cfg.LeaseTTL, RenewEvery: cfg.LeaseRenew},
 	})
