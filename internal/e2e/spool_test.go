@@ -142,6 +142,36 @@ func TestSpoolCrash(t *testing.T) {
 			s.errorf("raw of message %d: got %d bytes (%v), want the %d appended", i, len(raw), err, len(raws[i-1]))
 		}
 	}
+
+	// And in bounded memory: a restarted service (whose peak is its
+	// steady state) records one more without its peak RSS growing by the
+	// message's size.
+	s.stop()
+	s.start()
+	waitState(s, api, "spool", imapconf.StateIdle, 15*time.Second)
+	before := s.peakRSS()
+	raws = append(raws, spoolMessage(len(raws)+1))
+	if _, err := appendMessage(c, raws[len(raws)-1]); err != nil {
+		s.fatalf("appending the last message: %v", err)
+	}
+	waitFor(s, 90*time.Second, "the last message recorded", func() (bool, any) {
+		l, err := api.ListMessages(context.Background(), "spool", 10, "")
+		if err != nil {
+			return false, err
+		}
+		return len(l.Items) >= len(raws), fmt.Sprintf("%d recorded", len(l.Items))
+	})
+	after := s.peakRSS()
+	t.Logf("a %.1f MB message recorded: peak RSS %.1f MB before, %.1f MB after: growth %.1f MB",
+		mb(spoolMessageSize), mb(before), mb(after), mb(after-before))
+	if after-before > maxSpooledGrowth {
+		s.errorf("peak RSS grew by %.1f MB recording a %.1f MB message, want at most %.0f MB",
+			mb(after-before), mb(spoolMessageSize), mb(maxSpooledGrowth))
+	}
 	s.stop()
 	checkEachRecordedOnce(t, s.readDB(), len(raws), spoolMessageID)
 }
+
+// maxSpooledGrowth bounds how much the peak RSS may grow while a spooled
+// message is recorded (the goal for a 50 MB message).
+const maxSpooledGrowth = 20 << 20
