@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,3 +176,72 @@ func TestSpoolCrash(t *testing.T) {
 // maxSpooledGrowth bounds how much the peak RSS may grow while a spooled
 // message is recorded (the goal for a 50 MB message).
 const maxSpooledGrowth = 20 << 20
+
+// TestSpoolCrashPOP3 is TestSpoolCrash for a POP3 mailbox with
+// afterProcessing delete: killed while a big message's RETR is in the
+// spool, the restarted service removes the file, reads the message again,
+// records it once, byte for byte, and only then deletes it on the server.
+func TestSpoolCrashPOP3(t *testing.T) {
+	d := testenv.StartDovecot(t)
+	address := d.AddUser(t, "pop3spool", "pw-pop3spool")
+	raw := spoolMessage(1)
+	c := d.DialIMAPS(t, address, nil)
+	if _, err := appendMessage(c, raw); err != nil {
+		t.Fatalf("appending: %v", err)
+	}
+	inbox := func() int {
+		out := d.Doveadm(t, "-f", "tab", "fetch", "-u", address, "uid", "mailbox", "INBOX", "all")
+		return len(strings.Split(strings.TrimSpace(out), "\n")) - 1 // minus the header row
+	}
+
+	s := newService(t, "MAILTRIGGER_SPOOL_THRESHOLD=1048576")
+	s.start()
+	api := s.api()
+	str := func(v string) *string { return &v }
+	port, poll := d.POP3SPort, imapconf.MinPollInterval
+	if _, err := api.CreateIMAP(context.Background(), imapconf.Input{
+		Name: str("pop3spool"), ServerType: str(imapconf.ServerPOP3S), Type: str(imapconf.TypeGeneric),
+		Host: str(d.Host), Port: &port, TLS: str(imapconf.TLSImplicit), Username: str(address), Password: str("pw-pop3spool"),
+		CACert: str(string(d.CACertPEM)), Backlog: str(imapconf.BacklogAll), AfterProcessing: str(imapconf.AfterDelete),
+		PollInterval: &poll,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testwait.UntilErr(30*time.Second, func() error {
+		if len(spoolFiles(s)) == 0 {
+			return errNotYet
+		}
+		return nil
+	}); err != nil {
+		s.fatalf("no spool file appeared")
+	}
+	s.kill()
+	leftover := spoolFiles(s)
+	t.Logf("killed: spool files left %v, %d on the server", leftover, inbox())
+	s.start()
+	if now := spoolFiles(s); slices.ContainsFunc(now, func(n string) bool { return slices.Contains(leftover, n) }) {
+		s.errorf("spool files %v still there after the restart (now %v), want them removed", leftover, now)
+	}
+	waitFor(s, 90*time.Second, "the message recorded and deleted on the server", func() (bool, any) {
+		l, err := api.ListMessages(context.Background(), "pop3spool", 10, "")
+		if err != nil {
+			return false, err
+		}
+		left := inbox()
+		return len(l.Items) >= 1 && left == 0, fmt.Sprintf("%d recorded, %d on the server", len(l.Items), left)
+	})
+	waitFor(s, 15*time.Second, "the spool directory empty", func() (bool, any) {
+		left := spoolFiles(s)
+		return len(left) == 0, left
+	})
+	l, err := api.ListMessages(context.Background(), "pop3spool", 10, "")
+	if err != nil || len(l.Items) != 1 {
+		s.fatalf("listing messages: %v, %+v", err, l)
+	}
+	got, err := api.Get(context.Background(), fmt.Sprintf("/api/v1/messages/%d/raw", l.Items[0].ID))
+	if err != nil || !bytes.Equal(got, raw) {
+		s.errorf("raw: got %d bytes (%v), want the %d appended", len(got), err, len(raw))
+	}
+	s.stop()
+	checkEachRecordedOnce(t, s.readDB(), 1, spoolMessageID)
+}
