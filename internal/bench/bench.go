@@ -7,7 +7,7 @@
 //  2. backlog ingest vs a bare UID FETCH 1:* BODY.PEEK[];
 //  3. many mailboxes in IDLE: memory and CPU at rest, latency under load;
 //  4. delivery rate of queued runs, on SQLite and on PostgreSQL;
-//  5. peak RSS growth while one big message is recorded;
+//  5. peak RSS growth while one big message is recorded, and four at once;
 //  6. delivery to endpoints that hold each answer (as remote ones do);
 //  7. an endpoint answering 503 with Retry-After to some requests;
 //  8. fairness: a slow endpoint beside a fast one.
@@ -240,6 +240,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 func (e *env) add(r Result) {
 	e.rep.Results = append(e.rep.Results, r)
 	e.log("  %s %s %s: %s (floor %s, goal %s)", r.Scenario, r.Database, r.Metric, r.Value, orDash(r.Floor), orDash(r.Goal))
+	if r.Note != "" {
+		e.log("    %s", r.Note)
+	}
 }
 
 func orDash(s string) string {
