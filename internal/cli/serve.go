@@ -45,6 +45,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	limit, from, err := cfg.ApplyMemoryLimit(env.Getenv, os.DirFS("/"))
+	if err != nil {
+		return err
+	}
+	if limit > 0 {
+		log.Info("soft memory limit", "limit", fmt.Sprintf("%.0f MiB", float64(limit)/(1<<20)), "from", from)
+	}
 	if !cfg.IsPostgres() {
 		// SQLite is for one process: a second one would read the same
 		// mailboxes again.
