@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -197,6 +198,9 @@ func startProfiles(cpuPath, memPath string, log *slog.Logger) (stopCPU, writeHea
 		}
 		f, err := os.Create(memPath)
 		if err == nil {
+			// In use as of now, not as of the last collection (which in a
+			// service at rest may be minutes old).
+			runtime.GC()
 			err = pprof.Lookup("allocs").WriteTo(f, 0)
 			if cerr := f.Close(); err == nil {
 				err = cerr
