@@ -82,6 +82,10 @@ type Options struct {
 	BacklogAfter  string
 	BacklogServer string
 
+	// MemoryLimit, when set, is every service's MAILTRIGGER_MEMORY_LIMIT
+	// (its soft memory limit, such as 400MiB); "" leaves it unset.
+	MemoryLimit string
+
 	// ProfileDir, when set, keeps CPU and heap profiles of each scenario's
 	// service there (for example backlog-sqlite-cpu.pprof).
 	ProfileDir string
@@ -267,7 +271,11 @@ func (e *env) profileFlags(name string, db database) []string {
 // startService starts a fresh service on db for scenario name, with serve's
 // extra flags.
 func (e *env) startService(ctx context.Context, name string, db database, flags ...string) (*service, error) {
-	s, err := newService(ctx, e.o.Binary, e.work, db, append(e.profileFlags(name, db), flags...)...)
+	flags = append(e.profileFlags(name, db), flags...)
+	if e.o.MemoryLimit != "" {
+		flags = append(flags, "-memory-limit", e.o.MemoryLimit)
+	}
+	s, err := newService(ctx, e.o.Binary, e.work, db, flags...)
 	if err != nil {
 		return nil, err
 	}
