@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -45,6 +46,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	limit, from, err := cfg.ApplyMemoryLimit(env.Getenv, os.DirFS("/"))
+	if err != nil {
+		return err
+	}
+	if limit > 0 {
+		log.Info("soft memory limit", "limit", fmt.Sprintf("%.0f MiB", float64(limit)/(1<<20)), "from", from)
+	}
 	if !cfg.IsPostgres() {
 		// SQLite is for one process: a second one would read the same
 		// mailboxes again.
@@ -195,6 +203,9 @@ func startProfiles(cpuPath, memPath string, log *slog.Logger) (stopCPU, writeHea
 		}
 		f, err := os.Create(memPath)
 		if err == nil {
+			// In use as of now, not as of the last collection (which in a
+			// service at rest may be minutes old).
+			runtime.GC()
 			err = pprof.Lookup("allocs").WriteTo(f, 0)
 			if cerr := f.Close(); err == nil {
 				err = cerr
