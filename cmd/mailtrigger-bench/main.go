@@ -81,6 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.FairRuns, "fair-runs", o.FairRuns, "scenario 8: runs queued for each of the slow and the fast endpoint")
 	fs.IntVar(&o.FairRepeat, "fair-repeat", o.FairRepeat, "scenario 8: how many times the fast flow is measured alone and beside the slow one (medians reported)")
 	fs.DurationVar(&o.SlowDelay, "slow-delay", o.SlowDelay, "scenario 8: how long the slow endpoint holds each answer")
+	fs.StringVar(&o.MemoryLimit, "memory-limit", "", "the services' soft memory limit (MAILTRIGGER_MEMORY_LIMIT, such as 400MiB; default none)")
 	fs.StringVar(&o.ProfileDir, "profile-dir", "", "keep CPU and heap profiles of the service in scenario 2 in this directory")
 	service := fs.String("service", "", "the mailtrigger binary to measure, to compare builds (default: mailtrigger/cmd/mailtrigger built from this checkout with go build)")
 	doc := fs.String("doc", "", "write the results into this markdown file (docs/benchmarks.md)")

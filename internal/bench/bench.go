@@ -7,7 +7,7 @@
 //  2. backlog ingest vs a bare UID FETCH 1:* BODY.PEEK[];
 //  3. many mailboxes in IDLE: memory and CPU at rest, latency under load;
 //  4. delivery rate of queued runs, on SQLite and on PostgreSQL;
-//  5. peak RSS growth while one big message is recorded;
+//  5. peak RSS growth while one big message is recorded, and four at once;
 //  6. delivery to endpoints that hold each answer (as remote ones do);
 //  7. an endpoint answering 503 with Retry-After to some requests;
 //  8. fairness: a slow endpoint beside a fast one.
@@ -81,6 +81,10 @@ type Options struct {
 	// before mail is removed from the server.
 	BacklogAfter  string
 	BacklogServer string
+
+	// MemoryLimit, when set, is every service's MAILTRIGGER_MEMORY_LIMIT
+	// (its soft memory limit, such as 400MiB); "" leaves it unset.
+	MemoryLimit string
 
 	// ProfileDir, when set, keeps CPU and heap profiles of each scenario's
 	// service there (for example backlog-sqlite-cpu.pprof).
@@ -240,6 +244,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 func (e *env) add(r Result) {
 	e.rep.Results = append(e.rep.Results, r)
 	e.log("  %s %s %s: %s (floor %s, goal %s)", r.Scenario, r.Database, r.Metric, r.Value, orDash(r.Floor), orDash(r.Goal))
+	if r.Note != "" {
+		e.log("    %s", r.Note)
+	}
 }
 
 func orDash(s string) string {
@@ -264,7 +271,11 @@ func (e *env) profileFlags(name string, db database) []string {
 // startService starts a fresh service on db for scenario name, with serve's
 // extra flags.
 func (e *env) startService(ctx context.Context, name string, db database, flags ...string) (*service, error) {
-	s, err := newService(ctx, e.o.Binary, e.work, db, append(e.profileFlags(name, db), flags...)...)
+	flags = append(e.profileFlags(name, db), flags...)
+	if e.o.MemoryLimit != "" {
+		flags = append(flags, "-memory-limit", e.o.MemoryLimit)
+	}
+	s, err := newService(ctx, e.o.Binary, e.work, db, flags...)
 	if err != nil {
 		return nil, err
 	}

@@ -237,20 +237,31 @@ feed:
 		return err
 	}
 	rest := time.Since(t0)
-	if got := srv.idles.Load(); got != int64(n) {
-		return fmt.Errorf("%d of %d mailboxes in IDLE after the rest", got, n)
-	}
-	goroutines, err := s.goroutines(ctx)
+	rssAfter, err := s.procStatus("VmRSS")
 	if err != nil {
 		return err
 	}
+	if got := srv.idles.Load(); got != int64(n) {
+		return fmt.Errorf("%d of %d mailboxes in IDLE after the rest", got, n)
+	}
+	gm, err := s.metrics(ctx, "go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes",
+		"go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes")
+	if err != nil {
+		return err
+	}
+	goroutines := int(gm["go_goroutines"])
 	cpuShare := (cpu1 - cpu0).Seconds() / rest.Seconds()
 	perBox := float64(rss-base) / float64(n)
 	e.add(Result{Scenario: "3 idle mailboxes", Database: "sqlite", Metric: fmt.Sprintf("RSS with %d mailboxes in IDLE", n),
 		Value: fmt.Sprintf("%s (%s with none: %.1f KB more per mailbox)", mib(rss), mib(base), perBox/1024),
 		Goal:  "≤ 50 KB per mailbox, ≤ 500 MB for 10,000", Met: met(perBox <= 50*1024 && float64(rss) <= 500*(1<<20)*max(1, float64(n)/10000)),
-		Note: fmt.Sprintf("all in IDLE %v after the first configuration was created; %d goroutines (%.1f per mailbox)",
-			allIdle.Round(time.Second), goroutines, float64(goroutines)/float64(n))})
+		Note: fmt.Sprintf("all in IDLE %v after the first configuration was created; %d goroutines (%.1f per mailbox); "+
+			"after the rest: RSS %s (%.1f KB more per mailbox), Go heap in use %s, free but not returned to the system %s, stacks %s",
+			allIdle.Round(time.Second), goroutines, float64(goroutines)/float64(n),
+			mib(rssAfter), float64(rssAfter-base)/float64(n)/1024,
+			mib(int64(gm["go_memstats_heap_inuse_bytes"])),
+			mib(int64(gm["go_memstats_heap_idle_bytes"]-gm["go_memstats_heap_released_bytes"])),
+			mib(int64(gm["go_memstats_stack_inuse_bytes"])))})
 	e.add(Result{Scenario: "3 idle mailboxes", Database: "sqlite", Metric: fmt.Sprintf("CPU at rest over %v", rest.Round(time.Second)),
 		Value: fmt.Sprintf("%.2f %% of one core", 100*cpuShare), Goal: "≤ 5 % of one core", Met: met(cpuShare <= 0.05)})
 

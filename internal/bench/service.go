@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -272,22 +273,32 @@ func (s *service) cpuTime() (time.Duration, error) {
 	return time.Duration(utime+stime) * clockTick, nil
 }
 
-// goroutines reads the service's go_goroutines from /metrics.
-func (s *service) goroutines(ctx context.Context) (int, error) {
+// metrics reads the named unlabelled metrics (go_goroutines,
+// go_memstats_heap_inuse_bytes, ...) from the service's /metrics; it fails
+// when one is missing.
+func (s *service) metrics(ctx context.Context, names ...string) (map[string]float64, error) {
 	body, err := s.api.Get(ctx, "/metrics")
 	if err != nil {
-		return 0, fmt.Errorf("reading the service's metrics: %w", err)
+		return nil, fmt.Errorf("reading the service's metrics: %w", err)
 	}
+	m := map[string]float64{}
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "go_goroutines "); ok {
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parsing go_goroutines %q: %w", v, err)
-			}
-			return int(n), nil
+		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s %q: %w", name, v, err)
+		}
+		m[name] = f
+	}
+	for _, name := range names {
+		if _, ok := m[name]; !ok {
+			return nil, fmt.Errorf("no %s in the service's metrics", name)
 		}
 	}
-	return 0, errors.New("no go_goroutines in the service's metrics")
+	return m, nil
 }
 
 // db opens the service's database beside it, to count what it recorded.

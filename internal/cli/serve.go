@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -45,6 +46,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return errUsage
 	}
 	log := newLogger(cfg, env.Stderr)
+	limit, from, err := cfg.ApplyMemoryLimit(env.Getenv, os.DirFS("/"))
+	if err != nil {
+		return err
+	}
+	if limit > 0 {
+		log.Info("soft memory limit", "limit", fmt.Sprintf("%.0f MiB", float64(limit)/(1<<20)), "from", from)
+	}
 	if !cfg.IsPostgres() {
 		// SQLite is for one process: a second one would read the same
 		// mailboxes again.
@@ -86,6 +94,11 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if fence.Public() {
 		log.Info("egress fenced: only public addresses, and those allowed, are connected to", "egress", cfg.Egress, "allow", cfg.EgressAllow)
 	}
+	// Before any mailbox is read: what a crash left in the spool goes.
+	spooler, err := openSpool(cfg.DataDir, env.Getenv("MAILTRIGGER_SPOOL_THRESHOLD"), log)
+	if err != nil {
+		return err
+	}
 	reg := server.NewRegistry()
 	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Dial: fence.Dialer(), Options: runs.Options{BaseURL: cfg.BaseURL,
 		BackoffBase: cfg.RetryBase, BackoffMax: cfg.RetryMax, Lease: cfg.RunLease}})
@@ -97,7 +110,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 			TestCrashOnSubject: env.Getenv("MAILTRIGGER_TEST_CRASH_ON_SUBJECT")}),
 		Logger:   log,
 		Registry: reg,
-		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence},
+		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence, Spool: spooler},
 		Cluster: watch.Cluster{ReplicaID: cfg.ReplicaID, Address: address, Version: version(),
 			LeaseTTL: cfg.LeaseTTL, RenewEvery: cfg.LeaseRenew},
 	})
@@ -190,6 +203,9 @@ func startProfiles(cpuPath, memPath string, log *slog.Logger) (stopCPU, writeHea
 		}
 		f, err := os.Create(memPath)
 		if err == nil {
+			// In use as of now, not as of the last collection (which in a
+			// service at rest may be minutes old).
+			runtime.GC()
 			err = pprof.Lookup("allocs").WriteTo(f, 0)
 			if cerr := f.Close(); err == nil {
 				err = cerr

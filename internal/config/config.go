@@ -59,6 +59,12 @@ type Config struct {
 	// (MAILTRIGGER_EGRESS_ALLOW, comma-separated).
 	Egress      string
 	EgressAllow string
+	// MemoryLimit is the soft memory limit (MAILTRIGGER_MEMORY_LIMIT): a
+	// size such as 768MiB or 1GB, a percentage of the cgroup limit such as
+	// 80%, or off; unset, GOMEMLIMIT applies if set, else 90 % of the
+	// cgroup (container) limit if there is one, else none. See
+	// ParseMemoryLimit and SoftMemoryLimit.
+	MemoryLimit string
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -89,6 +95,7 @@ func FromEnv(getenv func(string) string) Config {
 		TrustedProxies: getenv("MAILTRIGGER_TRUSTED_PROXIES"),
 		Egress:         get("MAILTRIGGER_EGRESS", egress.ModeAny),
 		EgressAllow:    getenv("MAILTRIGGER_EGRESS_ALLOW"),
+		MemoryLimit:    getenv("MAILTRIGGER_MEMORY_LIMIT"),
 	}
 }
 
@@ -156,6 +163,7 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated IPs and CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (MAILTRIGGER_TRUSTED_PROXIES)")
 	fs.StringVar(&c.Egress, "egress", c.Egress, "which addresses mail servers, token and Graph endpoints and webhooks may have: any, or public to refuse loopback, private and link-local ones (MAILTRIGGER_EGRESS)")
 	fs.StringVar(&c.EgressAllow, "egress-allow", c.EgressAllow, "comma-separated CIDR prefixes, addresses and host names allowed despite -egress public (MAILTRIGGER_EGRESS_ALLOW)")
+	fs.StringVar(&c.MemoryLimit, "memory-limit", c.MemoryLimit, "soft memory limit: a size like 768MiB or 1GB, a percentage of the container's limit like 80%, or off; default GOMEMLIMIT, else 90% of the container's limit if any (MAILTRIGGER_MEMORY_LIMIT)")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
 }
 
@@ -201,6 +209,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("MAILTRIGGER_LOG_FORMAT must be text or json, got %q", c.LogFormat)
 	}
 	if _, err := c.EgressPolicy(); err != nil {
+		return err
+	}
+	if _, err := ParseMemoryLimit(c.MemoryLimit); err != nil {
 		return err
 	}
 	return nil

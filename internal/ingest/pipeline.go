@@ -27,7 +27,9 @@ type commitFunc func(ctx context.Context, msgs []store.Incoming, key string, cp 
 // CPU); a batch is recorded while the next one is read and parsed, at most
 // one at a time and each after the one before, so that batches commit in
 // order and the checkpoint only moves forward. Two batches (at most 2 ×
-// BatchBytes) are held at a time. Before the first message of a batch is
+// BatchBytes) are held at a time; a message in a spool file is a batch of
+// its own and stays in its file, so that only its parse's buffers are in
+// memory. Before the first message of a batch is
 // parsed, the crash-loop breaker notes it (Guard.Begin); while it is
 // careful, a batch is one message, begun once the one before is recorded.
 type pipeline struct {

@@ -130,13 +130,13 @@ func (w *watcher) run(ctx context.Context) {
 func (w *watcher) session(ctx context.Context, src source.Source) (progressed bool, err error) {
 	w.state(imapconf.StateConnecting)
 	o := w.m.opts
-	if err := src.Connect(ctx); err != nil {
+	if err := apart(func() error { return src.Connect(ctx) }); err != nil {
 		return false, err
 	}
-	defer src.Close()
+	defer apart(src.Close)
 	ledger := w.m.ingest.Ledger(w.cfg, ingest.Limits{BatchMessages: o.BatchMessages, BatchBytes: o.BatchBytes}, w)
 	for {
-		if err := src.Sync(ctx, ledger); err != nil {
+		if err := apart(func() error { return src.Sync(ctx, ledger) }); err != nil {
 			return progressed, err
 		}
 		state, maxWait := src.Waiting()
@@ -161,4 +161,19 @@ func (w *watcher) session(ctx context.Context, src source.Source) (progressed bo
 			return progressed, err
 		}
 	}
+}
+
+// apart runs fn on a goroutine of its own and waits for it. The watcher's
+// goroutine lives as long as its mailbox is watched and spends that time
+// waiting in IDLE, which needs a small stack; the TLS handshake, parsing
+// and SQLite of Connect and Sync need a deep one. A goroutine keeps the
+// largest stack it ever needed until collections shrink it (by half at a
+// time, and a service at rest collects every two minutes), so that deep
+// work on the watcher's goroutine would leave every idle mailbox holding
+// tens of KB of stack; on a goroutine of its own that stack goes when fn
+// returns.
+func apart(fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	return <-done
 }
