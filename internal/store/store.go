@@ -83,6 +83,9 @@ type Store struct {
 	syncs     atomic.Int64 // see Syncs
 	dirSynced atomic.Bool  // the data directory was fsynced once
 	synced    func() error
+	// prepared are the ingest path's statements, prepared once on the
+	// SQLite writer's connection (prepareIngest), by their SQL.
+	prepared map[string]*sql.Stmt
 }
 
 // Open opens the database and applies the embedded migrations.
@@ -149,6 +152,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if s.dialect == Postgres {
 		s.warnAsyncCommit(ctx)
 	}
+	s.prepareIngest(ctx)
 	return s, nil
 }
 
@@ -191,6 +195,7 @@ func (s *Store) migrate(ctx context.Context, upTo int64) error {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.closePrepared()
 	var err error
 	if s.r != nil && s.r != s.w {
 		err = s.r.Close()
