@@ -23,3 +23,11 @@ func MigrateDownTo(ctx context.Context, s *Store, version int64) error {
 	_, err := s.prov.DownTo(ctx, version)
 	return err
 }
+
+// SetInsertLimits sets how many rows, and how many bytes of them, one
+// multi-row statement writes on PostgreSQL, until restore.
+func SetInsertLimits(rows, bytes int) (restore func()) {
+	r, b := pgMaxRows, pgMaxBytes
+	pgMaxRows, pgMaxBytes = rows, bytes
+	return func() { pgMaxRows, pgMaxBytes = r, b }
+}

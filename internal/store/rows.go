@@ -50,18 +50,19 @@ func (q insert) sqlite() string {
 }
 
 // postgres is q for any number of rows, one array per column, the rows
-// inserted in the arrays' order.
+// inserted in the arrays' order. The arrays are unnested side by side in
+// the select list (in lockstep, as they have the same length), which
+// streams the rows where unnest in FROM would first copy every array.
 func (q insert) postgres() string {
-	names, vs, arrays := make([]string, len(q.cols)), make([]string, len(q.cols)), make([]string, len(q.cols))
+	names, arrays := make([]string, len(q.cols)), make([]string, len(q.cols))
 	for i, c := range q.cols {
-		names[i], vs[i], arrays[i] = `"`+c.name+`"`, `v."`+c.name+`"`, fmt.Sprintf("$%d::%s[]", i+1, c.pgType)
+		names[i], arrays[i] = `"`+c.name+`"`, fmt.Sprintf("unnest($%d::%s[])", i+1, c.pgType)
 	}
 	ov := ""
 	if q.override {
 		ov = " OVERRIDING SYSTEM VALUE"
 	}
-	return "INSERT INTO " + q.table + " (" + strings.Join(names, ", ") + ")" + ov + " SELECT " + strings.Join(vs, ", ") +
-		" FROM unnest(" + strings.Join(arrays, ", ") + ") WITH ORDINALITY AS v(" + strings.Join(names, ", ") + ", ord) ORDER BY v.ord " + q.suffix
+	return "INSERT INTO " + q.table + " (" + strings.Join(names, ", ") + ")" + ov + " SELECT " + strings.Join(arrays, ", ") + " " + q.suffix
 }
 
 // insertRows inserts rows (each one value per column of q, in q's order)
