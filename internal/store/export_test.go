@@ -31,3 +31,7 @@ func SetInsertLimits(rows, bytes int) (restore func()) {
 	pgMaxRows, pgMaxBytes = rows, bytes
 	return func() { pgMaxRows, pgMaxBytes = r, b }
 }
+
+// Prepared counts the statements the store prepared when it opened, and
+// the ingest statements there are.
+func Prepared(s *Store) (prepared, ingest int) { return len(s.prepared), len(ingestStatements(s.dialect)) }

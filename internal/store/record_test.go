@@ -301,3 +301,12 @@ func TestRecordBatchFenced(t *testing.T) {
 		}
 	}
 }
+
+// TestIngestStatementsPrepared: on SQLite every statement of the ingest
+// path is prepared once, when the store opens, not per transaction.
+func TestIngestStatementsPrepared(t *testing.T) {
+	s := storetest.Open(t, store.SQLite)
+	if got, want := store.Prepared(s); got != want {
+		t.Errorf("%d statements prepared, want %d", got, want)
+	}
+}
