@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -123,9 +124,9 @@ func (a *API) getMessage(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) rawMessage(w http.ResponseWriter, r *http.Request) {
 	id, err := pathID(r, "id")
-	var raw []byte
+	var raw *store.Raw
 	if err == nil {
-		raw, err = a.store.MessageRaw(r.Context(), id)
+		raw, err = a.store.OpenRaw(r.Context(), id)
 	}
 	if err != nil {
 		a.writeError(w, r, err)
@@ -134,7 +135,11 @@ func (a *API) rawMessage(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "message/rfc822")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="message-%d.eml"`, id))
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Write(raw)
+	w.Header().Set("Content-Length", strconv.FormatInt(raw.Size(), 10))
+	// Streamed: a message stored in chunks is read one chunk at a time.
+	if _, err := io.Copy(w, raw.Reader()); err != nil {
+		a.log.Warn("raw message download cut short", "message", id, "err", err)
+	}
 }
 
 func (a *API) attachment(w http.ResponseWriter, r *http.Request) {
@@ -144,9 +149,9 @@ func (a *API) attachment(w http.ResponseWriter, r *http.Request) {
 		n, err = pathID(r, "n")
 	}
 	var att store.StoredAttachment
-	var content []byte
+	var content io.Reader
 	if err == nil {
-		att, content, err = a.store.AttachmentContent(r.Context(), id, int(n))
+		att, content, err = a.store.OpenAttachment(r.Context(), id, int(n))
 	}
 	if err != nil {
 		a.writeError(w, r, err)
@@ -165,5 +170,9 @@ func (a *API) attachment(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
 	w.Header().Set("Content-Security-Policy", "sandbox")
-	w.Write(content)
+	// Streamed: the content of a message stored once is decoded from its
+	// raw bytes as it is sent.
+	if _, err := io.Copy(w, content); err != nil {
+		a.log.Warn("attachment download cut short", "message", id, "attachment", n, "err", err)
+	}
 }

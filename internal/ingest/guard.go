@@ -120,7 +120,16 @@ func Skipped(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
 // process exits, like a service killed for its memory, once a message with
 // that subject is parsed.
 func (in *Ingester) Prepare(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
-	p := Prepare(uid, raw, size, tooLarge)
+	return in.crashOn(Prepare(uid, raw, size, tooLarge))
+}
+
+// PrepareFile is the package's PrepareFile with the test hook of Prepare.
+func (in *Ingester) PrepareFile(uid uint32, f store.RawFile) store.Incoming {
+	return in.crashOn(PrepareFile(uid, f))
+}
+
+// crashOn exits the process when p is the message the test hook names.
+func (in *Ingester) crashOn(p store.Incoming) store.Incoming {
 	if in.crashOnSubject != "" && p.Msg.Subject == in.crashOnSubject {
 		in.log.Error("test hook: exiting on a parsed message", "subject", p.Msg.Subject)
 		os.Exit(86)

@@ -97,7 +97,23 @@ func Prepare(uid uint32, raw []byte, size int64, tooLarge bool) store.Incoming {
 	return store.Incoming{UID: uid, Raw: raw, Msg: m, Seen: timeNow()}
 }
 
+// PrepareFile parses one message held in a spool file (or any big raw
+// message outside memory) with the streaming parser, reading f as it goes:
+// the Incoming stores the message from f (Big) in chunks. f stays open; its
+// holder closes it once the message is recorded.
+func PrepareFile(uid uint32, f store.RawFile) store.Incoming {
+	return store.Incoming{UID: uid, Big: f, Msg: mail.ParseFile(f, f.Size()), Seen: timeNow()}
+}
+
 func timeNow() time.Time { return time.Now() }
+
+// rawSize is the size of the raw bytes of m: in memory or in Big.
+func rawSize(m store.Incoming) int64 {
+	if m.Big != nil {
+		return m.Big.Size()
+	}
+	return int64(len(m.Raw))
+}
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
@@ -117,9 +133,9 @@ func (in *Ingester) Record(ctx context.Context, c imapconf.Config, b store.Batch
 	}
 	in.metrics.latency.Observe(time.Since(start).Seconds())
 	in.metrics.messages.Add(float64(len(rec)))
-	var n int
+	var n int64
 	for _, m := range msgs {
-		n += len(m.Raw)
+		n += rawSize(m)
 	}
 	in.metrics.bytes.Add(float64(n))
 	for _, m := range msgs {

@@ -3,9 +3,11 @@ package ingest
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 
 	"mailtrigger/internal/source"
+	"mailtrigger/internal/spool"
 	"mailtrigger/internal/store"
 )
 
@@ -38,12 +40,13 @@ type pipeline struct {
 	progress source.Progress
 	keyOf    func(source.Message) string // the crash-loop note of a batch starting with a message
 
-	batch []store.Incoming
-	refs  []source.Message // the batch's messages without their bytes
-	bytes int64
-	key   string // the key the batch being gathered was noted under
-	limit int    // messages in the batch being gathered
-	added int    // messages handed over so far
+	batch  []store.Incoming
+	refs   []source.Message // the batch's messages without their bytes
+	spools []*spool.File    // the batch's spool files, closed once it is recorded
+	bytes  int64
+	key    string // the key the batch being gathered was noted under
+	limit  int    // messages in the batch being gathered
+	added  int    // messages handed over so far
 
 	parsing sync.WaitGroup
 	sem     chan struct{}
@@ -69,9 +72,28 @@ func (p *pipeline) waitRecorded() error {
 	return err
 }
 
-// Add implements source.Pipeline.
+// Add implements source.Pipeline. It owns m.Spool from now on, also when
+// it fails: a spool file is closed (removed) once its batch is recorded or
+// fails, or when the pipeline is closed before that. A spooled message
+// goes in a batch of its own, and counts its size against BatchBytes.
 func (p *pipeline) Add(m source.Message) error {
+	if err := p.add(m); err != nil {
+		if m.Spool != nil && !slices.Contains(p.spools, m.Spool) {
+			_ = m.Spool.Close()
+		}
+		return err
+	}
+	return nil
+}
+
+func (p *pipeline) add(m source.Message) error {
 	p.added++
+	big := m.Spool != nil
+	if big && len(p.batch) > 0 {
+		if err := p.flush(nil); err != nil {
+			return err
+		}
+	}
 	skip := false
 	if p.batch == nil {
 		if p.guard.Careful() {
@@ -85,6 +107,9 @@ func (p *pipeline) Add(m source.Message) error {
 		if p.o.Total > 0 {
 			p.limit = min(p.limit, max(p.o.Total-p.added+1, 1))
 		}
+		if big {
+			p.limit = 1
+		}
 		p.key = p.keyOf(m)
 		var err error
 		if skip, err = p.guard.Begin(p.ctx, p.key, p.limit); err != nil {
@@ -97,18 +122,31 @@ func (p *pipeline) Add(m source.Message) error {
 	p.batch = append(p.batch, store.Incoming{UID: m.UID, ID: m.ID})
 	p.refs = append(p.refs, source.Message{UID: m.UID, ID: m.ID, Size: m.Size, TooLarge: m.TooLarge})
 	slot := &p.batch[len(p.batch)-1]
-	if skip {
+	size := int64(len(m.Raw))
+	if big {
+		p.spools = append(p.spools, m.Spool)
+		size = m.Spool.Size()
+	}
+	switch {
+	case skip:
 		*slot = Skipped(m.UID, m.Raw, m.Size, m.TooLarge)
+		if big {
+			slot.Big = m.Spool
+		}
 		slot.ID = m.ID
-	} else {
+	default:
 		p.sem <- struct{}{}
 		p.parsing.Go(func() {
 			defer func() { <-p.sem }()
-			*slot = p.in.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
+			if big {
+				*slot = p.in.PrepareFile(m.UID, m.Spool)
+			} else {
+				*slot = p.in.Prepare(m.UID, m.Raw, m.Size, m.TooLarge)
+			}
 			slot.ID = m.ID
 		})
 	}
-	p.bytes += int64(len(m.Raw))
+	p.bytes += size
 	if len(p.batch) >= p.limit || p.bytes >= p.lim.BatchBytes {
 		return p.flush(nil)
 	}
@@ -116,7 +154,8 @@ func (p *pipeline) Add(m source.Message) error {
 }
 
 // flush starts recording the batch gathered, once the one before it is
-// recorded; with cp it records even an empty batch.
+// recorded; with cp it records even an empty batch. The batch's spool
+// files are closed once it is recorded or failed.
 func (p *pipeline) flush(cp *source.Checkpoint) error {
 	p.parsing.Wait()
 	if err := p.waitRecorded(); err != nil {
@@ -127,12 +166,13 @@ func (p *pipeline) flush(cp *source.Checkpoint) error {
 	}
 	// A new slice for the next batch, not batch[:0]: parses of the next
 	// batch must not write into the one being recorded.
-	b, refs, key := p.batch, p.refs, p.key
-	p.batch, p.refs, p.bytes, p.key = nil, nil, 0, ""
+	b, refs, key, spools := p.batch, p.refs, p.key, p.spools
+	p.batch, p.refs, p.bytes, p.key, p.spools = nil, nil, 0, "", nil
 	done := make(chan error, 1)
 	p.recorded = done
 	go func() {
 		rec, err := p.commit(p.ctx, b, key, cp)
+		closeSpools(spools)
 		if err == nil {
 			p.progress.Counted(len(b), len(rec))
 			p.mu.Lock()
@@ -142,6 +182,13 @@ func (p *pipeline) flush(cp *source.Checkpoint) error {
 		done <- err
 	}()
 	return nil
+}
+
+// closeSpools closes (removes) spool files.
+func closeSpools(files []*spool.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
 }
 
 // Flush implements source.Pipeline.
@@ -161,8 +208,11 @@ func (p *pipeline) Committed() []source.Message {
 	return c
 }
 
-// Close implements source.Pipeline.
+// Close implements source.Pipeline: the spool files of a batch never
+// recorded are closed too.
 func (p *pipeline) Close() {
 	p.parsing.Wait()
 	_ = p.waitRecorded()
+	closeSpools(p.spools)
+	p.spools = nil
 }

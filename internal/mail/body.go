@@ -39,6 +39,7 @@ func (b *builder) parseBody(h header, body []byte) {
 			b.text.Reset()
 			b.html.Reset()
 			b.m.Attachments = nil
+			b.layout = Layout{}
 			b.leaf(b.rootLeaf(h, body), "")
 		}
 	}()
@@ -61,7 +62,7 @@ func (b *builder) parseBody(h header, body []byte) {
 	}
 
 	if b.fast {
-		if leaves, ok := fastParts(h, body); ok {
+		if leaves, ok := fastParts(h, body, b.bodyOff); ok {
 			b.usedFast = true
 			for _, l := range leaves {
 				b.leaf(l.lp, l.parentType)
@@ -70,6 +71,9 @@ func (b *builder) parseBody(h header, body []byte) {
 		}
 	}
 
+	// What enmime takes apart is not located in raw; nor is what is kept
+	// when it fails (it is broken).
+	b.unlocated = true
 	var mtProblems []string
 	parser := enmime.NewParser(
 		enmime.RawContent(true),
@@ -163,6 +167,10 @@ type leafPart struct {
 	contentType string                  // lower-case media type, "" if none
 	content     []byte                  // as written (transfer-encoded)
 	shared      bool                    // content is the caller's memory
+	// located says content is at offset off in the raw message (a
+	// sub-slice of it); the enmime path's parts are not.
+	located bool
+	off     int64
 }
 
 // rootLeaf is the whole body as one part, for when the structure is unusable.
@@ -174,7 +182,7 @@ func (b *builder) rootLeaf(h header, body []byte) leafPart {
 	}
 	// Not a copy: leaf copies what an attachment keeps, so that none
 	// shares memory with the caller's raw.
-	return leafPart{id: "0", header: h.get, contentType: ct, content: body, shared: true}
+	return leafPart{id: "0", header: h.get, contentType: ct, content: body, shared: true, located: true, off: b.bodyOff}
 }
 
 // walk visits the part tree depth first.
@@ -223,7 +231,12 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	ctParams := parseParams(ctRaw)
 	cdParams := parseParams(cdRaw)
 	disposition := dispositionType(cdRaw)
-	data, decoded := b.decodeTransfer(lp.id, lp.content, lp.header("Content-Transfer-Encoding"))
+	cte := lp.header("Content-Transfer-Encoding")
+	data, decoded := b.decodeTransfer(lp.id, lp.content, cte)
+	span := Span{Off: lp.off, Len: int64(len(lp.content)), Encoding: cte}
+	if !lp.located {
+		b.unlocated = true
+	}
 	filename := fileName(cdParams, ctParams)
 
 	multipartLeaf := strings.HasPrefix(ct, "multipart/")
@@ -232,11 +245,15 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	}
 	if (ct == "text/plain" || ct == "text/html" || multipartLeaf) && disposition != "attachment" && filename == "" {
 		isHTML := ct == "text/html"
-		sb := &b.text
+		sb, spans := &b.text, &b.layout.Text
 		if isHTML {
-			sb = &b.html
+			sb, spans = &b.html, &b.layout.HTML
 		}
 		b.appendText(sb, lp.id, data, ctParams["charset"], isHTML)
+		span.Charset = ctParams["charset"]
+		if lp.located {
+			*spans = append(*spans, span)
+		}
 		return
 	}
 	if filename == "" && ct == "message/rfc822" {
@@ -247,6 +264,9 @@ func (b *builder) leaf(lp leafPart, parentType string) {
 	}
 	sum := sha256.Sum256(data)
 	cid := contentID(lp.header("Content-Id"))
+	if lp.located {
+		b.layout.Attachments = append(b.layout.Attachments, span)
+	}
 	b.m.Attachments = append(b.m.Attachments, Attachment{
 		Filename:    filename,
 		ContentType: ct,
@@ -275,116 +295,55 @@ const (
 // checkShape scans the body's multipart structure in one pass, the way enmime
 // will see it, and says what is wrong if it is nested deeper than maxDepth,
 // has more than maxParts parts or leaves more than maxOpen levels unclosed;
-// "" if it is fine.
+// "" if it is fine. The scan is shapeScan's, which ParseFile runs over a
+// stream.
 func checkShape(contentType string, body []byte) string {
-	var ignored []string
-	mt, params, _, _ := lenientMediaType(contentType, &ignored)
-	if !strings.HasPrefix(mt, "multipart/") || params["boundary"] == "" {
+	s := newShapeScan(contentType)
+	if s == nil {
 		return ""
 	}
-	stack := [][]byte{[]byte("--" + params["boundary"])}
-	parts := 0
-	for pos := 0; pos < len(body) && len(stack) > 0; {
+	for pos := 0; pos < len(body) && !s.done() && s.fail == ""; {
 		line, next := nextLine(body, pos)
-		pos = next
-		if len(line) < 2 || line[0] != '-' || line[1] != '-' {
-			continue
-		}
-		level, final := -1, false
-		for i := len(stack) - 1; i >= 0; i-- {
-			if rest, ok := bytes.CutPrefix(line, stack[i]); ok {
-				if bytes.HasPrefix(rest, []byte("--")) {
-					level, final = i, true
-					break
-				}
-				if len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' {
-					level = i
-					break
-				}
-			}
-		}
-		if level < 0 {
-			continue
-		}
-		if final {
-			stack = stack[:level]
-			continue
-		}
-		stack = stack[:level+1]
-		if parts++; parts > maxParts {
-			return fmt.Sprintf("more than %d mime parts", maxParts)
-		}
-		ct, n := partContentType(body[pos:])
-		pos += n
-		mt, params, _, _ := lenientMediaType(ct, &ignored)
-		if params["boundary"] != "" && mt != "text/plain" && mt != "text/html" {
-			if stack = append(stack, []byte("--"+params["boundary"])); len(stack) > maxDepth {
-				return fmt.Sprintf("mime parts nested deeper than %d levels", maxDepth)
-			}
-		}
-	}
-	if len(stack) > maxOpen {
-		return fmt.Sprintf("%d nested mime parts never closed (more than %d)", len(stack), maxOpen)
-	}
-	return ""
-}
-
-// partContentType reads a part header at the start of b, at most 64 KiB of
-// it, and returns its Content-Type and the bytes the header took.
-func partContentType(b []byte) (string, int) {
-	var ct strings.Builder
-	inCT, seen := false, false
-	pos := 0
-	for pos < len(b) && pos < 64<<10 {
-		line, next := nextLine(b, pos)
-		if len(line) == 0 {
-			return ct.String(), next
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if inCT {
-				ct.Write(line)
-			}
-			pos = next
-			continue
-		}
-		key, value, ok := splitField(line)
-		if !ok {
-			return ct.String(), pos
-		}
-		inCT = key == "Content-Type" && !seen
-		if inCT {
-			seen = true
-			ct.WriteString(value)
-		}
+		s.line(line, next-pos)
 		pos = next
 	}
-	return ct.String(), pos
+	if s.fail == "" {
+		s.end()
+	}
+	return s.fail
 }
 
 // decodeTransfer undoes the Content-Transfer-Encoding, leniently. decoded
 // says whether data is new memory rather than content itself.
 func (b *builder) decodeTransfer(id string, content []byte, cte string) (data []byte, decoded bool) {
-	enc := strings.ToLower(strings.Trim(strings.TrimSpace(cte), `"`))
-	if i := strings.IndexAny(enc, "; \t"); i >= 0 {
-		enc = enc[:i]
-	}
-	switch enc {
+	switch transferEncoding(cte) {
 	case "base64":
 		data, junk, truncated := decodeBase64(content)
+		b.transferProblems(id, cte, junk, truncated)
+		return data, true
+	case "quoted-printable":
+		return decodeQuotedPrintable(content), true
+	default:
+		b.transferProblems(id, cte, 0, false)
+		return content, false
+	}
+}
+
+// transferProblems reports what decodeTransfer found wrong with a part's
+// transfer encoding: bytes of base64 outside the alphabet (junk), an
+// incomplete final group, an unknown encoding.
+func (b *builder) transferProblems(id, cte string, junk int, truncated bool) {
+	switch transferEncoding(cte) {
+	case "base64":
 		if junk > 0 {
 			b.problem("%smalformed base64: %d bytes outside the alphabet ignored", where(id), junk)
 		}
 		if truncated {
 			b.problem("%smalformed base64: incomplete final group dropped", where(id))
 		}
-		return data, true
-	case "quoted-printable":
-		return decodeQuotedPrintable(content), true
-	case "", "7bit", "8bit", "binary":
-		return content, false
+	case "quoted-printable", "", "7bit", "8bit", "binary":
 	default:
 		b.problem("%sunknown content-transfer-encoding %q; content kept as is", where(id), truncate(cte, 40))
-		return content, false
 	}
 }
 

@@ -58,7 +58,7 @@ func (fh *fastHeader) get(key string) string {
 
 // fastParts returns the leaves of a multipart body in the order walk visits
 // them, or false if the message is not clearly well-formed.
-func fastParts(h header, body []byte) ([]fastLeaf, bool) {
+func fastParts(h header, body []byte, off int64) ([]fastLeaf, bool) {
 	for _, k := range []string{"Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-Id"} {
 		if v := h.get(k); len(v) > maxMIMEField || strings.ContainsAny(v, "\r\n") {
 			return nil, false
@@ -71,7 +71,7 @@ func fastParts(h header, body []byte) ([]fastLeaf, bool) {
 		return nil, false
 	}
 	f := fastParser{}
-	if !f.multipart(body, params["boundary"], mt, "", 0) {
+	if !f.multipart(body, off, params["boundary"], mt, "", 0) {
 		return nil, false
 	}
 	return f.leaves, true
@@ -100,12 +100,13 @@ func fastBoundaryOK(bd string) bool {
 }
 
 // multipart reads the parts of region r, the content of a multipart with
-// boundary bd and type mt; id is the part's id ("" for the top level).
+// boundary bd and type mt, at offset off in the raw message; id is the
+// part's id ("" for the top level).
 //
 // enmime's boundary reader ends a part where, at a CR or LF, the next few
 // bytes hold the delimiter; the checks below make sure that happens only at
 // the line break before each delimiter line found here.
-func (f *fastParser) multipart(r []byte, bd, mt, id string, depth int) bool {
+func (f *fastParser) multipart(r []byte, off int64, bd, mt, id string, depth int) bool {
 	delim := "--" + bd
 	i := bytes.Index(r, []byte(delim))
 	if i < 0 || i > 0 && r[i-1] != '\n' {
@@ -159,7 +160,8 @@ func (f *fastParser) multipart(r []byte, bd, mt, id string, depth int) bool {
 		if id != "" {
 			pid = id + "." + pid
 		}
-		lp := leafPart{id: pid, header: fh.get, content: part[hdrEnd:], shared: true}
+		coff := off + int64(s+hdrEnd)
+		lp := leafPart{id: pid, header: fh.get, content: part[hdrEnd:], shared: true, located: true, off: coff}
 		container := false
 		// enmime reads a part's Content-Type (and then its
 		// Content-Disposition) only if it has one.
@@ -174,7 +176,7 @@ func (f *fastParser) multipart(r []byte, bd, mt, id string, depth int) bool {
 				if !strings.HasPrefix(pmt, "multipart/") || depth+1 > fastMaxDepth || !fastBoundaryOK(bd) {
 					return false
 				}
-				if !f.multipart(part[hdrEnd:], bd, pmt, pid, depth+1) {
+				if !f.multipart(part[hdrEnd:], coff, bd, pmt, pid, depth+1) {
 					return false
 				}
 				container = true

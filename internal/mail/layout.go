@@ -1,6 +1,10 @@
 package mail
 
-import "io"
+import (
+	"fmt"
+	"io"
+	"strings"
+)
 
 // Layout says where a message's text and HTML bodies and its attachments
 // are in its raw bytes, with what is needed to decode them: the raw message
@@ -32,22 +36,51 @@ type Span struct {
 
 // Bodies decodes the text and HTML bodies of a message laid out as l from
 // its raw bytes: the same strings Parse put in Message.Text and Message.HTML.
+// Problems met while decoding were reported by Parse and are ignored here;
+// the error is only about reading raw.
 func (l *Layout) Bodies(raw io.ReaderAt) (text, html string, err error) {
-	panic("not implemented yet")
+	b := &builder{quiet: true}
+	for _, part := range []struct {
+		spans  []Span
+		sb     *strings.Builder
+		isHTML bool
+	}{{l.Text, &b.text, false}, {l.HTML, &b.html, true}} {
+		for _, s := range part.spans {
+			content, err := readSpan(raw, s)
+			if err != nil {
+				return "", "", err
+			}
+			data, _ := b.decodeTransfer("", content, s.Encoding)
+			b.appendText(part.sb, "", data, s.Charset, part.isHTML)
+		}
+	}
+	return strings.ToValidUTF8(b.text.String(), "\uFFFD"), strings.ToValidUTF8(b.html.String(), "\uFFFD"), nil
 }
 
 // Attachment returns a reader of attachment n's content, decoded as Parse
-// decoded it into Message.Attachments[n].Content, reading raw as it goes.
+// decoded it into Message.Attachments[n].Content, reading raw as it goes
+// (a chunk at a time: nothing the size of the attachment is held). Its
+// errors are about reading raw.
 func (l *Layout) Attachment(raw io.ReaderAt, n int) (io.Reader, error) {
-	panic("not implemented yet")
+	if n < 0 || n >= len(l.Attachments) {
+		return nil, fmt.Errorf("attachment %d of %d: no such attachment", n, len(l.Attachments))
+	}
+	s := l.Attachments[n]
+	if s.Off < 0 || s.Len < 0 {
+		return nil, fmt.Errorf("attachment %d at %d (%d bytes): invalid span", n, s.Off, s.Len)
+	}
+	// Decoded as it is read (stream.go), to what decodeTransfer gives.
+	return newTransferReader(raw, s.Off, s.Len, s.Encoding), nil
 }
 
-// ParseFile parses a message too big to hold in memory, reading r (of size
-// bytes) as a stream: the header as Parse reads it, and the MIME structure
-// into Layout, with each attachment's size and SHA-256 computed as it is
-// decoded on the fly. Text, HTML and the attachments' Content are left
-// empty (Layout derives them on read). It never fails; what could not be
-// read is in ParseErrors.
-func ParseFile(r io.ReaderAt, size int64) *Message {
-	panic("not implemented yet")
+// readSpan reads a span's bytes from raw.
+func readSpan(raw io.ReaderAt, s Span) ([]byte, error) {
+	if s.Off < 0 || s.Len < 0 {
+		return nil, fmt.Errorf("reading part at %d (%d bytes): invalid span", s.Off, s.Len)
+	}
+	buf := make([]byte, s.Len)
+	if _, err := io.ReadFull(io.NewSectionReader(raw, s.Off, s.Len), buf); err != nil {
+		return nil, fmt.Errorf("reading part at %d (%d bytes): %w", s.Off, s.Len, err)
+	}
+	return buf, nil
 }

@@ -116,15 +116,23 @@ func parse(raw []byte, fast bool) (m *Message, usedFast bool) {
 	}()
 	if len(raw) == 0 {
 		b.problem("empty message")
-		return b.finish(), false
+		m = b.finish()
+		m.Layout = &Layout{}
+		return m, false
 	}
 	h, body, problems := readHeader(raw)
 	for _, p := range problems {
 		b.problem("%s", p)
 	}
 	b.fillHeader(h)
+	// body is the end of raw (or nil, at its end).
+	b.bodyOff = int64(len(raw) - len(body))
 	b.parseBody(h, body)
-	return b.finish(), b.usedFast
+	m = b.finish()
+	if !b.unlocated {
+		m.Layout = &b.layout
+	}
+	return m, b.usedFast
 }
 
 // ParseHeader reads only the header section of a message from r, for
@@ -193,6 +201,13 @@ type builder struct {
 	more       int  // problems not recorded beyond maxProblems
 	fast       bool // try the fast path (fastmime.go) before enmime
 	usedFast   bool // the fast path took the body
+	quiet      bool // problems are not wanted (decoding again on read)
+	// bodyOff is the offset of the body in the raw message; layout
+	// locates the leaves there, unless one was not located or enmime read
+	// the body (unlocated).
+	bodyOff   int64
+	layout    Layout
+	unlocated bool
 }
 
 func newBuilder(size int64) *builder {
@@ -201,6 +216,9 @@ func newBuilder(size int64) *builder {
 
 // problem records what went wrong, once per distinct text.
 func (b *builder) problem(format string, args ...any) {
+	if b.quiet {
+		return
+	}
 	p := cleanHeaderText(truncate(fmt.Sprintf(format, args...), 300))
 	if p == "" || b.seen[p] {
 		return

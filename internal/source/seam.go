@@ -132,7 +132,8 @@ type PipelineOptions struct {
 type Pipeline interface {
 	// Add hands over the next message: it is parsed (in parallel with
 	// the next ones) and recorded in a batch (while the next batch is
-	// read).
+	// read). It takes m.Spool over, also when it fails: the pipeline
+	// closes it once the message is recorded or cannot be.
 	Add(m Message) error
 	// Flush records what was added and waits for every batch. cp, when
 	// set, is stored with the last batch, which is then recorded even if

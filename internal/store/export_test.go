@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"time"
 )
 
 // DB exposes the pool to the external tests, which read raw column values.
@@ -34,4 +35,16 @@ func SetInsertLimits(rows, bytes int) (restore func()) {
 
 // Prepared counts the statements the store prepared when it opened, and
 // the ingest statements there are.
-func Prepared(s *Store) (prepared, ingest int) { return len(s.prepared), len(ingestStatements(s.dialect)) }
+func Prepared(s *Store) (prepared, ingest int) {
+	return len(s.prepared), len(ingestStatements(s.dialect))
+}
+
+// SetConversion sets the conversion's batch size and the pause inside each
+// batch's transaction (a child process killed in the middle).
+func SetConversion(size int, pause time.Duration) { convertBatchSize, convertPause = size, pause }
+
+// ConvertBatch converts one batch of size messages, running inTx inside its
+// transaction before the commit.
+func ConvertBatch(s *Store, size int, inTx func() error) (int, bool, error) {
+	return s.convertBatch(context.Background(), size, inTx)
+}

@@ -3,11 +3,13 @@ package store
 // Reading recorded messages and their attachments.
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -136,8 +138,14 @@ func (s *Store) GetMessage(ctx context.Context, id int64) (StoredMessage, error)
 	if err != nil {
 		return m, fmt.Errorf("reading message %d: %w", id, err)
 	}
-	if err := s.r.QueryRowContext(ctx, `SELECT text_body, html_body FROM messages WHERE id = $1`, id).Scan(&m.Text, &m.HTML); err != nil {
+	var layout string
+	if err := s.r.QueryRowContext(ctx, `SELECT text_body, html_body, layout FROM messages WHERE id = $1`, id).Scan(&m.Text, &m.HTML, &layout); err != nil {
 		return m, fmt.Errorf("reading message %d: %w", id, err)
+	}
+	if layout != "" {
+		if m.Text, m.HTML, err = s.decodeBodies(ctx, id, layout); err != nil {
+			return m, err
+		}
 	}
 	m.Attachments, err = s.attachments(ctx, id)
 	return m, err
@@ -153,24 +161,35 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 		return out, nil
 	}
 	in, args := idList(ids)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body FROM messages WHERE id IN (`+in+`)`, args...)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body, layout FROM messages WHERE id IN (`+in+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
 	}
 	defer rows.Close()
+	layouts := map[int64]string{}
 	for rows.Next() {
-		var text, html string
-		m, err := scanMessage(withExtra{rows, []any{&text, &html}})
+		var text, html, layout string
+		m, err := scanMessage(withExtra{rows, []any{&text, &html, &layout}})
 		if err != nil {
 			return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
 		}
 		m.Text, m.HTML, m.Attachments = text, html, []StoredAttachment{}
 		out[m.ID] = m
+		if layout != "" {
+			layouts[m.ID] = layout
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
 	}
 	rows.Close()
+	for id, layout := range layouts {
+		m := out[id]
+		if m.Text, m.HTML, err = s.decodeBodies(ctx, id, layout); err != nil {
+			return nil, err
+		}
+		out[id] = m
+	}
 	arows, err := s.r.QueryContext(ctx, `SELECT message_id, n, filename, content_type, size, sha256, inline, content_id FROM attachments
 		WHERE message_id IN (`+in+`) ORDER BY message_id, n`, args...)
 	if err != nil {
@@ -235,14 +254,18 @@ func (s *Store) attachments(ctx context.Context, id int64) ([]StoredAttachment, 
 }
 
 // MessageRaw returns the stored raw bytes of message id (only the header for
-// a message too large to keep).
+// a message too large to keep), read whole into memory; OpenRaw reads them
+// as they are needed.
 func (s *Store) MessageRaw(ctx context.Context, id int64) ([]byte, error) {
-	var raw []byte
-	err := s.r.QueryRowContext(ctx, `SELECT raw FROM messages WHERE id = $1`, id).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("message %d: %w", id, ErrNotFound)
-	}
+	r, err := s.OpenRaw(ctx, id)
 	if err != nil {
+		return nil, err
+	}
+	if !r.chunked {
+		return r.inline, nil
+	}
+	raw := make([]byte, r.Size())
+	if _, err := io.ReadFull(r.Reader(), raw); err != nil {
 		return nil, fmt.Errorf("reading raw message %d: %w", id, err)
 	}
 	return raw, nil
@@ -250,17 +273,78 @@ func (s *Store) MessageRaw(ctx context.Context, id int64) ([]byte, error) {
 
 // AttachmentContent returns attachment n of message id and its content.
 func (s *Store) AttachmentContent(ctx context.Context, id int64, n int) (StoredAttachment, []byte, error) {
+	a, r, err := s.OpenAttachment(ctx, id, n)
+	if err != nil {
+		return a, nil, err
+	}
+	content, err := io.ReadAll(r)
+	if err != nil {
+		return a, nil, fmt.Errorf("reading attachment %d of message %d: %w", n, id, err)
+	}
+	return a, content, nil
+}
+
+// OpenAttachment returns attachment n of message id and a reader of its
+// content: the stored copy, or, for a message stored once, its part of the
+// raw message decoded as it is read.
+func (s *Store) OpenAttachment(ctx context.Context, id int64, n int) (StoredAttachment, io.Reader, error) {
 	var a StoredAttachment
 	var content []byte
-	err := s.r.QueryRowContext(ctx, `SELECT n, filename, content_type, size, sha256, inline, content_id, content FROM attachments
-		WHERE message_id = $1 AND n = $2`, id, n).Scan(&a.N, &a.Filename, &a.ContentType, &a.Size, &a.SHA256, &a.Inline, &a.ContentID, &content)
+	var layout string
+	err := s.r.QueryRowContext(ctx, `SELECT a.n, a.filename, a.content_type, a.size, a.sha256, a.inline, a.content_id, a.content, m.layout
+		FROM attachments a JOIN messages m ON m.id = a.message_id
+		WHERE a.message_id = $1 AND a.n = $2`, id, n).Scan(&a.N, &a.Filename, &a.ContentType, &a.Size, &a.SHA256, &a.Inline, &a.ContentID,
+		&content, &layout)
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, nil, fmt.Errorf("attachment %d of message %d: %w", n, id, ErrNotFound)
 	}
 	if err != nil {
 		return a, nil, fmt.Errorf("reading attachment %d of message %d: %w", n, id, err)
 	}
-	return a, content, nil
+	if layout == "" {
+		return a, bytes.NewReader(content), nil
+	}
+	l, err := parseLayout(id, layout)
+	if err != nil {
+		return a, nil, err
+	}
+	raw, err := s.OpenRaw(ctx, id)
+	if err != nil {
+		return a, nil, err
+	}
+	r, err := l.Attachment(raw, n)
+	if err != nil {
+		return a, nil, fmt.Errorf("decoding attachment %d of message %d: %w", n, id, err)
+	}
+	return a, r, nil
+}
+
+// parseLayout reads the layout stored for message id.
+func parseLayout(id int64, layout string) (*mail.Layout, error) {
+	var l mail.Layout
+	if err := json.Unmarshal([]byte(layout), &l); err != nil {
+		return nil, fmt.Errorf("reading the layout of message %d: %w", id, err)
+	}
+	return &l, nil
+}
+
+// decodeBodies decodes the text and HTML bodies of message id, stored once
+// with layout, from its raw bytes: what was stored before as text_body and
+// html_body (made storable as those were, see text).
+func (s *Store) decodeBodies(ctx context.Context, id int64, layout string) (string, string, error) {
+	l, err := parseLayout(id, layout)
+	if err != nil {
+		return "", "", err
+	}
+	raw, err := s.OpenRaw(ctx, id)
+	if err != nil {
+		return "", "", err
+	}
+	t, h, err := l.Bodies(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("decoding the bodies of message %d: %w", id, err)
+	}
+	return text(t), text(h), nil
 }
 
 // CountMessages returns how many messages configuration imapID has recorded.

@@ -113,7 +113,8 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 	rows := make([][]any, len(p.rows))
 	for i := range p.rows {
 		r := &p.rows[i]
-		rows[i] = fieldValues(messageFields(b, &r.in, r.epoch, r.key, f))
+		r.sf = storedForm(&r.in)
+		rows[i] = fieldValues(messageFields(b, &r.in, r.epoch, r.key, r.sf, f))
 	}
 	ids := make(map[[2]int64]int64, len(rows))
 	if err := t.insertRows(ctx, messageInsert, rows, func(rs *sql.Rows) error {
@@ -138,11 +139,18 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 		rec = append(rec, Recorded{ID: r.id, UID: r.in.UID})
 		for n, a := range r.in.Msg.Attachments {
 			attachments = append(attachments, []any{r.id, int64(n), text(a.Filename), text(a.ContentType), a.Size, a.SHA256,
-				a.Inline, text(a.ContentID), nonNil(a.Content)})
+				a.Inline, text(a.ContentID), r.sf.content(a.Content)})
 		}
 	}
 	if err := t.insertRows(ctx, attachmentInsert, attachments, nil); err != nil {
 		return nil, fmt.Errorf("recording %d attachment(s): %w", len(attachments), err)
+	}
+	for _, r := range p.rows {
+		if r.id != 0 && r.in.Big != nil {
+			if err := writeChunks(ctx, t.tx, r.id, r.in.Big); err != nil {
+				return nil, fmt.Errorf("recording uid %d: %w", r.in.UID, err)
+			}
+		}
 	}
 	var seen [][]any
 	for _, sr := range p.seen {
@@ -211,7 +219,7 @@ type field struct {
 // messageFields is the row of table messages that records in, read in
 // batch b, under epoch with dedupe key key, by the replica and lease of f:
 // the one list of the columns an ingest writes and of their values.
-func messageFields(b *Batch, in *Incoming, epoch uint32, key string, f Fence) []field {
+func messageFields(b *Batch, in *Incoming, epoch uint32, key string, sf stored, f Fence) []field {
 	m := in.Msg
 	var date *time.Time
 	if !m.Date.IsZero() {
@@ -239,11 +247,12 @@ func messageFields(b *Batch, in *Incoming, epoch uint32, key string, f Fence) []
 		{col{"received_at", "timestamptz"}, received.UTC()},
 		{col{"parse_error", "text"}, text(m.ParseError())},
 		{col{"too_large", "boolean"}, m.TooLarge},
-		{col{"text_body", "text"}, text(m.Text)},
-		{col{"html_body", "text"}, text(m.HTML)},
-		{col{"raw", "bytea"}, nonNil(in.Raw)},
+		{col{"text_body", "text"}, sf.text},
+		{col{"html_body", "text"}, sf.html},
+		{col{"raw", "bytea"}, nonNil(sf.raw)},
 		{col{"replica", "text"}, f.Owner},
 		{col{"lease_token", "bigint"}, f.Token},
+		{col{"layout", "text"}, sf.layout},
 	}
 }
 
@@ -258,7 +267,7 @@ func fieldValues(fs []field) []any {
 // messageInsert inserts the rows of messageFields, returning the id, epoch
 // and UID of those inserted.
 var messageInsert = func() insert {
-	fs := messageFields(&Batch{}, &Incoming{Msg: &mail.Message{}}, 0, "", Fence{})
+	fs := messageFields(&Batch{}, &Incoming{Msg: &mail.Message{}}, 0, "", stored{}, Fence{})
 	cols := make([]col, len(fs))
 	for i, f := range fs {
 		cols[i] = f.col
@@ -372,7 +381,8 @@ type planned struct {
 	in    Incoming // its UID numbered when it has an ID
 	epoch uint32
 	key   string
-	id    int64 // once inserted
+	sf    stored // how it is stored
+	id    int64  // once inserted
 }
 
 // seenRef is a seen id to remember, by the message planned as row, or, when
@@ -442,6 +452,40 @@ func planBatch(b *Batch, keys []string, k known) plan {
 		}
 	}
 	return p
+}
+
+// stored is how a message's bodies, attachments and raw bytes are stored.
+type stored struct {
+	layout     string // mail.Layout's JSON; "" for none
+	text, html string
+	raw        []byte
+}
+
+// storedForm says how in is stored: once, as its raw bytes and its layout,
+// when it has one (text, HTML and attachment content left empty, decoded
+// on read); else with the decoded copies, as before. A message in a spool
+// file (Big) is stored in chunks (writeChunks), its raw column empty.
+func storedForm(in *Incoming) stored {
+	m := in.Msg
+	sf := stored{text: text(m.Text), html: text(m.HTML), raw: in.Raw}
+	if in.Big != nil {
+		sf.raw = []byte{}
+	}
+	if m.Layout != nil {
+		l, err := json.Marshal(m.Layout)
+		if err == nil {
+			sf.layout, sf.text, sf.html = string(l), "", ""
+		}
+	}
+	return sf
+}
+
+// content is what an attachment's content column holds.
+func (sf stored) content(c []byte) []byte {
+	if sf.layout != "" {
+		return []byte{}
+	}
+	return nonNil(c)
 }
 
 // text makes s storable in a PostgreSQL text column, which refuses NUL.

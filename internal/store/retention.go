@@ -22,14 +22,21 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 	var p Pruned
 	cutoff = cutoff.UTC()
 	err := s.Write(ctx, func(tx *sql.Tx) error {
+		// A message stored once (layout) or in chunks loses them with its
+		// raw bytes: what is left reads as the copies, emptied.
+		const kept = `received_at < $2 AND (length(raw) > 0 OR id IN (SELECT message_id FROM message_chunks))`
 		if _, err := tx.ExecContext(ctx, `UPDATE attachments SET content = $1 WHERE message_id IN
-			(SELECT id FROM messages WHERE received_at < $2 AND length(raw) > 0)`, []byte{}, cutoff); err != nil {
+			(SELECT id FROM messages WHERE `+kept+`)`, []byte{}, cutoff); err != nil {
 			return fmt.Errorf("pruning attachments: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE messages SET raw = $1, text_body = '', html_body = ''
-			WHERE received_at < $2 AND length(raw) > 0`, []byte{}, cutoff)
+		res, err := tx.ExecContext(ctx, `UPDATE messages SET raw = $1, text_body = '', html_body = '', layout = ''
+			WHERE `+kept, []byte{}, cutoff)
 		if err != nil {
 			return fmt.Errorf("pruning messages: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM message_chunks WHERE message_id IN
+			(SELECT id FROM messages WHERE received_at < $1)`, cutoff); err != nil {
+			return fmt.Errorf("pruning message chunks: %w", err)
 		}
 		p.Messages, _ = res.RowsAffected()
 		res, err = tx.ExecContext(ctx, `DELETE FROM run_attempts WHERE run_id IN

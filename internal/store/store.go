@@ -83,6 +83,9 @@ type Store struct {
 	syncs     atomic.Int64 // see Syncs
 	dirSynced atomic.Bool  // the data directory was fsynced once
 	synced    func() error
+	// stopConversion stops the background conversion of old messages
+	// (startConversion) and waits for it.
+	stopConversion func()
 	// prepared are the ingest path's statements, prepared once on the
 	// SQLite writer's connection (prepareIngest), by their SQL.
 	prepared map[string]*sql.Stmt
@@ -153,6 +156,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.warnAsyncCommit(ctx)
 	}
 	s.prepareIngest(ctx)
+	if o.upTo == 0 || o.upTo >= storeOnceVersion {
+		s.startConversion()
+	}
 	return s, nil
 }
 
@@ -195,6 +201,9 @@ func (s *Store) migrate(ctx context.Context, upTo int64) error {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	if s.stopConversion != nil {
+		s.stopConversion()
+	}
 	s.closePrepared()
 	var err error
 	if s.r != nil && s.r != s.w {

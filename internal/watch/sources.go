@@ -19,7 +19,7 @@ func (m *Manager) newSource(c imapconf.Config, log *slog.Logger) (source.Source,
 	}
 	o := m.opts
 	return sources.New(c, sources.Options{Logger: log, Dial: o.dial(), HTTPDial: o.Egress.Dialer(),
-		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, IdleMax: o.IdleMax, SizeCap: o.SizeCap})
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout, IdleMax: o.IdleMax, SizeCap: o.SizeCap, Spool: o.Spool})
 }
 
 // TestConnection is the test-connection operation for configuration c (see

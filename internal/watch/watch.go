@@ -22,6 +22,7 @@ import (
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/sources"
+	"mailtrigger/internal/spool"
 	"mailtrigger/internal/store"
 )
 
@@ -50,6 +51,9 @@ type Options struct {
 	// Graph (MAILTRIGGER_EGRESS); nil allows every address. A Dial of the
 	// tests' replaces it for IMAP and POP3.
 	Egress *egress.Policy
+	// Spool takes the messages above its threshold into spool files
+	// instead of memory (nil: every message is read into memory).
+	Spool *spool.Spooler
 	// Sources, when set, makes the source of a configuration instead of
 	// package sources (tests put a fake source here).
 	Sources func(c imapconf.Config) (source.Source, error)

@@ -37,6 +37,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
+	"mailtrigger/internal/spool"
 )
 
 // The steps a StepError names.
@@ -128,6 +129,9 @@ type Options struct {
 	// SizeCap is the size above which only a message's header is kept.
 	// Zero means DefaultSizeCap.
 	SizeCap int64
+	// Spool, when set, takes the messages above its threshold into spool
+	// files as they are read instead of memory (nil: into memory).
+	Spool *spool.Spooler
 	// MaxRetryWait caps each Retry-After wait; MaxRetries the retries of
 	// one request. Zero means the defaults.
 	MaxRetryWait time.Duration
@@ -152,8 +156,12 @@ type Message struct {
 	IsRead     bool
 	Subject    string
 	ReceivedAt time.Time
-	// Raw is the MIME message, or only its header when TooLarge.
+	// Raw is the MIME message, or only its header when TooLarge; nil when
+	// the message is in Spool.
 	Raw []byte
+	// Spool holds the MIME message instead of Raw when it was above the
+	// threshold of Options.Spool; whoever Delta hands it to closes it.
+	Spool *spool.File
 	// Size is the size of the MIME message in bytes, -1 when unknown (too
 	// large and the server sent no Content-Length).
 	Size     int64
@@ -587,7 +595,9 @@ func (c *Client) sameOrigin(link string) error {
 }
 
 // fetch reads m's MIME from $value, keeping only the header when it is
-// bigger than the size cap.
+// bigger than the size cap. With a spooler, what is above its threshold is
+// streamed into a spool file (m.Spool), and a message that says it is over
+// the cap (Content-Length) has only its header read.
 func (c *Client) fetch(ctx context.Context, m *Message) error {
 	u := c.graph + "/messages/" + url.PathEscape(m.ID) + "/$value"
 	resp, err := c.do(ctx, StepFetch, func() (*http.Request, error) { return http.NewRequest(http.MethodGet, u, nil) })
@@ -595,23 +605,79 @@ func (c *Client) fetch(ctx context.Context, m *Message) error {
 		return err
 	}
 	defer resp.Body.Close()
-	capN := c.opts.SizeCap
+	capN, sp := c.opts.SizeCap, c.opts.Spool
+	if sp != nil && resp.ContentLength > capN {
+		header, err := spool.ReadHeader(resp.Body, capN)
+		if err != nil {
+			return &StepError{Step: StepFetch, Err: stripURL(err)}
+		}
+		c.overCap(m, header, resp.ContentLength)
+		return nil
+	}
+	inMemory := capN
+	if sp != nil {
+		inMemory = min(capN, sp.MaxInMemory())
+	}
 	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(resp.Body, capN+1))
+	n, err := io.Copy(&buf, io.LimitReader(resp.Body, inMemory+1))
 	if err != nil {
 		return &StepError{Step: StepFetch, Err: stripURL(err)}
 	}
-	if n <= capN {
+	if n <= inMemory {
 		m.Raw, m.Size = buf.Bytes(), n
 		return nil
 	}
-	m.TooLarge, m.Size = true, resp.ContentLength
+	if inMemory < capN {
+		return c.spoolRest(m, sp, &buf, resp.Body, resp.ContentLength)
+	}
+	c.overCap(m, headerOf(buf.Bytes()), resp.ContentLength)
+	return nil
+}
+
+// spoolRest writes the start of m's MIME read so far (head) and the rest
+// of body, up to one byte over the size cap, into a spool file; a message
+// over the cap after all keeps only its header, read back from the file.
+// No spool file is left on a failure.
+func (c *Client) spoolRest(m *Message, sp *spool.Spooler, head *bytes.Buffer, body io.Reader, length int64) error {
+	capN := c.opts.SizeCap
+	w, err := sp.Create()
+	if err != nil {
+		return &StepError{Step: StepFetch, Err: err}
+	}
+	n, err := head.WriteTo(w)
+	head.Reset()
+	if err == nil {
+		_, err = io.Copy(w, io.LimitReader(body, capN+1-n))
+	}
+	if err != nil {
+		w.Abort()
+		return &StepError{Step: StepFetch, Err: stripURL(err)}
+	}
+	f := w.Done()
+	if f.Size() <= capN {
+		m.Spool, m.Size = f, f.Size()
+		return nil
+	}
+	header, err := spool.ReadHeader(f.Reader(), capN)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &StepError{Step: StepFetch, Err: err}
+	}
+	c.overCap(m, header, length)
+	return nil
+}
+
+// overCap makes m a message over the size cap that keeps header; length is
+// the Content-Length of its MIME (-1 if unknown).
+func (c *Client) overCap(m *Message, header []byte, length int64) {
+	m.TooLarge, m.Size = true, length
 	if m.Size <= 0 {
 		m.Size = -1
 	}
-	m.Raw = headerOf(buf.Bytes())
+	m.Raw = header
 	c.log.Debug("graph: message over the size cap, kept its header", "id", m.ID, "size", m.Size)
-	return nil
 }
 
 // headerOf returns the header of a MIME message, with the blank line that

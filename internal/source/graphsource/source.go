@@ -161,13 +161,16 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 	fn := func(m Message) error {
 		ids[m.ID], seen[m.ID] = true, true
 		if skipRead && m.IsRead {
+			if m.Spool != nil {
+				_ = m.Spool.Close()
+			}
 			seenRead = append(seenRead, m.ID)
 			if len(seenRead) >= rememberEvery {
 				return remember()
 			}
 			return nil
 		}
-		return p.Add(source.Message{ID: m.ID, Raw: m.Raw, Size: m.Size, TooLarge: m.TooLarge})
+		return p.Add(source.Message{ID: m.ID, Raw: m.Raw, Spool: m.Spool, Size: m.Size, TooLarge: m.TooLarge})
 	}
 	full := link == ""
 	next, err := s.client.Delta(ctx, link, fn)

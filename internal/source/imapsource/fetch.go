@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/spool"
 )
 
 const (
@@ -51,8 +51,12 @@ type Message struct {
 	// InternalDate is when the server received the message.
 	InternalDate time.Time
 	// Raw is the whole message as the server has it or, when TooLarge,
-	// only its header section (with the blank line that ends it).
+	// only its header section (with the blank line that ends it); nil
+	// when the message is in Spool.
 	Raw []byte
+	// Spool holds the whole message instead of Raw when it was read into
+	// a spool file (FetchSpooled); fn closes it, or hands it on.
+	Spool *spool.File
 	// TooLarge reports that the message is bigger than the size cap, and
 	// so Raw holds only its header.
 	TooLarge bool
@@ -208,6 +212,17 @@ func (c *Conn) searchUIDs(ctx context.Context, criteria *imap.SearchCriteria) ([
 // folder and calls fn for each, as FetchAfter does. UIDs that do not exist
 // (any more) are skipped; uids need not be sorted.
 func (c *Conn) FetchUIDs(ctx context.Context, uids []uint32, sizeCap int64, fn func(Message) error) error {
+	return c.FetchSpooled(ctx, uids, sizeCap, nil, fn)
+}
+
+// FetchSpooled is FetchUIDs with the messages above sp's threshold (and
+// at most sizeCap) read from the connection in chunks into a spool file
+// (Message.Spool) instead of memory; fn owns the file. Each such message
+// is fetched by a command of its own, and the messages read into memory
+// by one command are together at most max(threshold, 1 MiB), so that
+// about that much is held at a time whatever the size cap. A nil sp reads
+// every message into memory.
+func (c *Conn) FetchSpooled(ctx context.Context, uids []uint32, sizeCap int64, sp *spool.Spooler, fn func(Message) error) error {
 	if sizeCap <= 0 {
 		sizeCap = DefaultSizeCap
 	}
@@ -220,8 +235,8 @@ func (c *Conn) FetchUIDs(ctx context.Context, uids []uint32, sizeCap int64, fn f
 		if err != nil {
 			return err
 		}
-		for run := range runs(metas, sizeCap) {
-			if err := c.fetchRun(ctx, run, sizeCap, fn); err != nil {
+		for run := range runs(metas, sizeCap, sp) {
+			if err := c.fetchRun(ctx, run, sizeCap, sp, fn); err != nil {
 				return err
 			}
 		}
@@ -299,18 +314,23 @@ func (c *Conn) fetchMeta(ctx context.Context, uids []uint32) ([]meta, error) {
 }
 
 // runs splits metas, ascending by UID, into consecutive runs fetched by one
-// command each: runs of messages read whole, together at most
-// max(sizeCap, minRunBytes) bytes, and runs of too large messages, of which
-// only headers are read.
-func runs(metas []meta, sizeCap int64) func(yield func([]meta) bool) {
+// command each: runs of messages read whole into memory, together at most
+// max(sizeCap, minRunBytes) bytes (max(sp's threshold, minRunBytes) with a
+// spooler), runs of too large messages, of which only headers are read,
+// and, with a spooler, each message it spools in a run of its own.
+func runs(metas []meta, sizeCap int64, sp *spool.Spooler) func(yield func([]meta) bool) {
 	budget := max(sizeCap, minRunBytes)
+	if sp != nil {
+		budget = max(min(sp.MaxInMemory(), sizeCap), minRunBytes)
+	}
+	spooled := func(m meta) bool { return sp != nil && m.size <= sizeCap && sp.Big(m.size) }
 	return func(yield func([]meta) bool) {
 		start, bytes := 0, int64(0)
 		for i, m := range metas {
 			if i > start {
 				prevLarge := metas[start].size > sizeCap
 				large := m.size > sizeCap
-				if large != prevLarge || (!large && bytes+m.size > budget) {
+				if large != prevLarge || spooled(m) || spooled(metas[start]) || (!large && bytes+m.size > budget) {
 					if !yield(metas[start:i]) {
 						return
 					}
@@ -327,10 +347,17 @@ func runs(metas []meta, sizeCap int64) func(yield func([]meta) bool) {
 	}
 }
 
+// taken is a message's body as read: in memory, or in a spool file.
+type taken struct {
+	raw   []byte
+	spool *spool.File
+}
+
 // fetchRun fetches the bodies (or headers) of one run and calls fn for each
 // message in order. Messages whose body did not come are fetched once more
-// (see fetchMeta), then taken as expunged.
-func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(Message) error) error {
+// (see fetchMeta), then taken as expunged. A spool file not handed to fn
+// (a failure, a message fetched twice) is closed.
+func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, sp *spool.Spooler, fn func(Message) error) error {
 	large := run[0].size > sizeCap
 	section := &imap.FetchItemBodySection{Peek: true}
 	var total int64
@@ -343,7 +370,14 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 	}
 	extra := time.Duration(total/minRate) * time.Second
 
-	raws := map[uint32][]byte{}
+	raws := map[uint32]taken{}
+	defer func() {
+		for _, t := range raws {
+			if t.spool != nil {
+				_ = t.spool.Close()
+			}
+		}
+	}()
 	truncated := map[uint32]bool{}
 	want := make([]uint32, len(run))
 	for i, m := range run {
@@ -358,7 +392,7 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 			defer cmd.Close()
 			for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
 				var uid uint32
-				var raw []byte
+				var body taken
 				var tooBig, hasBody bool
 				for item := msg.Next(); item != nil; item = msg.Next() {
 					switch item := item.(type) {
@@ -368,19 +402,29 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 						if !item.MatchCommand(section) {
 							continue
 						}
+						if body.spool != nil {
+							_ = body.spool.Close()
+						}
 						var err error
-						raw, tooBig, err = readLiteral(item.Literal, sizeCap)
+						body.raw, body.spool, tooBig, err = readLiteral(item.Literal, sizeCap, sp)
 						if err != nil {
 							return fmt.Errorf("reading uid %d: %w", uid, err)
 						}
 						hasBody = true
 					}
 				}
-				if uid != 0 && hasBody {
-					raws[uid] = raw
-					if tooBig {
-						truncated[uid] = true
+				if uid == 0 || !hasBody {
+					if body.spool != nil {
+						_ = body.spool.Close()
 					}
+					continue
+				}
+				if old := raws[uid]; old.spool != nil {
+					_ = old.spool.Close()
+				}
+				raws[uid] = body
+				if tooBig {
+					truncated[uid] = true
 				}
 			}
 			return cmd.Close()
@@ -395,7 +439,7 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 	}
 
 	for _, m := range run {
-		raw, ok := raws[m.uid]
+		body, ok := raws[m.uid]
 		if !ok {
 			c.log.Debug("imap message gone while fetching", "uid", m.uid)
 			continue
@@ -404,7 +448,7 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 		tooLarge := large
 		if truncated[m.uid] {
 			// The body was bigger than RFC822.SIZE said: keep its header.
-			raw = headerOf(raw)
+			body.raw = headerOf(body.raw)
 			tooLarge = true
 		}
 		err := fn(Message{
@@ -412,7 +456,8 @@ func (c *Conn) fetchRun(ctx context.Context, run []meta, sizeCap int64, fn func(
 			Flags:        m.flags,
 			Size:         m.size,
 			InternalDate: m.date,
-			Raw:          raw,
+			Raw:          body.raw,
+			Spool:        body.spool,
 			TooLarge:     tooLarge,
 		})
 		if err != nil {
@@ -442,27 +487,22 @@ func (c *Conn) confirmGone(ctx context.Context, uids []uint32) error {
 	return nil
 }
 
-// readLiteral reads a literal of at most limit bytes; of a longer one it
-// reads the first limit bytes, discards the rest and reports truncated.
-// A nil literal (the server sent NIL) reads as empty.
-func readLiteral(lit imap.LiteralReader, limit int64) (raw []byte, truncated bool, err error) {
+// inMemory is the spooler of a fetch without one: it never spools.
+var inMemory = &spool.Spooler{Threshold: math.MaxInt64}
+
+// readLiteral reads a literal of at most limit bytes, into memory, or into
+// a spool file when sp (nil: never) spools its size; of a longer one it
+// keeps the start (see spool.Spooler.Take: the first limit bytes, or only
+// the header when limit is above sp's threshold), discards the rest and
+// reports truncated. A nil literal (the server sent NIL) reads as empty.
+func readLiteral(lit imap.LiteralReader, limit int64, sp *spool.Spooler) (raw []byte, big *spool.File, truncated bool, err error) {
 	if lit == nil {
-		return []byte{}, false, nil
+		return []byte{}, nil, false, nil
 	}
-	size := lit.Size()
-	if size > limit {
-		raw = make([]byte, limit)
-		if _, err := io.ReadFull(lit, raw); err != nil {
-			return nil, false, err
-		}
-		_, err := io.Copy(io.Discard, lit)
-		return raw, true, err
+	if sp == nil {
+		sp = inMemory
 	}
-	raw = make([]byte, size)
-	if _, err := io.ReadFull(lit, raw); err != nil {
-		return nil, false, err
-	}
-	return raw, false, nil
+	return sp.Take(lit, lit.Size(), limit)
 }
 
 // headerOf returns the header section of the start of a message: up to and

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"mailtrigger/internal/source/sourcetest"
+	"mailtrigger/internal/spool"
 	"mailtrigger/internal/testenv"
 )
 
@@ -361,7 +362,41 @@ func TestRuns(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got [][]uint32
-			for run := range runs(tt.metas, sizeCap) {
+			for run := range runs(tt.metas, sizeCap, nil) {
+				var uids []uint32
+				for _, m := range run {
+					uids = append(uids, m.uid)
+				}
+				got = append(got, uids)
+			}
+			if !slices.EqualFunc(got, tt.want, slices.Equal) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRunsSpooled: with a spooler, each message it spools is fetched alone,
+// and the messages read into memory together are bounded by the threshold
+// (1 MiB at least), not by the size cap.
+func TestRunsSpooled(t *testing.T) {
+	const sizeCap = 50 << 20
+	sp := &spool.Spooler{Threshold: 1 << 20}
+	m := func(uid uint32, size int64) meta { return meta{uid: uid, size: size} }
+	tests := []struct {
+		name  string
+		metas []meta
+		want  [][]uint32
+	}{
+		{"all small", []meta{m(1, 10), m(2, 10), m(3, 10)}, [][]uint32{{1, 2, 3}}},
+		{"big alone", []meta{m(1, 10), m(2, 5<<20), m(3, 5<<20), m(4, 10), m(5, 10)}, [][]uint32{{1}, {2}, {3}, {4, 5}}},
+		{"memory budget", []meta{m(1, 600<<10), m(2, 600<<10), m(3, 400<<10), m(4, 1), m(5, 1<<20)}, [][]uint32{{1}, {2, 3, 4}, {5}}},
+		{"over the cap together", []meta{m(1, 60<<20), m(2, 60<<20), m(3, 5<<20)}, [][]uint32{{1, 2}, {3}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got [][]uint32
+			for run := range runs(tt.metas, sizeCap, sp) {
 				var uids []uint32
 				for _, m := range run {
 					uids = append(uids, m.uid)
@@ -397,11 +432,11 @@ func TestReadLiteral(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := strings.NewReader(msg)
-			raw, truncated, err := readLiteral(literal{r, int64(len(msg))}, tt.limit)
+			raw, big, truncated, err := readLiteral(literal{r, int64(len(msg))}, tt.limit, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if string(raw) != tt.wantRaw || truncated != tt.wantTruncated {
+			if string(raw) != tt.wantRaw || truncated != tt.wantTruncated || big != nil {
 				t.Errorf("got %q, %v, want %q, %v", raw, truncated, tt.wantRaw, tt.wantTruncated)
 			}
 			if r.Len() != 0 {

@@ -8,6 +8,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
+	"mailtrigger/internal/spool"
 )
 
 // SourceOptions are the knobs of a Source: those of Dial, and the rest.
@@ -20,6 +21,9 @@ type SourceOptions struct {
 	IdleMax time.Duration
 	// Login, when set, runs before each connection (source.LoginFunc).
 	Login source.LoginFunc
+	// Spool, when set, takes the messages above its threshold into spool
+	// files instead of memory (nil: every message is read into memory).
+	Spool *spool.Spooler
 }
 
 // Source is the source.Source of an IMAP mailbox: one connection per
@@ -180,8 +184,8 @@ func (s *Source) catchUp(ctx context.Context, l source.Ledger, cp source.Checkpo
 		return cp, err
 	}
 	defer p.Close()
-	err = s.conn.FetchUIDs(ctx, uids, s.o.SizeCap, func(m Message) error {
-		return p.Add(source.Message{UID: m.UID, Raw: m.Raw, Size: m.Size, TooLarge: m.TooLarge})
+	err = s.conn.FetchSpooled(ctx, uids, s.o.SizeCap, s.o.Spool, func(m Message) error {
+		return p.Add(source.Message{UID: m.UID, Raw: m.Raw, Spool: m.Spool, Size: m.Size, TooLarge: m.TooLarge})
 	})
 	if err == nil {
 		err = p.Flush(nil)

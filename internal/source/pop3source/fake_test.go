@@ -195,12 +195,12 @@ func TestReadDotBody(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var got []byte
-		err := readDotBody(bufio.NewReader(strings.NewReader(tt.wire+"NEXT")), func(p []byte) { got = append(got, p...) })
+		err := readDotBody(bufio.NewReader(strings.NewReader(tt.wire+"NEXT")), func(p []byte) error { got = append(got, p...); return nil })
 		if err != nil || string(got) != tt.want {
 			t.Errorf("wire %.40q: got %.40q, %v; want %.40q", tt.wire, got, err, tt.want)
 		}
 	}
-	err := readDotBody(bufio.NewReader(strings.NewReader("a\r\nb")), func([]byte) {})
+	err := readDotBody(bufio.NewReader(strings.NewReader("a\r\nb")), func([]byte) error { return nil })
 	if err == nil {
 		t.Error("got nil for a body without its end, want an error")
 	}

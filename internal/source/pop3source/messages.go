@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mailtrigger/internal/spool"
 )
 
 // Entry is one line of UIDL: a message's number in this session and its
@@ -27,8 +29,12 @@ type Message struct {
 	Size int64
 	// Raw is the message exactly as the server sent it (with only the
 	// dot-stuffing undone) or, when TooLarge, only its header section
-	// (with the blank line that ends it).
+	// (with the blank line that ends it); nil when the message is in
+	// Spool.
 	Raw []byte
+	// Spool holds the whole message instead of Raw when it was read into
+	// a spool file (RetrSpooled); the caller closes it.
+	Spool *spool.File
 	// TooLarge reports that the message is bigger than the size cap, and
 	// so Raw holds only its header.
 	TooLarge bool
@@ -153,6 +159,16 @@ func (c *Conn) list(n int) (int64, error) {
 // else by reading the whole message and discarding all but the header; the
 // Message is then TooLarge. At most about sizeCap bytes are held.
 func (c *Conn) Retr(ctx context.Context, n int, sizeCap int64) (Message, error) {
+	return c.RetrSpooled(ctx, n, sizeCap, nil)
+}
+
+// RetrSpooled is Retr with a message whose size (as LIST reports it) is
+// above sp's threshold, and at most sizeCap, streamed into a spool file
+// (Message.Spool) as it comes, the dot-stuffing undone on the way, instead
+// of memory; if it turns out bigger than sizeCap, its header is read back
+// from the file, which is removed. A nil sp reads every message into
+// memory. No spool file is left when it fails.
+func (c *Conn) RetrSpooled(ctx context.Context, n int, sizeCap int64, sp *spool.Spooler) (Message, error) {
 	if sizeCap <= 0 {
 		sizeCap = DefaultSizeCap
 	}
@@ -167,6 +183,11 @@ func (c *Conn) Retr(ctx context.Context, n int, sizeCap int64) (Message, error) 
 		line = "TOP " + strconv.Itoa(n) + " 0"
 		extra = 0
 	}
+	if !k.headerOnly && sp != nil && sp.Big(size) {
+		if k.w, err = sp.Create(); err != nil {
+			return Message{}, err
+		}
+	}
 	err = c.do(ctx, StepRetr, extra, func() error {
 		if _, err := c.cmd(strings.Fields(line)[0], line); err != nil {
 			return err
@@ -174,9 +195,14 @@ func (c *Conn) Retr(ctx context.Context, n int, sizeCap int64) (Message, error) 
 		return readDotBody(c.bufioReader(), k.write)
 	})
 	if err != nil {
+		k.abort()
 		return Message{}, err
 	}
-	return Message{Num: n, Size: size, Raw: k.buf, TooLarge: k.headerOnly}, nil
+	m := Message{Num: n, Size: size, Raw: k.buf, TooLarge: k.headerOnly}
+	if k.w != nil {
+		m.Raw, m.Spool = nil, k.w.Done()
+	}
+	return m, nil
 }
 
 // Dele marks message n deleted. The server removes it only at Quit; Close
@@ -192,8 +218,9 @@ func (c *Conn) Dele(ctx context.Context, n int) error {
 // terminating line ".", undoing the dot-stuffing (RFC 1939 §3: a line that
 // starts with "." has one more "." in front), and passes everything else
 // to write unchanged: line ends stay as sent, and lines longer than r's
-// buffer are passed in pieces but never altered.
-func readDotBody(r *bufio.Reader, write func([]byte)) error {
+// buffer are passed in pieces but never altered. An error of write stops
+// it.
+func readDotBody(r *bufio.Reader, write func([]byte) error) error {
 	bol := true // at the beginning of a line
 	for {
 		chunk, err := r.ReadSlice('\n')
@@ -210,32 +237,55 @@ func readDotBody(r *bufio.Reader, write func([]byte)) error {
 			chunk = chunk[1:]
 		}
 		if len(chunk) > 0 {
-			write(chunk)
+			if err := write(chunk); err != nil {
+				return err
+			}
 		}
 		bol = err == nil
 	}
 }
 
 // keeper collects a message up to limit bytes; above it, or from the start
-// when headerOnly, it keeps only the header section.
+// when headerOnly, it keeps only the header section. With w it writes the
+// message to that spool file instead of buf, until it finds it is above
+// limit: then it keeps the header read back from the file, which it
+// removes.
 type keeper struct {
 	limit      int64
 	headerOnly bool
 	buf        []byte
 	done       bool // nothing more is kept
 	scanned    int  // buf[:scanned] has been searched for the header's end
+	w          *spool.Writer
+	written    int64 // bytes written to w
 }
 
-func (k *keeper) write(p []byte) {
+func (k *keeper) write(p []byte) error {
 	if k.done {
-		return
+		return nil
+	}
+	if k.w != nil {
+		if k.written+int64(len(p)) <= k.limit {
+			n, err := k.w.Write(p)
+			k.written += int64(n)
+			return err
+		}
+		// Bigger than LIST said, and above the cap: keep the header.
+		f := k.w.Done()
+		k.w = nil
+		header, err := spool.ReadHeader(io.MultiReader(f.Reader(), bytes.NewReader(p)), k.limit)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		k.buf, k.headerOnly, k.done = header, true, true
+		return err
 	}
 	if !k.headerOnly && int64(len(k.buf)+len(p)) > k.limit {
 		k.headerOnly = true
 	}
 	k.buf = append(k.buf, p...)
 	if !k.headerOnly {
-		return
+		return nil
 	}
 	if end := k.headerEnd(); end >= 0 {
 		// A header larger than the cap keeps only its start.
@@ -244,6 +294,15 @@ func (k *keeper) write(p []byte) {
 	} else if int64(len(k.buf)) > k.limit {
 		k.buf = k.buf[:k.limit]
 		k.done = true
+	}
+	return nil
+}
+
+// abort removes the spool file being written, if any.
+func (k *keeper) abort() {
+	if k.w != nil {
+		k.w.Abort()
+		k.w = nil
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
+	"mailtrigger/internal/spool"
 )
 
 // SourceOptions are the knobs of a Source: those of Dial, and the rest.
@@ -17,6 +18,9 @@ type SourceOptions struct {
 	SizeCap int64
 	// Login, when set, runs before each connection (source.LoginFunc).
 	Login source.LoginFunc
+	// Spool, when set, takes the messages above its threshold into spool
+	// files instead of memory (nil: every message is read into memory).
+	Spool *spool.Spooler
 }
 
 // Source is the source.Source of a POP3 mailbox: one connection per Sync
@@ -151,11 +155,11 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 		return dele(nums)
 	}
 	for _, e := range read {
-		m, err := conn.Retr(ctx, e.Num, s.o.SizeCap)
+		m, err := conn.RetrSpooled(ctx, e.Num, s.o.SizeCap, s.o.Spool)
 		if err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
-		if err := p.Add(source.Message{ID: e.UIDL, Raw: m.Raw, Size: m.Size, TooLarge: m.TooLarge}); err != nil {
+		if err := p.Add(source.Message{ID: e.UIDL, Raw: m.Raw, Spool: m.Spool, Size: m.Size, TooLarge: m.TooLarge}); err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
 		if err := deleCommitted(); err != nil {

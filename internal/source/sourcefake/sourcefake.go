@@ -5,6 +5,7 @@
 package sourcefake
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
+	"mailtrigger/internal/spool"
 )
 
 // Source is a fake mailbox. Its zero value is not ready: use New.
@@ -30,6 +32,7 @@ type Source struct {
 	applied  []uint32
 	action   string
 	conn     bool // between Connect and Close
+	spool    *spool.Spooler
 }
 
 var _ source.Source = (*Source)(nil)
@@ -54,6 +57,14 @@ func (s *Source) Add(raw string) uint32 {
 	default:
 	}
 	return uid
+}
+
+// UseSpool makes Sync hand the messages above sp's threshold over in spool
+// files (source.Message.Spool), as the real sources do.
+func (s *Source) UseSpool(sp *spool.Spooler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.spool = sp
 }
 
 // FailConnect makes the next Connects fail with errs, one each.
@@ -160,6 +171,7 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 	}
 	epoch := s.epoch
 	msgs := append([]source.Message(nil), s.msgs...)
+	sp := s.spool
 	s.mu.Unlock()
 
 	l.State(imapconf.StateSyncing)
@@ -191,6 +203,14 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 	}
 	defer p.Close()
 	for _, m := range todo {
+		if sp != nil {
+			// Read from the "server" as a source reads a literal.
+			raw, big, _, err := sp.Take(bytes.NewReader(m.Raw), int64(len(m.Raw)), int64(len(m.Raw)))
+			if err != nil {
+				return err
+			}
+			m.Raw, m.Spool = raw, big
+		}
 		if err := p.Add(m); err != nil {
 			return err
 		}

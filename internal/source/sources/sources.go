@@ -16,6 +16,7 @@ import (
 	"mailtrigger/internal/source/imapsource"
 	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/source/xoauth2"
+	"mailtrigger/internal/spool"
 )
 
 // DialFunc opens a network connection.
@@ -29,6 +30,9 @@ type Options struct {
 	Dial, HTTPDial                       DialFunc
 	DialTimeout, CommandTimeout, IdleMax time.Duration
 	SizeCap                              int64
+	// Spool takes the messages above its threshold into spool files
+	// instead of memory (nil: every message is read into memory).
+	Spool *spool.Spooler
 }
 
 // Supported reports whether this release reads mailboxes configured like c,
@@ -49,7 +53,7 @@ func Supported(c imapconf.Config) (ok bool, why string) {
 // it is due.
 func New(c imapconf.Config, o Options) (source.Source, *xoauth2.TokenSource, error) {
 	if c.Type == imapconf.TypeMSGraph {
-		return graphsource.NewSource(c, graphsource.Options{Logger: o.Logger, SizeCap: o.SizeCap, Dial: o.HTTPDial}), nil, nil
+		return graphsource.NewSource(c, graphsource.Options{Logger: o.Logger, SizeCap: o.SizeCap, Dial: o.HTTPDial, Spool: o.Spool}), nil, nil
 	}
 	var ts *xoauth2.TokenSource
 	var login source.LoginFunc
@@ -70,10 +74,10 @@ func New(c imapconf.Config, o Options) (source.Source, *xoauth2.TokenSource, err
 	}
 	if c.ServerType == imapconf.ServerPOP3S {
 		return pop3source.NewSource(c, pop3source.SourceOptions{Options: pop3source.Options{Logger: o.Logger, Dial: o.Dial,
-			DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout}, SizeCap: o.SizeCap, Login: login}), ts, nil
+			DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout}, SizeCap: o.SizeCap, Login: login, Spool: o.Spool}), ts, nil
 	}
 	return imapsource.NewSource(c, imapsource.SourceOptions{Options: imapsource.Options{Logger: o.Logger, Dial: o.Dial,
-		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout}, SizeCap: o.SizeCap, IdleMax: o.IdleMax, Login: login}), ts, nil
+		DialTimeout: o.DialTimeout, CommandTimeout: o.CommandTimeout}, SizeCap: o.SizeCap, IdleMax: o.IdleMax, Login: login, Spool: o.Spool}), ts, nil
 }
 
 // Test is the test-connection operation for configuration c: it tries the

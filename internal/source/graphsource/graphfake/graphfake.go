@@ -99,6 +99,7 @@ type Server struct {
 	tokens       map[string]time.Time
 	tokenSeq     int
 	pageSize     int
+	noLength     bool // $value without Content-Length
 	users        map[string]*mailbox
 	idSeq        int
 	changeSeq    int
@@ -228,6 +229,14 @@ func (s *Server) SetPageSize(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pageSize = n
+}
+
+// OmitContentLength makes $value answer without a Content-Length (chunked),
+// as a server that does not know the size up front.
+func (s *Server) OmitContentLength(omit bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noLength = omit
 }
 
 // SetTokenLifetime sets the lifetime of the tokens issued from now on.
@@ -646,7 +655,9 @@ func (s *Server) message(w http.ResponseWriter, r *http.Request, mb *mailbox, m 
 	switch {
 	case r.Method == http.MethodGet && len(rest) == 1 && rest[0] == "$value":
 		w.Header().Set("Content-Type", "text/plain")
-		w.Header().Set("Content-Length", strconv.Itoa(len(m.raw)))
+		if !s.noLength {
+			w.Header().Set("Content-Length", strconv.Itoa(len(m.raw)))
+		}
 		_, _ = w.Write(m.raw)
 	case r.Method == http.MethodGet && len(rest) == 0:
 		writeJSON(w, http.StatusOK, messageJSON(m, r.URL.Query().Get("$select")))
