@@ -27,7 +27,7 @@ type col struct{ name, pgType string }
 // holds encoded in memory while sending them). Tests lower them.
 var (
 	pgMaxRows  = 1000
-	pgMaxBytes = 16 << 20
+	pgMaxBytes = 4 << 20
 )
 
 // insert is an INSERT of rows into table.
