@@ -25,6 +25,20 @@ func MigrateDownTo(ctx context.Context, s *Store, version int64) error {
 	return err
 }
 
+// SetInsertLimits sets how many rows, and how many bytes of them, one
+// multi-row statement writes on PostgreSQL, until restore.
+func SetInsertLimits(rows, bytes int) (restore func()) {
+	r, b := pgMaxRows, pgMaxBytes
+	pgMaxRows, pgMaxBytes = rows, bytes
+	return func() { pgMaxRows, pgMaxBytes = r, b }
+}
+
+// Prepared counts the statements the store prepared when it opened, and
+// the ingest statements there are.
+func Prepared(s *Store) (prepared, ingest int) {
+	return len(s.prepared), len(ingestStatements(s.dialect))
+}
+
 // SetConversion sets the conversion's batch size and the pause inside each
 // batch's transaction (a child process killed in the middle).
 func SetConversion(size int, pause time.Duration) { convertBatchSize, convertPause = size, pause }

@@ -7,23 +7,22 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 )
 
-// oweAction records, in the ingest transaction, the after-processing of b
+// owedRow is the row of owedInsert that records the after-processing of b
 // owed for message in, recorded as id: by its id for a message with one
 // (b.ActByID), else by the epoch and UID it was recorded under.
-func oweAction(ctx context.Context, tx *sql.Tx, b Batch, id int64, in Incoming) error {
+func owedRow(b *Batch, id int64, in Incoming, at time.Time) []any {
 	kind, sourceID := KindIMAP, imapValue(b.Epoch, in.UID)
 	if in.ID != "" {
 		kind, sourceID = KindGraph, in.ID
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO owed_actions (imap_id, message_id, kind, source_id, action, move_to, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
-		b.IMAPID, id, string(kind), sourceID, b.Action, b.MoveTo, now()); err != nil {
-		return fmt.Errorf("recording after-processing of uid %d: %w", in.UID, err)
-	}
-	return nil
+	return []any{b.IMAPID, id, string(kind), sourceID, b.Action, b.MoveTo, at}
 }
+
+var owedInsert = insert{table: "owed_actions", cols: []col{{"imap_id", "bigint"}, {"message_id", "bigint"}, {"kind", "text"},
+	{"source_id", "text"}, {"action", "text"}, {"move_to", "text"}, {"created_at", "timestamptz"}}, suffix: "ON CONFLICT DO NOTHING"}
 
 // OwedAction is after-processing owed to the server for a recorded message.
 type OwedAction struct {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -75,91 +74,153 @@ type Recorded struct {
 
 // RecordHook runs inside the ingest transaction for every message recorded:
 // the seam where flows create their runs, so that a message and its runs
-// commit together or not at all.
+// commit together or not at all. The hooks run in the batch's order, once
+// every message of the batch is inserted.
 type RecordHook func(ctx context.Context, tx *Tx, b *Batch, id int64, in Incoming) error
 
 // RecordBatch records the messages of b and stores its checkpoint, in one
 // transaction. A message already recorded (same configuration, epoch and
 // UID, or a seen ID), or recorded under another epoch with the same dedupe
-// key, is not recorded again.
+// key, is not recorded again; nor is a message whose UID or ID came earlier
+// in the batch. On PostgreSQL the batch costs a constant number of round
+// trips, whatever its size: the lookups, the messages, their attachments,
+// seen ids, owed after-processing, and the hook's matches and runs are each
+// one statement (per chunk of rows, see insertRows).
 func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
 	err = s.Write(ctx, func(tx *sql.Tx) error {
-		rec, skipped = rec[:0], 0
-		htx := &Tx{s: s, tx: tx}
-		for _, in := range b.Messages {
-			id, ok, err := recordMessage(ctx, tx, b, &in)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				skipped++
-				continue
-			}
-			if hook != nil {
-				if err := hook(ctx, htx, &b, id, in); err != nil {
-					return fmt.Errorf("message uid %d: %w", in.UID, err)
-				}
-			}
-			if (in.ID == "" || b.ActByID) && b.Action != "" && b.Action != "none" {
-				if err := oweAction(ctx, tx, b, id, in); err != nil {
-					return err
-				}
-			}
-			rec = append(rec, Recorded{ID: id, UID: in.UID})
-		}
-		if b.Attempt != "" {
-			if err := clearAttempt(ctx, tx, b.IMAPID, b.Attempt); err != nil {
-				return err
-			}
-		}
-		if b.Checkpoint == nil {
-			return nil
-		}
-		return setCheckpoint(ctx, tx, b.IMAPID, *b.Checkpoint)
+		var err error
+		rec, err = (&Tx{s: s, tx: tx}).recordBatch(ctx, &b, hook)
+		return err
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
 	}
-	return rec, skipped, nil
+	return rec, len(b.Messages) - len(rec), nil
 }
 
-func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int64, bool, error) {
-	m := in.Msg
-	key := m.DedupeKey()
-	epoch := b.Epoch
-	if in.ID != "" {
-		epoch = 0
-		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM seen_ids WHERE imap_id = $1 AND source_id = $2`, b.IMAPID, in.ID).Scan(&one)
-		if err == nil {
-			return 0, false, nil // read before
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return 0, false, fmt.Errorf("looking for message id %q recorded earlier: %w", in.ID, err)
-		}
-		var next int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(uid), 0) + 1 FROM messages WHERE imap_id = $1 AND uid_validity = 0`,
-			b.IMAPID).Scan(&next); err != nil {
-			return 0, false, fmt.Errorf("numbering message %q: %w", in.ID, err)
-		}
-		in.UID = uint32(next)
+func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Recorded, error) {
+	keys := make([]string, len(b.Messages))
+	for i, in := range b.Messages {
+		keys[i] = text(in.Msg.DedupeKey())
 	}
-	var dup int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM messages WHERE imap_id = $1 AND dedupe_key = $2 AND uid_validity <> $3 LIMIT 1`,
-		b.IMAPID, key, int64(epoch)).Scan(&dup)
-	if err == nil {
-		// Recorded before the folder was recreated (or, for POP3, while
-		// the configuration read the mailbox over IMAP).
-		if in.ID != "" {
-			if err := addSeenID(ctx, tx, b.IMAPID, in.ID, &dup); err != nil {
-				return 0, false, err
+	k, err := t.lookUp(ctx, b, keys)
+	if err != nil {
+		return nil, err
+	}
+	p := planBatch(b, keys, k)
+
+	f, _ := fenceFrom(ctx) // the replica recording, and its lease token
+	rows := make([][]any, len(p.rows))
+	for i := range p.rows {
+		r := &p.rows[i]
+		r.sf = storedForm(&r.in)
+		rows[i] = fieldValues(messageFields(b, &r.in, r.epoch, r.key, r.sf, f))
+	}
+	ids := make(map[[2]int64]int64, len(rows))
+	if err := t.insertRows(ctx, messageInsert, rows, func(rs *sql.Rows) error {
+		var id, epoch, uid int64
+		if err := rs.Scan(&id, &epoch, &uid); err != nil {
+			return err
+		}
+		ids[[2]int64{epoch, uid}] = id
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("recording %d message(s): %w", len(rows), err)
+	}
+	var rec []Recorded
+	var attachments [][]any
+	for i := range p.rows {
+		r := &p.rows[i]
+		// No id: recorded meanwhile (ON CONFLICT DO NOTHING), skipped.
+		r.id = ids[[2]int64{int64(r.epoch), int64(r.in.UID)}]
+		if r.id == 0 {
+			continue
+		}
+		rec = append(rec, Recorded{ID: r.id, UID: r.in.UID})
+		for n, a := range r.in.Msg.Attachments {
+			attachments = append(attachments, []any{r.id, int64(n), text(a.Filename), text(a.ContentType), a.Size, a.SHA256,
+				a.Inline, text(a.ContentID), r.sf.content(a.Content)})
+		}
+	}
+	if err := t.insertRows(ctx, attachmentInsert, attachments, nil); err != nil {
+		return nil, fmt.Errorf("recording %d attachment(s): %w", len(attachments), err)
+	}
+	for _, r := range p.rows {
+		if r.id != 0 && r.in.Big != nil {
+			if err := writeChunks(ctx, t.tx, r.id, r.in.Big); err != nil {
+				return nil, fmt.Errorf("recording uid %d: %w", r.in.UID, err)
 			}
 		}
-		return 0, false, nil
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return 0, false, fmt.Errorf("looking for uid %d recorded earlier: %w", in.UID, err)
+	var seen [][]any
+	for _, sr := range p.seen {
+		id := sr.id
+		if sr.row >= 0 {
+			if id = p.rows[sr.row].id; id == 0 {
+				continue // its message was not recorded after all: read it again
+			}
+		}
+		seen = append(seen, []any{b.IMAPID, sr.sourceID, id})
 	}
+	if err := t.insertRows(ctx, seenInsert, seen, nil); err != nil {
+		return nil, fmt.Errorf("remembering %d message id(s): %w", len(seen), err)
+	}
+	if hook != nil {
+		t.fresh, t.left = make(map[int64]bool, len(rec)), len(rec)
+		for _, r := range rec {
+			t.fresh[r.ID] = true
+		}
+		for i := range p.rows {
+			r := &p.rows[i]
+			if r.id == 0 {
+				continue
+			}
+			if err := hook(ctx, t, b, r.id, r.in); err != nil {
+				return nil, fmt.Errorf("message uid %d: %w", r.in.UID, err)
+			}
+			t.left--
+		}
+		if err := t.flush(ctx); err != nil {
+			return nil, err
+		}
+		t.fresh = nil
+	}
+	if b.Action != "" && b.Action != "none" {
+		var owed [][]any
+		at := now()
+		for _, r := range p.rows {
+			if r.id != 0 && (r.in.ID == "" || b.ActByID) {
+				owed = append(owed, owedRow(b, r.id, r.in, at))
+			}
+		}
+		if err := t.insertRows(ctx, owedInsert, owed, nil); err != nil {
+			return nil, fmt.Errorf("recording the after-processing of %d message(s): %w", len(owed), err)
+		}
+	}
+	if b.Attempt != "" {
+		if err := clearAttempt(ctx, t.tx, b.IMAPID, b.Attempt); err != nil {
+			return nil, err
+		}
+	}
+	if b.Checkpoint != nil {
+		if err := setCheckpoint(ctx, t.tx, b.IMAPID, *b.Checkpoint); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
+}
+
+// field is a column and its value for one row.
+type field struct {
+	col
+	v any
+}
+
+// messageFields is the row of table messages that records in, read in
+// batch b, under epoch with dedupe key key, by the replica and lease of f:
+// the one list of the columns an ingest writes and of their values.
+func messageFields(b *Batch, in *Incoming, epoch uint32, key string, sf stored, f Fence) []field {
+	m := in.Msg
 	var date *time.Time
 	if !m.Date.IsZero() {
 		d := m.Date.UTC()
@@ -169,41 +230,228 @@ func recordMessage(ctx context.Context, tx *sql.Tx, b Batch, in *Incoming) (int6
 	if received.IsZero() {
 		received = now()
 	}
-	var id int64
-	f, _ := fenceFrom(ctx) // the replica recording, and its lease token
-	sf := storedForm(in)
-	err = tx.QueryRowContext(ctx, `INSERT INTO messages (imap_id, imap_name, uid_validity, uid, message_id, dedupe_key, subject,
-		from_json, to_json, cc_json, reply_to_json, date, size, received_at, parse_error, too_large, text_body, html_body, raw,
-		replica, lease_token, layout)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
-		ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id`,
-		b.IMAPID, b.IMAPName, int64(epoch), int64(in.UID), text(m.MessageID), text(key), text(m.Subject),
-		addrJSON(m.From), addrJSON(m.To), addrJSON(m.Cc), addrJSON(m.ReplyTo), date, m.Size, received.UTC(),
-		text(m.ParseError()), m.TooLarge, sf.text, sf.html, sf.raw, f.Owner, f.Token, sf.layout).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil // recorded already
+	return []field{
+		{col{"imap_id", "bigint"}, b.IMAPID},
+		{col{"imap_name", "text"}, b.IMAPName},
+		{col{"uid_validity", "bigint"}, int64(epoch)},
+		{col{"uid", "bigint"}, int64(in.UID)},
+		{col{"message_id", "text"}, text(m.MessageID)},
+		{col{"dedupe_key", "text"}, key},
+		{col{"subject", "text"}, text(m.Subject)},
+		{col{"from_json", "text"}, addrJSON(m.From)},
+		{col{"to_json", "text"}, addrJSON(m.To)},
+		{col{"cc_json", "text"}, addrJSON(m.Cc)},
+		{col{"reply_to_json", "text"}, addrJSON(m.ReplyTo)},
+		{col{"date", "timestamptz"}, date},
+		{col{"size", "bigint"}, m.Size},
+		{col{"received_at", "timestamptz"}, received.UTC()},
+		{col{"parse_error", "text"}, text(m.ParseError())},
+		{col{"too_large", "boolean"}, m.TooLarge},
+		{col{"text_body", "text"}, sf.text},
+		{col{"html_body", "text"}, sf.html},
+		{col{"raw", "bytea"}, nonNil(sf.raw)},
+		{col{"replica", "text"}, f.Owner},
+		{col{"lease_token", "bigint"}, f.Token},
+		{col{"layout", "text"}, sf.layout},
 	}
+}
+
+func fieldValues(fs []field) []any {
+	vs := make([]any, len(fs))
+	for i, f := range fs {
+		vs[i] = f.v
+	}
+	return vs
+}
+
+// messageInsert inserts the rows of messageFields, returning the id, epoch
+// and UID of those inserted.
+var messageInsert = func() insert {
+	fs := messageFields(&Batch{}, &Incoming{Msg: &mail.Message{}}, 0, "", stored{}, Fence{})
+	cols := make([]col, len(fs))
+	for i, f := range fs {
+		cols[i] = f.col
+	}
+	return insert{table: "messages", cols: cols,
+		suffix: "ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id, uid_validity, uid"}
+}()
+
+var attachmentInsert = insert{table: "attachments", cols: []col{{"message_id", "bigint"}, {"n", "bigint"}, {"filename", "text"},
+	{"content_type", "text"}, {"size", "bigint"}, {"sha256", "text"}, {"inline", "boolean"}, {"content_id", "text"}, {"content", "bytea"}}}
+
+// known is what the database holds already of a batch's messages.
+type known struct {
+	seen   map[string]bool          // their ids seen
+	dupes  map[string][]recordedKey // their dedupe keys recorded, and where
+	exists map[uint32]bool          // their UIDs recorded under the batch's epoch
+	max0   int64                    // the highest UID recorded under epoch 0
+}
+
+// recordedKey is a message recorded with a dedupe key: its epoch and id.
+type recordedKey struct {
+	epoch uint32
+	id    int64
+}
+
+// lookUp reads, in one statement, what the database knows of b's messages
+// (keys: their dedupe keys).
+func (t *Tx) lookUp(ctx context.Context, b *Batch, keys []string) (known, error) {
+	k := known{seen: map[string]bool{}, dupes: map[string][]recordedKey{}, exists: map[uint32]bool{}}
+	ids, uids := []string{}, []int64{}
+	for _, in := range b.Messages {
+		if in.ID != "" {
+			ids = append(ids, in.ID)
+		} else {
+			uids = append(uids, int64(in.UID))
+		}
+	}
+	q := lookupSQL(t.s.dialect)
+	args := []any{b.IMAPID, t.list(ids), t.list(keys), int64(b.Epoch), t.list(uids)}
+	var rows *sql.Rows
+	var err error
+	if t.s.dialect == Postgres {
+		rows, err = t.tx.QueryContext(ctx, q, args...)
+	} else {
+		var st *sql.Stmt
+		if st, err = t.stmt(ctx, q); err == nil {
+			rows, err = st.QueryContext(ctx, args...)
+		}
+	}
+	err = scanRows(rows, err, func(rs *sql.Rows) error {
+		var kind int
+		var s string
+		var e, n int64
+		if err := rs.Scan(&kind, &s, &e, &n); err != nil {
+			return err
+		}
+		switch kind {
+		case 1:
+			k.seen[s] = true
+		case 2:
+			k.dupes[s] = append(k.dupes[s], recordedKey{epoch: uint32(e), id: n})
+		case 3:
+			k.exists[uint32(n)] = true
+		case 4:
+			k.max0 = n
+		}
+		return nil
+	})
 	if err != nil {
-		return 0, false, fmt.Errorf("recording uid %d: %w", in.UID, err)
+		return k, fmt.Errorf("looking for %d message(s) recorded earlier: %w", len(b.Messages), err)
 	}
-	for n, a := range m.Attachments {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO attachments (message_id, n, filename, content_type, size, sha256, inline, content_id, content)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, id, n, text(a.Filename), text(a.ContentType), a.Size, a.SHA256,
-			a.Inline, text(a.ContentID), sf.content(a.Content)); err != nil {
-			return 0, false, fmt.Errorf("recording attachment %d of uid %d: %w", n, in.UID, err)
+	return k, nil
+}
+
+// lookupSQL is lookUp's statement: rows (1, id) for the ids seen, (2, key,
+// epoch, id) for the dedupe keys recorded, (3, "", epoch, uid) for the UIDs
+// recorded under the batch's epoch, and (4, "", 0, the highest UID under
+// epoch 0).
+func lookupSQL(d Dialect) string {
+	in := func(n int, typ string) string {
+		if d == Postgres {
+			return fmt.Sprintf("= ANY($%d::%s[])", n, typ)
+		}
+		return fmt.Sprintf("IN (SELECT value FROM json_each($%d))", n)
+	}
+	return `SELECT 1, source_id, 0, 0 FROM seen_ids WHERE imap_id = $1 AND source_id ` + in(2, "text") + `
+		UNION ALL SELECT 2, dedupe_key, uid_validity, MIN(id) FROM messages WHERE imap_id = $1 AND dedupe_key ` + in(3, "text") + `
+			GROUP BY dedupe_key, uid_validity
+		UNION ALL SELECT 3, '', uid_validity, uid FROM messages WHERE imap_id = $1 AND uid_validity = $4 AND uid ` + in(5, "bigint") + `
+		UNION ALL SELECT 4, '', 0, COALESCE(MAX(uid), 0) FROM messages WHERE imap_id = $1 AND uid_validity = 0`
+}
+
+// list is a list of values as lookupSQL takes it: an array on PostgreSQL,
+// a JSON array on SQLite.
+func (t *Tx) list(v any) any {
+	if t.s.dialect == Postgres {
+		return v
+	}
+	data, _ := json.Marshal(v)
+	return string(data)
+}
+
+// plan is what recording a batch writes.
+type plan struct {
+	rows []planned
+	seen []seenRef
+}
+
+// planned is a message to insert.
+type planned struct {
+	in    Incoming // its UID numbered when it has an ID
+	epoch uint32
+	key   string
+	sf    stored // how it is stored
+	id    int64  // once inserted
+}
+
+// seenRef is a seen id to remember, by the message planned as row, or, when
+// row is -1, by the message recorded as id.
+type seenRef struct {
+	sourceID string
+	row      int
+	id       int64
+}
+
+// planBatch decides, in the batch's order, which messages of b to insert
+// and which ids to remember, from what the database knows (k) and what the
+// messages before in the batch do: as if each message were looked up and
+// inserted in turn (keys: their dedupe keys).
+func planBatch(b *Batch, keys []string, k known) plan {
+	var p plan
+	type at struct {
+		epoch uint32
+		row   int
+	}
+	planKeys := map[string][]at{}
+	planUIDs := map[[2]uint32]bool{}
+	for i, in := range b.Messages {
+		epoch, key := b.Epoch, keys[i]
+		if in.ID != "" {
+			epoch = 0
+			if k.seen[in.ID] {
+				continue // read before
+			}
+			in.UID = uint32(k.max0 + 1)
+		}
+		// Recorded under another epoch: before the folder was recreated
+		// (or, for POP3, while the configuration read the mailbox over
+		// IMAP).
+		dup := seenRef{sourceID: in.ID, row: -1}
+		found := false
+		for _, d := range k.dupes[key] {
+			if d.epoch != epoch && (!found || d.id < dup.id) {
+				dup.id, found = d.id, true
+			}
+		}
+		for _, a := range planKeys[key] {
+			if !found && a.epoch != epoch {
+				dup.row, found = a.row, true
+			}
+		}
+		if found {
+			if in.ID != "" {
+				p.seen = append(p.seen, dup)
+				k.seen[in.ID] = true
+			}
+			continue
+		}
+		if (epoch == b.Epoch && in.ID == "" && k.exists[in.UID]) || planUIDs[[2]uint32{epoch, in.UID}] {
+			continue // recorded already
+		}
+		row := len(p.rows)
+		p.rows = append(p.rows, planned{in: in, epoch: epoch, key: key})
+		planUIDs[[2]uint32{epoch, in.UID}] = true
+		planKeys[key] = append(planKeys[key], at{epoch, row})
+		if epoch == 0 && int64(in.UID) > k.max0 {
+			k.max0 = int64(in.UID)
+		}
+		if in.ID != "" {
+			p.seen = append(p.seen, seenRef{sourceID: in.ID, row: row})
+			k.seen[in.ID] = true
 		}
 	}
-	if in.Big != nil {
-		if err := writeChunks(ctx, tx, id, in.Big); err != nil {
-			return 0, false, fmt.Errorf("recording uid %d: %w", in.UID, err)
-		}
-	}
-	if in.ID != "" {
-		if err := addSeenID(ctx, tx, b.IMAPID, in.ID, &id); err != nil {
-			return 0, false, err
-		}
-	}
-	return id, true, nil
+	return p
 }
 
 // text makes s storable in a PostgreSQL text column, which refuses NUL.

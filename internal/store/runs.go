@@ -61,15 +61,11 @@ type Match struct {
 	Reason   string
 }
 
-func recordMatch(ctx context.Context, tx *sql.Tx, messageID int64, m Match) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO message_matches (message_id, flow_id, flow_name, matched, reason) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (message_id, flow_id) DO UPDATE SET flow_name = excluded.flow_name, matched = excluded.matched, reason = excluded.reason`,
-		messageID, m.FlowID, text(m.FlowName), m.Matched, text(m.Reason))
-	if err != nil {
-		return fmt.Errorf("recording match of flow %s: %w", m.FlowName, err)
-	}
-	return nil
-}
+// matchInsert records verdicts (replacing earlier ones).
+var matchInsert = insert{table: "message_matches",
+	cols: []col{{"message_id", "bigint"}, {"flow_id", "bigint"}, {"flow_name", "text"}, {"matched", "boolean"}, {"reason", "text"}},
+	suffix: `ON CONFLICT (message_id, flow_id) DO UPDATE SET flow_name = excluded.flow_name, matched = excluded.matched,
+		reason = excluded.reason`}
 
 // Matches returns the verdicts recorded for message id, by flow name.
 func (s *Store) Matches(ctx context.Context, messageID int64) ([]Match, error) {
@@ -89,27 +85,24 @@ func (s *Store) Matches(ctx context.Context, messageID int64) ([]Match, error) {
 	return out, rows.Err()
 }
 
-func createRun(ctx context.Context, tx *sql.Tx, r *Run) (created bool, err error) {
-	t := now()
-	if r.PublicID == "" {
-		r.PublicID = NewRunID()
-	}
-	if r.ReceivedAt.IsZero() {
-		r.ReceivedAt = t
-	}
-	r.Status, r.CreatedAt, r.NextAttemptAt = RunPending, t, t
-	err = tx.QueryRowContext(ctx, `INSERT INTO runs (public_id, flow_id, flow_name, message_id, imap_name, seq, status, attempts,
-		next_attempt_at, created_at, received_at, last_error)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8, $9, '') ON CONFLICT (flow_id, message_id, seq) DO NOTHING RETURNING id`,
-		r.PublicID, r.FlowID, r.FlowName, r.MessageID, r.IMAPName, r.Seq, RunPending, t, r.ReceivedAt.UTC()).Scan(&r.ID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("creating run of flow %s for message %d: %w", r.FlowName, r.MessageID, err)
-	}
-	return true, nil
+// runColumnsNew are the columns of a new run (runRow).
+var runColumnsNew = []col{{"public_id", "text"}, {"flow_id", "bigint"}, {"flow_name", "text"}, {"message_id", "bigint"},
+	{"imap_name", "text"}, {"seq", "bigint"}, {"status", "text"}, {"attempts", "bigint"}, {"next_attempt_at", "timestamptz"},
+	{"created_at", "timestamptz"}, {"received_at", "timestamptz"}, {"last_error", "text"}}
+
+// runRow is the row of runColumnsNew that creates r.
+func runRow(r *Run) []any {
+	return []any{r.PublicID, r.FlowID, r.FlowName, r.MessageID, r.IMAPName, int64(r.Seq), r.Status, int64(0), r.NextAttemptAt,
+		r.CreatedAt, r.ReceivedAt.UTC(), ""}
 }
+
+// runInsert creates a run, returning its id unless it exists already;
+// runInsertWithID creates runs whose ids were reserved (Tx.reserveRunID).
+var (
+	runInsert       = insert{table: "runs", cols: runColumnsNew, suffix: "ON CONFLICT (flow_id, message_id, seq) DO NOTHING RETURNING id"}
+	runInsertWithID = insert{table: "runs", cols: append([]col{{"id", "bigint"}}, runColumnsNew...), override: true,
+		suffix: "ON CONFLICT (flow_id, message_id, seq) DO NOTHING"}
+)
 
 func nextRunSeq(ctx context.Context, tx *sql.Tx, flowID, messageID int64) (next int, exists bool, err error) {
 	var max sql.NullInt64

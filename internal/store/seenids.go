@@ -59,6 +59,10 @@ func addSeenID(ctx context.Context, tx *sql.Tx, imapID int64, id string, message
 	return nil
 }
 
+// seenInsert remembers ids as read, by the messages recorded.
+var seenInsert = insert{table: "seen_ids", cols: []col{{"imap_id", "bigint"}, {"source_id", "text"}, {"message_id", "bigint"}},
+	suffix: "ON CONFLICT DO NOTHING"}
+
 // SeenIDs returns the ids configuration imapID has read (recorded, or
 // remembered as read without recording them).
 func (s *Store) SeenIDs(ctx context.Context, imapID int64) (map[string]bool, error) {

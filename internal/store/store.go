@@ -86,6 +86,9 @@ type Store struct {
 	// stopConversion stops the background conversion of old messages
 	// (startConversion) and waits for it.
 	stopConversion func()
+	// prepared are the ingest path's statements, prepared once on the
+	// SQLite writer's connection (prepareIngest), by their SQL.
+	prepared map[string]*sql.Stmt
 }
 
 // Open opens the database and applies the embedded migrations.
@@ -152,6 +155,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if s.dialect == Postgres {
 		s.warnAsyncCommit(ctx)
 	}
+	s.prepareIngest(ctx)
 	if o.upTo == 0 || o.upTo >= storeOnceVersion {
 		s.startConversion()
 	}
@@ -200,6 +204,7 @@ func (s *Store) Close() error {
 	if s.stopConversion != nil {
 		s.stopConversion()
 	}
+	s.closePrepared()
 	var err error
 	if s.r != nil && s.r != s.w {
 		err = s.r.Close()

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"slices"
 )
 
 // Tx is a write transaction as code outside the store sees it: what the
@@ -14,11 +16,33 @@ type Tx struct {
 	// flows holds FlowsForIMAP's answers: the flows on a mailbox are read
 	// once per transaction (which writes no flows), not once per message.
 	flows map[int64][]FlowRecord
+	// stmts are the statements prepared in the transaction (SQLite), by
+	// their SQL.
+	stmts map[string]*sql.Stmt
+
+	// On PostgreSQL, the verdicts and runs of the messages that the batch
+	// being recorded has just inserted (fresh; no run can exist for them)
+	// are kept here and written together (flush) before the transaction
+	// commits or reads runs: a statement for all of them, not one per row.
+	fresh   map[int64]bool
+	left    int              // fresh messages whose hook has yet to run
+	matches [][]any          // rows of matchInsert
+	matchAt map[[2]int64]int // (message, flow) → index in matches
+	runs    [][]any          // rows of runInsertWithID
+	runKeys map[[3]int64]bool
+	runIDs  []int64 // ids reserved for runs (reserveRunID)
+	made    int     // runs buffered so far
 }
 
 // WriteTx runs fn in one write transaction, as Write does.
 func (s *Store) WriteTx(ctx context.Context, fn func(tx *Tx) error) error {
-	return s.Write(ctx, func(tx *sql.Tx) error { return fn(&Tx{s: s, tx: tx}) })
+	return s.Write(ctx, func(tx *sql.Tx) error {
+		t := &Tx{s: s, tx: tx}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.flush(ctx)
+	})
 }
 
 // FlowsForIMAP returns every flow whose trigger names configuration imapID,
@@ -39,20 +63,125 @@ func (t *Tx) FlowsForIMAP(ctx context.Context, imapID int64) ([]FlowRecord, erro
 	return flows, nil
 }
 
+// buffered says whether the writes for message id wait for flush.
+func (t *Tx) buffered(id int64) bool { return t.s.dialect == Postgres && t.fresh[id] }
+
 // RecordMatch records m for message messageID (replacing an earlier
 // verdict, as a re-trigger does).
 func (t *Tx) RecordMatch(ctx context.Context, messageID int64, m Match) error {
-	return recordMatch(ctx, t.tx, messageID, m)
+	row := []any{messageID, m.FlowID, text(m.FlowName), m.Matched, text(m.Reason)}
+	if t.buffered(messageID) {
+		k := [2]int64{messageID, m.FlowID}
+		if i, ok := t.matchAt[k]; ok {
+			t.matches[i] = row // one statement cannot upsert a row twice
+			return nil
+		}
+		if t.matchAt == nil {
+			t.matchAt = map[[2]int64]int{}
+		}
+		t.matchAt[k] = len(t.matches)
+		t.matches = append(t.matches, row)
+		return nil
+	}
+	if err := t.flush(ctx); err != nil {
+		return err
+	}
+	if err := t.insertRows(ctx, matchInsert, [][]any{row}, nil); err != nil {
+		return fmt.Errorf("recording match of flow %s: %w", m.FlowName, err)
+	}
+	return nil
 }
 
-// CreateRun creates run r, due now. created is false when the (flow,
-// message, seq) run exists already.
+// CreateRun creates run r, due now, setting r.ID. created is false when the
+// (flow, message, seq) run exists already.
 func (t *Tx) CreateRun(ctx context.Context, r *Run) (created bool, err error) {
-	return createRun(ctx, t.tx, r)
+	tm := now()
+	if r.PublicID == "" {
+		r.PublicID = NewRunID()
+	}
+	if r.ReceivedAt.IsZero() {
+		r.ReceivedAt = tm
+	}
+	r.Status, r.CreatedAt, r.NextAttemptAt = RunPending, tm, tm
+	if t.buffered(r.MessageID) {
+		k := [3]int64{r.FlowID, r.MessageID, int64(r.Seq)}
+		if t.runKeys[k] {
+			return false, nil
+		}
+		id, err := t.reserveRunID(ctx)
+		if err != nil {
+			return false, fmt.Errorf("creating run of flow %s for message %d: %w", r.FlowName, r.MessageID, err)
+		}
+		r.ID = id
+		if t.runKeys == nil {
+			t.runKeys = map[[3]int64]bool{}
+		}
+		t.runKeys[k] = true
+		t.runs = append(t.runs, append([]any{id}, runRow(r)...))
+		t.made++
+		return true, nil
+	}
+	if err := t.flush(ctx); err != nil {
+		return false, err
+	}
+	err = t.insertRows(ctx, runInsert, [][]any{runRow(r)}, func(rs *sql.Rows) error {
+		created = true
+		return rs.Scan(&r.ID)
+	})
+	if err != nil {
+		return false, fmt.Errorf("creating run of flow %s for message %d: %w", r.FlowName, r.MessageID, err)
+	}
+	return created, nil
+}
+
+// reserveRunID returns the id of a run to insert later (PostgreSQL),
+// reserving ids from the runs' sequence for the runs the batch's remaining
+// hooks are likely to create, at the rate they created runs so far.
+func (t *Tx) reserveRunID(ctx context.Context) (int64, error) {
+	if len(t.runIDs) == 0 {
+		done := len(t.fresh) - t.left // messages whose hook ran
+		per := max(1, (t.made+done)/(done+1))
+		n := max(1, t.left) * per
+		rows, err := t.tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('runs', 'id')) FROM generate_series(1, $1)`, n)
+		err = scanRows(rows, err, func(rs *sql.Rows) error {
+			var id int64
+			err := rs.Scan(&id)
+			t.runIDs = append(t.runIDs, id)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("reserving run ids: %w", err)
+		}
+		slices.Sort(t.runIDs)
+	}
+	id := t.runIDs[0]
+	t.runIDs = t.runIDs[1:]
+	return id, nil
+}
+
+// flush writes the matches and runs buffered.
+func (t *Tx) flush(ctx context.Context) error {
+	if len(t.matches) > 0 {
+		if err := t.insertRows(ctx, matchInsert, t.matches, nil); err != nil {
+			return fmt.Errorf("recording %d match(es): %w", len(t.matches), err)
+		}
+		t.matches = nil
+		clear(t.matchAt)
+	}
+	if len(t.runs) > 0 {
+		if err := t.insertRows(ctx, runInsertWithID, t.runs, nil); err != nil {
+			return fmt.Errorf("creating %d run(s): %w", len(t.runs), err)
+		}
+		t.runs = nil
+	}
+	return nil
 }
 
 // NextRunSeq returns the seq a new forced run of flow for message would
 // get, and whether a run exists at all.
 func (t *Tx) NextRunSeq(ctx context.Context, flowID, messageID int64) (next int, exists bool, err error) {
+	if err := t.flush(ctx); err != nil {
+		return 0, false, err
+	}
 	return nextRunSeq(ctx, t.tx, flowID, messageID)
 }
