@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -59,20 +60,47 @@ type base64Decoder struct {
 	truncated bool
 }
 
+// base64Class sorts bytes for base64Decoder: 0 alphabet, 1 padding,
+// 2 white space (skipped), 3 junk (counted and skipped).
+var base64Class = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 3
+	}
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
+		t[c] = 0
+	}
+	t['='] = 1
+	for _, c := range []byte(" \t\r\n") {
+		t[c] = 2
+	}
+	return t
+}()
+
 func (d *base64Decoder) write(p, out []byte) ([]byte, int) {
-	for _, c := range p {
-		switch {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
-			d.group[d.n] = c
-			if d.n++; d.n == len(d.group) {
+	for i := 0; i < len(p); {
+		// A run of the alphabet (most of a line) is copied at once.
+		j := i
+		for j < len(p) && base64Class[p[j]] == 0 {
+			j++
+		}
+		for i < j {
+			k := copy(d.group[d.n:], p[i:j])
+			d.n += k
+			i += k
+			if d.n == len(d.group) {
 				out = d.flush(out)
 			}
-		case c == '=':
+		}
+		if i == len(p) {
+			break
+		}
+		switch base64Class[p[i]] {
+		case 1:
 			out = d.flush(out)
-		case c == ' ', c == '\t', c == '\r', c == '\n':
-		default:
+		case 3:
 			d.junk++
 		}
+		i++
 	}
 	return out, len(p)
 }
@@ -86,8 +114,8 @@ func (d *base64Decoder) flush(out []byte) []byte {
 		return out
 	}
 	l := len(out)
-	out = append(out, make([]byte, base64.RawStdEncoding.DecodedLen(d.n))...)
-	m, err := base64.RawStdEncoding.Decode(out[l:], d.group[:d.n])
+	out = slices.Grow(out, base64.RawStdEncoding.DecodedLen(d.n))
+	m, err := base64.RawStdEncoding.Decode(out[l:cap(out)], d.group[:d.n])
 	if err != nil {
 		d.truncated = true
 	}
