@@ -159,7 +159,10 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 		lineBuf  = make([]byte, 0, 64<<10)
 		lineRead = newLineReader(io.NewSectionReader(r, off, size-off), lineBuf)
 	)
-	handle := func(ev shapeEvent, lineStart, n int64) {
+	// longHdr says the leaf's header went on past what shapeScan reads:
+	// its content starts after the header's end (as enmime reads it).
+	longHdr := false
+	handle := func(ev shapeEvent, line []byte, lineStart, n int64) {
 		if ev.hdrEnd {
 			contentOff := lineStart
 			if ev.kind == lineHeader {
@@ -170,11 +173,23 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 			} else {
 				leaf, inLeaf = part, true
 				leaf.off = contentOff
+				longHdr = ev.byLimit
 			}
+		}
+		if longHdr && ev.kind == lineContent {
+			if _, _, ok := splitField(line); ok || len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+				leaf.off = lineStart + n
+				return
+			}
+			if len(line) == 0 {
+				leaf.off = lineStart + n
+			}
+			longHdr = false
 		}
 		if ev.kind != lineDelim && ev.kind != lineFinal {
 			return
 		}
+		longHdr = false
 		if inLeaf {
 			leaf.end = max(lineStart-prevEOL, leaf.off)
 			leaves = append(leaves, leaf)
@@ -203,7 +218,7 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 		if s.fail != "" {
 			return nil, parts, s.fail
 		}
-		handle(ev, pos, n)
+		handle(ev, line, pos, n)
 		pos += n
 		prevEOL = eol
 	}
@@ -211,7 +226,7 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 	if s.fail != "" {
 		return nil, parts, s.fail
 	}
-	handle(ev, pos, 0)
+	handle(ev, nil, pos, 0)
 	if inLeaf {
 		// An unclosed multipart: the part runs to the end.
 		leaf.end = pos
