@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Streaming transfer decoding: a part's content is decoded as it is read
@@ -279,6 +280,30 @@ type transferReader struct {
 // Encoding cte.
 func newTransferReader(src io.ReaderAt, off, n int64, cte string) *transferReader {
 	return &transferReader{src: src, pos: off, end: off + n, dec: newStreamDecoder(cte, off), chunk: transferChunk}
+}
+
+// reuse makes t read into the buffers of s (ParseFile decodes its parts one
+// after another), allocating them the first time.
+func (t *transferReader) reuse(s *scratch) *transferReader {
+	if s.in == nil {
+		s.in = make([]byte, transferChunk)
+		s.out = make([]byte, 0, transferChunk+transferChunk/2)
+	}
+	t.buf, t.out = s.in, s.out[:0]
+	return t
+}
+
+// scratch holds the buffers ParseFile reuses from part to part.
+type scratch struct {
+	in, out []byte // a transferReader's
+	text    []byte // checkText's
+}
+
+func (s *scratch) textBuf() []byte {
+	if s.text == nil {
+		s.text = make([]byte, 96<<10+utf8.UTFMax)
+	}
+	return s.text
 }
 
 const transferChunk = 32 << 10
