@@ -466,8 +466,9 @@ func TestParseFileReadError(t *testing.T) {
 }
 
 // TestParseFileManyPartsMemory: ParseFile reuses its buffers from part to
-// part, so a message of many small parts costs a few times its size, not
-// its parts times the buffers' (150 MB for this 0.5 MB message before).
+// part, so a message of many small parts costs a few times its size (at
+// most 16×, TestHostileMemory's bound; about 7× here, 11× with -race), not
+// its parts times the buffers (over 200× before).
 func TestParseFileManyPartsMemory(t *testing.T) {
 	var b bytes.Buffer
 	b.WriteString("Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n")
@@ -490,8 +491,8 @@ func TestParseFileManyPartsMemory(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	alloc := after.TotalAlloc - before.TotalAlloc
 	t.Logf("%d bytes in %d parts: allocated %d bytes", len(raw), 999, alloc)
-	if alloc > uint64(10*len(raw)) {
-		t.Errorf("allocated %d bytes, want at most 10× the message's %d", alloc, len(raw))
+	if alloc > uint64(16*len(raw)) {
+		t.Errorf("allocated %d bytes, want at most 16× the message's %d", alloc, len(raw))
 	}
 	if len(m.Attachments) != 333 || len(m.Layout.HTML) != 333 || len(m.Layout.Text) != 333 || len(m.ParseErrors) > 0 {
 		t.Errorf("got %d attachments, %d html and %d text parts, problems %q; want 333 each and none", len(m.Attachments), len(m.Layout.HTML), len(m.Layout.Text), m.ParseErrors)
