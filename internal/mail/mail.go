@@ -208,6 +208,7 @@ type builder struct {
 	bodyOff   int64
 	layout    Layout
 	unlocated bool
+	scratch   scratch // ParseFile's buffers
 }
 
 func newBuilder(size int64) *builder {

@@ -101,3 +101,25 @@ func BenchmarkDecodeHeader(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkParseFile parses a 5 MB message with a base64 attachment and
+// quoted-printable text from memory.
+func BenchmarkParseFile(b *testing.B) {
+	var buf bytes.Buffer
+	buf.Write(benchMessage(false)[:len(benchMessage(false))-len("--outer--\r\n")])
+	buf.WriteString("--outer\r\nContent-Type: application/pdf; name=scan.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+	enc := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("%PDF-1.4 binary"), 5<<20/15))
+	for len(enc) > 76 {
+		buf.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	buf.WriteString(enc + "\r\n--outer--\r\n")
+	raw := buf.Bytes()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if m := ParseFile(bytes.NewReader(raw), int64(len(raw))); len(m.ParseErrors) > 0 || len(m.Attachments) != 1 {
+			b.Fatal(m.ParseErrors, len(m.Attachments))
+		}
+	}
+}

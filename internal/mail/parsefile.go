@@ -159,7 +159,10 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 		lineBuf  = make([]byte, 0, 64<<10)
 		lineRead = newLineReader(io.NewSectionReader(r, off, size-off), lineBuf)
 	)
-	handle := func(ev shapeEvent, lineStart, n int64) {
+	// longHdr says the leaf's header went on past what shapeScan reads:
+	// its content starts after the header's end (as enmime reads it).
+	longHdr := false
+	handle := func(ev shapeEvent, line []byte, lineStart, n int64) {
 		if ev.hdrEnd {
 			contentOff := lineStart
 			if ev.kind == lineHeader {
@@ -170,11 +173,23 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 			} else {
 				leaf, inLeaf = part, true
 				leaf.off = contentOff
+				longHdr = ev.byLimit
 			}
+		}
+		if longHdr && ev.kind == lineContent {
+			if _, _, ok := splitField(line); ok || len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+				leaf.off = lineStart + n
+				return
+			}
+			if len(line) == 0 {
+				leaf.off = lineStart + n
+			}
+			longHdr = false
 		}
 		if ev.kind != lineDelim && ev.kind != lineFinal {
 			return
 		}
+		longHdr = false
 		if inLeaf {
 			leaf.end = max(lineStart-prevEOL, leaf.off)
 			leaves = append(leaves, leaf)
@@ -203,7 +218,7 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 		if s.fail != "" {
 			return nil, parts, s.fail
 		}
-		handle(ev, pos, n)
+		handle(ev, line, pos, n)
 		pos += n
 		prevEOL = eol
 	}
@@ -211,7 +226,7 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 	if s.fail != "" {
 		return nil, parts, s.fail
 	}
-	handle(ev, pos, 0)
+	handle(ev, nil, pos, 0)
 	if inLeaf {
 		// An unclosed multipart: the part runs to the end.
 		leaf.end = pos
@@ -316,7 +331,7 @@ func (b *builder) leafFrom(lp leafPart, parentType string, r io.ReaderAt, n int6
 	filename := fileName(cdParams, ctParams)
 	multipartLeaf := strings.HasPrefix(ct, "multipart/")
 
-	tr := newTransferReader(r, lp.off, n, cte)
+	tr := newTransferReader(r, lp.off, n, cte).reuse(&b.scratch)
 	transferProblems := func() {
 		if d, ok := tr.dec.(*base64Decoder); ok {
 			b.transferProblems(lp.id, cte, d.junk, d.truncated)
@@ -329,7 +344,7 @@ func (b *builder) leafFrom(lp leafPart, parentType string, r io.ReaderAt, n int6
 	}
 	if (ct == "text/plain" || ct == "text/html" || multipartLeaf) && disposition != "attachment" && filename == "" {
 		isHTML := ct == "text/html"
-		problems, err := checkText(lp.id, tr, ctParams["charset"], isHTML)
+		problems, err := checkText(lp.id, tr, ctParams["charset"], isHTML, b.scratch.textBuf())
 		if err != nil {
 			b.problem("%s%v", where(lp.id), err)
 		}
@@ -346,14 +361,14 @@ func (b *builder) leafFrom(lp leafPart, parentType string, r io.ReaderAt, n int6
 		return
 	}
 	sum := sha256.New()
-	size, err := io.Copy(sum, tr)
+	size, err := io.CopyBuffer(sum, tr, b.scratch.textBuf()[:32<<10])
 	if err != nil {
 		b.problem("%s%v", where(lp.id), err)
 	}
 	transferProblems()
 	if filename == "" && ct == "message/rfc822" {
 		// Its subject, from its header section (read again, bounded).
-		hs, _ := readHeaderSection(bufio.NewReader(newTransferReader(r, lp.off, n, cte)))
+		hs, _ := readHeaderSection(bufio.NewReader(newTransferReader(r, lp.off, n, cte).reuse(&b.scratch)))
 		if len(hs) > maxHeaderSize {
 			hs = hs[:maxHeaderSize]
 		}
@@ -373,10 +388,12 @@ func (b *builder) leafFrom(lp leafPart, parentType string, r io.ReaderAt, n int6
 
 // checkText reads a body part's decoded content and returns the problems
 // appendText would report converting it, in its order; the error is about
-// reading it.
-func checkText(id string, data io.Reader, charset string, isHTML bool) (problems []string, err error) {
+// reading it. buf is scratch space of at least 96 KiB.
+func checkText(id string, data io.Reader, charset string, isHTML bool, buf []byte) (problems []string, err error) {
 	if charset == "" && isHTML {
-		head := make([]byte, 64<<10)
+		// The head goes after the first 32 KiB of buf, which the rest of
+		// the reading uses.
+		head := buf[32<<10+utf8.UTFMax:][:64<<10]
 		n, err := io.ReadFull(data, head)
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, err
@@ -392,7 +409,7 @@ func checkText(id string, data io.Reader, charset string, isHTML bool) (problems
 	case charsetUnknown:
 		problems = append(problems, fmt.Sprintf("%sunknown charset %q; read as utf-8 or windows-1252", where(id), truncate(charset, 40)))
 	case charsetUTF8:
-		valid, err := validUTF8(data)
+		valid, err := validUTF8(data, buf[:32<<10+utf8.UTFMax])
 		if err != nil {
 			return nil, err
 		}
@@ -403,9 +420,8 @@ func checkText(id string, data io.Reader, charset string, isHTML bool) (problems
 	case charsetDecoder:
 		// As appendText's textWriter.fromReader reads it.
 		tr := transform.NewReader(data, enc.NewDecoder())
-		buf := make([]byte, 32<<10)
 		for {
-			_, err := tr.Read(buf)
+			_, err := tr.Read(buf[:32<<10])
 			if errors.Is(err, io.EOF) {
 				break
 			}
@@ -420,13 +436,20 @@ func checkText(id string, data io.Reader, charset string, isHTML bool) (problems
 		}
 	}
 	// Read to the end, for the transfer decoding's problems.
-	_, err = io.Copy(io.Discard, data)
-	return problems, err
+	for {
+		_, err := data.Read(buf[:32<<10])
+		if errors.Is(err, io.EOF) {
+			return problems, nil
+		}
+		if err != nil {
+			return problems, err
+		}
+	}
 }
 
-// validUTF8 reports whether what r gives is valid UTF-8, reading it all.
-func validUTF8(r io.Reader) (bool, error) {
-	buf := make([]byte, 32<<10+utf8.UTFMax)
+// validUTF8 reports whether what r gives is valid UTF-8, reading it all
+// into buf.
+func validUTF8(r io.Reader, buf []byte) (bool, error) {
 	carry, valid := 0, true
 	for {
 		n, err := r.Read(buf[carry:])

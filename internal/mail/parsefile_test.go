@@ -150,6 +150,9 @@ func TestParseFileAgrees(t *testing.T) {
 	for i := range 200 {
 		corpus[fmt.Sprintf("generated/%d", i)] = genMessage(rand.New(rand.NewPCG(uint64(i), 15)))
 	}
+	for name, raw := range longLineMessages() {
+		corpus["long/"+name] = raw
+	}
 	names := make([]string, 0, len(corpus))
 	for name := range corpus {
 		names = append(names, name)
@@ -174,12 +177,37 @@ func TestParseFileAgrees(t *testing.T) {
 	for i := range 200 {
 		want = append(want, fmt.Sprintf("generated/%d", i))
 	}
+	for name := range longLineMessages() {
+		if name != "long part header" { // over the fast path's bounds
+			want = append(want, "long/"+name)
+		}
+	}
 	for _, name := range want {
 		if _, ok := corpus[name]; !ok {
 			t.Errorf("%s: not in the corpus", name)
 		} else if !contains(compared, name) {
 			t.Errorf("%s: Parse did not lay it out, want it compared in full", name)
 		}
+	}
+}
+
+// longLineMessages have lines longer than ParseFile's buffers, in the
+// content and in headers, and white space runs longer than what the
+// quoted-printable decoder keeps.
+func longLineMessages() map[string][]byte {
+	b64 := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("binary\x00\xff"), 30<<10))
+	ws := strings.Repeat(" \t", 40<<10)
+	return map[string][]byte{
+		"base64 on one line": msg("Content-Type: multipart/mixed; boundary=b", "", "--b", "Content-Type: application/octet-stream",
+			"Content-Transfer-Encoding: base64", "", b64, "--b", "", "after", "--b--"),
+		"qp white space": msg("Content-Type: multipart/alternative; boundary=b", "", "--b", "Content-Type: text/plain; charset=utf-8",
+			"Content-Transfer-Encoding: quoted-printable", "", "a"+ws+"b"+ws, "c"+ws+"=", "d", "--b",
+			"Content-Type: text/html", "Content-Transfer-Encoding: quoted-printable", "", strings.Repeat("<p>x</p>", 10<<10)+"<meta charset=3Dkoi8-r>\xf0", "--b--"),
+		"long part header": msg("Content-Type: multipart/mixed; boundary=b", "", "--b", "Content-Type: application/pdf;",
+			" name=\""+strings.Repeat("n", 70<<10)+".pdf\"", "X-Long: "+strings.Repeat("x", 200<<10), "", "%PDF", "--b--"),
+		"long body line single part": msg("Content-Type: text/plain; charset=utf-8", "", strings.Repeat("caf\xc3\xa9 ", 50<<10)+"\xff", "end"),
+		"attached message without a name": msg("Content-Type: multipart/mixed; boundary=b", "", "--b", "Content-Type: message/rfc822",
+			"Content-Transfer-Encoding: base64", "", base64.StdEncoding.EncodeToString([]byte("X-Pad: "+strings.Repeat("p", 100<<10)+"\r\nSubject: far down\r\n\r\nbody")), "--b--"),
 	}
 }
 
@@ -376,7 +404,9 @@ func TestParseFileBigMessageMemory(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	m := ParseFile(file, st.Size())
 	runtime.ReadMemStats(&after)
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > bound {
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("ParseFile of %d bytes allocated %d bytes in all", st.Size(), alloc)
+	if alloc > bound {
 		t.Errorf("ParseFile of %d bytes allocated %d bytes, want at most %d", st.Size(), alloc, bound)
 	}
 	if len(m.ParseErrors) > 0 || len(m.Attachments) != 1 || m.Attachments[0].SHA256 != want || m.Subject != "big" {
@@ -398,7 +428,9 @@ func TestParseFileBigMessageMemory(t *testing.T) {
 	if got := hex.EncodeToString(sum.Sum(nil)); got != want || n != m.Attachments[0].Size {
 		t.Errorf("Attachment: got %d bytes of sha256 %s, want %d of %s", n, got, m.Attachments[0].Size, want)
 	}
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > bound {
+	alloc = after.TotalAlloc - before.TotalAlloc
+	t.Logf("reading its attachment of %d bytes allocated %d bytes in all", n, alloc)
+	if alloc > bound {
 		t.Errorf("reading the attachment of %d bytes allocated %d bytes, want at most %d", n, alloc, bound)
 	}
 	text, _, err := m.Layout.Bodies(file)
@@ -431,4 +463,39 @@ func TestParseFileReadError(t *testing.T) {
 	if m := ParseFile(bytes.NewReader(nil), 0); m.Layout == nil || m.ParseError() != "empty message" {
 		t.Errorf("empty: got %+v", m)
 	}
+}
+
+// TestParseFileManyPartsMemory: ParseFile reuses its buffers from part to
+// part, so a message of many small parts costs a few times its size (at
+// most 16×, TestHostileMemory's bound; about 7× here, 11× with -race), not
+// its parts times the buffers (over 200× before).
+func TestParseFileManyPartsMemory(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString("Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n")
+	for i := range 999 {
+		switch i % 3 {
+		case 0:
+			b.WriteString("--b\r\nContent-Type: text/html\r\n\r\n" + strings.Repeat("x", 1000) + "\r\n")
+		case 1:
+			b.WriteString("--b\r\nContent-Type: text/plain; charset=iso-8859-2\r\n\r\n" + strings.Repeat("\xe9", 1000) + "\r\n")
+		default:
+			b.WriteString("--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n")
+		}
+	}
+	b.WriteString("--b--\r\n")
+	raw := b.Bytes()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m := ParseFile(bytes.NewReader(raw), int64(len(raw)))
+	runtime.ReadMemStats(&after)
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d bytes in %d parts: allocated %d bytes", len(raw), 999, alloc)
+	if alloc > uint64(16*len(raw)) {
+		t.Errorf("allocated %d bytes, want at most 16× the message's %d", alloc, len(raw))
+	}
+	if len(m.Attachments) != 333 || len(m.Layout.HTML) != 333 || len(m.Layout.Text) != 333 || len(m.ParseErrors) > 0 {
+		t.Errorf("got %d attachments, %d html and %d text parts, problems %q; want 333 each and none", len(m.Attachments), len(m.Layout.HTML), len(m.Layout.Text), m.ParseErrors)
+	}
+	checkParseFileAgrees(t, raw)
 }

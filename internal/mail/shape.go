@@ -42,6 +42,9 @@ type shapeEvent struct {
 	hdrEnd    bool
 	container bool
 	mt        string
+	// byLimit says the header ended because it was longer than
+	// partHeaderLimit.
+	byLimit bool
 }
 
 // partHeaderLimit bounds the part header shapeScan reads for a
@@ -90,6 +93,8 @@ func (s *shapeScan) line(l []byte, n int) shapeEvent {
 				return ev
 			}
 			ev.kind = lineContent
+		} else {
+			ev.byLimit = true
 		}
 		// The header ends before this line, which is looked at as any.
 		s.endHeader(&ev)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Streaming transfer decoding: a part's content is decoded as it is read
@@ -59,20 +61,47 @@ type base64Decoder struct {
 	truncated bool
 }
 
+// base64Class sorts bytes for base64Decoder: 0 alphabet, 1 padding,
+// 2 white space (skipped), 3 junk (counted and skipped).
+var base64Class = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 3
+	}
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") {
+		t[c] = 0
+	}
+	t['='] = 1
+	for _, c := range []byte(" \t\r\n") {
+		t[c] = 2
+	}
+	return t
+}()
+
 func (d *base64Decoder) write(p, out []byte) ([]byte, int) {
-	for _, c := range p {
-		switch {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
-			d.group[d.n] = c
-			if d.n++; d.n == len(d.group) {
+	for i := 0; i < len(p); {
+		// A run of the alphabet (most of a line) is copied at once.
+		j := i
+		for j < len(p) && base64Class[p[j]] == 0 {
+			j++
+		}
+		for i < j {
+			k := copy(d.group[d.n:], p[i:j])
+			d.n += k
+			i += k
+			if d.n == len(d.group) {
 				out = d.flush(out)
 			}
-		case c == '=':
+		}
+		if i == len(p) {
+			break
+		}
+		switch base64Class[p[i]] {
+		case 1:
 			out = d.flush(out)
-		case c == ' ', c == '\t', c == '\r', c == '\n':
-		default:
+		case 3:
 			d.junk++
 		}
+		i++
 	}
 	return out, len(p)
 }
@@ -86,8 +115,8 @@ func (d *base64Decoder) flush(out []byte) []byte {
 		return out
 	}
 	l := len(out)
-	out = append(out, make([]byte, base64.RawStdEncoding.DecodedLen(d.n))...)
-	m, err := base64.RawStdEncoding.Decode(out[l:], d.group[:d.n])
+	out = slices.Grow(out, base64.RawStdEncoding.DecodedLen(d.n))
+	m, err := base64.RawStdEncoding.Decode(out[l:cap(out)], d.group[:d.n])
 	if err != nil {
 		d.truncated = true
 	}
@@ -251,6 +280,30 @@ type transferReader struct {
 // Encoding cte.
 func newTransferReader(src io.ReaderAt, off, n int64, cte string) *transferReader {
 	return &transferReader{src: src, pos: off, end: off + n, dec: newStreamDecoder(cte, off), chunk: transferChunk}
+}
+
+// reuse makes t read into the buffers of s (ParseFile decodes its parts one
+// after another), allocating them the first time.
+func (t *transferReader) reuse(s *scratch) *transferReader {
+	if s.in == nil {
+		s.in = make([]byte, transferChunk)
+		s.out = make([]byte, 0, transferChunk+transferChunk/2)
+	}
+	t.buf, t.out = s.in, s.out[:0]
+	return t
+}
+
+// scratch holds the buffers ParseFile reuses from part to part.
+type scratch struct {
+	in, out []byte // a transferReader's
+	text    []byte // checkText's
+}
+
+func (s *scratch) textBuf() []byte {
+	if s.text == nil {
+		s.text = make([]byte, 96<<10+utf8.UTFMax)
+	}
+	return s.text
 }
 
 const transferChunk = 32 << 10
