@@ -89,7 +89,14 @@ func (b *builder) parseFile(r io.ReaderAt, size int64) {
 		return
 	}
 	root.rootCT = "text/plain" // a multipart that cannot be taken apart
-	leaves, parts, fail := scanParts(r, bodyOff, size, ctRaw, mt)
+	leaves, parts, unclosed, fail := scanParts(r, bodyOff, size, ctRaw, mt)
+	if fail == "" && parts > 0 {
+		// What enmime reports of a multipart whose closing delimiter
+		// never came, in its words.
+		for _, u := range unclosed {
+			b.problem("%smissing boundary: Boundary %q was not closed correctly", where(u.id), u.boundary)
+		}
+	}
 	switch {
 	case fail != "":
 		b.problem("%s; body kept as text", fail)
@@ -139,10 +146,11 @@ type fileLeaf struct {
 
 // scanParts reads the body at [off, size) of r line by line through
 // shapeScan and returns its leaves in order, the number of parts found, and
+// the multiparts still open at the end of the body (outermost first), and
 // what is wrong with its shape (see checkShape), if anything. As in
 // Parse's fast path, the line break before a delimiter belongs to the
 // delimiter.
-func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf, parts int, fail string) {
+func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf, parts int, unclosed []openPart, fail string) {
 	s := newShapeScan(ct)
 	type level struct {
 		id     string
@@ -216,7 +224,7 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 		}
 		ev := s.line(line, int(n))
 		if s.fail != "" {
-			return nil, parts, s.fail
+			return nil, parts, nil, s.fail
 		}
 		handle(ev, line, pos, n)
 		pos += n
@@ -224,7 +232,7 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 	}
 	ev := s.end()
 	if s.fail != "" {
-		return nil, parts, s.fail
+		return nil, parts, nil, s.fail
 	}
 	handle(ev, nil, pos, 0)
 	if inLeaf {
@@ -232,7 +240,17 @@ func scanParts(r io.ReaderAt, off, size int64, ct, mt string) (leaves []fileLeaf
 		leaf.end = pos
 		leaves = append(leaves, leaf)
 	}
-	return leaves, parts, ""
+	for i, d := range s.stack {
+		if i < len(levels) {
+			unclosed = append(unclosed, openPart{id: levels[i].id, boundary: string(d[2:])})
+		}
+	}
+	return leaves, parts, unclosed, ""
+}
+
+// openPart is a multipart whose closing delimiter never came.
+type openPart struct {
+	id, boundary string
 }
 
 // lineReader reads lines from a stream, keeping at most the first

@@ -499,3 +499,26 @@ func TestParseFileManyPartsMemory(t *testing.T) {
 	}
 	checkParseFileAgrees(t, raw)
 }
+
+// TestParseFileUnclosed: a multipart whose closing delimiter never comes
+// is reported, as Parse reports it, so that a big malformed message is
+// stored with its parse error.
+func TestParseFileUnclosed(t *testing.T) {
+	for _, raw := range []string{
+		"Subject: ub\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--b\r\nContent-Type: text/html\r\n\r\n<i>second</i>\r\n",
+		"Subject: ub\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--b--\r\n--a\r\nContent-Type: text/html\r\n\r\n<i>second</i>\r\n",
+	} {
+		m := Parse([]byte(raw))
+		f := ParseFile(bytes.NewReader([]byte(raw)), int64(len(raw)))
+		if len(m.ParseErrors) == 0 || !reflect.DeepEqual(f.ParseErrors, m.ParseErrors) {
+			t.Errorf("ParseFile problems %q, want Parse's %q", f.ParseErrors, m.ParseErrors)
+		}
+	}
+	// Nested and unclosed: enmime numbers the inner part "1.0"; ParseFile
+	// says "part 1", but reports it too.
+	raw := "Subject: ub\r\nContent-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n"
+	f := ParseFile(bytes.NewReader([]byte(raw)), int64(len(raw)))
+	if len(f.ParseErrors) != 2 {
+		t.Errorf("ParseFile problems %q, want the two unclosed boundaries", f.ParseErrors)
+	}
+}
