@@ -108,7 +108,7 @@ func fastBoundaryOK(bd string) bool {
 // the line break before each delimiter line found here.
 func (f *fastParser) multipart(r []byte, off int64, bd, mt, id string, depth int) bool {
 	delim := "--" + bd
-	i := bytes.Index(r, []byte(delim))
+	i := indexDelimiter(r, 0, delim)
 	if i < 0 || i > 0 && r[i-1] != '\n' {
 		return false
 	}
@@ -121,11 +121,10 @@ func (f *fastParser) multipart(r []byte, off int64, bd, mt, id string, depth int
 			return false
 		}
 		s := pos
-		j := bytes.Index(r[s:], []byte(delim))
-		if j < 0 {
+		i := indexDelimiter(r, s, delim)
+		if i < 0 {
 			return false
 		}
-		i := s + j
 		if i-1 < s || r[i-1] != '\n' {
 			return false
 		}
@@ -190,6 +189,34 @@ func (f *fastParser) multipart(r []byte, off int64, bd, mt, id string, depth int
 			return true
 		}
 		pos = next
+	}
+}
+
+// indexDelimiter returns the index of the first "--boundary" in r[from:]
+// that may be a delimiter, -1 if there is none. An occurrence followed by a
+// byte that enmime reads as neither a delimiter (white space) nor a close
+// delimiter ("--") is content, as RFC 2046 has it: the nested boundary
+// "--b-alt" when the boundary is "b", which some mailers generate. It is
+// passed over; what is left is checked by the caller.
+func indexDelimiter(r []byte, from int, delim string) int {
+	for {
+		j := bytes.Index(r[from:], []byte(delim))
+		if j < 0 {
+			return -1
+		}
+		i := from + j
+		k := i + len(delim)
+		if k >= len(r) {
+			return i
+		}
+		c := r[k]
+		if c == '-' && k+1 < len(r) && r[k+1] == '-' || c <= ' ' || c >= 0x80 {
+			return i // a delimiter, or something the caller refuses
+		}
+		if c == '-' && k+1 >= len(r) {
+			return i
+		}
+		from = i + 1
 	}
 }
 

@@ -36,6 +36,15 @@ func agreementCorpus() map[string][]byte {
 	c["bench/20KB"] = benchMessage(false)
 	c["bench/20KB+200KB_attachment"] = benchMessage(true)
 	c["bench/20KB+8KB_attachment"] = benchMultipart()
+	// A nested boundary that starts with the outer one, and content lines
+	// that start with a boundary: content to enmime, as RFC 2046 says.
+	c["prefix/nested"] = []byte("Subject: p\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n" +
+		"Content-Type: multipart/alternative; boundary=\"b-alt\"\r\n\r\n--b-alt\r\nContent-Type: text/plain\r\n\r\nplain\r\n" +
+		"--b-alt\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--b-alt--\r\n--b\r\nContent-Type: application/pdf\r\n" +
+		"Content-Disposition: attachment; filename=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n")
+	c["prefix/content lines"] = []byte("Subject: p\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n" +
+		"Content-Type: text/plain\r\n\r\n--bx is not a delimiter\r\n--b-x neither\r\nnor --b mid-line\r\n--b\r\n" +
+		"Content-Type: text/plain\r\n\r\n--b-\r\nlast\r\n--b--\r\n")
 	return c
 }
 
@@ -208,7 +217,7 @@ func TestFastPathAgrees(t *testing.T) {
 	// the well-formed messages.
 	for _, name := range []string{"bench/20KB", "bench/20KB+200KB_attachment", "bench/20KB+8KB_attachment",
 		"bodies/multipart/mixed with attachments", "bodies/rfc 2231 examples", "bodies/inline image in multipart/related",
-		"bodies/nested message/rfc822", "bodies/bare LF line endings", "awkward/0", "awkward/1", "awkward/2", "awkward/3"} {
+		"bodies/nested message/rfc822", "bodies/bare LF line endings", "prefix/nested", "awkward/0", "awkward/1", "awkward/2", "awkward/3"} {
 		if !contains(taken, name) {
 			t.Errorf("%s: the fast path did not take it, want it taken", name)
 		}
