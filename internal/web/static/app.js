@@ -7,22 +7,118 @@
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
 
+  // What a form holds, to tell whether anything was typed since it was shown.
+  function formState(form) {
+    return JSON.stringify($$("input,select,textarea", form).filter((c) => c.name && c.type !== "hidden")
+      .map((c) => (c.type === "checkbox" || c.type === "radio") ? c.checked : c.value));
+  }
+
+  // The "Discard changes?" question, asked before typed data is thrown away.
+  // then runs when the user chooses to discard.
+  function confirmDiscard(then) {
+    const back = document.activeElement;
+    const d = document.createElement("dialog");
+    d.className = "confirm";
+    d.id = "discard-dialog";
+    d.setAttribute("aria-labelledby", "discard-title");
+    d.innerHTML = '<h2 id="discard-title">Discard changes?</h2><p>What you typed in this form is lost.</p>' +
+      '<div class="dialog-actions"><button type="button" class="btn" data-keep>Keep editing</button>' +
+      '<button type="button" class="btn danger" data-discard>Discard</button></div>';
+    document.body.append(d);
+    const keep = () => { d.close(); d.remove(); if (back && back.focus) back.focus(); };
+    $("[data-keep]", d).addEventListener("click", keep);
+    $("[data-discard]", d).addEventListener("click", () => { d.close(); d.remove(); then(); });
+    d.addEventListener("cancel", (e) => { e.preventDefault(); keep(); });
+    d.showModal();
+    $("[data-keep]", d).focus();
+  }
+
   // Dialogs and panels rendered open become modal: focus stays inside,
-  // Escape closes them, and closing goes to the page behind them.
+  // Escape closes them, and closing goes to the page behind them. A panel
+  // whose form holds typed data asks first.
   function initDialogs() {
     for (const d of $$("dialog[data-modal]")) {
       if (d.open) d.close();
       d.showModal();
       const summary = $("[data-focus]", d);
       if (summary) summary.focus();
-      const leave = () => { location.href = d.dataset.closeHref || "/"; };
-      d.addEventListener("cancel", (e) => { e.preventDefault(); leave(); });
+      const form = $("form[data-keep-draft]", d);
+      const initial = form ? formState(form) : "";
+      let sending = false;
+      if (form) form.addEventListener("submit", () => { sending = true; });
+      const dirty = () => !!form && !sending && (form.hasAttribute("data-typed") || formState(form) !== initial);
+      const go = () => { returnFocus(d.dataset.closeHref || "/"); location.href = d.dataset.closeHref || "/"; };
+      const leave = () => { if (dirty()) confirmDiscard(go); else go(); };
+      d.addEventListener("cancel", (e) => { e.preventDefault(); if (!$("#discard-dialog")) leave(); });
       d.addEventListener("click", (e) => {
         if (e.target !== d) return;
         const r = d.getBoundingClientRect();
         const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
         if (!inside) leave();
       });
+      for (const a of $$("a[data-cancel]", d)) {
+        a.addEventListener("click", (e) => { e.preventDefault(); leave(); });
+      }
+    }
+  }
+
+  // Where the focus goes back to after a dialog: the control that opened
+  // it, remembered when it was clicked (see initOpeners).
+  function returnFocus(href) {
+    try {
+      const o = JSON.parse(sessionStorage.getItem("opener") || "null");
+      if (o && o.path === new URL(href, location.href).pathname) sessionStorage.setItem("focus", o.id);
+    } catch (e) { /* storage unavailable: focus starts at the top */ }
+  }
+
+  // Forms keep a draft of what was typed (never a password) when sent: when
+  // the session expired meanwhile, the login brings the user back with
+  // #restore-draft and the draft is put back.
+  function draftKey(form) { return "draft:" + form.getAttribute("action"); }
+
+  function saveDraft(form) {
+    const v = {};
+    for (const c of $$("input,select,textarea", form)) {
+      if (!c.name || c.type === "password" || c.type === "hidden" || c.disabled) continue;
+      if (c.type === "checkbox") v[c.name] = c.checked;
+      else if (c.type === "radio") { if (c.checked) v[c.name] = c.value; }
+      else v[c.name] = c.value;
+    }
+    try { sessionStorage.setItem(draftKey(form), JSON.stringify(v)); } catch (e) { /* no storage */ }
+  }
+
+  // A script's request found the session expired: keep what the form holds
+  // and log in again, coming back to this page with it.
+  function relogin(form) {
+    if (form) saveDraft(form);
+    location.href = "/login?expired=1&next=" + encodeURIComponent(location.pathname + location.search + (form ? "#restore-draft" : ""));
+  }
+
+  function initDrafts() {
+    for (const form of $$("form[data-keep-draft]")) {
+      form.addEventListener("submit", () => saveDraft(form));
+      if (location.hash !== "#restore-draft") continue;
+      let v = null;
+      try { v = JSON.parse(sessionStorage.getItem(draftKey(form)) || "null"); } catch (e) { /* none */ }
+      history.replaceState(null, "", location.pathname + location.search);
+      if (!v) continue;
+      for (const c of $$("input,select,textarea", form)) {
+        if (!(c.name in v) || c.type === "password" || c.type === "hidden") continue;
+        if (c.type === "checkbox") c.checked = !!v[c.name];
+        else if (c.type === "radio") c.checked = c.value === v[c.name];
+        else c.value = v[c.name];
+      }
+      for (const c of $$("select,input[type=radio]", form)) c.dispatchEvent(new Event("change", { bubbles: true }));
+      for (const c of $$("input,textarea", form)) c.dispatchEvent(new Event("input", { bubbles: true }));
+      form.setAttribute("data-typed", "");
+      const note = document.createElement("div");
+      note.className = "flash warn";
+      note.id = "restored-note";
+      note.setAttribute("role", "alert");
+      note.textContent = "Your session had expired, so nothing was saved. You are logged in again and what you typed is back; " +
+        "type any password or secret again (they are never kept), then save.";
+      const at = $(".panel-body", form) || $(".flow-main", form) || form;
+      at.prepend(note);
     }
   }
 
@@ -127,7 +223,7 @@
             headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
             body: new URLSearchParams(new FormData(form)),
           });
-          if (res.status === 401) { location.reload(); return; }
+          if (res.status === 401) { relogin(form); return; }
           const a = await res.json();
           out.textContent = "";
           const strong = document.createElement("strong");
@@ -286,6 +382,7 @@
     initMenus();
     initCounters();
     initIMAPForm();
+    initDrafts();
     initRequireFilled();
     initErrorSummary();
     initStatusPoll();

@@ -1,0 +1,157 @@
+package web
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"mailtrigger/internal/auth"
+	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+)
+
+// polish is the browser of TestBrowserPolish: one server with the seed data,
+// a desktop tab and a phone tab (390×844, touch), both logged in.
+type polish struct {
+	h           *harness
+	st          *store.Store
+	s           seed
+	bctx        context.Context
+	desk, phone context.Context
+}
+
+func newPolish(t *testing.T) *polish {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	s := seedData(t, st, h.status)
+	bctx := startBrowser(t)
+	desk := tab(t, bctx)
+	h.browserLogin(t, desk)
+	phone := tab(t, bctx)
+	h.browserLogin(t, phone)
+	do(t, phone, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateTouch))
+	return &polish{h: h, st: st, s: s, bctx: bctx, desk: desk, phone: phone}
+}
+
+// expireSessions ends every session: the admin's password hash changes (the
+// same password, another salt), so that each session's fingerprint no
+// longer matches, as after an expiry.
+func (p *polish) expireSessions(t *testing.T) {
+	t.Helper()
+	hash, err := auth.HashPassword(adminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.st.SetUserPassword(context.Background(), adminName, hash); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openCreate opens the Create IMAP panel from the cards page.
+func openCreate(t *testing.T, ctx context.Context, url string) {
+	t.Helper()
+	do(t, ctx, chromedp.Navigate(url+"/imap"))
+	waitFor(t, ctx, "document.querySelector('.page-head a.btn.primary')")
+	do(t, ctx, chromedp.Click(chromedp.CSS(".page-head a.btn.primary")))
+	waitFor(t, ctx, "document.querySelector('dialog.panel[open]') && document.activeElement.id === 'f-name'")
+}
+
+// key presses keys (chromedp's key names: "\t", "\r", "\u001b" …) one at a
+// time, as a keyboard does.
+func key(t *testing.T, ctx context.Context, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		do(t, ctx, chromedp.KeyEvent(k))
+	}
+}
+
+// TestBrowserPolish drives the fixes of the UI polish issue (16), one
+// subtest per numbered point, on the desktop and on a phone, with the
+// keyboard where it applies.
+func TestBrowserPolish(t *testing.T) {
+	p := newPolish(t)
+	h := p.h
+
+	t.Run("1 discard changes only when typed", func(t *testing.T) {
+		ctx := p.desk
+		// Nothing typed: Escape closes at once.
+		openCreate(t, ctx, h.url)
+		key(t, ctx, "\u001b")
+		waitFor(t, ctx, "location.pathname === '/imap' && !document.querySelector('dialog[open]')")
+		// Typed, keyboard only: Escape asks; Enter on "Keep editing" keeps the panel and the text.
+		openCreate(t, ctx, h.url)
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-name"), "half_typed"))
+		key(t, ctx, "\u001b")
+		waitFor(t, ctx, "document.querySelector('#discard-dialog[open]') && document.activeElement.matches('#discard-dialog [data-keep]')")
+		if got := textOf(t, ctx, "#discard-dialog h2"); got != "Discard changes?" {
+			t.Errorf("got dialog %q", got)
+		}
+		key(t, ctx, "\r")
+		waitFor(t, ctx, "!document.querySelector('#discard-dialog') && document.querySelector('dialog.panel[open]')")
+		if got := eval[string](t, ctx, "document.querySelector('#f-name').value"); got != "half_typed" {
+			t.Errorf("got name %q after Keep editing", got)
+		}
+		// The backdrop and × ask too.
+		do(t, ctx, chromedp.MouseClickXY(20, 400))
+		waitFor(t, ctx, "document.querySelector('#discard-dialog[open]')")
+		do(t, ctx, chromedp.Click(chromedp.CSS("#discard-dialog [data-keep]")))
+		waitFor(t, ctx, "!document.querySelector('#discard-dialog')")
+		do(t, ctx, chromedp.Click(chromedp.CSS(".panel-head a[data-cancel]")))
+		waitFor(t, ctx, "document.querySelector('#discard-dialog[open]')")
+		// Tab to Discard, Enter: the panel closes.
+		key(t, ctx, "\t", "\r")
+		waitFor(t, ctx, "location.pathname === '/imap' && !document.querySelector('dialog[open]')")
+
+		// On a phone, × with something typed asks as well.
+		openCreate(t, p.phone, h.url)
+		do(t, p.phone, chromedp.SendKeys(chromedp.ID("f-host"), "imap.example.org"))
+		do(t, p.phone, chromedp.Click(chromedp.CSS(".panel-head a[data-cancel]")))
+		waitFor(t, p.phone, "document.querySelector('#discard-dialog[open]')")
+		if w := eval[float64](t, p.phone, "document.querySelector('#discard-dialog').getBoundingClientRect().right"); w > 390 {
+			t.Errorf("the discard dialog reaches %v px on a 390 px screen", w)
+		}
+		do(t, p.phone, chromedp.Click(chromedp.CSS("#discard-dialog [data-discard]")))
+		waitFor(t, p.phone, "location.pathname === '/imap' && !document.querySelector('dialog[open]')")
+	})
+
+	t.Run("1 session expired keeps what was typed", func(t *testing.T) {
+		ctx := p.desk
+		openCreate(t, ctx, h.url)
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-name"), "after_expiry"),
+			chromedp.SendKeys(chromedp.ID("f-description"), "typed before the session expired"),
+			chromedp.SendKeys(chromedp.ID("f-host"), "imap.example.org"),
+			chromedp.SendKeys(chromedp.ID("f-username"), "late@example.org"),
+			chromedp.SendKeys(chromedp.ID("f-password"), "typed-password"))
+		p.expireSessions(t)
+		do(t, ctx, chromedp.Click(chromedp.CSS(".panel-foot button[type=submit]")))
+		waitFor(t, ctx, "location.pathname === '/login' && document.body.innerText.includes('Your session expired')")
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-username"), adminName),
+			chromedp.SendKeys(chromedp.ID("f-password"), adminPassword),
+			chromedp.Click(chromedp.CSS("button[type=submit]")))
+		waitFor(t, ctx, "location.pathname === '/imap/new' && document.querySelector('#restored-note')")
+		for id, want := range map[string]string{"f-name": "after_expiry", "f-description": "typed before the session expired",
+			"f-host": "imap.example.org", "f-username": "late@example.org", "f-password": ""} {
+			if got := eval[string](t, ctx, "document.getElementById('"+id+"').value"); got != want {
+				t.Errorf("%s: got %q after the login, want %q", id, got, want)
+			}
+		}
+		if got := textOf(t, ctx, "#restored-note"); !strings.Contains(got, "session had expired") || !strings.Contains(got, "password") {
+			t.Errorf("got note %q", got)
+		}
+		if eval[string](t, ctx, "location.hash") != "" {
+			t.Error("the #restore-draft mark stays in the address")
+		}
+		// What was restored counts as typed: Escape asks.
+		key(t, ctx, "\u001b")
+		waitFor(t, ctx, "document.querySelector('#discard-dialog[open]')")
+		do(t, ctx, chromedp.Click(chromedp.CSS("#discard-dialog [data-discard]")))
+		waitFor(t, ctx, "location.pathname === '/imap'")
+		if _, err := p.st.GetIMAP(context.Background(), "after_expiry"); err == nil {
+			t.Error("the form sent with an expired session was saved")
+		}
+		// The phone tab's session expired too: log it in again.
+		h.browserLogin(t, p.phone)
+	})
+}
