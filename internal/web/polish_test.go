@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -154,4 +156,57 @@ func TestBrowserPolish(t *testing.T) {
 		// The phone tab's session expired too: log it in again.
 		h.browserLogin(t, p.phone)
 	})
+
+	t.Run("2 test connection result by the button", func(t *testing.T) {
+		closed := closedPort(t)
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			ctx := c.ctx
+			openCreate(t, ctx, h.url)
+			do(t, ctx, chromedp.SendKeys(chromedp.ID("f-host"), "127.0.0.1"), setValue("#f-port", closed),
+				chromedp.SendKeys(chromedp.ID("f-username"), "nobody@example.org"),
+				chromedp.SendKeys(chromedp.ID("f-password"), "some-password"),
+				chromedp.Evaluate[chromedp.Void]("document.querySelector('.panel-body').scrollTop = 0"))
+			// Keyboard: focus the button, Enter.
+			do(t, ctx, chromedp.Focus(chromedp.CSS("[data-test-connection]")))
+			key(t, ctx, "\r")
+			waitFor(t, ctx, "document.querySelector('#test-result').classList.contains('bad')")
+			if got := eval[string](t, ctx, "document.querySelector('#test-result').getAttribute('aria-live')"); got != "polite" {
+				t.Errorf("%s: got aria-live %q", c.name, got)
+			}
+			// In sight with the panel scrolled to its top, right by the button.
+			r := eval[[]float64](t, ctx, `(()=>{const o=document.querySelector('#test-result').getBoundingClientRect(),
+				b=document.querySelector('[data-test-connection]').getBoundingClientRect();
+				return [o.top, o.bottom, b.top, b.bottom, innerHeight]})()`)
+			if r[0] < 0 || r[1] > r[4] {
+				t.Errorf("%s: the result is at %v..%v, outside the window (height %v)", c.name, r[0], r[1], r[4])
+			}
+			if gap := r[2] - r[1]; gap < 0 || gap > 24 {
+				t.Errorf("%s: the result ends %v px above the button, want right above it", c.name, gap)
+			}
+			if !eval[bool](t, ctx, "document.activeElement.matches('[data-test-connection]')") {
+				t.Errorf("%s: the button lost the focus while testing", c.name)
+			}
+			if c.name == "phone" {
+				screenshot(t, ctx, "imap-test-result-phone")
+			} else {
+				screenshot(t, ctx, "imap-test-result")
+			}
+			do(t, ctx, chromedp.Navigate(h.url+"/imap"))
+		}
+	})
+}
+
+// closedPort returns a local port nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return strconv.Itoa(port)
 }

@@ -213,10 +213,12 @@
     const out = $("#test-result", form);
     if (btn && out) {
       btn.addEventListener("click", async () => {
+        // aria-disabled, not disabled: the button keeps the focus.
+        if (btn.getAttribute("aria-disabled") === "true") return;
         out.hidden = false;
         out.className = "test-result busy";
         out.textContent = "Testing the connection: connect, TLS, log in, open the folder…";
-        btn.disabled = true;
+        btn.setAttribute("aria-disabled", "true");
         try {
           const res = await fetch("/imap/test", {
             method: "POST",
@@ -250,7 +252,7 @@
           out.className = "test-result bad";
           out.textContent = "✗ The test could not be run: " + err;
         } finally {
-          btn.disabled = false;
+          btn.removeAttribute("aria-disabled");
         }
       });
     }
