@@ -99,6 +99,14 @@ func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRec
 		u.serverError(w, r, err)
 		return
 	}
+	// "At least one webhook" is about the empty URL box the form shows.
+	if m, ok := e["activities"]; ok && len(ff.Acts) == 0 {
+		delete(e, "activities")
+		if m == "at least one activity is required" {
+			m = "required: the URL of the webhook to deliver to"
+		}
+		e.Add("act-0-url", m)
+	}
 	p := flowPage{Create: old == nil, Errors: e}
 	if old != nil {
 		p.Orig = old.Name

@@ -22,14 +22,30 @@ var fieldLabels = []struct{ key, label string }{
 	{"graphUrl", "Graph URL"}, {"authorityUrl", "Authority URL"}, {"auth", "Authentication"}, {"tokenUrl", "Token URL"},
 	{"scope", "Scope"},
 	{"start.emailTrigger", "Email Trigger"}, {"start.emailTrigger.imap", "IMAP"}, {"start.emailTrigger.subject", "Subject"},
-	{"start.emailTrigger.match", "Match"}, {"start.emailTrigger.from", "Sender"}, {"activities", "Activities"},
+	{"start.emailTrigger.match", "Match"}, {"start.emailTrigger.from", "Sender"}, {"activities", "Webhooks"},
+	// The flow editor's fields (flowErrorKey).
+	{"imap", "IMAP"}, {"match", "Match"}, {"subject", "Subject"}, {"from", "Only from sender"},
 }
+
+// actLabels name a webhook's fields in the flow editor (act-N-field).
+var actLabels = map[string]string{"url": "URL", "secret": "Signing secret", "timeout": "Timeout",
+	"maxConcurrency": "Most requests at once", "ratePerSecond": "Most requests per second", "headers": "Extra headers",
+	"attach": "Include attachments", "type": "URL"}
 
 func fieldLabel(key string) string {
 	for _, f := range fieldLabels {
 		if f.key == key {
 			return f.label
 		}
+	}
+	if rest, ok := strings.CutPrefix(key, "act-"); ok {
+		n, field, _ := strings.Cut(rest, "-")
+		var i int
+		fmt.Sscan(n, &i)
+		if l, ok := actLabels[field]; ok {
+			field = l
+		}
+		return fmt.Sprintf("Webhook %d: %s", i+1, field)
 	}
 	if rest, ok := strings.CutPrefix(key, "activities["); ok {
 		n, field, _ := strings.Cut(rest, "].")

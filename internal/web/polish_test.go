@@ -197,6 +197,47 @@ func TestBrowserPolish(t *testing.T) {
 			do(t, ctx, chromedp.Navigate(h.url+"/imap"))
 		}
 	})
+
+	t.Run("3 flow errors in the labels' words, every field outlined", func(t *testing.T) {
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			ctx := c.ctx
+			do(t, ctx, chromedp.Navigate(h.url+"/flows/new"))
+			waitFor(t, ctx, "document.querySelector('#f-name')")
+			do(t, ctx, chromedp.Click(chromedp.CSS(".form-actions button[type=submit]")))
+			waitFor(t, ctx, "document.querySelector('.error-summary')")
+			got := eval[[]string](t, ctx, "Array.from(document.querySelectorAll('.error-summary li a')).map(a=>a.innerText)")
+			want := []string{"Name", "IMAP", "Subject", "Webhook 1: URL"}
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("%s: got summary %q, want %q", c.name, got, want)
+			}
+			if s := textOf(t, ctx, ".error-summary"); strings.Contains(s, "act-0") || strings.Contains(s, "Activities") ||
+				strings.Contains(s, "imap:") || strings.Contains(s, "subject:") {
+				t.Errorf("%s: the summary names internal fields: %q", c.name, s)
+			}
+			// Every field the summary names is outlined in red.
+			bad := eval[[]string](t, ctx, `Array.from(document.querySelectorAll('.error-summary li a')).map(a=>{
+				const f=document.getElementById(a.getAttribute('href').slice(1));
+				if(!f) return a.innerText+': no field';
+				if(f.getAttribute('aria-invalid')!=='true') return a.innerText+': not aria-invalid';
+				if(getComputedStyle(f).borderTopColor!=='rgb(220, 38, 38)') return a.innerText+': border '+getComputedStyle(f).borderTopColor;
+				return ''}).filter(x=>x)`)
+			if len(bad) > 0 {
+				t.Errorf("%s: fields not outlined: %q", c.name, bad)
+			}
+			// The summary's link goes to the URL box.
+			do(t, ctx, chromedp.Click(chromedp.CSS(".error-summary a[href='#f-act-0-url']")))
+			waitFor(t, ctx, "document.activeElement.id === 'f-act-0-url'")
+			if c.name == "phone" {
+				screenshot(t, ctx, "flow-errors-phone")
+			} else {
+				do(t, ctx, chromedp.Evaluate[chromedp.Void]("window.scrollTo(0,0)"))
+				screenshot(t, ctx, "flow-errors")
+			}
+		}
+	})
 }
 
 // closedPort returns a local port nothing listens on.
