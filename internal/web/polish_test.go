@@ -238,6 +238,47 @@ func TestBrowserPolish(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("4 typed password listed, stale required messages cleared", func(t *testing.T) {
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			ctx := c.ctx
+			openCreate(t, ctx, h.url)
+			// Keyboard only: Name left empty, the rest typed.
+			do(t, ctx, chromedp.SendKeys(chromedp.ID("f-host"), "imap.example.org"),
+				chromedp.SendKeys(chromedp.ID("f-username"), "someone@example.org"),
+				chromedp.SendKeys(chromedp.ID("f-password"), "typed-password-1"),
+				chromedp.Focus(chromedp.CSS(".panel-foot button[type=submit]")))
+			key(t, ctx, "\r")
+			waitFor(t, ctx, "document.querySelector('.error-summary') && document.querySelector('#e-name')")
+			sum := textOf(t, ctx, ".error-summary")
+			if !strings.Contains(sum, "Name: required") || !strings.Contains(sum, "Password: type it again") {
+				t.Errorf("%s: got summary %q, want Name and the password to type again", c.name, sum)
+			}
+			if !eval[bool](t, ctx, "document.querySelector('#f-password').getAttribute('aria-invalid') === 'true'") {
+				t.Errorf("%s: the password box is not marked", c.name)
+			}
+			if c.name == "desktop" {
+				do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.activeElement.blur(); document.querySelector('.panel-body').scrollTop = 0"))
+				screenshot(t, ctx, "imap-create-errors-password")
+			}
+			// Filled: the marks go, field by field.
+			do(t, ctx, chromedp.SendKeys(chromedp.ID("f-name"), "filled_now"))
+			if visible(t, ctx, "#e-name") || eval[bool](t, ctx, "document.querySelector('#f-name').hasAttribute('aria-invalid')") {
+				t.Errorf("%s: the name's required message stays once it is filled", c.name)
+			}
+			if got := textOf(t, ctx, ".error-summary"); strings.Contains(got, "Name") || !strings.Contains(got, "1 field needs attention") {
+				t.Errorf("%s: got summary %q after filling the name", c.name, got)
+			}
+			do(t, ctx, chromedp.SendKeys(chromedp.ID("f-password"), "typed-password-1"))
+			if visible(t, ctx, ".error-summary") || visible(t, ctx, "#e-password") {
+				t.Errorf("%s: the summary or the password's message stays once it is typed again", c.name)
+			}
+			do(t, ctx, chromedp.Navigate(h.url+"/imap"))
+		}
+	})
 }
 
 // closedPort returns a local port nothing listens on.

@@ -278,6 +278,27 @@
     }
   }
 
+  // A field marked "required" (or "type it again") stops being marked once
+  // it is filled: its message and its line in the summary go.
+  function initStaleErrors() {
+    for (const f of $$("[aria-invalid=true][name]")) {
+      const err = document.getElementById("e-" + f.name);
+      if (!err || !/^(required|type it again)/.test(err.textContent.trim())) continue;
+      f.addEventListener("input", () => {
+        if (f.value.trim() === "" || f.getAttribute("aria-invalid") !== "true") return;
+        f.removeAttribute("aria-invalid");
+        err.hidden = true;
+        const form = f.closest("form") || document;
+        const sum = $(".error-summary", form);
+        if (!sum) return;
+        for (const a of $$("a[href='#f-" + CSS.escape(f.name) + "']", sum)) a.closest("li").remove();
+        const n = $$("li", sum).length;
+        if (n === 0) { sum.hidden = true; return; }
+        $("p strong", sum).textContent = n + " field" + (n === 1 ? " needs" : "s need") + " attention";
+      });
+    }
+  }
+
   // Ok stays disabled until the fields it needs are filled.
   function initRequireFilled() {
     for (const form of $$("form[data-require-filled]")) {
@@ -387,6 +408,7 @@
     initDrafts();
     initRequireFilled();
     initErrorSummary();
+    initStaleErrors();
     initStatusPoll();
     initMatch();
     initCopy();
