@@ -3,13 +3,16 @@ package web
 import (
 	"context"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"mailtrigger/internal/auth"
+	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 )
@@ -277,6 +280,54 @@ func TestBrowserPolish(t *testing.T) {
 				t.Errorf("%s: the summary or the password's message stays once it is typed again", c.name)
 			}
 			do(t, ctx, chromedp.Navigate(h.url+"/imap"))
+		}
+	})
+
+	t.Run("5 status texts current, once, in the UI's words", func(t *testing.T) {
+		now := time.Now().UTC()
+		errAt, retry, authRetry := now.Add(-time.Minute), now.Add(3*time.Minute+30*time.Second), now.Add(10*time.Minute+30*time.Second)
+		h.status.set("orders", imapconf.Status{State: imapconf.StateIdle, Since: now, LastErrorAt: &errAt,
+			LastError: "login: authentication failed: [AUTHENTICATIONFAILED] Invalid credentials"})
+		h.status.set("support_inbox", imapconf.Status{State: imapconf.StateError, Since: now, LastErrorAt: &errAt, RetryAt: &retry,
+			LastError: "tls: tls: failed to verify certificate: x509: certificate signed by unknown authority " +
+				"(the server's certificate is not signed by a trusted authority; to trust a private CA, set caCert)"})
+		h.status.set("oauth_gmail", imapconf.Status{State: imapconf.StateAuthFailed, Since: now, LastErrorAt: &errAt, RetryAt: &authRetry,
+			LastError: "token: token endpoint answered HTTP 401: invalid_client"})
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			ctx := c.ctx
+			// Connected again: no old error.
+			do(t, ctx, chromedp.Navigate(h.url+"/imap/orders"))
+			waitFor(t, ctx, "document.querySelector('.status-box')")
+			if got := textOf(t, ctx, ".status-box"); strings.Contains(got, "Last error") || strings.Contains(got, "Invalid credentials") {
+				t.Errorf("%s: connected, but the status box shows the old error: %q", c.name, got)
+			}
+			// Failing: the error once, without the doubled prefix, in the form's words, with the real next try.
+			do(t, ctx, chromedp.Navigate(h.url+"/imap/support_inbox"))
+			waitFor(t, ctx, "document.querySelector('.status-box')")
+			box := textOf(t, ctx, ".status-box")
+			if n := strings.Count(box, "failed to verify certificate"); n != 1 {
+				t.Errorf("%s: the error shows %d times in the status box: %q", c.name, n, box)
+			}
+			if strings.Contains(box, "tls: tls:") || strings.Contains(box, "caCert") || !strings.Contains(box, "Trusted CA certificates") {
+				t.Errorf("%s: got %q, want one tls: and the field's label", c.name, box)
+			}
+			if !regexp.MustCompile(`Next try in [23] min`).MatchString(box) {
+				t.Errorf("%s: got %q, want the next try from the backoff (in 3 min)", c.name, box)
+			}
+			if c.name == "desktop" {
+				do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.activeElement.blur()"))
+				screenshot(t, ctx, "imap-edit-status-error")
+			}
+			do(t, ctx, chromedp.Navigate(h.url+"/imap/oauth_gmail"))
+			waitFor(t, ctx, "document.querySelector('.status-box')")
+			box = textOf(t, ctx, ".status-box")
+			if strings.Contains(box, "5 minutes") || !regexp.MustCompile(`Next try in 1[01] min`).MatchString(box) ||
+				!strings.Contains(box, "Client Id and Client Secret") {
+				t.Errorf("%s: got %q, want the next try in 10 min and the OAuth2 fields named", c.name, box)
+			}
 		}
 	})
 }
