@@ -25,8 +25,12 @@ import (
 // screenshotDir is where the browser tests write the README's screenshots:
 // docs/screenshots when MAILTRIGGER_SCREENSHOTS=1 (make screenshots), else
 // the test's temporary directory, so that a test run leaves the tree as it
-// was.
+// was; MAILTRIGGER_SHOTDIR names another directory (to look at a test's
+// screenshots without changing docs/).
 func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("MAILTRIGGER_SHOTDIR"); d != "" {
+		return d
+	}
 	if os.Getenv("MAILTRIGGER_SCREENSHOTS") == "1" {
 		return "../../docs/screenshots"
 	}

@@ -330,6 +330,66 @@ func TestBrowserPolish(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("6 phone menu, footer, tables", func(t *testing.T) {
+		ctx := p.phone
+		do(t, ctx, chromedp.Navigate(h.url+"/flows"))
+		waitFor(t, ctx, "document.querySelector('[data-nav-toggle]')")
+		// The nav takes no room until opened: the page starts right below the top bar.
+		if top := eval[float64](t, ctx, "document.querySelector('main').getBoundingClientRect().top"); top > 60 {
+			t.Errorf("the page starts %v px down on a phone, want right below the top bar", top)
+		}
+		if visible(t, ctx, "#sidebar") {
+			t.Error("the navigation shows before the menu is opened")
+		}
+		// Keyboard: the menu button opens every section, in the screen; Escape closes it.
+		do(t, ctx, chromedp.Focus(chromedp.CSS("[data-nav-toggle]")))
+		key(t, ctx, "\r")
+		waitFor(t, ctx, "document.querySelector('[data-nav-toggle]').getAttribute('aria-expanded') === 'true'")
+		off := eval[[]string](t, ctx, `Array.from(document.querySelectorAll('#sidebar .nav-link')).filter(a=>{const r=a.getBoundingClientRect();
+			return !a.checkVisibility() || r.left<0 || r.right>innerWidth || r.bottom>innerHeight}).map(a=>a.innerText)`)
+		if n := eval[int](t, ctx, "document.querySelectorAll('#sidebar .nav-link').length"); n != 5 || len(off) > 0 {
+			t.Errorf("got %d sections, these out of sight: %q", n, off)
+		}
+		screenshot(t, ctx, "nav-menu-phone")
+		key(t, ctx, "\u001b")
+		waitFor(t, ctx, "!document.querySelector('#sidebar').checkVisibility() && document.activeElement.matches('[data-nav-toggle]')")
+		// A tap on a section goes there.
+		do(t, ctx, chromedp.Click(chromedp.CSS("[data-nav-toggle]")), chromedp.Click(chromedp.CSS("#sidebar a[href='/messages']")))
+		waitFor(t, ctx, "location.pathname === '/messages'")
+
+		// The panel's footer: Save never alone on its row.
+		for _, path := range []string{"/imap/new", "/imap/support_inbox"} {
+			do(t, ctx, chromedp.Navigate(h.url+path))
+			waitFor(t, ctx, "document.querySelector('dialog.panel[open]') && document.querySelector('dialog.panel').getAnimations().length === 0")
+			r := eval[[]float64](t, ctx, `(()=>{const s=document.querySelector('.panel-foot button[type=submit]').getBoundingClientRect(),
+				c=document.querySelector('.panel-foot a[data-cancel]').getBoundingClientRect(); return [s.top, c.top, s.right]})()`)
+			tc := eval[float64](t, ctx, "document.querySelector('[data-test-connection]').getBoundingClientRect().top")
+			if r[0] != r[1] || r[2] > 390 || tc >= r[0] {
+				t.Errorf("%s: Test connection at top %v, Save at %v, Cancel at %v (Save's right %v): want Save and Cancel on one row in the screen, Test connection above", path, tc, r[0], r[1], r[2])
+			}
+			if path == "/imap/support_inbox" {
+				do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.activeElement.blur()"))
+				screenshot(t, ctx, "imap-edit-phone")
+			}
+		}
+
+		// Runs and messages: cards, with Status and Subject in the screen.
+		for _, c := range []struct{ path, sel, shot string }{
+			{"/runs", "tbody tr:first-child .badge", "runs-phone"},
+			{"/messages", "tbody tr:first-child td[data-label=Subject] a", "messages-phone"},
+		} {
+			do(t, ctx, chromedp.Navigate(h.url+c.path))
+			waitFor(t, ctx, "document.querySelector('tbody tr')")
+			if w := eval[[]float64](t, ctx, "(()=>{const w=document.querySelector('.table-wrap');return [w.scrollWidth,w.clientWidth]})()"); w[0] > w[1] {
+				t.Errorf("%s: the table is %v px wide in %v px: it scrolls sideways", c.path, w[0], w[1])
+			}
+			if r := eval[[]float64](t, ctx, "(()=>{const r=document.querySelector("+strconv.Quote(c.sel)+").getBoundingClientRect();return [r.left,r.right]})()"); r[0] < 0 || r[1] > 390 {
+				t.Errorf("%s: %s is at %v..%v px, out of the 390 px screen", c.path, c.sel, r[0], r[1])
+			}
+			screenshot(t, ctx, c.shot)
+		}
+	})
 }
 
 // closedPort returns a local port nothing listens on.

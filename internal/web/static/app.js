@@ -4,6 +4,7 @@
 "use strict";
 
 (function () {
+  document.documentElement.classList.add("js");
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
 
@@ -151,6 +152,28 @@
     }
     document.addEventListener("click", (e) => {
       if (!e.target.closest("details.more")) closeAll(null);
+    });
+  }
+
+  // The phone's menu: the button shows every section; Escape or a click
+  // elsewhere closes it.
+  function initNavMenu() {
+    const btn = $("[data-nav-toggle]");
+    if (!btn) return;
+    const set = (open) => {
+      document.body.classList.toggle("nav-open", open);
+      btn.setAttribute("aria-expanded", open ? "true" : "false");
+    };
+    btn.addEventListener("click", () => {
+      const open = btn.getAttribute("aria-expanded") !== "true";
+      set(open);
+      if (open) { const a = $("#sidebar .nav-link"); if (a) a.focus(); }
+    });
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && document.body.classList.contains("nav-open")) { set(false); btn.focus(); }
+    });
+    document.addEventListener("click", (e) => {
+      if (document.body.classList.contains("nav-open") && !e.target.closest("#sidebar,[data-nav-toggle]")) set(false);
     });
   }
 
@@ -402,6 +425,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     initTimes();
+    initNavMenu();
     initMenus();
     initCounters();
     initIMAPForm();
