@@ -136,6 +136,19 @@ func (u *UI) imapEnabled(w http.ResponseWriter, r *http.Request) {
 	if want {
 		verb = "enabled"
 	}
-	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s %s.", c.Name, verb))
+	msg := fmt.Sprintf("IMAP configuration %s %s.", c.Name, verb)
+	if wantsJSON(r) {
+		// The card's switch, from the page's script: the card changes in
+		// place and the focus stays on the switch.
+		c.Enabled = want
+		writeJSON(w, http.StatusOK, struct {
+			Name    string     `json:"name"`
+			Enabled bool       `json:"enabled"`
+			Message string     `json:"message"`
+			Status  statusView `json:"status"`
+		}{c.Name, want, msg, u.statusOf(c)})
+		return
+	}
+	u.setFlash(r, "ok", msg)
 	redirect(w, r, localPath(r.PostForm.Get("back"), "/imap")+"#imap-"+c.Name)
 }

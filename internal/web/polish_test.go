@@ -390,6 +390,53 @@ func TestBrowserPolish(t *testing.T) {
 			screenshot(t, ctx, c.shot)
 		}
 	})
+
+	t.Run("7 focus back on the opener, kept on the switch", func(t *testing.T) {
+		ctx := p.desk
+		do(t, ctx, chromedp.Navigate(h.url+"/imap"))
+		waitFor(t, ctx, "document.querySelector('#more-orders')")
+		// Keyboard: the three dots, Enter, Duplicate, Enter; Escape closes the dialog.
+		do(t, ctx, chromedp.Focus(chromedp.ID("more-orders")))
+		key(t, ctx, "\r")
+		waitFor(t, ctx, "document.activeElement.innerText === 'Duplicate'")
+		key(t, ctx, "\r")
+		waitFor(t, ctx, "location.pathname === '/imap/orders/duplicate' && document.querySelector('dialog.confirm[open]')")
+		key(t, ctx, "\u001b")
+		waitFor(t, ctx, "location.pathname === '/imap' && document.activeElement.id === 'more-orders'")
+		// The card's name opens the Edit panel; × goes back to it.
+		do(t, ctx, chromedp.Focus(chromedp.ID("open-orders")))
+		key(t, ctx, "\r")
+		waitFor(t, ctx, "location.pathname === '/imap/orders' && document.querySelector('dialog.panel[open]')")
+		key(t, ctx, "\u001b")
+		waitFor(t, ctx, "location.pathname === '/imap' && document.activeElement.id === 'open-orders'")
+		// Create New, by a click on a phone; × goes back to it.
+		do(t, p.phone, chromedp.Navigate(h.url+"/imap"))
+		waitFor(t, p.phone, "document.querySelector('#create-imap')")
+		do(t, p.phone, chromedp.Click(chromedp.ID("create-imap")))
+		waitFor(t, p.phone, "document.querySelector('dialog.panel[open]')")
+		do(t, p.phone, chromedp.Click(chromedp.CSS(".panel-head a[data-cancel]")))
+		waitFor(t, p.phone, "location.pathname === '/imap' && document.activeElement.id === 'create-imap'")
+
+		// The switch: Space toggles it in place; the focus stays, the page is not reloaded.
+		do(t, ctx, chromedp.Evaluate[chromedp.Void]("window.__same = 1"), chromedp.Focus(chromedp.ID("switch-legacy_pop")))
+		key(t, ctx, " ")
+		waitFor(t, ctx, "document.querySelector('#switch-legacy_pop').getAttribute('aria-checked') === 'true'")
+		if c, _ := p.st.GetIMAP(context.Background(), "legacy_pop"); !c.Enabled {
+			t.Error("the switch did not enable the configuration")
+		}
+		if !eval[bool](t, ctx, "window.__same === 1 && document.activeElement.id === 'switch-legacy_pop'") {
+			t.Error("the page reloaded or the switch lost the focus")
+		}
+		waitFor(t, ctx, "document.querySelector('#live').innerText.includes('legacy_pop enabled')")
+		if eval[bool](t, ctx, "document.querySelector('#imap-legacy_pop').classList.contains('is-disabled')") {
+			t.Error("the card still looks disabled")
+		}
+		key(t, ctx, " ")
+		waitFor(t, ctx, "document.querySelector('#switch-legacy_pop').getAttribute('aria-checked') === 'false' && document.activeElement.id === 'switch-legacy_pop'")
+		if c, _ := p.st.GetIMAP(context.Background(), "legacy_pop"); c.Enabled {
+			t.Error("the switch did not disable the configuration")
+		}
+	})
 }
 
 // closedPort returns a local port nothing listens on.

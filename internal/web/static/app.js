@@ -72,6 +72,69 @@
     } catch (e) { /* storage unavailable: focus starts at the top */ }
   }
 
+  // A link clicked is remembered as the opener of what it opens (a menu's
+  // item by the menu's button), so that the focus can go back to it.
+  function initOpeners() {
+    document.addEventListener("click", (e) => {
+      const a = e.target.closest("a[href]");
+      if (!a) return;
+      const more = a.closest("details.more");
+      const el = more ? $("summary", more) : a;
+      if (!el.id) return;
+      try { sessionStorage.setItem("opener", JSON.stringify({ path: location.pathname, id: el.id })); } catch (err) { /* no storage */ }
+    });
+    // A dialog's form sent goes back to the page behind it too.
+    for (const d of $$("dialog[data-modal]")) {
+      for (const f of $$("form", d)) f.addEventListener("submit", () => returnFocus(d.dataset.closeHref || "/"));
+    }
+  }
+
+  // Back from a dialog: the focus on its opener, when the page has it.
+  function restoreFocus() {
+    let id = null;
+    try { id = sessionStorage.getItem("focus"); sessionStorage.removeItem("focus"); } catch (e) { return; }
+    if (!id || $("dialog[open]")) return;
+    const el = document.getElementById(id);
+    if (el) el.focus();
+  }
+
+  // The Enabled switch of a card changes the configuration in place: no
+  // reload, the focus stays on the switch.
+  function initToggles() {
+    for (const form of $$("form[data-toggle-form]")) {
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const btn = $(".switch", form);
+        let res;
+        try {
+          res = await fetch(form.action, {
+            method: "POST",
+            headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+            body: new URLSearchParams(new FormData(form)),
+          });
+        } catch (err) { form.submit(); return; }
+        if (res.status === 401) { relogin(null); return; }
+        if (!res.ok) { form.submit(); return; }
+        const a = await res.json();
+        const card = form.closest(".card");
+        btn.setAttribute("aria-checked", a.enabled ? "true" : "false");
+        btn.title = (a.enabled ? "Disable " : "Enable ") + a.name;
+        $("input[name=enabled]", form).value = a.enabled ? "false" : "true";
+        if (card) {
+          card.classList.toggle("is-disabled", !a.enabled);
+          showStatus(a.name, a.status);
+          let w = $(".card-warn", card);
+          if (a.warning) {
+            if (!w) { w = document.createElement("p"); w.className = "card-warn"; $(".card-foot", card).before(w); }
+            w.textContent = a.warning;
+          } else if (w) w.remove();
+        }
+        const live = $("#live");
+        if (live) live.textContent = a.message + (a.warning ? " " + a.warning : "");
+      });
+    }
+  }
+
   // Forms keep a draft of what was typed (never a password) when sent: when
   // the session expired meanwhile, the login brings the user back with
   // #restore-draft and the draft is put back.
@@ -334,6 +397,25 @@
     }
   }
 
+  // A configuration's status on the cards: badge, reason, progress.
+  function showStatus(name, it) {
+    if (!it) return;
+    for (const b of $$("[data-status-for='" + CSS.escape(name) + "']")) {
+      b.className = "badge " + it.class;
+      b.title = it.detail;
+      $(".badge-label", b).textContent = it.label;
+    }
+    for (const r of $$("[data-reason-for='" + CSS.escape(name) + "']")) {
+      const text = it.class === "ok" || it.class === "busy" ? "" : it.detail + (it.reason ? " " + it.reason : "");
+      r.textContent = text;
+      r.hidden = text === "";
+    }
+    for (const p of $$("[data-progress-for='" + CSS.escape(name) + "']")) {
+      p.hidden = !it.total;
+      if (it.total) { p.max = it.total; p.value = it.done; }
+    }
+  }
+
   // Live status badges on the cards page.
   function initStatusPoll() {
     const list = $("[data-status-poll]");
@@ -346,17 +428,7 @@
         if (res.status === 401) { location.reload(); return; }
         if (!res.ok) return;
         const data = await res.json();
-        for (const it of data.items) {
-          for (const b of $$("[data-status-for='" + CSS.escape(it.name) + "']")) {
-            b.className = "badge " + it.class;
-            b.title = it.detail;
-            $(".badge-label", b).textContent = it.label;
-          }
-          for (const p of $$("[data-progress-for='" + CSS.escape(it.name) + "']")) {
-            p.hidden = !it.total;
-            if (it.total) { p.max = it.total; p.value = it.done; }
-          }
-        }
+        for (const it of data.items) showStatus(it.name, it);
       } catch (e) { /* offline for a moment: try again next time */ }
     };
     setInterval(poll, parseInt(list.dataset.pollMs || "4000", 10));
@@ -436,6 +508,9 @@
     initStatusPoll();
     initMatch();
     initCopy();
+    initOpeners();
+    initToggles();
     initDialogs();
+    restoreFocus();
   });
 })();
