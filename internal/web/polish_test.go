@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/imapconf"
@@ -435,6 +436,54 @@ func TestBrowserPolish(t *testing.T) {
 		waitFor(t, ctx, "document.querySelector('#switch-legacy_pop').getAttribute('aria-checked') === 'false' && document.activeElement.id === 'switch-legacy_pop'")
 		if c, _ := p.st.GetIMAP(context.Background(), "legacy_pop"); c.Enabled {
 			t.Error("the switch did not disable the configuration")
+		}
+	})
+
+	t.Run("8 fields only where they apply", func(t *testing.T) {
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			ctx := c.ctx
+			do(t, ctx, chromedp.Navigate(h.url+"/imap"))
+			waitFor(t, ctx, "document.querySelector('#imap-invoices_m365')")
+			if got := textOf(t, ctx, "#imap-invoices_m365 .card-facts"); strings.Contains(got, "Server type") || strings.Contains(got, "IMAPS") {
+				t.Errorf("%s: the Graph card says %q", c.name, got)
+			}
+			if got := textOf(t, ctx, "#imap-legacy_pop .card-facts"); !strings.Contains(got, "POP3S") {
+				t.Errorf("%s: the POP3 card says %q, want its server type", c.name, got)
+			}
+			openCreate(t, ctx, h.url)
+			do(t, ctx, setValue("#f-type", "msgraph"))
+			if visible(t, ctx, "#f-serverType") {
+				t.Errorf("%s: MS Graph API shows the Server Type choice", c.name)
+			}
+			do(t, ctx, setValue("#f-type", "generic"), chromedp.Click(chromedp.CSS("details.advanced > summary")),
+				setValue("#f-afterProcessing", "move"))
+			if !visible(t, ctx, "#f-moveTo") {
+				t.Fatalf("%s: Move shows no folder box", c.name)
+			}
+			// Keyboard: from Imaps, the right arrow chooses Pop3s.
+			do(t, ctx, chromedp.Focus(chromedp.CSS("input[name=serverType][value=imaps]")))
+			key(t, ctx, kb.ArrowRight)
+			waitFor(t, ctx, "document.querySelector('input[name=serverType][value=pop3s]').checked")
+			offered := eval[[]string](t, ctx, "Array.from(document.querySelectorAll('#f-afterProcessing option')).filter(o=>!o.hidden&&!o.disabled).map(o=>o.value)")
+			if strings.Join(offered, ",") != "none,delete" {
+				t.Errorf("%s: POP3 offers %q after processing, want none and delete", c.name, offered)
+			}
+			if got := eval[string](t, ctx, "document.querySelector('#f-afterProcessing').value"); got != "none" || visible(t, ctx, "#f-moveTo") {
+				t.Errorf("%s: got %q with the folder box shown %v, want none and no folder box", c.name, got, visible(t, ctx, "#f-moveTo"))
+			}
+			if c.name == "desktop" {
+				do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.activeElement.blur(); document.querySelector('#f-afterProcessing').scrollIntoView({block:'center'})"))
+				screenshot(t, ctx, "imap-create-pop3")
+			}
+			// Back to Imaps: both are offered again.
+			do(t, ctx, chromedp.Click(chromedp.CSS("input[name=serverType][value=imaps]")))
+			if n := eval[int](t, ctx, "Array.from(document.querySelectorAll('#f-afterProcessing option')).filter(o=>!o.hidden&&!o.disabled).length"); n != 4 {
+				t.Errorf("%s: IMAPS offers %d choices after processing, want 4", c.name, n)
+			}
+			do(t, ctx, chromedp.Navigate(h.url+"/imap"))
 		}
 	})
 }

@@ -265,7 +265,15 @@
     const authSel = $("[data-auth-switch]", form);
     const after = $("[data-after-switch]", form);
     const sync = () => {
-      const t = type.value, a = authSel ? authSel.value : "password", af = after ? after.value : "none";
+      const t = type.value, a = authSel ? authSel.value : "password";
+      // POP3 has no flags and no folders: no "Mark as seen", no "Move".
+      const server = $("input[name=serverType]:checked", form);
+      const pop = t === "generic" && !!server && server.value === "pop3s";
+      if (after) {
+        for (const o of $$("option[data-not-pop3]", after)) { o.hidden = pop; o.disabled = pop; }
+        if (pop && after.selectedOptions[0] && after.selectedOptions[0].disabled) after.value = "none";
+      }
+      const af = after ? after.value : "none";
       for (const el of $$("[data-for-type],[data-for-auth],[data-for-after]", form)) {
         const ok = (!el.dataset.forType || el.dataset.forType === t) &&
           (!el.dataset.forAuth || el.dataset.forAuth === a || t !== "generic") &&
@@ -291,6 +299,7 @@
       r.addEventListener("change", () => {
         const swap = r.value === "pop3s" ? { "993": "995", "143": "110" } : { "995": "993", "110": "143" };
         if (port && swap[port.value.trim()]) port.value = swap[port.value.trim()];
+        sync();
       });
     }
     sync();
