@@ -486,6 +486,36 @@ func TestBrowserPolish(t *testing.T) {
 			do(t, ctx, chromedp.Navigate(h.url+"/imap"))
 		}
 	})
+
+	t.Run("9 status reason on the card", func(t *testing.T) {
+		now := time.Now().UTC()
+		h.status.set("orders", imapconf.Status{State: imapconf.StateAuthFailed, Since: now, LastErrorAt: &now,
+			LastError: "login: authentication failed: [AUTHENTICATIONFAILED] Invalid credentials"})
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			ctx := c.ctx
+			do(t, ctx, chromedp.Navigate(h.url+"/imap"), chromedp.MouseEvent(chromedp.MouseMoved, 1, 1))
+			waitFor(t, ctx, "document.querySelector('#imap-orders')")
+			if !visible(t, ctx, "#imap-orders .card-reason") {
+				t.Fatalf("%s: the reason is not on the card", c.name)
+			}
+			if got := textOf(t, ctx, "#imap-orders .card-reason"); !strings.Contains(got, "refused the login") || !strings.Contains(got, "Invalid credentials") {
+				t.Errorf("%s: got reason %q", c.name, got)
+			}
+			if visible(t, ctx, "#imap-support_inbox .card-reason") {
+				t.Errorf("%s: a connected card shows a reason", c.name)
+			}
+			if c.name == "phone" {
+				do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.querySelector('#imap-orders').scrollIntoView()"))
+				screenshot(t, ctx, "imap-cards-reason-phone")
+			}
+		}
+		// Connected again: the reason goes without a reload.
+		h.status.set("orders", mustStatus(imapconf.StateIdle))
+		waitFor(t, p.desk, "!document.querySelector('#imap-orders .card-reason').checkVisibility()")
+	})
 }
 
 // closedPort returns a local port nothing listens on.

@@ -417,7 +417,9 @@
     for (const r of $$("[data-reason-for='" + CSS.escape(name) + "']")) {
       const text = it.class === "ok" || it.class === "busy" ? "" : it.detail + (it.reason ? " " + it.reason : "");
       r.textContent = text;
+      r.title = text;
       r.hidden = text === "";
+      r.className = "card-reason " + it.class;
     }
     for (const p of $$("[data-progress-for='" + CSS.escape(name) + "']")) {
       p.hidden = !it.total;
