@@ -516,6 +516,36 @@ func TestBrowserPolish(t *testing.T) {
 		h.status.set("orders", mustStatus(imapconf.StateIdle))
 		waitFor(t, p.desk, "!document.querySelector('#imap-orders .card-reason').checkVisibility()")
 	})
+
+	t.Run("10 runs with subject, times to the second", func(t *testing.T) {
+		seconds := regexp.MustCompile(`\d:\d\d:\d\d`)
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			ctx := c.ctx
+			do(t, ctx, chromedp.Navigate(h.url+"/runs"))
+			waitFor(t, ctx, "document.querySelector('tbody tr')")
+			row := "document.querySelector('a[href=\"/runs/" + p.s.RunID + "\"]').closest('tr')"
+			if got := eval[string](t, ctx, row+".innerText"); !strings.Contains(got, "Invoice 2024-113 from Acme GmbH") {
+				t.Errorf("%s: the run's row has no subject: %q", c.name, got)
+			}
+			when := eval[[]string](t, ctx, "(()=>{const t="+row+".querySelector('time');return [t.innerText, t.title]})()")
+			if !regexp.MustCompile(`^(just now|\d+ s ago|\d+ min ago)$`).MatchString(when[0]) || !seconds.MatchString(when[1]) {
+				t.Errorf("%s: got created %q (hover %q), want it relative with the exact time to the second on hover", c.name, when[0], when[1])
+			}
+			if c.name == "desktop" {
+				screenshot(t, ctx, "runs")
+			}
+			// The run's attempts: to the second, so two in one minute differ.
+			do(t, ctx, chromedp.Navigate(h.url+"/runs/"+p.s.RunID))
+			waitFor(t, ctx, "document.querySelectorAll('tbody time').length === 2")
+			ts := eval[[]string](t, ctx, "Array.from(document.querySelectorAll('tbody time')).map(t=>t.innerText)")
+			if !seconds.MatchString(ts[0]) || !seconds.MatchString(ts[1]) || ts[0] == ts[1] {
+				t.Errorf("%s: got attempt times %q, want them to the second", c.name, ts)
+			}
+		}
+	})
 }
 
 // closedPort returns a local port nothing listens on.

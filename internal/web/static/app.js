@@ -495,15 +495,35 @@
     }
   }
 
-  // Times in the browser's time zone.
+  // Times in the browser's time zone, to the second; a time marked data-rel
+  // as "2 min ago", the exact time on hover.
+  function exact(d) {
+    const opts = { month: "short", day: "numeric", hour: "numeric", minute: "2-digit", second: "2-digit" };
+    if (d.getFullYear() !== new Date().getFullYear()) opts.year = "numeric";
+    return d.toLocaleString(undefined, opts);
+  }
+
+  function relative(d) {
+    const s = Math.round((Date.now() - d.getTime()) / 1000);
+    if (s < 0) return exact(d);
+    if (s < 10) return "just now";
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    return exact(d);
+  }
+
   function initTimes() {
-    for (const t of $$("time[datetime]")) {
-      const d = new Date(t.getAttribute("datetime"));
-      if (isNaN(d)) continue;
-      const opts = { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" };
-      if (d.getFullYear() !== new Date().getFullYear()) opts.year = "numeric";
-      t.textContent = d.toLocaleString(undefined, opts);
-    }
+    const show = () => {
+      for (const t of $$("time[datetime]")) {
+        const d = new Date(t.getAttribute("datetime"));
+        if (isNaN(d)) continue;
+        if (t.hasAttribute("data-rel")) { t.textContent = relative(d); t.title = exact(d); }
+        else t.textContent = exact(d);
+      }
+    };
+    show();
+    if ($("time[data-rel]")) setInterval(show, 30000);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
