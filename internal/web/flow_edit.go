@@ -39,7 +39,11 @@ func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p fl
 	if !p.Create {
 		title = "Flow " + p.Orig
 	}
-	u.render(w, r, status, "flow", page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl})
+	pg := page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl}
+	if r.Method == http.MethodPost && !p.Create {
+		pg.Canonical = "/flows/" + pathEscape(p.Orig) // a new flow's editor, or the one sent
+	}
+	u.render(w, r, status, "flow", pg)
 }
 
 func (u *UI) flowNew(w http.ResponseWriter, r *http.Request) {

@@ -489,6 +489,7 @@ func TestBrowserPolish(t *testing.T) {
 
 	t.Run("9 status reason on the card", func(t *testing.T) {
 		now := time.Now().UTC()
+		h.status.set("support_inbox", mustStatus(imapconf.StateIdle))
 		h.status.set("orders", imapconf.Status{State: imapconf.StateAuthFailed, Since: now, LastErrorAt: &now,
 			LastError: "login: authentication failed: [AUTHENTICATIONFAILED] Invalid credentials"})
 		for _, c := range []struct {
@@ -544,6 +545,46 @@ func TestBrowserPolish(t *testing.T) {
 			if !seconds.MatchString(ts[0]) || !seconds.MatchString(ts[1]) || ts[0] == ts[1] {
 				t.Errorf("%s: got attempt times %q, want them to the second", c.name, ts)
 			}
+		}
+	})
+
+	t.Run("11 post/redirect/get", func(t *testing.T) {
+		ctx := p.desk
+		bg := context.Background()
+		reload := func() {
+			t.Helper()
+			do(t, ctx, markPage(), chromedp.Reload())
+			waitFor(t, ctx, "newPage && document.readyState === 'complete'")
+		}
+		// A new flow: its editor at its own address; a reload does not send it again.
+		do(t, ctx, chromedp.Navigate(h.url+"/flows/new"),
+			chromedp.SendKeys(chromedp.ID("f-name"), "prg_flow"), setValue("#f-imap", "orders"),
+			chromedp.SendKeys(chromedp.ID("f-subject"), "Order"),
+			chromedp.SendKeys(chromedp.ID("f-act-0-url"), "https://hooks.example.com/orders"),
+			chromedp.Click(chromedp.CSS(".form-actions button[type=submit]")))
+		waitFor(t, ctx, "document.querySelector('.secret-box input') && location.pathname === '/flows/prg_flow'")
+		reload()
+		if visible(t, ctx, ".secret-box") || visible(t, ctx, ".error-summary") || !strings.Contains(textOf(t, ctx, "h1"), "prg_flow") {
+			t.Errorf("reloading the new flow: got %q", textOf(t, ctx, "main"))
+		}
+		// A refused create: at /imap/new; a reload shows the empty form, nothing sent.
+		openCreate(t, ctx, h.url)
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-name"), "bad-name"), chromedp.Click(chromedp.CSS(".panel-foot button[type=submit]")))
+		waitFor(t, ctx, "document.querySelector('.error-summary') && location.pathname === '/imap/new'")
+		reload()
+		if visible(t, ctx, ".error-summary") || !visible(t, ctx, "dialog.panel") {
+			t.Error("reloading a refused create sent it again")
+		}
+		// A new token: /settings; a reload neither shows it again nor sends the form.
+		do(t, ctx, chromedp.Navigate(h.url+"/settings"), chromedp.SendKeys(chromedp.ID("f-token-name"), "prg_token"),
+			chromedp.Click(chromedp.CSS(".inline-form button")))
+		waitFor(t, ctx, "document.querySelector('#new-token') && location.pathname === '/settings'")
+		reload()
+		if visible(t, ctx, "#new-token") || visible(t, ctx, "#e-token-name") {
+			t.Error("reloading after creating a token shows it again or sent the form again")
+		}
+		if toks, _ := p.st.ListTokens(bg); len(toks) != 1 {
+			t.Errorf("got %d tokens, want 1", len(toks))
 		}
 	})
 }

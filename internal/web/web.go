@@ -234,6 +234,34 @@ type page struct {
 	Flash   *flash
 	Version string
 	Data    any
+	// Canonical is the address of a page answering a POST: the page's
+	// script puts it in the address bar (history.replaceState), so that a
+	// reload gets the page instead of sending the form again.
+	Canonical string
+}
+
+// canonical returns the address that shows page name as answered to the
+// POST r, or "" when a reload may send it again.
+func canonical(r *http.Request, name string) string {
+	if r.Method != http.MethodPost {
+		return ""
+	}
+	switch p := r.URL.Path; {
+	case name == "login":
+		if next := r.PostFormValue("next"); next != "" {
+			return "/login?next=" + url.QueryEscape(next)
+		}
+		return "/login"
+	case name == "settings":
+		return "/settings"
+	case name == "imap" && p == "/imap":
+		return "/imap/new"
+	case name == "flow" && p == "/flows":
+		return "/flows/new"
+	case name == "imap" || name == "flow":
+		return p
+	}
+	return ""
 }
 
 func (u *UI) parseTemplates() (map[string]*template.Template, error) {
@@ -278,6 +306,9 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 	}
 	p.User = userFrom(r.Context())
 	p.Version = u.version
+	if p.Canonical == "" {
+		p.Canonical = canonical(r, name)
+	}
 	if p.Flash == nil {
 		p.Flash = u.popFlash(r)
 	}

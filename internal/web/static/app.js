@@ -527,6 +527,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    // A page answering a form: its own address in the address bar, so that
+    // a reload does not send the form again (post/redirect/get).
+    const canon = document.body.dataset.canonical;
+    if (canon) history.replaceState(null, "", canon);
     initTimes();
     initNavMenu();
     initMenus();
