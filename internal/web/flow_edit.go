@@ -39,7 +39,7 @@ func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p fl
 	if !p.Create {
 		title = "Flow " + p.Orig
 	}
-	pg := page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl}
+	pg := page{Title: title, Nav: "flows", Crumbs: flowCrumbs, Data: p, Flash: fl}
 	if r.Method == http.MethodPost && !p.Create {
 		pg.Canonical = "/flows/" + pathEscape(p.Orig) // a new flow's editor, or the one sent
 	}
@@ -168,5 +168,5 @@ func (u *UI) flowMatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok, reason := m.Match(q.Get("test"), strings.TrimSpace(q.Get("sender")))
-	writeJSON(w, http.StatusOK, answer{Matched: ok, Reason: reason})
+	writeJSON(w, http.StatusOK, answer{Matched: ok, Reason: plainReason(reason)})
 }

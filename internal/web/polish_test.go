@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"math"
 	"net"
 	"regexp"
 	"strconv"
@@ -587,6 +588,151 @@ func TestBrowserPolish(t *testing.T) {
 			t.Errorf("got %d tokens, want 1", len(toks))
 		}
 	})
+
+	t.Run("12 contrast of every page, desktop and phone", func(t *testing.T) {
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			for _, pg := range contrastPages(p) {
+				if pg.path == "" {
+					lt := tab(t, p.bctx)
+					do(t, lt, chromedp.Navigate(h.url+"/login"))
+					waitFor(t, lt, "document.querySelector('#f-username')")
+					checkContrast(t, lt, c.name+" "+pg.name)
+					continue
+				}
+				do(t, c.ctx, chromedp.Navigate(h.url+pg.path))
+				waitFor(t, c.ctx, "document.readyState === 'complete'")
+				if len(pg.steps) > 0 {
+					do(t, c.ctx, pg.steps...)
+				}
+				waitFor(t, c.ctx, pg.ready)
+				// The panel's slide-in (its opacity) over.
+				do(t, c.ctx, chromedp.Sleep(300*time.Millisecond))
+				waitFor(t, c.ctx, "!Array.from(document.querySelectorAll('dialog')).some(d=>d.getAnimations().length)")
+				checkContrast(t, c.ctx, c.name+" "+pg.name)
+			}
+		}
+	})
+
+	t.Run("12 names, copies, chart, reasons, breadcrumbs, same mailbox", func(t *testing.T) {
+		ctx := p.desk
+		bg := context.Background()
+		mk := func(in imapconf.Input) {
+			t.Helper()
+			c, err := imapconf.Build(in, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.st.CreateIMAP(bg, &c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		long := "mailbox_of_the_accounts_payable_team_in_hamburg_de"
+		mk(imapconf.Input{Name: ptr(long), Enabled: ptr(false), Host: ptr("imap.example.de"), Port: ptr(993),
+			Username: ptr("ap@example.de"), Password: ptr("Long-Name-Pass-1")})
+		mk(imapconf.Input{Name: ptr("orders_copied"), Enabled: ptr(false), Host: ptr("imap.example.net"), Port: ptr(993),
+			Username: ptr("other@example.net"), Password: ptr("Copied-Pass-2")})
+		for _, c := range []struct {
+			name string
+			ctx  context.Context
+		}{{"desktop", p.desk}, {"phone", p.phone}} {
+			do(t, c.ctx, chromedp.Navigate(h.url+"/imap"))
+			waitFor(t, c.ctx, "document.querySelector('#imap-"+long+"')")
+			// A long name wraps inside its card, on two lines at most; the card is as wide as the others.
+			r := eval[[]float64](t, c.ctx, `(()=>{const a=document.querySelector('#imap-`+long+` .card-title a'),lh=parseFloat(getComputedStyle(a).lineHeight)||20;
+				return [a.scrollWidth-a.clientWidth, a.getBoundingClientRect().height/lh, document.querySelector('#imap-`+long+`').getBoundingClientRect().width,
+				document.querySelector('#imap-orders').getBoundingClientRect().width]})()`)
+			if r[0] > 0 || r[1] > 2.1 || math.Abs(r[2]-r[3]) > 1 {
+				t.Errorf("%s: long name: overflows by %v px, %v lines, card %v px wide against %v", c.name, r[0], r[1], r[2], r[3])
+			}
+			if c.name == "desktop" {
+				screenshot(t, c.ctx, "imap-cards")
+			} else {
+				screenshot(t, c.ctx, "imap-cards-phone")
+			}
+		}
+
+		// The Duplicate dialog names the copy's real name.
+		do(t, ctx, chromedp.Navigate(h.url+"/imap/orders/duplicate"))
+		waitFor(t, ctx, "document.querySelector('dialog.confirm[open]')")
+		if got := textOf(t, ctx, "dialog.confirm"); !strings.Contains(got, "named orders_copied_2.") {
+			t.Errorf("got dialog %q, want the copy named orders_copied_2", got)
+		}
+		screenshot(t, ctx, "imap-duplicate-dialog")
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-dup-password"), "Seed-Orders-App-Pass-1d4e"),
+			chromedp.Click(chromedp.CSS("dialog.confirm [data-ok]")))
+		waitFor(t, ctx, "location.pathname === '/imap' && document.querySelector('#imap-orders_copied_2')")
+
+		// Enabled next to orders, the copy reads the same mailbox: both cards say so.
+		do(t, ctx, chromedp.Focus(chromedp.ID("switch-orders_copied_2")))
+		key(t, ctx, " ")
+		waitFor(t, ctx, "document.querySelector('#imap-orders_copied_2 .card-warn')")
+		if got := textOf(t, ctx, "#imap-orders_copied_2 .card-warn"); !strings.Contains(got, "same mailbox as orders") {
+			t.Errorf("got warning %q", got)
+		}
+		if got := textOf(t, ctx, "#live"); !strings.Contains(got, "same mailbox") {
+			t.Errorf("the change was announced as %q, without the warning", got)
+		}
+		do(t, ctx, chromedp.Reload())
+		waitFor(t, ctx, "document.querySelector('#imap-orders .card-warn')")
+		if got := textOf(t, ctx, "#imap-orders .card-warn"); !strings.Contains(got, "orders_copied_2") {
+			t.Errorf("got warning on orders %q", got)
+		}
+		do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.querySelector('#imap-orders_copied_2').scrollIntoView({block:'center'})"))
+		screenshot(t, ctx, "imap-same-mailbox")
+		do(t, ctx, chromedp.Click(chromedp.ID("switch-orders_copied_2")))
+		waitFor(t, ctx, "!document.querySelector('#imap-orders_copied_2 .card-warn')")
+		do(t, ctx, chromedp.Reload())
+		waitFor(t, ctx, "document.querySelector('#imap-orders')")
+		if visible(t, ctx, ".card-warn") {
+			t.Error("a warning stays with the copy disabled")
+		}
+
+		// An empty chart says so; a disabled mailbox has no "since —".
+		do(t, ctx, chromedp.Navigate(h.url+"/imap/legacy_pop"))
+		waitFor(t, ctx, "document.querySelector('.status-box')")
+		if got := textOf(t, ctx, ".status-box"); !strings.Contains(got, "No messages in the last 24 hours") || strings.Contains(got, "since —") {
+			t.Errorf("got status box %q", got)
+		}
+		do(t, ctx, chromedp.Evaluate[chromedp.Void]("document.activeElement.blur()"))
+		screenshot(t, ctx, "imap-edit-empty-chart")
+
+		// Match reasons without Go's escapes.
+		do(t, ctx, chromedp.Navigate(h.url+"/flows/invoice_to_erp"))
+		waitFor(t, ctx, "document.querySelector('#f-testSubject')")
+		do(t, ctx, chromedp.SendKeys(chromedp.ID("f-testSubject"), `Re: "Quoted" offer`))
+		waitFor(t, ctx, "document.querySelector('#match-result').classList.contains('no')")
+		if got := textOf(t, ctx, "#match-result"); strings.Contains(got, `\"`) || !strings.Contains(got, `“Re: "Quoted" offer”`) {
+			t.Errorf("got reason %q", got)
+		}
+
+		// Breadcrumbs: the navigation's path to the section, the same on its list and detail pages.
+		for path, want := range map[string]string{
+			"/imap": "Management/Configuration Management/IMAP", "/imap/orders": "Management/Configuration Management/IMAP",
+			"/flows": "Automation/Process Flows", "/flows/invoice_to_erp": "Automation/Process Flows", "/flows/new": "Automation/Process Flows",
+			"/runs": "Automation/Runs", "/runs/" + p.s.RunID: "Automation/Runs",
+			"/messages": "Automation/Messages", "/messages/" + itoa(p.s.Message): "Automation/Messages",
+			"/settings": "Administration/Settings",
+		} {
+			do(t, ctx, chromedp.Navigate(h.url+path))
+			waitFor(t, ctx, "document.readyState === 'complete'")
+			if got := eval[string](t, ctx, "Array.from(document.querySelectorAll('.crumbs li')).map(l=>l.innerText).join('/')"); got != want {
+				t.Errorf("%s: got breadcrumbs %q, want %q", path, got, want)
+			}
+		}
+		// One wording for the buttons that start something new.
+		do(t, ctx, chromedp.Navigate(h.url+"/imap"))
+		waitFor(t, ctx, "document.querySelector('.page-head a.btn.primary')")
+		imapNew := textOf(t, ctx, ".page-head a.btn.primary")
+		do(t, ctx, chromedp.Navigate(h.url+"/flows"))
+		waitFor(t, ctx, "document.querySelector('.page-head a.btn.primary')")
+		flowNew := textOf(t, ctx, ".page-head a.btn.primary")
+		if !strings.HasPrefix(imapNew, "New ") || !strings.HasPrefix(flowNew, "New ") {
+			t.Errorf("got %q and %q, want both to start with New", imapNew, flowNew)
+		}
+	})
 }
 
 // closedPort returns a local port nothing listens on.
@@ -600,3 +746,7 @@ func closedPort(t *testing.T) string {
 	l.Close()
 	return strconv.Itoa(port)
 }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func ptr[T any](v T) *T { return &v }

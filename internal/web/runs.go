@@ -89,7 +89,7 @@ func (u *UI) runList(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
-	u.render(w, r, status, "runs", page{Title: "Runs", Nav: "runs", Crumbs: flowCrumbs, Data: p})
+	u.render(w, r, status, "runs", page{Title: "Runs", Nav: "runs", Crumbs: runCrumbs, Data: p})
 }
 
 func (u *UI) flowNames(r *http.Request) ([]string, error) {
@@ -125,7 +125,7 @@ func (u *UI) runDetail(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
-	u.render(w, r, http.StatusOK, "run", page{Title: "Run " + run.PublicID, Nav: "runs", Crumbs: []string{"Automation", "Runs"}, Data: p})
+	u.render(w, r, http.StatusOK, "run", page{Title: "Run " + run.PublicID, Nav: "runs", Crumbs: runCrumbs, Data: p})
 }
 
 func (u *UI) runRetry(w http.ResponseWriter, r *http.Request) {

@@ -225,11 +225,23 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
+// crumb is a step of the breadcrumb; the section's own is a link.
+type crumb struct{ Text, Href string }
+
+// The breadcrumbs: the sidebar's path to each section, the same on the
+// section's list and on its detail pages.
+var (
+	flowCrumbs     = []crumb{{Text: "Automation"}, {Text: "Process Flows", Href: "/flows"}}
+	runCrumbs      = []crumb{{Text: "Automation"}, {Text: "Runs", Href: "/runs"}}
+	messageCrumbs  = []crumb{{Text: "Automation"}, {Text: "Messages", Href: "/messages"}}
+	settingsCrumbs = []crumb{{Text: "Administration"}, {Text: "Settings", Href: "/settings"}}
+)
+
 // page is what every template gets.
 type page struct {
 	Title   string
-	Nav     string   // the active navigation entry
-	Crumbs  []string // the breadcrumb before the title
+	Nav     string  // the active navigation entry
+	Crumbs  []crumb // the breadcrumb before the title: the navigation's path to the section
 	User    string
 	Flash   *flash
 	Version string
