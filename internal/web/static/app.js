@@ -436,7 +436,7 @@
       if (document.hidden) return;
       try {
         const res = await fetch(url, { headers: { "Accept": "application/json" } });
-        if (res.status === 401) { location.reload(); return; }
+        if (res.status === 401) { relogin($("form[data-keep-draft]")); return; }
         if (!res.ok) return;
         const data = await res.json();
         for (const it of data.items) showStatus(it.name, it);
@@ -469,7 +469,7 @@
       const mine = ++seq;
       try {
         const res = await fetch("/flows/match?" + q, { headers: { "Accept": "application/json" } });
-        if (res.status === 401) { location.reload(); return; }
+        if (res.status === 401) { relogin(form); return; }
         const a = await res.json();
         if (mine !== seq) return;
         if (a.error) { out.className = "match-result bad"; out.textContent = a.error; }
