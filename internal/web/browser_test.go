@@ -545,7 +545,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("retrying filter: got %q", got)
 		}
 		do(t, ctx, chromedp.Click(chromedp.CSS("a[href='/runs/"+s.RunID+"']")))
-		waitFor(t, ctx, "location.pathname === '/runs/"+s.RunID+"'")
+		waitFor(t, ctx, "location.pathname === '/runs/"+s.RunID+"' && document.readyState === 'complete' && document.querySelector('main h1')")
 		if got := textOf(t, ctx, "main"); !strings.Contains(got, "HTTP 503") || !strings.Contains(got, "context deadline exceeded") {
 			t.Errorf("run detail: got %q, want both attempts", got)
 		}
