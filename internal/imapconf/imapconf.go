@@ -150,6 +150,9 @@ type Status struct {
 	Reconnects       int64      `json:"reconnects"`
 	BacklogDone      int        `json:"backlogDone,omitempty"`
 	BacklogTotal     int        `json:"backlogTotal,omitempty"`
+	// RetryAt is when a failing watcher tries again (its configured
+	// backoff from the failure); nil while it is not waiting to retry.
+	RetryAt *time.Time `json:"retryAt,omitempty"`
 	// Replica is the replica watching the mailbox (several replicas on
 	// PostgreSQL); "" when none holds it yet.
 	Replica string `json:"replica,omitempty"`

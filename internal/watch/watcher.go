@@ -110,8 +110,9 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		failures++
 		now := time.Now().UTC()
+		retry := now.Add(wait)
 		w.set(func(st *imapconf.Status) {
-			st.State, st.LastError, st.LastErrorAt = state, err.Error(), &now
+			st.State, st.LastError, st.LastErrorAt, st.RetryAt = state, err.Error(), &now, &retry
 		})
 		w.m.metrics.reconnects.Inc()
 		w.log.Warn("watcher failed; reconnecting", "state", state, "err", err, "retry_in", wait.Round(time.Millisecond))

@@ -25,8 +25,12 @@ import (
 // screenshotDir is where the browser tests write the README's screenshots:
 // docs/screenshots when MAILTRIGGER_SCREENSHOTS=1 (make screenshots), else
 // the test's temporary directory, so that a test run leaves the tree as it
-// was.
+// was; MAILTRIGGER_SHOTDIR names another directory (to look at a test's
+// screenshots without changing docs/).
 func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("MAILTRIGGER_SHOTDIR"); d != "" {
+		return d
+	}
 	if os.Getenv("MAILTRIGGER_SCREENSHOTS") == "1" {
 		return "../../docs/screenshots"
 	}
@@ -541,7 +545,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("retrying filter: got %q", got)
 		}
 		do(t, ctx, chromedp.Click(chromedp.CSS("a[href='/runs/"+s.RunID+"']")))
-		waitFor(t, ctx, "location.pathname === '/runs/"+s.RunID+"'")
+		waitFor(t, ctx, "location.pathname === '/runs/"+s.RunID+"' && document.readyState === 'complete' && document.querySelector('main h1')")
 		if got := textOf(t, ctx, "main"); !strings.Contains(got, "HTTP 503") || !strings.Contains(got, "context deadline exceeded") {
 			t.Errorf("run detail: got %q, want both attempts", got)
 		}

@@ -39,7 +39,11 @@ func (u *UI) renderFlow(w http.ResponseWriter, r *http.Request, status int, p fl
 	if !p.Create {
 		title = "Flow " + p.Orig
 	}
-	u.render(w, r, status, "flow", page{Title: title, Nav: "flows", Crumbs: []string{"Automation", "Process Flows"}, Data: p, Flash: fl})
+	pg := page{Title: title, Nav: "flows", Crumbs: flowCrumbs, Data: p, Flash: fl}
+	if r.Method == http.MethodPost && !p.Create {
+		pg.Canonical = "/flows/" + pathEscape(p.Orig) // a new flow's editor, or the one sent
+	}
+	u.render(w, r, status, "flow", pg)
 }
 
 func (u *UI) flowNew(w http.ResponseWriter, r *http.Request) {
@@ -99,6 +103,14 @@ func (u *UI) saveFlow(w http.ResponseWriter, r *http.Request, old *store.FlowRec
 		u.serverError(w, r, err)
 		return
 	}
+	// "At least one webhook" is about the empty URL box the form shows.
+	if m, ok := e["activities"]; ok && len(ff.Acts) == 0 {
+		delete(e, "activities")
+		if m == "at least one activity is required" {
+			m = "required: the URL of the webhook to deliver to"
+		}
+		e.Add("act-0-url", m)
+	}
 	p := flowPage{Create: old == nil, Errors: e}
 	if old != nil {
 		p.Orig = old.Name
@@ -156,5 +168,5 @@ func (u *UI) flowMatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok, reason := m.Match(q.Get("test"), strings.TrimSpace(q.Get("sender")))
-	writeJSON(w, http.StatusOK, answer{Matched: ok, Reason: reason})
+	writeJSON(w, http.StatusOK, answer{Matched: ok, Reason: plainReason(reason)})
 }

@@ -10,8 +10,6 @@ import (
 	"mailtrigger/internal/store"
 )
 
-var flowCrumbs = []string{"Automation"}
-
 type flowRow struct {
 	Name, Description, IMAP, Subject, Match string
 	Enabled                                 bool

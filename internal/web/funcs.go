@@ -3,7 +3,9 @@ package web
 import (
 	"fmt"
 	"html/template"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,14 +24,30 @@ var fieldLabels = []struct{ key, label string }{
 	{"graphUrl", "Graph URL"}, {"authorityUrl", "Authority URL"}, {"auth", "Authentication"}, {"tokenUrl", "Token URL"},
 	{"scope", "Scope"},
 	{"start.emailTrigger", "Email Trigger"}, {"start.emailTrigger.imap", "IMAP"}, {"start.emailTrigger.subject", "Subject"},
-	{"start.emailTrigger.match", "Match"}, {"start.emailTrigger.from", "Sender"}, {"activities", "Activities"},
+	{"start.emailTrigger.match", "Match"}, {"start.emailTrigger.from", "Sender"}, {"activities", "Webhooks"},
+	// The flow editor's fields (flowErrorKey).
+	{"imap", "IMAP"}, {"match", "Match"}, {"subject", "Subject"}, {"from", "Only from sender"},
 }
+
+// actLabels name a webhook's fields in the flow editor (act-N-field).
+var actLabels = map[string]string{"url": "URL", "secret": "Signing secret", "timeout": "Timeout",
+	"maxConcurrency": "Most requests at once", "ratePerSecond": "Most requests per second", "headers": "Extra headers",
+	"attach": "Include attachments", "type": "URL"}
 
 func fieldLabel(key string) string {
 	for _, f := range fieldLabels {
 		if f.key == key {
 			return f.label
 		}
+	}
+	if rest, ok := strings.CutPrefix(key, "act-"); ok {
+		n, field, _ := strings.Cut(rest, "-")
+		var i int
+		fmt.Sscan(n, &i)
+		if l, ok := actLabels[field]; ok {
+			field = l
+		}
+		return fmt.Sprintf("Webhook %d: %s", i+1, field)
 	}
 	if rest, ok := strings.CutPrefix(key, "activities["); ok {
 		n, field, _ := strings.Cut(rest, "].")
@@ -125,6 +143,21 @@ func roughly(d time.Duration) string {
 	return fmt.Sprintf("%d days", int(d.Hours()/24))
 }
 
+// quoted is a Go-quoted string in a match reason (flow's %q).
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+
+// plainReason shows a match reason's quoted strings as people write them:
+// in curly quotes, without Go's escapes (\" and \\).
+func plainReason(s string) string {
+	return quoted.ReplaceAllStringFunc(s, func(q string) string {
+		u, err := strconv.Unquote(q)
+		if err != nil {
+			return q
+		}
+		return "“" + u + "”"
+	})
+}
+
 func typeLabel(t string) string {
 	switch t {
 	case "generic":
@@ -198,27 +231,29 @@ func dict(kv ...any) (map[string]any, error) {
 
 func (u *UI) funcs() template.FuncMap {
 	return template.FuncMap{
-		"static":       u.static.url,
-		"errs":         sortedErrors,
-		"when":         when,
-		"iso":          iso,
-		"ago":          ago,
-		"typeLabel":    typeLabel,
-		"serverLabel":  serverLabel,
-		"addrs":        addrs,
-		"sender":       sender,
-		"size":         size,
-		"dict":         dict,
-		"path":         pathEscape,
-		"lower":        strings.ToLower,
-		"join":         strings.Join,
-		"plural":       plural,
-		"add":          func(a, b int) int { return a + b },
-		"runeCount":    func(s string) int { return len([]rune(s)) },
-		"duration":     duration,
-		"statusClass":  runStatusClass,
-		"isSet":        func(e valid.Errors, k string) bool { _, ok := e[k]; return ok },
-		"fieldMessage": func(e valid.Errors, k string) string { return e[k] },
+		"static":          u.static.url,
+		"errs":            sortedErrors,
+		"when":            when,
+		"iso":             iso,
+		"ago":             ago,
+		"typeLabel":       typeLabel,
+		"reason":          plainReason,
+		"sameMailboxText": sameMailboxText,
+		"serverLabel":     serverLabel,
+		"addrs":           addrs,
+		"sender":          sender,
+		"size":            size,
+		"dict":            dict,
+		"path":            pathEscape,
+		"lower":           strings.ToLower,
+		"join":            strings.Join,
+		"plural":          plural,
+		"add":             func(a, b int) int { return a + b },
+		"runeCount":       func(s string) int { return len([]rune(s)) },
+		"duration":        duration,
+		"statusClass":     runStatusClass,
+		"isSet":           func(e valid.Errors, k string) bool { _, ok := e[k]; return ok },
+		"fieldMessage":    func(e valid.Errors, k string) string { return e[k] },
 	}
 }
 

@@ -28,7 +28,15 @@ func (u *UI) imapDialogPage(w http.ResponseWriter, r *http.Request, status int, 
 		u.serverError(w, r, err)
 		return
 	}
-	d := &imapDialog{Kind: kind, Name: c.Name, CopyName: imapconf.CopyName(c.Name, 1), NeedPassword: c.NeedsPassword(),
+	taken := map[string]bool{}
+	for _, card := range p.Cards {
+		taken[strings.ToLower(card.Name)] = true
+	}
+	copyName := imapconf.CopyName(c.Name, 1)
+	for n := 2; taken[strings.ToLower(copyName)]; n++ {
+		copyName = imapconf.CopyName(c.Name, n)
+	}
+	d := &imapDialog{Kind: kind, Name: c.Name, CopyName: copyName, NeedPassword: c.NeedsPassword(),
 		NeedSecret: c.NeedsClientSecret(), Flows: flows[strings.ToLower(c.Name)], Errors: errs}
 	if inUse != nil {
 		d.Flows = inUse
@@ -136,6 +144,25 @@ func (u *UI) imapEnabled(w http.ResponseWriter, r *http.Request) {
 	if want {
 		verb = "enabled"
 	}
-	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s %s.", c.Name, verb))
+	msg := fmt.Sprintf("IMAP configuration %s %s.", c.Name, verb)
+	if wantsJSON(r) {
+		// The card's switch, from the page's script: the card changes in
+		// place and the focus stays on the switch.
+		c.Enabled = want
+		cs, err := u.allIMAP(ctx)
+		if err != nil {
+			u.serverError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, struct {
+			Name    string     `json:"name"`
+			Enabled bool       `json:"enabled"`
+			Message string     `json:"message"`
+			Status  statusView `json:"status"`
+			Warning string     `json:"warning,omitempty"`
+		}{c.Name, want, msg, u.statusOf(c), sameMailboxText(sameMailbox(cs)[strings.ToLower(c.Name)])})
+		return
+	}
+	u.setFlash(r, "ok", msg)
 	redirect(w, r, localPath(r.PostForm.Get("back"), "/imap")+"#imap-"+c.Name)
 }

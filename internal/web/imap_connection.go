@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -70,11 +71,28 @@ func (u *UI) imapTest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.log.Info("imap connection tested", "imap", c.Name, "user", userFrom(ctx))
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, inUIWords(res))
 }
 
 type testAnswer struct {
 	OK     bool              `json:"ok"`
 	Error  string            `json:"error,omitempty"`
 	Fields map[string]string `json:"fields,omitempty"`
+}
+
+// inUIWords returns a test's result with its error in the UI's words
+// (uiError); a result of another shape as it is.
+func inUIWords(res any) any {
+	data, err := json.Marshal(res)
+	if err != nil {
+		return res
+	}
+	var m map[string]any
+	if json.Unmarshal(data, &m) != nil {
+		return res
+	}
+	if e, ok := m["error"].(string); ok {
+		m["error"] = uiError(e)
+	}
+	return m
 }

@@ -42,7 +42,7 @@ func (u *UI) imapCreate(w http.ResponseWriter, r *http.Request) {
 		f := formFromValues(r.PostForm)
 		// An OAuth2 client secret is among the advanced settings.
 		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
-		p.Panel = &imapPanel{Create: true, Form: f, Errors: e}
+		p.Panel = &imapPanel{Create: true, Form: f, Errors: withRetype(e, f)}
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
 	}
@@ -109,7 +109,7 @@ func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 		f.HasPassword, f.HasClientSecret = prev.Password != "", prev.ClientSecret != ""
 		// An OAuth2 client secret is among the advanced settings.
 		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
-		p.Panel.Form, p.Panel.Errors = f, e
+		p.Panel.Form, p.Panel.Errors = f, withRetype(e, f)
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
 		return
 	}

@@ -166,6 +166,25 @@ type imapPanel struct {
 	Flows  []string
 }
 
+// Messages of the secrets that were typed into a refused form: they are never
+// sent back, so the summary and the field say that they must be typed again.
+const (
+	retypePassword = "type it again: a password is never sent back to the browser"
+	retypeSecret   = "type it again: a secret is never sent back to the browser"
+)
+
+// withRetype adds to e (the errors of a refused form) each secret that was
+// typed, so that the summary lists it with the fields to fix.
+func withRetype(e valid.Errors, f imapForm) valid.Errors {
+	if f.PasswordTyped {
+		e.Add("password", retypePassword)
+	}
+	if f.ClientSecretTyped {
+		e.Add("clientSecret", retypeSecret)
+	}
+	return e
+}
+
 func hasAdvancedError(e valid.Errors) bool {
 	for _, k := range []string{"folder", "tls", "caCert", "afterProcessing", "moveTo", "pollInterval", "backlog",
 		"graphUrl", "authorityUrl", "auth", "tokenUrl", "scope"} {

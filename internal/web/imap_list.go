@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -9,7 +10,7 @@ import (
 	"mailtrigger/internal/store"
 )
 
-var imapCrumbs = []string{"Management", "Configuration Management"}
+var imapCrumbs = []crumb{{Text: "Management"}, {Text: "Configuration Management"}, {Text: "IMAP", Href: "/imap"}}
 
 // imapPage is the IMAP cards page, with at most one panel or dialog open.
 type imapPage struct {
@@ -22,6 +23,60 @@ type imapCard struct {
 	imapconf.View
 	Status statusView
 	Flows  []string
+	// SameMailbox names the other enabled configurations reading the same
+	// mailbox as this one, itself enabled.
+	SameMailbox []string
+}
+
+// mailboxKey identifies the mailbox a configuration reads.
+func mailboxKey(c imapconf.Config) string {
+	folder := strings.ToLower(c.Folder)
+	if folder == "" {
+		folder = "inbox"
+	}
+	if c.Type == imapconf.TypeMSGraph {
+		return "graph|" + strings.ToLower(c.TenantID) + "|" + strings.ToLower(c.Username) + "|" + folder
+	}
+	if c.ServerType == imapconf.ServerPOP3S {
+		folder = "inbox" // POP3 reads the inbox only
+	}
+	return fmt.Sprintf("%s|%s|%d|%s|%s", c.ServerType, strings.ToLower(c.Host), c.Port, strings.ToLower(c.Username), folder)
+}
+
+// sameMailbox maps the lower-case name of each enabled configuration to the
+// other enabled ones reading the same mailbox: each message would be read,
+// and start its flows, once per configuration.
+func sameMailbox(cs []imapconf.Config) map[string][]string {
+	by := map[string][]string{}
+	for _, c := range cs {
+		if c.Enabled {
+			by[mailboxKey(c)] = append(by[mailboxKey(c)], c.Name)
+		}
+	}
+	out := map[string][]string{}
+	for _, names := range by {
+		if len(names) < 2 {
+			continue
+		}
+		for _, n := range names {
+			for _, o := range names {
+				if o != n {
+					out[strings.ToLower(n)] = append(out[strings.ToLower(n)], o)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// sameMailboxText is the warning of a configuration reading the same
+// mailbox as others.
+func sameMailboxText(others []string) string {
+	if len(others) == 0 {
+		return ""
+	}
+	return "Reads the same mailbox as " + strings.Join(others, ", ") +
+		": each message would be read, and start its flows, once for each. Disable all but one."
 }
 
 // listPage is how many rows every reads at a time.
@@ -79,8 +134,10 @@ func (u *UI) imapPageData(ctx context.Context) (imapPage, map[string][]string, e
 		return imapPage{}, nil, err
 	}
 	p := imapPage{Cards: []imapCard{}}
+	same := sameMailbox(cs)
 	for _, c := range cs {
-		p.Cards = append(p.Cards, imapCard{View: c.View(), Status: u.statusOf(c), Flows: flows[strings.ToLower(c.Name)]})
+		p.Cards = append(p.Cards, imapCard{View: c.View(), Status: u.statusOf(c), Flows: flows[strings.ToLower(c.Name)],
+			SameMailbox: same[strings.ToLower(c.Name)]})
 	}
 	return p, flows, nil
 }
@@ -89,9 +146,9 @@ func (u *UI) renderIMAP(w http.ResponseWriter, r *http.Request, status int, p im
 	title := "IMAP"
 	switch {
 	case p.Panel != nil && p.Panel.Create:
-		title = "Create IMAP"
+		title = "New IMAP configuration"
 	case p.Panel != nil:
-		title = "Edit IMAP " + p.Panel.Orig
+		title = "IMAP configuration " + p.Panel.Orig
 	case p.Dialog != nil && p.Dialog.Kind == "duplicate":
 		title = "Duplicate " + p.Dialog.Name
 	case p.Dialog != nil:

@@ -3,6 +3,7 @@ package web
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"mailtrigger/internal/imapconf"
@@ -16,6 +17,9 @@ type statusView struct {
 	Detail string `json:"detail"`
 	Done   int    `json:"done,omitempty"`
 	Total  int    `json:"total,omitempty"`
+	// Reason is the last error, in the UI's words, while it matters: not
+	// once the watcher is connected again.
+	Reason string `json:"reason,omitempty"`
 
 	Since         *time.Time `json:"-"`
 	LastError     string     `json:"-"`
@@ -57,21 +61,61 @@ func (u *UI) statusOf(c imapconf.Config) statusView {
 	case imapconf.StateStale:
 		v.Label, v.Class, v.Detail = "Stale", "warn", "The server went silent; reconnecting."
 	case imapconf.StateError:
-		v.Label, v.Class, v.Detail = "Error", "bad", "Failing; retrying with backoff."
+		v.Label, v.Class, v.Detail = "Error", "bad", "Failing."+retryText(st.RetryAt)
 	case imapconf.StateAuthFailed:
-		v.Label, v.Class, v.Detail = "Auth failed", "bad", "The server refused the login; check the user name and password. Retried every 5 minutes."
+		what := "user name and password"
+		if c.Type == imapconf.TypeMSGraph || c.Auth == imapconf.AuthOAuth2 {
+			what = "Client Id and Client Secret"
+		}
+		v.Label, v.Class, v.Detail = "Auth failed", "bad", "The server refused the login; check the "+what+"."+retryText(st.RetryAt)
 	case imapconf.StateUnsupported:
 		v.Label, v.Class, v.Detail = "Not read yet", "warn", "This kind of mailbox is not read by this release."
 	default:
 		v.Label, v.Class = st.State, "off"
 	}
 	if st.LastError != "" && v.Class != "ok" {
-		v.Detail += " Last error: " + st.LastError
+		v.Reason = uiError(st.LastError)
+	} else {
+		v.LastError = ""
 	}
 	if st.Replica != "" {
 		v.Detail += " Read by replica " + st.Replica + "."
 	}
 	return v
+}
+
+// retryText says when a failing watcher tries again, from the time its
+// configured backoff gives.
+func retryText(at *time.Time) string {
+	if at == nil {
+		return ""
+	}
+	if time.Until(*at) < 10*time.Second {
+		return " Trying again now."
+	}
+	return " Next try " + ago(*at) + "."
+}
+
+// apiWords are the configuration's API names that errors from below use,
+// with the labels the form shows.
+var apiWords = strings.NewReplacer(
+	"set caCert", "paste the CA's certificate into Trusted CA certificates (Advanced settings)",
+	"caCert", "Trusted CA certificates", "tenantId", "Tenant Id", "clientId", "Client Id", "clientSecret", "Client Secret",
+	"tokenUrl", "Token URL", "pollInterval", "Poll interval", "afterProcessing", "After processing", "moveTo", "Move to folder",
+	"serverType", "Server Type", "graphUrl", "Graph URL", "authorityUrl", "Authority URL")
+
+// uiError is an error text as the UI shows it: a prefix said twice in a
+// row ("tls: tls: …") once, and the API's field names as the form's labels.
+func uiError(s string) string {
+	parts := strings.Split(s, ": ")
+	var out []string
+	for i, p := range parts {
+		if i > 0 && p == parts[i-1] {
+			continue
+		}
+		out = append(out, p)
+	}
+	return apiWords.Replace(strings.Join(out, ": "))
 }
 
 // imapStatus answers the cards page's polling: every configuration's status.

@@ -15,9 +15,10 @@ import (
 )
 
 type loginData struct {
-	Name  string
-	Next  string
-	Error string
+	Name    string
+	Next    string
+	Error   string
+	Expired bool // a form was sent after the session expired
 }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -25,7 +26,8 @@ func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
 		redirect(w, r, localPath(r.URL.Query().Get("next"), "/imap"))
 		return
 	}
-	u.render(w, r, http.StatusOK, "login", page{Title: "Log in", Data: loginData{Next: r.URL.Query().Get("next")}})
+	u.render(w, r, http.StatusOK, "login", page{Title: "Log in", Data: loginData{Next: r.URL.Query().Get("next"),
+		Expired: r.URL.Query().Get("expired") == "1"}})
 }
 
 // dummyHash is checked against when the user does not exist, so that a
@@ -39,7 +41,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimSpace(r.PostFormValue("username"))
 	password := r.PostFormValue("password")
 	next := localPath(r.PostFormValue("next"), "/imap")
-	data := loginData{Name: name, Next: r.PostFormValue("next")}
+	data := loginData{Name: name, Next: r.PostFormValue("next"), Expired: r.PostFormValue("expired") == "1"}
 	ip := u.proxies.String(r)
 	if name == "" || password == "" {
 		data.Error = "Enter your user name and password."

@@ -60,7 +60,7 @@ func (u *UI) messageList(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Messages = append(p.Messages, messageRow{StoredMessage: m, Matches: matches})
 	}
-	u.render(w, r, http.StatusOK, "messages", page{Title: "Messages", Nav: "messages", Crumbs: flowCrumbs, Data: p})
+	u.render(w, r, http.StatusOK, "messages", page{Title: "Messages", Nav: "messages", Crumbs: messageCrumbs, Data: p})
 }
 
 type messagePage struct {
@@ -102,7 +102,7 @@ func (u *UI) messageDetail(w http.ResponseWriter, r *http.Request) {
 	if title == "" {
 		title = fmt.Sprintf("Message %d", id)
 	}
-	u.render(w, r, http.StatusOK, "message", page{Title: title, Nav: "messages", Crumbs: []string{"Automation", "Messages"}, Data: p})
+	u.render(w, r, http.StatusOK, "message", page{Title: title, Nav: "messages", Crumbs: messageCrumbs, Data: p})
 }
 
 func (u *UI) messageRaw(w http.ResponseWriter, r *http.Request) {

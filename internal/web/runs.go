@@ -16,8 +16,14 @@ const pageSize = 50
 
 var runStatuses = []string{store.RunPending, store.RunDelivering, store.RunRetrying, store.RunDelivered, store.RunFailed}
 
+// runRow is a run as the list shows it, with its message's subject.
+type runRow struct {
+	store.Run
+	Subject string
+}
+
 type runsPage struct {
-	Runs     []store.Run
+	Runs     []runRow
 	Filter   store.RunFilter
 	Flows    []string
 	IMAPs    []string
@@ -63,7 +69,18 @@ func (u *UI) runList(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Newest = "/runs?" + nq.Encode()
 	}
-	p.Runs = runs
+	ids := make([]int64, 0, len(runs))
+	for _, run := range runs {
+		ids = append(ids, run.MessageID)
+	}
+	msgs, err := u.store.GetMessages(ctx, ids)
+	if err != nil {
+		u.serverError(w, r, err)
+		return
+	}
+	for _, run := range runs {
+		p.Runs = append(p.Runs, runRow{Run: run, Subject: msgs[run.MessageID].Subject})
+	}
 	if p.Flows, err = u.flowNames(r); err != nil {
 		u.serverError(w, r, err)
 		return
@@ -72,7 +89,7 @@ func (u *UI) runList(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
-	u.render(w, r, status, "runs", page{Title: "Runs", Nav: "runs", Crumbs: flowCrumbs, Data: p})
+	u.render(w, r, status, "runs", page{Title: "Runs", Nav: "runs", Crumbs: runCrumbs, Data: p})
 }
 
 func (u *UI) flowNames(r *http.Request) ([]string, error) {
@@ -108,7 +125,7 @@ func (u *UI) runDetail(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
-	u.render(w, r, http.StatusOK, "run", page{Title: "Run " + run.PublicID, Nav: "runs", Crumbs: []string{"Automation", "Runs"}, Data: p})
+	u.render(w, r, http.StatusOK, "run", page{Title: "Run " + run.PublicID, Nav: "runs", Crumbs: runCrumbs, Data: p})
 }
 
 func (u *UI) runRetry(w http.ResponseWriter, r *http.Request) {

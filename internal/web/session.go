@@ -210,9 +210,31 @@ func (u *UI) requireUser(next http.Handler) http.Handler {
 		to := "/login"
 		if next := r.URL.RequestURI(); r.Method == http.MethodGet && next != "/" {
 			to += "?next=" + url.QueryEscape(next)
+		} else if r.Method == http.MethodPost {
+			// A form sent after the session expired: back to the page
+			// it was sent from after the login, where the page's
+			// script puts back what was typed (#restore-draft).
+			to += "?expired=1"
+			if from := refererPath(r); from != "" {
+				to += "&next=" + url.QueryEscape(from+"#restore-draft")
+			}
 		}
 		http.Redirect(w, r, to, http.StatusSeeOther)
 	})
+}
+
+// refererPath returns the path and query of the request's Referer when it is
+// a page of this site, else "".
+func refererPath(r *http.Request) string {
+	ref, err := url.Parse(r.Referer())
+	if err != nil || ref.Host != r.Host || ref.Path == "" || ref.Path == "/login" {
+		return ""
+	}
+	p := ref.EscapedPath()
+	if ref.RawQuery != "" {
+		p += "?" + ref.RawQuery
+	}
+	return localPath(p, "")
 }
 
 // wantsJSON reports whether the request came from the pages' scripts, which

@@ -43,7 +43,7 @@ func (u *UI) renderSettings(w http.ResponseWriter, r *http.Request, status int, 
 	if p.PasswordErr == nil {
 		p.PasswordErr = valid.Errors{}
 	}
-	u.render(w, r, status, "settings", page{Title: "Settings", Nav: "settings", Crumbs: []string{"Administration"}, Data: p, Flash: fl})
+	u.render(w, r, status, "settings", page{Title: "Settings", Nav: "settings", Crumbs: settingsCrumbs, Data: p, Flash: fl})
 }
 
 func (u *UI) settings(w http.ResponseWriter, r *http.Request) {

@@ -225,15 +225,55 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
+// crumb is a step of the breadcrumb; the section's own is a link.
+type crumb struct{ Text, Href string }
+
+// The breadcrumbs: the sidebar's path to each section, the same on the
+// section's list and on its detail pages.
+var (
+	flowCrumbs     = []crumb{{Text: "Automation"}, {Text: "Process Flows", Href: "/flows"}}
+	runCrumbs      = []crumb{{Text: "Automation"}, {Text: "Runs", Href: "/runs"}}
+	messageCrumbs  = []crumb{{Text: "Automation"}, {Text: "Messages", Href: "/messages"}}
+	settingsCrumbs = []crumb{{Text: "Administration"}, {Text: "Settings", Href: "/settings"}}
+)
+
 // page is what every template gets.
 type page struct {
 	Title   string
-	Nav     string   // the active navigation entry
-	Crumbs  []string // the breadcrumb before the title
+	Nav     string  // the active navigation entry
+	Crumbs  []crumb // the breadcrumb before the title: the navigation's path to the section
 	User    string
 	Flash   *flash
 	Version string
 	Data    any
+	// Canonical is the address of a page answering a POST: the page's
+	// script puts it in the address bar (history.replaceState), so that a
+	// reload gets the page instead of sending the form again.
+	Canonical string
+}
+
+// canonical returns the address that shows page name as answered to the
+// POST r, or "" when a reload may send it again.
+func canonical(r *http.Request, name string) string {
+	if r.Method != http.MethodPost {
+		return ""
+	}
+	switch p := r.URL.Path; {
+	case name == "login":
+		if next := r.PostFormValue("next"); next != "" {
+			return "/login?next=" + url.QueryEscape(next)
+		}
+		return "/login"
+	case name == "settings":
+		return "/settings"
+	case name == "imap" && p == "/imap":
+		return "/imap/new"
+	case name == "flow" && p == "/flows":
+		return "/flows/new"
+	case name == "imap" || name == "flow":
+		return p
+	}
+	return ""
 }
 
 func (u *UI) parseTemplates() (map[string]*template.Template, error) {
@@ -278,6 +318,9 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 	}
 	p.User = userFrom(r.Context())
 	p.Version = u.version
+	if p.Canonical == "" {
+		p.Canonical = canonical(r, name)
+	}
 	if p.Flash == nil {
 		p.Flash = u.popFlash(r)
 	}

@@ -4,25 +4,185 @@
 "use strict";
 
 (function () {
+  document.documentElement.classList.add("js");
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
 
+  // What a form holds, to tell whether anything was typed since it was shown.
+  function formState(form) {
+    return JSON.stringify($$("input,select,textarea", form).filter((c) => c.name && c.type !== "hidden")
+      .map((c) => (c.type === "checkbox" || c.type === "radio") ? c.checked : c.value));
+  }
+
+  // The "Discard changes?" question, asked before typed data is thrown away.
+  // then runs when the user chooses to discard.
+  function confirmDiscard(then) {
+    const back = document.activeElement;
+    const d = document.createElement("dialog");
+    d.className = "confirm";
+    d.id = "discard-dialog";
+    d.setAttribute("aria-labelledby", "discard-title");
+    d.innerHTML = '<h2 id="discard-title">Discard changes?</h2><p>What you typed in this form is lost.</p>' +
+      '<div class="dialog-actions"><button type="button" class="btn" data-keep>Keep editing</button>' +
+      '<button type="button" class="btn danger" data-discard>Discard</button></div>';
+    document.body.append(d);
+    const keep = () => { d.close(); d.remove(); if (back && back.focus) back.focus(); };
+    $("[data-keep]", d).addEventListener("click", keep);
+    $("[data-discard]", d).addEventListener("click", () => { d.close(); d.remove(); then(); });
+    d.addEventListener("cancel", (e) => { e.preventDefault(); keep(); });
+    d.showModal();
+    $("[data-keep]", d).focus();
+  }
+
   // Dialogs and panels rendered open become modal: focus stays inside,
-  // Escape closes them, and closing goes to the page behind them.
+  // Escape closes them, and closing goes to the page behind them. A panel
+  // whose form holds typed data asks first.
   function initDialogs() {
     for (const d of $$("dialog[data-modal]")) {
       if (d.open) d.close();
       d.showModal();
       const summary = $("[data-focus]", d);
       if (summary) summary.focus();
-      const leave = () => { location.href = d.dataset.closeHref || "/"; };
-      d.addEventListener("cancel", (e) => { e.preventDefault(); leave(); });
+      const form = $("form[data-keep-draft]", d);
+      const initial = form ? formState(form) : "";
+      let sending = false;
+      if (form) form.addEventListener("submit", () => { sending = true; });
+      const dirty = () => !!form && !sending && (form.hasAttribute("data-typed") || formState(form) !== initial);
+      const go = () => { returnFocus(d.dataset.closeHref || "/"); location.href = d.dataset.closeHref || "/"; };
+      const leave = () => { if (dirty()) confirmDiscard(go); else go(); };
+      d.addEventListener("cancel", (e) => { e.preventDefault(); if (!$("#discard-dialog")) leave(); });
       d.addEventListener("click", (e) => {
         if (e.target !== d) return;
         const r = d.getBoundingClientRect();
         const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
         if (!inside) leave();
       });
+      for (const a of $$("a[data-cancel]", d)) {
+        a.addEventListener("click", (e) => { e.preventDefault(); leave(); });
+      }
+    }
+  }
+
+  // Where the focus goes back to after a dialog: the control that opened
+  // it, remembered when it was clicked (see initOpeners).
+  function returnFocus(href) {
+    try {
+      const o = JSON.parse(sessionStorage.getItem("opener") || "null");
+      if (o && o.path === new URL(href, location.href).pathname) sessionStorage.setItem("focus", o.id);
+    } catch (e) { /* storage unavailable: focus starts at the top */ }
+  }
+
+  // A link clicked is remembered as the opener of what it opens (a menu's
+  // item by the menu's button), so that the focus can go back to it.
+  function initOpeners() {
+    document.addEventListener("click", (e) => {
+      const a = e.target.closest("a[href]");
+      if (!a) return;
+      const more = a.closest("details.more");
+      const el = more ? $("summary", more) : a;
+      if (!el.id) return;
+      try { sessionStorage.setItem("opener", JSON.stringify({ path: location.pathname, id: el.id })); } catch (err) { /* no storage */ }
+    });
+    // A dialog's form sent goes back to the page behind it too.
+    for (const d of $$("dialog[data-modal]")) {
+      for (const f of $$("form", d)) f.addEventListener("submit", () => returnFocus(d.dataset.closeHref || "/"));
+    }
+  }
+
+  // Back from a dialog: the focus on its opener, when the page has it.
+  function restoreFocus() {
+    let id = null;
+    try { id = sessionStorage.getItem("focus"); sessionStorage.removeItem("focus"); } catch (e) { return; }
+    if (!id || $("dialog[open]")) return;
+    const el = document.getElementById(id);
+    if (el) el.focus();
+  }
+
+  // The Enabled switch of a card changes the configuration in place: no
+  // reload, the focus stays on the switch.
+  function initToggles() {
+    for (const form of $$("form[data-toggle-form]")) {
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const btn = $(".switch", form);
+        let res;
+        try {
+          res = await fetch(form.action, {
+            method: "POST",
+            headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
+            body: new URLSearchParams(new FormData(form)),
+          });
+        } catch (err) { form.submit(); return; }
+        if (res.status === 401) { relogin(null); return; }
+        if (!res.ok) { form.submit(); return; }
+        const a = await res.json();
+        const card = form.closest(".card");
+        btn.setAttribute("aria-checked", a.enabled ? "true" : "false");
+        btn.title = (a.enabled ? "Disable " : "Enable ") + a.name;
+        $("input[name=enabled]", form).value = a.enabled ? "false" : "true";
+        if (card) {
+          card.classList.toggle("is-disabled", !a.enabled);
+          showStatus(a.name, a.status);
+          let w = $(".card-warn", card);
+          if (a.warning) {
+            if (!w) { w = document.createElement("p"); w.className = "card-warn"; $(".card-foot", card).before(w); }
+            w.textContent = a.warning;
+          } else if (w) w.remove();
+        }
+        const live = $("#live");
+        if (live) live.textContent = a.message + (a.warning ? " " + a.warning : "");
+      });
+    }
+  }
+
+  // Forms keep a draft of what was typed (never a password) when sent: when
+  // the session expired meanwhile, the login brings the user back with
+  // #restore-draft and the draft is put back.
+  function draftKey(form) { return "draft:" + form.getAttribute("action"); }
+
+  function saveDraft(form) {
+    const v = {};
+    for (const c of $$("input,select,textarea", form)) {
+      if (!c.name || c.type === "password" || c.type === "hidden" || c.disabled) continue;
+      if (c.type === "checkbox") v[c.name] = c.checked;
+      else if (c.type === "radio") { if (c.checked) v[c.name] = c.value; }
+      else v[c.name] = c.value;
+    }
+    try { sessionStorage.setItem(draftKey(form), JSON.stringify(v)); } catch (e) { /* no storage */ }
+  }
+
+  // A script's request found the session expired: keep what the form holds
+  // and log in again, coming back to this page with it.
+  function relogin(form) {
+    if (form) saveDraft(form);
+    location.href = "/login?expired=1&next=" + encodeURIComponent(location.pathname + location.search + (form ? "#restore-draft" : ""));
+  }
+
+  function initDrafts() {
+    for (const form of $$("form[data-keep-draft]")) {
+      form.addEventListener("submit", () => saveDraft(form));
+      if (location.hash !== "#restore-draft") continue;
+      let v = null;
+      try { v = JSON.parse(sessionStorage.getItem(draftKey(form)) || "null"); } catch (e) { /* none */ }
+      history.replaceState(null, "", location.pathname + location.search);
+      if (!v) continue;
+      for (const c of $$("input,select,textarea", form)) {
+        if (!(c.name in v) || c.type === "password" || c.type === "hidden") continue;
+        if (c.type === "checkbox") c.checked = !!v[c.name];
+        else if (c.type === "radio") c.checked = c.value === v[c.name];
+        else c.value = v[c.name];
+      }
+      for (const c of $$("select,input[type=radio]", form)) c.dispatchEvent(new Event("change", { bubbles: true }));
+      for (const c of $$("input,textarea", form)) c.dispatchEvent(new Event("input", { bubbles: true }));
+      form.setAttribute("data-typed", "");
+      const note = document.createElement("div");
+      note.className = "flash warn";
+      note.id = "restored-note";
+      note.setAttribute("role", "alert");
+      note.textContent = "Your session had expired, so nothing was saved. You are logged in again and what you typed is back; " +
+        "type any password or secret again (they are never kept), then save.";
+      const at = $(".panel-body", form) || $(".flow-main", form) || form;
+      at.prepend(note);
     }
   }
 
@@ -58,6 +218,28 @@
     });
   }
 
+  // The phone's menu: the button shows every section; Escape or a click
+  // elsewhere closes it.
+  function initNavMenu() {
+    const btn = $("[data-nav-toggle]");
+    if (!btn) return;
+    const set = (open) => {
+      document.body.classList.toggle("nav-open", open);
+      btn.setAttribute("aria-expanded", open ? "true" : "false");
+    };
+    btn.addEventListener("click", () => {
+      const open = btn.getAttribute("aria-expanded") !== "true";
+      set(open);
+      if (open) { const a = $("#sidebar .nav-link"); if (a) a.focus(); }
+    });
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && document.body.classList.contains("nav-open")) { set(false); btn.focus(); }
+    });
+    document.addEventListener("click", (e) => {
+      if (document.body.classList.contains("nav-open") && !e.target.closest("#sidebar,[data-nav-toggle]")) set(false);
+    });
+  }
+
   // Character counters for fields with a limit.
   function initCounters() {
     for (const c of $$("[data-counter-for]")) {
@@ -83,7 +265,15 @@
     const authSel = $("[data-auth-switch]", form);
     const after = $("[data-after-switch]", form);
     const sync = () => {
-      const t = type.value, a = authSel ? authSel.value : "password", af = after ? after.value : "none";
+      const t = type.value, a = authSel ? authSel.value : "password";
+      // POP3 has no flags and no folders: no "Mark as seen", no "Move".
+      const server = $("input[name=serverType]:checked", form);
+      const pop = t === "generic" && !!server && server.value === "pop3s";
+      if (after) {
+        for (const o of $$("option[data-not-pop3]", after)) { o.hidden = pop; o.disabled = pop; }
+        if (pop && after.selectedOptions[0] && after.selectedOptions[0].disabled) after.value = "none";
+      }
+      const af = after ? after.value : "none";
       for (const el of $$("[data-for-type],[data-for-auth],[data-for-after]", form)) {
         const ok = (!el.dataset.forType || el.dataset.forType === t) &&
           (!el.dataset.forAuth || el.dataset.forAuth === a || t !== "generic") &&
@@ -109,6 +299,7 @@
       r.addEventListener("change", () => {
         const swap = r.value === "pop3s" ? { "993": "995", "143": "110" } : { "995": "993", "110": "143" };
         if (port && swap[port.value.trim()]) port.value = swap[port.value.trim()];
+        sync();
       });
     }
     sync();
@@ -117,17 +308,19 @@
     const out = $("#test-result", form);
     if (btn && out) {
       btn.addEventListener("click", async () => {
+        // aria-disabled, not disabled: the button keeps the focus.
+        if (btn.getAttribute("aria-disabled") === "true") return;
         out.hidden = false;
         out.className = "test-result busy";
         out.textContent = "Testing the connection: connect, TLS, log in, open the folder…";
-        btn.disabled = true;
+        btn.setAttribute("aria-disabled", "true");
         try {
           const res = await fetch("/imap/test", {
             method: "POST",
             headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" },
             body: new URLSearchParams(new FormData(form)),
           });
-          if (res.status === 401) { location.reload(); return; }
+          if (res.status === 401) { relogin(form); return; }
           const a = await res.json();
           out.textContent = "";
           const strong = document.createElement("strong");
@@ -154,7 +347,7 @@
           out.className = "test-result bad";
           out.textContent = "✗ The test could not be run: " + err;
         } finally {
-          btn.disabled = false;
+          btn.removeAttribute("aria-disabled");
         }
       });
     }
@@ -180,6 +373,27 @@
     }
   }
 
+  // A field marked "required" (or "type it again") stops being marked once
+  // it is filled: its message and its line in the summary go.
+  function initStaleErrors() {
+    for (const f of $$("[aria-invalid=true][name]")) {
+      const err = document.getElementById("e-" + f.name);
+      if (!err || !/^(required|type it again)/.test(err.textContent.trim())) continue;
+      f.addEventListener("input", () => {
+        if (f.value.trim() === "" || f.getAttribute("aria-invalid") !== "true") return;
+        f.removeAttribute("aria-invalid");
+        err.hidden = true;
+        const form = f.closest("form") || document;
+        const sum = $(".error-summary", form);
+        if (!sum) return;
+        for (const a of $$("a[href='#f-" + CSS.escape(f.name) + "']", sum)) a.closest("li").remove();
+        const n = $$("li", sum).length;
+        if (n === 0) { sum.hidden = true; return; }
+        $("p strong", sum).textContent = n + " field" + (n === 1 ? " needs" : "s need") + " attention";
+      });
+    }
+  }
+
   // Ok stays disabled until the fields it needs are filled.
   function initRequireFilled() {
     for (const form of $$("form[data-require-filled]")) {
@@ -192,6 +406,27 @@
     }
   }
 
+  // A configuration's status on the cards: badge, reason, progress.
+  function showStatus(name, it) {
+    if (!it) return;
+    for (const b of $$("[data-status-for='" + CSS.escape(name) + "']")) {
+      b.className = "badge " + it.class;
+      b.title = it.detail;
+      $(".badge-label", b).textContent = it.label;
+    }
+    for (const r of $$("[data-reason-for='" + CSS.escape(name) + "']")) {
+      const text = it.class === "ok" || it.class === "busy" ? "" : it.detail + (it.reason ? " " + it.reason : "");
+      r.textContent = text;
+      r.title = text;
+      r.hidden = text === "";
+      r.className = "card-reason " + it.class;
+    }
+    for (const p of $$("[data-progress-for='" + CSS.escape(name) + "']")) {
+      p.hidden = !it.total;
+      if (it.total) { p.max = it.total; p.value = it.done; }
+    }
+  }
+
   // Live status badges on the cards page.
   function initStatusPoll() {
     const list = $("[data-status-poll]");
@@ -201,20 +436,10 @@
       if (document.hidden) return;
       try {
         const res = await fetch(url, { headers: { "Accept": "application/json" } });
-        if (res.status === 401) { location.reload(); return; }
+        if (res.status === 401) { relogin($("form[data-keep-draft]")); return; }
         if (!res.ok) return;
         const data = await res.json();
-        for (const it of data.items) {
-          for (const b of $$("[data-status-for='" + CSS.escape(it.name) + "']")) {
-            b.className = "badge " + it.class;
-            b.title = it.detail;
-            $(".badge-label", b).textContent = it.label;
-          }
-          for (const p of $$("[data-progress-for='" + CSS.escape(it.name) + "']")) {
-            p.hidden = !it.total;
-            if (it.total) { p.max = it.total; p.value = it.done; }
-          }
-        }
+        for (const it of data.items) showStatus(it.name, it);
       } catch (e) { /* offline for a moment: try again next time */ }
     };
     setInterval(poll, parseInt(list.dataset.pollMs || "4000", 10));
@@ -244,7 +469,7 @@
       const mine = ++seq;
       try {
         const res = await fetch("/flows/match?" + q, { headers: { "Accept": "application/json" } });
-        if (res.status === 401) { location.reload(); return; }
+        if (res.status === 401) { relogin(form); return; }
         const a = await res.json();
         if (mine !== seq) return;
         if (a.error) { out.className = "match-result bad"; out.textContent = a.error; }
@@ -270,27 +495,57 @@
     }
   }
 
-  // Times in the browser's time zone.
+  // Times in the browser's time zone, to the second; a time marked data-rel
+  // as "2 min ago", the exact time on hover.
+  function exact(d) {
+    const opts = { month: "short", day: "numeric", hour: "numeric", minute: "2-digit", second: "2-digit" };
+    if (d.getFullYear() !== new Date().getFullYear()) opts.year = "numeric";
+    return d.toLocaleString(undefined, opts);
+  }
+
+  function relative(d) {
+    const s = Math.round((Date.now() - d.getTime()) / 1000);
+    if (s < 0) return exact(d);
+    if (s < 10) return "just now";
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    return exact(d);
+  }
+
   function initTimes() {
-    for (const t of $$("time[datetime]")) {
-      const d = new Date(t.getAttribute("datetime"));
-      if (isNaN(d)) continue;
-      const opts = { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" };
-      if (d.getFullYear() !== new Date().getFullYear()) opts.year = "numeric";
-      t.textContent = d.toLocaleString(undefined, opts);
-    }
+    const show = () => {
+      for (const t of $$("time[datetime]")) {
+        const d = new Date(t.getAttribute("datetime"));
+        if (isNaN(d)) continue;
+        if (t.hasAttribute("data-rel")) { t.textContent = relative(d); t.title = exact(d); }
+        else t.textContent = exact(d);
+      }
+    };
+    show();
+    if ($("time[data-rel]")) setInterval(show, 30000);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    // A page answering a form: its own address in the address bar, so that
+    // a reload does not send the form again (post/redirect/get).
+    const canon = document.body.dataset.canonical;
+    if (canon) history.replaceState(null, "", canon);
     initTimes();
+    initNavMenu();
     initMenus();
     initCounters();
     initIMAPForm();
+    initDrafts();
     initRequireFilled();
     initErrorSummary();
+    initStaleErrors();
     initStatusPoll();
     initMatch();
     initCopy();
+    initOpeners();
+    initToggles();
     initDialogs();
+    restoreFocus();
   });
 })();
