@@ -221,6 +221,34 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 	return out, nil
 }
 
+// MessageSubjects returns the decoded subjects of messages ids, in one
+// query and without their bodies (the runs list shows them); ids that are
+// not stored are missing from the map.
+func (s *Store) MessageSubjects(ctx context.Context, ids []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	in, args := idList(ids)
+	rows, err := s.r.QueryContext(ctx, `SELECT id, subject FROM messages WHERE id IN (`+in+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading the subjects of %d messages: %w", len(ids), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var subject string
+		if err := rows.Scan(&id, &subject); err != nil {
+			return nil, fmt.Errorf("reading the subjects of %d messages: %w", len(ids), err)
+		}
+		out[id] = subject
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the subjects of %d messages: %w", len(ids), err)
+	}
+	return out, nil
+}
+
 // idList returns "$1, $2, …" for ids and the arguments.
 func idList(ids []int64) (string, []any) {
 	var b strings.Builder

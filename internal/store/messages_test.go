@@ -192,3 +192,22 @@ func TestBatchWithoutCheckpoint(t *testing.T) {
 		}
 	})
 }
+
+func TestMessageSubjects(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		b := store.Batch{IMAPID: 3, IMAPName: "subjects", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 2},
+			Messages: []store.Incoming{incoming(1, msg(1, "s1@x")), incoming(2, msg(2, "s2@x"))}}
+		rec, _, err := s.RecordBatch(ctx, b, nil)
+		if err != nil || len(rec) != 2 {
+			t.Fatalf("got %v, %v", rec, err)
+		}
+		got, err := s.MessageSubjects(ctx, []int64{rec[0].ID, rec[1].ID, 999999})
+		if err != nil || len(got) != 2 || got[rec[0].ID] != "Invoice 1" || got[rec[1].ID] != "Invoice 2" {
+			t.Errorf("got %v, %v", got, err)
+		}
+		if got, err := s.MessageSubjects(ctx, nil); err != nil || len(got) != 0 {
+			t.Errorf("no ids: got %v, %v", got, err)
+		}
+	})
+}

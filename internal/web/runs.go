@@ -73,13 +73,13 @@ func (u *UI) runList(w http.ResponseWriter, r *http.Request) {
 	for _, run := range runs {
 		ids = append(ids, run.MessageID)
 	}
-	msgs, err := u.store.GetMessages(ctx, ids)
+	subjects, err := u.store.MessageSubjects(ctx, ids)
 	if err != nil {
 		u.serverError(w, r, err)
 		return
 	}
 	for _, run := range runs {
-		p.Runs = append(p.Runs, runRow{Run: run, Subject: msgs[run.MessageID].Subject})
+		p.Runs = append(p.Runs, runRow{Run: run, Subject: subjects[run.MessageID]})
 	}
 	if p.Flows, err = u.flowNames(r); err != nil {
 		u.serverError(w, r, err)
