@@ -342,6 +342,11 @@ func TestBrowserPolish(t *testing.T) {
 		ctx := p.phone
 		do(t, ctx, chromedp.Navigate(h.url+"/flows"))
 		waitFor(t, ctx, "document.querySelector('[data-nav-toggle]')")
+		// The flows table fits the screen (a card per flow): the page does
+		// not scroll sideways, so the menu opened over it fits too.
+		if w := eval[float64](t, ctx, "document.documentElement.scrollWidth"); w > 390 {
+			t.Errorf("the flows page is %v px wide on a 390 px phone", w)
+		}
 		// The nav takes no room until opened: the page starts right below the top bar.
 		if top := eval[float64](t, ctx, "document.querySelector('main').getBoundingClientRect().top"); top > 60 {
 			t.Errorf("the page starts %v px down on a phone, want right below the top bar", top)
