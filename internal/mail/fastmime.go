@@ -23,9 +23,9 @@ var fastPathEnabled = true
 
 // Bounds of the fast path; a message beyond them goes to enmime.
 const (
-	fastMaxDepth    = 8   // nested multiparts below the top-level one
-	fastMaxParts    = 200 // parts in all
-	fastMaxBoundary = 70  // RFC 2046's limit on a boundary's length
+	fastMaxDepth    = maxDepth // nested multiparts below the top-level one: checkShape has bounded them already
+	fastMaxParts    = 200      // parts in all
+	fastMaxBoundary = 70       // RFC 2046's limit on a boundary's length
 	fastMaxHeader   = 64 << 10
 )
 

@@ -48,3 +48,12 @@ func SetConversion(size int, pause time.Duration) { convertBatchSize, convertPau
 func ConvertBatch(s *Store, size int, inTx func() error) (int, bool, error) {
 	return s.convertBatch(context.Background(), size, inTx)
 }
+
+// StopConversion stops the background conversion pass the store started
+// when it opened, and waits for it: a test that sets up old rows then
+// drives the batches itself (Close stops it again, harmlessly).
+func StopConversion(s *Store) {
+	if s.stopConversion != nil {
+		s.stopConversion()
+	}
+}
