@@ -29,6 +29,16 @@ const (
 
 	AuthPassword = "password"
 	AuthOAuth2   = "oauth2"
+	// AuthOAuth2Delegated logs in as the user who signed in with the
+	// provider (authorization code + PKCE, refresh tokens): generic IMAP and
+	// POP3, and msgraph. Issue 17.
+	AuthOAuth2Delegated = "oauth2-delegated"
+
+	// Providers of oauth2-delegated: their authorization and token URLs
+	// and scopes are known (Google, Microsoft) or given (custom).
+	ProviderGoogle    = "google"
+	ProviderMicrosoft = "microsoft"
+	ProviderCustom    = "custom"
 
 	DefaultFolder       = "INBOX"
 	DefaultPollInterval = 60
@@ -72,8 +82,14 @@ type Config struct {
 	Auth            string
 	TokenURL        string
 	Scope           string
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// Provider and AuthURL are those of oauth2-delegated (AuthURL: the
+	// authorization endpoint of a custom provider; TokenURL its token
+	// endpoint). TenantID is then Microsoft's tenant (common, consumers,
+	// organizations, a GUID or a domain).
+	Provider  string
+	AuthURL   string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 	// SecretError, set by the store, says why a stored secret could not be
 	// opened (a wrong key, a damaged value, or a value copied from another
 	// configuration's row); the secret is then empty and the configuration
@@ -95,33 +111,47 @@ func (c *Config) NeedsClientSecret() bool {
 // View is the JSON form of a configuration in responses. It never carries a
 // secret, only whether one is stored.
 type View struct {
-	Name            string    `json:"name"`
-	ServerType      string    `json:"serverType"`
-	Type            string    `json:"type"`
-	Description     string    `json:"description"`
-	Enabled         bool      `json:"enabled"`
-	Host            string    `json:"host,omitempty"`
-	Port            int       `json:"port,omitempty"`
-	Username        string    `json:"username"`
-	HasPassword     bool      `json:"hasPassword"`
-	TenantID        string    `json:"tenantId,omitempty"`
-	ClientID        string    `json:"clientId,omitempty"`
-	HasClientSecret bool      `json:"hasClientSecret"`
-	Folder          string    `json:"folder"`
-	TLS             string    `json:"tls,omitempty"`
-	CACert          string    `json:"caCert,omitempty"`
-	AfterProcessing string    `json:"afterProcessing"`
-	MoveTo          string    `json:"moveTo,omitempty"`
-	PollInterval    int       `json:"pollInterval"`
-	Backlog         string    `json:"backlog"`
-	GraphURL        string    `json:"graphUrl,omitempty"`
-	AuthorityURL    string    `json:"authorityUrl,omitempty"`
-	Auth            string    `json:"auth,omitempty"`
-	TokenURL        string    `json:"tokenUrl,omitempty"`
-	Scope           string    `json:"scope,omitempty"`
-	CreatedAt       time.Time `json:"createdAt"`
-	UpdatedAt       time.Time `json:"updatedAt"`
-	Status          *Status   `json:"status,omitempty"`
+	Name            string `json:"name"`
+	ServerType      string `json:"serverType"`
+	Type            string `json:"type"`
+	Description     string `json:"description"`
+	Enabled         bool   `json:"enabled"`
+	Host            string `json:"host,omitempty"`
+	Port            int    `json:"port,omitempty"`
+	Username        string `json:"username"`
+	HasPassword     bool   `json:"hasPassword"`
+	TenantID        string `json:"tenantId,omitempty"`
+	ClientID        string `json:"clientId,omitempty"`
+	HasClientSecret bool   `json:"hasClientSecret"`
+	Folder          string `json:"folder"`
+	TLS             string `json:"tls,omitempty"`
+	CACert          string `json:"caCert,omitempty"`
+	AfterProcessing string `json:"afterProcessing"`
+	MoveTo          string `json:"moveTo,omitempty"`
+	PollInterval    int    `json:"pollInterval"`
+	Backlog         string `json:"backlog"`
+	GraphURL        string `json:"graphUrl,omitempty"`
+	AuthorityURL    string `json:"authorityUrl,omitempty"`
+	Auth            string `json:"auth,omitempty"`
+	TokenURL        string `json:"tokenUrl,omitempty"`
+	Scope           string `json:"scope,omitempty"`
+	Provider        string `json:"provider,omitempty"`
+	AuthURL         string `json:"authUrl,omitempty"`
+	// SignIn is who signed in, for oauth2-delegated (nil: nobody yet, or
+	// the sign-in was dropped). Never a token.
+	SignIn    *SignIn   `json:"signIn,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	Status    *Status   `json:"status,omitempty"`
+}
+
+// SignIn is the public part of an oauth2-delegated configuration's grant.
+type SignIn struct {
+	Account    string    `json:"account"`
+	SignedInAt time.Time `json:"signedInAt"`
+	// Broken says why the grant no longer works ("sign in again": revoked,
+	// password changed, consent withdrawn); "" while it works.
+	Broken string `json:"broken,omitempty"`
 }
 
 // Watcher states.
@@ -218,10 +248,13 @@ type Input struct {
 	Auth            *string `json:"auth"`
 	TokenURL        *string `json:"tokenUrl"`
 	Scope           *string `json:"scope"`
+	Provider        *string `json:"provider"`
+	AuthURL         *string `json:"authUrl"`
 
 	// Read-only, ignored.
 	HasPassword     *bool      `json:"hasPassword,omitempty"`
 	HasClientSecret *bool      `json:"hasClientSecret,omitempty"`
+	SignIn          *SignIn    `json:"signIn,omitempty" valid:"-"`
 	CreatedAt       *time.Time `json:"createdAt,omitempty"`
 	UpdatedAt       *time.Time `json:"updatedAt,omitempty"`
 	Status          *Status    `json:"status,omitempty" valid:"-"`
