@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/auth"
+	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/control"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
@@ -38,6 +39,12 @@ type Deps struct {
 	// Runtime is the running service: it is told of changes and asked for
 	// status, connection tests and the replicas. nil: control.Offline.
 	Runtime control.Runtime
+	// BaseURL is the service's public URL (MAILTRIGGER_BASE_URL): the
+	// sign-in callback URL is under it; "" takes the request's origin.
+	BaseURL string
+	// Proxies says which peers are reverse proxies whose
+	// X-Forwarded-Proto tells the request's scheme.
+	Proxies clientip.Resolver
 }
 
 // API serves /api/v1.
@@ -46,6 +53,8 @@ type API struct {
 	log     *slog.Logger
 	rt      control.Runtime
 	changes *control.Changes
+	baseURL string
+	proxies clientip.Resolver
 }
 
 // New returns the API.
@@ -56,7 +65,8 @@ func New(d Deps) *API {
 	if d.Runtime == nil {
 		d.Runtime = control.Offline{}
 	}
-	return &API{store: d.Store, log: d.Logger, rt: d.Runtime, changes: control.New(d.Store, d.Logger, d.Runtime)}
+	return &API{store: d.Store, log: d.Logger, rt: d.Runtime, changes: control.New(d.Store, d.Logger, d.Runtime),
+		baseURL: d.BaseURL, proxies: d.Proxies}
 }
 
 // Routes registers every /api/v1 route on mux, each behind the token check.
@@ -72,6 +82,8 @@ func (a *API) Routes(mux *http.ServeMux) {
 	h("POST /api/v1/imap/{name}/duplicate", a.duplicateIMAP)
 	h("POST /api/v1/imap/{name}/test", a.testSavedIMAP)
 	h("POST /api/v1/imap/test", a.testUnsavedIMAP)
+	h("POST /api/v1/imap/{name}/oauth/start", a.startSignIn)
+	h("DELETE /api/v1/imap/{name}/oauth", a.signOut)
 	a.messageRoutes(h)
 	a.flowRoutes(h)
 	a.runRoutes(h)

@@ -23,6 +23,11 @@ func (a *API) listIMAP(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
+	signIns, err := a.changes.SignIns(r.Context(), cs)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	out := List[imapconf.View]{Items: []imapconf.View{}}
 	for i := range cs {
 		if i == limit {
@@ -31,6 +36,9 @@ func (a *API) listIMAP(w http.ResponseWriter, r *http.Request) {
 		}
 		v := cs[i].View()
 		v.Status = a.rt.Status(cs[i])
+		if si, ok := signIns[cs[i].ID]; ok {
+			v.SignIn = &si
+		}
 		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -59,6 +67,10 @@ func (a *API) getIMAP(w http.ResponseWriter, r *http.Request) {
 	}
 	v := c.View()
 	v.Status = a.rt.Status(c)
+	if v.SignIn, err = a.changes.SignInOf(r.Context(), c); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, v)
 }
 

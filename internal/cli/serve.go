@@ -22,6 +22,7 @@ import (
 	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/config"
 	"mailtrigger/internal/control"
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/flow"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
@@ -126,12 +127,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES: %w", err)
 	}
 	rt := serviceRuntime{watcher: watcher, worker: worker}
-	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Runtime: rt, Proxies: proxies})
+	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Runtime: rt, Proxies: proxies,
+		BaseURL: cfg.BaseURL, HTTPClient: egressClient(fence)})
 	if err != nil {
 		return err
 	}
 	srv := server.HTTPServer(server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
-		Runtime: rt, WebRoutes: ui.Routes}), log, server.Timeouts{})
+		Runtime: rt, WebRoutes: ui.Routes, BaseURL: cfg.BaseURL, Proxies: proxies}), log, server.Timeouts{})
 	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect(),
 		"replica", cfg.ReplicaID)
 	errc := make(chan error, 1)
@@ -150,6 +152,16 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	return nil
+}
+
+// egressClient is the HTTP client of the sign-in's code exchange: through
+// the egress fence, like the mail servers' token endpoints.
+func egressClient(fence *egress.Policy) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if dial := fence.Dialer(); dial != nil {
+		tr.DialContext = dial
+	}
+	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
 
 // serviceRuntime is the running service as the API and the UI see it

@@ -131,7 +131,7 @@ func bindSecrets(c *Config, in Input, prev *Config, e valid.Errors) {
 		c.Password = ""
 		e.Add("password", "required again because "+why+" — a stored password is only sent to the server it was saved for")
 	}
-	if c.NeedsClientSecret() && omitted(in.ClientSecret) && c.ClientSecret != "" {
+	if (c.NeedsClientSecret() || c.Auth == AuthOAuth2Delegated) && omitted(in.ClientSecret) && c.ClientSecret != "" {
 		c.ClientSecret = ""
 		e.Add("clientSecret", "required again because "+why+" — a stored client secret is only sent to the server it was saved for")
 	}
@@ -174,6 +174,8 @@ func DestinationChanges(a, b *Config) []string {
 	add("graphUrl", strings.TrimRight(a.GraphURL, "/") == strings.TrimRight(b.GraphURL, "/"))
 	add("tenantId", strings.EqualFold(a.TenantID, b.TenantID))
 	add("clientId", a.ClientID == b.ClientID)
+	add("provider", a.Provider == b.Provider)
+	add("authUrl", a.AuthURL == b.AuthURL)
 	return out
 }
 
@@ -208,6 +210,8 @@ func buildGeneric(c *Config, in Input, prev *Config, e valid.Errors) {
 		if m := secret(c.Password); m != "" {
 			e.Add("password", m)
 		}
+	case AuthOAuth2Delegated:
+		buildDelegated(c, in, prev, e)
 	case AuthOAuth2:
 		c.TokenURL = deref(in.TokenURL, "")
 		if c.TokenURL == "" {
@@ -232,11 +236,24 @@ func buildGeneric(c *Config, in Input, prev *Config, e valid.Errors) {
 			e.Add("scope", m)
 		}
 	default:
-		e.Add("auth", valid.OneOf(c.Auth, AuthPassword, AuthOAuth2))
+		e.Add("auth", valid.OneOf(c.Auth, AuthPassword, AuthOAuth2, AuthOAuth2Delegated))
 	}
 }
 
+// buildGraph reads an msgraph configuration: app-only (client credentials
+// with the Mail.ReadWrite application permission, auth "") or, with auth
+// oauth2-delegated, as the user who signed in. Other auth values are ignored
+// as they always were.
 func buildGraph(c *Config, in Input, prev *Config, e valid.Errors) {
+	if deref(in.Auth, "") == AuthOAuth2Delegated {
+		c.Auth = AuthOAuth2Delegated
+		c.GraphURL = strings.TrimRight(deref(in.GraphURL, DefaultGraphURL), "/")
+		if m := valid.HTTPSURL(c.GraphURL); m != "" {
+			e.Add("graphUrl", m)
+		}
+		buildDelegated(c, in, prev, e)
+		return
+	}
 	c.TenantID = deref(in.TenantID, "")
 	if c.TenantID == "" {
 		e.Add("tenantId", "required")
@@ -258,6 +275,87 @@ func buildGraph(c *Config, in Input, prev *Config, e valid.Errors) {
 	c.AuthorityURL = strings.TrimRight(deref(in.AuthorityURL, DefaultAuthorityURL), "/")
 	if m := valid.HTTPSURL(c.AuthorityURL); m != "" {
 		e.Add("authorityUrl", m)
+	}
+}
+
+// buildDelegated reads the fields of auth oauth2-delegated: the provider,
+// the OAuth client the user registered (client id, and a client secret when
+// the provider needs one), and the provider's endpoints: Microsoft's tenant
+// and authority, or a custom provider's authorization and token URLs and
+// scope. The user signs in later; no password is needed.
+func buildDelegated(c *Config, in Input, prev *Config, e valid.Errors) {
+	const when = " when auth is oauth2-delegated"
+	c.Password = ""
+	c.Provider = strings.TrimSpace(deref(in.Provider, ""))
+	if c.Provider == "" && c.Type == TypeMSGraph {
+		c.Provider = ProviderMicrosoft
+	}
+	switch c.Provider {
+	case "":
+		e.Add("provider", "required"+when+": google, microsoft or custom")
+	case ProviderGoogle, ProviderMicrosoft, ProviderCustom:
+		if c.Type == TypeMSGraph && c.Provider == ProviderGoogle {
+			e.Add("provider", "must be microsoft or custom for type msgraph (Graph signs in with Microsoft)")
+		}
+	default:
+		e.Add("provider", valid.OneOf(c.Provider, ProviderGoogle, ProviderMicrosoft, ProviderCustom))
+	}
+	c.ClientID = strings.TrimSpace(deref(in.ClientID, ""))
+	if c.ClientID == "" {
+		e.Add("clientId", "required"+when+": the client id of the OAuth client you registered")
+	} else if m := plain(c.ClientID); m != "" {
+		e.Add("clientId", m)
+	}
+	// Optional: Microsoft's public clients have none; Google's need one.
+	c.ClientSecret = keepSecret(in.ClientSecret, prev, func(p *Config) string { return p.ClientSecret })
+	if c.ClientSecret != "" {
+		if m := secret(c.ClientSecret); m != "" {
+			e.Add("clientSecret", m)
+		}
+	}
+	c.Scope = strings.Join(strings.Fields(deref(in.Scope, "")), " ")
+	if c.Scope != "" {
+		if m := plain(c.Scope); m != "" {
+			e.Add("scope", m)
+		}
+	}
+	c.TenantID, c.AuthURL, c.TokenURL = "", "", ""
+	if c.Type == TypeGeneric {
+		c.AuthorityURL = ""
+	}
+	switch c.Provider {
+	case ProviderMicrosoft:
+		c.TenantID = strings.TrimSpace(deref(in.TenantID, ""))
+		switch {
+		case c.TenantID == "":
+			c.TenantID = DefaultTenant
+		case c.TenantID == "common" || c.TenantID == "consumers" || c.TenantID == "organizations":
+		case valid.GUID(c.TenantID) != "" && valid.Domain(c.TenantID) != "":
+			e.Add("tenantId", "must be common (any account), consumers (personal Microsoft accounts), organizations, a GUID or a verified domain such as contoso.onmicrosoft.com")
+		}
+		c.AuthorityURL = strings.TrimRight(deref(in.AuthorityURL, DefaultAuthorityURL), "/")
+		if c.AuthorityURL == "" {
+			c.AuthorityURL = DefaultAuthorityURL
+		}
+		if m := valid.HTTPSURL(c.AuthorityURL); m != "" {
+			e.Add("authorityUrl", m)
+		}
+	case ProviderCustom:
+		c.AuthURL = strings.TrimSpace(deref(in.AuthURL, ""))
+		if c.AuthURL == "" {
+			e.Add("authUrl", "required"+when+" and provider is custom: the authorization endpoint")
+		} else if m := valid.HTTPSURL(c.AuthURL); m != "" {
+			e.Add("authUrl", m)
+		}
+		c.TokenURL = strings.TrimSpace(deref(in.TokenURL, ""))
+		if c.TokenURL == "" {
+			e.Add("tokenUrl", "required"+when+" and provider is custom: the token endpoint")
+		} else if m := valid.HTTPSURL(c.TokenURL); m != "" {
+			e.Add("tokenUrl", m)
+		}
+		if c.Scope == "" {
+			e.Add("scope", "required"+when+" and provider is custom: the scopes to ask for, separated by spaces")
+		}
 	}
 }
 
@@ -342,6 +440,14 @@ func Duplicate(orig Config, in DuplicateInput) (Config, error) {
 		c.ClientSecret = deref(in.ClientSecret, "")
 		if m := secret(c.ClientSecret); m != "" {
 			e.Add("clientSecret", m+": a copy does not take the original's client secret")
+		}
+	} else if c.Auth == AuthOAuth2Delegated {
+		// Optional for the provider; the copy is not signed in (the store
+		// copies no grant) and takes no secret it was not given.
+		if c.ClientSecret = deref(in.ClientSecret, ""); c.ClientSecret != "" {
+			if m := secret(c.ClientSecret); m != "" {
+				e.Add("clientSecret", m)
+			}
 		}
 	}
 	return c, e.Err()

@@ -417,3 +417,176 @@ func TestBuildBindsStoredSecrets(t *testing.T) {
 		})
 	}
 }
+
+func delegatedInput(provider string) Input {
+	in := genericInput()
+	in.Password, in.Auth, in.Provider, in.ClientID = nil, p(AuthOAuth2Delegated), p(provider), p("client-123")
+	if provider == ProviderCustom {
+		in.AuthURL, in.TokenURL, in.Scope = p("https://id.example.com/authorize"), p("https://id.example.com/token"), p("mail offline_access")
+	}
+	return in
+}
+
+func graphDelegatedInput() Input {
+	in := graphInput()
+	in.Auth, in.TenantID, in.ClientSecret = p(AuthOAuth2Delegated), nil, nil
+	return in
+}
+
+// TestBuildDelegated covers the rules of auth oauth2-delegated: each bad
+// input is refused naming exactly its field; good inputs get the defaults.
+func TestBuildDelegated(t *testing.T) {
+	bad := []struct {
+		name    string
+		in      func() Input
+		mod     func(*Input)
+		field   string
+		message string
+	}{
+		{"provider missing", func() Input { return delegatedInput("") }, func(*Input) {}, "provider", "google, microsoft or custom"},
+		{"provider unknown", func() Input { return delegatedInput("yahoo") }, func(*Input) {}, "provider", "google, microsoft, custom"},
+		{"clientId missing", func() Input { return delegatedInput(ProviderGoogle) }, func(in *Input) { in.ClientID = nil }, "clientId", "required when auth is oauth2-delegated"},
+		{"clientId blank", func() Input { return delegatedInput(ProviderGoogle) }, func(in *Input) { in.ClientID = p("  ") }, "clientId", "required"},
+		{"clientSecret with newline", func() Input { return delegatedInput(ProviderGoogle) }, func(in *Input) { in.ClientSecret = p("a\nb") }, "clientSecret", "line breaks"},
+		{"custom authUrl missing", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.AuthURL = nil }, "authUrl", "required when auth is oauth2-delegated and provider is custom"},
+		{"custom authUrl http remote", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.AuthURL = p("http://id.example.com/a") }, "authUrl", "https"},
+		{"custom tokenUrl missing", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.TokenURL = p("") }, "tokenUrl", "required"},
+		{"custom tokenUrl not url", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.TokenURL = p("id.example.com/token") }, "tokenUrl", "https"},
+		{"custom scope missing", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.Scope = p(" ") }, "scope", "required"},
+		{"microsoft tenant bad", func() Input { return delegatedInput(ProviderMicrosoft) }, func(in *Input) { in.TenantID = p("contoso") }, "tenantId", "consumers"},
+		{"microsoft authority bad", func() Input { return delegatedInput(ProviderMicrosoft) }, func(in *Input) { in.AuthorityURL = p("ftp://x") }, "authorityUrl", "https"},
+		{"pop3 provider unknown", func() Input { return delegatedInput("gmail") }, func(in *Input) { in.ServerType, in.Port = p("pop3s"), p(995) }, "provider", "google, microsoft, custom"},
+		{"graph google", graphDelegatedInput, func(in *Input) { in.Provider = p(ProviderGoogle) }, "provider", "microsoft or custom"},
+		{"graph clientId missing", graphDelegatedInput, func(in *Input) { in.ClientID = nil }, "clientId", "required"},
+		{"graph graphUrl bad", graphDelegatedInput, func(in *Input) { in.GraphURL = p("graph") }, "graphUrl", "https"},
+		{"graph custom tokenUrl missing", graphDelegatedInput, func(in *Input) {
+			in.Provider, in.AuthURL, in.Scope = p(ProviderCustom), p("https://id.example.com/a"), p("Mail.ReadWrite")
+		}, "tokenUrl", "required"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in()
+			tt.mod(&in)
+			_, err := Build(in, nil)
+			var ve valid.Errors
+			if !errors.As(err, &ve) || len(ve) != 1 {
+				t.Fatalf("got %v, want only %s refused", err, tt.field)
+			}
+			if !strings.Contains(ve[tt.field], tt.message) {
+				t.Errorf("got %v, want %s: …%s…", ve, tt.field, tt.message)
+			}
+		})
+	}
+
+	good := []struct {
+		name  string
+		in    func() Input
+		mod   func(*Input)
+		check func(t *testing.T, c Config)
+	}{
+		{"google, no password, no secret", func() Input { return delegatedInput(ProviderGoogle) }, func(in *Input) {
+			in.Password, in.TokenURL, in.AuthURL, in.TenantID = p("ignored"), p("https://ignored.example.com"), p("https://ignored.example.com"), p("ignored")
+		}, func(t *testing.T, c Config) {
+			if c.Password != "" || c.ClientSecret != "" || c.TokenURL != "" || c.AuthURL != "" || c.TenantID != "" || c.Provider != ProviderGoogle {
+				t.Errorf("got %+v, want only google's fields", c)
+			}
+		}},
+		{"microsoft default tenant and authority", func() Input { return delegatedInput(ProviderMicrosoft) }, func(*Input) {}, func(t *testing.T, c Config) {
+			if c.TenantID != "common" || c.AuthorityURL != DefaultAuthorityURL {
+				t.Errorf("got tenant %q authority %q, want common and the default", c.TenantID, c.AuthorityURL)
+			}
+		}},
+		{"microsoft consumers, loopback authority", func() Input { return delegatedInput(ProviderMicrosoft) }, func(in *Input) {
+			in.TenantID, in.AuthorityURL, in.ClientSecret = p("consumers"), p("http://127.0.0.1:9/"), p("s")
+		}, func(t *testing.T, c Config) {
+			if c.TenantID != "consumers" || c.AuthorityURL != "http://127.0.0.1:9" || c.ClientSecret != "s" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"custom loopback", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) {
+			in.AuthURL, in.TokenURL, in.Scope = p("http://127.0.0.1:8/authorize"), p("http://localhost:8/token"), p("  mail   openid ")
+		}, func(t *testing.T, c Config) {
+			if c.AuthURL != "http://127.0.0.1:8/authorize" || c.TokenURL != "http://localhost:8/token" || c.Scope != "mail openid" {
+				t.Errorf("got %+v", c)
+			}
+			v := c.View()
+			if v.Provider != ProviderCustom || v.AuthURL != c.AuthURL || v.HasPassword || v.SignIn != nil {
+				t.Errorf("got view %+v", v)
+			}
+		}},
+		{"pop3", func() Input { return delegatedInput(ProviderGoogle) }, func(in *Input) { in.ServerType, in.Port = p("pop3s"), p(995) }, nil},
+		{"graph microsoft by default", graphDelegatedInput, func(*Input) {}, func(t *testing.T, c Config) {
+			if c.Provider != ProviderMicrosoft || c.TenantID != "common" || c.ClientSecret != "" || c.GraphURL != DefaultGraphURL || c.NeedsClientSecret() {
+				t.Errorf("got %+v", c)
+			}
+		}},
+	}
+	for _, tt := range good {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in()
+			tt.mod(&in)
+			c, err := Build(in, nil)
+			if err != nil {
+				t.Fatalf("got %v, want no error", err)
+			}
+			if c.Auth != AuthOAuth2Delegated {
+				t.Errorf("got auth %q", c.Auth)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+// TestDelegatedDestination: provider and authUrl are destination fields (a
+// changed one drops the grant in the store and needs a stored client
+// secret again); other edits keep the stored secret.
+func TestDelegatedDestination(t *testing.T) {
+	in := delegatedInput(ProviderCustom)
+	in.ClientSecret = p("secret")
+	prev, err := Build(in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		mod   func(*Input)
+		field string
+	}{
+		{func(in *Input) { in.AuthURL = p("https://evil.example.net/authorize") }, "authUrl"},
+		{func(in *Input) { in.Provider = p(ProviderGoogle) }, "provider"},
+		{func(in *Input) { in.TokenURL = p("https://evil.example.net/token") }, "tokenUrl"},
+	} {
+		in := delegatedInput(ProviderCustom)
+		tt.mod(&in)
+		c, err := Build(in, &prev)
+		if got := DestinationChanges(&prev, &c); !contains(got, tt.field) {
+			t.Errorf("got changes %v, want %s", got, tt.field)
+		}
+		if err == nil || c.ClientSecret != "" || !strings.Contains(err.Error(), "clientSecret") {
+			t.Errorf("%s changed: got %v, secret kept %v; want the client secret required again", tt.field, err, c.ClientSecret != "")
+		}
+	}
+	in = delegatedInput(ProviderCustom)
+	in.Description = p("changed")
+	c, err := Build(in, &prev)
+	if err != nil || c.ClientSecret != "secret" || DestinationChanges(&prev, &c) != nil {
+		t.Errorf("got %v, secret kept %v, want it kept", err, c.ClientSecret == "secret")
+	}
+	d, err := Duplicate(prev, DuplicateInput{})
+	if err != nil || d.ClientSecret != "" || d.Provider != ProviderCustom || d.AuthURL != prev.AuthURL || d.Enabled {
+		t.Errorf("duplicate: got %+v, %v; want the settings without the secret", d, err)
+	}
+	if d, err := Duplicate(prev, DuplicateInput{ClientSecret: p("other")}); err != nil || d.ClientSecret != "other" {
+		t.Errorf("duplicate with a secret: got %v", err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

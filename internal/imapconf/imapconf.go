@@ -46,6 +46,9 @@ const (
 	MaxPollInterval     = 86400
 	DefaultGraphURL     = "https://graph.microsoft.com"
 	DefaultAuthorityURL = "https://login.microsoftonline.com"
+	// DefaultTenant is Microsoft's tenant of oauth2-delegated when none is
+	// given: work, school and personal accounts alike.
+	DefaultTenant = "common"
 	// DefaultOAuth2Scope is the scope of the tokens of an oauth2
 	// configuration without one: IMAP and POP access to Exchange Online.
 	DefaultOAuth2Scope = "https://outlook.office365.com/.default"
@@ -104,8 +107,9 @@ func (c *Config) NeedsPassword() bool {
 
 // NeedsClientSecret reports whether the configuration authenticates with a
 // client secret (MS Graph, or OAuth2 client credentials for IMAP/POP3).
+// An oauth2-delegated configuration's client secret is optional.
 func (c *Config) NeedsClientSecret() bool {
-	return c.Type == TypeMSGraph || c.Auth == AuthOAuth2
+	return (c.Type == TypeMSGraph && c.Auth != AuthOAuth2Delegated) || c.Auth == AuthOAuth2
 }
 
 // View is the JSON form of a configuration in responses. It never carries a
@@ -215,6 +219,8 @@ func (c *Config) View() View {
 		Auth:            c.Auth,
 		TokenURL:        c.TokenURL,
 		Scope:           c.Scope,
+		Provider:        c.Provider,
+		AuthURL:         c.AuthURL,
 		CreatedAt:       c.CreatedAt,
 		UpdatedAt:       c.UpdatedAt,
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"mailtrigger/internal/api"
+	"mailtrigger/internal/clientip"
 	"mailtrigger/internal/control"
 	"mailtrigger/internal/store"
 )
@@ -29,6 +30,9 @@ type Deps struct {
 	// WebRoutes, when set, registers the web UI's routes on the server's
 	// mux (the API, probes and metrics keep their more specific patterns).
 	WebRoutes func(mux *http.ServeMux)
+	// BaseURL and Proxies are passed to the API (the sign-in callback URL).
+	BaseURL string
+	Proxies clientip.Resolver
 }
 
 // Timeouts bound how long a client may take over a request; a zero field
@@ -73,7 +77,7 @@ func Handler(d Deps) http.Handler {
 		d.Registry = NewRegistry()
 	}
 	mux := http.NewServeMux()
-	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Runtime: d.Runtime}).Routes(mux)
+	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Runtime: d.Runtime, BaseURL: d.BaseURL, Proxies: d.Proxies}).Routes(mux)
 	probes(mux, d.Store)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	if d.WebRoutes != nil {

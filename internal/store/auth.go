@@ -149,3 +149,16 @@ func (s *Store) TouchToken(ctx context.Context, id int64, t time.Time) error {
 	}
 	return nil
 }
+
+// UserID returns the id of user name (a sign-in is bound to it).
+func (s *Store) UserID(ctx context.Context, name string) (int64, error) {
+	var id int64
+	err := s.r.QueryRowContext(ctx, `SELECT id FROM users WHERE name = $1`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading user %s: %w", name, err)
+	}
+	return id, nil
+}

@@ -66,6 +66,12 @@ type Deps struct {
 	// CheckPassword checks a password against its hash; nil means
 	// auth.CheckPassword. Tests count the checks through it.
 	CheckPassword func(hash, password string) bool
+	// BaseURL is the service's public URL (MAILTRIGGER_BASE_URL): the
+	// sign-in callback URL is under it; "" takes the request's origin.
+	BaseURL string
+	// HTTPClient exchanges a sign-in's code at the provider's token
+	// endpoint (the service's egress policy); nil: http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 // UI serves the web UI.
@@ -86,6 +92,9 @@ type UI struct {
 	checkPassword func(hash, password string) bool
 	// checks bounds the argon2id password checks running at once (64 MiB each).
 	checks chan struct{}
+	// baseURL and hc: see Deps.
+	baseURL string
+	hc      *http.Client
 }
 
 // New parses every template and hashes every static file; an error in any
@@ -114,7 +123,7 @@ func New(d Deps) (*UI, error) {
 	}
 	u := &UI{store: d.Store, log: d.Logger, rt: d.Runtime, changes: control.New(d.Store, d.Logger, d.Runtime),
 		version: d.Version, limit: newLimiter(d.LoginLimit, d.LoginWindow, time.Now), checks: make(chan struct{}, 2),
-		proxies: d.Proxies, checkPassword: d.CheckPassword}
+		proxies: d.Proxies, checkPassword: d.CheckPassword, baseURL: d.BaseURL, hc: d.HTTPClient}
 	var err error
 	if u.static, err = loadStatic(); err != nil {
 		return nil, err
