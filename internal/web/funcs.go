@@ -21,8 +21,8 @@ var fieldLabels = []struct{ key, label string }{
 	{"tenantId", "Tenant Id"}, {"clientId", "Client Id"}, {"clientSecret", "Client Secret"},
 	{"folder", "Folder"}, {"tls", "TLS"}, {"caCert", "Trusted CA certificates"}, {"afterProcessing", "After processing"},
 	{"moveTo", "Move to folder"}, {"pollInterval", "Poll interval"}, {"backlog", "Mail already in the folder"},
-	{"graphUrl", "Graph URL"}, {"authorityUrl", "Authority URL"}, {"auth", "Authentication"}, {"tokenUrl", "Token URL"},
-	{"scope", "Scope"},
+	{"graphUrl", "Graph URL"}, {"authorityUrl", "Authority URL"}, {"auth", "Authentication"}, {"provider", "Provider"},
+	{"authUrl", "Authorization URL"}, {"tokenUrl", "Token URL"}, {"scope", "Scope"},
 	{"start.emailTrigger", "Email Trigger"}, {"start.emailTrigger.imap", "IMAP"}, {"start.emailTrigger.subject", "Subject"},
 	{"start.emailTrigger.match", "Match"}, {"start.emailTrigger.from", "Sender"}, {"activities", "Webhooks"},
 	// The flow editor's fields (flowErrorKey).
@@ -245,6 +245,7 @@ func (u *UI) funcs() template.FuncMap {
 		"size":            size,
 		"dict":            dict,
 		"path":            pathEscape,
+		"providerLabel":   providerLabel,
 		"lower":           strings.ToLower,
 		"join":            strings.Join,
 		"plural":          plural,

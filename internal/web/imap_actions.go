@@ -18,6 +18,7 @@ type imapDialog struct {
 	CopyName     string
 	NeedPassword bool
 	NeedSecret   bool
+	SignsIn      bool // oauth2-delegated: the copy is not signed in
 	Flows        []string
 	Errors       valid.Errors
 }
@@ -37,7 +38,7 @@ func (u *UI) imapDialogPage(w http.ResponseWriter, r *http.Request, status int, 
 		copyName = imapconf.CopyName(c.Name, n)
 	}
 	d := &imapDialog{Kind: kind, Name: c.Name, CopyName: copyName, NeedPassword: c.NeedsPassword(),
-		NeedSecret: c.NeedsClientSecret(), Flows: flows[strings.ToLower(c.Name)], Errors: errs}
+		NeedSecret: c.NeedsClientSecret(), SignsIn: c.Auth == imapconf.AuthOAuth2Delegated, Flows: flows[strings.ToLower(c.Name)], Errors: errs}
 	if inUse != nil {
 		d.Flows = inUse
 	}

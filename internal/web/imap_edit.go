@@ -1,11 +1,11 @@
 package web
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
 
+	"mailtrigger/internal/control"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/valid"
@@ -18,6 +18,7 @@ func (u *UI) imapNew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Panel = &imapPanel{Create: true, Form: newForm(r.URL.Query().Get("type")), Errors: valid.Errors{}}
+	p.Panel.RedirectURI = control.RedirectURI(u.baseURL, r, u.proxies)
 	u.renderIMAP(w, r, http.StatusOK, p)
 }
 
@@ -40,24 +41,32 @@ func (u *UI) imapCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f := formFromValues(r.PostForm)
-		// An OAuth2 client secret is among the advanced settings.
-		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
-		p.Panel = &imapPanel{Create: true, Form: f, Errors: withRetype(e, f)}
+		f.Advanced = advancedOpen(e, f)
+		p.Panel = &imapPanel{Create: true, Form: f, Errors: withRetype(e, f), RedirectURI: control.RedirectURI(u.baseURL, r, u.proxies)}
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
+		return
+	}
+	if signInWanted(r) {
+		u.beginSignIn(w, r, c)
 		return
 	}
 	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s created.", c.Name))
 	redirect(w, r, "/imap#imap-"+c.Name)
 }
 
-func (u *UI) editPanel(ctx context.Context, c imapconf.Config, flows map[string][]string) (*imapPanel, error) {
+func (u *UI) editPanel(r *http.Request, c imapconf.Config, flows map[string][]string) (*imapPanel, error) {
+	ctx := r.Context()
 	st := u.statusOf(c)
 	ch, err := u.messagesChart(ctx, c.Name)
 	if err != nil {
 		return nil, err
 	}
+	si, err := u.changes.SignInOf(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	return &imapPanel{Orig: c.Name, Form: formFromConfig(c), Errors: valid.Errors{}, Status: &st, Chart: ch,
-		Flows: flows[strings.ToLower(c.Name)]}, nil
+		Flows: flows[strings.ToLower(c.Name)], SignIn: si, RedirectURI: control.RedirectURI(u.baseURL, r, u.proxies)}, nil
 }
 
 func (u *UI) imapEdit(w http.ResponseWriter, r *http.Request) {
@@ -72,7 +81,7 @@ func (u *UI) imapEdit(w http.ResponseWriter, r *http.Request) {
 		u.serverError(w, r, err)
 		return
 	}
-	if p.Panel, err = u.editPanel(ctx, c, flows); err != nil {
+	if p.Panel, err = u.editPanel(r, c, flows); err != nil {
 		u.serverError(w, r, err)
 		return
 	}
@@ -99,7 +108,7 @@ func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 	if len(e) > 0 {
 		p, flows, err := u.imapPageData(ctx)
 		if err == nil {
-			p.Panel, err = u.editPanel(ctx, prev, flows)
+			p.Panel, err = u.editPanel(r, prev, flows)
 		}
 		if err != nil {
 			u.serverError(w, r, err)
@@ -107,10 +116,13 @@ func (u *UI) imapSave(w http.ResponseWriter, r *http.Request) {
 		}
 		f := formFromValues(r.PostForm)
 		f.HasPassword, f.HasClientSecret = prev.Password != "", prev.ClientSecret != ""
-		// An OAuth2 client secret is among the advanced settings.
-		f.Advanced = hasAdvancedError(e) || (e["clientSecret"] != "" && f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2)
+		f.Advanced = advancedOpen(e, f)
 		p.Panel.Form, p.Panel.Errors = f, withRetype(e, f)
 		u.renderIMAP(w, r, http.StatusBadRequest, p)
+		return
+	}
+	if signInWanted(r) {
+		u.beginSignIn(w, r, c)
 		return
 	}
 	u.setFlash(r, "ok", fmt.Sprintf("IMAP configuration %s saved.", c.Name))

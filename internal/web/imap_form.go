@@ -20,6 +20,7 @@ type imapForm struct {
 	Folder, TLS, CACert, AfterProcessing, MoveTo  string
 	PollInterval, Backlog, GraphURL, AuthorityURL string
 	Auth, TokenURL, Scope                         string
+	Provider, AuthURL                             string
 	Enabled                                       bool
 	PasswordTyped, ClientSecretTyped              bool
 	HasPassword, HasClientSecret                  bool // stored (edit)
@@ -31,6 +32,7 @@ func formFromConfig(c imapconf.Config) imapForm {
 		Username: c.Username, TenantID: c.TenantID, ClientID: c.ClientID, Folder: c.Folder, TLS: c.TLS, CACert: c.CACert,
 		AfterProcessing: c.AfterProcessing, MoveTo: c.MoveTo, Backlog: c.Backlog, GraphURL: c.GraphURL,
 		AuthorityURL: c.AuthorityURL, Auth: c.Auth, TokenURL: c.TokenURL, Scope: c.Scope, Enabled: c.Enabled,
+		Provider: c.Provider, AuthURL: c.AuthURL,
 		HasPassword: c.Password != "", HasClientSecret: c.ClientSecret != ""}
 	if c.Port != 0 {
 		f.Port = strconv.Itoa(c.Port)
@@ -40,18 +42,26 @@ func formFromConfig(c imapconf.Config) imapForm {
 	}
 	if f.Auth == "" {
 		f.Auth = imapconf.AuthPassword
+		if c.Type == imapconf.TypeMSGraph {
+			f.Auth = authApp
+		}
 	}
 	return f
 }
 
+// authApp is the value of the MS Graph panel's Authentication for app-only
+// access (client credentials): the entity's empty auth.
+const authApp = "app"
+
 func newForm(typ string) imapForm {
+	auth := authApp
 	if typ != imapconf.TypeMSGraph {
-		typ = imapconf.TypeGeneric
+		typ, auth = imapconf.TypeGeneric, imapconf.AuthPassword
 	}
 	return imapForm{ServerType: imapconf.ServerIMAPS, Type: typ, Port: "993", Folder: imapconf.DefaultFolder,
 		AfterProcessing: imapconf.AfterNone, PollInterval: strconv.Itoa(imapconf.DefaultPollInterval),
 		Backlog: imapconf.BacklogNew, GraphURL: imapconf.DefaultGraphURL, AuthorityURL: imapconf.DefaultAuthorityURL,
-		Auth: imapconf.AuthPassword, Enabled: true}
+		Auth: auth, Provider: imapconf.ProviderGoogle, Enabled: true}
 }
 
 func formFromValues(v url.Values) imapForm {
@@ -61,6 +71,7 @@ func formFromValues(v url.Values) imapForm {
 		AfterProcessing: v.Get("afterProcessing"), MoveTo: v.Get("moveTo"), PollInterval: v.Get("pollInterval"),
 		Backlog: v.Get("backlog"), GraphURL: v.Get("graphUrl"), AuthorityURL: v.Get("authorityUrl"), Auth: v.Get("auth"),
 		TokenURL: v.Get("tokenUrl"), Scope: v.Get("scope"), Enabled: v.Has("enabled"),
+		Provider: v.Get("provider"), AuthURL: v.Get("authUrl"),
 		PasswordTyped: v.Get("password") != "", ClientSecretTyped: v.Get("clientSecret") != ""}
 }
 
@@ -119,7 +130,7 @@ func inputFromValues(v url.Values) (imapconf.Input, valid.Errors) {
 		TenantID: trim("tenantId"), ClientID: trim("clientId"), ClientSecret: secret("clientSecret"), Folder: def("folder"),
 		TLS: def("tls"), CACert: trim("caCert"), AfterProcessing: def("afterProcessing"), MoveTo: trim("moveTo"),
 		PollInterval: num("pollInterval"), Backlog: def("backlog"), GraphURL: def("graphUrl"), AuthorityURL: def("authorityUrl"),
-		Auth: def("auth"), TokenURL: trim("tokenUrl"), Scope: trim("scope"),
+		Auth: def("auth"), TokenURL: trim("tokenUrl"), Scope: trim("scope"), Provider: def("provider"), AuthURL: trim("authUrl"),
 	}
 	return in, e
 }
@@ -164,6 +175,10 @@ type imapPanel struct {
 	Status *statusView
 	Chart  *chart
 	Flows  []string
+	// SignIn is who signed in (edit, oauth2-delegated); RedirectURI the
+	// callback URL to register at the provider.
+	SignIn      *imapconf.SignIn
+	RedirectURI string
 }
 
 // Messages of the secrets that were typed into a refused form: they are never
@@ -185,9 +200,26 @@ func withRetype(e valid.Errors, f imapForm) valid.Errors {
 	return e
 }
 
+// advancedOpen reports whether the refused form f opens its advanced
+// settings: an error is among them (an OAuth2 client credentials
+// configuration's token URL, scope and client are).
+func advancedOpen(e valid.Errors, f imapForm) bool {
+	if hasAdvancedError(e) {
+		return true
+	}
+	if f.Type != imapconf.TypeMSGraph && f.Auth == imapconf.AuthOAuth2 {
+		for _, k := range []string{"tokenUrl", "scope", "clientId", "clientSecret"} {
+			if _, ok := e[k]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func hasAdvancedError(e valid.Errors) bool {
 	for _, k := range []string{"folder", "tls", "caCert", "afterProcessing", "moveTo", "pollInterval", "backlog",
-		"graphUrl", "authorityUrl", "auth", "tokenUrl", "scope"} {
+		"graphUrl", "authorityUrl"} {
 		if _, ok := e[k]; ok {
 			return true
 		}

@@ -133,11 +133,19 @@ func (u *UI) imapPageData(ctx context.Context) (imapPage, map[string][]string, e
 	if err != nil {
 		return imapPage{}, nil, err
 	}
+	signIns, err := u.changes.SignIns(ctx, cs)
+	if err != nil {
+		return imapPage{}, nil, err
+	}
 	p := imapPage{Cards: []imapCard{}}
 	same := sameMailbox(cs)
 	for _, c := range cs {
-		p.Cards = append(p.Cards, imapCard{View: c.View(), Status: u.statusOf(c), Flows: flows[strings.ToLower(c.Name)],
-			SameMailbox: same[strings.ToLower(c.Name)]})
+		card := imapCard{View: c.View(), Status: u.statusOf(c), Flows: flows[strings.ToLower(c.Name)],
+			SameMailbox: same[strings.ToLower(c.Name)]}
+		if si, ok := signIns[c.ID]; ok {
+			card.SignIn = &si
+		}
+		p.Cards = append(p.Cards, card)
 	}
 	return p, flows, nil
 }

@@ -162,6 +162,8 @@ func (u *UI) Routes(mux *http.ServeMux) {
 	auth("GET /imap/{name}/delete", u.imapDeleteDialog)
 	auth("POST /imap/{name}/delete", u.imapDelete)
 	auth("POST /imap/{name}/enabled", u.imapEnabled)
+	auth("POST /imap/{name}/signin", u.imapSignIn)
+	auth("GET "+control.CallbackPath, u.oauthCallback)
 
 	auth("GET /flows", u.flowList)
 	auth("GET /flows/new", u.flowNew)
@@ -309,7 +311,7 @@ func (u *UI) parseTemplates() (map[string]*template.Template, error) {
 		}
 		pages[strings.TrimSuffix(name, ".html")] = t
 	}
-	for _, want := range []string{"login", "imap", "flows", "flow", "runs", "run", "messages", "message", "settings", "error"} {
+	for _, want := range []string{"login", "imap", "flows", "flow", "runs", "run", "messages", "message", "settings", "error", "signin"} {
 		if pages[want] == nil {
 			return nil, fmt.Errorf("web: template %s.html is missing", want)
 		}

@@ -262,10 +262,20 @@
     const form = $("[data-imap-form]");
     if (!form) return;
     const type = $("[data-type-switch]", form);
-    const authSel = $("[data-auth-switch]", form);
+    // Each Type has its own Authentication choice.
+    const authSels = $$("[data-auth-switch]", form);
+    const authOf = (t) => {
+      const sel = authSels.find((s) => { const g = s.closest("[data-for-type]"); return !g || g.dataset.forType === t; });
+      return sel ? sel.value : "password";
+    };
+    const provSel = $("[data-provider-switch]", form);
+    const signIn = $("[data-signin-button]", form);
     const after = $("[data-after-switch]", form);
+    // data-for-auth and data-for-provider list the values they show for.
+    const among = (list, v) => !list || list.split(" ").includes(v);
     const sync = () => {
-      const t = type.value, a = authSel ? authSel.value : "password";
+      const t = type.value, a = authOf(t), pv = provSel ? provSel.value : "";
+      if (signIn && provSel && provSel.selectedOptions[0]) signIn.textContent = "Sign in with " + provSel.selectedOptions[0].dataset.label;
       // POP3 has no flags and no folders: no "Mark as seen", no "Move".
       const server = $("input[name=serverType]:checked", form);
       const pop = t === "generic" && !!server && server.value === "pop3s";
@@ -274,9 +284,9 @@
         if (pop && after.selectedOptions[0] && after.selectedOptions[0].disabled) after.value = "none";
       }
       const af = after ? after.value : "none";
-      for (const el of $$("[data-for-type],[data-for-auth],[data-for-after]", form)) {
+      for (const el of $$("[data-for-type],[data-for-auth],[data-for-provider],[data-for-after]", form)) {
         const ok = (!el.dataset.forType || el.dataset.forType === t) &&
-          (!el.dataset.forAuth || el.dataset.forAuth === a || t !== "generic") &&
+          among(el.dataset.forAuth, a) && among(el.dataset.forProvider, pv) &&
           (!el.dataset.forAfter || el.dataset.forAfter === af);
         el.hidden = !ok;
         if (el.tagName === "FIELDSET") el.disabled = !ok;
@@ -291,7 +301,8 @@
       }
     };
     type.addEventListener("change", sync);
-    if (authSel) authSel.addEventListener("change", sync);
+    for (const s of authSels) s.addEventListener("change", sync);
+    if (provSel) provSel.addEventListener("change", sync);
     if (after) after.addEventListener("change", sync);
     // Suggest the usual port of the server type chosen.
     const port = $("#f-port", form);
@@ -531,6 +542,10 @@
     // a reload does not send the form again (post/redirect/get).
     const canon = document.body.dataset.canonical;
     if (canon) history.replaceState(null, "", canon);
+    // The page that goes on to a provider's sign-in page (a script's
+    // navigation: the form-action policy stops a form's redirect there).
+    const go = document.querySelector("a[data-navigate]");
+    if (go) { location.assign(go.href); return; }
     initTimes();
     initNavMenu();
     initMenus();
