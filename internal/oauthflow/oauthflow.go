@@ -6,8 +6,12 @@
 // each kind of mailbox. It knows nothing of the store, HTTP routes or the
 // UI; it talks only to the provider's endpoints.
 //
-// CONTRACT (stubs committed by the lead; the oauthflow helper fills them
-// in and may add to them, not change what is here without telling).
+// Requests without a deadline in their context get RequestTimeout. No
+// error text holds a code, verifier, token or client secret; nothing is
+// logged here.
+//
+// CONTRACT (issue 17): the signatures the lead committed may be added to,
+// not changed without telling (notes/i17.md).
 package oauthflow
 
 import (
@@ -31,6 +35,10 @@ import (
 
 // StateTTL is how long a sign-in started may be completed.
 const StateTTL = 10 * time.Minute
+
+// RequestTimeout bounds a request to the provider whose context has no
+// deadline.
+const RequestTimeout = 30 * time.Second
 
 // The known providers' endpoints and scopes.
 const (
@@ -315,6 +323,14 @@ func Refresh(ctx context.Context, hc *http.Client, c imapconf.Config, refreshTok
 	return g, nil
 }
 
+// withTimeout gives ctx RequestTimeout unless it has a deadline.
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, RequestTimeout)
+}
+
 // maxAnswer bounds what is read of an answer.
 const maxAnswer = 1 << 20
 
@@ -342,6 +358,8 @@ func requestToken(ctx context.Context, hc *http.Client, tokenURL string, c imapc
 	if c.ClientSecret != "" {
 		form.Set("client_secret", c.ClientSecret)
 	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return Grant{}, "", fmt.Errorf("%s: the token URL is not valid", doing)
@@ -400,10 +418,7 @@ func expiresIn(raw json.RawMessage) int64 {
 // oauthError is the error of an OAuth2 error answer: ErrInvalidGrant
 // wrapped for invalid_grant, a *ProviderError for the others.
 func oauthError(doing, code, desc string, secrets []string) error {
-	code = clean(code, 100, secrets)
-	if code == "" {
-		code = "an error it did not name"
-	}
+	code = errorCode(code, secrets)
 	desc = descriptionOf(desc, secrets)
 	if code == "invalid_grant" {
 		if desc == "" {
@@ -418,7 +433,15 @@ func oauthError(doing, code, desc string, secrets []string) error {
 // a code (access_denied and the like), as a *ProviderError with its
 // description cleaned (one line, bounded, no secrets).
 func CallbackError(code, description string) *ProviderError {
-	return &ProviderError{Code: clean(code, 100, nil), Description: descriptionOf(description, nil)}
+	return &ProviderError{Code: errorCode(code, nil), Description: descriptionOf(description, nil)}
+}
+
+// errorCode is an OAuth2 error code made fit for an error text.
+func errorCode(code string, secrets []string) string {
+	if code = clean(code, 100, secrets); code == "" {
+		return "an error it did not name"
+	}
+	return code
 }
 
 // descriptionOf is an error_description made fit for an error text: its
@@ -559,6 +582,8 @@ func userinfo(ctx context.Context, hc *http.Client, endpoint, accessToken string
 		hc = http.DefaultClient
 	}
 	const doing = "asking the provider who signed in (userinfo)"
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
 	if err != nil {
 		return "", fmt.Errorf("%s: the userinfo URL is not valid", doing)

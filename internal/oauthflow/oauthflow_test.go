@@ -379,6 +379,9 @@ func TestRefused(t *testing.T) {
 		if pe.Code != "access_denied" || pe.Error() != "the provider answered access_denied: the user declined" {
 			t.Errorf("got %q", pe)
 		}
+		if pe := CallbackError("", "a\nb Trace ID: 1"); pe.Error() != "the provider answered an error it did not name: a" {
+			t.Errorf("got %q", pe)
+		}
 	})
 	t.Run("wrong verifier", func(t *testing.T) {
 		e := newEnv(t)
@@ -472,6 +475,13 @@ func TestRefused(t *testing.T) {
 		_, err := Refresh(ctx, e.hc, e.cfg, "rt")
 		if err == nil || !strings.HasPrefix(err.Error(), "renewing the access token: ") || errors.Is(err, ErrInvalidGrant) {
 			t.Fatalf("got %v", err)
+		}
+		e = newEnv(t)
+		e.as.SetTokenDelay(5 * time.Second)
+		dctx, dcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer dcancel()
+		if _, err := Refresh(dctx, e.hc, e.cfg, "rt"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("slow provider: got %v", err)
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/source/xoauth2/oauthfake"
 )
@@ -295,5 +296,38 @@ func TestDelegated(t *testing.T) {
 	c = code(t, s, u)
 	if st, body := redeem(t, s, "public", "", c, verifier); st != 400 || body["error"] != "invalid_grant" {
 		t.Fatalf("another client's code: %d %v", st, body)
+	}
+}
+
+// TestRefreshRace: two clients redeeming one refresh token at once, with a
+// slow provider, as two replicas that did not coordinate: one gets the
+// rotated token, the other invalid_grant; one refresh grant was served.
+func TestRefreshRace(t *testing.T) {
+	s := oauthfake.NewTLS(t)
+	s.AddClient("app", "secret", "")
+	_, tok := redeem(t, s, "app", "secret", code(t, s, authURL(s.AuthorizeURL(), "app", "mail", "hal@example.test")), verifier)
+	rt := tok["refresh_token"].(string)
+	s.SetTokenDelay(100 * time.Millisecond)
+	statuses := make(chan int, 2)
+	for range 2 {
+		go func() {
+			resp, err := s.Client().PostForm(s.TokenURL(), url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"app"}, "client_secret": {"secret"}})
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	a, b := <-statuses, <-statuses
+	if a+b != 600 || a*b != 200*400 {
+		t.Errorf("got HTTP %d and %d, want 200 and 400", a, b)
+	}
+	if c := s.Counts(); c.Refreshes != 1 || c.RefreshErrors != 1 {
+		t.Errorf("counts %+v", c)
+	}
+	if live := s.LiveRefreshTokens("hal@example.test"); len(live) != 1 || live[0] == rt {
+		t.Errorf("live refresh tokens %v", live)
 	}
 }

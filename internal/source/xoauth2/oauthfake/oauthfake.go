@@ -127,9 +127,9 @@ type pending struct {
 // code is an authorization code issued.
 type code struct {
 	pending
-	issued time.Time
-	used   bool
-	grant  int
+	expires time.Time
+	used    bool
+	grant   int
 }
 
 type failure struct {
@@ -685,7 +685,7 @@ func (s *Server) authorizationCode(r *http.Request, id, secret string, hasSecret
 		return nil, invalidGrant("the code was already redeemed; the tokens issued from it are revoked")
 	case k.client != id:
 		return nil, invalidGrant("the code was issued to another client")
-	case time.Since(k.issued) > s.codeTTL:
+	case !time.Now().Before(k.expires):
 		return nil, invalidGrant("the code has expired")
 	case r.PostForm.Get("redirect_uri") != k.redirect:
 		return nil, invalidGrant("redirect_uri differs from the authorization request's")
@@ -865,7 +865,7 @@ func (s *Server) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	value := random()
-	s.codes[value] = &code{pending: *p, issued: time.Now()}
+	s.codes[value] = &code{pending: *p, expires: time.Now().Add(s.codeTTL)}
 	params.Set("code", value)
 	back(w, r, p.redirect, params)
 }
