@@ -351,7 +351,9 @@ func TestOAuthGrantFollowsConfiguration(t *testing.T) {
 			c = e
 		}
 		save()
-		update(func(c *imapconf.Config) { c.Description, c.Enabled, c.PollInterval, c.Name = "edited", false, 90, "Follow2" })
+		update(func(c *imapconf.Config) {
+			c.Description, c.Enabled, c.PollInterval, c.Name = "edited", false, 90, "Follow2"
+		})
 		sameGrant(t, getGrant(t, s, c.ID), g)
 		if n := countRows(t, s, "oauth_states"); n != 1 {
 			t.Errorf("%d states after an edit, want 1", n)
