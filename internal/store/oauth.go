@@ -149,7 +149,9 @@ func timeOrNull(t time.Time) any {
 // SaveOAuthGrant stores g as the configuration's grant after a sign-in,
 // replacing any earlier one (and clearing Broken). SignedInAt, when zero,
 // is now. ErrNotFound when the configuration does not exist (any more); a
-// grant without a refresh token is refused.
+// grant without a refresh token is refused. The configuration's UpdatedAt
+// moves with it, as an edit's does, so that its watcher restarts on every
+// replica.
 func (s *Store) SaveOAuthGrant(ctx context.Context, g OAuthGrant) error {
 	if g.RefreshToken == "" {
 		return fmt.Errorf("saving the sign-in of imap configuration %d: the provider gave no refresh token (is offline access in the scope?)", g.IMAPID)
@@ -163,14 +165,21 @@ func (s *Store) SaveOAuthGrant(ctx context.Context, g OAuthGrant) error {
 	if signedIn.IsZero() {
 		signedIn = t
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO oauth_grants (imap_id, account, refresh_token_sealed, access_token_sealed,
+	err = s.Write(ctx, func(tx *sql.Tx) error {
+		// The configuration's row first, as UpdateIMAP locks them.
+		if err := touchIMAP(ctx, tx, g.IMAPID, t, false); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO oauth_grants (imap_id, account, refresh_token_sealed, access_token_sealed,
 			access_expiry, signed_in_at, broken, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, '', $7)
 		ON CONFLICT (imap_id) DO UPDATE SET account = excluded.account, refresh_token_sealed = excluded.refresh_token_sealed,
 			access_token_sealed = excluded.access_token_sealed, access_expiry = excluded.access_expiry,
 			signed_in_at = excluded.signed_in_at, broken = '', updated_at = excluded.updated_at`,
-		g.IMAPID, text(g.Account), rt, at, timeOrNull(g.AccessExpiry), signedIn.UTC().Truncate(time.Microsecond), t)
-	if isForeignKey(err) {
+			g.IMAPID, text(g.Account), rt, at, timeOrNull(g.AccessExpiry), signedIn.UTC().Truncate(time.Microsecond), t)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) || isForeignKey(err) {
 		return fmt.Errorf("saving the sign-in: imap configuration %d: %w", g.IMAPID, ErrNotFound)
 	}
 	if err != nil {
@@ -388,11 +397,36 @@ func (s *Store) MarkOAuthGrantBroken(ctx context.Context, imapID int64, why stri
 	return nil
 }
 
-// DeleteOAuthGrant forgets the grant (sign out; a destination change).
-// Deleting a grant that does not exist is not an error.
+// DeleteOAuthGrant forgets the grant (sign out). Deleting a grant that
+// does not exist is not an error. The configuration's UpdatedAt moves when
+// there was one, so that its watcher stops using it on every replica.
 func (s *Store) DeleteOAuthGrant(ctx context.Context, imapID int64) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM oauth_grants WHERE imap_id = $1`, imapID); err != nil {
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		if err := touchIMAP(ctx, tx, imapID, now(), true); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM oauth_grants WHERE imap_id = $1`, imapID)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("forgetting the sign-in of imap configuration %d: %w", imapID, err)
+	}
+	return nil
+}
+
+// touchIMAP sets the updated_at of configuration id to t (when signedIn,
+// only if it has a grant); ErrNotFound when no row was changed.
+func touchIMAP(ctx context.Context, tx *sql.Tx, id int64, t time.Time, signedIn bool) error {
+	q := `UPDATE imap_configs SET updated_at = $1 WHERE id = $2`
+	if signedIn {
+		q += ` AND EXISTS (SELECT 1 FROM oauth_grants WHERE imap_id = $2)`
+	}
+	res, err := tx.ExecContext(ctx, q, t, id)
+	if err != nil {
+		return fmt.Errorf("updating imap configuration %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("imap configuration %d: %w", id, ErrNotFound)
 	}
 	return nil
 }

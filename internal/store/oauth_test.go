@@ -239,18 +239,34 @@ func noGrant(t *testing.T, s *store.Store, id int64, why string) {
 
 // TestOAuthGrants: a grant is stored with its tokens sealed for its
 // configuration's row, read back, marked broken, replaced (and mended) by
-// a new sign-in, and forgotten.
+// a new sign-in, and forgotten. A sign-in and a sign-out move the
+// configuration's UpdatedAt (its watcher restarts), a broken mark and a
+// renewal do not.
 func TestOAuthGrants(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
 		a := createIMAP(t, s, delegatedIMAP("a"))
 		b := createIMAP(t, s, delegatedIMAP("b"))
 		noGrant(t, s, a.ID, "before the sign-in")
+		updated := a.UpdatedAt
+		moved := func(what string, want bool) {
+			t.Helper()
+			c, err := s.GetIMAP(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := !c.UpdatedAt.Equal(updated); got != want {
+				t.Errorf("%s: updatedAt moved %v, want %v", what, got, want)
+			}
+			updated = c.UpdatedAt
+		}
 
 		g := sampleGrant(a.ID, "a")
+		time.Sleep(time.Millisecond) // so that a move shows
 		if err := s.SaveOAuthGrant(ctx, g); err != nil {
 			t.Fatal(err)
 		}
+		moved("sign-in", true)
 		sameGrant(t, getGrant(t, s, a.ID), g)
 		raw := rawRows(t, s, "oauth_grants")
 		for _, v := range []string{g.RefreshToken, g.AccessToken} {
@@ -278,6 +294,13 @@ func TestOAuthGrants(t *testing.T) {
 		broken := g
 		broken.Broken = "invalid_grant: revoked"
 		sameGrant(t, getGrant(t, s, a.ID), broken)
+		if _, err := s.RenewOAuthGrant(ctx, a.ID, func(r store.OAuthGrant) (store.OAuthGrant, error) {
+			r.AccessToken = "AT-renewed"
+			return r, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		moved("broken mark and renewal", false)
 		if signIns, _ := s.OAuthSignIns(ctx, []int64{a.ID}); signIns[a.ID].Broken != broken.Broken {
 			t.Errorf("sign-in %+v, want it broken", signIns[a.ID])
 		}
@@ -288,9 +311,11 @@ func TestOAuthGrants(t *testing.T) {
 		// A new sign-in replaces the grant and mends it.
 		g2 := sampleGrant(a.ID, "a2")
 		g2.Account = "other@example.com"
+		time.Sleep(time.Millisecond)
 		if err := s.SaveOAuthGrant(ctx, g2); err != nil {
 			t.Fatal(err)
 		}
+		moved("new sign-in", true)
 		sameGrant(t, getGrant(t, s, a.ID), g2)
 
 		// Sealed for the row: a's tokens copied to b's row do not open.
@@ -312,12 +337,20 @@ func TestOAuthGrants(t *testing.T) {
 			t.Errorf("grant of a missing configuration: %v, want ErrNotFound", err)
 		}
 
+		moved("refused sign-ins", false)
+		time.Sleep(time.Millisecond)
 		if err := s.DeleteOAuthGrant(ctx, a.ID); err != nil {
 			t.Fatal(err)
 		}
+		moved("sign-out", true)
 		noGrant(t, s, a.ID, "signed out")
+		time.Sleep(time.Millisecond)
 		if err := s.DeleteOAuthGrant(ctx, a.ID); err != nil {
 			t.Errorf("signing out twice: %v", err)
+		}
+		moved("second sign-out", false)
+		if err := s.DeleteOAuthGrant(ctx, a.ID+100); err != nil {
+			t.Errorf("signing out of a missing configuration: %v", err)
 		}
 	})
 }
