@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/api"
 	"mailtrigger/internal/client"
@@ -52,6 +53,35 @@ func TestSecretsNeverLeave(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// Delegated OAuth2 (issue 17): a client secret, a signed-in grant's
+		// tokens and a sign-in under way's PKCE verifier.
+		signIn := []string{"Lemur-DS-2291", "Mongoose-RT-5512", "Narwhal-AT-7734", "Ocelot-PKCE-verifier-0193", "Pangolin-DS-dup-4470"}
+		secrets = append(secrets, signIn...)
+		deleg := genericInput("deleg")
+		deleg.Password, deleg.Auth, deleg.Provider, deleg.ClientID, deleg.ClientSecret = nil, p("oauth2-delegated"), p("google"), p("client"), p(signIn[0])
+		dv, err := h.c.CreateIMAP(ctx, deleg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dc, err := st.GetIMAP(ctx, dv.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.SaveOAuthGrant(ctx, store.OAuthGrant{IMAPID: dc.ID, Account: "support@example.com", RefreshToken: signIn[1],
+			AccessToken: signIn[2], AccessExpiry: time.Now().Add(time.Hour), SignedInAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateOAuthState(ctx, store.OAuthState{State: "state-of-the-test", IMAPID: dc.ID, Verifier: signIn[3],
+			RedirectURI: "https://mailtrigger.example.com/oauth/callback", ExpiresAt: time.Now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		h.raw("GET", "/api/v1/imap/deleg", "", nil)
+		h.raw("POST", "/api/v1/imap/deleg/oauth/start", "", nil)
+		h.raw("POST", "/api/v1/imap/deleg/test", "", nil)
+		h.raw("POST", "/api/v1/imap/deleg/duplicate", `{"clientSecret":"`+signIn[4]+`"}`, nil)
+		h.raw("GET", "/api/v1/imap", "", nil)
+		h.raw("DELETE", "/api/v1/imap/deleg/oauth", "", nil)
+
 		edit := genericInput("gen")
 		edit.Password = p(secrets[3])
 		calls := []func() error{
@@ -114,6 +144,9 @@ func TestSecretsNeverLeave(t *testing.T) {
 		all := strings.Join(h.bodies, "\n")
 		h.mu.Unlock()
 		logs := h.logs.String()
+		if !strings.Contains(all, `"signIn":{"account":"support@example.com"`) || !strings.Contains(all, `"url":"https://accounts.google.com/`) {
+			t.Errorf("the test saw no sign-in: %s", all)
+		}
 		if !strings.Contains(all, `"hasPassword":true`) || !strings.Contains(all, `"auth":"oauth2"`) ||
 			!strings.Contains(all, `"name":"oauth_copied"`) || !strings.Contains(logs, "imap configuration created") {
 			t.Fatalf("the test saw too little: %d bytes of bodies, logs %q", len(all), logs)

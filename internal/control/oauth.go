@@ -155,8 +155,8 @@ func (c *Changes) CompleteSignIn(ctx context.Context, by string, user int64, cb 
 		return imapconf.Config{}, oauthflow.Grant{}, fmt.Errorf("storing the sign-in of %s: %w", conf.Name, err)
 	}
 	c.logAs(by, "oauth sign-in completed", "imap", conf.Name, "account", g.Account)
-	// TODO(issue 17, owire): the watcher's reconnect method, once named;
-	// a configuration change makes it restart the watcher meanwhile.
+	// Saving the grant moved the configuration's UpdatedAt: the watchers
+	// restart it with the new grant, as after an edit.
 	c.rt.Changed(ctx)
 	return conf, g, nil
 }
@@ -216,21 +216,16 @@ func clip(s string, n int) string {
 // SignIns returns who signed in to each oauth2-delegated configuration of
 // cs, by id (for imapconf.View.SignIn); one nobody signed in to is absent.
 func (c *Changes) SignIns(ctx context.Context, cs []imapconf.Config) (map[int64]imapconf.SignIn, error) {
-	out := map[int64]imapconf.SignIn{}
+	var ids []int64
 	for _, conf := range cs {
-		if conf.Auth != imapconf.AuthOAuth2Delegated {
-			continue
+		if conf.Auth == imapconf.AuthOAuth2Delegated {
+			ids = append(ids, conf.ID)
 		}
-		g, err := c.store.GetOAuthGrant(ctx, conf.ID)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading the sign-in of %s: %w", conf.Name, err)
-		}
-		out[conf.ID] = imapconf.SignIn{Account: g.Account, SignedInAt: g.SignedInAt, Broken: g.Broken}
 	}
-	return out, nil
+	if len(ids) == 0 {
+		return map[int64]imapconf.SignIn{}, nil
+	}
+	return c.store.OAuthSignIns(ctx, ids)
 }
 
 // SignInOf returns who signed in to conf; nil when nobody did or it does

@@ -310,9 +310,18 @@ func TestNoSecretInAnyPage(t *testing.T) {
 		s := seedData(t, st, h.status)
 		c := h.client()
 		h.login(c)
+		// Delegated OAuth2 (issue 17): a signed-in configuration's tokens,
+		// a sign-in under way's verifier, a code on a refused callback.
+		s.Secrets = append(s.Secrets, seedSignIn(t, st)...)
+		code := "Seed-Callback-Code-5e1b"
+		s.Secrets = append(s.Secrets, code)
+		if r := h.get(c, "/oauth/callback?state=state-of-the-seed&code="+code); r.StatusCode != http.StatusBadRequest ||
+			strings.Contains(r.Body, code) || strings.Contains(r.Body, "state-of-the-seed") {
+			t.Errorf("a refused callback: got %d %s", r.StatusCode, r.Body)
+		}
 		seen := map[string]bool{}
 		queue := []string{"/imap", "/flows", "/runs", "/messages", "/settings", "/imap/new", "/flows/new", "/imap/status",
-			"/imap/support_inbox/duplicate", "/imap/invoices_m365/duplicate", "/imap/oauth_gmail/duplicate"}
+			"/imap/support_inbox/duplicate", "/imap/invoices_m365/duplicate", "/imap/oauth_gmail/duplicate", "/imap/owner_gmail/duplicate"}
 		link := regexp.MustCompile(`href="(/[^"#]*)`)
 		for len(queue) > 0 {
 			path := queue[0]
@@ -342,7 +351,7 @@ func TestNoSecretInAnyPage(t *testing.T) {
 				queue = append(queue, m[1])
 			}
 		}
-		for _, want := range []string{"/imap/support_inbox", "/imap/orders/delete", "/flows/invoice_to_erp", "/runs/" + s.RunID, "/messages?imap=support_inbox"} {
+		for _, want := range []string{"/imap/support_inbox", "/imap/owner_gmail", "/imap/orders/delete", "/flows/invoice_to_erp", "/runs/" + s.RunID, "/messages?imap=support_inbox"} {
 			if !seen[want] {
 				t.Errorf("the crawl never reached %s; got %v", want, slices.Sorted(func(yield func(string) bool) {
 					for k := range seen {
