@@ -54,14 +54,14 @@ func formFromConfig(c imapconf.Config) imapForm {
 const authApp = "app"
 
 func newForm(typ string) imapForm {
-	auth := authApp
+	auth, provider := authApp, imapconf.ProviderMicrosoft
 	if typ != imapconf.TypeMSGraph {
-		typ, auth = imapconf.TypeGeneric, imapconf.AuthPassword
+		typ, auth, provider = imapconf.TypeGeneric, imapconf.AuthPassword, imapconf.ProviderGoogle
 	}
 	return imapForm{ServerType: imapconf.ServerIMAPS, Type: typ, Port: "993", Folder: imapconf.DefaultFolder,
 		AfterProcessing: imapconf.AfterNone, PollInterval: strconv.Itoa(imapconf.DefaultPollInterval),
 		Backlog: imapconf.BacklogNew, GraphURL: imapconf.DefaultGraphURL, AuthorityURL: imapconf.DefaultAuthorityURL,
-		Auth: auth, Provider: imapconf.ProviderGoogle, Enabled: true}
+		Auth: auth, Provider: provider, Enabled: true}
 }
 
 func formFromValues(v url.Values) imapForm {

@@ -44,7 +44,7 @@ func TestBrowserSignIn(t *testing.T) {
 	do(t, ctx, chromedp.SendKeys(chromedp.ID("f-d-clientId"), "1234567890-example.apps.googleusercontent.com"),
 		chromedp.SendKeys(chromedp.ID("f-d-clientSecret"), "GOCSPX-example-secret"),
 		chromedp.Evaluate[chromedp.Void](`(()=>{document.activeElement.blur(); const b=document.querySelector('.panel-body');
-		b.scrollTop += document.querySelector('#f-auth').closest('.field').getBoundingClientRect().top - b.getBoundingClientRect().top - 16})()`))
+		b.scrollTop += document.querySelector('#signin-group').getBoundingClientRect().top - b.getBoundingClientRect().top - 8})()`))
 	screenshot(t, ctx, "imap-signin-form")
 	do(t, ctx, setValue("#f-d-clientId", ""), setValue("#f-d-clientSecret", ""))
 	do(t, ctx, setValue("#f-provider", "microsoft"))

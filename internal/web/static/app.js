@@ -300,7 +300,11 @@
         c.disabled = hidden;
       }
     };
-    type.addEventListener("change", sync);
+    type.addEventListener("change", () => {
+      // MS Graph signs in with Microsoft (or a custom provider), never Google.
+      if (type.value === "msgraph" && provSel && provSel.value === "google") provSel.value = "microsoft";
+      sync();
+    });
     for (const s of authSels) s.addEventListener("change", sync);
     if (provSel) provSel.addEventListener("change", sync);
     if (after) after.addEventListener("change", sync);
