@@ -46,6 +46,13 @@ func formFromConfig(c imapconf.Config) imapForm {
 			f.Auth = authApp
 		}
 	}
+	if f.Provider == "" {
+		// What the sign-in fields offer first when Sign in is chosen.
+		f.Provider = imapconf.ProviderGoogle
+		if c.Type == imapconf.TypeMSGraph {
+			f.Provider = imapconf.ProviderMicrosoft
+		}
+	}
 	return f
 }
 

@@ -203,6 +203,25 @@ func TestSignInCallback(t *testing.T) {
 			t.Error("a refused callback changed the stored grant")
 		}
 	})
+	t.Run("duplicate copies no sign-in", func(t *testing.T) {
+		r := h.get(c, "/imap/owner_box/duplicate")
+		if !strings.Contains(r.Body, "except the sign-in (sign in again on the copy)") || strings.Contains(r.Body, `name="password"`) {
+			t.Errorf("the duplicate dialog: %s", r.Body)
+		}
+		if r := h.post(c, "/imap/owner_box/duplicate", url.Values{}); r.StatusCode != http.StatusSeeOther {
+			t.Fatalf("duplicate: got %d %s", r.StatusCode, r.Body)
+		}
+		cp, err := st.GetIMAP(ctx, "owner_box_copied")
+		if err != nil || cp.Provider != imapconf.ProviderCustom || cp.AuthURL != fake.AuthorizeURL() {
+			t.Fatalf("the copy: got %+v, %v", cp, err)
+		}
+		if _, err := st.GetOAuthGrant(ctx, cp.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("the copy has a grant (%v), want none", err)
+		}
+		if r := h.get(c, "/imap"); !strings.Contains(r.Body, `id="reconnect-owner_box_copied">Sign in<`) {
+			t.Error("the copy's card offers no Sign in")
+		}
+	})
 	t.Run("broken shows Reconnect", func(t *testing.T) {
 		if err := st.MarkOAuthGrantBroken(ctx, conf.ID, "sign-in expired or revoked (invalid_grant): sign in again"); err != nil {
 			t.Fatal(err)
