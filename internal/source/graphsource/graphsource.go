@@ -147,6 +147,19 @@ type Options struct {
 	// as removed from the folder (deleted or moved away), so that the
 	// caller can forget it.
 	Removed func(id string)
+	// Bearer, when set, gives the access tokens instead of the
+	// client-credentials grant: the delegated tokens of the user who signed
+	// in (auth oauth2-delegated), who is then read as /me.
+	Bearer Bearer
+}
+
+// Bearer hands out delegated access tokens (delegated.TokenSource).
+type Bearer interface {
+	// Token returns an access token; its error is a *StepError of
+	// StepToken.
+	Token(ctx context.Context) (string, error)
+	// Invalidate makes the next Token a new one: Graph refused the last.
+	Invalidate()
 }
 
 // Message is a message the delta query reported.
@@ -175,7 +188,7 @@ type Client struct {
 	log      *slog.Logger
 	hc       *http.Client
 	cc       clientcredentials.Config
-	graph    string // GraphURL + "/v1.0/users/" + user
+	graph    string // GraphURL + "/v1.0/users/" + user, or "/v1.0/me" (Bearer)
 	graphURL *url.URL
 
 	mu      sync.Mutex
@@ -209,7 +222,7 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 	if err != nil || gu.Host == "" {
 		return nil, &StepError{Step: StepConfig, Err: errors.New("graphUrl is not an absolute URL")}
 	}
-	if cfg.Username == "" || cfg.TenantID == "" || cfg.ClientID == "" {
+	if opts.Bearer == nil && (cfg.Username == "" || cfg.TenantID == "" || cfg.ClientID == "") {
 		return nil, &StepError{Step: StepConfig, Err: errors.New("username, tenantId and clientId are required")}
 	}
 	if opts.RequestTimeout <= 0 {
@@ -240,6 +253,13 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 		tr.ResponseHeaderTimeout = opts.RequestTimeout
 		hc = &http.Client{Transport: tr}
 	}
+	graph := cfg.GraphURL + "/v1.0/users/" + url.PathEscape(cfg.Username)
+	if opts.Bearer != nil {
+		// The signed-in user's own mailbox: /me works for work and
+		// personal Microsoft accounts alike (the sign-in checked that the
+		// account is the configured user name).
+		graph = cfg.GraphURL + "/v1.0/me"
+	}
 	return &Client{
 		cfg:  cfg,
 		opts: opts,
@@ -252,7 +272,7 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 			Scopes:       []string{Scope},
 			AuthStyle:    oauth2.AuthStyleInParams,
 		},
-		graph:    cfg.GraphURL + "/v1.0/users/" + url.PathEscape(cfg.Username),
+		graph:    graph,
 		graphURL: gu,
 		folders:  map[string]string{},
 	}, nil
@@ -261,6 +281,13 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 // token returns a valid access token, fetching one when none is cached or
 // the cached one expires within a few seconds.
 func (c *Client) token(ctx context.Context) (*oauth2.Token, error) {
+	if c.opts.Bearer != nil {
+		tok, err := c.opts.Bearer.Token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &oauth2.Token{AccessToken: tok}, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.tok != nil && c.tok.Valid() {
@@ -279,6 +306,10 @@ func (c *Client) token(ctx context.Context) (*oauth2.Token, error) {
 
 // invalidate forgets tok if it is still the cached one.
 func (c *Client) invalidate(tok *oauth2.Token) {
+	if c.opts.Bearer != nil {
+		c.opts.Bearer.Invalidate()
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.tok == tok {
