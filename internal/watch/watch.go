@@ -9,7 +9,6 @@ package watch
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -235,7 +234,6 @@ func (m *Manager) sync(ctx context.Context) {
 		}
 		after = page[len(page)-1].Name
 	}
-	signedIn := m.signIns(ctx, all)
 	want := map[int64]imapconf.Config{}
 	m.mu.Lock()
 	held := m.held
@@ -250,7 +248,7 @@ func (m *Manager) sync(ctx context.Context) {
 	var stopping []*watcher
 	for id, w := range m.watchers {
 		c, ok := want[id]
-		if !ok || !c.UpdatedAt.Equal(w.cfg.UpdatedAt) || w.token != held[id] || w.signedIn != signedIn[id] {
+		if !ok || !c.UpdatedAt.Equal(w.cfg.UpdatedAt) || w.token != held[id] {
 			stopping = append(stopping, w)
 			delete(m.watchers, id)
 		}
@@ -289,7 +287,7 @@ func (m *Manager) sync(ctx context.Context) {
 			m.status[id] = &imapconf.Status{State: imapconf.StateUnsupported, Since: time.Now().UTC(), LastError: why}
 			continue
 		}
-		w := &watcher{m: m, cfg: c, log: m.log.With("imap", c.Name), done: make(chan struct{}), token: held[id], signedIn: signedIn[id]}
+		w := &watcher{m: m, cfg: c, log: m.log.With("imap", c.Name), done: make(chan struct{}), token: held[id]}
 		if _, ok := m.status[id]; !ok {
 			m.status[id] = &imapconf.Status{State: imapconf.StateConnecting, Since: time.Now().UTC()}
 		}
@@ -304,36 +302,6 @@ func (m *Manager) sync(ctx context.Context) {
 		go w.run(wctx)
 	}
 	m.countStates()
-}
-
-// signIns returns the sign-in of each enabled oauth2-delegated
-// configuration in all that has a grant (its time in Unix nanoseconds), so
-// that a new sign-in or a sign-out restarts the watcher at once, as an
-// edit does, instead of waiting for its backoff after auth_failed. A grant
-// that cannot be read keeps what the watcher has.
-func (m *Manager) signIns(ctx context.Context, all []imapconf.Config) map[int64]int64 {
-	out := map[int64]int64{}
-	for _, c := range all {
-		if !c.Enabled || c.Auth != imapconf.AuthOAuth2Delegated {
-			continue
-		}
-		g, err := m.store.GetOAuthGrant(ctx, c.ID)
-		switch {
-		case err == nil:
-			out[c.ID] = g.SignedInAt.UnixNano()
-		case errors.Is(err, store.ErrNotFound):
-		default:
-			if ctx.Err() == nil {
-				m.log.Error("reading the sign-in of an oauth2-delegated configuration", "imap", c.Name, "err", err)
-			}
-			m.mu.Lock()
-			if w, ok := m.watchers[c.ID]; ok {
-				out[c.ID] = w.signedIn
-			}
-			m.mu.Unlock()
-		}
-	}
-	return out
 }
 
 func (m *Manager) stopAll() {

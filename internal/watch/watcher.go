@@ -23,10 +23,6 @@ type watcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	token  int64 // the lease token it runs under (leasing only)
-	// signedIn is when the user signed in whose grant an oauth2-delegated
-	// configuration reads with (Unix nanoseconds; 0: nobody): a new
-	// sign-in restarts the watcher.
-	signedIn int64
 	// tokens gets the access tokens of an oauth2 or oauth2-delegated
 	// configuration (nil for password logins). It lives as long as the
 	// watcher, so that the token is reused across reconnects until it is
