@@ -370,10 +370,26 @@ func (e *env) deliver(t *testing.T, n int) {
 	}()
 	testwait.Until(t, 2*time.Minute, func() error {
 		if got := e.hook.count(); got < 2*n {
-			return fmt.Errorf("%d of %d webhooks arrived", got, 2*n)
+			return fmt.Errorf("%d of %d webhooks arrived; runs not delivered: %s", got, 2*n, e.undelivered())
 		}
 		return nil
 	})
+}
+
+// undelivered describes the runs not delivered yet (why a delivery is
+// missing when the wait gives up).
+func (e *env) undelivered() string {
+	runs, err := e.st.ListRuns(context.Background(), store.RunFilter{}, 0, 1000)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, r := range runs {
+		if r.Status != store.RunDelivered && len(out) < 5 {
+			out = append(out, fmt.Sprintf("run %d %s after %d attempts (%q)", r.ID, r.Status, r.Attempts, r.LastError))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // collect returns every message's record.

@@ -18,7 +18,7 @@ const (
 
 const imapColumns = `id, name, server_type, type, description, enabled, host, port, username, password_sealed,
 	tenant_id, client_id, client_secret_sealed, folder, tls, ca_cert, after_processing, move_to, poll_interval,
-	backlog, graph_url, authority_url, auth, token_url, scope, created_at, updated_at`
+	backlog, graph_url, authority_url, auth, token_url, scope, provider, auth_url, created_at, updated_at`
 
 // scanIMAP reads one row. A secret that does not open (a wrong key, a damaged
 // value, or one copied from another row) leaves the configuration without it
@@ -29,7 +29,7 @@ func (s *Store) scanIMAP(row interface{ Scan(...any) error }) (imapconf.Config, 
 	err := row.Scan(&c.ID, &c.Name, &c.ServerType, &c.Type, &c.Description, &c.Enabled, &c.Host, &c.Port,
 		&c.Username, &pw, &c.TenantID, &c.ClientID, &cs, &c.Folder, &c.TLS, &c.CACert, &c.AfterProcessing,
 		&c.MoveTo, &c.PollInterval, &c.Backlog, &c.GraphURL, &c.AuthorityURL, &c.Auth, &c.TokenURL, &c.Scope,
-		&c.CreatedAt, &c.UpdatedAt)
+		&c.Provider, &c.AuthURL, &c.CreatedAt, &c.UpdatedAt)
 	if err != nil {
 		return c, err
 	}
@@ -61,12 +61,14 @@ func (s *Store) CreateIMAP(ctx context.Context, c *imapconf.Config) error {
 	err := s.Write(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `INSERT INTO imap_configs (name, name_lower, server_type, type, description, enabled,
 		host, port, username, password_sealed, tenant_id, client_id, client_secret_sealed, folder, tls, ca_cert,
-		after_processing, move_to, poll_interval, backlog, graph_url, authority_url, auth, token_url, scope, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, NULL, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $24)
+		after_processing, move_to, poll_interval, backlog, graph_url, authority_url, auth, token_url, scope, provider, auth_url,
+		created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, NULL, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
+		$24, $25, $26, $26)
 		RETURNING id`,
 			c.Name, lower(c.Name), c.ServerType, c.Type, c.Description, c.Enabled, c.Host, c.Port, c.Username,
 			c.TenantID, c.ClientID, c.Folder, c.TLS, c.CACert, c.AfterProcessing, c.MoveTo, c.PollInterval,
-			c.Backlog, c.GraphURL, c.AuthorityURL, c.Auth, c.TokenURL, c.Scope, t).Scan(&c.ID)
+			c.Backlog, c.GraphURL, c.AuthorityURL, c.Auth, c.TokenURL, c.Scope, c.Provider, c.AuthURL, t).Scan(&c.ID)
 		if err != nil {
 			return err
 		}
@@ -95,7 +97,8 @@ const maxCopyNames = 1000
 // CreateIMAPCopy stores c, a copy of the configuration named original made by
 // imapconf.Duplicate. When c.Name is empty the copy takes the first free name
 // of imapconf.CopyName(original, 1), (original, 2) …; the unique index
-// decides, so that two copies made at once never get the same name.
+// decides, so that two copies made at once never get the same name. The
+// copy has no sign-in (oauth2-delegated): nobody signed in to it yet.
 func (s *Store) CreateIMAPCopy(ctx context.Context, c *imapconf.Config, original string) error {
 	if c.Name != "" {
 		return s.CreateIMAP(ctx, c)
@@ -171,30 +174,60 @@ func (s *Store) ListIMAP(ctx context.Context, after string, limit int) ([]imapco
 
 // UpdateIMAP replaces the configuration with ID c.ID by c (a rename included)
 // and sets c.UpdatedAt. ErrNotFound when it no longer exists, ErrConflict when
-// the new name is taken.
+// the new name is taken. When a destination changes
+// (imapconf.DestinationChanges), the configuration's sign-in (grant) and
+// the sign-ins under way are deleted in the same transaction: its refresh
+// token is never sent to another token endpoint, nor an access token to
+// another server.
 func (s *Store) UpdateIMAP(ctx context.Context, c *imapconf.Config) error {
 	pw, cs, err := s.sealIMAP(c)
 	if err != nil {
 		return err
 	}
 	t := now()
-	res, err := s.w.ExecContext(ctx, `UPDATE imap_configs SET name = $1, name_lower = $2, server_type = $3, type = $4,
+	lock := ""
+	if s.dialect == Postgres {
+		lock = " FOR NO KEY UPDATE"
+	}
+	err = s.Write(ctx, func(tx *sql.Tx) error {
+		stored, err := s.scanIMAP(tx.QueryRowContext(ctx, `SELECT `+imapColumns+` FROM imap_configs WHERE id = $1`+lock, c.ID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("imap configuration %q: %w", c.Name, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("reading the stored configuration: %w", err)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE imap_configs SET name = $1, name_lower = $2, server_type = $3, type = $4,
 		description = $5, enabled = $6, host = $7, port = $8, username = $9, password_sealed = $10, tenant_id = $11,
 		client_id = $12, client_secret_sealed = $13, folder = $14, tls = $15, ca_cert = $16, after_processing = $17,
 		move_to = $18, poll_interval = $19, backlog = $20, graph_url = $21, authority_url = $22, auth = $23,
-		token_url = $24, scope = $25, updated_at = $26
-		WHERE id = $27`,
-		c.Name, lower(c.Name), c.ServerType, c.Type, c.Description, c.Enabled, c.Host, c.Port, c.Username, pw,
-		c.TenantID, c.ClientID, cs, c.Folder, c.TLS, c.CACert, c.AfterProcessing, c.MoveTo, c.PollInterval,
-		c.Backlog, c.GraphURL, c.AuthorityURL, c.Auth, c.TokenURL, c.Scope, t, c.ID)
+		token_url = $24, scope = $25, provider = $26, auth_url = $27, updated_at = $28
+		WHERE id = $29`,
+			c.Name, lower(c.Name), c.ServerType, c.Type, c.Description, c.Enabled, c.Host, c.Port, c.Username, pw,
+			c.TenantID, c.ClientID, cs, c.Folder, c.TLS, c.CACert, c.AfterProcessing, c.MoveTo, c.PollInterval,
+			c.Backlog, c.GraphURL, c.AuthorityURL, c.Auth, c.TokenURL, c.Scope, c.Provider, c.AuthURL, t, c.ID)
+		if err != nil {
+			return err
+		}
+		if len(imapconf.DestinationChanges(&stored, c)) == 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM oauth_grants WHERE imap_id = $1`, c.ID); err != nil {
+			return fmt.Errorf("forgetting the sign-in: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM oauth_states WHERE imap_id = $1`, c.ID); err != nil {
+			return fmt.Errorf("forgetting the sign-ins under way: %w", err)
+		}
+		return nil
+	})
 	if isUnique(err) {
 		return fmt.Errorf("imap configuration %q: %w", c.Name, ErrConflict)
 	}
+	if errors.Is(err, ErrNotFound) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("updating imap configuration %s: %w", c.Name, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("imap configuration %q: %w", c.Name, ErrNotFound)
 	}
 	c.UpdatedAt = t
 	return nil
@@ -213,7 +246,8 @@ func (e *InUseError) Error() string {
 
 // DeleteIMAP deletes the configuration named name unless a flow names it, in
 // which case the error is an *InUseError listing the flows. Messages and runs
-// recorded for it are kept.
+// recorded for it are kept; its sign-in (grant) and the sign-ins under way
+// go with it (ON DELETE CASCADE).
 func (s *Store) DeleteIMAP(ctx context.Context, name string) error {
 	return s.Write(ctx, func(tx *sql.Tx) error {
 		var id int64

@@ -89,6 +89,9 @@ type Store struct {
 	// prepared are the ingest path's statements, prepared once on the
 	// SQLite writer's connection (prepareIngest), by their SQL.
 	prepared map[string]*sql.Stmt
+	// renewing takes turns among the renewals of one grant in this
+	// process (RenewOAuthGrant).
+	renewing grantLocks
 }
 
 // Open opens the database and applies the embedded migrations.
