@@ -3,12 +3,17 @@ package watch_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/oauthflow"
 	"mailtrigger/internal/source/delegated"
 	"mailtrigger/internal/source/graphsource"
@@ -17,7 +22,10 @@ import (
 	"mailtrigger/internal/source/pop3source"
 	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testenv"
 	"mailtrigger/internal/testwait"
+	"mailtrigger/internal/watch"
 )
 
 // delegatedScope is what the custom provider (oauthfake) is asked for.
@@ -27,14 +35,14 @@ const delegatedScope = "mail openid email offline_access"
 // serverType reading the Dovecot mailbox address, signing in at as with
 // client clientID (custom provider). It is built as a password
 // configuration (for the defaults) and then switched to oauth2-delegated.
-func delegatedConfig(t *testing.T, e *env, as *oauthfake.Server, name, serverType, address, clientID string) imapconf.Config {
+func delegatedConfig(t *testing.T, d *testenv.Dovecot, as *oauthfake.Server, name, serverType, address, clientID string) imapconf.Config {
 	t.Helper()
-	port := e.d.IMAPSPort
+	port := d.IMAPSPort
 	if serverType == imapconf.ServerPOP3S {
-		port = e.d.POP3SPort
+		port = d.POP3SPort
 	}
-	c, err := imapconf.Build(imapconf.Input{Name: ptr(name), ServerType: ptr(serverType), Host: ptr(e.d.Host), Port: &port,
-		Username: ptr(address), Password: ptr("unused"), CACert: ptr(string(e.d.CACertPEM)),
+	c, err := imapconf.Build(imapconf.Input{Name: ptr(name), ServerType: ptr(serverType), Host: ptr(d.Host), Port: &port,
+		Username: ptr(address), Password: ptr("unused"), CACert: ptr(string(d.CACertPEM)),
 		PollInterval: ptr(imapconf.MinPollInterval)}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +132,7 @@ func TestDelegatedDovecot(t *testing.T) {
 		// POP3 logs in at every poll (5 s): tokens of 7 s are due from
 		// 6.3 s, so about every other poll renews.
 		e.as.SetClientExpiresIn(b.client, 7*time.Second)
-		b.c = delegatedConfig(t, e.env, e.as, b.name, b.serverType, b.addr, b.client)
+		b.c = delegatedConfig(t, e.d, e.as, b.name, b.serverType, b.addr, b.client)
 		if err := e.st.CreateIMAP(ctx, &b.c); err != nil {
 			t.Fatal(err)
 		}
@@ -333,5 +341,247 @@ func TestDelegatedGraph(t *testing.T) {
 	}
 	if c := as.Counts(); c.RefreshErrors != 0 {
 		t.Errorf("refresh errors: %+v", c)
+	}
+}
+
+// waitCount waits until configuration id has n messages recorded in st.
+func waitCount(t *testing.T, st *store.Store, c imapconf.Config, n int64, within time.Duration) {
+	t.Helper()
+	testwait.Until(t, within, func() error {
+		k, err := st.CountMessages(context.Background(), c.ID)
+		if err != nil {
+			return err
+		}
+		if k != n {
+			return fmt.Errorf("%s: %d messages recorded, want %d", c.Name, k, n)
+		}
+		return nil
+	})
+}
+
+// waitWatching waits until mgr's watcher of c waits for mail (idle or
+// polling).
+func waitWatching(t *testing.T, mgr *watch.Manager, c imapconf.Config, within time.Duration) {
+	t.Helper()
+	testwait.Until(t, within, func() error {
+		if s := mgr.Status(c); s.State != imapconf.StateIdle && s.State != imapconf.StatePolling {
+			return fmt.Errorf("%s: status %+v, want it waiting for mail", c.Name, s)
+		}
+		return nil
+	})
+}
+
+// delegatedBox creates a Dovecot mailbox, a client of as whose tokens live
+// life, and an oauth2-delegated configuration of serverType reading it
+// (created in st).
+func delegatedBox(t *testing.T, st *store.Store, d *testenv.Dovecot, as *oauthfake.Server, name, serverType string, life time.Duration) (imapconf.Config, string) {
+	t.Helper()
+	addr := d.AddUser(t, name, "unused-password")
+	as.AddClient("app-"+name, secretOf(name), "")
+	as.SetClientExpiresIn("app-"+name, life)
+	c := delegatedConfig(t, d, as, name, serverType, addr, "app-"+name)
+	if err := st.CreateIMAP(context.Background(), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c, addr
+}
+
+// testLogger logs to the test's stderr when verbose, and to logs.
+func testLogger(logs io.Writer) *slog.Logger {
+	out, level := logs, slog.LevelDebug
+	if testing.Verbose() {
+		out = io.MultiWriter(os.Stderr, logs)
+	}
+	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+}
+
+// TestDelegatedRestart closes the store and the manager and opens them
+// again on the same data directory: the refresh tokens rotated before are
+// what the store hands the new manager, which renews with them (no
+// invalid_grant) and keeps reading mail over IMAP and POP3.
+func TestDelegatedRestart(t *testing.T) {
+	ctx := context.Background()
+	as := oauthfake.New(t)
+	d := testenv.StartDovecot(t, testenv.DovecotOAuth2(as.IntrospectionURL()))
+	dir := t.TempDir()
+	logs := &testenv.Buffer{}
+	log := testLogger(logs)
+	open := func() *store.Store {
+		st, err := store.Open(ctx, store.Options{DataDir: dir, Box: storetest.Box(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	run := func(st *store.Store) (*watch.Manager, func()) {
+		mgr := watch.New(watch.Deps{Store: st, Ingester: ingest.New(ingest.Deps{Store: st, Logger: log}), Logger: log,
+			Options: watch.Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, ResyncEvery: 200 * time.Millisecond,
+				AuthBackoff: 2 * time.Second}})
+		rctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { mgr.Run(rctx) })
+		return mgr, func() { cancel(); wg.Wait() }
+	}
+
+	st := open()
+	mgr, stop := run(st)
+	// Tokens of 3 s: every POP3 poll (5 s) renews, rotating the refresh
+	// token.
+	imapBox, imapAddr := delegatedBox(t, st, d, as, "restart_imap", imapconf.ServerIMAPS, 3*time.Second)
+	popBox, popAddr := delegatedBox(t, st, d, as, "restart_pop", imapconf.ServerPOP3S, 3*time.Second)
+	for _, c := range []imapconf.Config{imapBox, popBox} {
+		signIn(t, st, as, c, mgr.Changed)
+	}
+	waitWatching(t, mgr, imapBox, 15*time.Second)
+	waitWatching(t, mgr, popBox, 15*time.Second)
+	d.Append(t, imapAddr, "INBOX", message("before", "x"))
+	d.Append(t, popAddr, "INBOX", message("before", "x"))
+	waitCount(t, st, imapBox, 1, 20*time.Second)
+	waitCount(t, st, popBox, 1, 20*time.Second)
+	testwait.Until(t, 20*time.Second, func() error {
+		if n := len(as.RefreshTokens(popAddr)); n < 3 {
+			return fmt.Errorf("%d refresh tokens issued for %s, want rotations", n, popAddr)
+		}
+		return nil
+	})
+	stop()
+	g, err := st.GetOAuthGrant(ctx, imapBox.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// On purpose: the stored access token of the IMAP mailbox expires,
+	// so that the new process must renew it.
+	time.Sleep(time.Until(g.AccessExpiry) + 100*time.Millisecond)
+	imapRotated := len(as.RefreshTokens(imapAddr))
+	popRotated := len(as.RefreshTokens(popAddr))
+
+	st = open()
+	defer st.Close()
+	mgr, stop = run(st)
+	defer stop()
+	d.Append(t, imapAddr, "INBOX", message("after", "x"))
+	d.Append(t, popAddr, "INBOX", message("after", "x"))
+	waitCount(t, st, imapBox, 2, 20*time.Second)
+	waitCount(t, st, popBox, 2, 20*time.Second)
+	testwait.Until(t, 20*time.Second, func() error {
+		if n, m := len(as.RefreshTokens(imapAddr)), len(as.RefreshTokens(popAddr)); n <= imapRotated || m < popRotated+2 {
+			return fmt.Errorf("refresh tokens issued: imap %d (was %d), pop %d (was %d): want renewals after the restart", n, imapRotated, m, popRotated)
+		}
+		return nil
+	})
+	for _, c := range []imapconf.Config{imapBox, popBox} {
+		if s := mgr.Status(c); s.State == imapconf.StateAuthFailed || s.Reconnects != 0 {
+			t.Errorf("%s after the restart: %+v", c.Name, s)
+		}
+		if g, err := st.GetOAuthGrant(ctx, c.ID); err != nil || g.Broken != "" {
+			t.Errorf("%s: grant broken %q, %v", c.Name, g.Broken, err)
+		}
+	}
+	if c := as.Counts(); c.RefreshErrors != 0 || c.Expired != 0 {
+		t.Errorf("refresh errors or expired tokens presented: %+v", c)
+	}
+	checkNoTokens(t, as, logs.String())
+}
+
+// TestDelegatedReplicas runs two leasing replicas on one PostgreSQL
+// database sharing one grant: the one not holding the mailbox tests the
+// connection again and again while the holder polls, both renewing from the
+// same grant; the provider serves one refresh per renewal period (the other
+// replica reads the renewed token) and never an invalid_grant. The sign-in,
+// stored through one replica, restarts the watcher on the holder; when the
+// holder stops, the other takes the mailbox over with the rotated refresh
+// token and keeps reading.
+func TestDelegatedReplicas(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.PostgresURL(t)
+	as := oauthfake.New(t)
+	d := testenv.StartDovecot(t, testenv.DovecotOAuth2(as.IntrospectionURL()))
+	reps := []*replica{startReplica(t, url, "a"), startReplica(t, url, "b")}
+	const life = 3 * time.Second
+	c, addr := delegatedBox(t, reps[0].st, d, as, "replicas_pop", imapconf.ServerPOP3S, life)
+	holder := func() int {
+		t.Helper()
+		var owner string
+		testwait.Until(t, 15*time.Second, func() error {
+			leases, err := reps[0].st.Leases(ctx)
+			if err != nil {
+				return err
+			}
+			for _, l := range leases {
+				if l.IMAPID == c.ID && l.Owner != "" {
+					owner = l.Owner
+					return nil
+				}
+			}
+			return fmt.Errorf("nobody holds %s", c.Name)
+		})
+		for i, r := range reps {
+			if r.id == owner {
+				return i
+			}
+		}
+		t.Fatalf("held by %q", owner)
+		return -1
+	}
+	h := holder()
+	other := reps[1-h]
+	testwait.Until(t, 15*time.Second, func() error {
+		if s := reps[h].mgr.Status(c); s.State != imapconf.StateAuthFailed {
+			return fmt.Errorf("state %+v, want auth_failed before the sign-in", s)
+		}
+		return nil
+	})
+	// Signed in through the replica not holding the mailbox: the holder
+	// restarts its watcher (the default backoff after auth_failed is 5
+	// minutes).
+	signIn(t, other.st, as, c, other.mgr.Changed)
+	waitWatching(t, reps[h].mgr, c, 15*time.Second)
+	d.Append(t, addr, "INBOX", message("one", "x"))
+	waitCount(t, other.st, c, 1, 20*time.Second)
+
+	// Test connections on both replicas at once, each with a token
+	// source of its own, while the holder polls; the provider answers
+	// slowly, so that several find the token due together.
+	as.SetTokenDelay(300 * time.Millisecond)
+	before := as.Counts().Refreshes
+	began := time.Now()
+	var wg sync.WaitGroup
+	for _, r := range []*replica{reps[0], reps[1], reps[0], reps[1]} {
+		wg.Go(func() {
+			for time.Since(began) < 12*time.Second {
+				if res, ok := r.mgr.TestConnection(ctx, c).(pop3source.TestResult); !ok || !res.OK {
+					t.Errorf("test connection on replica %s: %+v", r.id, res)
+					return
+				}
+				time.Sleep(200 * time.Millisecond) // on purpose: spread over the renewal periods
+			}
+		})
+	}
+	wg.Wait()
+	n := as.Counts().Refreshes - before
+	t.Logf("%d refreshes in %v", n, time.Since(began).Round(time.Millisecond))
+	// A token of 3 s is renewed 0.3 s before it expires: a renewal
+	// period is 2.7 s (plus the time to notice).
+	if most := int(time.Since(began)/(life-life/10)) + 1; n > most || n < 2 {
+		t.Errorf("%d refreshes in %v, want one per renewal period (at most %d)", n, time.Since(began).Round(time.Millisecond), most)
+	}
+
+	reps[h].stop()
+	d.Append(t, addr, "INBOX", message("two", "x"))
+	waitCount(t, other.st, c, 2, 30*time.Second)
+	testwait.Until(t, 15*time.Second, func() error {
+		if s := other.mgr.Status(c); s.State != imapconf.StatePolling || s.Replica != other.id {
+			return fmt.Errorf("status on %s: %+v, want it polling there", other.id, s)
+		}
+		return nil
+	})
+	if c := as.Counts(); c.RefreshErrors != 0 || c.Expired != 0 {
+		t.Errorf("refresh errors or expired tokens presented: %+v", c)
+	}
+	if g, err := other.st.GetOAuthGrant(ctx, c.ID); err != nil || g.Broken != "" {
+		t.Errorf("grant broken %q, %v", g.Broken, err)
 	}
 }

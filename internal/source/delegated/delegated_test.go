@@ -80,6 +80,7 @@ type provider struct {
 	refreshes int
 	seq       int
 	fail      error // returned by every refresh when set
+	delay     time.Duration
 }
 
 func newProvider(now func() time.Time) *provider {
@@ -87,6 +88,7 @@ func newProvider(now func() time.Time) *provider {
 }
 
 func (p *provider) refresh(_ context.Context, _ *http.Client, _ imapconf.Config, rt string) (oauthflow.Grant, error) {
+	time.Sleep(p.delay) // widens the window in which others find the token due
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fail != nil {
@@ -222,6 +224,7 @@ func TestShared(t *testing.T) {
 	c := &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}
 	p := newProvider(c.now)
 	p.life = 10 * time.Minute
+	p.delay = 50 * time.Millisecond
 	gs := newGrants()
 	gs.g[cfg.ID] = store.OAuthGrant{IMAPID: cfg.ID, Account: cfg.Username, RefreshToken: "refresh-0"}
 	var sources []*delegated.TokenSource
