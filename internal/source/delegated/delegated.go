@@ -320,12 +320,13 @@ func (e *refusedError) Error() string        { return e.err.Error() }
 func (e *refusedError) Unwrap() error        { return e.err }
 func (e *refusedError) Is(target error) bool { return target == source.ErrAuth }
 
-// storeError is the error of reading or renewing the grant in the store.
+// storeError is the error of reading the grant from the store, or of
+// storing its renewal.
 func (ts *TokenSource) storeError(err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return authFailed(ErrNoGrant)
 	}
-	return &source.StepError{Step: StepToken, Err: fmt.Errorf("reading the sign-in's grant: %w", err)}
+	return &source.StepError{Step: StepToken, Err: fmt.Errorf("using the stored sign-in: %w", err)}
 }
 
 // Invalidate makes the next Token renew the token handed out last, even if

@@ -1,7 +1,8 @@
 // Package graphsource is the Microsoft Graph client half of the mail watcher
 // for configurations of type "msgraph": it gets an app-only token with the
-// OAuth2 client-credentials grant from {authorityUrl}/{tenantId}/oauth2/v2.0/token,
-// reads a mail folder with the messages delta query (the deltaLink is the
+// OAuth2 client-credentials grant from {authorityUrl}/{tenantId}/oauth2/v2.0/token
+// (or, for auth oauth2-delegated, takes the signed-in user's tokens from
+// Options.Bearer and reads /me), reads a mail folder with the messages delta query (the deltaLink is the
 // checkpoint), fetches each message's raw MIME from $value with a size cap,
 // and applies the after-processing action (mark read, move, delete) to
 // messages the caller has durably recorded. Source is its source.Source.
