@@ -317,3 +317,33 @@ func TestErrors(t *testing.T) {
 		t.Errorf("RedactError: got %v", e)
 	}
 }
+
+// TestNoRotation: a provider that does not rotate (Google) answers without
+// a refresh token; the stored one is kept.
+func TestNoRotation(t *testing.T) {
+	ctx := context.Background()
+	c := &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}
+	gs := newGrants()
+	gs.g[cfg.ID] = store.OAuthGrant{IMAPID: cfg.ID, Account: cfg.Username, RefreshToken: "refresh-keep"}
+	refreshes := 0
+	ts, err := delegated.New(cfg, gs, delegated.Options{Now: c.now, Client: http.DefaultClient,
+		Refresh: func(_ context.Context, _ *http.Client, _ imapconf.Config, rt string) (oauthflow.Grant, error) {
+			if rt != "refresh-keep" {
+				return oauthflow.Grant{}, oauthflow.ErrInvalidGrant
+			}
+			refreshes++
+			return oauthflow.Grant{AccessToken: fmt.Sprint("access-", refreshes), Expiry: c.now().Add(time.Hour)}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if tok, err := ts.Token(ctx); err != nil || tok != fmt.Sprint("access-", i) {
+			t.Fatalf("renewal %d: got %q, %v", i, tok, err)
+		}
+		if g := gs.get(cfg.ID); g.RefreshToken != "refresh-keep" || g.AccessToken != fmt.Sprint("access-", i) {
+			t.Fatalf("renewal %d: stored %+v", i, g)
+		}
+		c.add(time.Hour)
+	}
+}
