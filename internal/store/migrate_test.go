@@ -47,10 +47,7 @@ func fillOld(t *testing.T, ctx context.Context, s *store.Store) oldMailboxes {
 	} {
 		cfg := sampleIMAP(c.name)
 		cfg.ServerType, cfg.Type, cfg.AfterProcessing, cfg.MoveTo = c.server, c.typ, c.after, c.moveTo
-		if err := s.CreateIMAP(ctx, &cfg); err != nil {
-			t.Fatalf("creating %s: %v", c.name, err)
-		}
-		*c.id = cfg.ID
+		*c.id = createOldIMAP(t, ctx, db, cfg)
 	}
 	at := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
 	exec := func(q string, args ...any) {
@@ -118,6 +115,26 @@ func fillOld(t *testing.T, ctx context.Context, s *store.Store) oldMailboxes {
 	pending(o.graph, 0, 2, "move", "Processed")
 	pending(o.graph, 0, 3, "move", "Processed")
 	return o
+}
+
+// createOldIMAP inserts configuration c as the store of migrations
+// 00001–00011 did (without its secrets), and returns its id.
+func createOldIMAP(t *testing.T, ctx context.Context, db *sql.DB, c imapconf.Config) int64 {
+	t.Helper()
+	var id int64
+	at := time.Date(2026, 11, 30, 7, 0, 0, 0, time.UTC)
+	err := db.QueryRowContext(ctx, `INSERT INTO imap_configs (name, name_lower, server_type, type, description, enabled,
+		host, port, username, password_sealed, tenant_id, client_id, client_secret_sealed, folder, tls, ca_cert,
+		after_processing, move_to, poll_interval, backlog, graph_url, authority_url, auth, token_url, scope, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, NULL, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $24)
+		RETURNING id`,
+		c.Name, strings.ToLower(c.Name), c.ServerType, c.Type, c.Description, c.Enabled, c.Host, c.Port, c.Username,
+		c.TenantID, c.ClientID, c.Folder, c.TLS, c.CACert, c.AfterProcessing, c.MoveTo, c.PollInterval,
+		c.Backlog, c.GraphURL, c.AuthorityURL, c.Auth, c.TokenURL, c.Scope, at).Scan(&id)
+	if err != nil {
+		t.Fatalf("creating %s: %v", c.Name, err)
+	}
+	return id
 }
 
 // rowsOf returns every row of query, its columns joined by "|", sorted.

@@ -449,13 +449,7 @@ func TestMigrateOAuth(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := store.DB(old).ExecContext(ctx, `INSERT INTO imap_configs (name, name_lower, server_type, type, description,
-				enabled, host, port, username, tenant_id, client_id, folder, tls, ca_cert, after_processing, move_to, poll_interval,
-				backlog, graph_url, authority_url, auth, token_url, scope, created_at, updated_at)
-				VALUES ('before', 'before', 'imaps', 'generic', '', true, 'h.example', 993, 'u', '', '', 'INBOX', 'implicit', '',
-				'seen', '', 30, 'unseen', '', '', 'password', '', '', $1, $1)`, time.Now().UTC()); err != nil {
-				t.Fatal(err)
-			}
+			createOldIMAP(t, ctx, store.DB(old), sampleIMAP("before"))
 			old.Close()
 
 			s, err := store.Open(ctx, o)

@@ -10,7 +10,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
 	"mailtrigger/internal/source"
-	"mailtrigger/internal/source/xoauth2"
+	"mailtrigger/internal/source/sources"
 )
 
 // errSilent is a server that said nothing for longer than it should have.
@@ -23,10 +23,11 @@ type watcher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	token  int64 // the lease token it runs under (leasing only)
-	// tokens gets the access tokens of an oauth2 configuration (nil for
-	// password logins). It lives as long as the watcher, so that the token
-	// is reused across reconnects until it is due.
-	tokens *xoauth2.TokenSource
+	// tokens gets the access tokens of an oauth2 or oauth2-delegated
+	// configuration (nil for password logins). It lives as long as the
+	// watcher, so that the token is reused across reconnects until it is
+	// due.
+	tokens sources.Tokens
 }
 
 func (w *watcher) stop() {

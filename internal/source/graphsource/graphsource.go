@@ -1,7 +1,8 @@
 // Package graphsource is the Microsoft Graph client half of the mail watcher
 // for configurations of type "msgraph": it gets an app-only token with the
-// OAuth2 client-credentials grant from {authorityUrl}/{tenantId}/oauth2/v2.0/token,
-// reads a mail folder with the messages delta query (the deltaLink is the
+// OAuth2 client-credentials grant from {authorityUrl}/{tenantId}/oauth2/v2.0/token
+// (or, for auth oauth2-delegated, takes the signed-in user's tokens from
+// Options.Bearer and reads /me), reads a mail folder with the messages delta query (the deltaLink is the
 // checkpoint), fetches each message's raw MIME from $value with a size cap,
 // and applies the after-processing action (mark read, move, delete) to
 // messages the caller has durably recorded. Source is its source.Source.
@@ -147,6 +148,19 @@ type Options struct {
 	// as removed from the folder (deleted or moved away), so that the
 	// caller can forget it.
 	Removed func(id string)
+	// Bearer, when set, gives the access tokens instead of the
+	// client-credentials grant: the delegated tokens of the user who signed
+	// in (auth oauth2-delegated), who is then read as /me.
+	Bearer Bearer
+}
+
+// Bearer hands out delegated access tokens (delegated.TokenSource).
+type Bearer interface {
+	// Token returns an access token; its error is a *StepError of
+	// StepToken.
+	Token(ctx context.Context) (string, error)
+	// Invalidate makes the next Token a new one: Graph refused the last.
+	Invalidate()
 }
 
 // Message is a message the delta query reported.
@@ -175,7 +189,7 @@ type Client struct {
 	log      *slog.Logger
 	hc       *http.Client
 	cc       clientcredentials.Config
-	graph    string // GraphURL + "/v1.0/users/" + user
+	graph    string // GraphURL + "/v1.0/users/" + user, or "/v1.0/me" (Bearer)
 	graphURL *url.URL
 
 	mu      sync.Mutex
@@ -209,7 +223,7 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 	if err != nil || gu.Host == "" {
 		return nil, &StepError{Step: StepConfig, Err: errors.New("graphUrl is not an absolute URL")}
 	}
-	if cfg.Username == "" || cfg.TenantID == "" || cfg.ClientID == "" {
+	if opts.Bearer == nil && (cfg.Username == "" || cfg.TenantID == "" || cfg.ClientID == "") {
 		return nil, &StepError{Step: StepConfig, Err: errors.New("username, tenantId and clientId are required")}
 	}
 	if opts.RequestTimeout <= 0 {
@@ -240,6 +254,13 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 		tr.ResponseHeaderTimeout = opts.RequestTimeout
 		hc = &http.Client{Transport: tr}
 	}
+	graph := cfg.GraphURL + "/v1.0/users/" + url.PathEscape(cfg.Username)
+	if opts.Bearer != nil {
+		// The signed-in user's own mailbox: /me works for work and
+		// personal Microsoft accounts alike (the sign-in checked that the
+		// account is the configured user name).
+		graph = cfg.GraphURL + "/v1.0/me"
+	}
 	return &Client{
 		cfg:  cfg,
 		opts: opts,
@@ -252,7 +273,7 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 			Scopes:       []string{Scope},
 			AuthStyle:    oauth2.AuthStyleInParams,
 		},
-		graph:    cfg.GraphURL + "/v1.0/users/" + url.PathEscape(cfg.Username),
+		graph:    graph,
 		graphURL: gu,
 		folders:  map[string]string{},
 	}, nil
@@ -261,6 +282,13 @@ func newClient(cfg imapconf.Config, opts Options) (*Client, error) {
 // token returns a valid access token, fetching one when none is cached or
 // the cached one expires within a few seconds.
 func (c *Client) token(ctx context.Context) (*oauth2.Token, error) {
+	if c.opts.Bearer != nil {
+		tok, err := c.opts.Bearer.Token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &oauth2.Token{AccessToken: tok}, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.tok != nil && c.tok.Valid() {
@@ -279,6 +307,10 @@ func (c *Client) token(ctx context.Context) (*oauth2.Token, error) {
 
 // invalidate forgets tok if it is still the cached one.
 func (c *Client) invalidate(tok *oauth2.Token) {
+	if c.opts.Bearer != nil {
+		c.opts.Bearer.Invalidate()
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.tok == tok {

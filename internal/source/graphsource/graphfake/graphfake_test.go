@@ -118,3 +118,36 @@ func TestDeltaPagingRemovalsAndFaults(t *testing.T) {
 		t.Error("empty request log")
 	}
 }
+
+// TestDelegatedTokens: with a validator, a delegated token reads /me and
+// the signed-in user's /users/{user}, not another user's; an invalid one
+// is 401; an app-only token cannot read /me.
+func TestDelegatedTokens(t *testing.T) {
+	s := graphfake.New(t)
+	s.AddUser(user)
+	s.AddUser("other@contoso.example")
+	s.AddMessage(user, []byte("Subject: hi\r\n\r\nhello\r\n"))
+	s.SetTokenValidator(func(tok string) (string, bool) {
+		if tok == "delegated-good" {
+			return user, true
+		}
+		return "", false
+	})
+	base := s.URL + "/v1.0"
+	if st, _, out := call(t, s, "GET", base+"/me/mailFolders/inbox", "delegated-good", nil, nil); st != 200 || out["totalItemCount"].(float64) != 1 {
+		t.Errorf("/me with a delegated token: %d %v", st, out)
+	}
+	if st, _, out := call(t, s, "GET", base+"/users/"+user+"/mailFolders/inbox", "delegated-good", nil, nil); st != 200 {
+		t.Errorf("/users/{own} with a delegated token: %d %v", st, out)
+	}
+	if st, _, out := call(t, s, "GET", base+"/users/other@contoso.example/mailFolders/inbox", "delegated-good", nil, nil); st != 403 {
+		t.Errorf("/users/{other} with a delegated token: %d %v, want 403", st, out)
+	}
+	if st, _, out := call(t, s, "GET", base+"/me/mailFolders/inbox", "delegated-revoked", nil, nil); st != 401 {
+		t.Errorf("/me with an invalid token: %d %v, want 401", st, out)
+	}
+	_, out := token(t, s, graphfake.ClientSecret)
+	if st, _, out := call(t, s, "GET", base+"/me/mailFolders/inbox", out["access_token"].(string), nil, nil); st != 400 {
+		t.Errorf("/me with an app-only token: %d %v, want 400", st, out)
+	}
+}
