@@ -91,6 +91,14 @@ type harness struct {
 
 func newHarness(t *testing.T, st *store.Store, tlsServer bool) *harness {
 	t.Helper()
+	return newHarnessWith(t, st, tlsServer, nil)
+}
+
+// newHarnessWith is newHarness whose runtime tune may change (e.g. to pass
+// Changed and Status on to real watchers logging to log) before the UI is
+// built.
+func newHarnessWith(t *testing.T, st *store.Store, tlsServer bool, tune func(log *slog.Logger, rt *controlfake.Runtime)) *harness {
+	t.Helper()
 	h := &harness{t: t, st: st, logs: &syncBuffer{}, status: &fakeStatus{m: map[string]imapconf.Status{}}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.rt = &controlfake.Runtime{StatusOf: h.status.status,
@@ -98,6 +106,9 @@ func newHarness(t *testing.T, st *store.Store, tlsServer bool) *harness {
 			return imapsource.Test(ctx, c, imapsource.Options{Logger: log})
 		},
 		ClusterView: func(context.Context) (store.ClusterView, error) { return sampleCluster(), nil }}
+	if tune != nil {
+		tune(log, h.rt)
+	}
 	ui, err := New(Deps{Store: st, Logger: log, Version: "test", Runtime: h.rt})
 	if err != nil {
 		t.Fatal(err)
