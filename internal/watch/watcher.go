@@ -63,8 +63,9 @@ func (w *watcher) Counted(read, recorded int) {
 //
 // run and session are the frames under a wait for mail, which is where a
 // watcher spends its life: they keep little on the stack (the bookkeeping
-// is in failed and synced), so that the goroutine's stack, shrunk by the
-// collector to a quarter of it in use, stays at 4 KB (see apart).
+// is in failed, synced and wait), so that the collector, which halves a
+// stack while less than a quarter of it is in use, brings the goroutine's
+// stack down to 4 KB (see apart).
 func (w *watcher) run(ctx context.Context) {
 	defer close(w.done)
 	src, srcErr := w.start()
