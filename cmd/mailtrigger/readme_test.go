@@ -57,6 +57,12 @@ func TestReadmeWalkthrough(t *testing.T) {
 		serve.Wait()
 	}()
 	waitReady(t, "http://"+addr+"/readyz", &stderr)
+	// The service started itself again with small goroutine stacks
+	// (smallStacks), in place.
+	if environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", serve.Process.Pid)); err == nil &&
+		!strings.Contains(string(environ), "\x00GODEBUG=adaptivestackstart=0\x00") {
+		t.Errorf("the service runs without GODEBUG=adaptivestackstart=0")
+	}
 	if !regexp.MustCompile(`Created user "admin" with password: \S+`).MatchString(stdout.String()) {
 		t.Errorf("first start did not print the admin password: %q", stdout.String())
 	}

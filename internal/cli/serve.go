@@ -54,6 +54,8 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if limit > 0 {
 		log.Info("soft memory limit", "limit", fmt.Sprintf("%.0f MiB", float64(limit)/(1<<20)), "from", from)
 	}
+	_, stopGC := config.TuneGC(env.Getenv) // the collector's headroom (docs/memory.md)
+	defer stopGC()
 	if !cfg.IsPostgres() {
 		// SQLite is for one process: a second one would read the same
 		// mailboxes again.

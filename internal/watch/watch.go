@@ -218,7 +218,13 @@ func (m *Manager) Status(c imapconf.Config) *imapconf.Status {
 func (m *Manager) sync(ctx context.Context) {
 	m.syncMu.Lock()
 	defer m.syncMu.Unlock()
-	var all []imapconf.Config
+	// The pages are kept as read and want points into them: this runs
+	// every 30 s, and copying each configuration (464 bytes) into one
+	// growing slice and then a map of values was most of the garbage a
+	// service with thousands of mailboxes makes at rest, which sets how
+	// often it collects (docs/memory.md).
+	var pages [][]imapconf.Config
+	n := 0
 	after := ""
 	for {
 		page, err := m.store.ListIMAP(ctx, after, 500)
@@ -228,18 +234,21 @@ func (m *Manager) sync(ctx context.Context) {
 			}
 			return
 		}
-		all = append(all, page...)
+		pages, n = append(pages, page), n+len(page)
 		if len(page) < 500 {
 			break
 		}
 		after = page[len(page)-1].Name
 	}
-	want := map[int64]imapconf.Config{}
+	want := make(map[int64]*imapconf.Config, n)
 	m.mu.Lock()
 	held := m.held
-	for _, c := range all {
-		if _, ok := held[c.ID]; c.Enabled && (ok || !m.leasing) {
-			want[c.ID] = c
+	for _, page := range pages {
+		for i := range page {
+			c := &page[i]
+			if _, ok := held[c.ID]; c.Enabled && (ok || !m.leasing) {
+				want[c.ID] = c
+			}
 		}
 	}
 	// Stop the watchers whose configuration went or changed, or whose
@@ -265,10 +274,11 @@ func (m *Manager) sync(ctx context.Context) {
 			delete(m.status, id)
 		}
 	}
-	for id, c := range want {
+	for id, cp := range want {
 		if _, ok := m.watchers[id]; ok {
 			continue
 		}
+		c := *cp
 		if c.SecretError != "" {
 			// The stored secret does not open: report it, never log in
 			// without it.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
 )
 
 // WaitForMail waits until the server reports new mail in the selected
@@ -43,27 +45,54 @@ func (c *Conn) WaitForMail(ctx context.Context, maxWait, pollInterval time.Durat
 	return c.waitPoll(ctx, maxWait, pollInterval)
 }
 
+// waitIdle idles once. It is where a watcher waits for its life, so the
+// frames under the wait are kept small: starting and ending the IDLE
+// (writing to the TLS connection, deep) are calls of their own, and the
+// wait itself (idleFor) keeps little on the stack. The collector can then
+// shrink the waiting goroutine's stack to 4 KB.
 func (c *Conn) waitIdle(ctx context.Context, maxWait time.Duration) error {
+	idle, err := c.startIdle(ctx, maxWait)
+	if err != nil {
+		return err
+	}
+	return c.endIdle(ctx, idle, c.idleFor(ctx, maxWait))
+}
+
+// startIdle sends IDLE and waits for the server's continuation.
+//
+//go:noinline
+func (c *Conn) startIdle(ctx context.Context, maxWait time.Duration) (*imapclient.IdleCommand, error) {
 	stopGuard := c.guard(ctx, c.timeout)
 	idle, err := c.client.Idle()
 	stopGuard()
 	if err != nil {
-		return &StepError{Step: StepWait, Err: fmt.Errorf("starting idle: %w", c.cause(err))}
+		return nil, &StepError{Step: StepWait, Err: fmt.Errorf("starting idle: %w", c.cause(err))}
 	}
 	c.log.Debug("imap idling", "maxWait", maxWait)
+	return idle, nil
+}
 
+// idleFor waits in IDLE for news of mail or maxWait; the error says why
+// it stopped otherwise: ctx ended, or the connection closed.
+func (c *Conn) idleFor(ctx context.Context, maxWait time.Duration) error {
 	timer := time.NewTimer(maxWait)
-	defer timer.Stop()
-	var waitErr error
+	var err error
 	select {
 	case <-c.newMail:
-		c.log.Debug("imap new mail")
 	case <-timer.C:
 	case <-ctx.Done():
-		waitErr = context.Cause(ctx)
+		err = context.Cause(ctx)
 	case <-c.client.Closed():
-		waitErr = c.cause(nil)
+		err = c.cause(nil)
 	}
+	timer.Stop()
+	return err
+}
+
+// endIdle ends idle, which stopped waiting with waitErr.
+//
+//go:noinline
+func (c *Conn) endIdle(ctx context.Context, idle *imapclient.IdleCommand, waitErr error) error {
 	if waitErr != nil {
 		// The connection is of no further use while a command is
 		// outstanding: close it rather than wait for the server.
@@ -73,7 +102,7 @@ func (c *Conn) waitIdle(ctx context.Context, maxWait time.Duration) error {
 	}
 
 	// DONE, then the tagged OK of IDLE.
-	stopGuard = c.guard(ctx, c.timeout)
+	stopGuard := c.guard(ctx, c.timeout)
 	defer stopGuard()
 	if err := idle.Close(); err != nil {
 		return &StepError{Step: StepWait, Err: fmt.Errorf("ending idle: %w", c.cause(err))}
