@@ -590,3 +590,42 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestForTest: a test of a saved configuration's name keeps its ID (and so
+// its sign-in) only while the destination is the saved one; with a changed
+// destination and a client secret of the tester's choosing it is an
+// unsaved configuration (ID 0), whose test finds no sign-in.
+func TestForTest(t *testing.T) {
+	prev, err := Build(delegatedInput(ProviderCustom), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev.ID = 7
+	same, err := Build(delegatedInput(ProviderCustom), &prev)
+	if err != nil || ForTest(same, &prev).ID != 7 {
+		t.Errorf("unchanged: got %v, id %d; want 7", err, ForTest(same, &prev).ID)
+	}
+	for _, mod := range []func(*Input){
+		func(in *Input) { in.TokenURL = p("https://evil.example.net/token") },
+		func(in *Input) { in.Host = p("imap.evil.example.net") },
+		func(in *Input) { in.Username = p("attacker@example.net") },
+		func(in *Input) { in.Type, in.GraphURL = p(TypeMSGraph), p("https://graph.evil.example.net") },
+	} {
+		in := delegatedInput(ProviderCustom)
+		in.ClientSecret = p("attacker-chosen")
+		mod(&in)
+		c, err := Build(in, &prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID != 7 {
+			t.Fatalf("Build: got id %d, want 7 (an edit keeps it)", c.ID)
+		}
+		if got := ForTest(c, &prev); got.ID != 0 {
+			t.Errorf("%v changed: got id %d, want 0", DestinationChanges(&prev, &c), got.ID)
+		}
+	}
+	if c := ForTest(same, nil); c.ID != same.ID {
+		t.Errorf("no saved configuration: got id %d", c.ID)
+	}
+}

@@ -6,9 +6,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
@@ -85,5 +87,77 @@ func TestIMAPFormBindsStoredPassword(t *testing.T) {
 	}
 	if strings.Contains(h.logs.String(), cfg.Password) {
 		t.Error("the log contains the password")
+	}
+}
+
+// TestIMAPFormTestKeepsSignIn is the same attempt against a signed-in
+// oauth2-delegated configuration: the Test button of its Edit panel with a
+// new token URL, host or client id (and no client secret, or one of the
+// attacker's choosing) tries the form as an unsaved configuration that
+// nobody signed in to; the saved configuration's grant is used only while
+// the destination is unchanged.
+func TestIMAPFormTestKeepsSignIn(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	fake.AddPublicClient(signInClient)
+	fake.SetSignInUser("owner@example.com")
+	conf, err := h.ui.changes.CreateIMAP(ctx, "", delegatedInput("signed_box", "owner@example.com", fake), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := fake.Consent(ctx, nil, h.startSignIn(c, "signed_box"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.callback(c, back); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("callback: got %d %s", r.StatusCode, r.Body)
+	}
+	var mu sync.Mutex
+	var tested []int64
+	h.rt.TestWith = func(_ context.Context, c imapconf.Config) any {
+		mu.Lock()
+		tested = append(tested, c.ID)
+		mu.Unlock()
+		return map[string]any{"ok": false, "step": "token", "error": "stub"}
+	}
+	form := func(change func(v url.Values)) url.Values {
+		v := formValues(conf)
+		v.Set("_orig", "signed_box")
+		v.Set("provider", conf.Provider)
+		v.Set("clientId", conf.ClientID)
+		v.Set("authUrl", conf.AuthURL)
+		v.Set("tokenUrl", conf.TokenURL)
+		v.Set("scope", conf.Scope)
+		v.Set("clientSecret", "")
+		change(v)
+		return v
+	}
+	for _, tt := range []struct {
+		what   string
+		change func(v url.Values)
+		want   int64
+	}{
+		{"unchanged", func(url.Values) {}, conf.ID},
+		{"tokenUrl", func(v url.Values) { v.Set("tokenUrl", "http://127.0.0.1:1/token") }, 0},
+		{"tokenUrl and a client secret", func(v url.Values) {
+			v.Set("tokenUrl", "http://127.0.0.1:1/token")
+			v.Set("clientSecret", "attacker-chosen")
+		}, 0},
+		{"host", func(v url.Values) { v.Set("host", "imap.evil.example") }, 0},
+		{"clientId", func(v url.Values) { v.Set("clientId", "attacker-client") }, 0},
+	} {
+		mu.Lock()
+		tested = nil
+		mu.Unlock()
+		r := h.post(c, "/imap/test", form(tt.change))
+		mu.Lock()
+		got := tested
+		mu.Unlock()
+		if r.StatusCode != http.StatusOK || len(got) != 1 || got[0] != tt.want {
+			t.Errorf("test with %s: got %d %s, tested ids %v; want the id %d", tt.what, r.StatusCode, r.Body, got, tt.want)
+		}
 	}
 }
