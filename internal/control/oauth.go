@@ -150,8 +150,16 @@ func (c *Changes) CompleteSignIn(ctx context.Context, by string, user int64, cb 
 		return fail(conf.Name, "the provider gave no refresh token, so mailtrigger could not keep reading: "+
 			"check that the scopes ask for offline access and sign in again", nil)
 	}
-	if err := c.store.SaveOAuthGrant(ctx, store.OAuthGrant{IMAPID: conf.ID, Account: g.Account, RefreshToken: g.RefreshToken,
-		AccessToken: g.AccessToken, AccessExpiry: g.Expiry, SignedInAt: now}); err != nil {
+	// Stored only while the configuration has the destination the code
+	// was exchanged for: an edit during the exchange wins.
+	err = c.store.SaveOAuthGrantFor(ctx, store.OAuthGrant{IMAPID: conf.ID, Account: g.Account, RefreshToken: g.RefreshToken,
+		AccessToken: g.AccessToken, AccessExpiry: g.Expiry, SignedInAt: now}, conf)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return fail(conf.Name, "the configuration's server or sign-in settings changed during the sign-in: nothing was stored; sign in again", err)
+	case errors.Is(err, store.ErrNotFound):
+		return fail(conf.Name, "the configuration of this sign-in was deleted", err)
+	case err != nil:
 		return imapconf.Config{}, oauthflow.Grant{}, fmt.Errorf("storing the sign-in of %s: %w", conf.Name, err)
 	}
 	c.logAs(by, "oauth sign-in completed", "imap", conf.Name, "account", g.Account)
