@@ -117,3 +117,53 @@ func TestSignInRacesAnEdit(t *testing.T) {
 		}
 	})
 }
+
+// TestSignInAccountMustMatch: the account that signed in must be the
+// configured user name, with ASCII letters in any case and nothing else
+// folded: a look-alike (the Kelvin sign folds to k under Unicode), a
+// longer domain is another account, and nothing is stored. (Spaces around
+// the ID token's claim are not part of the account: oauthflow trims them.)
+func TestSignInAccountMustMatch(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	fake.AddPublicClient("attack-client")
+	ch := control.New(st, nil, nil)
+	conf, err := ch.CreateIMAP(ctx, "", signInInput("match_box", "Kim@Example.com", fake), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		account string
+		ok      bool
+	}{
+		{"\u212aim@example.com", false},
+		{"kim@example.com ", true},
+		{"kim@example.com\u00a0x", false},
+		{"kim@example.com.evil", false},
+		{"kim@example.co", false},
+		{"kim@exampl\u0435.com", false}, // Cyrillic e
+		{"kim@EXAMPLE.COM", true},
+		{"kim@example.com", true},
+	} {
+		fake.SetSignInUser(tt.account)
+		_, g, err := ch.CompleteSignIn(ctx, "admin", 1, consent(t, ch, conf, fake), nil)
+		_, gerr := st.GetOAuthGrant(ctx, conf.ID)
+		if tt.ok {
+			if err != nil || gerr != nil || g.Account != strings.TrimSpace(tt.account) {
+				t.Errorf("%q: got %v (account %q), grant %v; want it stored", tt.account, err, g.Account, gerr)
+			}
+		} else {
+			var se *control.SignInError
+			if !errors.As(err, &se) || !strings.Contains(se.Msg, "but the configuration's username is Kim@Example.com") {
+				t.Errorf("%q: got %v, want the sign-in refused naming the user name", tt.account, err)
+			}
+			if !errors.Is(gerr, store.ErrNotFound) {
+				t.Errorf("%q: a grant was stored (%v)", tt.account, gerr)
+			}
+		}
+		if err := st.DeleteOAuthGrant(ctx, conf.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
