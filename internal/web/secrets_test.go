@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"html"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -158,6 +159,56 @@ func TestIMAPFormTestKeepsSignIn(t *testing.T) {
 		mu.Unlock()
 		if r.StatusCode != http.StatusOK || len(got) != 1 || got[0] != tt.want {
 			t.Errorf("test with %s: got %d %s, tested ids %v; want the id %d", tt.what, r.StatusCode, r.Body, got, tt.want)
+		}
+	}
+}
+
+// TestSignInPageEscapesAuthURL: the page that goes on to the provider
+// carries the authorization URL in a link its script follows. An authUrl
+// with quotes, markup or </script> cannot break out of the attribute, and
+// one that is not http(s) (a configuration stored without Build's checks:
+// javascript: or data: with a host) is never put on the page.
+func TestSignInPageEscapesAuthURL(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	hostile := `https://auth.example.com/a"b'c<d>/</script><script>alert(1)</script>?x="'><img src=x onerror=alert(1)>`
+	in := delegatedInput("quoted_box", "owner@example.com", fake)
+	in.AuthURL = p(hostile)
+	if _, err := h.ui.changes.CreateIMAP(ctx, "", in, nil); err != nil {
+		t.Fatalf("creating with authUrl %s: %v", hostile, err)
+	}
+	r := h.post(c, "/imap/quoted_box/signin", url.Values{})
+	m := continueRE.FindStringSubmatch(r.Body)
+	if r.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("sign in: got %d %s", r.StatusCode, r.Body)
+	}
+	for _, bad := range []string{"<script>alert", "<img", "onerror=alert", `"b'c`} {
+		if strings.Contains(r.Body, bad) {
+			t.Errorf("the page holds %q unescaped: %s", bad, r.Body)
+		}
+	}
+	if got := html.UnescapeString(m[1]); !strings.HasPrefix(got, "https://auth.example.com/") {
+		t.Errorf("the link is %q, want the provider's https URL", got)
+	}
+
+	for i, scheme := range []string{"javascript://auth.example.com/%0aalert(1)", "data://auth.example.com/text/html,<script>alert(1)</script>",
+		"JavaScript://auth.example.com/%0Aalert(1)"} {
+		cfg, err := imapconf.Build(delegatedInput("raw_box", "owner@example.com", fake), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Name = "raw_box_" + strconv.Itoa(i)
+		cfg.AuthURL = scheme // stored as is, past Build
+		if err := st.CreateIMAP(ctx, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		r := h.post(c, "/imap/"+cfg.Name+"/signin", url.Values{})
+		low := strings.ToLower(html.UnescapeString(r.Body))
+		if strings.Contains(r.Body, "continue-signin") || strings.Contains(low, "javascript:") || strings.Contains(low, "data:") {
+			t.Errorf("%s: got %d with a link to follow: %s", scheme, r.StatusCode, r.Body)
 		}
 	}
 }
