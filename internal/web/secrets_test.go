@@ -212,3 +212,45 @@ func TestSignInPageEscapesAuthURL(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInRequestHeaders: the Sign in button is a state change like any
+// other: a cross-origin POST is refused before a sign-in is started. The
+// callback's pages (its URL holds the code and state) send no Referer at
+// all, and its redirect does not carry them on.
+func TestSignInRequestHeaders(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	fake.AddPublicClient(signInClient)
+	fake.SetSignInUser("owner@example.com")
+	if _, err := h.ui.changes.CreateIMAP(ctx, "", delegatedInput("hdr_box", "owner@example.com", fake), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, header := range []map[string]string{
+		{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		{"Origin": "https://evil.example"},
+	} {
+		r := h.postWith(c, "/imap/hdr_box/signin", nil, header)
+		if r.StatusCode != http.StatusForbidden || strings.Contains(r.Body, "continue-signin") {
+			t.Errorf("cross-origin sign-in with %v: got %d, want 403", header, r.StatusCode)
+		}
+	}
+	// A failed callback (an unknown state) and a completed one.
+	r := h.get(c, "/oauth/callback?state=unknown-state&code=secret-code-value")
+	if got := r.Header.Get("Referrer-Policy"); got != "no-referrer" || r.StatusCode != http.StatusBadRequest {
+		t.Errorf("failed callback: got %d, Referrer-Policy %q, want no-referrer", r.StatusCode, got)
+	}
+	back, err := fake.Consent(ctx, nil, h.startSignIn(c, "hdr_box"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = h.callback(c, back)
+	if got := r.Header.Get("Referrer-Policy"); got != "no-referrer" || r.StatusCode != http.StatusSeeOther {
+		t.Errorf("callback: got %d, Referrer-Policy %q, want no-referrer", r.StatusCode, got)
+	}
+	if loc := r.Header.Get("Location"); strings.Contains(loc, back.Query().Get("code")) || strings.Contains(loc, back.Query().Get("state")) {
+		t.Errorf("the redirect after the callback carries the code or state: %s", loc)
+	}
+}
