@@ -253,4 +253,9 @@ func TestSignInRequestHeaders(t *testing.T) {
 	if loc := r.Header.Get("Location"); strings.Contains(loc, back.Query().Get("code")) || strings.Contains(loc, back.Query().Get("state")) {
 		t.Errorf("the redirect after the callback carries the code or state: %s", loc)
 	}
+	for _, secret := range []string{"secret-code-value", back.Query().Get("code"), back.Query().Get("state")} {
+		if strings.Contains(h.logs.String(), secret) {
+			t.Errorf("the debug log holds a code or state …%s…", secret[:6])
+		}
+	}
 }
