@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"html"
 	"net/http"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/store"
@@ -257,5 +259,42 @@ func TestSignInRequestHeaders(t *testing.T) {
 		if strings.Contains(h.logs.String(), secret) {
 			t.Errorf("the debug log holds a code or state …%s…", secret[:6])
 		}
+	}
+}
+
+// TestSignInCallbackUsesEgress: the code is exchanged (and the account
+// looked up) through the client the service gives the UI, which applies the
+// egress policy: with MAILTRIGGER_EGRESS=public a loopback token endpoint is
+// refused, the provider never sees the code, and nothing is stored.
+func TestSignInCallbackUsesEgress(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	fake.AddPublicClient(signInClient)
+	fake.SetSignInUser("owner@example.com")
+	conf, err := h.ui.changes.CreateIMAP(ctx, "", delegatedInput("egress_box", "owner@example.com", fake), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fence, err := egress.Parse(egress.ModePublic, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ui.hc = &http.Client{Transport: &http.Transport{DialContext: fence.Dialer()}}
+	back, err := fake.Consent(ctx, nil, h.startSignIn(c, "egress_box"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.callback(c, back)
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.Body, "Nothing was stored") {
+		t.Errorf("callback through a refusing egress policy: got %d %s", r.StatusCode, r.Body)
+	}
+	if n := fake.Counts().CodeGrants; n != 0 {
+		t.Errorf("the token endpoint redeemed %d codes past the egress policy", n)
+	}
+	if _, err := st.GetOAuthGrant(ctx, conf.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("got a grant stored (%v)", err)
 	}
 }
