@@ -104,7 +104,7 @@ func (a *API) testUnsavedIMAP(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	a.runTest(w, r, c)
+	a.runTest(w, r, imapconf.ForTest(c, prev))
 }
 
 func (a *API) runTest(w http.ResponseWriter, r *http.Request, c imapconf.Config) {

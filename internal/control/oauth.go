@@ -142,7 +142,7 @@ func (c *Changes) CompleteSignIn(ctx context.Context, by string, user int64, cb 
 	if g.Account == "" {
 		return fail(conf.Name, "the provider did not say which account signed in (no e-mail in the ID token or userinfo): nothing was stored", nil)
 	}
-	if !strings.EqualFold(g.Account, conf.Username) {
+	if !sameAccount(g.Account, conf.Username) {
 		return fail(conf.Name, fmt.Sprintf("signed in as %s but the configuration's username is %s: sign in with %s or change the username",
 			g.Account, conf.Username, conf.Username), nil)
 	}
@@ -150,8 +150,16 @@ func (c *Changes) CompleteSignIn(ctx context.Context, by string, user int64, cb 
 		return fail(conf.Name, "the provider gave no refresh token, so mailtrigger could not keep reading: "+
 			"check that the scopes ask for offline access and sign in again", nil)
 	}
-	if err := c.store.SaveOAuthGrant(ctx, store.OAuthGrant{IMAPID: conf.ID, Account: g.Account, RefreshToken: g.RefreshToken,
-		AccessToken: g.AccessToken, AccessExpiry: g.Expiry, SignedInAt: now}); err != nil {
+	// Stored only while the configuration has the destination the code
+	// was exchanged for: an edit during the exchange wins.
+	err = c.store.SaveOAuthGrantFor(ctx, store.OAuthGrant{IMAPID: conf.ID, Account: g.Account, RefreshToken: g.RefreshToken,
+		AccessToken: g.AccessToken, AccessExpiry: g.Expiry, SignedInAt: now}, conf)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return fail(conf.Name, "the configuration's server or sign-in settings changed during the sign-in: nothing was stored; sign in again", err)
+	case errors.Is(err, store.ErrNotFound):
+		return fail(conf.Name, "the configuration of this sign-in was deleted", err)
+	case err != nil:
 		return imapconf.Config{}, oauthflow.Grant{}, fmt.Errorf("storing the sign-in of %s: %w", conf.Name, err)
 	}
 	c.logAs(by, "oauth sign-in completed", "imap", conf.Name, "account", g.Account)
@@ -196,6 +204,28 @@ func (c *Changes) imapByID(ctx context.Context, id int64) (imapconf.Config, erro
 		}
 		after = cs[len(cs)-1].Name
 	}
+}
+
+// sameAccount reports whether account (the provider's) is the user name
+// configured: equal but for the case of ASCII letters. Unicode case folding
+// is not applied: it makes look-alikes equal (the Kelvin sign K folds to k).
+func sameAccount(account, username string) bool {
+	if len(account) != len(username) {
+		return false
+	}
+	for i := 0; i < len(account); i++ {
+		a, b := account[i], username[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 // clip is s, from the query of a redirect anyone can craft, cut to n runes

@@ -137,6 +137,20 @@ func bindSecrets(c *Config, in Input, prev *Config, e valid.Errors) {
 	}
 }
 
+// ForTest returns c, built by Build from a test's input over prev (the
+// saved configuration the input names; nil: none), as the test must try
+// it: when its destination differs from prev's (DestinationChanges) it is
+// not prev's connection, so it loses prev's ID and with it prev's sign-in
+// (the grant of an oauth2-delegated configuration is found by ID): a
+// refresh token is never sent to a new token URL, nor an access token to
+// a new server or Graph URL, by a test either.
+func ForTest(c Config, prev *Config) Config {
+	if prev != nil && len(DestinationChanges(prev, &c)) > 0 {
+		c.ID = 0
+	}
+	return c
+}
+
 func omitted(s *string) bool { return s == nil || *s == "" }
 
 // pemText is s without the differences a browser's text area makes.

@@ -452,6 +452,13 @@ func TestBuildDelegated(t *testing.T) {
 		{"custom authUrl http remote", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.AuthURL = p("http://id.example.com/a") }, "authUrl", "https"},
 		{"custom tokenUrl missing", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.TokenURL = p("") }, "tokenUrl", "required"},
 		{"custom tokenUrl not url", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.TokenURL = p("id.example.com/token") }, "tokenUrl", "https"},
+		{"custom tokenUrl http remote", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.TokenURL = p("http://id.example.com/token") }, "tokenUrl", "https (http only for localhost)"},
+		{"custom tokenUrl javascript", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.TokenURL = p("javascript://id.example.com/%0aalert(1)") }, "tokenUrl", "https"},
+		{"custom authUrl javascript", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.AuthURL = p("javascript://id.example.com/%0aalert(1)") }, "authUrl", "https"},
+		{"custom authUrl data", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.AuthURL = p("data:text/html,<script>alert(1)</script>") }, "authUrl", "https"},
+		{"custom authUrl with credentials", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.AuthURL = p("https://u:p@id.example.com/a") }, "authUrl", "https"},
+		{"microsoft authority http remote", func() Input { return delegatedInput(ProviderMicrosoft) }, func(in *Input) { in.AuthorityURL = p("http://login.example.com") }, "authorityUrl", "https"},
+		{"graph graphUrl http remote", graphDelegatedInput, func(in *Input) { in.GraphURL = p("http://graph.example.com") }, "graphUrl", "https"},
 		{"custom scope missing", func() Input { return delegatedInput(ProviderCustom) }, func(in *Input) { in.Scope = p(" ") }, "scope", "required"},
 		{"microsoft tenant bad", func() Input { return delegatedInput(ProviderMicrosoft) }, func(in *Input) { in.TenantID = p("contoso") }, "tenantId", "consumers"},
 		{"microsoft authority bad", func() Input { return delegatedInput(ProviderMicrosoft) }, func(in *Input) { in.AuthorityURL = p("ftp://x") }, "authorityUrl", "https"},
@@ -589,4 +596,43 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestForTest: a test of a saved configuration's name keeps its ID (and so
+// its sign-in) only while the destination is the saved one; with a changed
+// destination and a client secret of the tester's choosing it is an
+// unsaved configuration (ID 0), whose test finds no sign-in.
+func TestForTest(t *testing.T) {
+	prev, err := Build(delegatedInput(ProviderCustom), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev.ID = 7
+	same, err := Build(delegatedInput(ProviderCustom), &prev)
+	if err != nil || ForTest(same, &prev).ID != 7 {
+		t.Errorf("unchanged: got %v, id %d; want 7", err, ForTest(same, &prev).ID)
+	}
+	for _, mod := range []func(*Input){
+		func(in *Input) { in.TokenURL = p("https://evil.example.net/token") },
+		func(in *Input) { in.Host = p("imap.evil.example.net") },
+		func(in *Input) { in.Username = p("attacker@example.net") },
+		func(in *Input) { in.Type, in.GraphURL = p(TypeMSGraph), p("https://graph.evil.example.net") },
+	} {
+		in := delegatedInput(ProviderCustom)
+		in.ClientSecret = p("attacker-chosen")
+		mod(&in)
+		c, err := Build(in, &prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID != 7 {
+			t.Fatalf("Build: got id %d, want 7 (an edit keeps it)", c.ID)
+		}
+		if got := ForTest(c, &prev); got.ID != 0 {
+			t.Errorf("%v changed: got id %d, want 0", DestinationChanges(&prev, &c), got.ID)
+		}
+	}
+	if c := ForTest(same, nil); c.ID != same.ID {
+		t.Errorf("no saved configuration: got id %d", c.ID)
+	}
 }

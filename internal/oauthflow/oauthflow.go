@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/valid"
 )
 
 // StateTTL is how long a sign-in started may be completed.
@@ -182,6 +183,11 @@ func Begin(c imapconf.Config, redirectURI string, now time.Time) (Start, error) 
 	u, err := url.Parse(ep.AuthURL)
 	if err != nil || u.Host == "" {
 		return Start{}, errors.New("the authorization URL is not an absolute URL")
+	}
+	// The browser is sent there: never a javascript: or data: URL (a
+	// configuration stored past imapconf.Build's checks).
+	if m := valid.HTTPSURL(ep.AuthURL); m != "" {
+		return Start{}, errors.New("the authorization URL " + m)
 	}
 	if r, err := url.Parse(redirectURI); err != nil || r.Host == "" || (r.Scheme != "https" && r.Scheme != "http") {
 		return Start{}, errors.New("the redirect URI is not an absolute http(s) URL")

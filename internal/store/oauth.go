@@ -153,6 +153,21 @@ func timeOrNull(t time.Time) any {
 // moves with it, as an edit's does, so that its watcher restarts on every
 // replica.
 func (s *Store) SaveOAuthGrant(ctx context.Context, g OAuthGrant) error {
+	return s.saveOAuthGrant(ctx, g, nil)
+}
+
+// SaveOAuthGrantFor is SaveOAuthGrant for a sign-in made with the
+// configuration conf: it stores g only while the stored configuration still
+// has conf's destination (imapconf.DestinationChanges), checked in the same
+// transaction, else it stores nothing and returns an error wrapping
+// ErrConflict. An edit that changed the server, the token endpoint or the
+// user name while the code was being exchanged thus wins: the tokens never
+// go to the new destination.
+func (s *Store) SaveOAuthGrantFor(ctx context.Context, g OAuthGrant, conf imapconf.Config) error {
+	return s.saveOAuthGrant(ctx, g, &conf)
+}
+
+func (s *Store) saveOAuthGrant(ctx context.Context, g OAuthGrant, conf *imapconf.Config) error {
 	if g.RefreshToken == "" {
 		return fmt.Errorf("saving the sign-in of imap configuration %d: the provider gave no refresh token (is offline access in the scope?)", g.IMAPID)
 	}
@@ -170,6 +185,15 @@ func (s *Store) SaveOAuthGrant(ctx context.Context, g OAuthGrant) error {
 		if err := touchIMAP(ctx, tx, g.IMAPID, t, false); err != nil {
 			return err
 		}
+		if conf != nil {
+			stored, err := s.scanIMAP(tx.QueryRowContext(ctx, `SELECT `+imapColumns+` FROM imap_configs WHERE id = $1`, g.IMAPID))
+			if err != nil {
+				return fmt.Errorf("reading the stored configuration: %w", err)
+			}
+			if changed := imapconf.DestinationChanges(conf, &stored); len(changed) > 0 {
+				return fmt.Errorf("%s changed during the sign-in: %w", strings.Join(changed, ", "), ErrConflict)
+			}
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO oauth_grants (imap_id, account, refresh_token_sealed, access_token_sealed,
 			access_expiry, signed_in_at, broken, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, '', $7)
@@ -181,6 +205,9 @@ func (s *Store) SaveOAuthGrant(ctx context.Context, g OAuthGrant) error {
 	})
 	if errors.Is(err, ErrNotFound) || isForeignKey(err) {
 		return fmt.Errorf("saving the sign-in: imap configuration %d: %w", g.IMAPID, ErrNotFound)
+	}
+	if errors.Is(err, ErrConflict) {
+		return fmt.Errorf("not saving the sign-in of imap configuration %d: %w", g.IMAPID, err)
 	}
 	if err != nil {
 		return fmt.Errorf("saving the sign-in of imap configuration %d: %w", g.IMAPID, err)

@@ -58,6 +58,7 @@ func (u *UI) imapTest(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, testAnswer{Error: "Fix the marked fields first.", Fields: e})
 		return
 	}
+	c = imapconf.ForTest(c, prev)
 	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	res, err := u.rt.Test(tctx, c)

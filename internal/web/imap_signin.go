@@ -82,6 +82,9 @@ func (u *UI) imapSignIn(w http.ResponseWriter, r *http.Request) {
 // the one who started it; the requireUser chain sends a visitor without a
 // session to the login page and back here.
 func (u *UI) oauthCallback(w http.ResponseWriter, r *http.Request) {
+	// Its URL holds the code and state: no Referer from its page, not even
+	// to this site.
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	ctx := r.Context()
 	id, err := u.userID(r)
 	if err != nil {

@@ -2,13 +2,18 @@ package web
 
 import (
 	"context"
+	"errors"
+	"html"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/source/xoauth2/oauthfake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
@@ -85,5 +90,211 @@ func TestIMAPFormBindsStoredPassword(t *testing.T) {
 	}
 	if strings.Contains(h.logs.String(), cfg.Password) {
 		t.Error("the log contains the password")
+	}
+}
+
+// TestIMAPFormTestKeepsSignIn is the same attempt against a signed-in
+// oauth2-delegated configuration: the Test button of its Edit panel with a
+// new token URL, host or client id (and no client secret, or one of the
+// attacker's choosing) tries the form as an unsaved configuration that
+// nobody signed in to; the saved configuration's grant is used only while
+// the destination is unchanged.
+func TestIMAPFormTestKeepsSignIn(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	fake.AddPublicClient(signInClient)
+	fake.SetSignInUser("owner@example.com")
+	conf, err := h.ui.changes.CreateIMAP(ctx, "", delegatedInput("signed_box", "owner@example.com", fake), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := fake.Consent(ctx, nil, h.startSignIn(c, "signed_box"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.callback(c, back); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("callback: got %d %s", r.StatusCode, r.Body)
+	}
+	var mu sync.Mutex
+	var tested []int64
+	h.rt.TestWith = func(_ context.Context, c imapconf.Config) any {
+		mu.Lock()
+		tested = append(tested, c.ID)
+		mu.Unlock()
+		return map[string]any{"ok": false, "step": "token", "error": "stub"}
+	}
+	form := func(change func(v url.Values)) url.Values {
+		v := formValues(conf)
+		v.Set("_orig", "signed_box")
+		v.Set("provider", conf.Provider)
+		v.Set("clientId", conf.ClientID)
+		v.Set("authUrl", conf.AuthURL)
+		v.Set("tokenUrl", conf.TokenURL)
+		v.Set("scope", conf.Scope)
+		v.Set("clientSecret", "")
+		change(v)
+		return v
+	}
+	for _, tt := range []struct {
+		what   string
+		change func(v url.Values)
+		want   int64
+	}{
+		{"unchanged", func(url.Values) {}, conf.ID},
+		{"tokenUrl", func(v url.Values) { v.Set("tokenUrl", "http://127.0.0.1:1/token") }, 0},
+		{"tokenUrl and a client secret", func(v url.Values) {
+			v.Set("tokenUrl", "http://127.0.0.1:1/token")
+			v.Set("clientSecret", "attacker-chosen")
+		}, 0},
+		{"host", func(v url.Values) { v.Set("host", "imap.evil.example") }, 0},
+		{"clientId", func(v url.Values) { v.Set("clientId", "attacker-client") }, 0},
+	} {
+		mu.Lock()
+		tested = nil
+		mu.Unlock()
+		r := h.post(c, "/imap/test", form(tt.change))
+		mu.Lock()
+		got := tested
+		mu.Unlock()
+		if r.StatusCode != http.StatusOK || len(got) != 1 || got[0] != tt.want {
+			t.Errorf("test with %s: got %d %s, tested ids %v; want the id %d", tt.what, r.StatusCode, r.Body, got, tt.want)
+		}
+	}
+}
+
+// TestSignInPageEscapesAuthURL: the page that goes on to the provider
+// carries the authorization URL in a link its script follows. An authUrl
+// with quotes, markup or </script> cannot break out of the attribute, and
+// one that is not http(s) (a configuration stored without Build's checks:
+// javascript: or data: with a host) is never put on the page.
+func TestSignInPageEscapesAuthURL(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	hostile := `https://auth.example.com/a"b'c<d>/</script><script>alert(1)</script>?x="'><img src=x onerror=alert(1)>`
+	in := delegatedInput("quoted_box", "owner@example.com", fake)
+	in.AuthURL = p(hostile)
+	if _, err := h.ui.changes.CreateIMAP(ctx, "", in, nil); err != nil {
+		t.Fatalf("creating with authUrl %s: %v", hostile, err)
+	}
+	r := h.post(c, "/imap/quoted_box/signin", url.Values{})
+	m := continueRE.FindStringSubmatch(r.Body)
+	if r.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("sign in: got %d %s", r.StatusCode, r.Body)
+	}
+	for _, bad := range []string{"<script>alert", "<img", "onerror=alert", `"b'c`} {
+		if strings.Contains(r.Body, bad) {
+			t.Errorf("the page holds %q unescaped: %s", bad, r.Body)
+		}
+	}
+	if got := html.UnescapeString(m[1]); !strings.HasPrefix(got, "https://auth.example.com/") {
+		t.Errorf("the link is %q, want the provider's https URL", got)
+	}
+
+	for i, scheme := range []string{"javascript://auth.example.com/%0aalert(1)", "data://auth.example.com/text/html,<script>alert(1)</script>",
+		"JavaScript://auth.example.com/%0Aalert(1)"} {
+		cfg, err := imapconf.Build(delegatedInput("raw_box", "owner@example.com", fake), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Name = "raw_box_" + strconv.Itoa(i)
+		cfg.AuthURL = scheme // stored as is, past Build
+		if err := st.CreateIMAP(ctx, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		r := h.post(c, "/imap/"+cfg.Name+"/signin", url.Values{})
+		low := strings.ToLower(html.UnescapeString(r.Body))
+		if strings.Contains(r.Body, "continue-signin") || strings.Contains(low, "javascript:") || strings.Contains(low, "data:") {
+			t.Errorf("%s: got %d with a link to follow: %s", scheme, r.StatusCode, r.Body)
+		}
+	}
+}
+
+// TestSignInRequestHeaders: the Sign in button is a state change like any
+// other: a cross-origin POST is refused before a sign-in is started. The
+// callback's pages (its URL holds the code and state) send no Referer at
+// all, and its redirect does not carry them on.
+func TestSignInRequestHeaders(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	fake.AddPublicClient(signInClient)
+	fake.SetSignInUser("owner@example.com")
+	if _, err := h.ui.changes.CreateIMAP(ctx, "", delegatedInput("hdr_box", "owner@example.com", fake), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, header := range []map[string]string{
+		{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		{"Origin": "https://evil.example"},
+	} {
+		r := h.postWith(c, "/imap/hdr_box/signin", nil, header)
+		if r.StatusCode != http.StatusForbidden || strings.Contains(r.Body, "continue-signin") {
+			t.Errorf("cross-origin sign-in with %v: got %d, want 403", header, r.StatusCode)
+		}
+	}
+	// A failed callback (an unknown state) and a completed one.
+	r := h.get(c, "/oauth/callback?state=unknown-state&code=secret-code-value")
+	if got := r.Header.Get("Referrer-Policy"); got != "no-referrer" || r.StatusCode != http.StatusBadRequest {
+		t.Errorf("failed callback: got %d, Referrer-Policy %q, want no-referrer", r.StatusCode, got)
+	}
+	back, err := fake.Consent(ctx, nil, h.startSignIn(c, "hdr_box"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = h.callback(c, back)
+	if got := r.Header.Get("Referrer-Policy"); got != "no-referrer" || r.StatusCode != http.StatusSeeOther {
+		t.Errorf("callback: got %d, Referrer-Policy %q, want no-referrer", r.StatusCode, got)
+	}
+	if loc := r.Header.Get("Location"); strings.Contains(loc, back.Query().Get("code")) || strings.Contains(loc, back.Query().Get("state")) {
+		t.Errorf("the redirect after the callback carries the code or state: %s", loc)
+	}
+	for _, secret := range []string{"secret-code-value", back.Query().Get("code"), back.Query().Get("state")} {
+		if strings.Contains(h.logs.String(), secret) {
+			t.Errorf("the debug log holds a code or state …%s…", secret[:6])
+		}
+	}
+}
+
+// TestSignInCallbackUsesEgress: the code is exchanged (and the account
+// looked up) through the client the service gives the UI, which applies the
+// egress policy: with MAILTRIGGER_EGRESS=public a loopback token endpoint is
+// refused, the provider never sees the code, and nothing is stored.
+func TestSignInCallbackUsesEgress(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	fake := oauthfake.New(t)
+	fake.AddPublicClient(signInClient)
+	fake.SetSignInUser("owner@example.com")
+	conf, err := h.ui.changes.CreateIMAP(ctx, "", delegatedInput("egress_box", "owner@example.com", fake), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fence, err := egress.Parse(egress.ModePublic, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ui.hc = &http.Client{Transport: &http.Transport{DialContext: fence.Dialer()}}
+	back, err := fake.Consent(ctx, nil, h.startSignIn(c, "egress_box"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.callback(c, back)
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.Body, "Nothing was stored") {
+		t.Errorf("callback through a refusing egress policy: got %d %s", r.StatusCode, r.Body)
+	}
+	if n := fake.Counts().CodeGrants; n != 0 {
+		t.Errorf("the token endpoint redeemed %d codes past the egress policy", n)
+	}
+	if _, err := st.GetOAuthGrant(ctx, conf.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("got a grant stored (%v)", err)
 	}
 }
