@@ -89,6 +89,9 @@ type Store struct {
 	// prepared are the ingest path's statements, prepared once on the
 	// SQLite writer's connection (prepareIngest), by their SQL.
 	prepared map[string]*sql.Stmt
+	// bodies keeps the bodies of messages recorded lately for the run
+	// worker (see bodyCache).
+	bodies bodyCache
 }
 
 // Open opens the database and applies the embedded migrations.
