@@ -30,8 +30,9 @@ type commitFunc func(ctx context.Context, msgs []store.Incoming, key string, cp 
 // BatchBytes) are held at a time; a message in a spool file is a batch of
 // its own and stays in its file, so that only its parse's buffers are in
 // memory. Before the first message of a batch is
-// parsed, the crash-loop breaker notes it (Guard.Begin); while it is
-// careful, a batch is one message, begun once the one before is recorded.
+// parsed, the crash-loop breaker notes it (Guard.Begin), while the batch
+// before it is recorded; while it is careful, a batch is one message,
+// begun once the one before is recorded.
 type pipeline struct {
 	ctx      context.Context
 	in       *Ingester
@@ -50,6 +51,9 @@ type pipeline struct {
 	limit  int    // messages in the batch being gathered
 	added  int    // messages handed over so far
 
+	// note is the crash-loop note of the batch being gathered while it
+	// is being written beside the batch being recorded (nil: written).
+	note    *pendingNote
 	parsing sync.WaitGroup
 	sem     chan struct{}
 	// recorded gets the result of the batch being recorded.
@@ -57,6 +61,22 @@ type pipeline struct {
 
 	mu        sync.Mutex
 	committed []source.Message
+}
+
+// pendingNote is a crash-loop note being written: done is closed once it
+// is, with its error in err.
+type pendingNote struct {
+	done chan struct{}
+	err  error
+}
+
+// wait waits for the note and returns its error.
+func (n *pendingNote) wait() error {
+	if n == nil {
+		return nil
+	}
+	<-n.done
+	return n.err
 }
 
 func newPipeline(ctx context.Context, in *Ingester, g *Guard, lim Limits, o source.PipelineOptions, p source.Progress,
@@ -113,9 +133,24 @@ func (p *pipeline) add(m source.Message) error {
 			p.limit = 1
 		}
 		p.key = p.keyOf(m)
-		var err error
-		if skip, err = p.guard.Begin(p.ctx, p.key, p.limit); err != nil {
-			return err
+		if p.recorded != nil && !p.guard.Careful() {
+			// The batch before is being recorded, and on SQLite its
+			// transaction holds the one writer connection: the note is
+			// written beside it, not after it, while this batch is read,
+			// and its messages are parsed once the note is written.
+			// (Begin only writes the note when not careful.)
+			n := &pendingNote{done: make(chan struct{})}
+			key, span := p.key, p.limit
+			go func() {
+				defer close(n.done)
+				_, n.err = p.guard.Begin(p.ctx, key, span)
+			}()
+			p.note = n
+		} else {
+			var err error
+			if skip, err = p.guard.Begin(p.ctx, p.key, p.limit); err != nil {
+				return err
+			}
 		}
 		// Its final size at once: a parse writes into its slot while
 		// more messages are appended, which must not move it.
@@ -137,8 +172,19 @@ func (p *pipeline) add(m source.Message) error {
 		}
 		slot.ID = m.ID
 	default:
-		p.sem <- struct{}{}
+		n := p.note
+		if n == nil {
+			p.sem <- struct{}{}
+		}
 		p.parsing.Go(func() {
+			if n != nil {
+				// Parsed only once the batch is noted; a batch whose
+				// note failed is not recorded (flush).
+				if n.wait() != nil {
+					return
+				}
+				p.sem <- struct{}{}
+			}
 			defer func() { <-p.sem }()
 			if big {
 				*slot = p.in.PrepareFile(m.UID, m.Spool)
@@ -161,6 +207,11 @@ func (p *pipeline) add(m source.Message) error {
 func (p *pipeline) flush(cp *source.Checkpoint) error {
 	p.parsing.Wait()
 	if err := p.waitRecorded(); err != nil {
+		return err
+	}
+	note := p.note
+	p.note = nil
+	if err := note.wait(); err != nil {
 		return err
 	}
 	if len(p.batch) == 0 && cp == nil {
@@ -214,6 +265,7 @@ func (p *pipeline) Committed() []source.Message {
 // recorded are closed too.
 func (p *pipeline) Close() {
 	p.parsing.Wait()
+	_ = p.note.wait()
 	_ = p.waitRecorded()
 	closeSpools(p.spools)
 	p.spools = nil

@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/ingest"
+	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/sourcefake"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testwait"
 )
 
 // progress records what a pipeline reports.
@@ -200,6 +204,78 @@ func TestPipelineBatchesByBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := [][2]int{{2, 2}, {2, 2}, {1, 1}}; !slices.Equal(p.counted, want) {
+		t.Errorf("batches %v, want %v", p.counted, want)
+	}
+}
+
+// addCounter is a ledger whose pipelines count the messages added, and
+// hold the 26th (the first of the second batch of 25) until recording is
+// closed.
+type addCounter struct {
+	*ingest.Ledger
+	added     *atomic.Int32
+	recording chan struct{}
+}
+
+func (l addCounter) Pipeline(ctx context.Context, o source.PipelineOptions) (source.Pipeline, error) {
+	p, err := l.Ledger.Pipeline(ctx, o)
+	return countedPipeline{p, l}, err
+}
+
+type countedPipeline struct {
+	source.Pipeline
+	l addCounter
+}
+
+func (p countedPipeline) Add(m source.Message) error {
+	if p.l.added.Add(1) == 26 {
+		<-p.l.recording
+	}
+	return p.Pipeline.Add(m)
+}
+
+// TestPipelineReadsWhileRecording: while a batch is recorded (its
+// transaction holding SQLite's one writer connection), the next batch is
+// noted for the crash-loop breaker and read; it used to wait for the
+// record to note it.
+func TestPipelineReadsWhileRecording(t *testing.T) {
+	e := newPipelineEnv(t, imapconf.AfterSeen)
+	for i := range 60 {
+		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
+	}
+	var added atomic.Int32
+	var readAhead error
+	recording := make(chan struct{})
+	e.fail = func(uid uint32) error {
+		if uid == 1 {
+			// In the first batch's transaction.
+			close(recording)
+			readAhead = testwait.UntilErr(10*time.Second, func() error {
+				if n := added.Load(); n < 40 {
+					return fmt.Errorf("%d messages read while the first batch was recorded, want 40", n)
+				}
+				return nil
+			})
+		}
+		return nil
+	}
+	ctx := context.Background()
+	if err := e.src.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer e.src.Close()
+	var p progress
+	l := addCounter{e.in.Ledger(e.cfg, ingest.Limits{BatchMessages: 25, BatchBytes: 1 << 20}, &p), &added, recording}
+	if err := e.src.Sync(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if readAhead != nil {
+		t.Error(readAhead)
+	}
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 60)) {
+		t.Errorf("recorded %v, want 1..60 in order", got)
+	}
+	if want := [][2]int{{25, 25}, {25, 25}, {10, 10}}; !slices.Equal(p.counted, want) {
 		t.Errorf("batches %v, want %v", p.counted, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -416,14 +417,22 @@ func decodeQuotedPrintable(in []byte) []byte {
 		if soft {
 			line = line[:len(line)-1]
 		}
-		for i := 0; i < len(line); i++ {
-			c := line[i]
-			if c == '=' && i+2 < len(line) && isHex(line[i+1]) && isHex(line[i+2]) {
-				out = append(out, unhex(line[i+1])<<4|unhex(line[i+2]))
-				i += 2
+		// The bytes up to each "=" are copied as they are, in one go.
+		for len(line) > 0 {
+			i := bytes.IndexByte(line, '=')
+			if i < 0 {
+				out = append(out, line...)
+				break
+			}
+			out = append(out, line[:i]...)
+			line = line[i:]
+			if len(line) >= 3 && isHex(line[1]) && isHex(line[2]) {
+				out = append(out, unhex(line[1])<<4|unhex(line[2]))
+				line = line[3:]
 				continue
 			}
-			out = append(out, c)
+			out = append(out, '=')
+			line = line[1:]
 		}
 		if hasNL && !soft {
 			out = append(out, eol...)
@@ -533,10 +542,7 @@ func (w *textWriter) write(p []byte) {
 				w.outByte('\r')
 			}
 		}
-		i := 0
-		for i < len(p) && p[i] >= 0x20 && p[i] < utf8.RuneSelf {
-			i++
-		}
+		i := textRun(p)
 		if i > 0 {
 			w.out(unsafeString(p[:i]))
 			p = p[i:]
@@ -570,6 +576,41 @@ func (w *textWriter) write(p []byte) {
 			p = p[n:]
 		}
 	}
+}
+
+// textRun returns the length of p's leading run of text written as it
+// is: printable ASCII and whole, valid multi-byte UTF-8 sequences.
+func textRun(p []byte) int {
+	i := 0
+	for i < len(p) {
+		i += printableASCII(p[i:])
+		if i >= len(p) || p[i] < utf8.RuneSelf || !utf8.FullRune(p[i:]) {
+			break
+		}
+		r, n := utf8.DecodeRune(p[i:])
+		if r == utf8.RuneError && n == 1 {
+			break
+		}
+		i += n
+	}
+	return i
+}
+
+// printableASCII returns the length of p's leading run of printable ASCII
+// (0x20 to 0x7F), eight bytes at a time while it lasts.
+func printableASCII(p []byte) int {
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		v := binary.LittleEndian.Uint64(p[i:])
+		// A byte at or above 0x80, or one below 0x20, in the eight.
+		if v&0x8080808080808080 != 0 || (v-0x2020202020202020)&^v&0x8080808080808080 != 0 {
+			break
+		}
+	}
+	for i < len(p) && p[i] >= 0x20 && p[i] < utf8.RuneSelf {
+		i++
+	}
+	return i
 }
 
 func (w *textWriter) fromReader(r io.Reader) error {

@@ -57,3 +57,28 @@ func StopConversion(s *Store) {
 		s.stopConversion()
 	}
 }
+
+// KeptBodies counts the messages whose bodies the store keeps for the run
+// worker (bodyCache).
+func KeptBodies(s *Store) int {
+	s.bodies.mu.Lock()
+	defer s.bodies.mu.Unlock()
+	return len(s.bodies.entries)
+}
+
+// SetBodiesLimits sets the bodies cache's bytes and time to live, until
+// restore.
+func SetBodiesLimits(bytes int64, ttl time.Duration) (restore func()) {
+	b, t := bodiesMaxBytes, bodiesTTL
+	bodiesMaxBytes, bodiesTTL = bytes, ttl
+	return func() { bodiesMaxBytes, bodiesTTL = b, t }
+}
+
+// KeepBodiesOfAnother keeps text as the bodies of message id, as an entry
+// of another message kept under that id (a rolled-back id reused).
+func KeepBodiesOfAnother(s *Store, id int64, text string) {
+	s.bodies.put(id, bodiesOf{imapID: -1}, text, text, time.Now())
+}
+
+// ForgetBodies empties the bodies cache.
+func ForgetBodies(s *Store) { s.bodies.clear() }

@@ -156,14 +156,38 @@ func (s *Store) GetMessage(ctx context.Context, id int64) (StoredMessage, error)
 // GetMessages returns the messages ids (with bodies and attachment lists,
 // as GetMessage) by id, in three queries however many there are; ids that
 // are not stored are missing from the map. The run worker reads a claimed
-// batch's messages so.
+// batch's messages so. The bodies of a message stored once come from the
+// ones ingest kept (bodyCache) when they are there, else they are decoded
+// from its raw bytes, which are read only for those.
 func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredMessage, error) {
 	out := make(map[int64]StoredMessage, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
 	in, args := idList(ids)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body, layout, `+rawIfLaidOut+`
+	now := time.Now()
+	kept := map[int64]cachedBodies{}
+	var keptIDs []string
+	for _, id := range ids {
+		if _, ok := kept[id]; ok {
+			continue
+		}
+		if e, ok := s.bodies.get(id, now); ok {
+			kept[id] = e
+			args = append(args, id)
+			keptIDs = append(keptIDs, fmt.Sprintf("$%d", len(args)))
+		}
+	}
+	// The layout and the raw bytes of a message whose bodies are kept are
+	// not read (on SQLite, reading past the raw column walks its overflow
+	// pages): "+" says it still has its raw bytes, "" that it was pruned.
+	layout, raw := "layout", rawIfLaidOut
+	if len(keptIDs) > 0 {
+		k := strings.Join(keptIDs, ", ")
+		layout = `CASE WHEN id IN (` + k + `) THEN CASE WHEN length(raw) > 0 THEN '+' ELSE '' END ELSE layout END`
+		raw = `CASE WHEN id IN (` + k + `) THEN NULL WHEN layout = '' THEN NULL ELSE raw END`
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body, `+layout+`, `+raw+`
 		FROM messages WHERE id IN (`+in+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
@@ -174,6 +198,7 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 		raw    []byte
 	}
 	layouts := map[int64]laidOut{}
+	var others []int64
 	for rows.Next() {
 		var text, html, layout string
 		var raw []byte
@@ -182,6 +207,18 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 			return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
 		}
 		m.Text, m.HTML, m.Attachments = text, html, []StoredAttachment{}
+		if k, ok := kept[m.ID]; ok {
+			switch {
+			case layout == "+" && k.who == m.of():
+				m.Text, m.HTML = k.text, k.html
+			case layout == "+":
+				// Another message under a rolled-back id: read
+				// below as any other.
+				others = append(others, m.ID)
+			}
+			out[m.ID] = m
+			continue
+		}
 		out[m.ID] = m
 		if layout != "" {
 			layouts[m.ID] = laidOut{layout, raw}
@@ -198,6 +235,15 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 		}
 		out[id] = m
 	}
+	for _, id := range others {
+		m, err := s.GetMessage(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		m.Attachments = []StoredAttachment{} // listed below
+		out[id] = m
+	}
+	args = args[:len(ids)]
 	arows, err := s.r.QueryContext(ctx, `SELECT message_id, n, filename, content_type, size, sha256, inline, content_id FROM attachments
 		WHERE message_id IN (`+in+`) ORDER BY message_id, n`, args...)
 	if err != nil {

@@ -87,12 +87,24 @@ type RecordHook func(ctx context.Context, tx *Tx, b *Batch, id int64, in Incomin
 // seen ids, owed after-processing, and the hook's matches and runs are each
 // one statement (per chunk of rows, see insertRows).
 func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
+	var kept []int64
 	err = s.Write(ctx, func(tx *sql.Tx) error {
+		t := &Tx{s: s, tx: tx}
 		var err error
-		rec, err = (&Tx{s: s, tx: tx}).recordBatch(ctx, &b, hook)
-		return err
+		if rec, err = t.recordBatch(ctx, &b, hook); err != nil {
+			return err
+		}
+		// Kept before the commit: the run worker may claim the runs
+		// as soon as it lands (see bodyCache).
+		at := time.Now()
+		for _, k := range t.keep {
+			s.bodies.put(k.id, k.who, k.text, k.html, at)
+			kept = append(kept, k.id)
+		}
+		return nil
 	})
 	if err != nil {
+		s.bodies.drop(kept)
 		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
 	}
 	return rec, len(b.Messages) - len(rec), nil
@@ -184,6 +196,16 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 			return nil, err
 		}
 		t.fresh = nil
+		// The bodies Parse decoded, which the run worker would decode
+		// again from the raw message (see bodyCache).
+		for i := range p.rows {
+			r := &p.rows[i]
+			if r.id != 0 && t.ranFor[r.id] && r.sf.layout != "" && r.in.Big == nil {
+				m := r.in.Msg
+				who := bodiesOf{imapID: b.IMAPID, epoch: r.epoch, uid: r.in.UID, size: m.Size, subject: text(m.Subject)}
+				t.keep = append(t.keep, keptBodies{id: r.id, who: who, text: text(m.Text), html: text(m.HTML)})
+			}
+		}
 	}
 	if b.Action != "" && b.Action != "none" {
 		var owed [][]any

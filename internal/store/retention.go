@@ -47,5 +47,7 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 		p.Runs, _ = res.RowsAffected()
 		return nil
 	})
+	// The bodies kept for the run worker may be of messages pruned now.
+	s.bodies.clear()
 	return p, err
 }

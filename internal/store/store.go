@@ -92,6 +92,9 @@ type Store struct {
 	// renewing takes turns among the renewals of one grant in this
 	// process (RenewOAuthGrant).
 	renewing grantLocks
+	// bodies keeps the bodies of messages recorded lately for the run
+	// worker (see bodyCache).
+	bodies bodyCache
 }
 
 // Open opens the database and applies the embedded migrations.

@@ -32,6 +32,27 @@ type Tx struct {
 	runKeys map[[3]int64]bool
 	runIDs  []int64 // ids reserved for runs (reserveRunID)
 	made    int     // runs buffered so far
+
+	// ranFor holds the messages CreateRun created a run for, and keep
+	// the bodies recordBatch keeps for the run worker once the
+	// transaction commits (see bodyCache).
+	ranFor map[int64]bool
+	keep   []keptBodies
+}
+
+// keptBodies are the decoded bodies of message id (who).
+type keptBodies struct {
+	id         int64
+	who        bodiesOf
+	text, html string
+}
+
+// createdRun notes that a run of message id was created.
+func (t *Tx) createdRun(id int64) {
+	if t.ranFor == nil {
+		t.ranFor = map[int64]bool{}
+	}
+	t.ranFor[id] = true
 }
 
 // WriteTx runs fn in one write transaction, as Write does.
@@ -119,6 +140,7 @@ func (t *Tx) CreateRun(ctx context.Context, r *Run) (created bool, err error) {
 		t.runKeys[k] = true
 		t.runs = append(t.runs, append([]any{id}, runRow(r)...))
 		t.made++
+		t.createdRun(r.MessageID)
 		return true, nil
 	}
 	if err := t.flush(ctx); err != nil {
@@ -130,6 +152,9 @@ func (t *Tx) CreateRun(ctx context.Context, r *Run) (created bool, err error) {
 	})
 	if err != nil {
 		return false, fmt.Errorf("creating run of flow %s for message %d: %w", r.FlowName, r.MessageID, err)
+	}
+	if created {
+		t.createdRun(r.MessageID)
 	}
 	return created, nil
 }
