@@ -11,6 +11,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/emersion/go-sasl"
+
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source"
 	"mailtrigger/internal/source/delegated"
@@ -144,49 +146,34 @@ func Test(ctx context.Context, c imapconf.Config, o Options) any {
 		}
 		return imapsource.TestResult{Step: step, Error: msg}
 	}
-	if c.Auth == imapconf.AuthOAuth2Delegated {
-		// The token first, so that a missing or revoked sign-in is named
-		// as such whatever the server would say.
-		ts, err := delegatedTokens(c, o.Grants, log, o.HTTPDial)
-		if err != nil {
-			return tokenFailed(err)
-		}
-		if _, err := ts.Token(ctx); err != nil {
-			return tokenFailed(err)
-		}
-		switch {
-		case c.Type == imapconf.TypeMSGraph:
-			res := graphsource.Test(ctx, c, graphsource.Options{Logger: log, Dial: o.HTTPDial, Bearer: ts})
-			res.Error = ts.Redact(res.Error)
-			return res
-		case pop3:
-			res := pop3source.Test(ctx, c, pop3source.Options{Logger: log, Dial: o.Dial, SASL: ts.SASL})
-			res.Error = ts.Redact(res.Error)
-			return res
-		}
-		res := imapsource.Test(ctx, c, imapsource.Options{Logger: log, Dial: o.Dial, SASL: ts.SASL})
-		res.Error = ts.Redact(res.Error)
-		return res
-	}
-	if c.Type == imapconf.TypeMSGraph {
+	var ts testTokens
+	var err error
+	switch {
+	case c.Auth == imapconf.AuthOAuth2Delegated:
+		ts, err = delegatedTokens(c, o.Grants, log, o.HTTPDial)
+	case c.Type == imapconf.TypeMSGraph:
 		return graphsource.Test(ctx, c, graphsource.Options{Logger: log, Dial: o.HTTPDial})
-	}
-	if c.Auth != imapconf.AuthOAuth2 {
-		if pop3 {
-			return pop3source.Test(ctx, c, pop3source.Options{Logger: log, Dial: o.Dial})
-		}
+	case c.Auth == imapconf.AuthOAuth2:
+		ts, err = xoauth2.NewTokenSource(c, xoauth2.Options{Logger: log, Dial: o.HTTPDial})
+	case pop3:
+		return pop3source.Test(ctx, c, pop3source.Options{Logger: log, Dial: o.Dial})
+	default:
 		return imapsource.Test(ctx, c, imapsource.Options{Logger: log, Dial: o.Dial})
 	}
-	// OAuth2: the token first, so that a refused client secret is named
-	// as such whatever the mail server would say.
-	ts, err := xoauth2.NewTokenSource(c, xoauth2.Options{Logger: log, Dial: o.HTTPDial})
+	// The token first, so that a refused client secret or a missing or
+	// revoked sign-in is named as such whatever the server would say.
 	if err != nil {
 		return tokenFailed(err)
 	}
 	if _, err := ts.Token(ctx); err != nil {
 		return tokenFailed(err)
 	}
-	if pop3 {
+	switch {
+	case c.Type == imapconf.TypeMSGraph:
+		res := graphsource.Test(ctx, c, graphsource.Options{Logger: log, Dial: o.HTTPDial, Bearer: ts})
+		res.Error = ts.Redact(res.Error)
+		return res
+	case pop3:
 		res := pop3source.Test(ctx, c, pop3source.Options{Logger: log, Dial: o.Dial, SASL: ts.SASL})
 		res.Error = ts.Redact(res.Error)
 		return res
@@ -194,4 +181,12 @@ func Test(ctx context.Context, c imapconf.Config, o Options) any {
 	res := imapsource.Test(ctx, c, imapsource.Options{Logger: log, Dial: o.Dial, SASL: ts.SASL})
 	res.Error = ts.Redact(res.Error)
 	return res
+}
+
+// testTokens is what Test needs of a token source: both kinds
+// (xoauth2.TokenSource, delegated.TokenSource) have it.
+type testTokens interface {
+	graphsource.Bearer
+	SASL(ctx context.Context, cfg imapconf.Config) (sasl.Client, error)
+	Redact(msg string) string
 }
