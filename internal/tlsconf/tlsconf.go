@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,7 +81,9 @@ func New(o Options) (*Front, error) {
 		log := o.Logger
 		cfg.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			c, err := get(hello)
-			if err != nil && hello.ServerName != "" {
+			// Other names (scanners' and mistyped ones) are refused
+			// without a word.
+			if err != nil && slices.Contains(o.ACMEDomains, strings.ToLower(hello.ServerName)) {
 				log.Error("getting an ACME certificate", "server_name", hello.ServerName, "directory", dir, "err", err)
 			}
 			return c, err
@@ -97,10 +100,19 @@ func New(o Options) (*Front, error) {
 func (f *Front) HTTPHandler(httpsAddr string) http.Handler {
 	_, port, _ := net.SplitHostPort(httpsAddr)
 	h := Redirect(port)
-	if f.acme != nil {
-		return f.acme.HTTPHandler(h)
+	if f.acme == nil {
+		return h
 	}
-	return h
+	challenges := f.acme.HTTPHandler(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The host policy is checked on the Host header, which has a port
+		// when the listener is not on 80.
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r = r.Clone(r.Context())
+			r.Host = host
+		}
+		challenges.ServeHTTP(w, r)
+	})
 }
 
 // Redirect sends every request to the same host and path over HTTPS on
