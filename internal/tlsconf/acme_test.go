@@ -157,7 +157,7 @@ func certificateServed(addr string, roots *x509.CertPool) (*x509.Certificate, er
 	return conn.ConnectionState().PeerCertificates[0], nil
 }
 
-func checkIssued(t *testing.T, addr string, p *pebble, dataDir string) {
+func checkIssued(t *testing.T, addr string, p *pebble, dataDir string) *x509.Certificate {
 	t.Helper()
 	cert, err := certificateServed(addr, p.roots)
 	if err != nil {
@@ -174,6 +174,7 @@ func checkIssued(t *testing.T, addr string, p *pebble, dataDir string) {
 	if err != nil || again.SerialNumber.Cmp(cert.SerialNumber) != 0 {
 		t.Errorf("second handshake: %v, serial %v, want %v", err, again, cert.SerialNumber)
 	}
+	return cert
 }
 
 // TestACMEWithTLSALPN01 gets a certificate from Pebble, whose validation
@@ -184,9 +185,19 @@ func TestACMEWithTLSALPN01(t *testing.T) {
 	dataDir := t.TempDir()
 	var logs testenv.Buffer
 	alpn := serveOn(t, httpsLn, acmeFront(t, p, dataDir, &logs))
-	checkIssued(t, httpsLn.Addr().String(), p, dataDir)
+	cert := checkIssued(t, httpsLn.Addr().String(), p, dataDir)
 	if alpn.Load() == 0 {
 		t.Error("no TLS-ALPN-01 challenge handshake from pebble")
+	}
+
+	// After a restart, the certificate comes from the cache in the data
+	// directory: the ACME server is not asked (here it cannot be reached).
+	gone := &pebble{directory: fmt.Sprintf("https://127.0.0.1:%d/dir", closedPort(t)), client: p.client}
+	restartedLn, _ := listen(t)
+	serveOn(t, restartedLn, acmeFront(t, gone, dataDir, &logs))
+	again, err := certificateServed(restartedLn.Addr().String(), p.roots)
+	if err != nil || again.SerialNumber.Cmp(cert.SerialNumber) != 0 {
+		t.Errorf("after a restart: %v, serial %v, want the cached %v", err, again, cert.SerialNumber)
 	}
 
 	// A name not listed gets no certificate (and asks Pebble for none).
