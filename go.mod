@@ -14,7 +14,11 @@ require (
 	modernc.org/sqlite v1.62.0
 )
 
-require golang.org/x/oauth2 v0.38.0
+require (
+	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
+	go.yaml.in/yaml/v3 v3.0.6
+	golang.org/x/oauth2 v0.38.0
+)
 
 require (
 	github.com/alexedwards/scs/v2 v2.9.0
