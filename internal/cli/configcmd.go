@@ -116,6 +116,10 @@ func applyCmd(ctx context.Context, args []string, env Env) error {
 		fmt.Fprintln(env.Stdout, "Dry run: nothing was changed.")
 		return nil
 	}
+	if plan.Count(configfile.Unchanged) == len(plan.Steps) {
+		fmt.Fprintln(env.Stdout, "Nothing to do: the service matches the file.")
+		return nil
+	}
 	done := 0
 	for _, s := range plan.Steps {
 		if s.Op == configfile.Unchanged {

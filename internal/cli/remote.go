@@ -178,6 +178,7 @@ func printDoc(w io.Writer, v any) error {
 	if err := yaml.Unmarshal(data, &n); err != nil {
 		return err
 	}
+	blockStyle(&n)
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
 	if err := enc.Encode(&n); err != nil {
@@ -251,4 +252,13 @@ func subcommand(env Env, cmd string, args []string, help string, actions ...stri
 		return "", nil, errUsage
 	}
 	return args[0], args[1:], nil
+}
+
+// blockStyle makes n and its children plain YAML: block style, quotes only
+// where needed (JSON read as YAML is in flow style, every string quoted).
+func blockStyle(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
 }

@@ -155,4 +155,3 @@ func (c *Client) Retrigger(ctx context.Context, id int64, force bool) (TriggerRe
 	err := c.Do(ctx, http.MethodPost, "/api/v1/messages/"+strconv.FormatInt(id, 10)+"/trigger", body, &out)
 	return out, err
 }
-

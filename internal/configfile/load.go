@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"go.yaml.in/yaml/v3"
 
 	"mailtrigger/internal/configschema"
@@ -62,8 +63,22 @@ type Object struct {
 	Body []byte
 	IMAP imapconf.Input // when Kind is imap
 	Flow flow.Input     // when Kind is flow
-	// bad: the object has a problem already; it is not compared.
+	// bad: the object has a problem already; it is not planned.
 	bad bool
+	// undecodable: it is not of the API's shape, so it cannot be built.
+	undecodable bool
+	// reported are the fields with a problem already (Build's message
+	// for them is left out).
+	reported map[string]bool
+}
+
+func (o *Object) report(ps *Problems, field, msg string) {
+	*ps = append(*ps, Problem{Object: o.Label(), Field: field, Message: msg})
+	o.bad = true
+	if o.reported == nil {
+		o.reported = map[string]bool{}
+	}
+	o.reported[field] = true
 }
 
 // Label names the object in plans and problems: `imap support`, or
@@ -108,48 +123,43 @@ func Load(data []byte, src Sources) (*Desired, Problems, error) {
 				if n, ok := m["name"].(string); ok && n != "" && !strings.ContainsAny(n, " \t\r\n") {
 					o.Name = n
 				}
-				resolve(m, "", func(field, msg string) {
-					ps = append(ps, Problem{Object: o.Label(), Field: field, Message: msg})
-					o.bad = true
-				}, src)
+				resolve(m, "", func(field, msg string) { o.report(&ps, field, msg) }, src)
 			}
 			*lists[key] = append(*lists[key], o)
 		}
 	}
 	// The schema, on the file with its placeholders resolved.
 	for _, sp := range schemaProblems(doc) {
-		obj, field := "file", sp.field
 		if len(sp.path) >= 2 && (sp.path[0] == "imap" || sp.path[0] == "flows") {
 			if i, err := strconv.Atoi(sp.path[1]); err == nil && i < len(*lists[sp.path[0]]) {
 				o := (*lists[sp.path[0]])[i]
-				o.bad = true
-				obj, field = o.Label(), fieldName(sp.path[2:])
+				o.report(&ps, fieldName(append(sp.path[2:len(sp.path):len(sp.path)], sp.sub...)), sp.msg)
+				continue
 			}
 		}
-		ps = append(ps, Problem{Object: obj, Field: field, Message: sp.msg})
+		ps = append(ps, Problem{Object: "file", Field: fieldName(append(sp.path, sp.sub...)), Message: sp.msg})
 	}
 	// Each object as the API decodes it.
 	for _, key := range []string{"imap", "flows"} {
 		for i, o := range *lists[key] {
 			body, err := json.Marshal(objects[key][i])
 			if err != nil {
-				ps = append(ps, Problem{Object: o.Label(), Message: "cannot be written as JSON: " + err.Error()})
-				o.bad = true
+				o.report(&ps, "", "cannot be written as JSON: "+err.Error())
+				o.undecodable = true
 				continue
 			}
 			o.Body = body
-			if o.bad {
-				continue
-			}
 			var target any = &o.IMAP
 			if o.Kind == "flow" {
 				target = &o.Flow
 			}
-			dec := json.NewDecoder(bytes.NewReader(body))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(target); err != nil {
-				ps = append(ps, Problem{Object: o.Label(), Message: "does not have the API's shape: " + err.Error()})
-				o.bad = true
+			// Unknown fields are the schema's to report; a value of the
+			// wrong type stops the object here.
+			if err := json.Unmarshal(body, target); err != nil {
+				if !o.bad {
+					o.report(&ps, "", "does not have the API's shape: "+err.Error())
+				}
+				o.undecodable = true
 			}
 		}
 	}
@@ -162,8 +172,7 @@ func Load(data []byte, src Sources) (*Desired, Problems, error) {
 			}
 			k := strings.ToLower(o.Name)
 			if first, ok := seen[k]; ok {
-				ps = append(ps, Problem{Object: o.Label(), Field: "name", Message: fmt.Sprintf("named like %s[%d] (names are unique, case-insensitively)", first.Kind, first.Index)})
-				o.bad = true
+				o.report(&ps, "name", fmt.Sprintf("named like %s[%d] (names are unique, case-insensitively)", first.Kind, first.Index))
 				continue
 			}
 			seen[k] = o
@@ -259,9 +268,9 @@ func fieldName(path []string) string {
 }
 
 type schemaProblem struct {
-	path  []string
-	field string
-	msg   string
+	path []string // where in the document
+	sub  []string // the property of path it is about (unknown, missing)
+	msg  string
 }
 
 var (
@@ -326,7 +335,18 @@ func schemaProblems(doc any) []schemaProblem {
 			}
 			return
 		}
-		out = append(out, schemaProblem{path: e.InstanceLocation, field: fieldName(e.InstanceLocation), msg: schemaMessage(e)})
+		switch k := e.ErrorKind.(type) {
+		case *kind.AdditionalProperties:
+			for _, p := range k.Properties {
+				out = append(out, schemaProblem{path: e.InstanceLocation, sub: []string{p}, msg: "unknown field"})
+			}
+		case *kind.Required:
+			for _, p := range k.Missing {
+				out = append(out, schemaProblem{path: e.InstanceLocation, sub: []string{p}, msg: "required"})
+			}
+		default:
+			out = append(out, schemaProblem{path: e.InstanceLocation, msg: schemaMessage(e)})
+		}
 	}
 	walk(ve)
 	return out

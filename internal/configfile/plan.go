@@ -110,11 +110,14 @@ var storedWebhookSecret = "whsec_" + base64.StdEncoding.EncodeToString(make([]by
 func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 	var ps Problems
 	var creates, deletes []Step
+	// fail reports what Build found, but for fields already reported.
 	fail := func(o *Object, err error) {
 		var ve valid.Errors
 		if errors.As(err, &ve) {
 			for _, k := range slices.Sorted(maps.Keys(ve)) {
-				ps = append(ps, Problem{Object: o.Label(), Field: k, Message: ve[k]})
+				if !o.reported[k] {
+					ps = append(ps, Problem{Object: o.Label(), Field: k, Message: ve[k]})
+				}
 			}
 			return
 		}
@@ -132,7 +135,7 @@ func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 		onService[strings.ToLower(v.Name)] = v
 	}
 	for _, o := range d.IMAP {
-		if o.bad {
+		if o.undecodable {
 			continue
 		}
 		v, exists := onService[strings.ToLower(o.Name)]
@@ -145,7 +148,9 @@ func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 			fail(o, err)
 			continue
 		}
-		creates = append(creates, step(o, exists, v.Name, imapCompared(c.View()), imapCompared(v)))
+		if !o.bad {
+			creates = append(creates, step(o, exists, v.Name, imapCompared(c.View()), imapCompared(v)))
+		}
 	}
 
 	flowsOnService := map[string]api.FlowView{}
@@ -153,7 +158,7 @@ func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 		flowsOnService[strings.ToLower(v.Name)] = v
 	}
 	for _, o := range d.Flows {
-		if o.bad {
+		if o.undecodable {
 			continue
 		}
 		v, exists := flowsOnService[strings.ToLower(o.Name)]
@@ -187,7 +192,9 @@ func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 			fail(o, ve)
 			continue
 		}
-		creates = append(creates, step(o, exists, v.Name, flowCompared(flowViewOf(f)), flowCompared(v)))
+		if !o.bad {
+			creates = append(creates, step(o, exists, v.Name, flowCompared(flowViewOf(f)), flowCompared(v)))
+		}
 	}
 
 	if prune {
