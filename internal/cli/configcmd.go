@@ -58,17 +58,19 @@ func exportCmd(ctx context.Context, args []string, env Env) error {
 
 // applyCmd is "mailtrigger apply -f FILE [--dry-run] [--prune]".
 func applyCmd(ctx context.Context, args []string, env Env) error {
-	fs := newFlags("apply", "-f FILE [--dry-run] [--prune] [flags]",
+	fs := newFlags("apply", "-f FILE [--dry-run] [--prune] [--send-secrets] [flags]",
 		"Make a running service match FILE (as written by export): print the plan (create, change, delete or\n"+
 			"unchanged per object), then carry it out. The whole file is checked first, with the service's own rules;\n"+
 			"when any object is invalid every problem is listed and nothing is changed. Placeholders ${env:NAME} and\n"+
 			"${file:/path} are resolved from the environment and files. Secrets and header values are write-only, so\n"+
-			"they are compared by presence only and sent with each object that is created or changed.\n\n"+
+			"they are compared by presence only and sent with each object that is created or changed (with\n"+
+			"--send-secrets: with every object that has them, to rotate them).\n\n"+
 			"The service is MAILTRIGGER_URL (or --url) and the token MAILTRIGGER_TOKEN (or --token).", env)
 	r := addRemoteFlags(fs, env, false)
 	file := fs.String("f", "", "the configuration file (YAML or JSON); - for standard input")
 	dryRun := fs.Bool("dry-run", false, "check the file and print the plan, change nothing")
 	prune := fs.Bool("prune", false, "delete the IMAP configurations and flows the file does not name")
+	sendSecrets := fs.Bool("send-secrets", false, "send the file's secrets and header values even to objects that are otherwise unchanged (to rotate them)")
 	if _, err := parseArgs(fs, env, args, 0, ""); err != nil {
 		return err
 	}
@@ -103,7 +105,7 @@ func applyCmd(ctx context.Context, args []string, env Env) error {
 	if cur.Flows, err = c.AllFlows(ctx); err != nil {
 		return explain("apply: listing flows", err)
 	}
-	plan, more := configfile.MakePlan(desired, cur, *prune)
+	plan, more := configfile.MakePlan(desired, cur, configfile.Options{Prune: *prune, SendSecrets: *sendSecrets})
 	if problems = configfile.SortProblems(append(problems, more...), desired); len(problems) > 0 {
 		fmt.Fprintf(env.Stderr, "%s: %d invalid object(s); nothing was changed:\n", *file, problems.Objects())
 		for _, p := range problems {

@@ -103,21 +103,26 @@ func TestExportAppliedToItsSourceIsUnchanged(t *testing.T) {
 		t.Errorf("placeholders not resolved: %s %s", d.Flows[0].Body, d.IMAP[0].Body)
 	}
 	imaps, flows := sample()
-	plan, ps := MakePlan(d, Current{IMAP: imaps, Flows: flows}, true)
+	plan, ps := MakePlan(d, Current{IMAP: imaps, Flows: flows}, Options{Prune: true})
 	if len(ps) > 0 {
 		t.Fatalf("MakePlan: %v", ps)
 	}
 	if got := plan.Summary(); got != "Plan: 0 to create, 0 to change, 0 to delete, 3 unchanged." {
 		t.Errorf("got %q", got)
 	}
+	// --send-secrets changes every object that has one.
+	plan, _ = MakePlan(d, Current{IMAP: imaps, Flows: flows}, Options{SendSecrets: true})
+	if plan.Count(Change) != 3 || plan.Steps[2].String() != "change     flow invoices: activities[0].secret (sent), activities[1].secret (sent), activities[1].headers.X-Api-Key (sent)" {
+		t.Errorf("with SendSecrets: %v", plan.Steps)
+	}
 	// On an empty service everything is created; a changed field shows.
-	plan, _ = MakePlan(d, Current{}, false)
+	plan, _ = MakePlan(d, Current{}, Options{})
 	if plan.Count(Create) != 3 {
 		t.Errorf("on an empty service: %s", plan.Summary())
 	}
 	imaps[0].Port = 143
 	imaps[0].TLS = "starttls"
-	plan, ps = MakePlan(d, Current{IMAP: imaps, Flows: flows}, false)
+	plan, ps = MakePlan(d, Current{IMAP: imaps, Flows: flows}, Options{})
 	if len(ps) > 0 || plan.Count(Change) != 1 || plan.Steps[0].String() != "change     imap support: port, tls" {
 		t.Errorf("after a change on the service: %v %v", plan.Steps, ps)
 	}
@@ -151,7 +156,7 @@ flows:
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, more := MakePlan(d, Current{}, false)
+	_, more := MakePlan(d, Current{}, Options{})
 	ps = SortProblems(append(ps, more...), d)
 	if ps.Objects() != 3 {
 		t.Fatalf("got problems in %d objects, want 3: %v", ps.Objects(), ps)

@@ -100,14 +100,25 @@ const stored = "(stored)"
 
 var storedWebhookSecret = "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 32))
 
+// Options are apply's choices.
+type Options struct {
+	// Prune deletes the objects of the service the file does not name.
+	Prune bool
+	// SendSecrets changes every object whose secrets (or header values)
+	// the file gives, even when nothing else differs: how a secret is
+	// rotated, since the API never shows one to compare.
+	SendSecrets bool
+}
+
 // MakePlan compares what d asks for with cur and checks every object as the
 // API will (imapconf.Build and flow.Build over the stored object, and that
 // each flow's IMAP configuration exists in the file, or on the service
-// unless prune). Secrets and header values are write-only: they are
+// unless opt.Prune). Secrets and header values are write-only: they are
 // compared by presence only, and sent with every object that is created or
 // changed. Objects Load found bad are left out of the plan; problems lists
 // those MakePlan finds.
-func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
+func MakePlan(d *Desired, cur Current, opt Options) (Plan, Problems) {
+	prune, sendSecrets := opt.Prune, opt.SendSecrets
 	var ps Problems
 	var creates, deletes []Step
 	// fail reports what Build found, but for fields already reported.
@@ -149,7 +160,11 @@ func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 			continue
 		}
 		if !o.bad {
-			creates = append(creates, step(o, exists, v.Name, imapCompared(c.View()), imapCompared(v)))
+			st := step(o, exists, v.Name, imapCompared(c.View()), imapCompared(v))
+			if sendSecrets && st.Op != Create {
+				st = withSecrets(st, o, secretFields(o.IMAP.Password, "password", o.IMAP.ClientSecret, "clientSecret"))
+			}
+			creates = append(creates, st)
 		}
 	}
 
@@ -193,7 +208,21 @@ func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 			continue
 		}
 		if !o.bad {
-			creates = append(creates, step(o, exists, v.Name, flowCompared(flowViewOf(f)), flowCompared(v)))
+			st := step(o, exists, v.Name, flowCompared(flowViewOf(f)), flowCompared(v))
+			if sendSecrets && st.Op != Create {
+				var fields []string
+				for i, a := range o.Flow.Activities {
+					p := fmt.Sprintf("activities[%d].", i)
+					fields = append(fields, secretFields(a.Secret, p+"secret")...)
+					for _, h := range slices.Sorted(maps.Keys(a.Headers)) {
+						if a.Headers[h] != "" {
+							fields = append(fields, p+"headers."+h)
+						}
+					}
+				}
+				st = withSecrets(st, o, fields)
+			}
+			creates = append(creates, st)
 		}
 	}
 
@@ -214,6 +243,30 @@ func MakePlan(d *Desired, cur Current, prune bool) (Plan, Problems) {
 		}
 	}
 	return Plan{Steps: append(creates, deletes...)}, ps
+}
+
+// secretFields returns the names of the secrets given (pairs of value and
+// field name).
+func secretFields(pairs ...any) []string {
+	var out []string
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if v, _ := pairs[i].(*string); v != nil && *v != "" {
+			out = append(out, pairs[i+1].(string))
+		}
+	}
+	return out
+}
+
+// withSecrets makes s a change that sends the secrets in fields.
+func withSecrets(s Step, o *Object, fields []string) Step {
+	if len(fields) == 0 {
+		return s
+	}
+	for _, f := range fields {
+		s.Fields = append(s.Fields, f+" (sent)")
+	}
+	s.Op, s.Body = Change, o.Body
+	return s
 }
 
 // step compares want with have (the JSON forms of what the file builds and

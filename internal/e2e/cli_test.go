@@ -20,6 +20,8 @@ import (
 
 	"mailtrigger/internal/client"
 	"mailtrigger/internal/imapconf"
+	"mailtrigger/internal/secret"
+	"mailtrigger/internal/store"
 )
 
 // remoteCLI runs the binary's API commands against a service, as a user
@@ -264,6 +266,16 @@ activities:
 	if out := cli2.ok("", secrets, "apply", "-f", file2); !strings.Contains(out, "0 to create, 0 to change, 0 to delete, 6 unchanged") {
 		t.Errorf("apply again printed %q, want 0 to change", out)
 	}
+	// --send-secrets rotates them: every object with one is changed.
+	rotated := append(append([]string{}, secrets...), "SUPPORT_PASSWORD=rotated-secret")
+	out = cli2.ok("", rotated, "apply", "-f", file2, "--send-secrets")
+	for _, want := range []string{"change     imap support: password (sent)", "change     flow invoices: activities[0].secret (sent), activities[0].headers.X-Api-Key (sent), activities[1].secret (sent)",
+		"change     imap graph: clientSecret (sent)", "Plan: 0 to create, 6 to change, 0 to delete, 0 unchanged."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apply --send-secrets lacks %q:\n%s", want, out)
+		}
+	}
+	compareSnapshots(t, "second service after --send-secrets", before, snapshot(t, s2, api2))
 	// And the export of the first service applied to itself neither.
 	if out := cli1.ok("", secrets, "apply", "-f", file2, "--prune"); !strings.Contains(out, "0 to create, 0 to change, 0 to delete") {
 		t.Errorf("apply to the source printed %q, want 0 to change", out)
@@ -305,6 +317,12 @@ flows:
 		}
 	}
 	compareSnapshots(t, "second service after the invalid file", before, snapshot(t, s2, api2))
+
+	// The secrets arrived: read them from the stopped service's store.
+	s2.stop()
+	storedSecrets(t, s2, map[string]string{"support": "rotated-secret", "support_copied": "copy-secret", "Pop_Box": "pop-secret", "graph": "graph-secret"},
+		map[string][]string{"invoices": {hookSecret, auditSecret}, "orders": {ordersSecret}}, "invoices", "X-Api-Key", "key-1")
+	s2.start()
 
 	// --prune deletes what the file does not name.
 	small := writeFile(t, dir, "small.yaml", `apiVersion: mailtrigger/v1
@@ -369,5 +387,49 @@ func checkAgainstServedSchema(t *testing.T, s *service, export []byte) {
 	}
 	if err := sch.Validate(inst); err != nil {
 		t.Errorf("the export does not conform to the served schema: %v\n%s", err, export)
+	}
+}
+
+// storedSecrets checks the secrets in the store of the stopped service s:
+// each IMAP configuration's password or client secret, each flow's webhook
+// secrets, and one header value.
+func storedSecrets(t *testing.T, s *service, imaps map[string]string, flows map[string][]string, headerFlow, header, value string) {
+	t.Helper()
+	ctx := context.Background()
+	key, _, err := secret.LoadKey("", s.dataDir)
+	if err != nil {
+		s.fatalf("loading the key: %v", err)
+	}
+	box, err := secret.NewBox(key)
+	if err != nil {
+		s.fatalf("opening the key: %v", err)
+	}
+	st, err := store.Open(ctx, store.Options{DataDir: s.dataDir, Box: box})
+	if err != nil {
+		s.fatalf("opening the store: %v", err)
+	}
+	defer st.Close()
+	for name, want := range imaps {
+		c, err := st.GetIMAP(ctx, name)
+		if err != nil {
+			t.Errorf("imap %s: %v", name, err)
+			continue
+		}
+		if c.Password != want && c.ClientSecret != want {
+			t.Errorf("imap %s: the stored secret is not the one applied", name)
+		}
+	}
+	for name, want := range flows {
+		fr, err := st.GetFlow(ctx, name)
+		if err != nil {
+			t.Errorf("flow %s: %v", name, err)
+			continue
+		}
+		if strings.Join(fr.Secrets, " ") != strings.Join(want, " ") {
+			t.Errorf("flow %s: the stored webhook secrets are not the ones applied", name)
+		}
+		if name == headerFlow && (len(fr.Headers) == 0 || fr.Headers[0][header] != value) {
+			t.Errorf("flow %s: the stored value of %s is not the one applied", name, header)
+		}
 	}
 }
