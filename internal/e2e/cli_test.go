@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
+	"mailtrigger/internal/testenv"
 )
 
 // remoteCLI runs the binary's API commands against a service, as a user
@@ -431,5 +433,87 @@ func storedSecrets(t *testing.T, s *service, imaps map[string]string, flows map[
 		if name == headerFlow && (len(fr.Headers) == 0 || fr.Headers[0][header] != value) {
 			t.Errorf("flow %s: the stored value of %s is not the one applied", name, header)
 		}
+	}
+}
+
+// TestCLIRunsAndMessages drives runs and messages with the CLI: a message
+// whose webhook refuses it makes a failed run; the CLI lists and shows the
+// run and the message, prints the raw message, retries the run once the
+// endpoint accepts, and re-triggers the message.
+func TestCLIRunsAndMessages(t *testing.T) {
+	d := testenv.StartDovecot(t)
+	addr := d.AddUser(t, "clirun", "pw-clirun")
+	hooks := newHookListener(t)
+	s := newService(t, fastRetryEnv...)
+	s.start()
+	c := s.api()
+	cli := remoteCLI{s: s, token: c.Token}
+	dir := t.TempDir()
+
+	mailbox, _ := json.Marshal(map[string]any{"name": "cli_inbox", "host": d.Host, "port": d.IMAPSPort, "username": addr,
+		"password": d.Password(t, addr), "caCert": string(d.CACertPEM), "backlog": "all"})
+	cli.ok("", nil, "imap", "create", "-f", writeFile(t, dir, "inbox.json", string(mailbox)))
+	url := hooks.handle("/cli", "", func(int) hookResponse { return hookResponse{status: http.StatusBadRequest, body: "no thanks"} })
+	out := cli.ok("", nil, "flows", "create", "-f", writeFile(t, dir, "flow.json",
+		`{"name":"cli_flow","start":{"emailTrigger":{"imap":"cli_inbox","subject":"CLI run"}},"activities":[{"url":"`+url+`"}]}`))
+	m := shownSecret.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("flows create printed no secret: %q", out)
+	}
+	hooks.setSecret("/cli", m[1])
+	if out := cli.ok("", nil, "imap", "test", "cli_inbox"); !strings.Contains(out, "ok: true") {
+		t.Errorf("imap test printed %q", out)
+	}
+	waitState(s, c, "cli_inbox", imapconf.StateIdle, 15*time.Second)
+	conn := d.DialIMAPS(t, addr, nil)
+	appendOrFail(s, conn, mailMessage("cli-run@e2e.example.org", addr, "CLI run", "Run me."))
+
+	var runs client.List[client.Run]
+	waitFor(s, 20*time.Second, "a failed run", func() (bool, any) {
+		runs = client.List[client.Run]{}
+		err := json.Unmarshal([]byte(cli.ok("", nil, "runs", "list", "--status", "failed", "-o", "json")), &runs)
+		return err == nil && len(runs.Items) == 1, runs
+	})
+	run := runs.Items[0]
+	if out := cli.ok("", nil, "runs", "list", "--flow", "cli_flow"); !strings.Contains(out, run.ID) || !strings.Contains(out, "failed") {
+		t.Errorf("runs list printed %q", out)
+	}
+	if out := cli.ok("", nil, "runs", "get", run.ID); !strings.Contains(out, "statusCode: 400") || !strings.Contains(out, "no thanks") {
+		t.Errorf("runs get printed %q", out)
+	}
+
+	var msgs client.List[client.Message]
+	if err := json.Unmarshal([]byte(cli.ok("", nil, "messages", "list", "--imap", "cli_inbox", "-o", "json")), &msgs); err != nil || len(msgs.Items) != 1 {
+		t.Fatalf("messages list -o json: %v %+v", err, msgs)
+	}
+	id := strconv.FormatInt(msgs.Items[0].ID, 10)
+	if out := cli.ok("", nil, "messages", "list"); !strings.Contains(out, "CLI run") || !strings.Contains(out, "sender@example.org") {
+		t.Errorf("messages list printed %q", out)
+	}
+	if out := cli.ok("", nil, "messages", "get", id); !strings.Contains(out, "subject: CLI run") || !strings.Contains(out, "matched: true") {
+		t.Errorf("messages get printed %q", out)
+	}
+	if out := cli.ok("", nil, "messages", "raw", id); !strings.Contains(out, "Message-ID: <cli-run@e2e.example.org>") || !strings.Contains(out, "Run me.") {
+		t.Errorf("messages raw printed %q", out)
+	}
+
+	// The endpoint accepts now: retry delivers.
+	hooks.setResponder("/cli", nil)
+	if out := cli.ok("", nil, "runs", "retry", run.ID); !strings.Contains(out, "queued again") {
+		t.Errorf("runs retry printed %q", out)
+	}
+	waitFor(s, 20*time.Second, "the retried run delivered", func() (bool, any) {
+		r, err := c.GetRun(context.Background(), run.ID)
+		return err == nil && r.Status == "delivered", r
+	})
+	if code, _, errOut := cli.run("", nil, "runs", "retry", run.ID); code != 1 || !strings.Contains(errOut, "409") {
+		t.Errorf("retry of a delivered run: exit %d %q, want 1 and 409", code, errOut)
+	}
+	// Re-trigger: the flow has its run, so none without --force, one with.
+	if out := cli.ok("", nil, "messages", "retrigger", id); !strings.Contains(out, "0 run(s) started") {
+		t.Errorf("messages retrigger printed %q", out)
+	}
+	if out := cli.ok("", nil, "messages", "retrigger", id, "--force"); !strings.Contains(out, "1 run(s) started") || !strings.Contains(out, "cli_flow") {
+		t.Errorf("messages retrigger --force printed %q", out)
 	}
 }
