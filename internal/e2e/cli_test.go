@@ -210,6 +210,28 @@ activities:
 	// lost (shown once, not read here), so the file gets a new one.
 	auditSecret := "whsec_" + strings.Repeat("WFla", 8)
 
+	// Edit keeps what is left out (the password, the webhook secret).
+	cli1.ok("", nil, "imap", "edit", "Pop_Box", "-f", writeFile(t, dir, "pop-edit.json",
+		`{"name":"Pop_Box","serverType":"pop3s","enabled":false,"host":"pop.example.com","port":995,"username":"pop@example.com","backlog":"all","pollInterval":45}`))
+	var pop imapconf.View
+	if err := json.Unmarshal([]byte(cli1.ok("", nil, "imap", "get", "Pop_Box", "-o", "json")), &pop); err != nil || pop.PollInterval != 45 || !pop.HasPassword {
+		t.Errorf("imap get after edit: %v %+v", err, pop)
+	}
+	cli1.ok("", nil, "flows", "edit", "orders", "-f", writeFile(t, dir, "orders-edit.yaml", `name: orders
+description: numbered orders
+enabled: false
+start: {emailTrigger: {imap: Pop_Box, subject: "^Order [0-9]+$", match: regex}}
+activities: [{url: "http://127.0.0.1:9/orders"}]
+`))
+	if out := cli1.ok("", nil, "flows", "get", "orders"); !strings.Contains(out, "description: numbered orders") || !strings.Contains(out, "hasSecret: true") {
+		t.Errorf("flows get after edit printed %q", out)
+	}
+	cli1.ok("", nil, "flows", "create", "-f", writeFile(t, dir, "tmp.json",
+		`{"name":"tmp","start":{"emailTrigger":{"imap":"graph","subject":"x"}},"activities":[{"url":"http://127.0.0.1:9/x"}]}`))
+	if out := cli1.ok("", nil, "flows", "delete", "tmp"); !strings.Contains(out, `flow "tmp" deleted`) {
+		t.Errorf("flows delete printed %q", out)
+	}
+
 	var list client.List[imapconf.View]
 	if err := json.Unmarshal([]byte(cli1.ok("", nil, "imap", "list", "-o", "json")), &list); err != nil || len(list.Items) != 4 {
 		t.Errorf("imap list -o json: %v, %d items", err, len(list.Items))
