@@ -187,7 +187,7 @@ func printDoc(w io.Writer, v any) error {
 	return enc.Close()
 }
 
-// output writes v as JSON (-o json) or with human (the table form).
+// print writes v as JSON (-o json), else with human (a table, or YAML).
 func (r *remote) print(v any, human func(w io.Writer) error) error {
 	if r.json() {
 		return printJSON(r.env.Stdout, v)
