@@ -88,6 +88,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	a.flowRoutes(h)
 	a.runRoutes(h)
 	h("GET /api/v1/cluster", a.getCluster)
+	configSchemaRoute(mux)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 }
 
