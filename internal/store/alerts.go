@@ -718,3 +718,21 @@ func (s *Store) runFailedTx(ctx context.Context, tx *sql.Tx, id int64, a Attempt
 		Current: RunFailed, Error: a.Error, OccurredAt: t, Details: details})
 	return err
 }
+
+// pruneAlerts deletes the alert deliveries finished (delivered or failed)
+// before cutoff, their attempts, and the events left without a delivery.
+func pruneAlerts(ctx context.Context, tx *sql.Tx, cutoff time.Time) (int64, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM alert_deliveries WHERE status IN ($1, $2)
+		AND COALESCE(delivered_at, next_attempt_at) < $3`, RunDelivered, RunFailed, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("pruning alert deliveries: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if n > 0 {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM alert_events WHERE NOT EXISTS
+			(SELECT 1 FROM alert_deliveries d WHERE d.event_id = alert_events.id)`); err != nil {
+			return 0, fmt.Errorf("pruning alert events: %w", err)
+		}
+	}
+	return n, nil
+}
