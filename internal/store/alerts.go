@@ -55,6 +55,10 @@ type AlertSubscription struct {
 	Enabled     bool
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// SecretError says why the stored secret does not open (a wrong
+	// MAILTRIGGER_SECRET_KEY); Secret is "" then. GetAlertByID, which the
+	// sender reads, fails with a *SecretError instead.
+	SecretError string
 }
 
 // Wants reports whether the subscription asks for events of type typ.
@@ -79,7 +83,7 @@ func (s *Store) scanAlert(row interface{ Scan(...any) error }) (AlertSubscriptio
 	}
 	var err error
 	if a.Secret, err = s.box.OpenRow(sealed, purposeAlertSecret, a.ID); err != nil {
-		return a, fmt.Errorf("alert subscription %s: %w", a.Name, &SecretError{Field: "secret: " + err.Error()})
+		a.Secret, a.SecretError = "", "secret: "+err.Error()
 	}
 	return a, nil
 }
@@ -145,6 +149,9 @@ func (s *Store) GetAlertByID(ctx context.Context, id int64) (AlertSubscription, 
 	}
 	if err != nil {
 		return a, fmt.Errorf("reading alert subscription %d: %w", id, err)
+	}
+	if a.SecretError != "" {
+		return a, fmt.Errorf("alert subscription %s: %w", a.Name, &SecretError{Field: a.SecretError})
 	}
 	return a, nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
@@ -647,4 +648,36 @@ func TestPruneAlerts(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAlertSecretWrongKey: with another key, the subscription still reads
+// (without its secret, saying why); the sender's read fails with ErrOpen.
+func TestAlertSecretWrongKey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := store.Open(ctx, store.Options{DataDir: dir, Box: storetest.Box(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustCreateAlert(t, s, sampleAlert("pager"))
+	s.Close()
+	other, err := secret.NewBox(bytes.Repeat([]byte{7}, secret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = store.Open(ctx, store.Options{DataDir: dir, Box: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.GetAlert(ctx, "pager")
+	if err != nil || got.Secret != "" || got.SecretError == "" || got.URL != a.URL {
+		t.Errorf("got %+v, %v", got, err)
+	}
+	if list, err := s.ListAlerts(ctx, "", 10); err != nil || len(list) != 1 {
+		t.Errorf("list %+v, %v", list, err)
+	}
+	if _, err := s.GetAlertByID(ctx, a.ID); !errors.Is(err, secret.ErrOpen) {
+		t.Errorf("GetAlertByID: %v, want ErrOpen", err)
+	}
 }
