@@ -525,6 +525,15 @@ func (s *Sender) mail(ctx context.Context, sub store.AlertSubscription, d store.
 		}
 		opts = append(opts, mail.WithSMTPAuth(auth), mail.WithUsername(c.Username), mail.WithPassword(c.Password))
 	}
+	// go-mail leaves the connection open when the greeting, STARTTLS or
+	// the login fails: connections are dialled here and closed after the
+	// attempt, whatever happened. (With implicit TLS go-mail dials itself,
+	// or it would not know the connection is encrypted.)
+	var conns connSet
+	defer conns.closeAll()
+	if c.TLS != SMTPTLS {
+		opts = append(opts, mail.WithDialContextFunc(conns.dial))
+	}
 	client, err := mail.NewClient(c.Host, opts...)
 	if err != nil {
 		return outcome{err: "SMTP " + c.Host + ": " + s.redact(err)}
@@ -537,6 +546,32 @@ func (s *Sender) mail(ctx context.Context, sub store.AlertSubscription, d store.
 		return outcome{err: fmt.Sprintf("SMTP %s:%d: %s", c.Host, port, s.redact(err)), retry: retry}
 	}
 	return outcome{}
+}
+
+// connSet dials connections and closes them all at the end.
+type connSet struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (cs *connSet) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	cs.mu.Lock()
+	cs.conns = append(cs.conns, c)
+	cs.mu.Unlock()
+	return c, nil
+}
+
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, c := range cs.conns {
+		c.Close() // closed already when the attempt ended well
+	}
 }
 
 // redact is err's text without the SMTP password (nor the forms an

@@ -549,6 +549,39 @@ func TestSenderEmailErrors(t *testing.T) {
 			t.Error("a message got through")
 		}
 	})
+	t.Run("starttls required", func(t *testing.T) {
+		// The sink offers no STARTTLS: nothing is sent, the password
+		// least of all.
+		s := storetest.Open(t, store.SQLite)
+		sink := testenv.StartSMTPSink(t, "alerts@example.com", password)
+		newSub(s)
+		startSender(t, s, alert.SenderDeps{SMTP: &alert.SMTPConfig{Host: sink.Host, Port: sink.Port,
+			Username: "alerts@example.com", Password: password, From: "mailtrigger@example.com"}})
+		testwait.Until(t, 10*time.Second, func() error {
+			d, _ := only(t, s, "ops-mail")
+			if d.Status != store.RunRetrying || d.Attempts < 3 {
+				return fmt.Errorf("delivery %s after %d attempts", d.Status, d.Attempts)
+			}
+			return nil
+		})
+		d, _ := only(t, s, "ops-mail")
+		if !strings.Contains(strings.ToLower(d.LastError), "starttls") {
+			t.Errorf("error %q: want it to say STARTTLS is missing", d.LastError)
+		}
+		if tr := sink.Transcript(); strings.Contains(tr, "AUTH") || strings.Contains(tr, "MAIL FROM") {
+			t.Errorf("sent in the clear:\n%s", tr)
+		}
+		if len(sink.Messages()) != 0 {
+			t.Error("a message got through")
+		}
+		// The failed attempts left no connection open.
+		testwait.Until(t, 5*time.Second, func() error {
+			if n := sink.OpenConns(); n != 0 { // between attempts
+				return fmt.Errorf("%d connections open", n)
+			}
+			return nil
+		})
+	})
 	t.Run("recipient refused", func(t *testing.T) {
 		s := storetest.Open(t, store.SQLite)
 		sink := testenv.StartSMTPSink(t, "", "")

@@ -23,6 +23,9 @@ const (
 	AlertEmail   = "email"
 )
 
+// alertsVersion is the migration that makes the alert tables.
+const alertsVersion = 13
+
 // purposeAlertSecret is bound to a subscription's sealed signing secret.
 const purposeAlertSecret = "alert.secret"
 

@@ -32,6 +32,7 @@ type SMTPSink struct {
 	ln                 net.Listener
 
 	mu         sync.Mutex
+	conns      map[net.Conn]bool // open, closed at cleanup
 	messages   []SinkMessage
 	transcript bytes.Buffer
 	reject     int // reply code for RCPT TO (0: accept)
@@ -84,7 +85,7 @@ func StartSMTPSink(t testing.TB, username, password string) *SMTPSink {
 	if err != nil {
 		t.Fatalf("testenv: starting the smtp sink: %v", err)
 	}
-	s := &SMTPSink{username: username, password: password, ln: ln}
+	s := &SMTPSink{username: username, password: password, ln: ln, conns: map[net.Conn]bool{}}
 	addr := ln.Addr().(*net.TCPAddr)
 	s.Host, s.Port = addr.IP.String(), addr.Port
 	var wg sync.WaitGroup
@@ -94,11 +95,24 @@ func StartSMTPSink(t testing.TB, username, password string) *SMTPSink {
 			if err != nil {
 				return
 			}
-			wg.Go(func() { s.serve(c) })
+			s.mu.Lock()
+			s.conns[c] = true
+			s.mu.Unlock()
+			wg.Go(func() {
+				s.serve(c)
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+			})
 		}
 	})
 	t.Cleanup(func() {
 		ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close() // a client that never said QUIT
+		}
+		s.mu.Unlock()
 		wg.Wait()
 	})
 	return s
@@ -109,6 +123,13 @@ func (s *SMTPSink) Messages() []SinkMessage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]SinkMessage(nil), s.messages...)
+}
+
+// OpenConns counts the client connections open now.
+func (s *SMTPSink) OpenConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // Transcript returns every line clients sent (message data included).
