@@ -11,6 +11,7 @@ import (
 type Pruned struct {
 	Messages int64 // messages whose bodies and attachment contents were dropped
 	Runs     int64 // finished runs whose attempt details were dropped
+	Alerts   int64 // finished alert deliveries dropped, with their attempts
 }
 
 // Prune drops the bulk of what is older than cutoff: the raw bytes, bodies
@@ -21,7 +22,13 @@ type Pruned struct {
 func (s *Store) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 	var p Pruned
 	cutoff = cutoff.UTC()
-	err := s.Write(ctx, func(tx *sql.Tx) error {
+	// A database taken below the alerts' migration (a downgrade under
+	// way) has no alert tables.
+	v, err := s.prov.GetDBVersion(ctx)
+	if err != nil {
+		return p, fmt.Errorf("reading schema version: %w", err)
+	}
+	err = s.Write(ctx, func(tx *sql.Tx) error {
 		// A message stored once (layout) or in chunks loses them with its
 		// raw bytes: what is left reads as the copies, emptied.
 		const kept = `received_at < $2 AND (length(raw) > 0 OR id IN (SELECT message_id FROM message_chunks))`
@@ -45,7 +52,10 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 			return fmt.Errorf("pruning run attempts: %w", err)
 		}
 		p.Runs, _ = res.RowsAffected()
-		return nil
+		if v >= alertsVersion {
+			p.Alerts, err = pruneAlerts(ctx, tx, cutoff)
+		}
+		return err
 	})
 	// The bodies kept for the run worker may be of messages pruned now.
 	s.bodies.clear()
