@@ -65,6 +65,8 @@ type Config struct {
 	// cgroup (container) limit if there is one, else none. See
 	// ParseMemoryLimit and SoftMemoryLimit.
 	MemoryLimit string
+	// Alert holds the health alerts' settings (alert.go).
+	Alert Alert
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -96,6 +98,7 @@ func FromEnv(getenv func(string) string) Config {
 		Egress:         get("MAILTRIGGER_EGRESS", egress.ModeAny),
 		EgressAllow:    getenv("MAILTRIGGER_EGRESS_ALLOW"),
 		MemoryLimit:    getenv("MAILTRIGGER_MEMORY_LIMIT"),
+		Alert:          alertFromEnv(getenv),
 	}
 }
 
@@ -212,6 +215,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if _, err := ParseMemoryLimit(c.MemoryLimit); err != nil {
+		return err
+	}
+	if err := c.Alert.validate(); err != nil {
 		return err
 	}
 	return nil
