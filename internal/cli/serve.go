@@ -103,6 +103,10 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	reg := server.NewRegistry()
+	alerts, err := newAlerting(st, cfg, log)
+	if err != nil {
+		return err
+	}
 	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Dial: fence.Dialer(), Options: runs.Options{BaseURL: cfg.BaseURL,
 		BackoffBase: cfg.RetryBase, BackoffMax: cfg.RetryMax, Lease: cfg.RunLease}})
 	watcher := watch.New(watch.Deps{
@@ -116,11 +120,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence, Spool: spooler},
 		Cluster: watch.Cluster{ReplicaID: cfg.ReplicaID, Address: address, Version: version(),
 			LeaseTTL: cfg.LeaseTTL, RenewEvery: cfg.LeaseRenew},
+		OnState: alerts.monitor.OnState,
 	})
 	var background sync.WaitGroup
 	background.Go(func() { watcher.Run(ctx) })
 	background.Go(func() { worker.Run(ctx) })
 	background.Go(func() { prune(ctx, st, time.Duration(cfg.RetentionDays)*24*time.Hour, log) })
+	alerts.start(ctx, &background)
 	// Let a batch being recorded and deliveries in flight finish.
 	defer background.Wait()
 
