@@ -14,6 +14,7 @@ import (
 	"mailtrigger/internal/mail"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testwait"
 )
 
 // monEnv is a monitor on a real store with a clock of the test's, driven
@@ -375,4 +376,43 @@ func makeRuns(t *testing.T, st *store.Store, first, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMonitorRun: the monitor's own goroutine takes the state changes and
+// applies the threshold on its ticker.
+func TestMonitorRun(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	e := newMonEnv(t, st, MonitorOptions{FailingAfter: 300 * time.Millisecond, Tick: 20 * time.Millisecond})
+	e.mon.now = time.Now
+	notified := make(chan struct{}, 10)
+	e.mon.notify = func() { notified <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { e.mon.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+
+	now := time.Now()
+	e.mon.OnState(ctx, e.box.ID, e.box.Name, imapconf.Status{State: imapconf.StateIdle},
+		imapconf.Status{State: imapconf.StateError, Since: now, LastError: "connect: connection refused"})
+	testwait.Until(t, 5*time.Second, func() error {
+		if got := types(e.events()); got != TypeFailing {
+			return fmt.Errorf("events %q, want mailbox.failing", got)
+		}
+		return nil
+	})
+	if since := time.Since(now); since < 300*time.Millisecond {
+		t.Errorf("failing after %v, before the threshold", since)
+	}
+	select {
+	case <-notified:
+	default:
+		t.Error("the sender was not notified")
+	}
+	e.mon.OnState(ctx, e.box.ID, e.box.Name, imapconf.Status{State: imapconf.StateError}, imapconf.Status{State: imapconf.StatePolling, Since: time.Now()})
+	testwait.Until(t, 5*time.Second, func() error {
+		if got := types(e.events()); got != TypeFailing+" "+TypeRecovered {
+			return fmt.Errorf("events %q, want failing, recovered", got)
+		}
+		return nil
+	})
 }

@@ -21,7 +21,7 @@ import (
 // alertEnv makes the alerts of a test come quickly: a mailbox failing for
 // 3 s is failing, failed deliveries are retried within about a second, and
 // a delivery a killed incarnation left in flight is taken up within 3 s.
-var alertEnv = append([]string{"MAILTRIGGER_ALERT_FAILING_AFTER=3s"}, fastRetryEnv...)
+var alertEnv = append([]string{"MAILTRIGGER_ALERT_FAILING_AFTER=3s", "MAILTRIGGER_ALERT_RATE=1000"}, fastRetryEnv...)
 
 const alertPath = "/alerts"
 
