@@ -260,7 +260,9 @@ func (m *Monitor) check(ctx context.Context) {
 func (m *Monitor) forgetIfGone(ctx context.Context, id int64) {
 	enabled, err := m.st.IMAPEnabledByID(ctx, id)
 	if err == nil && !enabled {
-		err = m.st.ForgetAlertCondition(ctx, MailboxKey(id))
+		if err = m.st.ForgetAlertCondition(ctx, MailboxKey(id)); err == nil {
+			delete(m.recorded, id)
+		}
 	}
 	if err != nil && ctx.Err() == nil {
 		m.log.Error("forgetting the alert condition of a disabled or deleted mailbox", "imap_id", id, "err", err)
