@@ -56,7 +56,7 @@ func (u *UI) banner(ctx context.Context) []bannerItem {
 			continue
 		}
 		ids[id] = len(failing)
-		failing = append(failing, bannerItem{What: what, Since: c.Since, Error: shorten(uiError(c.Error), maxBannerError)})
+		failing = append(failing, bannerItem{What: what, Since: c.Since, Error: uiError(c.Error)})
 	}
 	if len(failing) == 0 {
 		return nil
@@ -71,6 +71,9 @@ func (u *UI) banner(ctx context.Context) []bannerItem {
 		if i, ok := ids[c.ID]; ok && c.Enabled {
 			it := failing[i]
 			it.Name = c.Name
+			// The monitor records errors redacted; a secret of the
+			// mailbox that got through all the same is cut out here.
+			it.Error = shorten(scrub(it.Error, c.Password, c.ClientSecret), maxBannerError)
 			out = append(out, it)
 		}
 	}
@@ -99,4 +102,14 @@ func clock(v any) string {
 		return t.Format("15:04") + " UTC"
 	}
 	return t.Format("2006-01-02 15:04") + " UTC"
+}
+
+// scrub replaces every secret (of 4 characters or more) in s.
+func scrub(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if len(sec) >= 4 {
+			s = strings.ReplaceAll(s, sec, "[redacted]")
+		}
+	}
+	return s
 }
