@@ -513,7 +513,7 @@ func TestAlertSecretsNeverLeave(t *testing.T) {
 		h := newHarness(t, st)
 		ctx := context.Background()
 		const given = "whsec_R2l2ZW4tQWxlcnQtU2VjcmV0LVdvbWJhdC05OTE=" // Given-Alert-Secret-Wombat-991
-		const rejected = "whsec_UmVqZWN0ZWQtU2VjcmV0LVlhay0wMDQ0" // in a request refused for another field
+		const rejected = "whsec_UmVqZWN0ZWQtU2VjcmV0LVlhay0wMDQ0"      // in a request refused for another field
 		var created, gen api.AlertView
 		if err := h.c.Do(ctx, "POST", "/api/v1/alerts", map[string]any{"name": "given", "url": "https://hooks.example.com/a",
 			"secret": given, "events": []string{"run.failed"}}, &created); err != nil || created.Secret != given {
