@@ -87,6 +87,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	a.messageRoutes(h)
 	a.flowRoutes(h)
 	a.runRoutes(h)
+	a.alertRoutes(h)
 	h("GET /api/v1/cluster", a.getCluster)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 }

@@ -20,6 +20,9 @@ type statusView struct {
 	// Reason is the last error, in the UI's words, while it matters: not
 	// once the watcher is connected again.
 	Reason string `json:"reason,omitempty"`
+	// SinceText says since when the watcher has been in its state
+	// ("since 10:02 UTC"); "" when unknown.
+	SinceText string `json:"sinceText,omitempty"`
 
 	Since         *time.Time `json:"-"`
 	LastError     string     `json:"-"`
@@ -42,6 +45,7 @@ func (u *UI) statusOf(c imapconf.Config) statusView {
 		LastSuccessAt: st.LastSuccessAt, Ingested: st.MessagesIngested, Reconnects: st.Reconnects}
 	if !st.Since.IsZero() {
 		v.Since = &st.Since
+		v.SinceText = "since " + clock(st.Since)
 	}
 	switch st.State {
 	case imapconf.StateDisabled:

@@ -436,6 +436,9 @@
       r.hidden = text === "";
       r.className = "card-reason " + it.class;
     }
+    for (const s of $$("[data-since-for='" + CSS.escape(name) + "']")) {
+      s.textContent = it.sinceText || "";
+    }
     for (const p of $$("[data-progress-for='" + CSS.escape(name) + "']")) {
       p.hidden = !it.total;
       if (it.total) { p.max = it.total; p.value = it.done; }
