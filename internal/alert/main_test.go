@@ -1,4 +1,4 @@
-package alert
+package alert_test
 
 import (
 	"testing"
@@ -6,4 +6,5 @@ import (
 	"mailtrigger/internal/testenv"
 )
 
+// The package's tests share testenv's PostgreSQL server.
 func TestMain(m *testing.M) { testenv.Main(m) }
