@@ -103,7 +103,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	reg := server.NewRegistry()
-	alerts, err := newAlerting(st, cfg, log)
+	alerts, err := newAlerting(st, cfg, log, reg, fence.Dialer())
 	if err != nil {
 		return err
 	}
@@ -134,7 +134,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES: %w", err)
 	}
-	rt := serviceRuntime{watcher: watcher, worker: worker}
+	rt := serviceRuntime{watcher: watcher, worker: worker, alerts: alerts}
 	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Runtime: rt, Proxies: proxies,
 		BaseURL: cfg.BaseURL, HTTPClient: egressClient(fence)})
 	if err != nil {
@@ -177,6 +177,7 @@ func egressClient(fence *egress.Policy) *http.Client {
 type serviceRuntime struct {
 	watcher *watch.Manager
 	worker  *runs.Worker
+	alerts  *alerting
 }
 
 var _ control.Runtime = serviceRuntime{}
