@@ -92,10 +92,10 @@ type Monitor struct {
 	wake    chan struct{}
 
 	// Run's goroutine only.
-	boxes      map[int64]*tracked
-	recorded   map[int64]string // the mailboxes' conditions other than ok as of the last check; nil unknown
-	backlog    string           // the recorded runs:backlog condition as last known; "" unknown
-	backlogAge int              // ticks since backlog was last written
+	boxes        map[int64]*tracked
+	recorded     map[int64]string // the mailboxes' conditions other than ok as of the last check; nil unknown
+	backlog      string           // the recorded runs:backlog condition as last known; "" unknown
+	backlogTicks int              // ticks since backlog was last written
 }
 
 type stateChange struct {
@@ -367,8 +367,8 @@ func (m *Monitor) checkBacklog(ctx context.Context) {
 	if n > m.opts.BacklogRuns {
 		want = CondBacklog
 	}
-	m.backlogAge++
-	if want == m.backlog && m.backlogAge < backlogRewrite {
+	m.backlogTicks++
+	if want == m.backlog && m.backlogTicks < backlogRewrite {
 		return
 	}
 	details, _ := json.Marshal(backlogDetails{MoreThan: m.opts.BacklogRuns, WaitingLongerThan: m.opts.BacklogAge.String(), Replica: m.replica})
@@ -382,7 +382,7 @@ func (m *Monitor) checkBacklog(ctx context.Context) {
 		}
 		return
 	}
-	m.backlog, m.backlogAge = want, 0
+	m.backlog, m.backlogTicks = want, 0
 	if queued {
 		m.log.Warn("run backlog alert", "waiting_more_than", m.opts.BacklogRuns, "older_than", m.opts.BacklogAge)
 		m.notify()

@@ -222,7 +222,12 @@ func TestAlertsDovecotOutage(t *testing.T) {
 	if got[0].alert.Since == nil || got[0].alert.Since.Before(stopped.Add(-time.Second)) || got[0].alert.Error == "" {
 		s.errorf("mailbox.failing since %v (server stopped at %v), error %q: want since the outage, with the error", got[0].alert.Since, stopped, got[0].alert.Error)
 	}
-	time.Sleep(2 * time.Second) // the outage goes on: nothing more
+	testwait.Never(t, 2*time.Second, func() error { // the outage goes on: nothing more
+		if got := sink.delivered(); len(got) != 1 {
+			return fmt.Errorf("alerts %v during the outage, want the one mailbox.failing", alertTypes(got))
+		}
+		return nil
+	})
 	d.Start(t)
 	got = sink.waitTypes(45*time.Second, 3*time.Second, alert.TypeFailing, alert.TypeRecovered)
 	checkMailboxAlert(s, got[1], "outage", "failing", "ok", "pw-outage")
@@ -333,10 +338,12 @@ func TestAlertsDeliveredLateAfterKill(t *testing.T) {
 	})
 	s.kill()
 	s.start()
-	time.Sleep(2 * time.Second) // still down after the restart
-	if got := sink.delivered(); len(got) != 0 {
-		s.fatalf("alerts delivered while the endpoint answers 503: %v", alertTypes(got))
-	}
+	testwait.Never(t, 2*time.Second, func() error { // still down after the restart
+		if got := sink.delivered(); len(got) != 0 {
+			return fmt.Errorf("alerts delivered while the endpoint answers 503: %v", alertTypes(got))
+		}
+		return nil
+	})
 	hooks.setResponder(alertPath, nil)
 	got := sink.waitTypes(45*time.Second, 4*time.Second, alert.TypeRunFailed, alert.TypeRunFailed, alert.TypeRunFailed, alert.TypeRunFailed)
 	checkRunFailedOnce(s, got, runs)
