@@ -95,6 +95,9 @@ func (o *SenderOptions) defaults() {
 	def(&o.Timeout, 30*time.Second)
 	def(&o.Lease, 2*time.Minute)
 	def(&o.PollInterval, time.Second)
+	if o.Lease <= o.Timeout {
+		o.Lease = o.Timeout + time.Minute // the attempt ends within the lease
+	}
 	if o.UserAgent == "" {
 		o.UserAgent = "mailtrigger"
 	}
@@ -198,7 +201,7 @@ func (s *Sender) Run(ctx context.Context) {
 				if ctx.Err() == nil {
 					s.log.Error("reading the alert queue", "err", err)
 				}
-			case (ok && !due.After(now)) || now.Sub(lastClaim) >= recoverEvery:
+			case (ok && !due.After(now)) || now.Sub(lastClaim) >= min(recoverEvery, s.opts.Lease/2):
 				lastClaim = now
 				ds, err := s.store.ClaimAlertDeliveries(ctx, now, free, s.opts.Lease)
 				if err != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"mailtrigger/internal/alert"
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/run"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
@@ -328,6 +330,50 @@ func TestSenderEndpointComesBack(t *testing.T) {
 	})
 	if got := rcv.requests()[0].header.Get("Webhook-Id"); got != d.PublicID {
 		t.Errorf("webhook-id %q, want %q", got, d.PublicID)
+	}
+}
+
+// TestSenderEgressDenied: an endpoint the egress policy refuses fails the
+// delivery at once (no retry can pass), saying why, without the URL's token.
+func TestSenderEgressDenied(t *testing.T) {
+	s := storetest.Open(t, store.SQLite)
+	webhookSub(t, s, "pager", "http://10.0.0.5/hook?token=url-token")
+	deny := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return nil, &egress.DeniedError{Addr: netip.MustParseAddr("10.0.0.5"), Reason: "a private address"}
+	}
+	startSender(t, s, alert.SenderDeps{Dial: deny})
+	if _, err := s.QueueAlert(context.Background(), authFailedEvent("inbox")); err != nil {
+		t.Fatal(err)
+	}
+	d, attempts := waitStatus(t, s, "pager", store.RunFailed)
+	if len(attempts) != 1 || !strings.Contains(d.LastError, "egress denied") || strings.Contains(d.LastError, "url-token") {
+		t.Errorf("delivery %+v, %d attempts", d, len(attempts))
+	}
+}
+
+// TestSenderTakesOverADeadClaim: a delivery claimed by a sender that died
+// (its lease runs out) is sent by another, once.
+func TestSenderTakesOverADeadClaim(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.Open(t, store.SQLite)
+	rcv, url := startReceiver(t, "127.0.0.1:0", 204)
+	webhookSub(t, s, "pager", url)
+	if _, err := s.QueueAlert(ctx, authFailedEvent("inbox")); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.ClaimAlertDeliveries(ctx, time.Now(), 10, 300*time.Millisecond); err != nil || len(c) != 1 {
+		t.Fatalf("claimed %d, %v", len(c), err)
+	}
+	f := startSender(t, s, alert.SenderDeps{Options: alert.SenderOptions{Timeout: time.Second, Lease: 1500 * time.Millisecond}})
+	testwait.Never(t, 200*time.Millisecond, func() error {
+		if n := len(rcv.requests()); n != 0 {
+			return fmt.Errorf("%d requests while the other sender's lease holds", n)
+		}
+		return nil
+	})
+	d, _ := waitStatus(t, s, "pager", store.RunDelivered)
+	if reqs := rcv.requests(); len(reqs) != 1 || reqs[0].header.Get("Webhook-Id") != d.PublicID {
+		t.Errorf("%d requests, want 1; logs:\n%s", len(reqs), f.logs)
 	}
 }
 
