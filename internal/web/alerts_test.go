@@ -155,7 +155,7 @@ func TestAlertBanner(t *testing.T) {
 		orders, _ := st.GetIMAP(ctx, "orders")
 		support, _ := st.GetIMAP(ctx, "support_inbox")
 		legacy, _ := st.GetIMAP(ctx, "legacy_pop") // disabled: never in the banner
-		since := time.Now() // the store records the time of the change
+		since := time.Now()                        // the store records the time of the change
 		recordCondition(t, st, fmt.Sprintf("mailbox:%d", orders.ID), "auth_failed", "login: [AUTHENTICATIONFAILED] Invalid credentials", since)
 		recordCondition(t, st, fmt.Sprintf("mailbox:%d", support.ID), "failing", "dial tcp: connection refused", since.Add(time.Hour))
 		recordCondition(t, st, fmt.Sprintf("mailbox:%d", legacy.ID), "failing", "x", since)
