@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -48,7 +49,12 @@ func (s *Store) Heartbeat(ctx context.Context, r Replica, t time.Time, forget ti
 			r.ID, r.Address, r.Version, r.Mailboxes, r.StartedAt.UTC(), t); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM replicas WHERE heartbeat_at < $1`, t.Add(-forget))
+		if _, err := tx.ExecContext(ctx, `DELETE FROM replicas WHERE heartbeat_at < $1`, t.Add(-forget)); err != nil {
+			return err
+		}
+		// A replica heartbeating is not lost (any more): a later loss
+		// alerts again.
+		_, err := tx.ExecContext(ctx, `DELETE FROM alert_conditions WHERE key = $1`, "replica:"+r.ID)
 		return err
 	})
 	if err != nil {
@@ -198,17 +204,88 @@ func leaseTokens(rows *sql.Rows, err error) (map[int64]int64, error) {
 // configurations that nobody holds or whose holder let them expire before
 // now, bumping each one's token, and returns them (id → new token). Two
 // replicas claiming at once get different leases. PostgreSQL only.
+//
+// A lease taken from another replica that has not heartbeated since the
+// lease ran out (it stopped; a replica leaving gracefully releases its
+// leases first) makes that replica lost: its condition replica:<id> turns
+// lost and replica.lost is queued, once per replica, in this transaction.
 func (s *Store) ClaimLeases(ctx context.Context, owner string, n int, now, until time.Time) (map[int64]int64, error) {
 	out := map[int64]int64{}
 	if n <= 0 {
 		return out, nil
 	}
-	rows, err := s.w.QueryContext(ctx, `UPDATE mailbox_leases l SET owner = $1, token = l.token + 1, expires_at = $2, status = ''
-		WHERE l.imap_id IN (SELECT m.imap_id FROM mailbox_leases m JOIN imap_configs c ON c.id = m.imap_id
-			WHERE c.enabled AND (m.owner = '' OR m.expires_at < $3)
-			ORDER BY m.owner <> '', m.imap_id LIMIT $4 FOR UPDATE OF m SKIP LOCKED)
-		RETURNING l.imap_id, l.token`, owner, until, now, n)
-	out, err = leaseTokens(rows, err)
+	type taken struct {
+		id        int64
+		owner     string
+		name      string
+		expires   time.Time
+		heartbeat *time.Time
+		address   *string
+	}
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT m.imap_id, m.owner, c.name, m.expires_at, r.heartbeat_at, r.address
+			FROM mailbox_leases m JOIN imap_configs c ON c.id = m.imap_id LEFT JOIN replicas r ON r.id = m.owner
+			WHERE c.enabled AND (m.owner = '' OR m.expires_at < $1)
+			ORDER BY m.owner <> '', m.imap_id LIMIT $2 FOR UPDATE OF m SKIP LOCKED`, now, n)
+		var ts []taken
+		var ids []int64
+		err = scanRows(rows, err, func(rs *sql.Rows) error {
+			var t taken
+			err := rs.Scan(&t.id, &t.owner, &t.name, &t.expires, &t.heartbeat, &t.address)
+			ts, ids = append(ts, t), append(ids, t.id)
+			return err
+		})
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		out, err = leaseTokens(tx.QueryContext(ctx, `UPDATE mailbox_leases SET owner = $1, token = token + 1, expires_at = $2, status = ''
+			WHERE imap_id = ANY($3::bigint[]) RETURNING imap_id, token`, owner, until, ids))
+		if err != nil {
+			return err
+		}
+		// The replicas lost, in the order their leases were taken.
+		var lost []string
+		moved := map[string][]string{}
+		last := map[string]taken{}
+		for _, t := range ts {
+			if t.owner == "" || t.owner == owner || (t.heartbeat != nil && !t.heartbeat.Before(t.expires)) {
+				continue
+			}
+			if _, ok := moved[t.owner]; !ok {
+				lost = append(lost, t.owner)
+			}
+			moved[t.owner] = append(moved[t.owner], t.name)
+			last[t.owner] = t
+		}
+		for _, r := range lost {
+			t := last[r]
+			d := struct {
+				Host            string     `json:"host,omitempty"`
+				LastHeartbeatAt *time.Time `json:"lastHeartbeatAt"`
+				MailboxesMoved  []string   `json:"mailboxesMoved"`
+				TakenBy         string     `json:"takenBy"`
+			}{MailboxesMoved: moved[r], TakenBy: owner}
+			var since time.Time
+			if t.address != nil {
+				d.Host = *t.address
+			}
+			if t.heartbeat != nil {
+				hb := t.heartbeat.UTC()
+				d.LastHeartbeatAt, since = &hb, hb
+			}
+			details, err := json.Marshal(d)
+			if err != nil {
+				return err
+			}
+			if _, _, err := s.swapConditionTx(ctx, tx, "replica:"+r, "lost", "", now, func(prev string) (AlertEvent, bool) {
+				return AlertEvent{Type: alertReplicaLost, ObjectKind: "replica", ObjectName: r, Previous: prev, Current: "lost",
+					Since: since, OccurredAt: now, Details: details}, true
+			}); err != nil {
+				return fmt.Errorf("noting replica %s lost: %w", r, err)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("claiming mailbox leases: %w", err)
 	}

@@ -235,7 +235,7 @@ func (s *Store) FinishAttempts(ctx context.Context, fs []Finish) error {
 	t := now()
 	return s.Write(ctx, func(tx *sql.Tx) error {
 		for _, f := range fs {
-			if err := finishAttemptTx(ctx, tx, f, t); err != nil {
+			if err := s.finishAttemptTx(ctx, tx, f, t); err != nil {
 				return err
 			}
 		}
@@ -243,11 +243,26 @@ func (s *Store) FinishAttempts(ctx context.Context, fs []Finish) error {
 	})
 }
 
-func finishAttemptTx(ctx context.Context, tx *sql.Tx, f Finish, t time.Time) error {
+func (s *Store) finishAttemptTx(ctx context.Context, tx *sql.Tx, f Finish, t time.Time) error {
 	a := f.Attempt
 	var delivered *time.Time
 	if f.Status == RunDelivered {
 		delivered = &t
+	}
+	// A run moving to failed queues run.failed in this transaction: never
+	// lost, and never twice (a run failed already, recorded again by a
+	// worker whose lease ran out, does not queue it again).
+	wasFailed := false
+	if f.Status == RunFailed {
+		lock := ""
+		if s.dialect == Postgres {
+			lock = " FOR UPDATE"
+		}
+		var prev string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM runs WHERE id = $1`+lock, f.RunID).Scan(&prev); err != nil {
+			return fmt.Errorf("reading run %d: %w", f.RunID, err)
+		}
+		wasFailed = prev == RunFailed
 	}
 	// Numbered from the run's own count, not by counting run_attempts:
 	// Prune deletes the attempts of finished runs, and a retried run goes
@@ -262,6 +277,11 @@ func finishAttemptTx(ctx context.Context, tx *sql.Tx, f Finish, t time.Time) err
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.RunID, a.N, a.StartedAt.UTC(), a.Duration.Milliseconds(), a.StatusCode,
 		text(a.Error), text(strings.ToValidUTF8(a.Response, "\uFFFD"))); err != nil {
 		return fmt.Errorf("recording attempt %d of run %d: %w", a.N, f.RunID, err)
+	}
+	if f.Status == RunFailed && !wasFailed {
+		if err := s.runFailedTx(ctx, tx, f.RunID, a, t); err != nil {
+			return fmt.Errorf("queueing the alert of failed run %d: %w", f.RunID, err)
+		}
 	}
 	return nil
 }
