@@ -66,6 +66,7 @@ func TestAlertLifecycle(t *testing.T) {
 		if err := h.c.Do(ctx, "GET", "/api/v1/alerts/OPS", nil, &v); err != nil || v.Secret != "" || !v.HasSecret || v.Name != "ops" {
 			t.Errorf("get: got %+v, %v", v, err)
 		}
+		v = api.AlertView{}
 		if err := h.c.Do(ctx, "POST", "/api/v1/alerts", map[string]any{"name": "mail_ops", "kind": "email",
 			"to": []string{"ops@example.com"}, "events": []string{"runs.backlog"}, "enabled": false}, &v); err != nil {
 			t.Fatal(err)

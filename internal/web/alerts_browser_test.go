@@ -93,9 +93,11 @@ func TestBrowserAlerts(t *testing.T) {
 	if !strings.Contains(rows[0], "retrying") || !strings.Contains(rows[0], "HTTP 503") || !strings.Contains(rows[1], "delivered") {
 		t.Errorf("deliveries, newest first: got %q", rows)
 	}
-	do(t, ctx, chromedp.Evaluate[chromedp.Void]("window.scrollTo(0, 0)"))
+	// The whole page, form and deliveries, in one picture.
+	do(t, ctx, chromedp.EmulateViewport(1280, 1300), chromedp.Evaluate[chromedp.Void]("window.scrollTo(0, 0)"))
 	screenshot(t, ctx, "settings-alerts")
 	checkContrast(t, ctx, "alert deliveries")
+	do(t, ctx, chromedp.EmulateViewport(1280, 800))
 
 	// Listed on the settings page.
 	do(t, ctx, chromedp.Navigate(h.url+"/settings"))
