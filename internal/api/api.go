@@ -93,6 +93,7 @@ func (a *API) routes(mux *http.ServeMux, handle func(pattern string, h http.Hand
 	a.messageRoutes(h)
 	a.flowRoutes(h)
 	a.runRoutes(h)
+	a.alertRoutes(h)
 	h("GET /api/v1/cluster", a.getCluster)
 	configSchemaRoute(mux)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })

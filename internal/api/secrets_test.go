@@ -504,3 +504,65 @@ func TestWebhookHeadersAreWriteOnly(t *testing.T) {
 		}
 	})
 }
+
+// TestAlertSecretsNeverLeave: an alert subscription's signing secret is in
+// the answer of the change that set it and nowhere else: not in a get, a
+// list, an edit that keeps it, a test, the deliveries, an error, or the log.
+func TestAlertSecretsNeverLeave(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st)
+		ctx := context.Background()
+		const given = "whsec_R2l2ZW4tQWxlcnQtU2VjcmV0LVdvbWJhdC05OTE=" // Given-Alert-Secret-Wombat-991
+		const rejected = "whsec_UmVqZWN0ZWQtU2VjcmV0LVlhay0wMDQ0"      // in a request refused for another field
+		var created, gen api.AlertView
+		if err := h.c.Do(ctx, "POST", "/api/v1/alerts", map[string]any{"name": "given", "url": "https://hooks.example.com/a",
+			"secret": given, "events": []string{"run.failed"}}, &created); err != nil || created.Secret != given {
+			t.Fatalf("create: %+v, %v", created, err)
+		}
+		if err := h.c.Do(ctx, "POST", "/api/v1/alerts", map[string]any{"name": "generated", "url": "https://hooks.example.com/b",
+			"events": []string{"mailbox.auth_failed"}}, &gen); err != nil || gen.Secret == "" {
+			t.Fatalf("create: %+v, %v", gen, err)
+		}
+		h.mu.Lock()
+		h.bodies = nil // the two answers that show the secrets once
+		h.mu.Unlock()
+
+		for _, call := range []struct{ method, path, body string }{
+			{"GET", "/api/v1/alerts", ""},
+			{"GET", "/api/v1/alerts/given", ""},
+			{"GET", "/api/v1/alerts/generated", ""},
+			{"PUT", "/api/v1/alerts/given", `{"name":"given","url":"https://hooks.example.com/a2","events":["run.failed","runs.backlog"]}`},
+			{"PUT", "/api/v1/alerts/generated", `{"name":"generated","url":"https://hooks.example.com/b","events":["mailbox.failing"],"enabled":false}`},
+			{"POST", "/api/v1/alerts/given/test", ""},
+			{"POST", "/api/v1/alerts/generated/test", ""},
+			{"GET", "/api/v1/alerts/given/deliveries", ""},
+			{"GET", "/api/v1/alerts/generated/deliveries", ""},
+			{"POST", "/api/v1/alerts", `{"name":"bad name","url":"https://hooks.example.com/c","secret":"` + rejected + `","events":["run.failed"]}`},
+			{"POST", "/api/v1/alerts", `{"name":"given","url":"https://hooks.example.com/c","secret":"` + rejected + `","events":["run.failed"]}`},
+			{"PUT", "/api/v1/alerts/given", `{"name":"given","url":"ftp://x","secret":"` + rejected + `","events":["run.failed"]}`},
+			{"GET", "/api/v1/alerts", ""},
+		} {
+			if status, body := h.raw(call.method, call.path, call.body, map[string]string{"Content-Type": "application/json"}); status >= 500 {
+				t.Fatalf("%s %s: %d %s", call.method, call.path, status, body)
+			}
+		}
+		h.mu.Lock()
+		all := strings.Join(h.bodies, "\n")
+		h.mu.Unlock()
+		if !strings.Contains(all, `"hasSecret":true`) || !strings.Contains(all, `"alert.test"`) || !strings.Contains(all, `"validation_failed"`) {
+			t.Fatalf("the test saw too little: %s", all)
+		}
+		logs := h.logs.String()
+		for _, s := range []string{given, gen.Secret, rejected, strings.TrimPrefix(given, "whsec_"), strings.TrimPrefix(gen.Secret, "whsec_")} {
+			if strings.Contains(all, s) {
+				t.Errorf("a response body after the create contains the secret %q", s)
+			}
+			if strings.Contains(logs, s) {
+				t.Errorf("the log contains the secret %q", s)
+			}
+		}
+		if a, err := st.GetAlert(ctx, "given"); err != nil || a.Secret != given {
+			t.Errorf("an edit without a secret did not keep it (%v)", err)
+		}
+	})
+}

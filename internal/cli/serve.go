@@ -102,6 +102,10 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	reg := server.NewRegistry()
+	alerts, err := newAlerting(st, cfg, log, reg, fence.Dialer())
+	if err != nil {
+		return err
+	}
 	worker := runs.New(runs.Deps{Store: st, Logger: log, Registry: reg, Dial: fence.Dialer(), Options: runs.Options{BaseURL: cfg.BaseURL,
 		BackoffBase: cfg.RetryBase, BackoffMax: cfg.RetryMax, Lease: cfg.RunLease}})
 	watcher := watch.New(watch.Deps{
@@ -115,11 +119,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence, Spool: spooler},
 		Cluster: watch.Cluster{ReplicaID: cfg.ReplicaID, Address: address, Version: version(),
 			LeaseTTL: cfg.LeaseTTL, RenewEvery: cfg.LeaseRenew},
+		OnState: alerts.monitor.OnState,
 	})
 	var background sync.WaitGroup
 	background.Go(func() { watcher.Run(ctx) })
 	background.Go(func() { worker.Run(ctx) })
 	background.Go(func() { prune(ctx, st, time.Duration(cfg.RetentionDays)*24*time.Hour, log) })
+	alerts.start(ctx, &background)
 	// Let a batch being recorded and deliveries in flight finish.
 	defer background.Wait()
 
@@ -127,7 +133,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return fmt.Errorf("MAILTRIGGER_TRUSTED_PROXIES: %w", err)
 	}
-	rt := serviceRuntime{watcher: watcher, worker: worker}
+	rt := serviceRuntime{watcher: watcher, worker: worker, alerts: alerts}
 	ui, err := web.New(web.Deps{Store: st, Logger: log, Version: version(), Runtime: rt, Proxies: proxies,
 		BaseURL: cfg.BaseURL, HTTPClient: egressClient(fence)})
 	if err != nil {
@@ -169,6 +175,7 @@ func egressClient(fence *egress.Policy) *http.Client {
 type serviceRuntime struct {
 	watcher *watch.Manager
 	worker  *runs.Worker
+	alerts  *alerting
 }
 
 var _ control.Runtime = serviceRuntime{}

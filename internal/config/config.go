@@ -67,6 +67,8 @@ type Config struct {
 	MemoryLimit string
 	// TLS serves HTTPS (tls.go).
 	TLS TLS
+	// Alert holds the health alerts' settings (alert.go).
+	Alert Alert
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -99,6 +101,7 @@ func FromEnv(getenv func(string) string) Config {
 		EgressAllow:    getenv("MAILTRIGGER_EGRESS_ALLOW"),
 		MemoryLimit:    getenv("MAILTRIGGER_MEMORY_LIMIT"),
 		TLS:            tlsFromEnv(getenv),
+		Alert:          alertFromEnv(getenv),
 	}
 }
 
@@ -219,6 +222,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if err := c.Alert.validate(); err != nil {
 		return err
 	}
 	return nil

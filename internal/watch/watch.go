@@ -99,6 +99,13 @@ type Deps struct {
 	Registry prometheus.Registerer
 	Options  Options
 	Cluster  Cluster
+	// OnState, when set, is told every change of state of a mailbox this
+	// manager watches (the alert monitor). It is called with the
+	// manager's lock held and must not block. next.State is
+	// imapconf.StateDisabled when the manager stops keeping the mailbox's
+	// status (disabled, deleted, or its lease gone to another replica);
+	// name is "" then.
+	OnState func(ctx context.Context, id int64, name string, prev, next imapconf.Status)
 }
 
 // Manager supervises the watchers.
@@ -110,6 +117,7 @@ type Manager struct {
 	metrics *metrics
 	wake    chan struct{}
 	cluster Cluster
+	onState func(ctx context.Context, id int64, name string, prev, next imapconf.Status)
 	leasing bool      // watch only the mailboxes whose lease is held
 	started time.Time // for the replica registry
 
@@ -146,7 +154,7 @@ func New(d Deps) *Manager {
 	d.Cluster.defaults()
 	return &Manager{store: d.Store, ingest: d.Ingester, log: d.Logger, opts: d.Options, metrics: m,
 		wake: make(chan struct{}, 1), watchers: map[int64]*watcher{}, status: map[int64]*imapconf.Status{},
-		cluster: d.Cluster, leasing: d.Cluster.ReplicaID != "" && d.Store.Dialect() == store.Postgres,
+		cluster: d.Cluster, onState: d.OnState, leasing: d.Cluster.ReplicaID != "" && d.Store.Dialect() == store.Postgres,
 		started: time.Now().UTC(), held: map[int64]int64{}}
 }
 
@@ -271,6 +279,7 @@ func (m *Manager) sync(ctx context.Context) {
 	defer m.mu.Unlock()
 	for id := range m.status {
 		if _, ok := want[id]; !ok {
+			m.stateChanged(id, "", *m.status[id], imapconf.Status{State: imapconf.StateDisabled})
 			delete(m.status, id)
 		}
 	}
@@ -285,7 +294,12 @@ func (m *Manager) sync(ctx context.Context) {
 			msg := "the stored " + c.SecretError + "; enter it again"
 			if st, ok := m.status[id]; !ok || st.State != imapconf.StateError || st.LastError != msg {
 				now := time.Now().UTC()
+				var prev imapconf.Status
+				if ok {
+					prev = *st
+				}
 				m.status[id] = &imapconf.Status{State: imapconf.StateError, Since: now, LastError: msg, LastErrorAt: &now}
+				m.stateChanged(id, c.Name, prev, *m.status[id])
 				m.log.Error("imap configuration not watched: its stored secret does not open", "imap", c.Name, "err", c.SecretError)
 			}
 			continue
@@ -337,18 +351,29 @@ func (m *Manager) countStates() {
 
 // update changes the status of configuration id under the lock. The status
 // of a configuration that is gone is not brought back.
-func (m *Manager) update(id int64, fn func(st *imapconf.Status)) {
+func (m *Manager) update(id int64, name string, fn func(st *imapconf.Status)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st, ok := m.status[id]
 	if !ok {
 		return
 	}
-	prev := st.State
+	prev := *st
 	fn(st)
-	if st.State != prev {
+	if st.State != prev.State {
 		st.Since = time.Now().UTC()
 		m.countStates()
+		m.stateChanged(id, name, prev, *st)
+	}
+}
+
+// stateChanged tells OnState of a change; m.mu is held.
+func (m *Manager) stateChanged(id int64, name string, prev, next imapconf.Status) {
+	if m.onState != nil && prev.State != next.State {
+		if m.leasing {
+			next.Replica = m.cluster.ReplicaID
+		}
+		m.onState(context.Background(), id, name, prev, next)
 	}
 }
 

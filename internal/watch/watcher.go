@@ -35,7 +35,7 @@ func (w *watcher) stop() {
 	<-w.done
 }
 
-func (w *watcher) set(fn func(st *imapconf.Status)) { w.m.update(w.cfg.ID, fn) }
+func (w *watcher) set(fn func(st *imapconf.Status)) { w.m.update(w.cfg.ID, w.cfg.Name, fn) }
 
 func (w *watcher) state(s string) { w.set(func(st *imapconf.Status) { st.State = s }) }
 

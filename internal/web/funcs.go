@@ -27,6 +27,8 @@ var fieldLabels = []struct{ key, label string }{
 	{"start.emailTrigger.match", "Match"}, {"start.emailTrigger.from", "Sender"}, {"activities", "Webhooks"},
 	// The flow editor's fields (flowErrorKey).
 	{"imap", "IMAP"}, {"match", "Match"}, {"subject", "Subject"}, {"from", "Only from sender"},
+	// The alert subscription form's fields.
+	{"kind", "Send as"}, {"url", "URL"}, {"secret", "Signing secret"}, {"to", "Recipients"}, {"events", "Events"},
 }
 
 // actLabels name a webhook's fields in the flow editor (act-N-field).
@@ -234,6 +236,8 @@ func (u *UI) funcs() template.FuncMap {
 		"static":          u.static.url,
 		"errs":            sortedErrors,
 		"when":            when,
+		"clock":           clock,
+		"alertTarget":     alertTarget,
 		"iso":             iso,
 		"ago":             ago,
 		"typeLabel":       typeLabel,

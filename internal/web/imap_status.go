@@ -20,6 +20,9 @@ type statusView struct {
 	// Reason is the last error, in the UI's words, while it matters: not
 	// once the watcher is connected again.
 	Reason string `json:"reason,omitempty"`
+	// SinceAt is since when the watcher has been in its state (RFC 3339);
+	// "" when unknown. The page shows it as "since 10:02".
+	SinceAt string `json:"since,omitempty"`
 
 	Since         *time.Time `json:"-"`
 	LastError     string     `json:"-"`
@@ -42,6 +45,7 @@ func (u *UI) statusOf(c imapconf.Config) statusView {
 		LastSuccessAt: st.LastSuccessAt, Ingested: st.MessagesIngested, Reconnects: st.Reconnects}
 	if !st.Since.IsZero() {
 		v.Since = &st.Since
+		v.SinceAt = iso(st.Since)
 	}
 	switch st.State {
 	case imapconf.StateDisabled:

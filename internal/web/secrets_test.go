@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
@@ -296,5 +297,67 @@ func TestSignInCallbackUsesEgress(t *testing.T) {
 	}
 	if _, err := st.GetOAuthGrant(ctx, conf.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("got a grant stored (%v)", err)
+	}
+}
+
+// TestAlertSecretsStayOffPages: an alert subscription's signing secret is on
+// the page that answers the change that set it and on no other page, and
+// never in the log; a mailbox's password that reached its alert condition's
+// error is not in the banner.
+func TestAlertSecretsStayOffPages(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	h := newHarness(t, st, false)
+	s := seedData(t, st, h.status)
+	c := loggedIn(t, h)
+	ctx := context.Background()
+	const given = "whsec_UGFnZS1BbGVydC1TZWNyZXQtVGFwaXItNzcxNw=="
+	v := alertValues("given", "run.failed")
+	v.Set("secret", given)
+	if r := h.post(c, "/settings/alerts", v); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, given) {
+		t.Fatalf("create: got %d, want the page showing the secret given", r.StatusCode)
+	}
+	if r := h.post(c, "/settings/alerts", alertValues("generated", "mailbox.auth_failed")); r.StatusCode != http.StatusOK {
+		t.Fatalf("create: got %d", r.StatusCode)
+	}
+	gen, err := st.GetAlert(ctx, "generated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orders, _ := st.GetIMAP(ctx, "orders")
+	// An error text that, against the rules, holds the mailbox's password.
+	recordCondition(t, st, "mailbox:"+strconv.FormatInt(orders.ID, 10), "auth_failed",
+		"login: LOGIN orders@example.com "+orders.Password+": [AUTHENTICATIONFAILED] Invalid credentials", time.Now())
+
+	var pages []string
+	for _, path := range []string{"/settings", "/settings/alerts/given", "/settings/alerts/generated", "/settings/alerts/given/delete", "/imap", "/flows"} {
+		r := h.get(c, path)
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("%s: got %d", path, r.StatusCode)
+		}
+		pages = append(pages, r.Body)
+	}
+	for _, r := range []response{
+		h.post(c, "/settings/alerts/given", alertValues("given", "runs.backlog")),
+		h.post(c, "/settings/alerts/given/test", url.Values{}),
+		h.post(c, "/settings/alerts/generated", func() url.Values { v := alertValues("generated", "x.y"); v.Set("secret", "whsec_bad"); return v }()),
+		h.get(c, "/settings/alerts/given"),
+	} {
+		pages = append(pages, r.Body)
+	}
+	all := html.UnescapeString(strings.Join(pages, "\n"))
+	if !strings.Contains(all, "Mailbox orders</a>: authentication failed") || !strings.Contains(all, "[redacted]") || !strings.Contains(all, "alert.test") {
+		t.Fatal("the test saw no banner or no delivery")
+	}
+	logs := h.logs.String()
+	for _, sec := range append([]string{given, gen.Secret, orders.Password}, s.Secrets...) {
+		if sec == "" {
+			continue
+		}
+		if strings.Contains(all, sec) {
+			t.Errorf("a page contains the secret %q", sec)
+		}
+		if strings.Contains(logs, sec) {
+			t.Errorf("the log contains the secret %q", sec)
+		}
 	}
 }

@@ -22,6 +22,7 @@ type settingsPage struct {
 	Revoke      string // the token whose revocation is being confirmed
 	PasswordErr valid.Errors
 	Cluster     *store.ClusterView // nil: no registry
+	Alerts      []store.AlertSubscription
 }
 
 func (u *UI) renderSettings(w http.ResponseWriter, r *http.Request, status int, p settingsPage, fl *flash) {
@@ -31,6 +32,10 @@ func (u *UI) renderSettings(w http.ResponseWriter, r *http.Request, status int, 
 		return
 	}
 	p.Tokens = toks
+	if p.Alerts, err = every(r.Context(), u.store.ListAlerts, func(a store.AlertSubscription) string { return a.Name }); err != nil {
+		u.serverError(w, r, err)
+		return
+	}
 	c, err := u.rt.Cluster(r.Context())
 	switch {
 	case errors.Is(err, control.ErrUnavailable):

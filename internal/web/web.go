@@ -189,6 +189,13 @@ func (u *UI) Routes(mux *http.ServeMux) {
 	auth("GET /settings/tokens/{name}/revoke", u.tokenRevokeDialog)
 	auth("POST /settings/tokens/{name}/revoke", u.tokenRevoke)
 	auth("POST /settings/password", u.passwordChange)
+	auth("GET /settings/alerts/new", u.alertNew)
+	auth("POST /settings/alerts", u.alertCreate)
+	auth("GET /settings/alerts/{name}", u.alertEdit)
+	auth("POST /settings/alerts/{name}", u.alertSave)
+	auth("GET /settings/alerts/{name}/delete", u.alertDeleteDialog)
+	auth("POST /settings/alerts/{name}/delete", u.alertDelete)
+	auth("POST /settings/alerts/{name}/test", u.alertTest)
 
 	auth("/", func(w http.ResponseWriter, r *http.Request) { u.notFound(w, r) })
 }
@@ -257,6 +264,9 @@ type page struct {
 	Flash   *flash
 	Version string
 	Data    any
+	// Banner lists the mailboxes whose alert condition is failing: shown
+	// on every page while there are any.
+	Banner []bannerItem
 	// Canonical is the address of a page answering a POST: the page's
 	// script puts it in the address bar (history.replaceState), so that a
 	// reload gets the page instead of sending the form again.
@@ -311,7 +321,7 @@ func (u *UI) parseTemplates() (map[string]*template.Template, error) {
 		}
 		pages[strings.TrimSuffix(name, ".html")] = t
 	}
-	for _, want := range []string{"login", "imap", "flows", "flow", "runs", "run", "messages", "message", "settings", "error", "signin"} {
+	for _, want := range []string{"login", "imap", "flows", "flow", "runs", "run", "messages", "message", "settings", "error", "signin", "alert"} {
 		if pages[want] == nil {
 			return nil, fmt.Errorf("web: template %s.html is missing", want)
 		}
@@ -334,6 +344,9 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name str
 	}
 	if p.Flash == nil {
 		p.Flash = u.popFlash(r)
+	}
+	if p.User != "" {
+		p.Banner = u.banner(r.Context())
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout.html", p); err != nil {

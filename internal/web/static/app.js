@@ -436,6 +436,11 @@
       r.hidden = text === "";
       r.className = "card-reason " + it.class;
     }
+    for (const s of $$("[data-since-for='" + CSS.escape(name) + "']")) {
+      const d = new Date(it.since || "");
+      s.textContent = isNaN(d) ? "" : "since " + clock(d);
+      s.title = isNaN(d) ? "" : exact(d);
+    }
     for (const p of $$("[data-progress-for='" + CSS.escape(name) + "']")) {
       p.hidden = !it.total;
       if (it.total) { p.max = it.total; p.value = it.done; }
@@ -518,6 +523,13 @@
     return d.toLocaleString(undefined, opts);
   }
 
+  // A time of day (with the date when it is not today), for "since 10:02".
+  function clock(d) {
+    const opts = { hour: "2-digit", minute: "2-digit" };
+    if (d.toDateString() !== new Date().toDateString()) { opts.month = "short"; opts.day = "numeric"; }
+    return d.toLocaleString(undefined, opts);
+  }
+
   function relative(d) {
     const s = Math.round((Date.now() - d.getTime()) / 1000);
     if (s < 0) return exact(d);
@@ -534,6 +546,7 @@
         const d = new Date(t.getAttribute("datetime"));
         if (isNaN(d)) continue;
         if (t.hasAttribute("data-rel")) { t.textContent = relative(d); t.title = exact(d); }
+        else if (t.hasAttribute("data-clock")) { t.textContent = clock(d); t.title = exact(d); }
         else t.textContent = exact(d);
       }
     };
