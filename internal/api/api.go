@@ -89,6 +89,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	a.runRoutes(h)
 	a.alertRoutes(h)
 	h("GET /api/v1/cluster", a.getCluster)
+	configSchemaRoute(mux)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 }
 

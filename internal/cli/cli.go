@@ -55,6 +55,15 @@ Usage:
   mailtrigger user set-password NAME set (or create) a user's password
   mailtrigger version                print the version
 
+Over the API of a running service (MAILTRIGGER_URL, MAILTRIGGER_TOKEN):
+  mailtrigger imap list|get|create|edit|duplicate|delete|test
+  mailtrigger flows list|get|create|edit|delete
+  mailtrigger runs list|get|retry
+  mailtrigger messages list|get|raw|retrigger
+  mailtrigger export [-o FILE]       write every IMAP configuration and flow as YAML
+  mailtrigger apply -f FILE [--dry-run] [--prune]
+                                     make the service match FILE, printing the plan first
+
 Run "mailtrigger COMMAND --help" for a command's flags. Settings come from the
 environment (MAILTRIGGER_*); flags override them.
 `
@@ -90,6 +99,18 @@ func run(ctx context.Context, args []string, env Env) error {
 		return token(ctx, rest, env)
 	case "user":
 		return user(ctx, rest, env)
+	case "imap":
+		return imapCmd(ctx, rest, env)
+	case "flows":
+		return flowsCmd(ctx, rest, env)
+	case "runs":
+		return runsCmd(ctx, rest, env)
+	case "messages":
+		return messagesCmd(ctx, rest, env)
+	case "export":
+		return exportCmd(ctx, rest, env)
+	case "apply":
+		return applyCmd(ctx, rest, env)
 	case "version":
 		fs := newFlags("version", "", "print the version", env)
 		if err := fs.Parse(rest); err != nil {

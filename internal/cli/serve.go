@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -79,16 +78,16 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	door, err := openFrontDoor(cfg, log)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+		return err
 	}
 	if cfg.ReplicaID == "" {
 		cfg.ReplicaID = defaultReplicaID()
 	}
 	address := cfg.BaseURL
 	if address == "" {
-		address = "http://" + ln.Addr().String()
+		address = door.url()
 	}
 	fence, err := cfg.EgressPolicy()
 	if err != nil {
@@ -136,10 +135,9 @@ func serve(ctx context.Context, args []string, env Env) error {
 	}
 	srv := server.HTTPServer(server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
 		Runtime: rt, WebRoutes: ui.Routes, BaseURL: cfg.BaseURL, Proxies: proxies}), log, server.Timeouts{})
-	log.Info("mailtrigger serving", "version", version(), "addr", "http://"+ln.Addr().String(), "database", st.Dialect(),
+	log.Info("mailtrigger serving", "version", version(), "addr", door.url(), "database", st.Dialect(),
 		"replica", cfg.ReplicaID)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := door.serve(srv, log)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving http: %w", err)
@@ -150,7 +148,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := door.shutdown(shutdownCtx, srv); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	return nil

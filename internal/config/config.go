@@ -65,6 +65,8 @@ type Config struct {
 	// cgroup (container) limit if there is one, else none. See
 	// ParseMemoryLimit and SoftMemoryLimit.
 	MemoryLimit string
+	// TLS serves HTTPS (tls.go).
+	TLS TLS
 }
 
 // FromEnv reads the settings from getenv, with defaults for what is unset.
@@ -96,6 +98,7 @@ func FromEnv(getenv func(string) string) Config {
 		Egress:         get("MAILTRIGGER_EGRESS", egress.ModeAny),
 		EgressAllow:    getenv("MAILTRIGGER_EGRESS_ALLOW"),
 		MemoryLimit:    getenv("MAILTRIGGER_MEMORY_LIMIT"),
+		TLS:            tlsFromEnv(getenv),
 	}
 }
 
@@ -165,6 +168,7 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EgressAllow, "egress-allow", c.EgressAllow, "comma-separated CIDR prefixes, addresses and host names allowed despite -egress public (MAILTRIGGER_EGRESS_ALLOW)")
 	fs.StringVar(&c.MemoryLimit, "memory-limit", c.MemoryLimit, "soft memory limit: a size like 768MiB or 1GB, a percentage of the container's limit like 80%, or off; default GOMEMLIMIT, else 90% of the container's limit if any (MAILTRIGGER_MEMORY_LIMIT)")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
+	c.TLS.tlsFlags(fs)
 }
 
 // IsPostgres reports whether the settings select PostgreSQL.
@@ -212,6 +216,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if _, err := ParseMemoryLimit(c.MemoryLimit); err != nil {
+		return err
+	}
+	if err := c.TLS.Validate(); err != nil {
 		return err
 	}
 	return nil

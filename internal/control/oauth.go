@@ -78,6 +78,10 @@ type Callback struct {
 	Error, ErrorDescription string
 }
 
+// afterTakeState, when set (tests), runs between the sign-in state taken
+// and the configuration read.
+var afterTakeState func()
+
 // CompleteSignIn completes the sign-in of cb.State for user (the logged-in
 // web user's id): the state is taken (once), the code exchanged at the
 // configuration's token endpoint with hc (the service's egress policy),
@@ -100,12 +104,20 @@ func (c *Changes) CompleteSignIn(ctx context.Context, by string, user int64, cb 
 	if err != nil {
 		return imapconf.Config{}, oauthflow.Grant{}, fmt.Errorf("taking the sign-in state: %w", err)
 	}
+	if afterTakeState != nil {
+		afterTakeState()
+	}
 	conf, err := c.imapByID(ctx, st.IMAPID)
 	if errors.Is(err, store.ErrNotFound) {
 		return fail("", "the configuration of this sign-in was deleted", err)
 	}
 	if err != nil && !store.OnlySecret(err) {
 		return imapconf.Config{}, oauthflow.Grant{}, err
+	}
+	if !conf.UpdatedAt.Equal(st.ConfigUpdatedAt) {
+		// Edited between the state taken and the configuration read: its
+		// token endpoint may no longer be the one the sign-in began with.
+		return fail(conf.Name, "the configuration was changed while its sign-in was being completed: nothing was sent or stored; start the sign-in again", store.ErrStateInvalid)
 	}
 	if st.UserID != APIUser && st.UserID != user {
 		return fail(conf.Name, "this sign-in was started by another user: start it again yourself", store.ErrStateInvalid)

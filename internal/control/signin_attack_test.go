@@ -167,3 +167,51 @@ func TestSignInAccountMustMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInEditBeforeRead: an edit that lands after the sign-in's state
+// was taken but before its configuration is read (the edit's deletion of
+// pending states comes too late for this one) must not send the code and
+// PKCE verifier to the edited token endpoint: the sign-in fails before
+// any request, and nothing is stored.
+func TestSignInEditBeforeRead(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		fake := oauthfake.New(t)
+		fake.AddPublicClient("attack-client")
+		fake.SetSignInUser("owner@example.com")
+		evil := oauthfake.New(t)
+		evil.AddPublicClient("attack-client")
+		ch := control.New(st, nil, nil)
+		in := signInInput("pin_box", "owner@example.com", fake)
+		conf, err := ch.CreateIMAP(ctx, "", in, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb := consent(t, ch, conf, fake)
+		control.SetAfterTakeState(func() {
+			prev, err := st.GetIMAP(ctx, "pin_box")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			edit := in
+			edit.TokenURL = p(evil.TokenURL())
+			if _, err := ch.EditIMAP(ctx, "attacker", prev, edit, nil); err != nil {
+				t.Error(err)
+			}
+		})
+		t.Cleanup(func() { control.SetAfterTakeState(nil) })
+		before := evil.Counts()
+		_, _, err = ch.CompleteSignIn(ctx, "admin", 1, cb, http.DefaultClient)
+		var se *control.SignInError
+		if !errors.As(err, &se) || !strings.Contains(se.Msg, "changed while its sign-in") {
+			t.Errorf("got %v, want a sign-in error saying the configuration changed", err)
+		}
+		if after := evil.Counts(); after != before {
+			t.Errorf("the edited token endpoint was called: %+v → %+v", before, after)
+		}
+		if _, gerr := st.GetOAuthGrant(ctx, conf.ID); !errors.Is(gerr, store.ErrNotFound) {
+			t.Errorf("a grant was stored (%v)", gerr)
+		}
+	})
+}

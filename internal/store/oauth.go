@@ -47,6 +47,9 @@ type OAuthState struct {
 	Verifier    string // PKCE verifier, sealed at rest
 	RedirectURI string
 	ExpiresAt   time.Time
+	// ConfigUpdatedAt is the configuration's updated_at when the state
+	// was taken (TakeOAuthState); zero when it was deleted.
+	ConfigUpdatedAt time.Time
 }
 
 // stateHash is what the table keeps of a state: its SHA-256, in hex.
@@ -93,9 +96,24 @@ func (s *Store) TakeOAuthState(ctx context.Context, state string, now time.Time)
 	st := OAuthState{State: state}
 	h := stateHash(state)
 	var v []byte
-	err := s.w.QueryRowContext(ctx, `DELETE FROM oauth_states WHERE state_hash = $1
+	// The configuration's updated_at is read in the same transaction: an
+	// edit also deletes the configuration's pending states, so it either
+	// committed before the state was taken (no state) or waits for this
+	// transaction and lands after it (a later updated_at), which
+	// CompleteSignIn sees before it sends the code anywhere.
+	err := s.Write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `DELETE FROM oauth_states WHERE state_hash = $1
 		RETURNING imap_id, user_id, verifier_sealed, redirect_uri, expires_at`, h).
-		Scan(&st.IMAPID, &st.UserID, &v, &st.RedirectURI, &st.ExpiresAt)
+			Scan(&st.IMAPID, &st.UserID, &v, &st.RedirectURI, &st.ExpiresAt)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `SELECT updated_at FROM imap_configs WHERE id = $1`, st.IMAPID).Scan(&st.ConfigUpdatedAt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // deleted: the caller finds it gone
+		}
+		return err
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		s.log.Info("oauth sign-in state unknown or already used")
 		return OAuthState{}, ErrStateInvalid

@@ -131,6 +131,14 @@ func TestOAuthStates(t *testing.T) {
 			t.Errorf("expires %v, want %v", got.ExpiresAt, st.ExpiresAt)
 		}
 		got.ExpiresAt = st.ExpiresAt
+		conf, err := s.GetIMAP(ctx, c.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.ConfigUpdatedAt.Equal(conf.UpdatedAt) {
+			t.Errorf("config updated at %v, want the configuration's %v", got.ConfigUpdatedAt, conf.UpdatedAt)
+		}
+		got.ConfigUpdatedAt = time.Time{}
 		if got != st {
 			t.Errorf("took %+v, want %+v", got, st)
 		}

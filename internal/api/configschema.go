@@ -1,0 +1,17 @@
+package api
+
+import (
+	"net/http"
+
+	"mailtrigger/internal/configschema"
+)
+
+// configSchemaRoute serves the JSON Schema of the export/apply file, without
+// a token (like the OpenAPI document): it describes, it reveals nothing.
+func configSchemaRoute(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+configschema.Path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/schema+json")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(configschema.JSON)
+	})
+}
