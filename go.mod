@@ -33,6 +33,11 @@ require (
 )
 
 require (
+	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/wneessen/go-mail v0.8.1
+)
+
+require (
 	github.com/alexedwards/scs/v2 v2.9.0
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cention-sany/utf7 v0.0.0-20170124080048-26cad61bd60a // indirect

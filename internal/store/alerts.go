@@ -55,6 +55,10 @@ type AlertSubscription struct {
 	Enabled     bool
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	// SecretError says why the stored secret does not open (a wrong
+	// MAILTRIGGER_SECRET_KEY); Secret is "" then. GetAlertByID, which the
+	// sender reads, fails with a *SecretError instead.
+	SecretError string
 }
 
 // Wants reports whether the subscription asks for events of type typ.
@@ -79,7 +83,7 @@ func (s *Store) scanAlert(row interface{ Scan(...any) error }) (AlertSubscriptio
 	}
 	var err error
 	if a.Secret, err = s.box.OpenRow(sealed, purposeAlertSecret, a.ID); err != nil {
-		return a, fmt.Errorf("alert subscription %s: %w", a.Name, &SecretError{Field: "secret: " + err.Error()})
+		a.Secret, a.SecretError = "", "secret: "+err.Error()
 	}
 	return a, nil
 }
@@ -145,6 +149,9 @@ func (s *Store) GetAlertByID(ctx context.Context, id int64) (AlertSubscription, 
 	}
 	if err != nil {
 		return a, fmt.Errorf("reading alert subscription %d: %w", id, err)
+	}
+	if a.SecretError != "" {
+		return a, fmt.Errorf("alert subscription %s: %w", a.Name, &SecretError{Field: a.SecretError})
 	}
 	return a, nil
 }
@@ -717,4 +724,22 @@ func (s *Store) runFailedTx(ctx context.Context, tx *sql.Tx, id int64, a Attempt
 	_, err = s.queueAlertTx(ctx, tx, AlertEvent{Type: alertRunFailed, ObjectKind: "run", ObjectName: publicID,
 		Current: RunFailed, Error: a.Error, OccurredAt: t, Details: details})
 	return err
+}
+
+// pruneAlerts deletes the alert deliveries finished (delivered or failed)
+// before cutoff, their attempts, and the events left without a delivery.
+func pruneAlerts(ctx context.Context, tx *sql.Tx, cutoff time.Time) (int64, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM alert_deliveries WHERE status IN ($1, $2)
+		AND COALESCE(delivered_at, next_attempt_at) < $3`, RunDelivered, RunFailed, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("pruning alert deliveries: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if n > 0 {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM alert_events WHERE NOT EXISTS
+			(SELECT 1 FROM alert_deliveries d WHERE d.event_id = alert_events.id)`); err != nil {
+			return 0, fmt.Errorf("pruning alert events: %w", err)
+		}
+	}
+	return n, nil
 }

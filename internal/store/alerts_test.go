@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
@@ -610,4 +611,73 @@ func TestAlertQueue(t *testing.T) {
 			t.Errorf("deliveries of a missing subscription: %v", err)
 		}
 	})
+}
+
+// TestPruneAlerts: finished deliveries older than the cutoff go, with their
+// attempts and events; waiting ones stay.
+func TestPruneAlerts(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mustCreateAlert(t, s, sampleAlert("wants", "runs.backlog"))
+		for range 2 {
+			if _, err := s.QueueAlert(ctx, store.AlertEvent{Type: "runs.backlog", ObjectKind: "runs"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := s.ClaimAlertDeliveries(ctx, time.Now(), 1, time.Minute)
+		if err != nil || len(c) != 1 {
+			t.Fatalf("claimed %d, %v", len(c), err)
+		}
+		if err := s.FinishAlertAttempt(ctx, c[0].ID, store.Attempt{StartedAt: time.Now(), StatusCode: 204}, store.RunDelivered, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := s.Prune(ctx, time.Now().Add(-time.Hour)); err != nil || p.Alerts != 0 {
+			t.Fatalf("pruned %+v, %v; want nothing recent", p, err)
+		}
+		if p, err := s.Prune(ctx, time.Now().Add(time.Hour)); err != nil || p.Alerts != 1 {
+			t.Fatalf("pruned %+v, %v; want the delivered one", p, err)
+		}
+		ds := deliveries(t, s, "wants")
+		if len(ds) != 1 || ds[0].Status != store.RunPending {
+			t.Errorf("left %+v", ds)
+		}
+		for table, want := range map[string]int{"alert_events": 1, "alert_attempts": 0} {
+			var n int
+			if err := store.DB(s).QueryRowContext(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil || n != want {
+				t.Errorf("%s: %d rows, %v; want %d", table, n, err, want)
+			}
+		}
+	})
+}
+
+// TestAlertSecretWrongKey: with another key, the subscription still reads
+// (without its secret, saying why); the sender's read fails with ErrOpen.
+func TestAlertSecretWrongKey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := store.Open(ctx, store.Options{DataDir: dir, Box: storetest.Box(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustCreateAlert(t, s, sampleAlert("pager"))
+	s.Close()
+	other, err := secret.NewBox(bytes.Repeat([]byte{7}, secret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = store.Open(ctx, store.Options{DataDir: dir, Box: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.GetAlert(ctx, "pager")
+	if err != nil || got.Secret != "" || got.SecretError == "" || got.URL != a.URL {
+		t.Errorf("got %+v, %v", got, err)
+	}
+	if list, err := s.ListAlerts(ctx, "", 10); err != nil || len(list) != 1 {
+		t.Errorf("list %+v, %v", list, err)
+	}
+	if _, err := s.GetAlertByID(ctx, a.ID); !errors.Is(err, secret.ErrOpen) {
+		t.Errorf("GetAlertByID: %v, want ErrOpen", err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 type Pruned struct {
 	Messages int64 // messages whose bodies and attachment contents were dropped
 	Runs     int64 // finished runs whose attempt details were dropped
+	Alerts   int64 // finished alert deliveries dropped, with their attempts
 }
 
 // Prune drops the bulk of what is older than cutoff: the raw bytes, bodies
@@ -45,7 +46,8 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 			return fmt.Errorf("pruning run attempts: %w", err)
 		}
 		p.Runs, _ = res.RowsAffected()
-		return nil
+		p.Alerts, err = pruneAlerts(ctx, tx, cutoff)
+		return err
 	})
 	// The bodies kept for the run worker may be of messages pruned now.
 	s.bodies.clear()
