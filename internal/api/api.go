@@ -69,10 +69,16 @@ func New(d Deps) *API {
 		baseURL: d.BaseURL, proxies: d.Proxies}
 }
 
-// Routes registers every /api/v1 route on mux, each behind the token check.
-func (a *API) Routes(mux *http.ServeMux) {
+// Routes registers every /api/v1 route on mux, each behind the token check
+// but the OpenAPI document.
+func (a *API) Routes(mux *http.ServeMux) { a.routes(mux, mux.Handle) }
+
+// routes registers the routes with handle; the tests read the patterns from
+// it (every one must be in the OpenAPI document).
+func (a *API) routes(mux *http.ServeMux, handle func(pattern string, h http.Handler)) {
+	handle("GET "+OpenAPIPath, http.HandlerFunc(serveOpenAPI))
 	h := func(pattern string, fn http.HandlerFunc) {
-		mux.Handle(pattern, a.requireToken(refuseControls(fn)))
+		handle(pattern, a.requireToken(refuseControls(fn)))
 	}
 	h("GET /api/v1/imap", a.listIMAP)
 	h("POST /api/v1/imap", a.createIMAP)
