@@ -48,7 +48,8 @@ func TestAlertLifecycle(t *testing.T) {
 
 		// Created without a secret: one is generated and shown in this
 		// answer only.
-		status, body := h.raw("POST", "/api/v1/alerts", `{"name":"ops","url":"https://hooks.example.com/alerts","events":["mailbox.auth_failed","run.failed"]}`, nil)
+		status, body := h.raw("POST", "/api/v1/alerts", `{"name":"ops","url":"https://hooks.example.com/alerts","events":["mailbox.auth_failed","run.failed"]}`,
+			map[string]string{"Content-Type": "application/json"})
 		var v api.AlertView
 		if err := json.Unmarshal([]byte(body), &v); err != nil || status != http.StatusCreated {
 			t.Fatalf("create: got %d %s", status, body)

@@ -42,6 +42,9 @@ func TestAlertPages(t *testing.T) {
 			!strings.Contains(r.Body, "No alert subscription yet") || !strings.Contains(r.Body, `href="/settings/alerts/new"`) {
 			t.Fatalf("settings: got %d without the alerts section", r.StatusCode)
 		}
+		if r := h.get(c, "/settings/alerts"); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/settings#alerts" {
+			t.Errorf("GET /settings/alerts: got %d to %q, want the settings' alerts", r.StatusCode, r.Header.Get("Location"))
+		}
 		if r := h.get(c, "/settings/alerts/new"); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, `value="mailbox.auth_failed" id="ev-mailbox.auth_failed" checked`) {
 			t.Fatalf("new: got %d %s", r.StatusCode, r.Body)
 		}
