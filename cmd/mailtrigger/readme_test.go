@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -83,6 +84,22 @@ func TestReadmeWalkthrough(t *testing.T) {
 			}
 			continue
 		}
+		if inner, ok := strings.CutPrefix(line, "export MAILTRIGGER_URL="); ok {
+			// The CLI's settings for the lines that follow.
+			url, rest, _ := strings.Cut(inner, " ")
+			if url != "http://"+addr || strings.TrimSpace(rest) != "MAILTRIGGER_TOKEN=$TOKEN" {
+				t.Fatalf("walk-through line %q does not point the CLI at the service with the token", c.text)
+			}
+			env = append(env, "MAILTRIGGER_URL="+url, "MAILTRIGGER_TOKEN="+token)
+			continue
+		}
+		if strings.HasPrefix(line, bin+" ") && c.exit >= 0 {
+			code, out := runExit(t, work, env, line)
+			if code != c.exit {
+				t.Errorf("%s\nexited %d, want %d:\n%s", c.text, code, c.exit, out)
+			}
+			continue
+		}
 		if !strings.HasPrefix(line, "curl ") || c.status == 0 {
 			t.Fatalf("walk-through line %q is neither a token export nor a curl with a status", c.text)
 		}
@@ -104,9 +121,13 @@ func TestReadmeWalkthrough(t *testing.T) {
 type command struct {
 	text   string
 	status int
+	exit   int // a CLI line's exit status ("# exit N"); -1 for other lines
 }
 
-var statusComment = regexp.MustCompile(`\s+#\s*(\d{3})\s*$`)
+var (
+	statusComment = regexp.MustCompile(`\s+#\s*(\d{3})\s*$`)
+	exitComment   = regexp.MustCompile(`\s+#\s*exit\s+(\d+)\s*$`)
+)
 
 // walkthrough returns the commands of the sh blocks between the walkthrough
 // markers, continuation lines joined.
@@ -142,9 +163,13 @@ func walkthrough(t *testing.T, readme string) []command {
 		}
 		text := cur.String()
 		cur.Reset()
-		c := command{text: text}
+		c := command{text: text, exit: -1}
 		if m := statusComment.FindStringSubmatchIndex(text); m != nil {
 			c.status, _ = strconv.Atoi(text[m[2]:m[3]])
+			c.text = text[:m[0]]
+		}
+		if m := exitComment.FindStringSubmatchIndex(text); m != nil {
+			c.exit, _ = strconv.Atoi(text[m[2]:m[3]])
 			c.text = text[:m[0]]
 		}
 		cmds = append(cmds, c)
@@ -184,6 +209,26 @@ func run(t *testing.T, dir string, env []string, line string) string {
 		t.Fatalf("%s: %v", line, err)
 	}
 	return string(out)
+}
+
+// runExit runs a CLI line and returns its exit status and output.
+func runExit(t *testing.T, dir string, env []string, line string) (int, string) {
+	t.Helper()
+	t.Logf("$ %s", line)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", line)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, string(out)
+	case errors.As(err, &ee):
+		return ee.ExitCode(), string(out)
+	}
+	t.Fatalf("%s: %v", line, err)
+	return 0, ""
 }
 
 func freeAddr(t *testing.T) string {
