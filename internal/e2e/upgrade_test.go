@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -248,5 +249,19 @@ func testUpgrade(t *testing.T, d *testenv.Dovecot, dialect store.Dialect) {
 	}
 	if v, err := prov.GetDBVersion(ctx); err != nil || v != newest {
 		t.Errorf("schema version %d (%v), want %d", v, err, newest)
+	}
+
+	// A database a newer release migrated further: this binary refuses it.
+	exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES ($1, true)`, newest+1)
+	want := fmt.Sprintf("database schema version %d is newer than this mailtrigger knows (%d)", newest+1, newest)
+	if msg := s.cliFails("migrate"); !strings.Contains(msg, want) {
+		t.Errorf("migrate on a newer database: got %q, want it to say %q", msg, want)
+	}
+	if died := s.startMayDie(); !died {
+		s.fatalf("serve started on a database newer than it knows")
+	}
+	s.cmd = nil
+	if out := s.out.Last(outputTail); !strings.Contains(out, want) {
+		s.errorf("serve on a newer database: want the output to say %q", want)
 	}
 }
