@@ -53,6 +53,8 @@ Usage:
   mailtrigger token list             list API tokens (names and dates, never the tokens)
   mailtrigger token revoke NAME      revoke an API token
   mailtrigger user set-password NAME set (or create) a user's password
+  mailtrigger backup FILE            copy the SQLite database to FILE, also while it runs
+  mailtrigger restore FILE           restore a backup into a stopped data directory
   mailtrigger version                print the version
 
 Over the API of a running service (MAILTRIGGER_URL, MAILTRIGGER_TOKEN):
@@ -111,6 +113,10 @@ func run(ctx context.Context, args []string, env Env) error {
 		return exportCmd(ctx, rest, env)
 	case "apply":
 		return applyCmd(ctx, rest, env)
+	case "backup":
+		return backup(ctx, rest, env)
+	case "restore":
+		return restore(ctx, rest, env)
 	case "version":
 		fs := newFlags("version", "", "print the version", env)
 		if err := fs.Parse(rest); err != nil {

@@ -30,7 +30,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"serve", "--help"}, {"migrate", "--help"}, {"token", "--help"}, {"token", "create", "--help"},
 		{"token", "list", "--help"}, {"token", "revoke", "--help"}, {"user", "--help"}, {"user", "set-password", "--help"},
-		{"version", "--help"},
+		{"version", "--help"}, {"backup", "--help"}, {"restore", "--help"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			code, out, errOut := runCLI(t, nil, "", args...)

@@ -9,12 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"mailtrigger/internal/auth"
@@ -300,36 +297,4 @@ func defaultReplicaID() string {
 	var b [3]byte
 	rand.Read(b[:])
 	return host + "-" + hex.EncodeToString(b[:])
-}
-
-// lockFileName, in the data directory, is held locked by the one process
-// serving a SQLite database.
-const lockFileName = "mailtrigger.lock"
-
-// lockDataDir takes the lock that lets one process serve the SQLite database
-// in dir; a second process gets an error saying which process holds it. The
-// operating system drops the lock when the process ends, however it ends.
-func lockDataDir(dir string) (unlock func(), err error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data directory: %w", err)
-	}
-	path := filepath.Join(dir, lockFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
-		f.Close()
-		pid := strings.TrimSpace(string(holder))
-		if pid == "" {
-			pid = "unknown"
-		}
-		return nil, fmt.Errorf("another mailtrigger (pid %s) is serving the SQLite database in %s: SQLite allows one process; "+
-			"stop it first, or set MAILTRIGGER_DATABASE_URL to a PostgreSQL database to run several replicas", pid, dir)
-	}
-	if err := f.Truncate(0); err == nil {
-		fmt.Fprintf(f, "%d\n", os.Getpid())
-	}
-	return func() { f.Close() }, nil
 }

@@ -188,6 +188,11 @@ func (s *Store) migrate(ctx context.Context, upTo int64) error {
 	if err != nil {
 		return fmt.Errorf("preparing migrations: %w", err)
 	}
+	srcs := s.prov.ListSources()
+	s.target = srcs[len(srcs)-1].Version
+	if err := s.checkNotNewer(ctx); err != nil {
+		return err
+	}
 	var res []*goose.MigrationResult
 	if upTo > 0 {
 		res, err = s.prov.UpTo(ctx, upTo)
@@ -200,8 +205,22 @@ func (s *Store) migrate(ctx context.Context, upTo int64) error {
 	for _, r := range res {
 		s.log.Info("migration applied", "version", r.Source.Version, "duration", r.Duration)
 	}
-	srcs := s.prov.ListSources()
-	s.target = srcs[len(srcs)-1].Version
+	return nil
+}
+
+// checkNotNewer refuses a database that a newer release migrated further
+// than the migrations embedded here: goose would start on it silently, and
+// this binary would read and write tables it does not know.
+func (s *Store) checkNotNewer(ctx context.Context) error {
+	v, err := s.prov.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if v > s.target {
+		return fmt.Errorf("database schema version %d is newer than this mailtrigger knows (%d): "+
+			"a newer release wrote it; run that release or a newer one (migrations only go forward), "+
+			"or restore a backup taken before the upgrade", v, s.target)
+	}
 	return nil
 }
 
