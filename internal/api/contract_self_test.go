@@ -3,12 +3,14 @@ package api_test
 import (
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
+	"github.com/pb33f/libopenapi/datamodel"
 
 	"mailtrigger/internal/api"
 )
@@ -86,18 +88,20 @@ func TestDocumentChecksCanFail(t *testing.T) {
 	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	delete(doc, "info")
-	doc["paths"].(map[string]any)["/api/v1/imap"].(map[string]any)["get"].(map[string]any)["responses"] = "none"
+	delete(doc, "info") // required by the OpenAPI 3.1 schema
+	doc["paths"].(map[string]any)["/api/v1/imap"].(map[string]any)["get"].(map[string]any)["operationId"] = 7
 	data, _ := json.Marshal(doc)
-	d, err := libopenapi.NewDocument(data)
+	d, err := libopenapi.NewDocumentWithConfiguration(data, &datamodel.DocumentConfiguration{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	v, errs := validator.NewValidator(d)
 	if len(errs) > 0 {
-		return // refused while building: fine
+		t.Fatalf("building the validator: %v", errs)
 	}
-	if ok, _ := v.ValidateDocument(); ok {
-		t.Error("a document without info and with a broken operation passed the document checks")
+	ok, verrs := v.ValidateDocument()
+	if ok {
+		t.Fatal("a document without info and with a number for an operationId passed the document checks")
 	}
+	t.Logf("refused: %s", describe(verrs))
 }

@@ -133,7 +133,7 @@ func (c *contract) check(req *http.Request, reqBody []byte, resp *http.Response,
 func routeMissing(errs []*liberrors.ValidationError) bool {
 	for _, e := range errs {
 		if e.ValidationType == helpers.PathValidation || e.ValidationType == helpers.RequestValidation &&
-			e.ValidationSubType == helpers.RequestMissingOperation {
+			e.ValidationSubType == helpers.ValidationMissingOperation {
 			return true
 		}
 	}
