@@ -53,6 +53,9 @@ func TestContractCatchesDrift(t *testing.T) {
 		{"a request the document refuses, accepted", "POST", "/api/v1/flows", `{"bogus":1}`, 201, `{}`, "refuses the request"},
 		{"a request the document refuses, refused", "POST", "/api/v1/flows", `{"bogus":1}`, 400,
 			`{"error":{"code":"validation_failed","message":"bad","fields":{"bogus":"unknown field"}}}`, ""},
+		{"validation_failed without its fields", "POST", "/api/v1/flows", `{"bogus":1}`, 400, `{"error":{"code":"validation_failed","message":"bad"}}`, "does not match"},
+		{"in_use without its flows", "DELETE", "/api/v1/imap/x", "", 409, `{"error":{"code":"in_use","message":"used"}}`, "does not match"},
+		{"in_use with its flows", "DELETE", "/api/v1/imap/x", "", 409, `{"error":{"code":"in_use","message":"used"},"flows":["f"]}`, ""},
 		{"an error code outside the enum", "POST", "/api/v1/flows", `{"bogus":1}`, 400, `{"error":{"code":"oops","message":"bad"}}`, "does not match"},
 	}
 	for _, tt := range tests {
