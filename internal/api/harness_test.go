@@ -23,7 +23,8 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // harness is a running server on a real listener, with a client holding a
-// valid token. Every response body it sees is kept in bodies.
+// valid token. Every response body it sees is kept in bodies, and every
+// exchange with the API is validated against the OpenAPI document.
 type harness struct {
 	t      *testing.T
 	st     *store.Store
@@ -51,7 +52,10 @@ func newHarness(t *testing.T, st *store.Store, opts ...func(d *server.Deps)) *ha
 		t.Fatal(err)
 	}
 	h.token = tok
-	h.c = &client.Client{BaseURL: srv.URL, Token: tok, HTTP: &http.Client{Transport: &recorder{h: h, next: http.DefaultTransport}}}
+	// Every exchange with /api/v1, through the client or raw, is held to
+	// the OpenAPI document (contract_test.go).
+	h.c = &client.Client{BaseURL: srv.URL, Token: tok,
+		HTTP: &http.Client{Transport: &recorder{h: h, next: &contractCheck{t: t, next: http.DefaultTransport}}}}
 	return h
 }
 

@@ -194,7 +194,7 @@ func TestEveryRouteNeedsAToken(t *testing.T) {
 			if auth != "" {
 				req.Header.Set("Authorization", auth)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := h.c.HTTP.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -223,7 +223,7 @@ func TestEveryRouteNeedsAToken(t *testing.T) {
 	}
 	// Probes and metrics need no token.
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
-		resp, err := http.Get(h.url + path)
+		resp, err := h.c.HTTP.Get(h.url + path)
 		if err != nil {
 			t.Fatal(err)
 		}
