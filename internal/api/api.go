@@ -95,7 +95,7 @@ func (a *API) routes(mux *http.ServeMux, handle func(pattern string, h http.Hand
 	a.runRoutes(h)
 	a.alertRoutes(h)
 	h("GET /api/v1/cluster", a.getCluster)
-	configSchemaRoute(mux)
+	configSchemaRoute(handle)
 	h("/api/v1/", func(w http.ResponseWriter, r *http.Request) { unmatched(mux, w, r) })
 }
 
