@@ -189,7 +189,9 @@ func (u *UI) Routes(mux *http.ServeMux) {
 	auth("GET /settings/tokens/{name}/revoke", u.tokenRevokeDialog)
 	auth("POST /settings/tokens/{name}/revoke", u.tokenRevoke)
 	auth("POST /settings/password", u.passwordChange)
-	auth("GET /settings/alerts", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/settings#alerts", http.StatusSeeOther) })
+	auth("GET /settings/alerts", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/settings#alerts", http.StatusSeeOther)
+	})
 	auth("GET /settings/alerts/new", u.alertNew)
 	auth("POST /settings/alerts", u.alertCreate)
 	auth("GET /settings/alerts/{name}", u.alertEdit)
