@@ -187,3 +187,30 @@ func TestNotYAML(t *testing.T) {
 		t.Errorf("a list: %v %v", ps, err)
 	}
 }
+
+// Two secrets never share a placeholder: with names made to collide (a
+// mailbox named like a flow's header variable), one environment variable
+// would give the mailbox's password to the flow's webhook as a header.
+func TestExportPlaceholdersAreDistinct(t *testing.T) {
+	imaps := []imapconf.View{{Name: "x_webhook_header_x_api", ServerType: "imaps", Type: "generic", Host: "imap.example.com",
+		Port: 993, Username: "a@example.com", HasPassword: true, Auth: "password"}}
+	flows := []api.FlowView{{Name: "x",
+		Start: flow.Start{EmailTrigger: flow.Trigger{IMAP: "x_webhook_header_x_api", Subject: "Hi"}},
+		Activities: []api.ActivityView{{Type: "webhook", URL: "https://hooks.example.com/a",
+			Headers: map[string]string{"X-Api-Password": "", "X_Api_Password": ""}}}}}
+	d, envs := Export(imaps, flows)
+	seen := map[string]bool{}
+	for _, e := range envs {
+		if seen[e] {
+			t.Errorf("%s names two secrets: %v", e, envs)
+		}
+		seen[e] = true
+	}
+	if len(envs) != 3 {
+		t.Fatalf("got %v, want 3 placeholders", envs)
+	}
+	h := d.Flows[0].Activities[0].Headers
+	if d.IMAP[0].Password == h["X-Api-Password"] || h["X-Api-Password"] == h["X_Api_Password"] {
+		t.Errorf("shared placeholders: password %s, headers %v", d.IMAP[0].Password, h)
+	}
+}
