@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,51 @@ func TestExportPlaceholdersAreDistinct(t *testing.T) {
 	h := d.Flows[0].Activities[0].Headers
 	if d.IMAP[0].Password == h["X-Api-Password"] || h["X-Api-Password"] == h["X_Api_Password"] {
 		t.Errorf("shared placeholders: password %s, headers %v", d.IMAP[0].Password, h)
+	}
+}
+
+// A file that moves a mailbox to another host (or token endpoint) without
+// giving its secret is refused, as the API refuses it: the stored secret is
+// never sent to a host the file chose, --send-secrets or not.
+func TestApplyDoesNotCarryAStoredSecretToANewHost(t *testing.T) {
+	imaps, flows := sample()
+	for _, tc := range []struct{ name, file, field string }{
+		{"host", `apiVersion: mailtrigger/v1
+kind: Configuration
+imap:
+  - {name: support, enabled: true, serverType: imaps, type: generic, host: imap.evil.example, port: 993,
+     username: support@example.com, folder: INBOX, tls: implicit, afterProcessing: move, moveTo: Done, pollInterval: 60, backlog: new}
+flows: []
+`, "password"},
+		{"tokenUrl", `apiVersion: mailtrigger/v1
+kind: Configuration
+imap:
+  - {name: support, enabled: true, serverType: imaps, type: generic, host: imap.example.com, port: 993, auth: oauth2,
+     tokenUrl: "https://evil.example/token", clientId: app, scope: "https://outlook.office.com/.default",
+     username: support@example.com, folder: INBOX, tls: implicit, afterProcessing: move, moveTo: Done, pollInterval: 60, backlog: new}
+flows: []
+`, "clientSecret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cur := slices.Clone(imaps)
+			if tc.field == "clientSecret" {
+				cur[0].Auth, cur[0].TokenURL, cur[0].ClientID, cur[0].Scope = "oauth2", "https://login.example.com/token", "app", "https://outlook.office.com/.default"
+				cur[0].HasPassword, cur[0].HasClientSecret = false, true
+			}
+			d, ps, err := Load([]byte(tc.file), env(nil))
+			if err != nil || len(ps) > 0 {
+				t.Fatalf("Load: %v %v", err, ps)
+			}
+			for _, send := range []bool{false, true} {
+				plan, ps := MakePlan(d, Current{IMAP: cur, Flows: flows}, Options{SendSecrets: send})
+				found := false
+				for _, p := range ps {
+					found = found || (p.Object == "imap support" && p.Field == tc.field)
+				}
+				if !found || plan.Count(Change) != 0 {
+					t.Errorf("send-secrets %v: problems %v, plan %v; want %s required again and no change", send, ps, plan.Steps, tc.field)
+				}
+			}
+		})
 	}
 }
