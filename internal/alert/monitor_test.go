@@ -416,3 +416,21 @@ func TestMonitorRun(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMonitorRedactsEchoedLogin: a server that echoes AUTHENTICATE PLAIN's
+// response echoes the password in base64; the alert's error text has it
+// in no form.
+func TestMonitorRedactsEchoedLogin(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		e := newMonEnv(t, st, MonitorOptions{FailingAfter: time.Minute})
+		e.mon.check(context.Background())
+		e.states("", imapconf.StateSyncing, imapconf.StateIdle)
+		plain := base64.StdEncoding.EncodeToString([]byte("\x00u\x00" + monPassword))
+		e.states("login: authentication failed (NO bad response "+plain+")",
+			imapconf.StateConnecting, imapconf.StateAuthFailed)
+		ev := e.wantEvents(TypeAuthFailed)[0]
+		if strings.Contains(ev.Error, plain) || !strings.Contains(ev.Error, "[redacted]") {
+			t.Errorf("error text %q: want the encoded secrets redacted", ev.Error)
+		}
+	})
+}

@@ -615,7 +615,7 @@ func Text(p Payload) string {
 	var b strings.Builder
 	line := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(&b, "%-12s %s\n", k+":", v)
+			fmt.Fprintf(&b, "%-12s %s\n", k+":", indented(v))
 		}
 	}
 	if p.Test {
@@ -641,6 +641,21 @@ func Text(p Payload) string {
 		}
 	}
 	return b.String()
+}
+
+// indented is v (which may come from a server: an error text) with its
+// line breaks, of whatever kind, followed by an indent, and its other
+// control characters made spaces: it cannot begin a line of the e-mail,
+// such as a Link of its own.
+func indented(v string) string {
+	v = strings.NewReplacer("\r\n", "\n", "\r", "\n", "\u2028", "\n", "\u2029", "\n", "\u0085", "\n").Replace(v)
+	v = strings.Map(func(r rune) rune {
+		if r != '\n' && (r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0)) {
+			return ' '
+		}
+		return r
+	}, v)
+	return strings.ReplaceAll(v, "\n", "\n"+strings.Repeat(" ", 13))
 }
 
 // rateLimit allows each key at most n events per window.

@@ -42,6 +42,22 @@ func (e *Error) Error() string {
 	return s
 }
 
+// httpClient is c.HTTP (or http.DefaultClient) following no redirect,
+// unless it has a redirect policy of its own: the API answers no redirect,
+// and a request redirected elsewhere carries the token there.
+func (c *Client) httpClient() *http.Client {
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	if hc.CheckRedirect != nil {
+		return hc
+	}
+	cp := *hc
+	cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &cp
+}
+
 // List is a page of a list.
 type List[T any] struct {
 	Items      []T    `json:"items"`
@@ -74,15 +90,18 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Followed, a 301 or 302 would turn this PUT or DELETE into a
+		// GET that succeeds (the plain HTTP listener redirects to
+		// HTTPS): the change would be reported made and never be.
+		return fmt.Errorf("%s %s: the server redirects (HTTP %d) to %s; set the service's URL (MAILTRIGGER_URL) to where it points",
+			method, path, resp.StatusCode, resp.Header.Get("Location"))
+	}
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("reading response: %w", err)

@@ -107,7 +107,15 @@ type Activity struct {
 func Export(imaps []imapconf.View, flows []api.FlowView) (Document, []string) {
 	d := Document{APIVersion: APIVersion, Kind: Kind, IMAP: []IMAP{}, Flows: []Flow{}}
 	var envs []string
+	used := map[string]bool{}
 	env := func(name string) string {
+		// Names made to collide (a mailbox named like a flow's header
+		// variable) must not share a variable: one secret would go
+		// where the other belongs. A name taken gets a number.
+		for n, base := 2, name; used[name]; n++ {
+			name = base + "_" + strconv.Itoa(n)
+		}
+		used[name] = true
 		envs = append(envs, name)
 		return "${env:" + name + "}"
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +186,78 @@ func TestNotYAML(t *testing.T) {
 	_, ps, err := Load([]byte("- 1"), env(nil))
 	if err != nil || len(ps) != 1 {
 		t.Errorf("a list: %v %v", ps, err)
+	}
+}
+
+// Two secrets never share a placeholder: with names made to collide (a
+// mailbox named like a flow's header variable), one environment variable
+// would give the mailbox's password to the flow's webhook as a header.
+func TestExportPlaceholdersAreDistinct(t *testing.T) {
+	imaps := []imapconf.View{{Name: "x_webhook_header_x_api", ServerType: "imaps", Type: "generic", Host: "imap.example.com",
+		Port: 993, Username: "a@example.com", HasPassword: true, Auth: "password"}}
+	flows := []api.FlowView{{Name: "x",
+		Start: flow.Start{EmailTrigger: flow.Trigger{IMAP: "x_webhook_header_x_api", Subject: "Hi"}},
+		Activities: []api.ActivityView{{Type: "webhook", URL: "https://hooks.example.com/a",
+			Headers: map[string]string{"X-Api-Password": "", "X_Api_Password": ""}}}}}
+	d, envs := Export(imaps, flows)
+	seen := map[string]bool{}
+	for _, e := range envs {
+		if seen[e] {
+			t.Errorf("%s names two secrets: %v", e, envs)
+		}
+		seen[e] = true
+	}
+	if len(envs) != 3 {
+		t.Fatalf("got %v, want 3 placeholders", envs)
+	}
+	h := d.Flows[0].Activities[0].Headers
+	if d.IMAP[0].Password == h["X-Api-Password"] || h["X-Api-Password"] == h["X_Api_Password"] {
+		t.Errorf("shared placeholders: password %s, headers %v", d.IMAP[0].Password, h)
+	}
+}
+
+// A file that moves a mailbox to another host (or token endpoint) without
+// giving its secret is refused, as the API refuses it: the stored secret is
+// never sent to a host the file chose, --send-secrets or not.
+func TestApplyDoesNotCarryAStoredSecretToANewHost(t *testing.T) {
+	imaps, flows := sample()
+	for _, tc := range []struct{ name, file, field string }{
+		{"host", `apiVersion: mailtrigger/v1
+kind: Configuration
+imap:
+  - {name: support, enabled: true, serverType: imaps, type: generic, host: imap.evil.example, port: 993,
+     username: support@example.com, folder: INBOX, tls: implicit, afterProcessing: move, moveTo: Done, pollInterval: 60, backlog: new}
+flows: []
+`, "password"},
+		{"tokenUrl", `apiVersion: mailtrigger/v1
+kind: Configuration
+imap:
+  - {name: support, enabled: true, serverType: imaps, type: generic, host: imap.example.com, port: 993, auth: oauth2,
+     tokenUrl: "https://evil.example/token", clientId: app, scope: "https://outlook.office.com/.default",
+     username: support@example.com, folder: INBOX, tls: implicit, afterProcessing: move, moveTo: Done, pollInterval: 60, backlog: new}
+flows: []
+`, "clientSecret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cur := slices.Clone(imaps)
+			if tc.field == "clientSecret" {
+				cur[0].Auth, cur[0].TokenURL, cur[0].ClientID, cur[0].Scope = "oauth2", "https://login.example.com/token", "app", "https://outlook.office.com/.default"
+				cur[0].HasPassword, cur[0].HasClientSecret = false, true
+			}
+			d, ps, err := Load([]byte(tc.file), env(nil))
+			if err != nil || len(ps) > 0 {
+				t.Fatalf("Load: %v %v", err, ps)
+			}
+			for _, send := range []bool{false, true} {
+				plan, ps := MakePlan(d, Current{IMAP: cur, Flows: flows}, Options{SendSecrets: send})
+				found := false
+				for _, p := range ps {
+					found = found || (p.Object == "imap support" && p.Field == tc.field)
+				}
+				if !found || plan.Count(Change) != 0 {
+					t.Errorf("send-secrets %v: problems %v, plan %v; want %s required again and no change", send, ps, plan.Steps, tc.field)
+				}
+			}
+		})
 	}
 }

@@ -13,14 +13,20 @@
 package source
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,16 +203,64 @@ func ExplainCertError(err error) error {
 }
 
 // Redact replaces every non-empty secret in msg by "[redacted]" and reports
-// whether there was one.
+// whether there was one. A server that echoes what it was sent echoes a
+// secret in the form it travelled in, so these are replaced as well: a run
+// of base64 whose decoding holds a secret (SASL PLAIN's response, "\x00user
+// \x00password"), and the secret as an IMAP or JSON quoted string, form- or
+// path-encoded (a token request's client_secret=…).
 func Redact(msg string, secrets ...string) (string, bool) {
 	found := false
+	msg = base64Run.ReplaceAllStringFunc(msg, func(run string) string {
+		dec, err := base64.StdEncoding.DecodeString(run)
+		if err != nil {
+			dec, err = base64.RawStdEncoding.DecodeString(strings.TrimRight(run, "="))
+		}
+		if err != nil {
+			return run
+		}
+		for _, s := range secrets {
+			if s != "" && bytes.Contains(dec, []byte(s)) {
+				found = true
+				return "[redacted]"
+			}
+		}
+		return run
+	})
 	for _, s := range secrets {
-		if s != "" && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, "[redacted]")
-			found = true
+		if s == "" {
+			continue
+		}
+		for _, form := range secretForms(s) {
+			if strings.Contains(msg, form) {
+				msg = strings.ReplaceAll(msg, form, "[redacted]")
+				found = true
+			}
 		}
 	}
 	return msg, found
+}
+
+// base64Run is a run of standard base64 long enough to hold a secret.
+var base64Run = regexp.MustCompile(`[A-Za-z0-9+/]{6,}={0,2}`)
+
+// secretForms is s and the encodings it may travel in, longest first (a
+// form that holds another is replaced before it).
+func secretForms(s string) []string {
+	forms := []string{s}
+	add := func(f string) {
+		if f != "" && !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	// IMAP's quoted string and JSON's without HTML escaping.
+	add(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s))
+	if j, err := json.Marshal(s); err == nil {
+		add(string(j[1 : len(j)-1]))
+	}
+	add(url.QueryEscape(s))
+	add(url.PathEscape(s))
+	slices.SortStableFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	return forms
 }
 
 // SASLFailure returns err, the error of a SASL exchange with client, with

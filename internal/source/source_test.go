@@ -1,8 +1,11 @@
 package source
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -59,5 +62,40 @@ func TestRedactErrorKeepsStepAndSentinels(t *testing.T) {
 	}
 	if RedactError(err, nil, "absent") != error(err) || RedactError(nil, nil, "x") != nil {
 		t.Error("an error without the secret, or nil, was changed")
+	}
+}
+
+// A server that echoes what it was sent echoes the secret in the form it
+// travelled in: IMAP's quoted string (LOGIN), the base64 of SASL PLAIN's
+// response (AUTHENTICATE PLAIN, POP3's AUTH PLAIN), a form-encoded token
+// request (client_secret=…), a JSON string. None of them may get through.
+func TestRedactEncodedForms(t *testing.T) {
+	const pw = `Pa"ss\w+rd/=é&<x>`
+	quoted := `"Pa\"ss\\w+rd/=é&<x>"`
+	plain := base64.StdEncoding.EncodeToString([]byte("\x00alice@example.com\x00" + pw))
+	plain2 := base64.StdEncoding.EncodeToString([]byte("alice\x00alice\x00" + pw))
+	jsonForm, _ := json.Marshal(pw)
+	for name, msg := range map[string]string{
+		"imap quoted":     `NO [AUTHENTICATIONFAILED] bad command: A1 LOGIN alice ` + quoted,
+		"sasl plain":      "NO invalid response " + plain + " (auth)",
+		"sasl plain user": "-ERR " + plain2,
+		"base64 alone":    "bad: " + base64.StdEncoding.EncodeToString([]byte(pw)),
+		"form encoded":    "invalid_client: grant_type=client_credentials&client_secret=" + url.QueryEscape(pw) + "&scope=x",
+		"path escaped":    "no route /secrets/" + url.PathEscape(pw),
+		"json":            `{"error":"invalid_client","echo":` + string(jsonForm) + `}`,
+	} {
+		got, found := Redact(msg, pw)
+		if !found || !strings.Contains(got, "[redacted]") {
+			t.Errorf("%s: got %q, found %v; want the secret redacted", name, got, found)
+		}
+		for _, leak := range []string{pw, `Pa\"ss`, "Pa%22ss", "w+rd", "w%2Brd", plain, plain2} {
+			if strings.Contains(got, leak) {
+				t.Errorf("%s: %q still holds %q", name, got, leak)
+			}
+		}
+	}
+	// Base64 that does not hold the secret is left alone.
+	if got, found := Redact("token aGVsbG8gd29ybGQ= refused", pw); found || got != "token aGVsbG8gd29ybGQ= refused" {
+		t.Errorf("got %q %v", got, found)
 	}
 }
