@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Alert subscriptions, the conditions that make alert events happen once, and
@@ -283,7 +284,7 @@ func (s *Store) swapConditionTx(ctx context.Context, tx *sql.Tx, key, cond, errT
 	if s.dialect == Postgres {
 		lock = " FOR UPDATE"
 	}
-	errText = text(errText)
+	errText = alertText(errText)
 	written := false
 	for range 2 {
 		var prevErr string
@@ -423,6 +424,25 @@ func (s *Store) queueAlertTx(ctx context.Context, tx *sql.Tx, ev AlertEvent) (in
 	return len(subs), nil
 }
 
+// maxAlertError bounds the error text an alert event or condition keeps:
+// a server's answer (a Graph error body, say) can be tens of kilobytes,
+// and every delivery, e-mail and page would carry it.
+const maxAlertError = 2000
+
+// alertText is s made storable (no NUL) and cut to maxAlertError bytes, on
+// a character boundary, with "…" saying so.
+func alertText(s string) string {
+	s = text(s)
+	if len(s) <= maxAlertError {
+		return s
+	}
+	cut := maxAlertError
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
 // insertAlertEvent records ev (setting its ID and times when unset) and
 // returns its internal id.
 func insertAlertEvent(ctx context.Context, tx *sql.Tx, ev *AlertEvent) (int64, error) {
@@ -441,7 +461,7 @@ func insertAlertEvent(ctx context.Context, tx *sql.Tx, ev *AlertEvent) (int64, e
 	var id int64
 	if err := tx.QueryRowContext(ctx, `INSERT INTO alert_events (public_id, type, object_kind, object_name, previous, current,
 		error, since, occurred_at, test, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
-		ev.ID, ev.Type, ev.ObjectKind, text(ev.ObjectName), ev.Previous, ev.Current, text(ev.Error), since, ev.OccurredAt,
+		ev.ID, ev.Type, ev.ObjectKind, text(ev.ObjectName), ev.Previous, ev.Current, alertText(ev.Error), since, ev.OccurredAt,
 		ev.Test, string(ev.Details)).Scan(&id); err != nil {
 		return 0, fmt.Errorf("recording alert event %s: %w", ev.Type, err)
 	}

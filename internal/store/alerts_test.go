@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"mailtrigger/internal/secret"
 	"mailtrigger/internal/store"
@@ -213,6 +215,37 @@ func TestSwapAlertCondition(t *testing.T) {
 		}
 		if cs, err := s.AlertConditions(ctx, ""); err != nil || len(cs) != 1 || cs[0].Key != "runs:backlog" {
 			t.Errorf("all conditions: %+v, %v", cs, err)
+		}
+	})
+}
+
+// TestAlertErrorBounded: a huge error text (a Graph error body) is kept
+// cut to a bounded size, on a character boundary, in the condition and
+// in the event every delivery carries.
+func TestAlertErrorBounded(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		mustCreateAlert(t, s, sampleAlert("wants"))
+		huge := strings.Repeat("é", 40000) // 80 KB
+		if _, _, err := s.SwapAlertCondition(ctx, "mailbox:1", "auth_failed", huge, func(prev string) (store.AlertEvent, bool) {
+			ev, ok := authFailed("inbox")(prev)
+			ev.Error = huge
+			return ev, ok
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ds := deliveries(t, s, "wants")
+		if len(ds) != 1 {
+			t.Fatalf("got %d deliveries, want 1", len(ds))
+		}
+		cs, err := s.AlertConditions(ctx, "mailbox:")
+		if err != nil || len(cs) != 1 {
+			t.Fatalf("conditions: %+v, %v", cs, err)
+		}
+		for what, got := range map[string]string{"event": ds[0].Event.Error, "condition": cs[0].Error} {
+			if len(got) > 2100 || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) || !strings.HasPrefix(got, "éé") {
+				t.Errorf("%s error: %d bytes, valid %v, ends %q", what, len(got), utf8.ValidString(got), got[max(0, len(got)-8):])
+			}
 		}
 	})
 }
