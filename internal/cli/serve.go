@@ -113,7 +113,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 			TestCrashOnSubject: env.Getenv("MAILTRIGGER_TEST_CRASH_ON_SUBJECT")}),
 		Logger:   log,
 		Registry: reg,
-		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence, Spool: spooler},
+		Options:  watch.Options{SizeCap: cfg.SizeCap, Egress: fence, Spool: spooler, AuthBackoff: cfg.AuthRetry},
 		Cluster: watch.Cluster{ReplicaID: cfg.ReplicaID, Address: address, Version: version(),
 			LeaseTTL: cfg.LeaseTTL, RenewEvery: cfg.LeaseRenew},
 		OnState: alerts.monitor.OnState,

@@ -46,6 +46,11 @@ type Config struct {
 	// are renewed and rebalanced (MAILTRIGGER_LEASE_RENEW, default 5 s).
 	LeaseTTL   time.Duration
 	LeaseRenew time.Duration
+	// AuthRetry is how long a mailbox whose login was refused waits before
+	// it tries again (MAILTRIGGER_AUTH_RETRY, default 5 min): long enough
+	// not to lock the account at the server, short enough to notice a fixed
+	// password. Saving the mailbox tries again at once.
+	AuthRetry time.Duration
 	// TrustedProxies lists the reverse proxies (IP addresses and CIDR
 	// prefixes, comma-separated) whose X-Forwarded-For names the client, for
 	// the login limits and the logs (MAILTRIGGER_TRUSTED_PROXIES; default
@@ -96,6 +101,7 @@ func FromEnv(getenv func(string) string) Config {
 		ReplicaID:      getenv("MAILTRIGGER_REPLICA_ID"),
 		LeaseTTL:       duration(getenv("MAILTRIGGER_LEASE_TTL")),
 		LeaseRenew:     duration(getenv("MAILTRIGGER_LEASE_RENEW")),
+		AuthRetry:      duration(getenv("MAILTRIGGER_AUTH_RETRY")),
 		TrustedProxies: getenv("MAILTRIGGER_TRUSTED_PROXIES"),
 		Egress:         get("MAILTRIGGER_EGRESS", egress.ModeAny),
 		EgressAllow:    getenv("MAILTRIGGER_EGRESS_ALLOW"),
@@ -171,6 +177,7 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EgressAllow, "egress-allow", c.EgressAllow, "comma-separated CIDR prefixes, addresses and host names allowed despite -egress public (MAILTRIGGER_EGRESS_ALLOW)")
 	fs.StringVar(&c.MemoryLimit, "memory-limit", c.MemoryLimit, "soft memory limit: a size like 768MiB or 1GB, a percentage of the container's limit like 80%, or off; default GOMEMLIMIT, else 90% of the container's limit if any (MAILTRIGGER_MEMORY_LIMIT)")
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
+	fs.DurationVar(&c.AuthRetry, "auth-retry", c.AuthRetry, "wait after a refused login before a mailbox tries again; 0 for 5m (MAILTRIGGER_AUTH_RETRY)")
 	c.TLS.tlsFlags(fs)
 }
 
@@ -195,7 +202,7 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"MAILTRIGGER_RETRY_BASE", c.RetryBase}, {"MAILTRIGGER_RETRY_MAX", c.RetryMax}, {"MAILTRIGGER_RUN_LEASE", c.RunLease},
-		{"MAILTRIGGER_LEASE_TTL", c.LeaseTTL}, {"MAILTRIGGER_LEASE_RENEW", c.LeaseRenew}} {
+		{"MAILTRIGGER_LEASE_TTL", c.LeaseTTL}, {"MAILTRIGGER_LEASE_RENEW", c.LeaseRenew}, {"MAILTRIGGER_AUTH_RETRY", c.AuthRetry}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s must be a positive Go duration such as 30s or 4h", d.name)
 		}
