@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,23 @@ type SMTPConfig struct {
 	Password string // a secret: never logged, never in an error
 	From     string
 	TLS      string // "starttls" (default), "tls" or "none"
+	// AllowedDomains, when not empty, are the only domains (lower case)
+	// alert e-mails may be sent to; a subscription with another recipient
+	// fails its deliveries, naming it.
+	AllowedDomains []string
+}
+
+// allowed reports whether address may receive alert e-mails under c.
+func (c *SMTPConfig) allowed(address string) bool {
+	if len(c.AllowedDomains) == 0 {
+		return true
+	}
+	at := strings.LastIndexByte(address, '@')
+	if at < 0 {
+		return false
+	}
+	domain := strings.ToLower(strings.TrimSuffix(address[at+1:], ">"))
+	return slices.Contains(c.AllowedDomains, domain)
 }
 
 // SMTP TLS modes.
@@ -484,6 +502,11 @@ func (s *Sender) mail(ctx context.Context, sub store.AlertSubscription, d store.
 	}
 	if len(sub.To) == 0 {
 		return outcome{err: "the subscription has no recipients"}
+	}
+	for i, to := range sub.To {
+		if !c.allowed(to) {
+			return outcome{err: fmt.Sprintf("to[%d] %s is not in a domain alert e-mails may go to (MAILTRIGGER_SMTP_ALLOWED_DOMAINS): nothing was sent", i, to)}
+		}
 	}
 	m := mail.NewMsg()
 	if err := m.From(c.From); err != nil {

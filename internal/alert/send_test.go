@@ -549,6 +549,35 @@ func TestSenderEmailErrors(t *testing.T) {
 			t.Error("a message got through")
 		}
 	})
+	t.Run("recipient outside the allowed domains", func(t *testing.T) {
+		// MAILTRIGGER_SMTP_ALLOWED_DOMAINS: a subscription writing to
+		// another domain sends nothing, to anyone, and fails saying why.
+		s := storetest.Open(t, store.SQLite)
+		sink := testenv.StartSMTPSink(t, "alerts@example.com", password)
+		if _, err := s.CreateAlert(ctx, store.AlertSubscription{Name: "leak-mail", Kind: store.AlertEmail,
+			To: []string{"ops@Example.com", "someone@elsewhere.example.net"}, Events: []string{alert.TypeAuthFailed}, Enabled: true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CreateAlert(ctx, store.AlertSubscription{Name: "ok-mail", Kind: store.AlertEmail,
+			To: []string{"oncall@EXAMPLE.com"}, Events: []string{alert.TypeAuthFailed}, Enabled: true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.QueueAlert(ctx, authFailedEvent("inbox")); err != nil {
+			t.Fatal(err)
+		}
+		startSender(t, s, alert.SenderDeps{SMTP: &alert.SMTPConfig{Host: sink.Host, Port: sink.Port,
+			Username: "alerts@example.com", Password: password, From: "mailtrigger@example.com", TLS: alert.SMTPNone,
+			AllowedDomains: []string{"example.com"}}})
+		waitStatus(t, s, "ok-mail", store.RunDelivered)
+		d, _ := waitStatus(t, s, "leak-mail", store.RunFailed)
+		if !strings.Contains(d.LastError, "to[1] someone@elsewhere.example.net") || !strings.Contains(d.LastError, "MAILTRIGGER_SMTP_ALLOWED_DOMAINS") {
+			t.Errorf("error %q: want it to name the recipient and the setting", d.LastError)
+		}
+		msgs := sink.Messages()
+		if len(msgs) != 1 || strings.Join(msgs[0].To, ",") != "oncall@EXAMPLE.com" {
+			t.Errorf("sent %+v, want one message to oncall@EXAMPLE.com", msgs)
+		}
+	})
 	t.Run("starttls required", func(t *testing.T) {
 		// The sink offers no STARTTLS: nothing is sent, the password
 		// least of all.

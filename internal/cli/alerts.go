@@ -36,7 +36,8 @@ func newAlerting(st *store.Store, cfg config.Config, log *slog.Logger, reg prome
 	}
 	var smtp *alert.SMTPConfig
 	if s := cfg.Alert.SMTP; s.Host != "" {
-		smtp = &alert.SMTPConfig{Host: s.Host, Port: s.Port, Username: s.Username, Password: smtpPassword, From: s.From, TLS: s.TLS}
+		smtp = &alert.SMTPConfig{Host: s.Host, Port: s.Port, Username: s.Username, Password: smtpPassword, From: s.From, TLS: s.TLS,
+			AllowedDomains: s.AllowedDomains}
 		log.Info("alert e-mails through SMTP", "smtp", s.String())
 	}
 	backoffMax := maxAlertBackoff

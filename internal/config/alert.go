@@ -44,6 +44,11 @@ type SMTP struct {
 	// TLS is starttls (the default), tls (implicit TLS) or none (plain
 	// text, only to a loopback host) (MAILTRIGGER_SMTP_TLS).
 	TLS string
+	// AllowedDomains (MAILTRIGGER_SMTP_ALLOWED_DOMAINS, comma-separated)
+	// are the only recipient domains alert e-mails may go to; empty: any.
+	// Without it, whoever holds an API token can have the operator's SMTP
+	// account write to any address.
+	AllowedDomains []string
 }
 
 // SMTP TLS modes.
@@ -92,13 +97,14 @@ func alertFromEnv(getenv func(string) string) Alert {
 		BacklogAge:   dur("MAILTRIGGER_ALERT_BACKLOG_AGE", DefaultAlertBacklogAge),
 		Rate:         num("MAILTRIGGER_ALERT_RATE", DefaultAlertRate),
 		SMTP: SMTP{
-			Host:         getenv("MAILTRIGGER_SMTP_HOST"),
-			Port:         num("MAILTRIGGER_SMTP_PORT", DefaultSMTPPort),
-			Username:     getenv("MAILTRIGGER_SMTP_USERNAME"),
-			Password:     getenv("MAILTRIGGER_SMTP_PASSWORD"),
-			PasswordFile: getenv("MAILTRIGGER_SMTP_PASSWORD_FILE"),
-			From:         getenv("MAILTRIGGER_SMTP_FROM"),
-			TLS:          strings.ToLower(tls),
+			Host:           getenv("MAILTRIGGER_SMTP_HOST"),
+			Port:           num("MAILTRIGGER_SMTP_PORT", DefaultSMTPPort),
+			Username:       getenv("MAILTRIGGER_SMTP_USERNAME"),
+			Password:       getenv("MAILTRIGGER_SMTP_PASSWORD"),
+			PasswordFile:   getenv("MAILTRIGGER_SMTP_PASSWORD_FILE"),
+			From:           getenv("MAILTRIGGER_SMTP_FROM"),
+			TLS:            strings.ToLower(tls),
+			AllowedDomains: domains(getenv("MAILTRIGGER_SMTP_ALLOWED_DOMAINS")),
 		},
 	}
 }
@@ -123,7 +129,24 @@ func (a Alert) validate() error {
 	return a.SMTP.validate()
 }
 
+// domains splits a comma-separated list of domains, lower-cased, without
+// blanks or a leading "@".
+func domains(v string) []string {
+	var out []string
+	for _, d := range strings.Split(v, ",") {
+		if d = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(d), "@")); d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 func (s SMTP) validate() error {
+	for _, d := range s.AllowedDomains {
+		if strings.ContainsAny(d, " /:@") || !strings.Contains(d, ".") {
+			return fmt.Errorf("MAILTRIGGER_SMTP_ALLOWED_DOMAINS must list domain names such as example.com, got %q", d)
+		}
+	}
 	if s.Host == "" {
 		for _, v := range []struct{ name, v string }{{"MAILTRIGGER_SMTP_USERNAME", s.Username},
 			{"MAILTRIGGER_SMTP_PASSWORD", s.Password}, {"MAILTRIGGER_SMTP_PASSWORD_FILE", s.PasswordFile},

@@ -61,6 +61,8 @@ func TestAlertSettings(t *testing.T) {
 		{env: with(smtp, "MAILTRIGGER_SMTP_TLS", "none"), err: "MAILTRIGGER_SMTP_TLS none sends in plain text: only to a loopback host"},
 		{env: with(smtp, "MAILTRIGGER_SMTP_TLS", "none", "MAILTRIGGER_SMTP_HOST", "127.0.0.1")},
 		{env: with(smtp, "MAILTRIGGER_SMTP_TLS", "none", "MAILTRIGGER_SMTP_HOST", "localhost")},
+		{env: with(smtp, "MAILTRIGGER_SMTP_ALLOWED_DOMAINS", " Example.com, @ops.example.org ,")},
+		{env: with(smtp, "MAILTRIGGER_SMTP_ALLOWED_DOMAINS", "example.com,smtp://x"), err: `MAILTRIGGER_SMTP_ALLOWED_DOMAINS must list domain names such as example.com, got "smtp://x"`},
 		{env: with(smtp, "MAILTRIGGER_SMTP_PASSWORD", "hunter2-secret"), err: "MAILTRIGGER_SMTP_USERNAME must be set with an SMTP password"},
 		{env: with(smtp, "MAILTRIGGER_SMTP_USERNAME", "u", "MAILTRIGGER_SMTP_PASSWORD", "hunter2-secret", "MAILTRIGGER_SMTP_PASSWORD_FILE", "/x"),
 			err: "MAILTRIGGER_SMTP_PASSWORD and MAILTRIGGER_SMTP_PASSWORD_FILE are both set"},
@@ -82,6 +84,17 @@ func TestAlertSettings(t *testing.T) {
 				t.Errorf("%v: formatting the settings shows the SMTP password: %s", tt.env, s)
 			}
 		}
+	}
+}
+
+// TestSMTPAllowedDomains: the list is read lower-cased, without blanks or
+// a leading @.
+func TestSMTPAllowedDomains(t *testing.T) {
+	c := config.FromEnv(func(k string) string {
+		return map[string]string{"MAILTRIGGER_SMTP_ALLOWED_DOMAINS": " Example.com, @ops.example.org ,"}[k]
+	})
+	if got := strings.Join(c.Alert.SMTP.AllowedDomains, " "); got != "example.com ops.example.org" {
+		t.Errorf("allowed domains %q", got)
 	}
 }
 
