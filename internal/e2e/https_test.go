@@ -25,13 +25,22 @@ func TestHTTPSWithCertificateFiles(t *testing.T) {
 	certDir := t.TempDir()
 	first, second := tlstest.NewPair(t, 2001), tlstest.NewPair(t, 2002)
 	certPath, keyPath := first.Write(t, certDir)
-	httpListen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s := newService(t, "MAILTRIGGER_TLS_CERT="+certPath, "MAILTRIGGER_TLS_KEY="+keyPath, "MAILTRIGGER_HTTP_LISTEN="+httpListen)
 	roots := tlstest.Pool(first, second)
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// The two ports were free a moment ago; another test's server may take
+	// one first: then start again on new ones.
+	var s *service
+	var httpListen string
+	for attempt := 1; ; attempt++ {
+		httpListen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		s = newService(t, "MAILTRIGGER_TLS_CERT="+certPath, "MAILTRIGGER_TLS_KEY="+keyPath, "MAILTRIGGER_HTTP_LISTEN="+httpListen)
+		if !startHTTPS(s, c, "https://"+s.listen+"/readyz", attempt < 3) {
+			break
+		}
+		t.Logf("a port was taken (attempt %d): starting again on other ports", attempt)
+	}
 	base := "https://" + s.listen
-	startHTTPS(s, c, base+"/readyz")
 
 	served := func(want string) func() error {
 		return func() error {
@@ -88,8 +97,10 @@ func TestHTTPSWithCertificateFiles(t *testing.T) {
 }
 
 // startHTTPS starts "mailtrigger serve" like launch, and waits until ready
-// answers 200 through c.
-func startHTTPS(s *service, c *http.Client, ready string) {
+// answers 200 through c. When
+// retryBind is set and the service exited because a port was taken, it
+// returns true (start again on other ports).
+func startHTTPS(s *service, c *http.Client, ready string, retryBind bool) (portTaken bool) {
 	s.t.Helper()
 	s.starts++
 	cmd := exec.Command(binPath, "serve")
@@ -120,8 +131,12 @@ func startHTTPS(s *service, c *http.Client, ready string) {
 	})
 	if errors.Is(err, testenv.ErrExited) {
 		s.cmd = nil
+		if retryBind && strings.Contains(s.out.String(), "address already in use") {
+			return true
+		}
 		s.fatalf("the service exited during start: %v", result())
 	} else if err != nil {
 		s.fatalf("the service was not ready over HTTPS: %v", err)
 	}
+	return false
 }
