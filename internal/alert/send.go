@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -344,7 +343,7 @@ func (s *Sender) deliver(ctx context.Context, d store.AlertDelivery) {
 		a.Error += fmt.Sprintf(" (giving up after %d attempts)", n)
 	default:
 		status = store.RunRetrying
-		wait := jitter(run.Backoff(n, s.opts.BackoffBase, s.opts.BackoffMax))
+		wait := run.Jitter(run.Backoff(n, s.opts.BackoffBase, s.opts.BackoffMax))
 		if out.hasAfter {
 			wait = min(out.after, s.opts.BackoffMax)
 		}
@@ -369,14 +368,6 @@ func (s *Sender) deliver(ctx context.Context, d store.AlertDelivery) {
 		log.Info("alert delivery attempt failed; retrying", "kind", kind, "attempt", n, "status_code", out.code,
 			"err", a.Error, "next_attempt_at", next.UTC().Format(time.RFC3339))
 	}
-}
-
-// jitter spreads d uniformly over ±25 %, as the run worker's waits are.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d*3/4 + rand.N(d/2+1)
 }
 
 // payload is what delivery d (attempt n) sends.
@@ -465,7 +456,7 @@ func (s *Sender) post(ctx context.Context, sub store.AlertSubscription, d store.
 	case code >= 200 && code < 300:
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		out.err, out.retry = status, true
-		if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		if d, ok := run.RetryAfter(resp.Header, time.Now()); ok {
 			out.after, out.hasAfter = d, true
 			out.err += fmt.Sprintf(" (Retry-After %s)", d.Round(time.Second))
 		}
@@ -477,21 +468,6 @@ func (s *Sender) post(ctx context.Context, sub store.AlertSubscription, d store.
 		out.err = status
 	}
 	return out
-}
-
-// retryAfter reads a Retry-After value: delay-seconds or an HTTP date.
-func retryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil && secs >= 0 {
-		return time.Duration(min(secs, int64(24*time.Hour/time.Second))) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
 }
 
 // mail sends p by e-mail to sub's recipients.

@@ -23,18 +23,18 @@ func Backoff(n int, base, max time.Duration) time.Duration {
 	return min(d, max)
 }
 
-// jitter spreads d uniformly over ±25 %, so that runs that failed together
+// Jitter spreads d uniformly over ±25 %, so that runs that failed together
 // do not all come back together, while the expected total stays the same.
-func jitter(d time.Duration) time.Duration {
+func Jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
 	return d*3/4 + rand.N(d/2+1)
 }
 
-// retryAfter reads the Retry-After header of resp at now: delay-seconds or
+// RetryAfter reads the Retry-After header of resp at now: delay-seconds or
 // an HTTP date. ok is false when there is none or it cannot be read.
-func retryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
+func RetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
 		return 0, false

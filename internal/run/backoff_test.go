@@ -31,8 +31,8 @@ func TestBackoffSchedule(t *testing.T) {
 		t.Errorf("Backoff(1000) = %v, want %v", got, max)
 	}
 	for range 1000 {
-		if j := jitter(time.Minute); j < 45*time.Second || j > 75*time.Second {
-			t.Fatalf("jitter(1m) = %v, want within ±25 %%", j)
+		if j := Jitter(time.Minute); j < 45*time.Second || j > 75*time.Second {
+			t.Fatalf("Jitter(1m) = %v, want within ±25 %%", j)
 		}
 	}
 }
@@ -60,7 +60,7 @@ func TestRetryAfter(t *testing.T) {
 			if c.value != "" {
 				h.Set("Retry-After", c.value)
 			}
-			got, ok := retryAfter(h, now)
+			got, ok := RetryAfter(h, now)
 			if got != c.want || ok != c.ok {
 				t.Errorf("got %v %v, want %v %v", got, ok, c.want, c.ok)
 			}

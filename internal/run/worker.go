@@ -248,7 +248,7 @@ func (w *Worker) Run(ctx context.Context) {
 				return
 			case err != nil:
 				failures++
-				wait = jitter(Backoff(failures, w.opts.PollInterval, time.Minute))
+				wait = Jitter(Backoff(failures, w.opts.PollInterval, time.Minute))
 				w.log.Warn("claiming due runs failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 			default:
 				failures = 0
@@ -391,7 +391,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		a.Error += fmt.Sprintf(" (giving up after %d attempts)", n)
 	default:
 		status = store.RunRetrying
-		wait := jitter(Backoff(n, w.opts.BackoffBase, w.opts.BackoffMax))
+		wait := Jitter(Backoff(n, w.opts.BackoffBase, w.opts.BackoffMax))
 		if out.hasAfter {
 			wait = min(out.after, w.opts.MaxRetryAfter)
 		}
@@ -586,7 +586,7 @@ func (w *Worker) post(ctx context.Context, runID string, act activity, secret st
 	case code >= 200 && code < 300:
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		out.err, out.retry = status, true
-		if d, ok := retryAfter(resp.Header, time.Now()); ok {
+		if d, ok := RetryAfter(resp.Header, time.Now()); ok {
 			out.after, out.hasAfter = d, true
 			out.err += fmt.Sprintf(" (Retry-After %s)", d.Round(time.Second))
 		}
