@@ -18,11 +18,13 @@ const ParseErrorCrashed = "skipped after repeated crashes"
 // memory, a bug) would otherwise be read again after every restart, and the
 // mailbox would never get past it.
 //
-// Before the first message of a batch is parsed, Begin notes durably the
-// batch's first message and its size (store.SetAttempt: one small write per
-// batch, not per message, to keep the cost off the hot path); the
-// transaction that records the batch removes the note. A note found when a
-// session starts means the service died on that batch. The guard then goes
+// Before the first message of a round of reading is parsed, Begin notes
+// durably that message and how many messages the pipeline may hold
+// unrecorded (store.SetAttempt: one small write per round, not per batch,
+// so that reading and parsing never wait for the database's writer); the
+// transaction that records the round's last batch removes the note. A note
+// found when a session starts means the service died with those messages
+// unrecorded. The guard then goes
 // careful: one message per batch, each noted on its own before it is
 // parsed, until it is past the messages the dead batch could have held.
 // Each careful note counts the deaths of the message while it was
@@ -106,6 +108,12 @@ func (g *Guard) Begin(ctx context.Context, key string, span int) (skip bool, err
 		return true, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths, Span: 1, Owner: g.in.instance})
 	}
 	return false, g.in.store.SetAttempt(ctx, g.imapID, store.IngestAttempt{Key: key, Attempts: deaths + 1, Span: 1, Owner: g.in.instance})
+}
+
+// End removes the note Begin wrote under key, when no batch's record
+// removed it (a round whose last batch was handed over before it ended).
+func (g *Guard) End(ctx context.Context, key string) error {
+	return g.in.store.ClearAttempt(ctx, g.imapID, key)
 }
 
 // Skipped is a message recorded raw, unparsed, by the crash-loop breaker.

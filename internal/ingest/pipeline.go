@@ -22,17 +22,25 @@ type Limits struct {
 // the checkpoint cp when set (else the run's own).
 type commitFunc func(ctx context.Context, msgs []store.Incoming, key string, cp *source.Checkpoint) ([]store.Recorded, error)
 
-// pipeline is the one ingest pipeline of every source. Messages are parsed
-// on all cores while the source reads on (parsing is most of a backlog's
-// CPU); a batch is recorded while the next one is read and parsed, at most
-// one at a time and each after the one before, so that batches commit in
-// order and the checkpoint only moves forward. Two batches (at most 2 ×
-// BatchBytes) are held at a time; a message in a spool file is a batch of
-// its own and stays in its file, so that only its parse's buffers are in
-// memory. Before the first message of a batch is
-// parsed, the crash-loop breaker notes it (Guard.Begin), while the batch
-// before it is recorded; while it is careful, a batch is one message,
-// begun once the one before is recorded.
+// pipeline is the one ingest pipeline of every source, in three stages
+// that overlap: the source reads a batch while the batch before it is
+// parsed (on all cores: parsing is most of a backlog's CPU) and the one
+// before that is recorded. Batches are recorded one at a time and in
+// order, so that the checkpoint only moves forward; a batch whose
+// predecessor failed is not recorded. At most three batches (3 ×
+// BatchBytes) are held at a time: the source waits while two are parsed
+// or recorded. A message in a spool file is a batch of its own and stays
+// in its file, so that only its parse's buffers are in memory.
+//
+// The crash-loop breaker's note covers every batch not yet recorded:
+// outside the careful mode one standing note is written before the first
+// message of a round is parsed, for as many messages as the pipeline can
+// hold unrecorded, and removed by the transaction that records the round's
+// last batch (Flush). Batches in between write no note, so that reading
+// and parsing never wait for the database's writer (on SQLite one
+// connection, held by the batch being recorded). While careful, a batch is
+// one message with its own note, begun once everything before it is
+// recorded.
 type pipeline struct {
 	ctx      context.Context
 	in       *Ingester
@@ -47,37 +55,33 @@ type pipeline struct {
 	refs   []source.Message // the batch's messages without their bytes
 	spools []*spool.File    // the batch's spool files, closed once it is recorded
 	bytes  int64
-	key    string // the key the batch being gathered was noted under
+	key    string // the careful note the batch being gathered was noted under ("": the standing one)
 	limit  int    // messages in the batch being gathered
 	added  int    // messages handed over so far
+	// standing is the key of the standing note, "" while none is.
+	standing string
 
-	// note is the crash-loop note of the batch being gathered while it
-	// is being written beside the batch being recorded (nil: written).
-	note    *pendingNote
-	parsing sync.WaitGroup
+	// parsing counts the parses of the batch being gathered.
+	parsing *sync.WaitGroup
 	sem     chan struct{}
-	// recorded gets the result of the batch being recorded.
-	recorded chan error
+	// pending are the batches handed over and not yet known recorded,
+	// oldest first.
+	pending []*recording
 
 	mu        sync.Mutex
 	committed []source.Message
 }
 
-// pendingNote is a crash-loop note being written: done is closed once it
-// is, with its error in err.
-type pendingNote struct {
+// recording is a batch handed over to be parsed and recorded: done is
+// closed once it is recorded or failed, with its error in err.
+type recording struct {
 	done chan struct{}
 	err  error
 }
 
-// wait waits for the note and returns its error.
-func (n *pendingNote) wait() error {
-	if n == nil {
-		return nil
-	}
-	<-n.done
-	return n.err
-}
+// pending is how many batches may be parsed or recorded while the source
+// reads the next one.
+const pendingMax = 2
 
 func newPipeline(ctx context.Context, in *Ingester, g *Guard, lim Limits, o source.PipelineOptions, p source.Progress,
 	keyOf func(source.Message) string, commit commitFunc) *pipeline {
@@ -85,13 +89,23 @@ func newPipeline(ctx context.Context, in *Ingester, g *Guard, lim Limits, o sour
 		sem: make(chan struct{}, runtime.GOMAXPROCS(0)), limit: 1}
 }
 
+// waitOldest waits for the oldest batch handed over and returns its error.
+func (p *pipeline) waitOldest() error {
+	r := p.pending[0]
+	<-r.done
+	p.pending = p.pending[1:]
+	return r.err
+}
+
+// waitRecorded waits for every batch handed over.
 func (p *pipeline) waitRecorded() error {
-	if p.recorded == nil {
-		return nil
+	var first error
+	for len(p.pending) > 0 {
+		if err := p.waitOldest(); err != nil && first == nil {
+			first = err
+		}
 	}
-	err := <-p.recorded
-	p.recorded = nil
-	return err
+	return first
 }
 
 // Add implements source.Pipeline. It owns m.Spool from now on, also when
@@ -112,49 +126,59 @@ func (p *pipeline) add(m source.Message) error {
 	p.added++
 	big := m.Spool != nil
 	if big && len(p.batch) > 0 {
-		if err := p.flush(nil); err != nil {
+		if err := p.flush(nil, false); err != nil {
 			return err
 		}
 	}
 	skip := false
 	if p.batch == nil {
-		if p.guard.Careful() {
-			if err := p.waitRecorded(); err != nil {
-				return err
-			}
-		}
 		// At most the messages left: a batch of one is what the
 		// crash-loop breaker can blame.
-		p.limit = p.guard.BatchMessages(max(p.lim.BatchMessages, 1))
+		left := 0
 		if p.o.Total > 0 {
-			p.limit = min(p.limit, max(p.o.Total-p.added+1, 1))
+			left = max(p.o.Total-p.added+1, 1)
+		}
+		p.limit = p.guard.BatchMessages(max(p.lim.BatchMessages, 1))
+		if left > 0 {
+			p.limit = min(p.limit, left)
 		}
 		if big {
 			p.limit = 1
 		}
-		p.key = p.keyOf(m)
-		if p.recorded != nil && !p.guard.Careful() {
-			// The batch before is being recorded, and on SQLite its
-			// transaction holds the one writer connection: the note is
-			// written beside it, not after it, while this batch is read,
-			// and its messages are parsed once the note is written.
-			// (Begin only writes the note when not careful.)
-			n := &pendingNote{done: make(chan struct{})}
-			key, span := p.key, p.limit
-			go func() {
-				defer close(n.done)
-				_, n.err = p.guard.Begin(p.ctx, key, span)
-			}()
-			p.note = n
-		} else {
+		p.key = ""
+		switch {
+		case p.guard.Careful():
+			// One message, noted on its own once all before it are
+			// recorded (so that its note replaces no other's).
+			if err := p.waitRecorded(); err != nil {
+				return err
+			}
+			p.standing = ""
+			p.key = p.keyOf(m)
 			var err error
 			if skip, err = p.guard.Begin(p.ctx, p.key, p.limit); err != nil {
 				return err
 			}
+		case p.standing == "":
+			// The standing note, for all the pipeline may hold
+			// unrecorded: the batches handed over and this one.
+			if err := p.waitRecorded(); err != nil {
+				return err
+			}
+			span := (pendingMax + 1) * max(p.lim.BatchMessages, 1)
+			if left > 0 {
+				span = min(span, left)
+			}
+			key := p.keyOf(m)
+			if _, err := p.guard.Begin(p.ctx, key, span); err != nil {
+				return err
+			}
+			p.standing = key
 		}
 		// Its final size at once: a parse writes into its slot while
 		// more messages are appended, which must not move it.
 		p.batch = make([]store.Incoming, 0, p.limit)
+		p.parsing = new(sync.WaitGroup)
 	}
 	p.batch = append(p.batch, store.Incoming{UID: m.UID, ID: m.ID})
 	p.refs = append(p.refs, source.Message{UID: m.UID, ID: m.ID, Size: m.Size, TooLarge: m.TooLarge})
@@ -164,27 +188,16 @@ func (p *pipeline) add(m source.Message) error {
 		p.spools = append(p.spools, m.Spool)
 		size = m.Spool.Size()
 	}
-	switch {
-	case skip:
+	if skip {
 		*slot = Skipped(m.UID, m.Raw, m.Size, m.TooLarge)
 		if big {
 			slot.Big = m.Spool
 		}
 		slot.ID = m.ID
-	default:
-		n := p.note
-		if n == nil {
-			p.sem <- struct{}{}
-		}
+	} else {
+		// The source reads on while the message waits for a core.
 		p.parsing.Go(func() {
-			if n != nil {
-				// Parsed only once the batch is noted; a batch whose
-				// note failed is not recorded (flush).
-				if n.wait() != nil {
-					return
-				}
-				p.sem <- struct{}{}
-			}
+			p.sem <- struct{}{}
 			defer func() { <-p.sem }()
 			if big {
 				*slot = p.in.PrepareFile(m.UID, m.Spool)
@@ -196,43 +209,68 @@ func (p *pipeline) add(m source.Message) error {
 	}
 	p.bytes += size
 	if len(p.batch) >= p.limit || p.bytes >= p.lim.BatchBytes {
-		return p.flush(nil)
+		return p.flush(nil, false)
 	}
 	return nil
 }
 
-// flush starts recording the batch gathered, once the one before it is
-// recorded; with cp it records even an empty batch. The batch's spool
-// files are closed once it is recorded or failed.
-func (p *pipeline) flush(cp *source.Checkpoint) error {
-	p.parsing.Wait()
-	if err := p.waitRecorded(); err != nil {
-		return err
+// flush hands the batch gathered over to be recorded once it is parsed and
+// the one before it is recorded, after waiting while pendingMax batches
+// are; with cp it records even an empty batch. last says it is the round's
+// last batch: it removes the standing note. The batch's spool files are
+// closed once it is recorded or failed.
+func (p *pipeline) flush(cp *source.Checkpoint, last bool) error {
+	for len(p.pending) >= pendingMax {
+		if err := p.waitOldest(); err != nil {
+			return err
+		}
 	}
-	note := p.note
-	p.note = nil
-	if err := note.wait(); err != nil {
-		return err
+	key := p.key
+	if last && p.standing != "" {
+		key, p.standing = p.standing, ""
 	}
 	if len(p.batch) == 0 && cp == nil {
-		return nil
+		if key == "" {
+			return nil
+		}
+		// Nothing left to record, but the standing note is to go.
+		if err := p.waitRecorded(); err != nil {
+			return err
+		}
+		return p.guard.End(p.ctx, key)
 	}
 	// A new slice for the next batch, not batch[:0]: parses of the next
 	// batch must not write into the one being recorded.
-	b, refs, key, spools := p.batch, p.refs, p.key, p.spools
-	p.batch, p.refs, p.bytes, p.key, p.spools = nil, nil, 0, "", nil
-	done := make(chan error, 1)
-	p.recorded = done
+	b, refs, spools, parsing := p.batch, p.refs, p.spools, p.parsing
+	p.batch, p.refs, p.bytes, p.key, p.spools, p.parsing = nil, nil, 0, "", nil, nil
+	var before *recording
+	if n := len(p.pending); n > 0 {
+		before = p.pending[n-1]
+	}
+	r := &recording{done: make(chan struct{})}
+	p.pending = append(p.pending, r)
 	go func() {
-		rec, err := p.commit(p.ctx, b, key, cp)
-		closeSpools(spools)
-		if err == nil {
-			p.progress.Counted(len(b), len(rec))
-			p.mu.Lock()
-			p.committed = append(p.committed, refs...)
-			p.mu.Unlock()
+		defer close(r.done)
+		defer closeSpools(spools)
+		if parsing != nil {
+			parsing.Wait()
 		}
-		done <- err
+		if before != nil {
+			<-before.done
+			if before.err != nil {
+				r.err = before.err
+				return
+			}
+		}
+		rec, err := p.commit(p.ctx, b, key, cp)
+		if err != nil {
+			r.err = err
+			return
+		}
+		p.progress.Counted(len(b), len(rec))
+		p.mu.Lock()
+		p.committed = append(p.committed, refs...)
+		p.mu.Unlock()
 	}()
 	return nil
 }
@@ -244,9 +282,10 @@ func closeSpools(files []*spool.File) {
 	}
 }
 
-// Flush implements source.Pipeline.
+// Flush implements source.Pipeline: the round's last batch is recorded
+// (with cp, when set) and every batch before it.
 func (p *pipeline) Flush(cp *source.Checkpoint) error {
-	if err := p.flush(cp); err != nil {
+	if err := p.flush(cp, true); err != nil {
 		return err
 	}
 	return p.waitRecorded()
@@ -262,10 +301,12 @@ func (p *pipeline) Committed() []source.Message {
 }
 
 // Close implements source.Pipeline: the spool files of a batch never
-// recorded are closed too.
+// handed over are closed too. A standing note stays: the round did not
+// end (a note of this process is replaced by its next round, see Guard).
 func (p *pipeline) Close() {
-	p.parsing.Wait()
-	_ = p.note.wait()
+	if p.parsing != nil {
+		p.parsing.Wait()
+	}
 	_ = p.waitRecorded()
 	closeSpools(p.spools)
 	p.spools = nil

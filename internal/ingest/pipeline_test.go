@@ -279,3 +279,70 @@ func TestPipelineReadsWhileRecording(t *testing.T) {
 		t.Errorf("batches %v, want %v", p.counted, want)
 	}
 }
+
+// TestPipelineThreeStages: while the first batch is recorded (its
+// transaction holding SQLite's one writer connection), the second is parsed
+// and the third read, without a crash-loop note of their own (the standing
+// note of the round covers all three), and no more is read until the first
+// is recorded. The pipeline before read two batches (the second's note
+// waited for the writer), and parsed the second only once its note was
+// written. Once the round is recorded, no note is left.
+func TestPipelineThreeStages(t *testing.T) {
+	e := newPipelineEnv(t, imapconf.AfterSeen)
+	for i := range 100 {
+		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
+	}
+	var added atomic.Int32
+	var during error
+	recording := make(chan struct{})
+	e.fail = func(uid uint32) error {
+		if uid != 1 {
+			return nil
+		}
+		// In the first batch's transaction.
+		close(recording)
+		during = testwait.UntilErr(10*time.Second, func() error {
+			if n := added.Load(); n < 75 {
+				return fmt.Errorf("%d messages read while the first batch was recorded, want 75", n)
+			}
+			return nil
+		})
+		if during != nil {
+			return nil
+		}
+		// Bounded: the source waits while two batches are pending.
+		time.Sleep(200 * time.Millisecond)
+		if n := added.Load(); n > 75 {
+			during = fmt.Errorf("%d messages read while the first batch was recorded, want at most 75", n)
+			return nil
+		}
+		a, ok, err := e.st.GetAttempt(context.Background(), e.cfg.ID)
+		switch {
+		case err != nil:
+			during = err
+		case !ok || a.Key != ingest.KeyUID(7, 1) || a.Span != 75:
+			during = fmt.Errorf("crash-loop note %+v (%v) while the round is recorded, want key %s for 75 messages",
+				a, ok, ingest.KeyUID(7, 1))
+		}
+		return nil
+	}
+	ctx := context.Background()
+	if err := e.src.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer e.src.Close()
+	var p progress
+	l := addCounter{e.in.Ledger(e.cfg, ingest.Limits{BatchMessages: 25, BatchBytes: 1 << 20}, &p), &added, recording}
+	if err := e.src.Sync(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if during != nil {
+		t.Error(during)
+	}
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 100)) {
+		t.Errorf("recorded %v, want 1..100 in order", got)
+	}
+	if a, ok, err := e.st.GetAttempt(ctx, e.cfg.ID); err != nil || ok {
+		t.Errorf("crash-loop note after the round: %+v, %v, %v; want none", a, ok, err)
+	}
+}

@@ -53,3 +53,9 @@ func clearAttempt(ctx context.Context, tx *sql.Tx, imapID int64, key string) err
 	}
 	return nil
 }
+
+// ClearAttempt removes the attempt noted under key, if it is still the one
+// noted: a round of reading that ended with nothing left to record.
+func (s *Store) ClearAttempt(ctx context.Context, imapID int64, key string) error {
+	return s.Write(ctx, func(tx *sql.Tx) error { return clearAttempt(ctx, tx, imapID, key) })
+}

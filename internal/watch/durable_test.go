@@ -162,7 +162,11 @@ func TestDurableBeforeDelete(t *testing.T) {
 	}{
 		{"imap delete", imapconf.ServerIMAPS, imapconf.AfterDelete, "", 2, 1},
 		{"imap move", imapconf.ServerIMAPS, imapconf.AfterMove, "Processed", 2, 1},
-		{"pop3 delete", imapconf.ServerPOP3S, imapconf.AfterDelete, "", 2, 3}, // DELE after each of 3 batches
+		// DELE once batches are committed: after the reads that find
+		// one or more committed, and at the end; how many of the 3
+		// batches one DELE covers depends on how their records overlap
+		// the reads (the pipeline records while it reads on).
+		{"pop3 delete", imapconf.ServerPOP3S, imapconf.AfterDelete, "", 2, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			local := fmt.Sprintf("dur%d", time.Now().UnixNano()%1e9)
