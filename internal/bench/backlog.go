@@ -182,11 +182,22 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 	if err != nil {
 		return err
 	}
+	servers0, err := serverCPU(s.pid())
+	if err != nil {
+		return err
+	}
+	bench0 := selfCPU()
 	start := time.Now()
 	if err := enableIMAP(ctx, s.api, mb); err != nil {
 		return err
 	}
 	within := 2*time.Minute + time.Duration(n)*20*time.Millisecond
+	// The highest run id first, read in the primary key's index, then the
+	// count: counting the runs table 50 times a second cost the database
+	// a second of CPU (PostgreSQL) beside the service being measured.
+	if _, err := waitCount(ctx, dbh, "SELECT COALESCE(MAX(id), 0) FROM runs", n, 20*time.Millisecond, within); err != nil {
+		return err
+	}
 	recorded, err := waitCount(ctx, dbh, "SELECT COUNT(*) FROM runs", n, 20*time.Millisecond, within)
 	if err != nil {
 		return err
@@ -195,6 +206,11 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 	if err != nil {
 		return err
 	}
+	servers1, err := serverCPU(s.pid())
+	if err != nil {
+		return err
+	}
+	others := cpuSpent(servers0, servers1, bench0, selfCPU())
 	if err := e.hooks.waitRuns(ctx, n, within); err != nil {
 		return err
 	}
@@ -236,7 +252,7 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 		Value:  fmt.Sprintf("%v, %.0f msg/s (%.1f MB/s), service CPU %.1f s", ing.Round(time.Millisecond), rate, mbs/ing.Seconds(), (cpu1 - cpu0).Seconds()),
 		Floor:  fmt.Sprintf("%v, %.0f msg/s (UID FETCH 1:* BODY.PEEK[])", floor.Round(time.Millisecond), floorRate),
 		Goal:   "≥ 70 % of the floor's msg/s", Met: met(rate >= 0.7*floorRate),
-		Note: fmt.Sprintf("%.0f %% of the floor", 100*rate/floorRate)})
+		Note: fmt.Sprintf("%.0f %% of the floor; meanwhile %s", 100*rate/floorRate, others)})
 	if cleared > 0 {
 		e.add(Result{Scenario: "2 backlog ingest", Database: db.name,
 			Metric: fmt.Sprintf("%d messages recorded and removed from INBOX%s", n, mb.variant()),
