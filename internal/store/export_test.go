@@ -81,5 +81,5 @@ func KeepBodiesOfAnother(s *Store, id int64, text string) {
 }
 
 // ForgetBodies empties the bodies cache.
-func ForgetBodies(s *Store) { s.bodies.clear() }
+func ForgetBodies(s *Store)      { s.bodies.clear() }
 func LookupSQL(d Dialect) string { return lookupSQL(d) }
