@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"mailtrigger/internal/bench"
+	"mailtrigger/internal/run"
 )
 
 // TestSmoke runs every scenario of the bench with tiny sizes, on SQLite and
@@ -88,5 +90,30 @@ func TestWriteDoc(t *testing.T) {
 	}
 	if !strings.HasPrefix(s, "# Benchmarks\n\n<!-- bench:begin") {
 		t.Errorf("the generated section is not right after the title:\n%s", s)
+	}
+}
+
+// TestHeadOf: the webhook listener reads a real payload's run id and
+// subject from its head alone.
+func TestHeadOf(t *testing.T) {
+	p := run.Payload{Run: run.PayloadRun{ID: "run_1"}, Message: run.PayloadMessage{Subject: `Invoice ,"text": 1`, Text: "body"}}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Run struct {
+			ID string `json:"id"`
+		} `json:"run"`
+		Message struct {
+			Subject string `json:"subject"`
+			Text    string `json:"text"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(bench.HeadOf(b), &d); err != nil {
+		t.Fatalf("%s: %v", bench.HeadOf(b), err)
+	}
+	if d.Run.ID != "run_1" || d.Message.Subject != `Invoice ,"text": 1` || d.Message.Text != "" {
+		t.Errorf("read %+v from %s", d, bench.HeadOf(b))
 	}
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,7 +72,7 @@ func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	var d payload
 	if err == nil {
-		err = json.Unmarshal(body, &d)
+		err = json.Unmarshal(headOf(body), &d)
 	}
 	w.WriteHeader(http.StatusOK)
 	h.mu.Lock()
@@ -96,6 +97,21 @@ func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case h.changed <- struct{}{}:
 	default:
 	}
+}
+
+// headOf returns the part of a webhook payload the bench reads: the run and
+// the message up to its text, closed as JSON. The bodies and attachments
+// after it (most of a backlog message's payload) are not decoded: decoding
+// 10,000 payloads of 40 KB cost the bench two seconds of CPU on the
+// machine it shares with the service it measures, where a real endpoint
+// is elsewhere. The message object is the payload's last field, and
+// ,"text": cannot occur inside a JSON string (its quotes would be
+// escaped), so the first one is the text field's.
+func headOf(body []byte) []byte {
+	if i := bytes.Index(body, []byte(`,"text":`)); i > 0 {
+		return append(body[:i:i], "}}"...)
+	}
+	return body
 }
 
 // count returns how many distinct runs were delivered, and how many

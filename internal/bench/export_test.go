@@ -1,0 +1,4 @@
+package bench
+
+// HeadOf is headOf, for the tests.
+var HeadOf = headOf
