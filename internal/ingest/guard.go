@@ -24,20 +24,19 @@ const ParseErrorCrashed = "skipped after repeated crashes"
 // so that reading and parsing never wait for the database's writer); the
 // transaction that records the round's last batch removes the note. A note
 // found when a session starts means the service died with those messages
-// unrecorded. The guard then goes
-// careful: one message per batch, each noted on its own before it is
-// parsed, until it is past the messages the dead batch could have held.
-// Each careful note counts the deaths of the message while it was
-// recorded alone (a batch of one, careful or not). A message whose count
-// has reached 2 when it comes up again is recorded raw with
+// unrecorded. The guard then goes careful: one message per batch, each
+// noted on its own before it is parsed, until it is past the messages the
+// dead note spanned. Each careful note counts the deaths of the message
+// while it was recorded alone (a batch of one, careful or not). A message
+// whose count has reached 2 when it comes up again is recorded raw with
 // ParseErrorCrashed, unparsed, and the checkpoint moves on. So a poison
 // message that arrives alone (new mail, one at a time) costs two
-// restarts, and one in a batch of several three: the batch's death only
-// makes the guard careful, since it cannot tell which message caused it;
-// an innocent message of that batch is parsed again on its own and
-// recorded as usual. Callers pass the batch's real bound as span (the
-// messages left to read, when fewer than a batch), so that a batch of
-// one counts. Each
+// restarts, and one among several three: a death with several messages
+// unrecorded only makes the guard careful, since it cannot tell which
+// message caused it; an innocent message among them is parsed again on
+// its own and recorded as usual. Callers pass the real bound as span (the
+// messages left to read, when fewer), so that a round of one message
+// counts. Each
 // note names the process that wrote it: a note this process left (a
 // transaction that failed, a lost connection, after which the session
 // starts again) is not a death and is simply replaced.
