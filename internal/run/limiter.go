@@ -352,6 +352,45 @@ func (l *limiter) waitHold(ctx context.Context, key string) error {
 	}
 }
 
+// room returns how many more runs for endpoint key (with caps c) may be
+// claimed now without any of them handed back: its free slots, and as many
+// waiters more as acquireQuick lets wait; -1 when the limiter knows nothing
+// of the endpoint (no bound).
+func (l *limiter) room(key string, c caps) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.slots[key]
+	if s == nil {
+		return -1
+	}
+	now := l.now()
+	if now.Before(s.ctl.HeldUntil()) {
+		return 0
+	}
+	limit := s.ctl.Limit()
+	if c.max > 0 {
+		limit = min(limit, c.max)
+	}
+	within, most := time.Duration(maxBusyWait), maxWaiters*l.ceiling
+	if s.took == 0 {
+		within, most = unknownBusyWait, limit
+	}
+	waiters := 0
+	if est := s.estimate(now); est < within {
+		// acquireQuick lets a run wait while (waiters+1)*est/limit < within.
+		if est > 0 {
+			most = min(most, int(within*time.Duration(limit)/est)-1)
+		}
+		waiters = max(0, most-s.waiters)
+	}
+	n := max(0, limit-s.active) + waiters
+	if c.rate > 0 {
+		// The rate lets about rate*within requests go within.
+		n = min(n, max(0, int(c.rate*within.Seconds())+1-s.waiters))
+	}
+	return n
+}
+
 // full reports whether endpoint key has no room now for a request with caps
 // c: Retry-After holds it, or its requests in flight fill its limit.
 func (l *limiter) full(key string, c caps) bool {
