@@ -19,11 +19,11 @@ import (
 func TestBacklogClaimsInBatches(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		h := newHook(t)
-		h.delay = 2 * time.Millisecond
+		h.delay, h.jitter = time.Millisecond, 20*time.Millisecond // finishing one by one
 		f := newFlow(t, s, "invoices", flowDef(webhook(h.URL)))
 		o := fastOptions()
 		o.PollInterval = time.Hour // only Notify (and due runs) wake the worker
-		const first, batches, per = 25, 24, 25
+		const first, batches, per = 25, 39, 25
 		runs := newRuns(t, s, f, first)
 		w, _ := startWorker(t, s, o)
 		for range batches {
@@ -31,13 +31,25 @@ func TestBacklogClaimsInBatches(t *testing.T) {
 			w.Notify()
 			time.Sleep(5 * time.Millisecond)
 		}
+		testwait.Until(t, 60*time.Second, func() error {
+			if n := len(h.got()); n < len(runs) {
+				return fmt.Errorf("got %d requests, want %d", n, len(runs))
+			}
+			return nil
+		})
 		for _, r := range runs {
 			waitRun(t, s, r.PublicID, store.RunDelivered)
 		}
+		if n := len(h.got()); n != len(runs) {
+			t.Errorf("got %d requests for %d runs", n, len(runs))
+		}
 		claims, back := run.Claims(w)
 		t.Logf("%d runs: %d claims, %d handed back", len(runs), claims, back)
-		if n := int64(len(runs)); claims > n/8 || back > n/4 {
-			t.Errorf("%d runs: got %d claims and %d runs handed back, want at most %d and %d", n, claims, back, n/8, n/4)
+		// Before: 0.4 to 0.9 claims per run, and 4 runs handed back per
+		// run (the endpoint's adaptive limit is small: its answers
+		// vary).
+		if n := int64(len(runs)); claims > n/3 || back > n/10 {
+			t.Errorf("%d runs: got %d claims and %d runs handed back, want at most %d and %d", n, claims, back, n/3, n/10)
 		}
 
 		// Idle again, the worker sleeps for an hour: a new run is claimed

@@ -352,10 +352,11 @@ func (l *limiter) waitHold(ctx context.Context, key string) error {
 	}
 }
 
-// room returns how many more runs for endpoint key (with caps c) may be
-// claimed now without any of them handed back: its free slots, and as many
-// waiters more as acquireQuick lets wait; -1 when the limiter knows nothing
-// of the endpoint (no bound).
+// room returns how many more runs for endpoint key (with caps c) a claim
+// may take now, so that none of them is handed back: its free slots, and
+// while its requests are quick, as many waiters as acquireQuick lets wait
+// and have their turn well within its wait; -1 when the
+// limiter knows nothing of the endpoint (no bound).
 func (l *limiter) room(key string, c caps) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -371,19 +372,21 @@ func (l *limiter) room(key string, c caps) int {
 	if c.max > 0 {
 		limit = min(limit, c.max)
 	}
-	within, most := time.Duration(maxBusyWait), maxWaiters*l.ceiling
+	within := time.Duration(maxBusyWait)
 	if s.took == 0 {
-		within, most = unknownBusyWait, limit
+		within = unknownBusyWait
 	}
-	waiters := 0
-	if est := s.estimate(now); est < within {
-		// acquireQuick lets a run wait while (waiters+1)*est/limit < within.
-		if est > 0 {
-			most = min(most, int(within*time.Duration(limit)/est)-1)
+	n := max(0, limit-s.active)
+	if est := s.estimate(now); est < within/4 {
+		// As many waiters as acquireQuick lets wait, and have their
+		// turn within a quarter of within (a margin for requests
+		// growing slower).
+		most := maxWaiters * l.ceiling
+		if s.took == 0 {
+			most = limit
 		}
-		waiters = max(0, most-s.waiters)
+		n += max(0, min(most, int(time.Duration(limit)*within/(4*max(est, time.Millisecond))))-s.waiters)
 	}
-	n := max(0, limit-s.active) + waiters
 	if c.rate > 0 {
 		// The rate lets about rate*within requests go within.
 		n = min(n, max(0, int(c.rate*within.Seconds())+1-s.waiters))

@@ -295,12 +295,18 @@ func (w *Worker) Run(ctx context.Context) {
 					})
 				}
 				backlogged = len(runs) == free
-				leftOut, settle = len(capped) > 0, max(1, inflight/4)
+				leftOut, settle = cappedOut(capped, runs), max(1, inflight/2)
 				if backlogged {
 					// More may be due; claim again as soon as slots free.
 					again, claimAt = true, time.Now().Add(w.opts.PollInterval)
 				} else {
-					claimAt = time.Now().Add(w.untilDue(ctx))
+					wait := w.untilDue(ctx)
+					if leftOut {
+						// The runs left out are due already: a
+						// finished delivery makes room for them.
+						wait = max(wait, settleWait)
+					}
+					claimAt = time.Now().Add(wait)
 				}
 			}
 		}
@@ -325,11 +331,34 @@ func (w *Worker) Run(ctx context.Context) {
 		case due := <-done:
 			finish(due)
 		case <-w.wake:
-			woken = true
+			if leftOut && !backlogged {
+				// An endpoint is saturated: new runs are likely
+				// its; claim them with the next batch.
+				claimAt = earliest(claimAt, time.Now().Add(settleWait))
+			} else {
+				woken = true
+			}
 		case <-timer.C:
 			woken = true
 		}
 	}
+}
+
+// cappedOut reports whether runs, claimed with caps, took as many runs of
+// some capped flow as its cap: the queue may hold more of them.
+func cappedOut(caps []store.FlowCap, runs []store.Run) bool {
+	for _, c := range caps {
+		n := 0
+		for _, r := range runs {
+			if r.FlowID == c.FlowID {
+				n++
+			}
+		}
+		if n >= c.Max {
+			return true
+		}
+	}
+	return false
 }
 
 // settleWait is the longest a finished delivery waits for others to finish
