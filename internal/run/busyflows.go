@@ -70,14 +70,20 @@ func (b *busyFlows) seenFlow(id int64, endpoint string, c caps) {
 	b.seen[id] = busyFlow{endpoint: endpoint, caps: c}
 }
 
+// maxCappedFlows bounds the flows a claim takes a capped number of runs of
+// (a statement each).
+const maxCappedFlows = 8
+
 // flowCaps returns the bounds of a claim of up to free runs: none of the
-// flows whose endpoint l says is still full (still), and of each flow
-// seen delivering, at most the runs its endpoint has room for now (its
-// free slots and the waiters it lets wait) when that is less than free.
-// Flows of one endpoint are each given the endpoint's room. A flow whose
-// endpoint l has forgotten is forgotten too.
+// flows whose endpoint l says has no room (still, or held by Retry-After,
+// or its slots and waiters full), and of the flows seen delivering, at
+// most the runs their endpoint has room for now (its free slots and the
+// waiters it serves quickly) when that is less than free: for the
+// maxCappedFlows of them with the least room (a statement each), the others
+// unbounded. Flows of one endpoint are each given the endpoint's room. A
+// flow whose endpoint l has forgotten is forgotten too.
 func (b *busyFlows) flowCaps(l *limiter, free int) []store.FlowCap {
-	var out []store.FlowCap
+	var out, capped []store.FlowCap
 	full := b.still(l)
 	for _, id := range full {
 		out = append(out, store.FlowCap{FlowID: id})
@@ -91,10 +97,16 @@ func (b *busyFlows) flowCaps(l *limiter, free int) []store.FlowCap {
 		switch n := l.room(f.endpoint, f.caps); {
 		case n < 0:
 			delete(b.seen, id)
+		case n == 0:
+			out = append(out, store.FlowCap{FlowID: id})
 		case n < free:
-			out = append(out, store.FlowCap{FlowID: id, Max: n})
+			capped = append(capped, store.FlowCap{FlowID: id, Max: n})
 		}
 	}
+	slices.SortFunc(capped, func(a, b store.FlowCap) int {
+		return cmp.Or(cmp.Compare(a.Max, b.Max), cmp.Compare(a.FlowID, b.FlowID))
+	})
+	out = append(out, capped[:min(len(capped), maxCappedFlows)]...)
 	slices.SortFunc(out, func(a, b store.FlowCap) int { return cmp.Compare(a.FlowID, b.FlowID) })
 	return out
 }

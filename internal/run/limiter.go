@@ -355,9 +355,9 @@ func (l *limiter) waitHold(ctx context.Context, key string) error {
 // room returns how many more runs for endpoint key (with caps c) a claim
 // may take now, so that none of them is handed back: its free slots, and
 // while its requests are quick, as many waiters as acquireQuick lets wait
-// and have their turn well within its wait; -1 when the
-// limiter knows nothing of the endpoint (no bound).
-func (l *limiter) room(key string, c caps) int {
+// and have their turn well within its wait; -1 when the limiter knows
+// nothing of the endpoint (no bound).
+func (l *limiter) room(key string, c caps) (n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.slots[key]
@@ -376,7 +376,7 @@ func (l *limiter) room(key string, c caps) int {
 	if s.took == 0 {
 		within = unknownBusyWait
 	}
-	n := max(0, limit-s.active)
+	n = max(0, limit-s.active)
 	if est := s.estimate(now); est < within/4 {
 		// As many waiters as acquireQuick lets wait, and have their
 		// turn within a quarter of within (a margin for requests
