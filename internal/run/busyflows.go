@@ -1,8 +1,11 @@
 package run
 
 import (
+	"cmp"
 	"slices"
 	"sync"
+
+	"mailtrigger/internal/store"
 )
 
 // maxBusyFlows bounds the flows a claim leaves out, and so its parameters.
@@ -17,6 +20,7 @@ const maxBusyFlows = 200
 type busyFlows struct {
 	mu    sync.Mutex
 	flows map[int64]busyFlow
+	seen  map[int64]busyFlow // flows delivered lately, with their first endpoint
 }
 
 type busyFlow struct {
@@ -24,7 +28,9 @@ type busyFlow struct {
 	caps     caps
 }
 
-func newBusyFlows() *busyFlows { return &busyFlows{flows: map[int64]busyFlow{}} }
+func newBusyFlows() *busyFlows {
+	return &busyFlows{flows: map[int64]busyFlow{}, seen: map[int64]busyFlow{}}
+}
 
 // add notes that a run of flow id found endpoint (with caps c) full.
 func (b *busyFlows) add(id int64, endpoint string, c caps) {
@@ -49,5 +55,58 @@ func (b *busyFlows) still(l *limiter) []int64 {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// seenFlow notes that flow id delivers to endpoint (with caps c) first, so
+// that later claims take no more of its runs than the endpoint has room
+// for (flowCaps). At most maxBusyFlows flows are noted.
+func (b *busyFlows) seenFlow(id int64, endpoint string, c caps) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if f, ok := b.seen[id]; (ok && f == busyFlow{endpoint, c}) || (!ok && len(b.seen) >= maxBusyFlows) {
+		return
+	}
+	b.seen[id] = busyFlow{endpoint: endpoint, caps: c}
+}
+
+// maxCappedFlows bounds the flows a claim takes a capped number of runs of
+// (a statement each).
+const maxCappedFlows = 8
+
+// flowCaps returns the bounds of a claim of up to free runs: none of the
+// flows whose endpoint l says has no room (still, or held by Retry-After,
+// or its slots and waiters full), and of the flows seen delivering, at
+// most the runs their endpoint has room for now (its free slots and the
+// waiters it serves quickly) when that is less than free: for the
+// maxCappedFlows of them with the least room (a statement each), the others
+// unbounded. Flows of one endpoint are each given the endpoint's room. A
+// flow whose endpoint l has forgotten is forgotten too.
+func (b *busyFlows) flowCaps(l *limiter, free int) []store.FlowCap {
+	var out, capped []store.FlowCap
+	full := b.still(l)
+	for _, id := range full {
+		out = append(out, store.FlowCap{FlowID: id})
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, f := range b.seen {
+		if slices.Contains(full, id) {
+			continue
+		}
+		switch n := l.room(f.endpoint, f.caps); {
+		case n < 0:
+			delete(b.seen, id)
+		case n == 0:
+			out = append(out, store.FlowCap{FlowID: id})
+		case n < free:
+			capped = append(capped, store.FlowCap{FlowID: id, Max: n})
+		}
+	}
+	slices.SortFunc(capped, func(a, b store.FlowCap) int {
+		return cmp.Or(cmp.Compare(a.Max, b.Max), cmp.Compare(a.FlowID, b.FlowID))
+	})
+	out = append(out, capped[:min(len(capped), maxCappedFlows)]...)
+	slices.SortFunc(out, func(a, b store.FlowCap) int { return cmp.Compare(a.FlowID, b.FlowID) })
 	return out
 }

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"mailtrigger/internal/store"
 )
 
 // TestBusyFlows checks which flows a claim leaves out: those whose endpoint
@@ -44,5 +46,40 @@ func TestBusyFlows(t *testing.T) {
 	clk.add(time.Minute + time.Second)
 	if got := b.still(l); len(got) != 0 {
 		t.Errorf("after the Retry-After: left out %v, want none", got)
+	}
+}
+
+// TestFlowCaps checks the bounds a claim gets: of a flow whose endpoint has
+// requests in flight, no more runs than the endpoint has room for (its
+// free slots and a round of waiters); none of one whose endpoint is held
+// by a Retry-After; no bound for an unknown flow's.
+func TestFlowCaps(t *testing.T) {
+	clk := newFakeClock()
+	l := newLimiter(4, clk.now) // limit 4
+	b := newBusyFlows()
+	const busy, one, held, idle = "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", "http://127.0.0.1:4"
+	b.seenFlow(1, busy, caps{})
+	b.seenFlow(2, one, caps{max: 1})
+	b.seenFlow(3, held, caps{})
+	b.seenFlow(4, idle, caps{})
+	b.seenFlow(5, busy, caps{max: 2})
+	l.tryAcquire(busy, caps{})
+	l.tryAcquire(one, caps{max: 1})
+	r, _, _ := l.tryAcquire(held, caps{})
+	r(busy503(time.Millisecond, clk.now().Add(time.Minute)))
+	r, _, _ = l.tryAcquire(idle, caps{})
+	r(ok200(time.Millisecond))
+	// busy: 3 slots free and 4 waiters (none of its requests finished
+	// yet: a round of the limit); flow 5's maxConcurrency 2: 1 and 2.
+	// one (maxConcurrency 1): its slot taken, a round of 1 may wait.
+	got := b.flowCaps(l, 100)
+	// idle: 4 slots free and, its requests quick (1 ms), two rounds of
+	// the ceiling waiting (maxWaiters).
+	want := []store.FlowCap{{FlowID: 1, Max: 7}, {FlowID: 2, Max: 1}, {FlowID: 3}, {FlowID: 4, Max: 12}, {FlowID: 5, Max: 3}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got caps %v, want %v", got, want)
+	}
+	if got := b.flowCaps(l, 5); !slices.Equal(got, []store.FlowCap{{FlowID: 2, Max: 1}, {FlowID: 3}, {FlowID: 5, Max: 3}}) {
+		t.Errorf("claiming 5: got caps %v, want flows 2, 3 and 5 only (the others' room is more)", got)
 	}
 }

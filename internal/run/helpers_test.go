@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -75,6 +76,7 @@ type hook struct {
 	requests  []received
 	responses []response
 	delay     time.Duration
+	jitter    time.Duration // each answer waits delay plus up to this more, at random
 	inflight  atomic.Int32
 	maxFlight atomic.Int32
 }
@@ -116,6 +118,9 @@ func (h *hook) serve(w http.ResponseWriter, r *http.Request) {
 		resp, h.responses = h.responses[0], h.responses[1:]
 	}
 	delay := h.delay
+	if h.jitter > 0 {
+		delay += rand.N(h.jitter)
+	}
 	h.mu.Unlock()
 	select {
 	case <-time.After(delay):

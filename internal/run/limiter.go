@@ -352,6 +352,48 @@ func (l *limiter) waitHold(ctx context.Context, key string) error {
 	}
 }
 
+// room returns how many more runs for endpoint key (with caps c) a claim
+// may take now, so that none of them is handed back: its free slots, and
+// while its requests are quick, as many waiters as acquireQuick lets wait
+// and have their turn well within its wait; -1 when the limiter knows
+// nothing of the endpoint (no bound).
+func (l *limiter) room(key string, c caps) (n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.slots[key]
+	if s == nil {
+		return -1
+	}
+	now := l.now()
+	if now.Before(s.ctl.HeldUntil()) {
+		return 0
+	}
+	limit := s.ctl.Limit()
+	if c.max > 0 {
+		limit = min(limit, c.max)
+	}
+	within := time.Duration(maxBusyWait)
+	if s.took == 0 {
+		within = unknownBusyWait
+	}
+	n = max(0, limit-s.active)
+	if est := s.estimate(now); est < within/4 {
+		// As many waiters as acquireQuick lets wait, and have their
+		// turn within a quarter of within (a margin for requests
+		// growing slower).
+		most := maxWaiters * l.ceiling
+		if s.took == 0 {
+			most = limit
+		}
+		n += max(0, min(most, int(time.Duration(limit)*within/(4*max(est, time.Millisecond))))-s.waiters)
+	}
+	if c.rate > 0 {
+		// The rate lets about rate*within requests go within.
+		n = min(n, max(0, int(c.rate*within.Seconds())+1-s.waiters))
+	}
+	return n
+}
+
 // full reports whether endpoint key has no room now for a request with caps
 // c: Retry-After holds it, or its requests in flight fill its limit.
 func (l *limiter) full(key string, c caps) bool {

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -126,6 +127,8 @@ type Worker struct {
 	limit   *limiter
 	busy    *busyFlows // flows whose endpoint is full: claims leave them out
 	wake    chan struct{}
+	// For tests: ClaimRuns calls, and runs handed back.
+	claims, handBacks atomic.Int64
 }
 
 // New returns a Worker.
@@ -193,7 +196,7 @@ func (w *Worker) Run(ctx context.Context) {
 		<-finisherDone
 		w.log.Info("run worker stopped")
 	}()
-	done := make(chan bool, w.opts.Workers) // one per finished delivery (true: handed back); never blocks
+	done := make(chan time.Time, w.opts.Workers) // one per finished delivery (non-zero: handed back, due again then); never blocks
 	inflight, failures := 0, 0
 	backlogged := false // the last claim took as many runs as it asked for
 	// Of the runs claimed since the last claim: how many were handed back
@@ -203,12 +206,31 @@ func (w *Worker) Run(ctx context.Context) {
 	// rather than claiming and handing back the queue over and over.
 	lastClaim, handedBack, finished := 0, 0, 0
 	var lastClaimAt time.Time
-	finish := func(back bool) {
+	// After a short claim (it took every due run it could), the queue has
+	// more due runs only when ingest adds some (Notify wakes the loop), a
+	// run comes due (the timer), or the claim left out flows whose
+	// endpoint was full: a finished delivery may make room for those. It
+	// triggers a claim once settle deliveries (a quarter of those in
+	// flight) finished, or settleWait after the first one did, so that
+	// each claim takes a batch of them rather than the one or two runs
+	// the slots just freed fit (a write transaction, on SQLite the one
+	// writer, each).
+	leftOut, settle := false, 1
+	claimAt := time.Now() // claim by then at the latest (the timer)
+	woken := true         // Notify or the timer: claim at once
+	finish := func(due time.Time) {
 		inflight--
-		if back {
+		if !due.IsZero() {
 			handedBack++
+			// The run handed back is due again then: look for it.
+			if due.Before(claimAt) {
+				claimAt = due
+			}
 		} else {
 			finished++
+			if leftOut && !backlogged && finished == 1 {
+				claimAt = earliest(claimAt, time.Now().Add(settleWait))
+			}
 		}
 	}
 	var depthAt time.Time
@@ -218,8 +240,8 @@ func (w *Worker) Run(ctx context.Context) {
 	drain:
 		for {
 			select {
-			case back := <-done:
-				finish(back)
+			case due := <-done:
+				finish(due)
 			default:
 				break drain
 			}
@@ -230,16 +252,27 @@ func (w *Worker) Run(ctx context.Context) {
 			// of a quarter of those in flight.
 			free, batch = min(free, finished), max(1, min(batch, inflight/4))
 		}
-		wait := w.opts.PollInterval
+		claim := false
 		switch {
-		case free > 0 && backlogged && free < batch:
+		case free <= 0:
+		case backlogged:
 			// A backlog: claim when a quarter of the workers are free,
 			// so that claims (and the reads of their flows and messages)
 			// come in batches rather than one run each. A finished
 			// delivery wakes the loop.
-		case free > 0:
+			claim = free >= batch
+		case woken || !time.Now().Before(claimAt):
+			claim = true
+		case leftOut:
+			claim = finished >= settle
+		}
+		again := false
+		if claim {
+			woken = false
 			claimedAt := time.Now()
-			runs, err := w.store.ClaimRuns(ctx, claimedAt, free, w.opts.Lease, w.busy.still(w.limit)...)
+			capped := w.busy.flowCaps(w.limit, free)
+			w.claims.Add(1)
+			runs, err := w.store.ClaimRunsCapped(ctx, claimedAt, free, w.opts.Lease, capped)
 			if err == nil {
 				lastClaim, lastClaimAt, handedBack, finished = len(runs), claimedAt, 0, 0
 			}
@@ -248,7 +281,8 @@ func (w *Worker) Run(ctx context.Context) {
 				return
 			case err != nil:
 				failures++
-				wait = Jitter(Backoff(failures, w.opts.PollInterval, time.Minute))
+				wait := Jitter(Backoff(failures, w.opts.PollInterval, time.Minute))
+				claimAt = time.Now().Add(wait)
 				w.log.Warn("claiming due runs failed", "err", err, "retry_in", wait.Round(time.Millisecond))
 			default:
 				failures = 0
@@ -261,11 +295,18 @@ func (w *Worker) Run(ctx context.Context) {
 					})
 				}
 				backlogged = len(runs) == free
+				leftOut, settle = cappedOut(capped, runs), max(1, inflight/2)
 				if backlogged {
 					// More may be due; claim again as soon as slots free.
-					wait = 0
+					again, claimAt = true, time.Now().Add(w.opts.PollInterval)
 				} else {
-					wait = w.untilDue(ctx)
+					wait := w.untilDue(ctx)
+					if leftOut {
+						// The runs left out are due already: a
+						// finished delivery makes room for them.
+						wait = max(wait, settleWait)
+					}
+					claimAt = time.Now().Add(wait)
 				}
 			}
 		}
@@ -275,21 +316,60 @@ func (w *Worker) Run(ctx context.Context) {
 				w.metrics.depth.Set(float64(n))
 			}
 		}
-		if wait == 0 && inflight < w.opts.Workers {
+		if again && inflight < w.opts.Workers {
 			continue
 		}
-		if wait == 0 {
+		wait := time.Until(claimAt)
+		if wait <= 0 {
+			// Due, but no worker is free or the backlog waits for a
+			// batch of them: a finished delivery wakes the loop.
 			wait = w.opts.PollInterval
 		}
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-		case back := <-done:
-			finish(back)
+		case due := <-done:
+			finish(due)
 		case <-w.wake:
+			if leftOut && !backlogged {
+				// An endpoint is saturated: new runs are likely
+				// its; claim them with the next batch.
+				claimAt = earliest(claimAt, time.Now().Add(settleWait))
+			} else {
+				woken = true
+			}
 		case <-timer.C:
+			woken = true
 		}
 	}
+}
+
+// cappedOut reports whether runs, claimed with caps, took as many runs of
+// some capped flow as its cap: the queue may hold more of them.
+func cappedOut(caps []store.FlowCap, runs []store.Run) bool {
+	for _, c := range caps {
+		n := 0
+		for _, r := range runs {
+			if r.FlowID == c.FlowID {
+				n++
+			}
+		}
+		if n >= c.Max {
+			return true
+		}
+	}
+	return false
+}
+
+// settleWait is the longest a finished delivery waits for others to finish
+// before it triggers a claim for the flows the last claim left out.
+const settleWait = 50 * time.Millisecond
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // minWait keeps a due run that another worker holds locked for a moment
@@ -339,9 +419,6 @@ func transient(format string, args ...any) outcome {
 	return outcome{err: fmt.Sprintf(format, args...), retry: true}
 }
 
-// deliver makes one attempt at run r, cut off at deadline, with its flow
-// and message from b, and has the finisher record it. It reports whether
-// the run was handed back to the queue unattempted (its endpoint busy).
 // finish hands req to the finisher and waits until it is committed, or
 // until ctx ends.
 func finish(ctx context.Context, finishing chan<- finishReq, req finishReq) error {
@@ -359,7 +436,11 @@ func finish(ctx context.Context, finishing chan<- finishReq, req finishReq) erro
 	}
 }
 
-func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) (handedBack bool) {
+// deliver makes one attempt at run r, cut off at deadline, with its flow
+// and message from b, and has the finisher record it. When the run was
+// handed back to the queue unattempted (its endpoint busy), it returns when
+// the run is due again; else the zero time.
+func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b *batch, finishing chan<- finishReq) (handedBack time.Time) {
 	log := w.log.With("run_id", r.PublicID, "flow", r.FlowName)
 	n := r.Attempts + 1
 	start := time.Now()
@@ -373,11 +454,12 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		// could use: hand the run back until the endpoint may have room.
 		next := w.limit.park(out.busy, out.busyCaps, time.Now(), out.busyUntil, parkFallback)
 		w.busy.add(r.FlowID, out.busy, out.busyCaps)
+		w.handBacks.Add(1)
 		err := finish(fctx, finishing, finishReq{release: true, f: store.Finish{RunID: r.ID, Next: next}})
 		if err != nil {
 			log.Error("handing back a run failed; it is taken up again when its lease ends", "err", err)
 		}
-		return true
+		return next
 	}
 	a := store.Attempt{StartedAt: start, Duration: time.Since(start), StatusCode: out.code, Error: out.err, Response: out.response}
 
@@ -402,7 +484,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 	if err != nil {
 		log.Error("recording a delivery attempt failed; the run is taken up again when its lease ends",
 			"attempt", n, "status_code", out.code, "err", err)
-		return false
+		return time.Time{}
 	}
 	w.metrics.attempts.WithLabelValues(r.FlowName, result(out)).Inc()
 	switch status {
@@ -417,7 +499,7 @@ func (w *Worker) deliver(ctx context.Context, r store.Run, deadline time.Time, b
 		log.Info("delivery attempt failed; retrying", "attempt", n, "status_code", out.code, "err", a.Error,
 			"next_attempt_at", next.UTC().Format(time.RFC3339))
 	}
-	return false
+	return time.Time{}
 }
 
 // attempt delivers run r (attempt n) to every activity of its flow in turn,
@@ -439,6 +521,7 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 		return failed("flow %s: %v", f.Name, err)
 	}
 	acts := activities(fl, w.opts.DefaultTimeout)
+	w.busy.seenFlow(r.FlowID, acts[0].endpoint, acts[0].caps())
 	// The first endpoint busy: wait a little for it when its requests are
 	// quick, else give the run back rather than hold a worker.
 	first, until, ok := w.limit.tryAcquire(acts[0].endpoint, acts[0].caps())

@@ -162,6 +162,26 @@ const recoverEvery = time.Second
 // exceptFlows (their endpoint has no room now) are left in the queue, due
 // as they were, for a later claim.
 func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease time.Duration, exceptFlows ...int64) ([]Run, error) {
+	caps := make([]FlowCap, len(exceptFlows))
+	for i, id := range exceptFlows {
+		caps[i] = FlowCap{FlowID: id}
+	}
+	return s.ClaimRunsCapped(ctx, now, limit, lease, caps)
+}
+
+// FlowCap bounds the runs of one flow a claim takes: at most Max, none
+// when Max is 0.
+type FlowCap struct {
+	FlowID int64
+	Max    int
+}
+
+// ClaimRunsCapped claims as ClaimRuns does, taking at most cap.Max runs of
+// each flow in caps (none of those with Max 0): a worker takes no more of
+// an endpoint's runs than the endpoint has room for, rather than handing
+// the others back. The capped flows' runs are claimed first, each flow's
+// oldest due first, then the other flows' runs, oldest due first.
+func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, lease time.Duration, caps []FlowCap) ([]Run, error) {
 	now = now.UTC()
 	skip := ""
 	if s.dialect == Postgres {
@@ -169,10 +189,10 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 	}
 	args := []any{RunDelivering, now.Add(lease), now, limit}
 	except := ""
-	if len(exceptFlows) > 0 {
-		ps := make([]string, len(exceptFlows))
-		for i, id := range exceptFlows {
-			args = append(args, id)
+	if len(caps) > 0 {
+		ps := make([]string, len(caps))
+		for i, c := range caps {
+			args = append(args, c.FlowID)
 			ps[i] = fmt.Sprintf("$%d", len(args))
 		}
 		except = " AND flow_id NOT IN (" + strings.Join(ps, ", ") + ")"
@@ -183,6 +203,7 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 	last := s.recovered.Load()
 	recoverLeases := now.UnixNano()-last >= int64(recoverEvery) || now.UnixNano() < last
 	err := s.Write(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
 		// Runs whose lease ran out (their worker died) are due again. Two
 		// statements rather than an OR in one, so that each uses its
 		// partial index: with an OR the claim scanned every run, finished
@@ -194,11 +215,29 @@ func (s *Store) ClaimRuns(ctx context.Context, now time.Time, limit int, lease t
 				return fmt.Errorf("recovering runs whose lease ended: %w", err)
 			}
 		}
-		var err error
-		out, err = collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
+		for _, c := range caps {
+			n := min(c.Max, limit-len(out))
+			if n <= 0 {
+				continue
+			}
+			runs, err := collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
+				WHERE id IN (SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3 AND flow_id = $5
+					ORDER BY next_attempt_at LIMIT $4`+skip+`)
+				RETURNING `+runColumns, RunDelivering, now.Add(lease), now, n, c.FlowID))
+			if err != nil {
+				return err
+			}
+			out = append(out, runs...)
+		}
+		if len(out) >= limit {
+			return nil
+		}
+		args[3] = limit - len(out)
+		runs, err := collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
 			WHERE id IN (SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3`+except+`
 				ORDER BY next_attempt_at LIMIT $4`+skip+`)
 			RETURNING `+runColumns, args...))
+		out = append(out, runs...)
 		return err
 	})
 	if err != nil {

@@ -142,3 +142,62 @@ func TestClaimRunsExceptFlows(t *testing.T) {
 		}
 	})
 }
+
+// TestClaimRunsCapped checks that a claim takes at most a capped flow's
+// cap of its runs (oldest due first), none of a flow capped at 0, the
+// others' up to the limit, and that a later claim takes what was left.
+func TestClaimRunsCapped(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		var msgs []store.Incoming
+		for i := range uint32(4) {
+			msgs = append(msgs, incoming(i+1, msg(int(i+1), "")))
+		}
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 4},
+			Messages: msgs}
+		var first []int64 // flow 1's runs, oldest first
+		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+			for _, flow := range []int64{1, 2, 3} {
+				r := store.Run{FlowID: flow, FlowName: "f", MessageID: id, IMAPName: "inbox"}
+				if _, err := tx.CreateRun(ctx, &r); err != nil {
+					return err
+				}
+				if flow == 1 {
+					first = append(first, r.ID)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := func(runs []store.Run) map[int64]int {
+			n := map[int64]int{}
+			for _, r := range runs {
+				n[r.FlowID]++
+			}
+			return n
+		}
+		caps := []store.FlowCap{{FlowID: 1, Max: 2}, {FlowID: 2}}
+		claimed, err := s.ClaimRunsCapped(ctx, time.Now(), 10, time.Minute, caps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := count(claimed); len(claimed) != 6 || n[1] != 2 || n[2] != 0 || n[3] != 4 {
+			t.Fatalf("claimed %v of flows 1, 2, 3; want 2, 0, 4", n)
+		}
+		for _, r := range claimed {
+			if r.FlowID == 1 && r.ID != first[0] && r.ID != first[1] {
+				t.Errorf("claimed flow 1's run %d, want its oldest two %v", r.ID, first[:2])
+			}
+		}
+		// The limit bounds the capped flows' runs too.
+		if again, err := s.ClaimRunsCapped(ctx, time.Now(), 1, time.Minute, []store.FlowCap{{FlowID: 1, Max: 2}}); err != nil || len(again) != 1 || again[0].FlowID != 1 {
+			t.Fatalf("claimed %v, %v; want one run of flow 1", again, err)
+		}
+		rest, err := s.ClaimRuns(ctx, time.Now(), 10, time.Minute)
+		if n := count(rest); err != nil || len(rest) != 5 || n[1] != 1 || n[2] != 4 {
+			t.Fatalf("claimed %v, %v; want the 5 runs left (flow 1's last, flow 2's 4)", n, err)
+		}
+	})
+}
