@@ -234,28 +234,23 @@ func (p countedPipeline) Add(m source.Message) error {
 	return p.Pipeline.Add(m)
 }
 
-// TestPipelineReadsWhileRecording: while a batch is recorded (its
-// transaction holding SQLite's one writer connection), the next batch is
-// noted for the crash-loop breaker and read; it used to wait for the
-// record to note it.
-func TestPipelineReadsWhileRecording(t *testing.T) {
-	e := newPipelineEnv(t, imapconf.AfterSeen)
-	for i := range 60 {
+// syncHoldingFirst reads n messages from a fake mailbox through a pipeline
+// batching by 25, running during inside the first batch's transaction (on
+// SQLite it holds the one writer connection) with the count of messages
+// the source handed over so far; during's error fails the test. The
+// messages must be recorded 1..n in order.
+func syncHoldingFirst(t *testing.T, e *pipelineEnv, n int, during func(added *atomic.Int32) error) *progress {
+	t.Helper()
+	for i := range n {
 		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
 	}
 	var added atomic.Int32
-	var readAhead error
+	var duringErr error
 	recording := make(chan struct{})
 	e.fail = func(uid uint32) error {
 		if uid == 1 {
-			// In the first batch's transaction.
 			close(recording)
-			readAhead = testwait.UntilErr(10*time.Second, func() error {
-				if n := added.Load(); n < 40 {
-					return fmt.Errorf("%d messages read while the first batch was recorded, want 40", n)
-				}
-				return nil
-			})
+			duringErr = during(&added)
 		}
 		return nil
 	}
@@ -269,12 +264,31 @@ func TestPipelineReadsWhileRecording(t *testing.T) {
 	if err := e.src.Sync(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	if readAhead != nil {
-		t.Error(readAhead)
+	if duringErr != nil {
+		t.Error(duringErr)
 	}
-	if got := e.recorded(t); !slices.Equal(got, seq(1, 60)) {
-		t.Errorf("recorded %v, want 1..60 in order", got)
+	if got := e.recorded(t); !slices.Equal(got, seq(1, uint32(n))) {
+		t.Errorf("recorded %v, want 1..%d in order", got, n)
 	}
+	return &p
+}
+
+// readAtLeast waits until the source handed over n messages.
+func readAtLeast(added *atomic.Int32, n int32) error {
+	return testwait.UntilErr(10*time.Second, func() error {
+		if got := added.Load(); got < n {
+			return fmt.Errorf("%d messages read while the first batch was recorded, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// TestPipelineReadsWhileRecording: while a batch is recorded (its
+// transaction holding SQLite's one writer connection), the next batch is
+// read; it used to wait for the record to note it.
+func TestPipelineReadsWhileRecording(t *testing.T) {
+	e := newPipelineEnv(t, imapconf.AfterSeen)
+	p := syncHoldingFirst(t, e, 60, func(added *atomic.Int32) error { return readAtLeast(added, 40) })
 	if want := [][2]int{{25, 25}, {25, 25}, {10, 10}}; !slices.Equal(p.counted, want) {
 		t.Errorf("batches %v, want %v", p.counted, want)
 	}
@@ -289,59 +303,26 @@ func TestPipelineReadsWhileRecording(t *testing.T) {
 // written. Once the round is recorded, no note is left.
 func TestPipelineThreeStages(t *testing.T) {
 	e := newPipelineEnv(t, imapconf.AfterSeen)
-	for i := range 100 {
-		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
-	}
-	var added atomic.Int32
-	var during error
-	recording := make(chan struct{})
-	e.fail = func(uid uint32) error {
-		if uid != 1 {
-			return nil
-		}
-		// In the first batch's transaction.
-		close(recording)
-		during = testwait.UntilErr(10*time.Second, func() error {
-			if n := added.Load(); n < 75 {
-				return fmt.Errorf("%d messages read while the first batch was recorded, want 75", n)
-			}
-			return nil
-		})
-		if during != nil {
-			return nil
+	ctx := context.Background()
+	syncHoldingFirst(t, e, 100, func(added *atomic.Int32) error {
+		if err := readAtLeast(added, 75); err != nil {
+			return err
 		}
 		// Bounded: the source waits while two batches are pending.
 		time.Sleep(200 * time.Millisecond)
 		if n := added.Load(); n > 75 {
-			during = fmt.Errorf("%d messages read while the first batch was recorded, want at most 75", n)
-			return nil
+			return fmt.Errorf("%d messages read while the first batch was recorded, want at most 75", n)
 		}
-		a, ok, err := e.st.GetAttempt(context.Background(), e.cfg.ID)
+		a, ok, err := e.st.GetAttempt(ctx, e.cfg.ID)
 		switch {
 		case err != nil:
-			during = err
+			return err
 		case !ok || a.Key != ingest.KeyUID(7, 1) || a.Span != 75:
-			during = fmt.Errorf("crash-loop note %+v (%v) while the round is recorded, want key %s for 75 messages",
+			return fmt.Errorf("crash-loop note %+v (%v) while the round is recorded, want key %s for 75 messages",
 				a, ok, ingest.KeyUID(7, 1))
 		}
 		return nil
-	}
-	ctx := context.Background()
-	if err := e.src.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer e.src.Close()
-	var p progress
-	l := addCounter{e.in.Ledger(e.cfg, ingest.Limits{BatchMessages: 25, BatchBytes: 1 << 20}, &p), &added, recording}
-	if err := e.src.Sync(ctx, l); err != nil {
-		t.Fatal(err)
-	}
-	if during != nil {
-		t.Error(during)
-	}
-	if got := e.recorded(t); !slices.Equal(got, seq(1, 100)) {
-		t.Errorf("recorded %v, want 1..100 in order", got)
-	}
+	})
 	if a, ok, err := e.st.GetAttempt(ctx, e.cfg.ID); err != nil || ok {
 		t.Errorf("crash-loop note after the round: %+v, %v, %v; want none", a, ok, err)
 	}
