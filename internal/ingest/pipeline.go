@@ -79,7 +79,7 @@ type recording struct {
 	err  error
 }
 
-// pending is how many batches may be parsed or recorded while the source
+// pendingMax is how many batches may be parsed or recorded while the source
 // reads the next one.
 const pendingMax = 2
 
