@@ -251,26 +251,11 @@ const clockTick = time.Second / 100
 
 // cpuTime returns the CPU time (user and system) the service used so far.
 func (s *service) cpuTime() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid()))
+	st, err := readProcStat(s.pid())
 	if err != nil {
 		return 0, fmt.Errorf("reading the service's cpu time: %w", err)
 	}
-	// The command name, in parentheses, may hold spaces: fields count from
-	// after its closing parenthesis; utime and stime are fields 14 and 15.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("reading the service's cpu time: unexpected /proc stat %q", b)
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("reading the service's cpu time: unexpected /proc stat %q", b)
-	}
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("reading the service's cpu time: %w", err)
-	}
-	return time.Duration(utime+stime) * clockTick, nil
+	return st.own, nil
 }
 
 // metrics reads the named unlabelled metrics (go_goroutines,
