@@ -81,7 +81,8 @@ type SenderOptions struct {
 	// default 30 s.
 	Timeout time.Duration
 	// Lease is how long a claimed delivery belongs to this sender; default
-	// 2 min. A delivery whose sender died is claimed again after it.
+	// 2 min. A delivery whose sender died is claimed again after it. An
+	// attempt is cut off at nine tenths of it when Timeout is longer.
 	Lease time.Duration
 	// Workers bounds the deliveries in flight; default 8.
 	Workers int
@@ -112,8 +113,11 @@ func (o *SenderOptions) defaults() {
 	def(&o.Timeout, 30*time.Second)
 	def(&o.Lease, 2*time.Minute)
 	def(&o.PollInterval, time.Second)
-	if o.Lease <= o.Timeout {
-		o.Lease = o.Timeout + time.Minute // the attempt ends within the lease
+	if o.Timeout > o.Lease-o.Lease/10 {
+		// The attempt ends within the lease, as a run's does: a short
+		// lease (MAILTRIGGER_RUN_LEASE) shortens the attempt rather than
+		// leave a delivery a dead sender held waiting longer than asked.
+		o.Timeout = o.Lease - o.Lease/10
 	}
 	if o.UserAgent == "" {
 		o.UserAgent = "mailtrigger"

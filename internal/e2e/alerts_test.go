@@ -313,11 +313,22 @@ func TestAlertsDeliveredLateAfterKill(t *testing.T) {
 		d.Append(t, addr, "INBOX", mailMessage(fmt.Sprintf("late-%d@e2e", i), addr, "Invoice", "pay"))
 	}
 	runs := failedRuns(s, c, n)
-	// Each alert tried, and refused, at least once.
-	waitFor(s, 30*time.Second, "an attempt of every alert while the endpoint is down", func() (bool, any) {
-		tried := map[string]bool{}
-		for _, d := range sink.all() {
-			tried[d.id] = true
+	// Each alert tried, refused, and that attempt recorded, at least once
+	// (the listener seeing a request is not enough: an attempt the kill
+	// cuts off before it is recorded is made again under its number).
+	waitFor(s, 30*time.Second, "a recorded attempt of every alert while the endpoint is down", func() (bool, any) {
+		var page struct {
+			Items      []map[string]any `json:"items"`
+			NextCursor *string          `json:"nextCursor"`
+		}
+		if err := c.Do(context.Background(), http.MethodGet, "/api/v1/alerts/ops/deliveries", nil, &page); err != nil {
+			return false, err
+		}
+		tried := map[string]float64{}
+		for _, d := range page.Items {
+			if n, _ := d["attemptCount"].(float64); n > 0 {
+				tried[fmt.Sprint(d["id"])] = n
+			}
 		}
 		return len(tried) == n, tried
 	})
