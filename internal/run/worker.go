@@ -210,11 +210,13 @@ func (w *Worker) Run(ctx context.Context) {
 	// more due runs only when ingest adds some (Notify wakes the loop), a
 	// run comes due (the timer), or the claim left out flows whose
 	// endpoint was full: a finished delivery may make room for those. It
-	// triggers a claim once settle deliveries (a quarter of those in
-	// flight) finished, or settleWait after the first one did, so that
-	// each claim takes a batch of them rather than the one or two runs
-	// the slots just freed fit (a write transaction, on SQLite the one
-	// writer, each).
+	// triggers a claim once settle deliveries (half of those in flight)
+	// finished, or settleWait after the first one did, so that each claim
+	// takes a batch of them rather than the one or two runs the slots
+	// just freed fit (a write transaction, on SQLite the one writer,
+	// each). The price: against an endpoint holding each answer 200 ms,
+	// slots wait for the batch, 284 runs/s instead of 293-298 (a quarter
+	// gave 290-292, with a third more claims).
 	leftOut, settle := false, 1
 	claimAt := time.Now() // claim by then at the latest (the timer)
 	woken := true         // Notify or the timer: claim at once
