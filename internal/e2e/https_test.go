@@ -90,8 +90,15 @@ func TestHTTPSWithCertificateFiles(t *testing.T) {
 	if err := testwait.UntilErr(20*time.Second, served("2002")); err != nil {
 		s.fatalf("after the certificate files were replaced: %v", err)
 	}
-	if out := s.out.String(); !strings.Contains(out, "reloaded TLS certificate") {
-		s.errorf("no reload logged")
+	// The line is in the service's output once the test's copy of its
+	// stderr has caught up, which may be a moment after the handshake.
+	if err := testwait.UntilErr(5*time.Second, func() error {
+		if !strings.Contains(s.out.String(), "reloaded TLS certificate") {
+			return errors.New("no reload logged")
+		}
+		return nil
+	}); err != nil {
+		s.errorf("%v", err)
 	}
 	s.stop()
 }
