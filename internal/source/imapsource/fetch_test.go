@@ -346,7 +346,7 @@ func TestSizeCap(t *testing.T) {
 }
 
 func TestRuns(t *testing.T) {
-	const sizeCap = 2 << 20 // budget max(sizeCap, minRunBytes) = 2 MiB
+	const sizeCap = 2 * minRunBytes // the budget, max(sizeCap, minRunBytes)
 	m := func(uid uint32, size int64) meta { return meta{uid: uid, size: size} }
 	tests := []struct {
 		name  string
@@ -355,8 +355,8 @@ func TestRuns(t *testing.T) {
 	}{
 		{"none", nil, nil},
 		{"all small", []meta{m(1, 10), m(2, 10), m(3, 10)}, [][]uint32{{1, 2, 3}}},
-		{"large splits", []meta{m(1, 10), m(2, 3<<20), m(3, 3<<20), m(4, 10)}, [][]uint32{{1}, {2, 3}, {4}}},
-		{"budget splits", []meta{m(1, 1<<20), m(2, 1<<20), m(3, 1)}, [][]uint32{{1, 2}, {3}}},
+		{"large splits", []meta{m(1, 10), m(2, sizeCap+1), m(3, sizeCap+1), m(4, 10)}, [][]uint32{{1}, {2, 3}, {4}}},
+		{"budget splits", []meta{m(1, sizeCap/2), m(2, sizeCap/2), m(3, 1)}, [][]uint32{{1, 2}, {3}}},
 		{"at the cap is small", []meta{m(1, sizeCap), m(2, 1)}, [][]uint32{{1}, {2}}},
 	}
 	for _, tt := range tests {
@@ -378,11 +378,22 @@ func TestRuns(t *testing.T) {
 
 // TestRunsSpooled: with a spooler, each message it spools is fetched alone,
 // and the messages read into memory together are bounded by the threshold
-// (1 MiB at least), not by the size cap.
+// (minRunBytes at least), not by the size cap.
 func TestRunsSpooled(t *testing.T) {
 	const sizeCap = 50 << 20
-	sp := &spool.Spooler{Threshold: 1 << 20}
+	const threshold = 1 << 20
+	sp := &spool.Spooler{Threshold: threshold}
 	m := func(uid uint32, size int64) meta { return meta{uid: uid, size: size} }
+	// The budget, minRunBytes, in messages at the threshold (kept in
+	// memory) and one byte more.
+	var budget []meta
+	var first []uint32
+	for i := range minRunBytes / threshold {
+		budget = append(budget, m(uint32(i+1), threshold))
+		first = append(first, uint32(i+1))
+	}
+	last := uint32(len(budget) + 1)
+	budget = append(budget, m(last, 1))
 	tests := []struct {
 		name  string
 		metas []meta
@@ -390,7 +401,7 @@ func TestRunsSpooled(t *testing.T) {
 	}{
 		{"all small", []meta{m(1, 10), m(2, 10), m(3, 10)}, [][]uint32{{1, 2, 3}}},
 		{"big alone", []meta{m(1, 10), m(2, 5<<20), m(3, 5<<20), m(4, 10), m(5, 10)}, [][]uint32{{1}, {2}, {3}, {4, 5}}},
-		{"memory budget", []meta{m(1, 600<<10), m(2, 600<<10), m(3, 400<<10), m(4, 1), m(5, 1<<20)}, [][]uint32{{1}, {2, 3, 4}, {5}}},
+		{"memory budget", budget, [][]uint32{first, {last}}},
 		{"over the cap together", []meta{m(1, 60<<20), m(2, 60<<20), m(3, 5<<20)}, [][]uint32{{1, 2}, {3}}},
 	}
 	for _, tt := range tests {
