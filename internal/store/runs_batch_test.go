@@ -201,3 +201,113 @@ func TestClaimRunsCapped(t *testing.T) {
 		}
 	})
 }
+
+// claimN records n messages of configuration imapID, a run of flow imapID
+// for each, and claims them all.
+func claimN(t *testing.T, s *store.Store, imapID int64, n int) []store.Run {
+	t.Helper()
+	ctx := context.Background()
+	b := store.Batch{IMAPID: imapID, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: uint32(n)}}
+	for i := 1; i <= n; i++ {
+		b.Messages = append(b.Messages, incoming(uint32(i), msg(i, "")))
+	}
+	var runs []store.Run
+	_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+		r := store.Run{FlowID: imapID, FlowName: "f", MessageID: id, IMAPName: "inbox"}
+		if _, err := tx.CreateRun(ctx, &r); err != nil {
+			return err
+		}
+		runs = append(runs, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claimed, err := s.ClaimRuns(ctx, time.Now(), n, time.Minute); err != nil || len(claimed) != n {
+		t.Fatalf("claimed %d, %v; want %d", len(claimed), err, n)
+	}
+	return runs
+}
+
+// TestFinishAttemptsTogetherNumbering: attempts recorded together are
+// numbered from each run's own count (a run retried before gets 2), the
+// delivered ones get delivered_at and the others keep none, and a batch
+// naming a run that is not there fails and changes nothing (the run worker
+// then records each finish alone).
+func TestFinishAttemptsTogetherNumbering(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		runs := claimN(t, s, 1, 3)
+		// Run 0 is tried once alone first: it retries, due at once.
+		if err := s.FinishAttempt(ctx, runs[0].ID, store.Attempt{StartedAt: time.Now(), StatusCode: 500, Error: "HTTP 500"},
+			store.RunRetrying, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := s.ClaimRuns(ctx, time.Now().Add(time.Second), 10, time.Minute); err != nil || len(again) != 1 {
+			t.Fatalf("claimed %d, %v; want the retrying run", len(again), err)
+		}
+		ok := store.Attempt{StartedAt: time.Now(), StatusCode: 200, Response: "ok \xff"}
+		later := time.Now().Add(time.Hour)
+		missing := []store.Finish{
+			{RunID: runs[0].ID, Attempt: ok, Status: store.RunDelivered, Next: time.Now()},
+			{RunID: 999999, Attempt: ok, Status: store.RunDelivered, Next: time.Now()},
+		}
+		if err := s.FinishAttempts(ctx, missing); err == nil {
+			t.Fatal("finishing a run that is not there: no error")
+		}
+		if r, attempts, err := s.GetRun(ctx, runs[0].PublicID); err != nil || r.Status != store.RunDelivering || len(attempts) != 1 {
+			t.Fatalf("after the failed batch: run %+v, %d attempts, %v; want delivering with its first attempt only", r, len(attempts), err)
+		}
+		err := s.FinishAttempts(ctx, []store.Finish{
+			{RunID: runs[0].ID, Attempt: ok, Status: store.RunDelivered, Next: time.Now()},
+			{RunID: runs[1].ID, Attempt: store.Attempt{StartedAt: time.Now(), StatusCode: 503, Error: "HTTP 503"}, Status: store.RunRetrying, Next: later},
+			{RunID: runs[2].ID, Attempt: ok, Status: store.RunDelivered, Next: time.Now()},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []struct {
+			status    string
+			n         int
+			delivered bool
+			lastError string
+		}{{store.RunDelivered, 2, true, ""}, {store.RunRetrying, 1, false, "HTTP 503"}, {store.RunDelivered, 1, true, ""}} {
+			r, attempts, err := s.GetRun(ctx, runs[i].PublicID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != want.status || r.Attempts != want.n || len(attempts) != want.n || attempts[want.n-1].N != want.n ||
+				(r.DeliveredAt != nil) != want.delivered || r.LastError != want.lastError {
+				t.Errorf("run %d: got %s, %d attempts %+v, delivered %v, last error %q; want %s, %d, delivered %v, %q",
+					i, r.Status, r.Attempts, attempts, r.DeliveredAt, r.LastError, want.status, want.n, want.delivered, want.lastError)
+			}
+			if want.status == store.RunDelivered && attempts[want.n-1].Response != "ok \uFFFD" {
+				t.Errorf("run %d: response %q, want the invalid byte replaced", i, attempts[want.n-1].Response)
+			}
+		}
+	})
+}
+
+// TestFinishAttemptsRoundTrips: on PostgreSQL, finishing 100 deliveries
+// together costs as many round trips as finishing 10.
+func TestFinishAttemptsRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	s, trips := openCounted(t)
+	var got [2]int64
+	for i, n := range []int{10, 100} {
+		runs := claimN(t, s, int64(i+1), n)
+		fs := make([]store.Finish, n)
+		for j, r := range runs {
+			fs[j] = store.Finish{RunID: r.ID, Attempt: store.Attempt{StartedAt: time.Now(), StatusCode: 200}, Status: store.RunDelivered, Next: time.Now()}
+		}
+		trips.reset()
+		if err := s.FinishAttempts(ctx, fs); err != nil {
+			t.Fatal(err)
+		}
+		got[i] = trips.load()
+	}
+	t.Logf("round trips: %d for 10 finishes, %d for 100", got[0], got[1])
+	if got[1] > got[0]+1 { // +1: the driver pings a connection idle for a second
+		t.Errorf("%d round trips for 100 finishes, %d for 10: want no more", got[1], got[0])
+	}
+}
