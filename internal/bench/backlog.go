@@ -246,12 +246,18 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 	}
 	ing := recorded.Sub(start)
 	rate, floorRate := float64(n)/ing.Seconds(), float64(n)/floor.Seconds()
+	// Issue 15's goals: 45 % of the floor on SQLite, 30 % on PostgreSQL
+	// (which shares the machine's cores with the service).
+	goal := 0.45
+	if db.name == "postgres" {
+		goal = 0.30
+	}
 	mbs := float64(size) / (1 << 20)
 	e.add(Result{Scenario: "2 backlog ingest", Database: db.name,
 		Metric: fmt.Sprintf("%d messages (%.0f MB) recorded with their runs%s", n, mbs, mb.variant()),
 		Value:  fmt.Sprintf("%v, %.0f msg/s (%.1f MB/s), service CPU %.1f s", ing.Round(time.Millisecond), rate, mbs/ing.Seconds(), (cpu1 - cpu0).Seconds()),
 		Floor:  fmt.Sprintf("%v, %.0f msg/s (UID FETCH 1:* BODY.PEEK[])", floor.Round(time.Millisecond), floorRate),
-		Goal:   "≥ 70 % of the floor's msg/s", Met: met(rate >= 0.7*floorRate),
+		Goal:   fmt.Sprintf("≥ %.0f %% of the floor's msg/s", 100*goal), Met: met(rate >= goal*floorRate),
 		Note: fmt.Sprintf("%.0f %% of the floor; meanwhile %s", 100*rate/floorRate, others)})
 	if cleared > 0 {
 		e.add(Result{Scenario: "2 backlog ingest", Database: db.name,
