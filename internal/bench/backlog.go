@@ -45,6 +45,22 @@ func backlog(ctx context.Context, e *env) error {
 		return err
 	}
 
+	// The port each client of the backlog connects to: Dovecot's, or a
+	// delay proxy's in front of it.
+	port := func(p int) (int, func(), error) {
+		if e.o.BacklogRTT <= 0 {
+			return p, func() {}, nil
+		}
+		dp, err := newDelayProxy(d.Host, d.Addr(p), e.o.BacklogRTT)
+		if err != nil {
+			return 0, nil, err
+		}
+		return dp.port(), func() {
+			if err := dp.close(); err != nil {
+				e.log("stopping the delay proxy: %v", err)
+			}
+		}, nil
+	}
 	for i, db := range e.dbs {
 		if i > 0 && removes {
 			// The mailbox was emptied by the run before.
@@ -52,7 +68,12 @@ func backlog(ctx context.Context, e *env) error {
 				return err
 			}
 		}
-		floor, err := fetchAll(d.Addr(d.IMAPSPort), e, addr, password, n)
+		imapsPort, stop, err := port(d.IMAPSPort)
+		if err != nil {
+			return err
+		}
+		floor, err := fetchAll(d.Addr(imapsPort), e, addr, password, n)
+		stop()
 		if err != nil {
 			return err
 		}
@@ -64,7 +85,14 @@ func backlog(ctx context.Context, e *env) error {
 		if after == imapconf.AfterMove {
 			mb.moveTo = "Processed"
 		}
-		if err := backlogOn(ctx, e, db, mb, n, bytes, floor); err != nil {
+		mb.rtt = e.o.BacklogRTT
+		mb.port, stop, err = port(mb.port)
+		if err != nil {
+			return err
+		}
+		err = backlogOn(ctx, e, db, mb, n, bytes, floor)
+		stop()
+		if err != nil {
 			return fmt.Errorf("%s: %w", db.name, err)
 		}
 	}
@@ -279,6 +307,9 @@ func (m mailbox) variant() string {
 	}
 	if m.after != "" && m.after != imapconf.AfterNone {
 		parts = append(parts, "afterProcessing "+m.after)
+	}
+	if m.rtt > 0 {
+		parts = append(parts, fmt.Sprintf("server %v away", m.rtt))
 	}
 	if len(parts) == 0 {
 		return ""

@@ -81,6 +81,10 @@ type Options struct {
 	// before mail is removed from the server.
 	BacklogAfter  string
 	BacklogServer string
+	// BacklogRTT, when set, puts a round trip of that length between
+	// scenario 2's clients (the service and the floor's) and Dovecot: a
+	// mail server across a network.
+	BacklogRTT time.Duration
 
 	// MemoryLimit, when set, is every service's MAILTRIGGER_MEMORY_LIMIT
 	// (its soft memory limit, such as 400MiB); "" leaves it unset.

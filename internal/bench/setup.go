@@ -29,6 +29,9 @@ type mailbox struct {
 	backlog  string
 	// serverType ("" is imaps), afterProcessing ("" is none) and moveTo.
 	serverType, after, moveTo string
+	// rtt is the round trip put between the service and the server (a
+	// delay proxy on port); 0 for none.
+	rtt time.Duration
 }
 
 func (m mailbox) input(enabled bool, withPassword bool) map[string]any {
