@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -169,40 +170,221 @@ func (c *Conn) Retr(ctx context.Context, n int, sizeCap int64) (Message, error) 
 // from the file, which is removed. A nil sp reads every message into
 // memory. No spool file is left when it fails.
 func (c *Conn) RetrSpooled(ctx context.Context, n int, sizeCap int64, sp *spool.Spooler) (Message, error) {
-	if sizeCap <= 0 {
-		sizeCap = DefaultSizeCap
-	}
 	size, err := c.Size(ctx, n)
 	if err != nil {
 		return Message{}, err
 	}
-	k := &keeper{limit: sizeCap, headerOnly: size > sizeCap}
-	line := "RETR " + strconv.Itoa(n)
-	extra := time.Duration(size/minRate) * time.Second
-	if k.headerOnly && hasCap(c.caps, "TOP") {
-		line = "TOP " + strconv.Itoa(n) + " 0"
-		extra = 0
-	}
-	if !k.headerOnly && sp != nil && sp.Big(size) {
-		if k.w, err = sp.Create(); err != nil {
-			return Message{}, err
-		}
-	}
-	err = c.do(ctx, StepRetr, extra, func() error {
-		if _, err := c.cmd(strings.Fields(line)[0], line); err != nil {
+	var m Message
+	err = c.RetrMany(ctx, []Sized{{Num: n, Size: size}}, sizeCap, sp, func(got Message) error {
+		m = got
+		return nil
+	})
+	return m, err
+}
+
+// Sized is a message to read: its number and its size as LIST reports it.
+type Sized struct {
+	Num  int
+	Size int64
+}
+
+// Sizes returns every message's size by its number, as LIST reports them:
+// one command for all, where LIST n is a round trip for each.
+func (c *Conn) Sizes(ctx context.Context) (map[int]int64, error) {
+	sizes := map[int]int64{}
+	err := c.do(ctx, StepList, 0, func() error {
+		if _, err := c.cmd("LIST", "LIST"); err != nil {
 			return err
 		}
-		return readDotBody(c.bufioReader(), k.write)
+		lines, err := c.readLines()
+		if err != nil {
+			return err
+		}
+		for _, line := range lines {
+			n, size, err := parseNumSize(line)
+			if err != nil {
+				return fmt.Errorf("LIST: %w", err)
+			}
+			sizes[n] = size
+		}
+		return nil
 	})
 	if err != nil {
-		k.abort()
-		return Message{}, err
+		return nil, err
 	}
-	m := Message{Num: n, Size: size, Raw: k.buf, TooLarge: k.headerOnly}
-	if k.w != nil {
-		m.Raw, m.Spool = nil, k.w.Done()
+	return sizes, nil
+}
+
+// Pipelining reports whether the server takes commands before it has
+// answered the ones before (RFC 2449 PIPELINING).
+func (c *Conn) Pipelining() bool { return hasCap(c.caps, "PIPELINING") }
+
+// pipeBytes bounds the messages RetrMany reads into memory with one
+// round trip: about that much is held at a time (messages it spools, which
+// go to files, are not counted).
+const pipeBytes = 4 << 20
+
+// RetrMany reads msgs in order, each as RetrSpooled does with the size
+// given, and calls fn for each; fn owns the message's spool file. Where the
+// server offers PIPELINING, the commands for messages adding up to about
+// pipeBytes in memory are sent together and their answers read in order:
+// one round trip for them, where one at a time each message costs one (a
+// mail server across a network is tens of milliseconds away). fn is called
+// once a group is read, between groups no command is outstanding. A -ERR
+// for one message ends it with that error, the messages before it handed
+// to fn and the answers to the rest of its group read (so that the
+// session stays in step).
+func (c *Conn) RetrMany(ctx context.Context, msgs []Sized, sizeCap int64, sp *spool.Spooler, fn func(Message) error) error {
+	if sizeCap <= 0 {
+		sizeCap = DefaultSizeCap
 	}
-	return m, nil
+	for len(msgs) > 0 {
+		n, held := 1, int64(0)
+		if c.Pipelining() {
+			for n = 0; n < len(msgs); n++ {
+				s := msgs[n]
+				if s.Size <= sizeCap && (sp == nil || !sp.Big(s.Size)) {
+					if n > 0 && held+s.Size > pipeBytes {
+						break
+					}
+					held += s.Size
+				}
+			}
+		}
+		got, err := c.retrGroup(ctx, msgs[:n], sizeCap, sp)
+		for i, m := range got {
+			if ferr := fn(m); ferr != nil {
+				closeSpools(got[i+1:])
+				return ferr
+			}
+		}
+		if err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// closeSpools removes the spool files of msgs.
+func closeSpools(msgs []Message) {
+	for _, m := range msgs {
+		if m.Spool != nil {
+			_ = m.Spool.Close()
+		}
+	}
+}
+
+// retrGroup sends the commands reading group together and reads their
+// answers in order. It returns the messages read before the first -ERR (or
+// failure), with that error.
+func (c *Conn) retrGroup(ctx context.Context, group []Sized, sizeCap int64, sp *spool.Spooler) ([]Message, error) {
+	lines := make([]string, len(group))
+	var extra time.Duration
+	for i, s := range group {
+		lines[i] = "RETR " + strconv.Itoa(s.Num)
+		if s.Size > sizeCap && hasCap(c.caps, "TOP") {
+			lines[i] = "TOP " + strconv.Itoa(s.Num) + " 0"
+		} else {
+			extra += time.Duration(s.Size/minRate) * time.Second
+		}
+	}
+	var got []Message
+	var refused error
+	err := c.do(ctx, StepRetr, extra, func() error {
+		for _, line := range lines {
+			if err := c.tp.PrintfLine("%s", line); err != nil {
+				return err
+			}
+		}
+		for i, s := range group {
+			k := &keeper{limit: sizeCap, headerOnly: s.Size > sizeCap}
+			name := strings.Fields(lines[i])[0]
+			if _, err := c.response(name); err != nil {
+				var re *ResponseError
+				if errors.As(err, &re) {
+					// No data follows a -ERR; read on to the
+					// answers still owed.
+					if refused == nil {
+						refused = err
+					}
+					continue
+				}
+				return err
+			}
+			if !k.headerOnly && sp != nil && sp.Big(s.Size) {
+				var err error
+				if k.w, err = sp.Create(); err != nil {
+					return err
+				}
+			}
+			if err := readDotBody(c.bufioReader(), k.write); err != nil {
+				k.abort()
+				return err
+			}
+			if refused != nil {
+				k.abort() // after the failure: not handed on
+				continue
+			}
+			m := Message{Num: s.Num, Size: s.Size, Raw: k.buf, TooLarge: k.headerOnly}
+			if k.w != nil {
+				m.Raw, m.Spool = nil, k.w.Done()
+			}
+			got = append(got, m)
+		}
+		return refused
+	})
+	if err != nil {
+		var re *ResponseError
+		if !errors.As(err, &re) {
+			// The session is broken: nothing read is handed on.
+			closeSpools(got)
+			got = nil
+		}
+		return got, err
+	}
+	return got, nil
+}
+
+// DeleMany marks the messages nums deleted, as Dele marks one: with
+// PIPELINING the commands are sent together and their answers read in
+// order (one round trip for all), else one after the other. The first
+// -ERR is returned once every answer is read.
+func (c *Conn) DeleMany(ctx context.Context, nums []int) error {
+	if !c.Pipelining() {
+		for _, n := range nums {
+			if err := c.Dele(ctx, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for group := range slices.Chunk(nums, 1000) {
+		err := c.do(ctx, StepDele, 0, func() error {
+			for _, n := range group {
+				if err := c.tp.PrintfLine("DELE %d", n); err != nil {
+					return err
+				}
+			}
+			var refused error
+			for range group {
+				if _, err := c.response("DELE"); err != nil {
+					var re *ResponseError
+					if !errors.As(err, &re) {
+						return err
+					}
+					if refused == nil {
+						refused = err
+					}
+				}
+			}
+			return refused
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Dele marks message n deleted. The server removes it only at Quit; Close

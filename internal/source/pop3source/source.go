@@ -111,10 +111,8 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 				return err
 			}
 		}
-		for _, n := range nums {
-			if err := conn.Dele(ctx, n); err != nil {
-				return fmt.Errorf("after-processing (delete): %w", err)
-			}
+		if err := conn.DeleMany(ctx, nums); err != nil {
+			return fmt.Errorf("after-processing (delete): %w", err)
 		}
 		marked += len(nums)
 		return nil
@@ -154,17 +152,44 @@ func (s *Source) Sync(ctx context.Context, l source.Ledger) error {
 		}
 		return dele(nums)
 	}
-	for _, e := range read {
-		m, err := conn.RetrSpooled(ctx, e.Num, s.o.SizeCap, s.o.Spool)
-		if err != nil {
+	// The sizes: one LIST for all when there are several (LIST n is a
+	// round trip for each).
+	todo := make([]Sized, len(read))
+	uidl := make(map[int]string, len(read))
+	var sizes map[int]int64
+	if len(read) > 1 {
+		if sizes, err = conn.Sizes(ctx); err != nil {
 			return fmt.Errorf("reading new mail: %w", err)
 		}
-		if err := p.Add(source.Message{ID: e.UIDL, Raw: m.Raw, Spool: m.Spool, Size: m.Size, TooLarge: m.TooLarge}); err != nil {
-			return fmt.Errorf("reading new mail: %w", err)
+	}
+	for i, e := range read {
+		size, ok := sizes[e.Num]
+		if !ok {
+			if size, err = conn.Size(ctx, e.Num); err != nil {
+				return fmt.Errorf("reading new mail: %w", err)
+			}
+		}
+		todo[i] = Sized{Num: e.Num, Size: size}
+		uidl[e.Num] = e.UIDL
+	}
+	var stopped error // why the pipeline or the deletes stopped the reading
+	err = conn.RetrMany(ctx, todo, s.o.SizeCap, s.o.Spool, func(m Message) error {
+		// p owns m.Spool from here, also when Add fails.
+		if err := p.Add(source.Message{ID: uidl[m.Num], Raw: m.Raw, Spool: m.Spool, Size: m.Size, TooLarge: m.TooLarge}); err != nil {
+			stopped = fmt.Errorf("reading new mail: %w", err)
+			return stopped
 		}
 		if err := deleCommitted(); err != nil {
+			stopped = err
 			return err
 		}
+		return nil
+	})
+	if stopped != nil {
+		return stopped
+	}
+	if err != nil {
+		return fmt.Errorf("reading new mail: %w", err)
 	}
 	if err := p.Flush(nil); err != nil {
 		return fmt.Errorf("reading new mail: %w", err)
