@@ -54,26 +54,9 @@ func TestGetMessagesMatchesGetMessage(t *testing.T) {
 func TestFinishAttemptsTogether(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 2},
-			Messages: []store.Incoming{incoming(1, msg(1, "")), incoming(2, msg(2, ""))}}
-		var runs []store.Run
-		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
-			r := store.Run{FlowID: 1, FlowName: "f", MessageID: id, IMAPName: "inbox"}
-			if _, err := tx.CreateRun(ctx, &r); err != nil {
-				return err
-			}
-			runs = append(runs, r)
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		claimed, err := s.ClaimRuns(ctx, time.Now(), 10, time.Minute)
-		if err != nil || len(claimed) != 2 {
-			t.Fatalf("claimed %d, %v; want 2", len(claimed), err)
-		}
+		runs := claimN(t, s, 1, 2)
 		next := time.Now().Add(time.Hour)
-		err = s.FinishAttempts(ctx, []store.Finish{
+		err := s.FinishAttempts(ctx, []store.Finish{
 			{RunID: runs[0].ID, Attempt: store.Attempt{StartedAt: time.Now(), StatusCode: 200}, Status: store.RunDelivered, Next: time.Now()},
 			{RunID: runs[1].ID, Attempt: store.Attempt{StartedAt: time.Now(), StatusCode: 503, Error: "HTTP 503"}, Status: store.RunRetrying, Next: next},
 		})
