@@ -33,7 +33,7 @@ func TestLookupReadsIndexNotEpoch(t *testing.T) {
 	}
 	var plan string
 	err := store.DB(s).QueryRowContext(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+store.LookupSQL(store.Postgres),
-		last.IMAPID, []string{}, keys, int64(last.Epoch), uids).Scan(&plan)
+		last.IMAPID, []string{}, keys, int64(last.Epoch), uids, 0).Scan(&plan)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,8 @@ func TestLookupReadsIndexNotEpoch(t *testing.T) {
 	if err := json.Unmarshal([]byte(plan), &p); err != nil || len(p) != 1 {
 		t.Fatalf("reading the plan %s: %v", plan, err)
 	}
-	// 25 dedupe keys, 25 recorded UIDs, the highest UID of epoch 0.
+	// 25 dedupe keys, 25 recorded UIDs, the highest UID of epoch 0, no
+	// id reserved.
 	if got := p[0].Plan.Rows; got != 51 {
 		t.Errorf("lookup returned %d rows, want 51", got)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,10 +87,31 @@ type RecordHook func(ctx context.Context, tx *Tx, b *Batch, id int64, in Incomin
 // trips, whatever its size: the lookups, the messages, their attachments,
 // seen ids, owed after-processing, and the hook's matches and runs are each
 // one statement (per chunk of rows, see insertRows).
+//
+// On PostgreSQL the messages are written with COPY, which cannot skip a row
+// that another transaction inserted since the lookup (the unique key's
+// violation fails the statement): the batch is then recorded once more, in
+// a new transaction whose lookup sees that row. Only two writers of one
+// mailbox at once (a lease changing hands) can race so.
 func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, skipped int, err error) {
+	for attempt := 0; ; attempt++ {
+		rec, err = s.recordBatchOnce(ctx, b, hook)
+		if err == nil || attempt > 0 || s.dialect != Postgres || !isUnique(err) {
+			break
+		}
+		s.log.Debug("batch recorded meanwhile by another transaction, recording it again", "imap", b.IMAPName, "error", err)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
+	}
+	return rec, len(b.Messages) - len(rec), nil
+}
+
+// recordBatchOnce is one attempt of RecordBatch, in one transaction.
+func (s *Store) recordBatchOnce(ctx context.Context, b Batch, hook RecordHook) (rec []Recorded, err error) {
 	var kept []int64
-	err = s.Write(ctx, func(tx *sql.Tx) error {
-		t := &Tx{s: s, tx: tx}
+	err = s.writeConn(ctx, func(c *sql.Conn, tx *sql.Tx) error {
+		t := &Tx{s: s, tx: tx, conn: c}
 		var err error
 		if rec, err = t.recordBatch(ctx, &b, hook); err != nil {
 			return err
@@ -105,9 +127,9 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 	})
 	if err != nil {
 		s.bodies.drop(kept)
-		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
+		return nil, err
 	}
-	return rec, len(b.Messages) - len(rec), nil
+	return rec, nil
 }
 
 func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Recorded, error) {
@@ -129,7 +151,24 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 		rows[i] = fieldValues(messageFields(b, &r.in, r.epoch, r.key, r.sf, f))
 	}
 	ids := make(map[[2]int64]int64, len(rows))
-	if err := t.insertRows(ctx, messageInsert, rows, func(rs *sql.Rows) error {
+	if t.conn != nil && len(rows) > 0 {
+		// COPY, with the ids the lookup reserved: the raw messages go
+		// to the server as they are encoded, in 64 KB pieces, where an
+		// INSERT's parameters are encoded into an array and then into
+		// one message, each grown by doubling (docs/benchmarks.md,
+		// session 10).
+		if len(k.ids) < len(rows) {
+			return nil, fmt.Errorf("recording %d message(s): %d id(s) reserved", len(rows), len(k.ids))
+		}
+		for i := range p.rows {
+			r := &p.rows[i]
+			rows[i] = append([]any{k.ids[i]}, rows[i]...)
+			ids[[2]int64{int64(r.epoch), int64(r.in.UID)}] = k.ids[i]
+		}
+		if err := t.copyRows(ctx, messageCopy, rows); err != nil {
+			return nil, fmt.Errorf("recording %d message(s): %w", len(rows), err)
+		}
+	} else if err := t.insertRows(ctx, messageInsert, rows, func(rs *sql.Rows) error {
 		var id, epoch, uid int64
 		if err := rs.Scan(&id, &epoch, &uid); err != nil {
 			return err
@@ -298,6 +337,16 @@ var messageInsert = func() insert {
 		suffix: "ON CONFLICT (imap_id, uid_validity, uid) DO NOTHING RETURNING id, uid_validity, uid"}
 }()
 
+// messageCopy is the columns of a COPY into messages: the id, then those of
+// messageFields.
+var messageCopy = func() copyInto {
+	c := copyInto{table: "messages", cols: []string{"id"}}
+	for _, col := range messageInsert.cols {
+		c.cols = append(c.cols, col.name)
+	}
+	return c
+}()
+
 var attachmentInsert = insert{table: "attachments", cols: []col{{"message_id", "bigint"}, {"n", "bigint"}, {"filename", "text"},
 	{"content_type", "text"}, {"size", "bigint"}, {"sha256", "text"}, {"inline", "boolean"}, {"content_id", "text"}, {"content", "bytea"}}}
 
@@ -307,6 +356,9 @@ type known struct {
 	dupes  map[string][]recordedKey // their dedupe keys recorded, and where
 	exists map[uint32]bool          // their UIDs recorded under the batch's epoch
 	max0   int64                    // the highest UID recorded under epoch 0
+	// ids are message ids reserved from the sequence, ascending, one
+	// per message of the batch (PostgreSQL, see copyRows).
+	ids []int64
 }
 
 // recordedKey is a message recorded with a dedupe key: its epoch and id.
@@ -332,7 +384,11 @@ func (t *Tx) lookUp(ctx context.Context, b *Batch, keys []string) (known, error)
 	var rows *sql.Rows
 	var err error
 	if t.s.dialect == Postgres {
-		rows, err = t.tx.QueryContext(ctx, q, args...)
+		reserve := 0
+		if t.conn != nil {
+			reserve = len(b.Messages)
+		}
+		rows, err = t.tx.QueryContext(ctx, q, append(args, reserve)...)
 	} else {
 		var st *sql.Stmt
 		if st, err = t.stmt(ctx, q); err == nil {
@@ -355,20 +411,29 @@ func (t *Tx) lookUp(ctx context.Context, b *Batch, keys []string) (known, error)
 			k.exists[uint32(n)] = true
 		case 4:
 			k.max0 = n
+		case 5:
+			k.ids = append(k.ids, n)
 		}
 		return nil
 	})
 	if err != nil {
 		return k, fmt.Errorf("looking for %d message(s) recorded earlier: %w", len(b.Messages), err)
 	}
+	slices.Sort(k.ids)
 	return k, nil
 }
 
 // lookupSQL is lookUp's statement: rows (1, id) for the ids seen, (2, key,
 // epoch, id) for the dedupe keys recorded, (3, "", epoch, uid) for the UIDs
 // recorded under the batch's epoch, and (4, "", 0, the highest UID under
-// epoch 0).
+// epoch 0); on PostgreSQL also (5, "", 0, id) for $6 message ids reserved
+// from the sequence, so that COPY can write them.
 func lookupSQL(d Dialect) string {
+	reserve := ""
+	if d == Postgres {
+		reserve = `
+		UNION ALL SELECT 5, '', 0, nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $6::int)`
+	}
 	in := func(n int, typ string) string {
 		if d == Postgres {
 			return fmt.Sprintf("= ANY($%d::%s[])", n, typ)
@@ -379,7 +444,7 @@ func lookupSQL(d Dialect) string {
 		UNION ALL SELECT 2, dedupe_key, uid_validity, MIN(id) FROM messages WHERE imap_id = $1 AND dedupe_key ` + in(3, "text") + `
 			GROUP BY dedupe_key, uid_validity
 		UNION ALL ` + recordedUIDs(d) + `
-		UNION ALL SELECT 4, '', 0, COALESCE(MAX(uid), 0) FROM messages WHERE imap_id = $1 AND uid_validity = 0`
+		UNION ALL SELECT 4, '', 0, COALESCE(MAX(uid), 0) FROM messages WHERE imap_id = $1 AND uid_validity = 0` + reserve
 }
 
 // recordedUIDs is lookupSQL's part (3): the UIDs of $5 recorded under

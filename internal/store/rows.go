@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -114,6 +115,36 @@ func (t *Tx) insertRows(ctx context.Context, q insert, rows [][]any, scan func(*
 		rows = rows[n:]
 	}
 	return nil
+}
+
+// copyInto is a COPY of rows into table's columns cols (PostgreSQL).
+type copyInto struct {
+	table string
+	cols  []string
+}
+
+// copyRows writes rows (each one value per column of c, in c's order) with
+// COPY on t's connection: the driver encodes them straight into the
+// protocol's 64 KB messages, without holding them all encoded. COPY cannot
+// skip a conflicting row: a unique key's violation fails it.
+func (t *Tx) copyRows(ctx context.Context, c copyInto, rows [][]any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	return t.conn.Raw(func(dc any) error {
+		pc, ok := dc.(interface{ Conn() *pgx.Conn })
+		if !ok {
+			return fmt.Errorf("copying into %s: the driver's connection is a %T, not pgx's", c.table, dc)
+		}
+		n, err := pc.Conn().CopyFrom(ctx, pgx.Identifier{c.table}, c.cols, pgx.CopyFromRows(rows))
+		if err != nil {
+			return fmt.Errorf("copying into %s: %w", c.table, err)
+		}
+		if n != int64(len(rows)) {
+			return fmt.Errorf("copying into %s: %d of %d row(s) written", c.table, n, len(rows))
+		}
+		return nil
+	})
 }
 
 // scanRows reads every row of a query (rows, err) with scan, and closes

@@ -268,6 +268,30 @@ func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
+	return s.finishWrite(ctx, tx, fn)
+}
+
+// writeConn is Write with the transaction's connection held in c, for what
+// database/sql does not offer (PostgreSQL's COPY, see copyRows). On SQLite
+// c is nil.
+func (s *Store) writeConn(ctx context.Context, fn func(c *sql.Conn, tx *sql.Tx) error) error {
+	if s.dialect != Postgres {
+		return s.Write(ctx, func(tx *sql.Tx) error { return fn(nil, tx) })
+	}
+	c, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("taking a connection: %w", err)
+	}
+	defer c.Close()
+	tx, err := c.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	return s.finishWrite(ctx, tx, func(tx *sql.Tx) error { return fn(c, tx) })
+}
+
+// finishWrite checks the fence in tx, runs fn and commits, or rolls back.
+func (s *Store) finishWrite(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx) error) error {
 	if err := s.checkFence(ctx, tx); err != nil {
 		tx.Rollback()
 		return err

@@ -13,6 +13,9 @@ import (
 type Tx struct {
 	s  *Store
 	tx *sql.Tx
+	// conn is tx's connection, when held (PostgreSQL, RecordBatch): for
+	// COPY, which database/sql does not offer.
+	conn *sql.Conn
 	// flows holds FlowsForIMAP's answers: the flows on a mailbox are read
 	// once per transaction (which writes no flows), not once per message.
 	flows map[int64][]FlowRecord
