@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.BacklogAfter, "backlog-after", "none", "scenario 2: afterProcessing of the backlog mailbox: none, seen, delete or move (delete against none measures the durable-delete step)")
 	fs.StringVar(&o.BacklogServer, "backlog-server", "imaps", "scenario 2: read the backlog over imaps or pop3s")
 	fs.DurationVar(&o.BacklogRTT, "backlog-rtt", 0, "scenario 2: a round trip of this length between Dovecot and its clients (the service and the floor's), as a mail server across a network has")
+	fs.DurationVar(&o.PostgresRTT, "postgres-rtt", 0, "with -postgres: a round trip of this length between the services and PostgreSQL, as a database server on another host has")
 	fs.IntVar(&o.Mailboxes, "mailboxes", o.Mailboxes, "scenario 3: mailboxes in IDLE")
 	fs.DurationVar(&o.Rest, "rest", o.Rest, "scenario 3: how long CPU is measured at rest")
 	fs.IntVar(&o.Probes, "probes", o.Probes, "scenario 3: messages to random mailboxes under load")

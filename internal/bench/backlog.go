@@ -282,7 +282,7 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 	}
 	mbs := float64(size) / (1 << 20)
 	e.add(Result{Scenario: "2 backlog ingest", Database: db.name,
-		Metric: fmt.Sprintf("%d messages (%.0f MB) recorded with their runs%s", n, mbs, mb.variant()),
+		Metric: fmt.Sprintf("%d messages (%.0f MB) recorded with their runs%s%s", n, mbs, mb.variant(), db.variant()),
 		Value:  fmt.Sprintf("%v, %.0f msg/s (%.1f MB/s), service CPU %.1f s", ing.Round(time.Millisecond), rate, mbs/ing.Seconds(), (cpu1 - cpu0).Seconds()),
 		Floor:  fmt.Sprintf("%v, %.0f msg/s (UID FETCH 1:* BODY.PEEK[])", floor.Round(time.Millisecond), floorRate),
 		Goal:   fmt.Sprintf("≥ %.0f %% of the floor's msg/s", 100*goal), Met: met(rate >= goal*floorRate),
@@ -296,6 +296,14 @@ func backlogOn(ctx context.Context, e *env, db database, mb mailbox, n int, size
 	e.add(Result{Scenario: "2 backlog ingest", Database: db.name, Metric: fmt.Sprintf("%d messages delivered to the webhook", n),
 		Value: fmt.Sprintf("%v, %.0f msg/s, no duplicates", del.Round(time.Millisecond), float64(n)/del.Seconds())})
 	return nil
+}
+
+// variant names a database's distance when it has one, for the report.
+func (db database) variant() string {
+	if db.rtt <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (PostgreSQL %v away)", db.rtt)
 }
 
 // variant names a backlog run's server type and after-processing when they

@@ -22,9 +22,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,6 +88,10 @@ type Options struct {
 	// scenario 2's clients (the service and the floor's) and Dovecot: a
 	// mail server across a network.
 	BacklogRTT time.Duration
+	// PostgresRTT, when set, puts a round trip of that length between
+	// the services and PostgreSQL (a database server on another host, as
+	// replicas scaling out have); the bench's own queries go direct.
+	PostgresRTT time.Duration
 
 	// MemoryLimit, when set, is every service's MAILTRIGGER_MEMORY_LIMIT
 	// (its soft memory limit, such as 400MiB); "" leaves it unset.
@@ -200,7 +207,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			admin = u
 			cleanups = append(cleanups, stop)
 		}
-		e.dbs = append(e.dbs, database{name: "postgres", adminURL: admin})
+		db := database{name: "postgres", adminURL: admin}
+		if o.PostgresRTT > 0 {
+			u, err := url.Parse(admin)
+			if err != nil {
+				return nil, fmt.Errorf("parsing the postgres url: %w", err)
+			}
+			dp, err := newDelayProxy("127.0.0.1", u.Host, o.PostgresRTT)
+			if err != nil {
+				return nil, err
+			}
+			cleanups = append(cleanups, dp.close)
+			db.proxy, db.rtt = net.JoinHostPort("127.0.0.1", strconv.Itoa(dp.port())), o.PostgresRTT
+		}
+		e.dbs = append(e.dbs, db)
 	}
 	h, err := newHooks()
 	if err != nil {

@@ -45,6 +45,11 @@ const (
 type database struct {
 	name     string // "sqlite" or "postgres"
 	adminURL string // postgres: the server's administrator database
+	// proxy, when set, is the address of a delay proxy in front of the
+	// server, adding rtt to each round trip: the services connect
+	// through it, the bench directly.
+	proxy string
+	rtt   time.Duration
 }
 
 // service is the real mailtrigger binary running "serve" as a child process
@@ -55,11 +60,14 @@ type service struct {
 	dataDir string
 	listen  string
 	dbURL   string // "" for SQLite
-	key     []byte
-	env     []string
-	extra   []string // serve's flags
-	out     *testenv.Tail
-	dropDB  func() error
+	// serviceDBURL is the database the service connects to: dbURL, or
+	// the same through the database's delay proxy.
+	serviceDBURL string
+	key          []byte
+	env          []string
+	extra        []string // serve's flags
+	out          *testenv.Tail
+	dropDB       func() error
 
 	cmd    *exec.Cmd
 	exited <-chan struct{}
@@ -94,6 +102,11 @@ func newService(ctx context.Context, bin, work string, db database, extraFlags .
 		}
 		u.Path, u.RawPath = "/"+name, ""
 		s.dbURL = u.String()
+		s.serviceDBURL = s.dbURL
+		if db.proxy != "" {
+			u.Host = db.proxy
+			s.serviceDBURL = u.String()
+		}
 		s.dropDB = func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -110,7 +123,7 @@ func newService(ctx context.Context, bin, work string, db database, extraFlags .
 		"MAILTRIGGER_LISTEN="+s.listen,
 		"MAILTRIGGER_SECRET_KEY="+base64.StdEncoding.EncodeToString(s.key),
 		"MAILTRIGGER_ADMIN_PASSWORD=bench-admin-password",
-		"MAILTRIGGER_DATABASE_URL="+s.dbURL,
+		"MAILTRIGGER_DATABASE_URL="+s.serviceDBURL,
 	)
 	return s, nil
 }

@@ -129,7 +129,9 @@ func (l *Ledger) Pipeline(ctx context.Context, o source.PipelineOptions) (source
 	if o.Total > 0 {
 		l.Backlog(o.Total)
 	}
-	return newPipeline(ctx, l.in, guard, l.lim, o, l.Progress, l.key(o.Epoch), l.commit(o)), nil
+	p := newPipeline(ctx, l.in, guard, l.lim, o, l.Progress, l.key(o.Epoch), l.commit(o))
+	p.overlap = l.kind == store.KindIMAP && l.in.store.Dialect() == store.Postgres
+	return p, nil
 }
 
 // key returns the crash-loop breaker's key of a message.
@@ -150,8 +152,8 @@ func (l *Ledger) key(epoch uint32) func(source.Message) string {
 // keeps the stored one in the middle of a round. A Graph batch owes its
 // after-processing by id.
 func (l *Ledger) commit(o source.PipelineOptions) commitFunc {
-	return func(ctx context.Context, msgs []store.Incoming, key string, cp *source.Checkpoint) ([]store.Recorded, error) {
-		b := store.Batch{Messages: msgs, Attempt: key}
+	return func(ctx context.Context, msgs []store.Incoming, key string, cp *source.Checkpoint, ord order) ([]store.Recorded, error) {
+		b := store.Batch{Messages: msgs, Attempt: key, Await: ord.await, Reserved: ord.reserved}
 		switch l.kind {
 		case store.KindGraph:
 			next := store.Checkpoint{Kind: store.KindGraph, KeepCursor: cp == nil}

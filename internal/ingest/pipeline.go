@@ -19,15 +19,24 @@ type Limits struct {
 }
 
 // commitFunc records one batch: msgs under the crash-loop note key, with
-// the checkpoint cp when set (else the run's own).
-type commitFunc func(ctx context.Context, msgs []store.Incoming, key string, cp *source.Checkpoint) ([]store.Recorded, error)
+// the checkpoint cp when set (else the run's own), in the order o says.
+type commitFunc func(ctx context.Context, msgs []store.Incoming, key string, cp *source.Checkpoint, o order) ([]store.Recorded, error)
+
+// order is how a batch keeps its place behind the one before it while both
+// are written at once (store.Batch's Reserved and Await): reserved, once its
+// ids are taken, lets the next batch begin; await waits for the one before
+// it to commit, and returns its error.
+type order struct {
+	reserved func()
+	await    func() error
+}
 
 // pipeline is the one ingest pipeline of every source, in three stages
 // that overlap: the source reads a batch while the batch before it is
 // parsed (on all cores: parsing is most of a backlog's CPU) and the one
-// before that is recorded. Batches are recorded one at a time and in
-// order, so that the checkpoint only moves forward; a batch whose
-// predecessor failed is not recorded. At most three batches (3 ×
+// before that is recorded. Batches commit one at a time and in order, so
+// that the checkpoint only moves forward (with overlap, the next one is
+// written meanwhile); a batch whose predecessor failed is not recorded. At most three batches (3 ×
 // BatchBytes) are held at a time: the source waits while two are parsed
 // or recorded. A message in a spool file is a batch of its own and stays
 // in its file, so that only its parse's buffers are in memory.
@@ -42,12 +51,20 @@ type commitFunc func(ctx context.Context, msgs []store.Incoming, key string, cp 
 // one message with its own note, begun once everything before it is
 // recorded.
 type pipeline struct {
-	ctx      context.Context
-	in       *Ingester
-	guard    *Guard
-	lim      Limits
-	o        source.PipelineOptions
-	commit   commitFunc
+	ctx    context.Context
+	in     *Ingester
+	guard  *Guard
+	lim    Limits
+	o      source.PipelineOptions
+	commit commitFunc
+	// overlap lets a batch be written while the one before it is, the
+	// commits still in order (PostgreSQL, IMAP): on one connection a batch
+	// is a chain of round trips during which the database server and the
+	// service mostly wait for each other. Batches with ids (POP3, Graph)
+	// number their messages from what is recorded before them, and
+	// SQLite has one writer: for those a batch begins once the one before
+	// it is recorded.
+	overlap  bool
 	progress source.Progress
 	keyOf    func(source.Message) string // the crash-loop note of a batch starting with a message
 
@@ -77,6 +94,10 @@ type pipeline struct {
 type recording struct {
 	done chan struct{}
 	err  error
+	// reserved is closed once the batch's ids are taken (overlap): the
+	// next batch may begin.
+	reserved     chan struct{}
+	reservedOnce sync.Once
 }
 
 // pendingMax is how many batches may be parsed or recorded while the source
@@ -247,7 +268,7 @@ func (p *pipeline) flush(cp *source.Checkpoint, last bool) error {
 	if n := len(p.pending); n > 0 {
 		before = p.pending[n-1]
 	}
-	r := &recording{done: make(chan struct{})}
+	r := &recording{done: make(chan struct{}), reserved: make(chan struct{})}
 	p.pending = append(p.pending, r)
 	go func() {
 		defer close(r.done)
@@ -255,15 +276,34 @@ func (p *pipeline) flush(cp *source.Checkpoint, last bool) error {
 		if parsing != nil {
 			parsing.Wait()
 		}
-		if before != nil {
+		await := func() error {
+			if before == nil {
+				return nil
+			}
 			<-before.done
-			if before.err != nil {
-				r.err = before.err
+			return before.err
+		}
+		if !p.overlap {
+			if err := await(); err != nil {
+				r.err = err
 				return
 			}
+		} else if before != nil {
+			select {
+			case <-before.reserved:
+			case <-before.done:
+				if before.err != nil {
+					r.err = before.err
+					return
+				}
+			}
 		}
-		rec, err := p.commit(p.ctx, b, key, cp)
+		o := order{await: await, reserved: func() { r.reservedOnce.Do(func() { close(r.reserved) }) }}
+		rec, err := p.commit(p.ctx, b, key, cp, o)
 		if err != nil {
+			if errBefore := await(); errBefore != nil {
+				err = errBefore // not recorded because the batch before failed
+			}
 			r.err = err
 			return
 		}

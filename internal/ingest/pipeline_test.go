@@ -48,7 +48,13 @@ type pipelineEnv struct {
 
 func newPipelineEnv(t *testing.T, action string) *pipelineEnv {
 	t.Helper()
-	e := &pipelineEnv{st: storetest.Open(t, store.SQLite)}
+	return newPipelineEnvOn(t, store.SQLite, action)
+}
+
+// newPipelineEnvOn is newPipelineEnv on the database d.
+func newPipelineEnvOn(t *testing.T, d store.Dialect, action string) *pipelineEnv {
+	t.Helper()
+	e := &pipelineEnv{st: storetest.Open(t, d)}
 	e.cfg = imapconf.Config{Name: "fake", ServerType: imapconf.ServerIMAPS, Type: imapconf.TypeGeneric, Auth: imapconf.AuthPassword,
 		Host: "fake.invalid", Enabled: true, Folder: "INBOX", AfterProcessing: action, Backlog: imapconf.BacklogAll}
 	if err := e.st.CreateIMAP(context.Background(), &e.cfg); err != nil {
@@ -57,9 +63,10 @@ func newPipelineEnv(t *testing.T, action string) *pipelineEnv {
 	e.src = sourcefake.New(7, 0, action)
 	e.in = ingest.New(ingest.Deps{Store: e.st, Hook: func(_ context.Context, _ *store.Tx, _ *store.Batch, _ int64, in store.Incoming) error {
 		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.fail != nil {
-			return e.fail(in.UID)
+		fail := e.fail
+		e.mu.Unlock()
+		if fail != nil {
+			return fail(in.UID)
 		}
 		return nil
 	}})
@@ -109,7 +116,12 @@ func seq(from, to uint32) []uint32 {
 }
 
 func TestPipelineRecordsInOrderWithTheCheckpoint(t *testing.T) {
-	e := newPipelineEnv(t, imapconf.AfterSeen)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) { testRecordsInOrder(t, newPipelineEnvOn(t, d, imapconf.AfterSeen)) })
+	}
+}
+
+func testRecordsInOrder(t *testing.T, e *pipelineEnv) {
 	for i := range 60 {
 		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
 	}
@@ -151,7 +163,12 @@ func TestPipelineRecordsInOrderWithTheCheckpoint(t *testing.T) {
 }
 
 func TestPipelineStopsAtAFailedBatch(t *testing.T) {
-	e := newPipelineEnv(t, imapconf.AfterSeen)
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) { testStopsAtAFailedBatch(t, newPipelineEnvOn(t, d, imapconf.AfterSeen)) })
+	}
+}
+
+func testStopsAtAFailedBatch(t *testing.T, e *pipelineEnv) {
 	for i := range 60 {
 		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody\r\n", i))
 	}
@@ -325,5 +342,79 @@ func TestPipelineThreeStages(t *testing.T) {
 	})
 	if a, ok, err := e.st.GetAttempt(ctx, e.cfg.ID); err != nil || ok {
 		t.Errorf("crash-loop note after the round: %+v, %v, %v; want none", a, ok, err)
+	}
+}
+
+// overlapEnv fills a PostgreSQL pipelineEnv with 75 messages (three batches
+// of 25) whose hook holds the second batch (at UID 26) until the third
+// batch's hook runs, that is until the third is written inside its own
+// transaction while the second's is open, or 10 s pass; then the second
+// batch's hook returns fail(). entered reports whether the third began.
+func overlapEnv(t *testing.T, fail func() error) (e *pipelineEnv, entered *atomic.Bool) {
+	t.Helper()
+	e = newPipelineEnvOn(t, store.Postgres, imapconf.AfterSeen)
+	for i := range 75 {
+		e.src.Add(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))
+	}
+	third := make(chan struct{})
+	var once sync.Once
+	entered = &atomic.Bool{}
+	e.fail = func(uid uint32) error {
+		switch uid {
+		case 51:
+			entered.Store(true)
+			once.Do(func() { close(third) })
+		case 26:
+			select {
+			case <-third:
+			case <-time.After(10 * time.Second):
+			}
+			return fail()
+		}
+		return nil
+	}
+	return e, entered
+}
+
+// TestPipelineOverlapsOnPostgres: on PostgreSQL the batch after one being
+// written is written at once in a transaction of its own, and still
+// commits after it: the messages, their ids and the checkpoint are in order.
+func TestPipelineOverlapsOnPostgres(t *testing.T) {
+	e, entered := overlapEnv(t, func() error { return nil })
+	var p progress
+	if err := e.sync(t, &p); err != nil {
+		t.Fatal(err)
+	}
+	if !entered.Load() {
+		t.Error("the third batch was not written while the second was")
+	}
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 75)) {
+		t.Errorf("recorded %v, want 1..75 with ids in that order", got)
+	}
+	if want := [][2]int{{25, 25}, {25, 25}, {25, 25}}; !slices.Equal(p.counted, want) {
+		t.Errorf("batches %v, want %v in order", p.counted, want)
+	}
+	if cp := e.checkpoint(t); cp.Last != 75 {
+		t.Errorf("checkpoint at %d, want 75", cp.Last)
+	}
+}
+
+// TestPipelineOverlapStopsAtAFailedBatch: when a batch fails while the one
+// after it is written, that one is rolled back too: nothing after the
+// failed batch is recorded, and the checkpoint stays before it.
+func TestPipelineOverlapStopsAtAFailedBatch(t *testing.T) {
+	boom := errors.New("boom")
+	e, entered := overlapEnv(t, func() error { return boom })
+	if err := e.sync(t, &progress{}); !errors.Is(err, boom) {
+		t.Fatalf("sync: got %v, want the failure of the second batch", err)
+	}
+	if !entered.Load() {
+		t.Error("the third batch was not written while the second was")
+	}
+	if got := e.recorded(t); !slices.Equal(got, seq(1, 25)) {
+		t.Errorf("recorded %v, want 1..25", got)
+	}
+	if cp := e.checkpoint(t); cp.Last != 25 {
+		t.Errorf("checkpoint at %d, want 25", cp.Last)
 	}
 }

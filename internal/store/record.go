@@ -65,6 +65,19 @@ type Batch struct {
 	// noted this batch (SetAttempt); the note is removed in the same
 	// transaction.
 	Attempt string
+	// Await, when set, is called once the batch's own rows are written,
+	// before the statements on rows that every batch of the mailbox
+	// writes (the crash-loop note, the checkpoint) and before the commit;
+	// an error rolls the transaction back and is returned. The ingest
+	// pipeline waits there for the batch before it: two batches of one
+	// mailbox are then written at once and still commit in order, and the
+	// later one never holds a row the earlier one waits for.
+	Await func() error
+	// Reserved, when set, is called once the ids of the batch's messages
+	// are taken (by the lookup, first in the transaction): a batch that
+	// begins after that gets higher ids, so that ids follow the batches'
+	// order while they are written at once.
+	Reserved func()
 }
 
 // Recorded is a message the batch recorded.
@@ -104,6 +117,14 @@ func (s *Store) RecordBatch(ctx context.Context, b Batch, hook RecordHook) (rec 
 	if err != nil {
 		return nil, 0, fmt.Errorf("recording %d message(s) of %s: %w", len(b.Messages), b.IMAPName, err)
 	}
+	var n int64
+	for _, in := range b.Messages {
+		n += int64(len(in.Raw))
+		if in.Big != nil {
+			n += in.Big.Size()
+		}
+	}
+	s.ckpt.wrote(n)
 	return rec, len(b.Messages) - len(rec), nil
 }
 
@@ -140,6 +161,9 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 	k, err := t.lookUp(ctx, b, keys)
 	if err != nil {
 		return nil, err
+	}
+	if b.Reserved != nil {
+		b.Reserved()
 	}
 	p := planBatch(b, keys, k)
 
@@ -256,6 +280,11 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 		}
 		if err := t.insertRows(ctx, owedInsert, owed, nil); err != nil {
 			return nil, fmt.Errorf("recording the after-processing of %d message(s): %w", len(owed), err)
+		}
+	}
+	if b.Await != nil {
+		if err := b.Await(); err != nil {
+			return nil, err
 		}
 	}
 	if b.Attempt != "" {

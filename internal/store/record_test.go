@@ -10,6 +10,7 @@ import (
 
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
+	"mailtrigger/internal/testwait"
 )
 
 // runHook creates one run of flow 1 per recorded message, and records a
@@ -308,5 +309,70 @@ func TestIngestStatementsPrepared(t *testing.T) {
 	s := storetest.Open(t, store.SQLite)
 	if got, want := store.Prepared(s); got != want {
 		t.Errorf("%d statements prepared, want %d", got, want)
+	}
+}
+
+// TestRecordBatchRace: on PostgreSQL a batch's messages are written with
+// COPY, which cannot skip a row another transaction inserted after the
+// batch's lookup. Two transactions recording the same batch (a lease
+// changing hands) then record each message once: the second waits for the
+// first on the unique key, fails when it commits, and records the batch
+// again, finding every message recorded.
+func TestRecordBatchRace(t *testing.T) {
+	s := storetest.Open(t, store.Postgres)
+	ctx := context.Background()
+	next, hook := benchSetup(t, s, "race", 3)
+	b := next()
+	hold, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		n := 0
+		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
+			if n++; n == 1 {
+				close(hold) // inserted, not committed
+				<-release
+			}
+			return hook(ctx, tx, b, id, in)
+		})
+		first <- err
+	}()
+	<-hold
+	second := make(chan error, 1)
+	var skipped int
+	go func() {
+		var err error
+		_, skipped, err = s.RecordBatch(ctx, b, hook)
+		second <- err
+	}()
+	// The second waits on the unique key of a row the first inserted.
+	err := testwait.UntilErr(10*time.Second, func() error {
+		var n int
+		if err := store.DB(s).QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("the second transaction does not wait for the first")
+		}
+		return nil
+	})
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("second: %v, want the batch recorded again and skipped", err)
+	}
+	if skipped != 3 {
+		t.Errorf("second skipped %d message(s), want 3", skipped)
+	}
+	for table, want := range map[string]int{"messages": 3, "runs": 3} {
+		var n int
+		if err := store.DB(s).QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil || n != want {
+			t.Errorf("%s: %d rows, %v; want %d", table, n, err, want)
+		}
 	}
 }

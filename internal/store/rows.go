@@ -249,8 +249,44 @@ func (t *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
-// prepareIngest prepares the statements of the ingest path once on the
-// SQLite writer's only connection (database/sql reuses a statement prepared
+// exec runs q in t: on SQLite as a statement prepared once (stmt), on
+// PostgreSQL as it is (pgx caches the statements it prepares).
+func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if t.s.dialect == Postgres {
+		return t.tx.ExecContext(ctx, q, args...)
+	}
+	st, err := t.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// query runs q in t as exec does, for rows.
+func (t *Tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if t.s.dialect == Postgres {
+		return t.tx.QueryContext(ctx, q, args...)
+	}
+	st, err := t.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// queryRow runs q in t as exec does, for one row.
+func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if t.s.dialect != Postgres {
+		if st, err := t.stmt(ctx, q); err == nil {
+			return st.QueryRowContext(ctx, args...)
+		}
+	}
+	return t.tx.QueryRowContext(ctx, q, args...)
+}
+
+// prepareIngest prepares the statements of the ingest path and of the run
+// queue (claims, finished deliveries) once on the SQLite writer's only
+// connection (database/sql reuses a statement prepared
 // on a transaction's connection). One that fails to prepare (an older schema,
 // in tests) is prepared per transaction instead.
 func (s *Store) prepareIngest(ctx context.Context) {
@@ -278,5 +314,5 @@ func (s *Store) closePrepared() {
 // ingestStatements are the statements prepareIngest prepares.
 func ingestStatements(d Dialect) []string {
 	return []string{lookupSQL(d), messageInsert.sqlite(), attachmentInsert.sqlite(), seenInsert.sqlite(), owedInsert.sqlite(),
-		matchInsert.sqlite(), runInsert.sqlite()}
+		matchInsert.sqlite(), runInsert.sqlite(), finishUpdate, attemptInsertOne, claimSQL(d, ""), claimSQL(d, " AND flow_id = $5")}
 }

@@ -183,12 +183,22 @@ type FlowCap struct {
 // an endpoint's runs than the endpoint has room for, rather than handing
 // the others back. The capped flows' runs are claimed first, each flow's
 // oldest due first, then the other flows' runs, oldest due first.
-func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, lease time.Duration, caps []FlowCap) ([]Run, error) {
-	now = now.UTC()
+// claimSQL is ClaimRunsCapped's claim of at most $4 runs due at $3 (and
+// matching where, such as " AND flow_id = $5"), leased until $2 with status
+// $1.
+func claimSQL(d Dialect, where string) string {
 	skip := ""
-	if s.dialect == Postgres {
+	if d == Postgres {
 		skip = " FOR UPDATE SKIP LOCKED"
 	}
+	return `UPDATE runs SET status = $1, locked_until = $2
+		WHERE id IN (SELECT id FROM runs WHERE ` + waitingRuns + ` AND next_attempt_at <= $3` + where + `
+			ORDER BY next_attempt_at LIMIT $4` + skip + `)
+		RETURNING ` + runColumns
+}
+
+func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, lease time.Duration, caps []FlowCap) ([]Run, error) {
+	now = now.UTC()
 	args := []any{RunDelivering, now.Add(lease), now, limit}
 	except := ""
 	if len(caps) > 0 {
@@ -205,6 +215,7 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 	last := s.recovered.Load()
 	recoverLeases := now.UnixNano()-last >= int64(recoverEvery) || now.UnixNano() < last
 	err := s.Write(ctx, func(tx *sql.Tx) error {
+		t := &Tx{s: s, tx: tx}
 		out = out[:0]
 		// Runs whose lease ran out (their worker died) are due again. Two
 		// statements rather than an OR in one, so that each uses its
@@ -222,10 +233,7 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 			if n <= 0 {
 				continue
 			}
-			runs, err := collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
-				WHERE id IN (SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3 AND flow_id = $5
-					ORDER BY next_attempt_at LIMIT $4`+skip+`)
-				RETURNING `+runColumns, RunDelivering, now.Add(lease), now, n, c.FlowID))
+			runs, err := collectRuns(t.query(ctx, claimSQL(s.dialect, " AND flow_id = $5"), RunDelivering, now.Add(lease), now, n, c.FlowID))
 			if err != nil {
 				return err
 			}
@@ -235,10 +243,7 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 			return nil
 		}
 		args[3] = limit - len(out)
-		runs, err := collectRuns(tx.QueryContext(ctx, `UPDATE runs SET status = $1, locked_until = $2
-			WHERE id IN (SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3`+except+`
-				ORDER BY next_attempt_at LIMIT $4`+skip+`)
-			RETURNING `+runColumns, args...))
+		runs, err := collectRuns(t.query(ctx, claimSQL(s.dialect, except), args...))
 		out = append(out, runs...)
 		return err
 	})
@@ -283,8 +288,9 @@ func (s *Store) FinishAttempts(ctx context.Context, fs []Finish) error {
 		if s.dialect == Postgres && together(fs) {
 			return s.finishTogether(ctx, tx, fs, t)
 		}
+		tt := &Tx{s: s, tx: tx}
 		for _, f := range fs {
-			if err := s.finishAttemptTx(ctx, tx, f, t); err != nil {
+			if err := s.finishAttemptTx(ctx, tt, f, t); err != nil {
 				return err
 			}
 		}
@@ -364,11 +370,21 @@ func (s *Store) finishTogether(ctx context.Context, tx *sql.Tx, fs []Finish, t t
 	return nil
 }
 
-func (s *Store) finishAttemptTx(ctx context.Context, tx *sql.Tx, f Finish, t time.Time) error {
+// finishUpdate and attemptInsertOne are finishAttemptTx's statements,
+// prepared once on SQLite (ingestStatements).
+const (
+	finishUpdate = `UPDATE runs SET attempts = attempts + 1, status = $1, next_attempt_at = $2,
+		locked_until = NULL, delivered_at = COALESCE($3, delivered_at), last_error = $4 WHERE id = $5 RETURNING attempts`
+	attemptInsertOne = `INSERT INTO run_attempts (run_id, n, started_at, duration_ms, status_code, error, response)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`
+)
+
+func (s *Store) finishAttemptTx(ctx context.Context, t *Tx, f Finish, at time.Time) error {
+	tx := t.tx
 	a := f.Attempt
 	var delivered *time.Time
 	if f.Status == RunDelivered {
-		delivered = &t
+		delivered = &at
 	}
 	// A run moving to failed queues run.failed in this transaction: never
 	// lost, and never twice (a run failed already, recorded again by a
@@ -389,18 +405,15 @@ func (s *Store) finishAttemptTx(ctx context.Context, tx *sql.Tx, f Finish, t tim
 	// Prune deletes the attempts of finished runs, and a retried run goes
 	// on counting. The update also locks the row, so two workers recording
 	// at once (one whose lease ran out) take turns.
-	if err := tx.QueryRowContext(ctx, `UPDATE runs SET attempts = attempts + 1, status = $1, next_attempt_at = $2,
-		locked_until = NULL, delivered_at = COALESCE($3, delivered_at), last_error = $4 WHERE id = $5 RETURNING attempts`,
-		f.Status, f.Next.UTC(), delivered, text(a.Error), f.RunID).Scan(&a.N); err != nil {
+	if err := t.queryRow(ctx, finishUpdate, f.Status, f.Next.UTC(), delivered, text(a.Error), f.RunID).Scan(&a.N); err != nil {
 		return fmt.Errorf("updating run %d: %w", f.RunID, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO run_attempts (run_id, n, started_at, duration_ms, status_code, error, response)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.RunID, a.N, a.StartedAt.UTC(), a.Duration.Milliseconds(), a.StatusCode,
+	if _, err := t.exec(ctx, attemptInsertOne, f.RunID, a.N, a.StartedAt.UTC(), a.Duration.Milliseconds(), a.StatusCode,
 		text(a.Error), text(strings.ToValidUTF8(a.Response, "\uFFFD"))); err != nil {
 		return fmt.Errorf("recording attempt %d of run %d: %w", a.N, f.RunID, err)
 	}
 	if f.Status == RunFailed && !wasFailed {
-		if err := s.runFailedTx(ctx, tx, f.RunID, a, t); err != nil {
+		if err := s.runFailedTx(ctx, tx, f.RunID, a, at); err != nil {
 			return fmt.Errorf("queueing the alert of failed run %d: %w", f.RunID, err)
 		}
 	}

@@ -95,6 +95,9 @@ type Store struct {
 	// bodies keeps the bodies of messages recorded lately for the run
 	// worker (see bodyCache).
 	bodies bodyCache
+	// ckpt checkpoints SQLite's write-ahead log off the writer's
+	// connection; nil on PostgreSQL.
+	ckpt *walCheckpointer
 }
 
 // Open opens the database and applies the embedded migrations.
@@ -132,7 +135,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		dsn := "file:" + (&url.URL{Path: s.path}).EscapedPath() +
 			"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)" +
 			"&_pragma=synchronous(NORMAL)&_time_format=sqlite"
-		s.w, err = sql.Open("sqlite", dsn+"&_txlock=immediate")
+		s.w, err = sql.Open("sqlite", dsn+"&_txlock=immediate"+fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", walAutoPages))
 		if err != nil {
 			return nil, fmt.Errorf("opening sqlite: %w", err)
 		}
@@ -145,6 +148,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("opening sqlite: %w", err)
 		}
 		s.r.SetMaxOpenConns(4)
+		cdb, err := sql.Open("sqlite", dsn)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("opening sqlite: %w", err)
+		}
+		s.ckpt = startCheckpointer(cdb, s.log)
 	}
 	if err := s.w.PingContext(ctx); err != nil {
 		s.Close()
@@ -230,9 +239,9 @@ func (s *Store) Close() error {
 		s.stopConversion()
 	}
 	s.closePrepared()
-	var err error
+	err := s.ckpt.close()
 	if s.r != nil && s.r != s.w {
-		err = s.r.Close()
+		err = errors.Join(err, s.r.Close())
 	}
 	if s.w != nil {
 		err = errors.Join(err, s.w.Close())
@@ -303,6 +312,7 @@ func (s *Store) finishWrite(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx)
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing: %w", err)
 	}
+	s.ckpt.wrote(0)
 	return nil
 }
 
