@@ -36,10 +36,11 @@ type order struct {
 // parsed (on all cores: parsing is most of a backlog's CPU) and the one
 // before that is recorded. Batches commit one at a time and in order, so
 // that the checkpoint only moves forward (with overlap, the next one is
-// written meanwhile); a batch whose predecessor failed is not recorded. At most three batches (3 ×
-// BatchBytes) are held at a time: the source waits while two are parsed
-// or recorded. A message in a spool file is a batch of its own and stays
-// in its file, so that only its parse's buffers are in memory.
+// written meanwhile); a batch whose predecessor failed is not recorded. At
+// most three batches (3 × BatchBytes) are held at a time: the source waits
+// while two are parsed or recorded. A message in a spool file is a batch
+// of its own and stays in its file, so that only its parse's buffers are
+// in memory.
 //
 // The crash-loop breaker's note covers every batch not yet recorded:
 // outside the careful mode one standing note is written before the first
