@@ -67,7 +67,8 @@ func (m *Manager) Cluster(ctx context.Context) (store.ClusterView, error) {
 	return v, nil
 }
 
-// runCluster keeps the heartbeat and the leases until ctx ends.
+// runCluster keeps the heartbeat and the leases until ctx ends: a round
+// every RenewEvery, and one at once when a configuration changed (Changed).
 func (m *Manager) runCluster(ctx context.Context) {
 	t := time.NewTicker(m.cluster.RenewEvery)
 	defer t.Stop()
@@ -77,16 +78,17 @@ func (m *Manager) runCluster(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-m.leaseNow:
 		}
 	}
 }
 
 // pollConfigs asks for a resync whenever the configurations change in the
-// database (through another replica).
-func (m *Manager) pollConfigs(ctx context.Context) {
+// database (through another replica), from the version last (read before
+// the first lease round, so that no change after that round is missed).
+func (m *Manager) pollConfigs(ctx context.Context, last string) {
 	t := time.NewTicker(m.cluster.ConfigPoll)
 	defer t.Stop()
-	last := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -248,7 +250,7 @@ func (m *Manager) leaseRound(ctx context.Context, now time.Time) error {
 			m.mu.Unlock()
 			m.log.Info("took mailbox leases", "replica", me, "claimed", len(claimed), "held", n,
 				"share", share, "replicas", live)
-			m.Changed(ctx)
+			m.resync()
 		}
 	}
 	leases, err := m.store.Leases(ctx)

@@ -31,6 +31,13 @@ type replica struct {
 
 func startReplica(t *testing.T, url, id string) *replica {
 	t.Helper()
+	return startReplicaWith(t, url, id, watch.Cluster{LeaseTTL: 2 * time.Second, RenewEvery: 200 * time.Millisecond,
+		ConfigPoll: 100 * time.Millisecond})
+}
+
+// startReplicaWith starts a replica with the lease times of c.
+func startReplicaWith(t *testing.T, url, id string, c watch.Cluster) *replica {
+	t.Helper()
 	st, err := store.Open(context.Background(), store.Options{DatabaseURL: url, Box: storetest.Box(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +52,7 @@ func startReplica(t *testing.T, url, id string) *replica {
 	r.mgr = watch.New(watch.Deps{Store: st, Ingester: ingest.New(ingest.Deps{Store: st, Logger: log}), Logger: log,
 		Options: watch.Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, ResyncEvery: time.Second},
 		Cluster: watch.Cluster{ReplicaID: id, Address: "http://127.0.0.1:0", Version: "test",
-			LeaseTTL: 2 * time.Second, RenewEvery: 200 * time.Millisecond, ConfigPoll: 100 * time.Millisecond}})
+			LeaseTTL: c.LeaseTTL, RenewEvery: c.RenewEvery, ConfigPoll: c.ConfigPoll}})
 	var ctx context.Context
 	ctx, r.cancel = context.WithCancel(context.Background())
 	go func() { defer close(r.done); r.mgr.Run(ctx) }()
@@ -224,4 +231,63 @@ func TestLeasedManagers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLeaseTakenAtOnce: on PostgreSQL a mailbox created after the replica's
+// lease round is claimed and watched within moments, not at the next
+// renewal (a minute here; 5 s by default): through the replica's own
+// Changed, as its API calls it, and through another replica's store, which
+// the replica sees by its configuration poll.
+func TestLeaseTakenAtOnce(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.PostgresURL(t)
+	d := testenv.StartDovecot(t)
+	r := startReplicaWith(t, url, "a", watch.Cluster{LeaseTTL: 3 * time.Minute, RenewEvery: time.Minute,
+		ConfigPoll: 100 * time.Millisecond})
+	// The replica's first round is behind it once it is in the registry.
+	testwait.Until(t, 15*time.Second, func() error {
+		view, err := r.mgr.Cluster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(view.Replicas) != 1 {
+			return fmt.Errorf("replicas %+v, want a", view.Replicas)
+		}
+		return nil
+	})
+	other, err := store.Open(ctx, store.Options{DatabaseURL: url, Box: storetest.Box(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	create := func(st *store.Store, name string) imapconf.Config {
+		t.Helper()
+		addr := d.AddUser(t, name, "pw-"+name)
+		s := func(v string) *string { return &v }
+		port := d.IMAPSPort
+		c, err := imapconf.Build(imapconf.Input{Name: s(name), Host: s(d.Host), Port: &port, Username: s(addr),
+			Password: s("pw-" + name), CACert: s(string(d.CACertPEM))}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.CreateIMAP(ctx, &c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	watched := func(c imapconf.Config, within time.Duration) {
+		t.Helper()
+		start := time.Now()
+		testwait.Until(t, within, func() error {
+			if st := r.mgr.Status(c); st.State != imapconf.StateIdle || st.Replica != "a" {
+				return fmt.Errorf("mailbox %s is %s on %q, want idle on a", c.Name, st.State, st.Replica)
+			}
+			return nil
+		})
+		t.Logf("%s watched %v after it was created", c.Name, time.Since(start).Round(time.Millisecond))
+	}
+	own := create(r.st, "atonce_own")
+	r.mgr.Changed(ctx)
+	watched(own, 20*time.Second)
+	watched(create(other, "atonce_other"), 20*time.Second)
 }

@@ -128,7 +128,10 @@ type Manager struct {
 	opts    Options
 	metrics *metrics
 	wake    chan struct{}
-	cluster Cluster
+	// leaseNow asks the cluster loop for a lease round before its tick
+	// (leasing only): a configuration changed.
+	leaseNow chan struct{}
+	cluster  Cluster
 	onState func(ctx context.Context, id int64, name string, prev, next imapconf.Status)
 	leasing bool      // watch only the mailboxes whose lease is held
 	started time.Time // for the replica registry
@@ -165,13 +168,28 @@ func New(d Deps) *Manager {
 	}
 	d.Cluster.defaults()
 	return &Manager{store: d.Store, ingest: d.Ingester, log: d.Logger, opts: d.Options, metrics: m,
-		wake: make(chan struct{}, 1), watchers: map[int64]*watcher{}, status: map[int64]*imapconf.Status{},
+		wake: make(chan struct{}, 1), leaseNow: make(chan struct{}, 1), watchers: map[int64]*watcher{}, status: map[int64]*imapconf.Status{},
 		cluster: d.Cluster, onState: d.OnState, leasing: d.Cluster.ReplicaID != "" && d.Store.Dialect() == store.Postgres,
 		started: time.Now().UTC(), held: map[int64]int64{}}
 }
 
-// Changed asks the manager to reread the configurations now.
+// Changed asks the manager to reread the configurations now. When leasing
+// it also asks for a lease round at once: a mailbox created or enabled
+// (through this replica or, seen by pollConfigs, another) is claimed and
+// watched within moments, not at the next renewal up to RenewEvery later,
+// and one disabled is let go.
 func (m *Manager) Changed(context.Context) {
+	m.resync()
+	if m.leasing {
+		select {
+		case m.leaseNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// resync asks the manager to reread the configurations now.
+func (m *Manager) resync() {
 	select {
 	case m.wake <- struct{}{}:
 	default:
@@ -190,10 +208,13 @@ func (m *Manager) Run(ctx context.Context) {
 	defer stopCluster()
 	if m.cluster.ReplicaID != "" {
 		m.lastRound = time.Now()
-		cluster.Go(func() { m.runCluster(cctx) })
 		if m.leasing {
-			cluster.Go(func() { m.pollConfigs(cctx) })
+			// "": the database is away; the first version read then
+			// is the one compared with.
+			v, _ := m.store.ConfigVersion(ctx)
+			cluster.Go(func() { m.pollConfigs(cctx, v) })
 		}
+		cluster.Go(func() { m.runCluster(cctx) })
 	}
 	for {
 		m.sync(ctx)
