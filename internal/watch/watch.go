@@ -132,9 +132,9 @@ type Manager struct {
 	// (leasing only): a configuration changed.
 	leaseNow chan struct{}
 	cluster  Cluster
-	onState func(ctx context.Context, id int64, name string, prev, next imapconf.Status)
-	leasing bool      // watch only the mailboxes whose lease is held
-	started time.Time // for the replica registry
+	onState  func(ctx context.Context, id int64, name string, prev, next imapconf.Status)
+	leasing  bool      // watch only the mailboxes whose lease is held
+	started  time.Time // for the replica registry
 
 	syncMu    sync.Mutex // one sync at a time
 	lastRound time.Time  // the last cluster round that reached the database; lease goroutine only
