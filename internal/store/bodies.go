@@ -3,6 +3,7 @@ package store
 // A short-lived cache of the bodies ingest decoded, for the run worker.
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -23,10 +24,16 @@ import (
 // message it misses (evicted, expired, recorded by another replica, a run retried
 // later) is decoded from its raw bytes as before.
 //
-// The cache is bounded in bytes (oldest out first), and an entry expires
-// after bodiesTTL (a timer drops what expired once the cache goes quiet).
-// An entry stays when it is read: a run the worker claimed and handed back
-// (its endpoint busy) is read again a moment later. The time to live is
+// The cache is bounded in bytes, and an entry expires after bodiesTTL (a
+// timer drops what expired once the cache goes quiet). An entry stays when
+// it is read: a run the worker claimed and handed back (its endpoint busy)
+// is read again a moment later. When the cache is full, the entries already
+// read go first, oldest first, and if that is not room enough the new
+// entry is not kept: a run worker that fell behind ingest (a backlog on
+// PostgreSQL, docs/benchmarks.md) reads its messages in the order they were
+// kept, so that dropping the oldest unread entries for new ones would have
+// it miss every one, where this way it finds the cache's worth and decodes
+// the rest. The time to live is
 // far below the shortest retention (a day), so that Prune on another
 // replica, which empties a message's bodies, never leaves one here that
 // the database no longer has (Prune in this process empties the cache
@@ -42,6 +49,7 @@ type bodyCache struct {
 	entries map[int64]cachedBodies
 	order   []int64 // ids in the order they were put; some taken out since
 	head    int     // order[head:] are the ids that may still be in entries
+	read    []int64 // ids of entries read, in the order first read; some taken out since
 	bytes   int64
 	timer   *time.Timer // drops expired entries; nil while the cache is empty
 }
@@ -50,6 +58,7 @@ type cachedBodies struct {
 	who        bodiesOf
 	text, html string
 	at         time.Time
+	read       bool // served once: the first to go when the cache is full
 }
 
 // bodiesOf is the message an entry belongs to, beside its id.
@@ -76,17 +85,33 @@ func (c *bodyCache) put(id int64, who bodiesOf, text, html string, now time.Time
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.evict(now)
 	if c.entries == nil {
 		c.entries = map[int64]cachedBodies{}
 	}
-	if old, ok := c.entries[id]; ok {
+	old, existed := c.entries[id]
+	if existed {
+		delete(c.entries, id) // its id stays in order
 		c.bytes -= old.size()
-	} else {
+	}
+	// Room from the entries read, oldest first; else the new one waits
+	// outside (see above).
+	for c.bytes+e.size() > bodiesMaxBytes && len(c.read) > 0 {
+		r := c.read[0]
+		c.read = c.read[1:]
+		if old, ok := c.entries[r]; ok && old.read {
+			delete(c.entries, r)
+			c.bytes -= old.size()
+		}
+	}
+	if c.bytes+e.size() > bodiesMaxBytes {
+		return
+	}
+	if !existed {
 		c.order = append(c.order, id)
 	}
 	c.entries[id] = e
 	c.bytes += e.size()
-	c.evict(now)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(bodiesTTL, c.expire)
 	}
@@ -112,6 +137,15 @@ func (c *bodyCache) get(id int64, now time.Time) (cachedBodies, bool) {
 	defer c.mu.Unlock()
 	c.evict(now)
 	e, ok := c.entries[id]
+	if ok && !e.read {
+		e.read = true
+		c.entries[id] = e
+		c.read = append(c.read, id)
+		if len(c.read) > 2*len(c.entries)+1024 {
+			// Ids of entries gone meanwhile (expired, dropped).
+			c.read = slices.DeleteFunc(c.read, func(r int64) bool { _, ok := c.entries[r]; return !ok })
+		}
+	}
 	return e, ok
 }
 
@@ -131,7 +165,7 @@ func (c *bodyCache) drop(ids []int64) {
 func (c *bodyCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.entries, c.order, c.head, c.bytes = nil, nil, 0, 0
+	c.entries, c.order, c.head, c.read, c.bytes = nil, nil, 0, nil, 0
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil
@@ -158,6 +192,6 @@ func (c *bodyCache) evict(now time.Time) {
 		c.head = 0
 	}
 	if len(c.entries) == 0 {
-		c.entries, c.order, c.head = nil, nil, 0
+		c.entries, c.order, c.head, c.read = nil, nil, 0, nil
 	}
 }
