@@ -60,6 +60,24 @@ func startReplicaWith(t *testing.T, url, id string, c watch.Cluster) *replica {
 	return r
 }
 
+// createLeased adds Dovecot user name and its enabled mailbox through st,
+// returning the configuration and the user's address.
+func createLeased(t *testing.T, d *testenv.Dovecot, st *store.Store, name string) (imapconf.Config, string) {
+	t.Helper()
+	addr := d.AddUser(t, name, "pw-"+name)
+	s := func(v string) *string { return &v }
+	port := d.IMAPSPort
+	c, err := imapconf.Build(imapconf.Input{Name: s(name), Host: s(d.Host), Port: &port, Username: s(addr),
+		Password: s("pw-" + name), CACert: s(string(d.CACertPEM))}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateIMAP(context.Background(), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c, addr
+}
+
 func (r *replica) stop() {
 	r.cancel()
 	<-r.done
@@ -79,17 +97,7 @@ func TestLeasedManagers(t *testing.T) {
 	var names, addrs []string
 	for i := range 8 {
 		name := fmt.Sprintf("lease%d", i)
-		addr := d.AddUser(t, name, "pw-"+name)
-		s := func(v string) *string { return &v }
-		port := d.IMAPSPort
-		c, err := imapconf.Build(imapconf.Input{Name: s(name), Host: s(d.Host), Port: &port, Username: s(addr),
-			Password: s("pw-" + name), CACert: s(string(d.CACertPEM))}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := reps[0].st.CreateIMAP(ctx, &c); err != nil {
-			t.Fatal(err)
-		}
+		_, addr := createLeased(t, d, reps[0].st, name)
 		names, addrs = append(names, name), append(addrs, addr)
 	}
 	reps = append(reps, startReplica(t, url, "b"), startReplica(t, url, "c"))
@@ -262,17 +270,7 @@ func TestLeaseTakenAtOnce(t *testing.T) {
 	defer other.Close()
 	create := func(st *store.Store, name string) imapconf.Config {
 		t.Helper()
-		addr := d.AddUser(t, name, "pw-"+name)
-		s := func(v string) *string { return &v }
-		port := d.IMAPSPort
-		c, err := imapconf.Build(imapconf.Input{Name: s(name), Host: s(d.Host), Port: &port, Username: s(addr),
-			Password: s("pw-" + name), CACert: s(string(d.CACertPEM))}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.CreateIMAP(ctx, &c); err != nil {
-			t.Fatal(err)
-		}
+		c, _ := createLeased(t, d, st, name)
 		return c
 	}
 	watched := func(c imapconf.Config, within time.Duration) {
