@@ -178,11 +178,6 @@ type FlowCap struct {
 	Max    int
 }
 
-// ClaimRunsCapped claims as ClaimRuns does, taking at most cap.Max runs of
-// each flow in caps (none of those with Max 0): a worker takes no more of
-// an endpoint's runs than the endpoint has room for, rather than handing
-// the others back. The capped flows' runs are claimed first, each flow's
-// oldest due first, then the other flows' runs, oldest due first.
 // claimSQL is ClaimRunsCapped's claim of at most $4 runs due at $3 (and
 // matching where, such as " AND flow_id = $5"), leased until $2 with status
 // $1.
@@ -197,6 +192,11 @@ func claimSQL(d Dialect, where string) string {
 		RETURNING ` + runColumns
 }
 
+// ClaimRunsCapped claims as ClaimRuns does, taking at most cap.Max runs of
+// each flow in caps (none of those with Max 0): a worker takes no more of
+// an endpoint's runs than the endpoint has room for, rather than handing
+// the others back. The capped flows' runs are claimed first, each flow's
+// oldest due first, then the other flows' runs, oldest due first.
 func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, lease time.Duration, caps []FlowCap) ([]Run, error) {
 	now = now.UTC()
 	args := []any{RunDelivering, now.Add(lease), now, limit}
