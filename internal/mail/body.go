@@ -304,6 +304,14 @@ func checkShape(contentType string, body []byte) string {
 		return ""
 	}
 	for pos := 0; pos < len(body) && !s.done() && s.fail == ""; {
+		if !s.inHdr && pos > 0 {
+			// Outside a part's header only a line beginning "--" can
+			// change the scan: go straight to the next one.
+			pos = nextDashLine(body, pos)
+			if pos == len(body) {
+				break
+			}
+		}
 		line, next := nextLine(body, pos)
 		s.line(line, next-pos)
 		pos = next
@@ -312,6 +320,23 @@ func checkShape(contentType string, body []byte) string {
 		s.end()
 	}
 	return s.fail
+}
+
+// nextDashLine returns the start of the first line at or after pos, a
+// line start past 0, that begins with "--"; len(body) if none does. It
+// looks for '-', rare in text, rather than at every line.
+func nextDashLine(body []byte, pos int) int {
+	for {
+		i := bytes.IndexByte(body[pos:], '-')
+		if i < 0 {
+			return len(body)
+		}
+		j := pos + i
+		if body[j-1] == '\n' && j+1 < len(body) && body[j+1] == '-' {
+			return j
+		}
+		pos = j + 1
+	}
 }
 
 // decodeTransfer undoes the Content-Transfer-Encoding, leniently. decoded
@@ -403,42 +428,59 @@ func decodeBase64(in []byte) (out []byte, junk int, truncated bool) {
 // by two hex digits is kept literally; trailing white space on a line is
 // dropped; line endings are kept as written.
 func decodeQuotedPrintable(in []byte) []byte {
-	out := make([]byte, 0, len(in))
+	// The output is never longer than the input: it is written in place
+	// of append, line by line, the bytes between escapes copied whole.
+	out := make([]byte, len(in))
+	n := 0
 	for len(in) > 0 {
-		line, rest, hasNL := bytes.Cut(in, []byte{'\n'})
-		in = rest
-		eol := "\n"
-		if bytes.HasSuffix(line, []byte{'\r'}) {
-			line = line[:len(line)-1]
-			eol = "\r\n"
+		line := in
+		i := bytes.IndexByte(in, '\n')
+		hasNL := i >= 0
+		if hasNL {
+			line, in = in[:i], in[i+1:]
+		} else {
+			in = nil
 		}
-		line = bytes.TrimRight(line, " \t")
-		soft := bytes.HasSuffix(line, []byte{'='})
+		crlf := len(line) > 0 && line[len(line)-1] == '\r'
+		if crlf {
+			line = line[:len(line)-1]
+		}
+		for len(line) > 0 && (line[len(line)-1] == ' ' || line[len(line)-1] == '\t') {
+			line = line[:len(line)-1]
+		}
+		soft := len(line) > 0 && line[len(line)-1] == '='
 		if soft {
 			line = line[:len(line)-1]
 		}
-		// The bytes up to each "=" are copied as they are, in one go.
 		for len(line) > 0 {
-			i := bytes.IndexByte(line, '=')
-			if i < 0 {
-				out = append(out, line...)
-				break
+			if line[0] != '=' {
+				i := bytes.IndexByte(line, '=')
+				if i < 0 {
+					n += copy(out[n:], line)
+					break
+				}
+				n += copy(out[n:], line[:i])
+				line = line[i:]
 			}
-			out = append(out, line[:i]...)
-			line = line[i:]
 			if len(line) >= 3 && isHex(line[1]) && isHex(line[2]) {
-				out = append(out, unhex(line[1])<<4|unhex(line[2]))
+				out[n] = unhex(line[1])<<4 | unhex(line[2])
 				line = line[3:]
-				continue
+			} else {
+				out[n] = '='
+				line = line[1:]
 			}
-			out = append(out, '=')
-			line = line[1:]
+			n++
 		}
 		if hasNL && !soft {
-			out = append(out, eol...)
+			if crlf {
+				out[n] = '\r'
+				n++
+			}
+			out[n] = '\n'
+			n++
 		}
 	}
-	return out
+	return out[:n]
 }
 
 var metaCharset = regexp.MustCompile(`(?i)<meta[^>]*charset\s*=\s*["']?\s*([a-z0-9_.:-]+)`)
@@ -458,11 +500,12 @@ func (b *builder) appendText(sb *strings.Builder, id string, data []byte, charse
 		}
 	}
 	enc, kind := lookupCharset(charset)
-	switch {
-	case kind == charsetUnknown:
+	if kind == charsetUnknown {
 		b.problem("%sunknown charset %q; read as utf-8 or windows-1252", where(id), truncate(charset, 40))
 		kind = charsetRaw
-	case kind == charsetUTF8 && !utf8.Valid(data):
+	}
+	valid := kind != charsetDecoder && utf8.Valid(data)
+	if kind == charsetUTF8 && !valid {
 		b.problem("%sinvalid utf-8 replaced with U+FFFD", where(id))
 	}
 	w := textWriter{sb: sb, sep: sb.Len() > 0 && !strings.HasSuffix(sb.String(), "\n"), start: true}
@@ -472,9 +515,13 @@ func (b *builder) appendText(sb *strings.Builder, id string, data []byte, charse
 		if err := w.fromReader(transform.NewReader(bytes.NewReader(data), enc.NewDecoder())); err != nil {
 			b.problem("%sdecoding %s: %v", where(id), truncate(charset, 40), err)
 		}
-	case kind == charsetRaw && !utf8.Valid(data):
+	case kind == charsetRaw && !valid:
 		sb.Grow(len(data) + len(data)/4 + 1)
 		_ = w.fromReader(transform.NewReader(bytes.NewReader(data), charmap.Windows1252.NewDecoder()))
+	case valid && bytes.IndexByte(data, 0) < 0:
+		// Valid UTF-8 without NUL, most text: only the byte order mark
+		// goes and "\r\n" becomes "\n", in runs between the line ends.
+		w.plain(data)
 	default:
 		// The exact size first: invalid UTF-8 and NUL grow, and a
 		// builder growing by doubling would need up to three times it.
@@ -575,6 +622,40 @@ func (w *textWriter) write(p []byte) {
 			}
 			p = p[n:]
 		}
+	}
+}
+
+// plain writes valid UTF-8 without NUL, in which write would change
+// nothing but a leading byte order mark and "\r\n" line ends: the same
+// result, the exact size grown at once and the runs between line ends
+// copied whole.
+func (w *textWriter) plain(p []byte) {
+	p = bytes.TrimPrefix(p, []byte("\uFEFF"))
+	w.start = false
+	if len(p) == 0 {
+		return
+	}
+	n := len(p) - bytes.Count(p, []byte("\r\n"))
+	if w.sep {
+		n++
+	}
+	if w.sb == nil {
+		w.n += n
+		w.sep, w.inv = false, false
+		return
+	}
+	w.sb.Grow(n)
+	for len(p) > 0 {
+		i := bytes.Index(p, []byte("\r\n"))
+		if i < 0 {
+			w.out(unsafeString(p))
+			break
+		}
+		if i > 0 {
+			w.out(unsafeString(p[:i]))
+		}
+		w.outByte('\n')
+		p = p[i+2:]
 	}
 }
 

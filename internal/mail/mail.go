@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Address is a mailbox from an address header.
@@ -276,9 +277,19 @@ func (b *builder) finish() *Message {
 	if m.Attachments == nil {
 		m.Attachments = []Attachment{}
 	}
-	m.Text = strings.ToValidUTF8(b.text.String(), "\uFFFD")
-	m.HTML = strings.ToValidUTF8(b.html.String(), "\uFFFD")
+	m.Text = validString(b.text.String())
+	m.HTML = validString(b.html.String())
 	return m
+}
+
+// validString is s with invalid UTF-8 replaced by U+FFFD; s itself when it is
+// valid, as text written by textWriter is, checked faster than
+// strings.ToValidUTF8 checks it.
+func validString(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // ParseError returns ParseErrors as one line, "" for a clean message.

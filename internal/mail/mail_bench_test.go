@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -48,6 +49,57 @@ func benchPlain() []byte {
 	return b.Bytes()
 }
 
+// benchBacklog is the shape of the bench's backlog message (internal/bench's
+// backlogMessage): about 9 KB of words, some with umlauts, as
+// quoted-printable text and HTML alternatives.
+func benchBacklog() []byte {
+	words := []string{"invoice", "payment", "order", "delivery", "für", "Größe", "naïve", "cliente", "factura", "total",
+		"amount", "due", "date", "reference", "customer", "account", "thank", "you", "regards", "please"}
+	var text strings.Builder
+	for i := 0; text.Len() < 9000; i++ {
+		text.WriteString(words[(i*7+i/3)%len(words)])
+		if i%12 == 11 {
+			text.WriteString(".\r\n")
+		} else {
+			text.WriteByte(' ')
+		}
+	}
+	qp := func(s string) string {
+		var b strings.Builder
+		col := 0
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if c == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+				b.WriteString("\r\n")
+				i++
+				col = 0
+				continue
+			}
+			enc := string(c)
+			if c == '=' || c >= 0x80 || c < 0x20 {
+				enc = fmt.Sprintf("=%02X", c)
+			}
+			if col+len(enc) > 75 {
+				b.WriteString("=\r\n")
+				col = 0
+			}
+			b.WriteString(enc)
+			col += len(enc)
+		}
+		return b.String()
+	}
+	var b bytes.Buffer
+	b.WriteString("From: Billing <billing@example.org>\r\nTo: backlog@example.test\r\nSubject: Invoice 1\r\n" +
+		"Message-ID: <backlog-1@bench.example.org>\r\nDate: Wed, 25 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/alternative; boundary=\"bench-1-alt\"\r\n\r\n" +
+		"--bench-1-alt\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
+	b.WriteString(qp(text.String()))
+	b.WriteString("\r\n--bench-1-alt\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n")
+	b.WriteString(qp("<html><body><p>" + strings.ReplaceAll(text.String(), ".\r\n", ".</p>\r\n<p>") + "</p></body></html>"))
+	b.WriteString("\r\n--bench-1-alt--\r\n")
+	return b.Bytes()
+}
+
 // benchFastPath lets BenchmarkParse measure the enmime path alone, as it
 // was before the fast path: go test -bench Parse -args -fastpath=false
 var benchFastPath = flag.Bool("fastpath", true, "BenchmarkParse: try the fast MIME path")
@@ -63,6 +115,7 @@ func BenchmarkParse(b *testing.B) {
 		{"20KB+200KB_attachment", benchMessage(true)},
 		{"20KB_multipart_with_attachment", benchMultipart()},
 		{"20KB_plain_text", benchPlain()},
+		{"20KB_backlog", benchBacklog()},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			b.ReportAllocs()
