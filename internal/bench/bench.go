@@ -181,6 +181,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		e.work = dir
 		cleanups = append(cleanups, func() error { return os.RemoveAll(dir) })
 	}
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating the profile directory: %w", err)
+		}
+	}
 	if err := raiseFileLimit(o.Mailboxes); err != nil {
 		return nil, err
 	}
