@@ -518,7 +518,7 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 	// apply: a definition they would refuse fails the run for good, saying
 	// which field is wrong. Header values, sealed apart from the definition
 	// that names them, come with it.
-	fl, err := flow.Open(f)
+	fl, err := b.opened(r.FlowID)
 	if err != nil {
 		return failed("flow %s: %v", f.Name, err)
 	}
@@ -744,13 +744,18 @@ func result(o outcome) string {
 type batch struct {
 	flows    map[int64]store.FlowRecord
 	flowErrs map[int64]error
+	// open are the flows read (flow.Open) once for the batch's runs,
+	// rather than once per run; openErrs what refused them.
+	open     map[int64]flow.Flow
+	openErrs map[int64]error
 	msgs     map[int64]store.StoredMessage
 	msgErr   error
 }
 
 // prepare reads the flows and messages of runs.
 func (w *Worker) prepare(ctx context.Context, runs []store.Run) *batch {
-	b := &batch{flows: map[int64]store.FlowRecord{}, flowErrs: map[int64]error{}}
+	b := &batch{flows: map[int64]store.FlowRecord{}, flowErrs: map[int64]error{},
+		open: map[int64]flow.Flow{}, openErrs: map[int64]error{}}
 	ids := make([]int64, 0, len(runs))
 	for _, r := range runs {
 		ids = append(ids, r.MessageID)
@@ -764,6 +769,11 @@ func (w *Worker) prepare(ctx context.Context, runs []store.Run) *batch {
 			b.flowErrs[r.FlowID] = err
 		} else {
 			b.flows[r.FlowID] = f
+			if fl, err := flow.Open(f); err != nil {
+				b.openErrs[r.FlowID] = err
+			} else {
+				b.open[r.FlowID] = fl
+			}
 		}
 	}
 	b.msgs, b.msgErr = w.store.GetMessages(ctx, ids)
@@ -775,6 +785,14 @@ func (b *batch) flow(id int64) (store.FlowRecord, error) {
 		return store.FlowRecord{}, err
 	}
 	return b.flows[id], nil
+}
+
+// opened is flow id as flow.Open read it, or why it refused it.
+func (b *batch) opened(id int64) (flow.Flow, error) {
+	if err := b.openErrs[id]; err != nil {
+		return flow.Flow{}, err
+	}
+	return b.open[id], nil
 }
 
 func (b *batch) message(id int64) (store.StoredMessage, error) {

@@ -578,10 +578,6 @@ const (
 // the same delivery at once.
 func (s *Store) ClaimAlertDeliveries(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]AlertDelivery, error) {
 	now = now.UTC()
-	skip := ""
-	if s.dialect == Postgres {
-		skip = " FOR UPDATE SKIP LOCKED"
-	}
 	var out []AlertDelivery
 	err := s.Write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE alert_deliveries SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
@@ -590,8 +586,8 @@ func (s *Store) ClaimAlertDeliveries(ctx context.Context, now time.Time, limit i
 			return fmt.Errorf("recovering deliveries whose lease ended: %w", err)
 		}
 		rows, err := tx.QueryContext(ctx, `UPDATE alert_deliveries SET status = $1, locked_until = $2
-			WHERE id IN (SELECT id FROM alert_deliveries WHERE `+waitingAlerts+` AND next_attempt_at <= $3
-				ORDER BY next_attempt_at LIMIT $4`+skip+`) RETURNING id`, RunDelivering, now.Add(lease), now, limit)
+			WHERE `+idsClaimed(s.dialect, `SELECT id FROM alert_deliveries WHERE `+waitingAlerts+` AND next_attempt_at <= $3
+				ORDER BY next_attempt_at LIMIT $4`)+` RETURNING id`, RunDelivering, now.Add(lease), now, limit)
 		var ids []any
 		var ps []string
 		err = scanRows(rows, err, func(rs *sql.Rows) error {

@@ -98,6 +98,9 @@ type Store struct {
 	// ckpt checkpoints SQLite's write-ahead log off the writer's
 	// connection; nil on PostgreSQL.
 	ckpt *walCheckpointer
+	// stats keeps PostgreSQL's planner statistics fresh while a backlog
+	// is recorded; nil on SQLite.
+	stats *analyzer
 }
 
 // Open opens the database and applies the embedded migrations.
@@ -120,6 +123,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.w.SetMaxIdleConns(10)
 		s.w.SetConnMaxIdleTime(5 * time.Minute)
 		s.r = s.w
+		s.stats = startAnalyzer(s.w, s.log)
 	} else {
 		s.dialect = SQLite
 		// The directory 0700 and the database files 0600, fixed at every
@@ -239,6 +243,7 @@ func (s *Store) Close() error {
 		s.stopConversion()
 	}
 	s.closePrepared()
+	s.stats.close()
 	err := s.ckpt.close()
 	if s.r != nil && s.r != s.w {
 		err = errors.Join(err, s.r.Close())
