@@ -406,6 +406,11 @@ func TestDelegatedRestart(t *testing.T) {
 	dir := t.TempDir()
 	logs := &testenv.Buffer{}
 	log := testLogger(logs)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	})
 	open := func() *store.Store {
 		st, err := store.Open(ctx, store.Options{DataDir: dir, Box: storetest.Box(t)})
 		if err != nil {

@@ -259,7 +259,11 @@ func (ts *TokenSource) renew(ctx context.Context) (store.OAuthGrant, time.Durati
 			refreshErr = &refusedError{errors.New("the sign-in left no refresh token (was offline access granted?): sign in again")}
 			return cur, refreshErr
 		}
-		rctx, cancel := context.WithTimeout(ctx, ts.timeout)
+		// A refresh once sent is seen through (up to its timeout), even
+		// when the watcher is stopping: a provider that rotates refresh
+		// tokens may have invalidated cur's already, and only its answer,
+		// stored below, keeps the mailbox signed in.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ts.timeout)
 		defer cancel()
 		ng, err := ts.refresh(rctx, ts.hc, ts.cfg, cur.RefreshToken)
 		if err == nil && ng.AccessToken == "" {

@@ -347,3 +347,43 @@ func TestNoRotation(t *testing.T) {
 		c.add(time.Hour)
 	}
 }
+
+// TestRefreshSeenThroughWhenStopping: a watcher stopped while its refresh
+// is at the provider still stores the provider's answer. The provider
+// rotated the refresh token on receiving the request; had the request been
+// given up, the stored refresh token would be the used one, refused at the
+// next start (invalid_grant: the user signs in again).
+func TestRefreshSeenThroughWhenStopping(t *testing.T) {
+	c := &clock{t: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}
+	p := newProvider(c.now)
+	gs := newGrants()
+	gs.g[cfg.ID] = store.OAuthGrant{IMAPID: cfg.ID, Account: cfg.Username, RefreshToken: "refresh-0",
+		AccessToken: "access-signin", AccessExpiry: c.now()}
+	sent := make(chan struct{})
+	refresh := func(ctx context.Context, hc *http.Client, conf imapconf.Config, rt string) (oauthflow.Grant, error) {
+		g, err := p.refresh(ctx, hc, conf, rt) // rotated at the provider
+		close(sent)
+		select { // the answer on its way back
+		case <-ctx.Done():
+			return oauthflow.Grant{}, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		return g, err
+	}
+	ts, err := delegated.New(cfg, gs, delegated.Options{Refresh: refresh, Now: c.now, Client: http.DefaultClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = ts.Token(ctx)
+	}()
+	<-sent
+	stop()
+	<-done
+	if g := gs.get(cfg.ID); g.RefreshToken != "refresh-1" || g.AccessToken != "access-1" {
+		t.Fatalf("stored refresh token %q, access token %q: want the provider's answer, refresh-1 and access-1", g.RefreshToken, g.AccessToken)
+	}
+}
