@@ -173,17 +173,13 @@ func encode(p Payload) ([]byte, error) {
 	return body, nil
 }
 
-// jsonSafeUTF8 marks the bytes appendJSONString copies as they are in
-// valid UTF-8: printable ASCII but '"' and '\\', and the bytes of
-// multi-byte sequences but 0xE2 (which begins U+2028 and U+2029, escaped);
-// jsonSafeASCII the same but for all of 0x80 and above, which in other
-// strings are looked at rune by rune.
-var jsonSafeUTF8, jsonSafeASCII = func() (u, a [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		u[c] = c != '"' && c != '\\' && c != 0xE2
-		a[c] = u[c] && c < utf8.RuneSelf
+// jsonSafe marks the bytes appendJSONString copies as they are: printable
+// ASCII but '"' and '\\'.
+var jsonSafe = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
 	}
-	return u, a
+	return t
 }()
 
 // appendJSONString appends s as a JSON string, exactly as encoding/json
@@ -192,20 +188,20 @@ var jsonSafeUTF8, jsonSafeASCII = func() (u, a [256]bool) {
 // UTF-8 as \ufffd, U+2028 and U+2029 as \u2028 and \u2029.
 func appendJSONString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
-	safe := &jsonSafeASCII
-	if utf8.ValidString(s) {
-		safe = &jsonSafeUTF8
-	}
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		for i < len(s) && safe[s[i]] {
+		for i < len(s) && jsonSafe[s[i]] {
 			i++
 		}
 		if i >= len(s) {
 			break
 		}
 		c := s[i]
+		if c >= 0xC2 && c <= 0xDF && i+1 < len(s) && s[i+1]&0xC0 == 0x80 {
+			i += 2 // a valid two-byte sequence (ä, ö, ü, é…): as it is
+			continue
+		}
 		if c < utf8.RuneSelf {
 			dst = append(dst, s[start:i]...)
 			switch c {
