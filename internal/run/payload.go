@@ -144,8 +144,8 @@ func (w *Worker) withContent(ctx context.Context, p Payload, m store.StoredMessa
 
 // encode marshals p without escaping <, > and & (HTML bodies stay readable).
 // The message's text and HTML, most of the bytes, are written by
-// appendJSONString, which gives encoding/json's bytes several times faster;
-// the rest by encoding/json.
+// appendJSONString, which gives encoding/json's bytes a fifth faster
+// (BenchmarkEncode); the rest by encoding/json.
 func encode(p Payload) ([]byte, error) {
 	text, html := p.Message.Text, p.Message.HTML
 	p.Message.Text, p.Message.HTML = "", ""

@@ -22,10 +22,9 @@ const analyzeMin = 500
 // messages is recorded in seconds. Meanwhile the planner, believing the
 // tables as small as when they were last analysed, chose sequential scans
 // for statements that look rows up by id: the run worker's finishes read
-// all 10,000 runs to update 20 (2.5 ms each), its reads of the messages to
-// deliver all messages (docs/benchmarks.md, session 12). The tables keep
-// such rows for weeks, so every backlog after the first has statistics
-// from a table its size or larger.
+// all 10,000 runs to update 20 (docs/benchmarks.md, session 12). Messages
+// and runs are kept for weeks, so a table analysed once it was large stays
+// about right.
 type analyzer struct {
 	db      *sql.DB
 	log     *slog.Logger
