@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"flag"
-	"fmt"
+	"mime/quotedprintable"
 	"strings"
 	"testing"
 )
@@ -66,26 +66,9 @@ func benchBacklog() []byte {
 	}
 	qp := func(s string) string {
 		var b strings.Builder
-		col := 0
-		for i := 0; i < len(s); i++ {
-			c := s[i]
-			if c == '\r' && i+1 < len(s) && s[i+1] == '\n' {
-				b.WriteString("\r\n")
-				i++
-				col = 0
-				continue
-			}
-			enc := string(c)
-			if c == '=' || c >= 0x80 || c < 0x20 {
-				enc = fmt.Sprintf("=%02X", c)
-			}
-			if col+len(enc) > 75 {
-				b.WriteString("=\r\n")
-				col = 0
-			}
-			b.WriteString(enc)
-			col += len(enc)
-		}
+		w := quotedprintable.NewWriter(&b)
+		_, _ = w.Write([]byte(s))
+		_ = w.Close()
 		return b.String()
 	}
 	var b bytes.Buffer
