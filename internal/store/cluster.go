@@ -101,11 +101,12 @@ type fenceKey struct{}
 
 // WithFence returns ctx carrying f: messages recorded with that context are
 // marked with f's replica and token, and on PostgreSQL every transaction
-// Write runs with it first checks, holding a share lock on the lease row until it
+// Write runs with it first checks, holding a key-share lock on the lease row until it
 // commits, that f's replica still holds the lease with f's token, and fails
-// with ErrFenced when not. A takeover (which bumps the token) therefore
-// either waits for the transaction or makes it fail: a replica that lost a
-// mailbox cannot record its messages or move its checkpoint.
+// with ErrFenced when not. A takeover (which locks the row FOR UPDATE, skipping
+// it while such a lock is held, and bumps the token) therefore either waits
+// for the transaction or makes it fail: a replica that lost a mailbox cannot
+// record its messages or move its checkpoint.
 func WithFence(ctx context.Context, f Fence) context.Context {
 	return context.WithValue(ctx, fenceKey{}, f)
 }
@@ -123,7 +124,16 @@ func (s *Store) checkFence(ctx context.Context, tx *sql.Tx) error {
 	}
 	var owner string
 	var token int64
-	err := tx.QueryRowContext(ctx, `SELECT owner, token FROM mailbox_leases WHERE imap_id = $1 FOR SHARE`, f.IMAPID).Scan(&owner, &token)
+	// FOR KEY SHARE holds off a takeover (ClaimLeases locks the row FOR
+	// UPDATE, skipping it while any transaction holds this) but not the
+	// owner's renewal, which changes no key. With FOR SHARE every renewal
+	// waited for the ingest transactions, and since new share lockers go
+	// ahead of a waiting update, two batches written at once could hold
+	// it off for as long as a backlog lasted (270–320 ms a renewal in the
+	// bench; docs/benchmarks.md, session 12). A release (owner '') does not
+	// wait either: the transaction that checked the fence before it was
+	// the owner's, and the next one finds the lease released.
+	err := tx.QueryRowContext(ctx, `SELECT owner, token FROM mailbox_leases WHERE imap_id = $1 FOR KEY SHARE`, f.IMAPID).Scan(&owner, &token)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && (owner != f.Owner || token != f.Token)) {
 		return fmt.Errorf("imap configuration %d (lease token %d): %w", f.IMAPID, f.Token, ErrFenced)
 	}

@@ -242,3 +242,58 @@ func TestReplicasMigrateTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestFenceHoldsOffTakeoverNotRenewal: while an ingest transaction holds
+// its fence, another replica cannot take the lease (the claim skips it) but
+// the owner renews it at once: before, every renewal waited for the ingest
+// transactions, and two batches written at once could hold it off for as
+// long as a backlog lasted.
+func TestFenceHoldsOffTakeoverNotRenewal(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.Open(t, store.Postgres)
+	next, hook := benchSetup(t, s, "fenced", 1)
+	if err := s.EnsureLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now, err := s.Clock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := next()
+	held, err := s.ClaimLeases(ctx, "a", 1, now, now.Add(time.Minute))
+	if err != nil || held[b.IMAPID] != 1 {
+		t.Fatalf("claim: %v, %v", held, err)
+	}
+	hold, release := make(chan struct{}), make(chan struct{})
+	recorded := make(chan error, 1)
+	go func() {
+		fctx := store.WithFence(ctx, store.Fence{IMAPID: b.IMAPID, Owner: "a", Token: 1})
+		_, _, err := s.RecordBatch(fctx, b, func(ctx context.Context, tx *store.Tx, b *store.Batch, id int64, in store.Incoming) error {
+			close(hold) // the fence is checked and held until the commit
+			<-release
+			return hook(ctx, tx, b, id, in)
+		})
+		recorded <- err
+	}()
+	<-hold
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	kept, err := s.RenewLeases(rctx, "a", held, nil, now.Add(2*time.Minute))
+	cancel()
+	if err != nil || kept[b.IMAPID] != 1 {
+		close(release)
+		t.Fatalf("renewing while a batch is recorded: %v, %v; want it renewed at once", kept, err)
+	}
+	// As if the lease had run out: the claim must still not take it.
+	taken, err := s.ClaimLeases(ctx, "b", 1, now.Add(time.Hour), now.Add(2*time.Hour))
+	close(release)
+	if err != nil || len(taken) != 0 {
+		t.Fatalf("another replica's claim while a batch is recorded: %v, %v; want nothing taken", taken, err)
+	}
+	if err := <-recorded; err != nil {
+		t.Fatal(err)
+	}
+	taken, err = s.ClaimLeases(ctx, "b", 1, now.Add(time.Hour), now.Add(2*time.Hour))
+	if err != nil || taken[b.IMAPID] != 2 {
+		t.Fatalf("claim after the batch: %v, %v; want the lease with token 2", taken, err)
+	}
+}
