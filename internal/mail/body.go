@@ -625,10 +625,10 @@ func (w *textWriter) write(p []byte) {
 	}
 }
 
-// plain writes valid UTF-8 without NUL, in which write would change
-// nothing but a leading byte order mark and "\r\n" line ends: the same
-// result, the exact size grown at once and the runs between line ends
-// copied whole.
+// plain writes valid UTF-8 without NUL into w.sb (it does not count), in
+// which write would change nothing but a leading byte order mark and
+// "\r\n" line ends: the same result, the exact size grown at once and the
+// runs between line ends copied whole.
 func (w *textWriter) plain(p []byte) {
 	p = bytes.TrimPrefix(p, []byte("\uFEFF"))
 	w.start = false
@@ -638,11 +638,6 @@ func (w *textWriter) plain(p []byte) {
 	n := len(p) - bytes.Count(p, []byte("\r\n"))
 	if w.sep {
 		n++
-	}
-	if w.sb == nil {
-		w.n += n
-		w.sep, w.inv = false, false
-		return
 	}
 	w.sb.Grow(n)
 	for len(p) > 0 {
