@@ -1,12 +1,15 @@
 package bench_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"mailtrigger/internal/bench"
@@ -115,5 +118,24 @@ func TestHeadOf(t *testing.T) {
 	}
 	if d.Run.ID != "run_1" || d.Message.Subject != `Invoice ,"text": 1` || d.Message.Text != "" {
 		t.Errorf("read %+v from %s", d, bench.HeadOf(b))
+	}
+	// Read from the request body a byte at a time (the field's key split
+	// between reads) and in one go, with a long text after it: the same
+	// head, and the body read to its end.
+	p.Message.Text = strings.Repeat("body ", 20000)
+	if b, err = json.Marshal(p); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []io.Reader{iotest.OneByteReader(bytes.NewReader(b)), bytes.NewReader(b)} {
+		head, err := bench.ReadHead(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(head, bench.HeadOf(b)) {
+			t.Errorf("ReadHead gave %s, HeadOf %s", head, bench.HeadOf(b))
+		}
+		if n, _ := r.Read(make([]byte, 1)); n != 0 {
+			t.Error("ReadHead left the rest of the body unread")
+		}
 	}
 }
