@@ -3,6 +3,7 @@ package store
 // A short-lived cache of the bodies ingest decoded, for the run worker.
 
 import (
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -38,10 +39,24 @@ import (
 // replica, which empties a message's bodies, never leaves one here that
 // the database no longer has (Prune in this process empties the cache
 // besides).
+//
+// The cache holds up to 64 MB: with 16 MB, a run worker on PostgreSQL fell
+// far enough behind a 10,000-message backlog that it decoded again the
+// bodies of almost half of its messages, reading their raw bytes back from
+// the database (docs/benchmarks.md, session 13). Under a soft memory limit
+// it holds at most an eighth of the limit. One entry holds at most 4 MB, a
+// quarter of the cache's old size.
 var (
-	bodiesMaxBytes int64 = 16 << 20
+	bodiesMaxBytes int64 = 64 << 20
+	bodiesMaxEntry int64 = 4 << 20
 	bodiesTTL            = 2 * time.Minute
 )
+
+// bodiesLimit is how many bytes the cache holds: bodiesMaxBytes, or an
+// eighth of the soft memory limit when that is less.
+func bodiesLimit() int64 {
+	return min(bodiesMaxBytes, debug.SetMemoryLimit(-1)/8)
+}
 
 // bodyCache maps a message id to its decoded bodies.
 type bodyCache struct {
@@ -80,7 +95,8 @@ func (c cachedBodies) size() int64 { return int64(len(c.text) + len(c.html) + le
 // put keeps the bodies of message id (who), decoded at now.
 func (c *bodyCache) put(id int64, who bodiesOf, text, html string, now time.Time) {
 	e := cachedBodies{who: who, text: text, html: html, at: now}
-	if e.size() > bodiesMaxBytes/4 {
+	limit := bodiesLimit()
+	if e.size() > min(limit/4, bodiesMaxEntry) {
 		return // one big message would push out many small ones
 	}
 	c.mu.Lock()
@@ -96,7 +112,7 @@ func (c *bodyCache) put(id int64, who bodiesOf, text, html string, now time.Time
 	}
 	// Room from the entries read, oldest first; else the new one waits
 	// outside (see above).
-	for c.bytes+e.size() > bodiesMaxBytes && len(c.read) > 0 {
+	for c.bytes+e.size() > limit && len(c.read) > 0 {
 		r := c.read[0]
 		c.read = c.read[1:]
 		if old, ok := c.entries[r]; ok && old.read {
@@ -104,7 +120,7 @@ func (c *bodyCache) put(id int64, who bodiesOf, text, html string, now time.Time
 			c.bytes -= old.size()
 		}
 	}
-	if c.bytes+e.size() > bodiesMaxBytes {
+	if c.bytes+e.size() > limit {
 		return
 	}
 	if !existed {
@@ -175,10 +191,11 @@ func (c *bodyCache) clear() {
 // evict drops the oldest entries while the cache is over its bytes or
 // they expired, and the ids of the entries taken out before.
 func (c *bodyCache) evict(now time.Time) {
+	limit := bodiesLimit()
 	for c.head < len(c.order) {
 		id := c.order[c.head]
 		e, ok := c.entries[id]
-		if ok && c.bytes <= bodiesMaxBytes && now.Sub(e.at) < bodiesTTL {
+		if ok && c.bytes <= limit && now.Sub(e.at) < bodiesTTL {
 			break
 		}
 		if ok {

@@ -2,6 +2,8 @@ package store
 
 import (
 	"fmt"
+	"math"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -61,5 +63,30 @@ func TestBodyCacheFullKeepsTheUnread(t *testing.T) {
 	}
 	if len(c.read) > 2*len(c.entries)+1025 {
 		t.Fatalf("%d ids of entries read held for %d entries", len(c.read), len(c.entries))
+	}
+}
+
+// TestBodyCacheFollowsTheMemoryLimit: under a soft memory limit the cache
+// holds at most an eighth of it, and one entry at most a quarter of that.
+func TestBodyCacheFollowsTheMemoryLimit(t *testing.T) {
+	old := debug.SetMemoryLimit(80 << 20)
+	defer debug.SetMemoryLimit(old)
+	if got := bodiesLimit(); got != 10<<20 {
+		t.Fatalf("bodiesLimit %d under an 80 MiB limit, want 10 MiB", got)
+	}
+	c := &bodyCache{}
+	defer c.clear()
+	now := time.Now()
+	c.put(1, bodiesOf{uid: 1}, strings.Repeat("x", 3<<20), "", now) // over a quarter of 10 MiB
+	c.put(2, bodiesOf{uid: 2}, strings.Repeat("x", 2<<20), "", now)
+	if _, ok := c.entries[1]; ok {
+		t.Error("kept a 3 MiB entry in a cache of 10 MiB")
+	}
+	if _, ok := c.entries[2]; !ok {
+		t.Error("did not keep a 2 MiB entry in a cache of 10 MiB")
+	}
+	debug.SetMemoryLimit(math.MaxInt64)
+	if got := bodiesLimit(); got != bodiesMaxBytes {
+		t.Fatalf("bodiesLimit %d without a limit, want %d", got, bodiesMaxBytes)
 	}
 }
