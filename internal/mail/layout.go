@@ -54,7 +54,7 @@ func (l *Layout) Bodies(raw io.ReaderAt) (text, html string, err error) {
 			b.appendText(part.sb, "", data, s.Charset, part.isHTML)
 		}
 	}
-	return strings.ToValidUTF8(b.text.String(), "\uFFFD"), strings.ToValidUTF8(b.html.String(), "\uFFFD"), nil
+	return b.text.String(), b.html.String(), nil // valid UTF-8, as builder.finish says
 }
 
 // Attachment returns a reader of attachment n's content, decoded as Parse
