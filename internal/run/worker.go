@@ -190,6 +190,7 @@ func (w *Worker) Run(ctx context.Context) {
 	w.log.Info("run worker started", "workers", w.opts.Workers, "per_endpoint_ceiling", w.opts.PerEndpoint)
 	// Deliveries outlive ctx: they finish (or time out) and are recorded.
 	dctx := context.WithoutCancel(ctx)
+	done := make(chan time.Time, w.opts.Workers) // one per finished delivery (non-zero: handed back, due again then); never blocks
 	finishing := make(chan finishReq)
 	finisherDone := make(chan struct{})
 	go func() {
@@ -197,13 +198,41 @@ func (w *Worker) Run(ctx context.Context) {
 		w.finisher(dctx, finishing)
 	}()
 	var wg sync.WaitGroup
+	// Deliveries run on deliverers, goroutines that take one delivery
+	// after another (jobs) rather than one goroutine each: a delivery
+	// grows its goroutine's stack (the payload's encoding, the HTTP
+	// request), which a new goroutine did again every time, 4-6 % of the
+	// service's CPU in a backlog (docs/benchmarks.md, session 13). One
+	// is started when none is free, up to Workers; they end with Run.
+	jobs := make(chan delivery)
+	deliverers := 0
+	start := func(d delivery) {
+		if deliverers < w.opts.Workers {
+			select {
+			case jobs <- d:
+				return
+			default: // none free: one more
+			}
+			deliverers++
+			wg.Go(func() {
+				for ok := true; ok; d, ok = <-jobs {
+					done <- w.deliver(dctx, d.run, d.deadline, d.batch, finishing)
+				}
+			})
+			return
+		}
+		// All started: one of them has finished its delivery (fewer
+		// than Workers are in flight) and takes this one as soon as it
+		// has said so on done, which never blocks.
+		jobs <- d
+	}
 	defer func() {
+		close(jobs)
 		wg.Wait()
 		close(finishing)
 		<-finisherDone
 		w.log.Info("run worker stopped")
 	}()
-	done := make(chan time.Time, w.opts.Workers) // one per finished delivery (non-zero: handed back, due again then); never blocks
 	inflight, failures := 0, 0
 	backlogged := false // the last claim took as many runs as it asked for
 	// Of the runs claimed since the last claim: how many were handed back
@@ -299,9 +328,7 @@ func (w *Worker) Run(ctx context.Context) {
 				b := w.prepare(ctx, runs)
 				for _, r := range runs {
 					inflight++
-					wg.Go(func() {
-						done <- w.deliver(dctx, r, deadline, b, finishing)
-					})
+					start(delivery{run: r, deadline: deadline, batch: b})
 				}
 				backlogged = len(runs) == free
 				leftOut, settle = cappedOut(capped, runs), max(1, inflight/2)
@@ -351,6 +378,13 @@ func (w *Worker) Run(ctx context.Context) {
 			woken = true
 		}
 	}
+}
+
+// delivery is a run for a deliverer to deliver (see Run).
+type delivery struct {
+	run      store.Run
+	deadline time.Time
+	batch    *batch
 }
 
 // cappedOut reports whether runs, claimed with caps, took as many runs of
