@@ -278,9 +278,10 @@ func (b *builder) finish() *Message {
 	}
 	// Valid UTF-8 without NUL as they are: textWriter writes nothing else
 	// (invalid bytes and NUL become U+FFFD, and plain takes only valid
-	// UTF-8 without NUL), which checkInvariants holds Parse and ParseFile
-	// to in the fuzz tests. Checking them again here was a fifth of the
-	// parse of a backlog's text bodies.
+	// UTF-8 without NUL), which checkInvariants holds Parse to in
+	// FuzzParse (and FuzzLayoutAgrees holds Layout.Bodies to Parse).
+	// Checking them again here was a fifth of the parse of a backlog's
+	// text bodies.
 	m.Text = b.text.String()
 	m.HTML = b.html.String()
 	return m
