@@ -99,26 +99,16 @@ func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// headOf returns the part of a webhook payload the bench reads: the run and
-// the message up to its text, closed as JSON. The bodies and attachments
-// after it (most of a backlog message's payload) are not decoded: decoding
-// 10,000 payloads of 40 KB cost the bench two seconds of CPU on the
-// machine it shares with the service it measures, where a real endpoint
-// is elsewhere. The message object is the payload's last field, and
-// ,"text": cannot occur inside a JSON string (its quotes would be
-// escaped), so the first one is the text field's.
-func headOf(body []byte) []byte {
-	if i := bytes.Index(body, textField); i > 0 {
-		return append(body[:i:i], "}}"...)
-	}
-	return body
-}
-
-// readHead reads a webhook payload from body and returns its head (headOf),
-// reading the rest into io.Discard's buffer instead of holding it: the
-// bodies and attachments after the head are most of a backlog payload, and
-// holding each (io.ReadAll) cost the bench's collector what the service
-// it shares the machine with could use.
+// readHead reads a webhook payload from body and returns the part of it the
+// bench reads: the run and the message up to its text, closed as JSON. The
+// bodies and attachments after it (most of a backlog message's payload)
+// are read into io.Discard's buffer, neither held nor decoded: reading
+// each whole (io.ReadAll) and decoding 10,000 payloads of 40 KB cost the
+// bench seconds of CPU on the machine it shares with the service it
+// measures, where a real endpoint is elsewhere. The message object is the
+// payload's last field, and ,"text": cannot occur inside a JSON string (its
+// quotes would be escaped), so the first one is the text field's. A body
+// without it is returned whole.
 func readHead(body io.Reader) ([]byte, error) {
 	buf := make([]byte, 0, 4096)
 	for {
@@ -126,7 +116,7 @@ func readHead(body io.Reader) ([]byte, error) {
 			buf = append(buf, 0)[:len(buf)]
 		}
 		n, err := body.Read(buf[len(buf):cap(buf)])
-		// The marker may straddle two reads: search from just before
+		// The key may straddle two reads: search from just before
 		// what this one added.
 		from := max(0, len(buf)-len(textField))
 		buf = buf[:len(buf)+n]
