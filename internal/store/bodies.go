@@ -101,7 +101,7 @@ func (c *bodyCache) put(id int64, who bodiesOf, text, html string, now time.Time
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.evict(now)
+	c.evict(now, limit)
 	if c.entries == nil {
 		c.entries = map[int64]cachedBodies{}
 	}
@@ -139,7 +139,7 @@ func (c *bodyCache) expire() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	c.evict(now)
+	c.evict(now, bodiesLimit())
 	c.timer = nil
 	if c.head < len(c.order) {
 		oldest := c.entries[c.order[c.head]].at
@@ -151,7 +151,7 @@ func (c *bodyCache) expire() {
 func (c *bodyCache) get(id int64, now time.Time) (cachedBodies, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.evict(now)
+	c.evict(now, bodiesLimit())
 	e, ok := c.entries[id]
 	if ok && !e.read {
 		e.read = true
@@ -188,10 +188,10 @@ func (c *bodyCache) clear() {
 	}
 }
 
-// evict drops the oldest entries while the cache is over its bytes or
-// they expired, and the ids of the entries taken out before.
-func (c *bodyCache) evict(now time.Time) {
-	limit := bodiesLimit()
+// evict drops the oldest entries while the cache is over limit bytes
+// (bodiesLimit) or they expired, and the ids of the entries taken out
+// before.
+func (c *bodyCache) evict(now time.Time, limit int64) {
 	for c.head < len(c.order) {
 		id := c.order[c.head]
 		e, ok := c.entries[id]
