@@ -166,9 +166,7 @@ func NewSender(d SenderDeps) *Sender {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	if d.Dial != nil {
-		t.DialContext = d.Dial
-	}
+	egress.Fence(t, d.Dial)
 	t.MaxIdleConnsPerHost = 2
 	client := &http.Client{Transport: t,
 		// A redirect is never followed: a POST would turn into a GET,

@@ -92,6 +92,13 @@ func serve(ctx context.Context, args []string, env Env) error {
 	}
 	if fence.Public() {
 		log.Info("egress fenced: only public addresses, and those allowed, are connected to", "egress", cfg.Egress, "allow", cfg.EgressAllow)
+		for _, v := range egress.ProxyVars {
+			if env.Getenv(v) != "" {
+				log.Warn("an HTTP proxy is set but not used: webhooks, token and Graph requests connect directly, "+
+					"since through a proxy the egress fence would see only the proxy's address", "variable", v, "egress", cfg.Egress)
+				break
+			}
+		}
 	}
 	// Before any mailbox is read: what a crash left in the spool goes.
 	spooler, err := openSpool(cfg.DataDir, env.Getenv("MAILTRIGGER_SPOOL_THRESHOLD"), log)
@@ -161,9 +168,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 // the egress fence, like the mail servers' token endpoints.
 func egressClient(fence *egress.Policy) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if dial := fence.Dialer(); dial != nil {
-		tr.DialContext = dial
-	}
+	egress.Fence(tr, fence.Dialer())
 	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
 

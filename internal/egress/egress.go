@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -216,3 +217,21 @@ func (p *Policy) Dialer() DialFunc {
 		return checked.DialContext(ctx, network, addr)
 	}
 }
+
+// Fence makes the HTTP transport t connect only through dial, the dialer
+// of a policy that checks addresses (Dialer), when there is one: dial, and
+// no proxy. Through a proxy (HTTP_PROXY, HTTPS_PROXY) the dialer would see
+// only the proxy's address, and the proxy would connect wherever the
+// request asked, a private address the policy refuses included. With dial
+// nil (every address allowed) t is left as it is, proxies included.
+func Fence(t *http.Transport, dial DialFunc) {
+	if dial == nil {
+		return
+	}
+	t.DialContext = dial
+	t.Proxy = nil
+}
+
+// ProxyVars are the environment variables an HTTP proxy is set by, which
+// Fence leaves unused.
+var ProxyVars = []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"}

@@ -3,9 +3,13 @@ package egress_test
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,5 +154,55 @@ func TestDialer(t *testing.T) {
 				t.Fatalf("got %v, want connected", err)
 			}
 		})
+	}
+}
+
+// TestFenceKeepsRequestsOffAProxy: through an HTTP proxy the policy's
+// dialer sees only the proxy's address, so a request for a private address
+// would reach the proxy, which connects wherever it is asked; Fence sends
+// requests directly, where the dialer refuses that address (before any
+// packet: the control runs before connect), and leaves a transport without
+// a policy its proxy.
+func TestFenceKeepsRequestsOffAProxy(t *testing.T) {
+	var asked atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1) // a real proxy would connect to r.URL now
+		w.WriteHeader(http.StatusBadGateway)
+	}))
+	defer proxy.Close()
+	proxyURL, err := url.Parse(proxy.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := egress.Parse(egress.ModePublic, "127.0.0.1") // the proxy's address is allowed
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(tr *http.Transport) error {
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get("http://10.255.255.1/hook")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	// The hole: the policy's dialer alone, beside the proxy.
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL), DialContext: p.Dialer()}
+	if err := get(tr); err != nil || asked.Load() != 1 {
+		t.Fatalf("without Fence: got %v and %d request(s) at the proxy, want the request through the proxy", err, asked.Load())
+	}
+	tr = &http.Transport{Proxy: http.ProxyURL(proxyURL)}
+	egress.Fence(tr, p.Dialer())
+	if err := get(tr); !egress.IsDenied(err) {
+		t.Errorf("with Fence: got %v, want the private address denied", err)
+	}
+	if asked.Load() != 1 {
+		t.Errorf("with Fence: %d request(s) at the proxy, want none more", asked.Load()-1)
+	}
+	// No policy (mode any): the proxy stays.
+	tr = &http.Transport{Proxy: http.ProxyURL(proxyURL)}
+	egress.Fence(tr, nil)
+	if tr.Proxy == nil {
+		t.Error("Fence without a policy dropped the transport's proxy")
 	}
 }

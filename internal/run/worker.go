@@ -154,9 +154,7 @@ func New(d Deps) *Worker {
 // it (a custom transport gets it only when asked).
 func newTransport(perEndpoint int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	if dial != nil {
-		t.DialContext = dial // the egress policy's dialer
-	}
+	egress.Fence(t, dial) // the egress policy's dialer, if any, and then no proxy
 	t.MaxIdleConnsPerHost = perEndpoint
 	t.MaxConnsPerHost = perEndpoint
 	t.MaxIdleConns = max(t.MaxIdleConns, 4*perEndpoint)

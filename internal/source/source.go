@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 
+	"mailtrigger/internal/egress"
 	"mailtrigger/internal/imapconf"
 )
 
@@ -124,9 +125,7 @@ func HTTPTransport(caCert string, dial func(ctx context.Context, network, addr s
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	if dial != nil {
-		tr.DialContext = dial
-	}
+	egress.Fence(tr, dial)
 	return tr, nil
 }
 
