@@ -47,7 +47,7 @@ func (s *Store) SetAttempt(ctx context.Context, imapID int64, a IngestAttempt) e
 
 // clearAttempt removes the attempt noted under key, in the transaction that
 // recorded it (an attempt noted since for a later batch stays).
-func clearAttempt(ctx context.Context, tx *sql.Tx, imapID int64, key string) error {
+func clearAttempt(ctx context.Context, tx execer, imapID int64, key string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM ingest_attempts WHERE imap_id = $1 AND msg_key = $2`, imapID, key); err != nil {
 		return fmt.Errorf("clearing the ingest attempt of imap configuration %d: %w", imapID, err)
 	}

@@ -104,7 +104,7 @@ func (s *Store) SetCheckpoint(ctx context.Context, imapID int64, cp Checkpoint, 
 //     Graph checkpoint alone (as the old mailbox_state row kept its
 //     delta_link).
 //   - Graph: the cursor is stored (or kept, KeepCursor).
-func setCheckpoint(ctx context.Context, tx *sql.Tx, imapID int64, cp Checkpoint) error {
+func setCheckpoint(ctx context.Context, tx execer, imapID int64, cp Checkpoint) error {
 	var err error
 	switch {
 	case cp.Kind == KindIMAP:

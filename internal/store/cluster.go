@@ -133,14 +133,44 @@ func (s *Store) checkFence(ctx context.Context, tx *sql.Tx) error {
 	// bench; docs/benchmarks.md, session 12). A release (owner '') does not
 	// wait either: the transaction that checked the fence before it was
 	// the owner's, and the next one finds the lease released.
-	err := tx.QueryRowContext(ctx, `SELECT owner, token FROM mailbox_leases WHERE imap_id = $1 FOR KEY SHARE`, f.IMAPID).Scan(&owner, &token)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && (owner != f.Owner || token != f.Token)) {
-		return fmt.Errorf("imap configuration %d (lease token %d): %w", f.IMAPID, f.Token, ErrFenced)
+	err := tx.QueryRowContext(ctx, fenceSQL, f.IMAPID).Scan(&owner, &token)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fenced(f)
 	}
 	if err != nil {
 		return fmt.Errorf("checking the lease of imap configuration %d: %w", f.IMAPID, err)
 	}
+	if owner != f.Owner || token != f.Token {
+		return fenced(f)
+	}
 	return nil
+}
+
+// fenceSQL reads the lease of configuration $1 for checkFence.
+const fenceSQL = `SELECT owner, token FROM mailbox_leases WHERE imap_id = $1 FOR KEY SHARE`
+
+// fenced is the error of a write whose fence f no longer holds.
+func fenced(f Fence) error {
+	return fmt.Errorf("imap configuration %d (lease token %d): %w", f.IMAPID, f.Token, ErrFenced)
+}
+
+// fenceStmt is checkFence as a statement held (see held.go): its send
+// fails with ErrFenced when f no longer holds.
+func (s *Store) fenceStmt(f Fence) heldStmt {
+	var owner string
+	var token int64
+	found := false
+	return heldStmt{sql: fenceSQL, args: []any{f.IMAPID}, what: fmt.Sprintf("checking the lease of imap configuration %d", f.IMAPID),
+		scan: func(row interface{ Scan(...any) error }) error {
+			found = true
+			return row.Scan(&owner, &token)
+		},
+		done: func() error {
+			if !found || owner != f.Owner || token != f.Token {
+				return fenced(f)
+			}
+			return nil
+		}}
 }
 
 // CheckFence reports ErrFenced when the fence in ctx no longer holds (no

@@ -286,8 +286,29 @@ func (s *Store) FlowsForIMAP(ctx context.Context, tx *sql.Tx, imapID int64) ([]F
 	if tx != nil {
 		q = tx
 	}
-	return s.listFlows(ctx, q, `SELECT `+flowColumns+` FROM flows f LEFT JOIN imap_configs i ON i.id = f.imap_id
-		WHERE f.imap_id = $1 ORDER BY f.name_lower`, imapID)
+	return s.listFlows(ctx, q, flowsForIMAPSQL, imapID)
+}
+
+const flowsForIMAPSQL = `SELECT ` + flowColumns + ` FROM flows f LEFT JOIN imap_configs i ON i.id = f.imap_id
+		WHERE f.imap_id = $1 ORDER BY f.name_lower`
+
+// flowsStmt is Tx.FlowsForIMAP as a statement held (see held.go): its
+// send keeps the flows on configuration imapID for the transaction.
+func (t *Tx) flowsStmt(imapID int64) heldStmt {
+	var flows []FlowRecord
+	return heldStmt{sql: flowsForIMAPSQL, args: []any{imapID}, what: "listing flows",
+		scan: func(row interface{ Scan(...any) error }) error {
+			f, err := t.s.scanFlow(row)
+			flows = append(flows, f)
+			return err
+		},
+		done: func() error {
+			if t.flows == nil {
+				t.flows = map[int64][]FlowRecord{}
+			}
+			t.flows[imapID] = flows
+			return nil
+		}}
 }
 
 func (s *Store) listFlows(ctx context.Context, q querier, query string, args ...any) ([]FlowRecord, error) {

@@ -159,6 +159,22 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 	for i, in := range b.Messages {
 		keys[i] = text(in.Msg.DedupeKey())
 	}
+	if t.holds() {
+		// Sent with the lookup: the fence, the flows the hook reads and
+		// ids for the runs it creates.
+		if f, ok := fenceFrom(ctx); ok {
+			t.hold(t.s.fenceStmt(f))
+		}
+		if hook != nil {
+			t.hold(t.flowsStmt(b.IMAPID))
+			// At most one run per message and enabled flow: a fresh
+			// message has no run yet, and runs are unique by flow
+			// and message (seq 0). Ids not used are gaps.
+			t.holdRunIDs(`SELECT nextval(pg_get_serial_sequence('runs', 'id')) FROM generate_series(1,
+				LEAST($1::int * (SELECT count(*) FROM flows WHERE imap_id = $2 AND enabled)::int, $3::int))`,
+				len(b.Messages), b.IMAPID, maxRunIDs)
+		}
+	}
 	k, err := t.lookUp(ctx, b, keys)
 	if err != nil {
 		return nil, err
@@ -223,6 +239,9 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 	}
 	for _, r := range p.rows {
 		if r.id != 0 && r.in.Big != nil {
+			if err := t.send(ctx); err != nil {
+				return nil, err
+			}
 			if err := writeChunks(ctx, t.tx, r.id, r.in.Big); err != nil {
 				return nil, fmt.Errorf("recording uid %d: %w", r.in.UID, err)
 			}
@@ -289,17 +308,27 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 		}
 	}
 	if b.Attempt != "" {
-		if err := clearAttempt(ctx, t.tx, b.IMAPID, b.Attempt); err != nil {
+		if err := clearAttempt(ctx, t.writer("clearing the ingest attempt"), b.IMAPID, b.Attempt); err != nil {
 			return nil, err
 		}
 	}
 	if b.Checkpoint != nil {
-		if err := setCheckpoint(ctx, t.tx, b.IMAPID, *b.Checkpoint); err != nil {
+		if err := setCheckpoint(ctx, t.writer("moving the checkpoint"), b.IMAPID, *b.Checkpoint); err != nil {
 			return nil, err
 		}
 	}
+	// What the batch held since the COPY: one round trip before the
+	// commit.
+	if err := t.send(ctx); err != nil {
+		return nil, err
+	}
 	return rec, nil
 }
+
+// maxRunIDs bounds the run ids a batch reserves with its lookup (a
+// mailbox with many flows); a batch that creates more reserves more as it
+// goes (reserveRunID).
+const maxRunIDs = 1000
 
 // field is a column and its value for one row.
 type field struct {
@@ -411,21 +440,7 @@ func (t *Tx) lookUp(ctx context.Context, b *Batch, keys []string) (known, error)
 	}
 	q := lookupSQL(t.s.dialect)
 	args := []any{b.IMAPID, t.list(ids), t.list(keys), int64(b.Epoch), t.list(uids)}
-	var rows *sql.Rows
-	var err error
-	if t.s.dialect == Postgres {
-		reserve := 0
-		if t.conn != nil {
-			reserve = len(b.Messages)
-		}
-		rows, err = t.tx.QueryContext(ctx, q, append(args, reserve)...)
-	} else {
-		var st *sql.Stmt
-		if st, err = t.stmt(ctx, q); err == nil {
-			rows, err = st.QueryContext(ctx, args...)
-		}
-	}
-	err = scanRows(rows, err, func(rs *sql.Rows) error {
+	scan := func(rs interface{ Scan(...any) error }) error {
 		var kind int
 		var s string
 		var e, n int64
@@ -445,7 +460,28 @@ func (t *Tx) lookUp(ctx context.Context, b *Batch, keys []string) (known, error)
 			k.ids = append(k.ids, n)
 		}
 		return nil
-	})
+	}
+	var err error
+	switch {
+	case t.holds():
+		// With what the batch holds (the fence, the flows): one round
+		// trip. The send's error says which of them failed.
+		t.hold(heldStmt{sql: q, args: append(args, len(b.Messages)), scan: scan,
+			what: fmt.Sprintf("looking for %d message(s) recorded earlier", len(b.Messages))})
+		if err := t.send(ctx); err != nil {
+			return k, err
+		}
+	case t.s.dialect == Postgres:
+		rows, qerr := t.tx.QueryContext(ctx, q, append(args, 0)...)
+		err = scanRows(rows, qerr, func(rs *sql.Rows) error { return scan(rs) })
+	default:
+		st, serr := t.stmt(ctx, q)
+		var rows *sql.Rows
+		if serr == nil {
+			rows, serr = st.QueryContext(ctx, args...)
+		}
+		err = scanRows(rows, serr, func(rs *sql.Rows) error { return scan(rs) })
+	}
 	if err != nil {
 		return k, fmt.Errorf("looking for %d message(s) recorded earlier: %w", len(b.Messages), err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -296,6 +297,49 @@ func TestRecordBatchFenced(t *testing.T) {
 		t.Errorf("message recorded by %q under token %d, %v; want b, 2", replica, token, err)
 	}
 	for table, want := range map[string]int{"seen_ids": 1, "message_matches": 2, "runs": 2, "owed_actions": 2, "checkpoints": 1} {
+		var n int
+		if err := store.DB(s).QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil || n != want {
+			t.Errorf("%s: %d rows, %v; want %d", table, n, err, want)
+		}
+	}
+}
+
+// TestRecordBatchHeldStatementFails: on PostgreSQL the writes beside the
+// messages are held and sent together before the commit (held.go); one of
+// them failing fails the batch, names what it was doing, and leaves
+// nothing of the batch behind, not even its checkpoint. The same batch is
+// then recorded whole.
+func TestRecordBatchHeldStatementFails(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.Open(t, store.Postgres)
+	c := sampleIMAP("held")
+	if err := s.CreateIMAP(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Epoch: 1, Action: "seen",
+		Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 2},
+		Messages:   []store.Incoming{incoming(1, msg(1, "one@x")), incoming(2, msg(2, "two@x"))}}
+	if _, err := store.DB(s).Exec(`ALTER TABLE runs ADD CONSTRAINT held_test CHECK (seq < 0)`); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := s.RecordBatch(ctx, b, runHook)
+	if err == nil || !strings.Contains(err.Error(), "into runs") || !strings.Contains(err.Error(), "held_test") {
+		t.Fatalf("recording with runs refused: %v; want an error naming the insert into runs and the constraint", err)
+	}
+	for _, table := range []string{"messages", "attachments", "message_matches", "runs", "owed_actions", "checkpoints"} {
+		var n int
+		if err := store.DB(s).QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%s: %d rows, %v; want none", table, n, err)
+		}
+	}
+	if _, err := store.DB(s).Exec(`ALTER TABLE runs DROP CONSTRAINT held_test`); err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := s.RecordBatch(ctx, b, runHook)
+	if err != nil || len(rec) != 2 {
+		t.Fatalf("recording again: %v, %v", rec, err)
+	}
+	for table, want := range map[string]int{"messages": 2, "message_matches": 2, "runs": 2, "owed_actions": 2, "checkpoints": 1} {
 		var n int
 		if err := store.DB(s).QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil || n != want {
 			t.Errorf("%s: %d rows, %v; want %d", table, n, err, want)

@@ -102,11 +102,17 @@ func (t *Tx) insertRows(ctx context.Context, q insert, rows [][]any, scan func(*
 		if err != nil {
 			return err
 		}
-		if scan == nil {
+		switch {
+		case scan == nil && t.holds():
+			t.hold(heldStmt{sql: sqlText, args: args, what: fmt.Sprintf("inserting %d row(s) into %s", n, q.table)})
+		case scan == nil:
 			if _, err := t.tx.ExecContext(ctx, sqlText, args...); err != nil {
 				return err
 			}
-		} else {
+		default:
+			if err := t.send(ctx); err != nil {
+				return err
+			}
 			rs, err := t.tx.QueryContext(ctx, sqlText, args...)
 			if err := scanRows(rs, err, scan); err != nil {
 				return err
@@ -130,6 +136,9 @@ type copyInto struct {
 func (t *Tx) copyRows(ctx context.Context, c copyInto, rows [][]any) error {
 	if len(rows) == 0 {
 		return nil
+	}
+	if err := t.send(ctx); err != nil {
+		return err
 	}
 	return t.conn.Raw(func(dc any) error {
 		pc, ok := dc.(interface{ Conn() *pgx.Conn })
@@ -253,6 +262,9 @@ func (t *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 // PostgreSQL as it is (pgx caches the statements it prepares).
 func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	if t.s.dialect == Postgres {
+		if err := t.send(ctx); err != nil {
+			return nil, err
+		}
 		return t.tx.ExecContext(ctx, q, args...)
 	}
 	st, err := t.stmt(ctx, q)
@@ -265,6 +277,9 @@ func (t *Tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error
 // query runs q in t as exec does, for rows.
 func (t *Tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	if t.s.dialect == Postgres {
+		if err := t.send(ctx); err != nil {
+			return nil, err
+		}
 		return t.tx.QueryContext(ctx, q, args...)
 	}
 	st, err := t.stmt(ctx, q)
@@ -281,6 +296,9 @@ func (t *Tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 			return st.QueryRowContext(ctx, args...)
 		}
 	}
+	// A send that fails aborts the transaction: the query then fails
+	// too, and the send's error stays in t.failed.
+	_ = t.send(ctx)
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 

@@ -286,8 +286,10 @@ func (s *Store) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // writeConn is Write with the transaction's connection held in c, for what
-// database/sql does not offer (PostgreSQL's COPY, see copyRows). On SQLite
-// c is nil.
+// database/sql does not offer (PostgreSQL's COPY and pipelining, see
+// copyRows and held.go). On PostgreSQL fn checks the fence itself, with its
+// first statements (RecordBatch's lookup), before it writes anything. On
+// SQLite c is nil.
 func (s *Store) writeConn(ctx context.Context, fn func(c *sql.Conn, tx *sql.Tx) error) error {
 	if s.dialect != Postgres {
 		return s.Write(ctx, func(tx *sql.Tx) error { return fn(nil, tx) })
@@ -301,7 +303,16 @@ func (s *Store) writeConn(ctx context.Context, fn func(c *sql.Conn, tx *sql.Tx) 
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
-	return s.finishWrite(ctx, tx, func(tx *sql.Tx) error { return fn(c, tx) })
+	// fn checks the fence, with its first statements (RecordBatch).
+	if err := fn(c, tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", err)
+	}
+	s.ckpt.wrote(0)
+	return nil
 }
 
 // finishWrite checks the fence in tx, runs fn and commits, or rolls back.

@@ -41,6 +41,11 @@ type Tx struct {
 	// transaction commits (see bodyCache).
 	ranFor map[int64]bool
 	keep   []keptBodies
+
+	// held are the statements held for sending together (see held.go),
+	// and failed the error of a send, which aborted the transaction.
+	held   []heldStmt
+	failed error
 }
 
 // keptBodies are the decoded bodies of message id (who).
@@ -75,6 +80,9 @@ func (s *Store) WriteTx(ctx context.Context, fn func(tx *Tx) error) error {
 func (t *Tx) FlowsForIMAP(ctx context.Context, imapID int64) ([]FlowRecord, error) {
 	if flows, ok := t.flows[imapID]; ok {
 		return flows, nil
+	}
+	if err := t.send(ctx); err != nil {
+		return nil, err
 	}
 	flows, err := t.s.FlowsForIMAP(ctx, t.tx, imapID)
 	if err != nil {
@@ -169,25 +177,34 @@ func (t *Tx) reserveRunID(ctx context.Context) (int64, error) {
 	if len(t.runIDs) == 0 {
 		done := len(t.fresh) - t.left // messages whose hook ran
 		per := max(1, (t.made+done)/(done+1))
-		n := max(1, t.left) * per
-		rows, err := t.tx.QueryContext(ctx, `SELECT nextval(pg_get_serial_sequence('runs', 'id')) FROM generate_series(1, $1)`, n)
-		err = scanRows(rows, err, func(rs *sql.Rows) error {
-			var id int64
-			err := rs.Scan(&id)
-			t.runIDs = append(t.runIDs, id)
-			return err
-		})
-		if err != nil {
-			return 0, fmt.Errorf("reserving run ids: %w", err)
+		t.holdRunIDs(`SELECT nextval(pg_get_serial_sequence('runs', 'id')) FROM generate_series(1, $1)`, max(1, t.left)*per)
+		if err := t.send(ctx); err != nil {
+			return 0, err
 		}
-		slices.Sort(t.runIDs)
+		if len(t.runIDs) == 0 {
+			return 0, fmt.Errorf("reserving run ids: none reserved")
+		}
 	}
 	id := t.runIDs[0]
 	t.runIDs = t.runIDs[1:]
 	return id, nil
 }
 
-// flush writes the matches and runs buffered.
+// holdRunIDs holds query, which reserves ids for runs (its arguments args),
+// adding them to those reserveRunID hands out.
+func (t *Tx) holdRunIDs(query string, args ...any) {
+	t.hold(heldStmt{sql: query, args: args, what: "reserving run ids",
+		scan: func(rs interface{ Scan(...any) error }) error {
+			var id int64
+			err := rs.Scan(&id)
+			t.runIDs = append(t.runIDs, id)
+			return err
+		},
+		done: func() error { slices.Sort(t.runIDs); return nil }})
+}
+
+// flush writes the matches and runs buffered (while t holds statements,
+// holds those writes).
 func (t *Tx) flush(ctx context.Context) error {
 	if len(t.matches) > 0 {
 		if err := t.insertRows(ctx, matchInsert, t.matches, nil); err != nil {
@@ -209,6 +226,9 @@ func (t *Tx) flush(ctx context.Context) error {
 // get, and whether a run exists at all.
 func (t *Tx) NextRunSeq(ctx context.Context, flowID, messageID int64) (next int, exists bool, err error) {
 	if err := t.flush(ctx); err != nil {
+		return 0, false, err
+	}
+	if err := t.send(ctx); err != nil {
 		return 0, false, err
 	}
 	return nextRunSeq(ctx, t.tx, flowID, messageID)
