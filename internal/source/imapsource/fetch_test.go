@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -468,5 +470,140 @@ func TestHeaderOf(t *testing.T) {
 		if got := string(headerOf([]byte(tt.in))); got != tt.want {
 			t.Errorf("headerOf(%q): got %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// fetchTrace is a trace (see dial) that counts the body fetches the client
+// sent, as the connection writes it: each command comes in one write.
+type fetchTrace struct {
+	mu      sync.Mutex
+	fetches int
+}
+
+var bodyFetchRE = regexp.MustCompile(`(?m)^[^*\s]\S* UID FETCH [^\r\n]*BODY\.PEEK\[\]`)
+
+func (f *fetchTrace) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("BODY.PEEK[]")) {
+		n := len(bodyFetchRE.FindAll(p, -1))
+		f.mu.Lock()
+		f.fetches += n
+		f.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+// bodyFetches counts the body fetches the client has sent so far.
+func (f *fetchTrace) bodyFetches() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fetches
+}
+
+// TestFetchSendsAhead: FetchSpooled sends the next run's fetch before it
+// reads a run, so that the server is never left waiting for a command
+// while a backlog is read (a round trip saved per run, with the server
+// across a network); FetchUIDs, whose fn may use the connection, sends one
+// at a time.
+func TestFetchSendsAhead(t *testing.T) {
+	t.Parallel()
+	d := testenv.StartDovecot(t)
+	cfg := newUser(t, d, "ahead")
+	// 1.5 MB each, under a 2 MB cap: runs of at most 4 MiB, two messages
+	// each, so three runs.
+	raws := make([][]byte, 6)
+	for i := range raws {
+		raws[i] = sourcetest.NewMessage(i, 1500<<10)
+	}
+	uids := appendMessages(t, d, cfg.Username, "INBOX", raws...)
+	var trace fetchTrace
+	ctx := testCtx(t)
+	c, err := dial(ctx, cfg, Options{}, &trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Select(ctx, cfg.Folder); err != nil {
+		t.Fatal(err)
+	}
+
+	// sent[i] is how many body fetches had been sent when fn got message i.
+	read := func(fetch func(fn func(Message) error) error) (sent []int) {
+		t.Helper()
+		before := trace.bodyFetches()
+		var got []uint32
+		err := fetch(func(m Message) error {
+			if !bytes.Equal(m.Raw, crlf(raws[len(got)])) {
+				t.Errorf("uid %d: got another message's bytes", m.UID)
+			}
+			got = append(got, m.UID)
+			sent = append(sent, trace.bodyFetches()-before)
+			return nil
+		})
+		if err != nil || !slices.Equal(got, uids) {
+			t.Fatalf("got UIDs %v, %v; want %v", got, err, uids)
+		}
+		return sent
+	}
+	sent := read(func(fn func(Message) error) error { return c.FetchSpooled(ctx, uids, 2<<20, nil, fn) })
+	if want := []int{2, 2, 3, 3, 3, 3}; !slices.Equal(sent, want) {
+		t.Errorf("FetchSpooled: body fetches sent as each message was handed over: %v, want %v (one ahead)", sent, want)
+	}
+	sent = read(func(fn func(Message) error) error { return c.FetchUIDs(ctx, uids, 2<<20, fn) })
+	if want := []int{1, 1, 2, 2, 3, 3}; !slices.Equal(sent, want) {
+		t.Errorf("FetchUIDs: body fetches sent as each message was handed over: %v, want %v (one at a time)", sent, want)
+	}
+	if err := c.Noop(ctx); err != nil {
+		t.Errorf("noop after the fetches: %v", err)
+	}
+}
+
+// TestFetchSendsAheadExpunged: a message expunged by another client while
+// a backlog is read, after its run's fetch was planned, is missing from
+// that fetch while the next run's is on its way; the one sent ahead is
+// read and dropped, the missing message is confirmed gone, and the next
+// run is fetched again: every other message comes once, in order.
+func TestFetchSendsAheadExpunged(t *testing.T) {
+	t.Parallel()
+	d := testenv.StartDovecot(t)
+	cfg := newUser(t, d, "aheadgone")
+	raws := make([][]byte, 8) // four runs of two (see TestFetchSendsAhead)
+	for i := range raws {
+		raws[i] = sourcetest.NewMessage(i, 1500<<10)
+	}
+	uids := appendMessages(t, d, cfg.Username, "INBOX", raws...)
+	var trace fetchTrace
+	ctx := testCtx(t)
+	c, err := dial(ctx, cfg, Options{}, &trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Select(ctx, cfg.Folder); err != nil {
+		t.Fatal(err)
+	}
+	gone := uids[4] // the third run's first message
+	var got []uint32
+	err = c.FetchSpooled(ctx, uids, 2<<20, nil, func(m Message) error {
+		if len(got) == 0 {
+			// The second run's fetch is sent, the third's not yet.
+			d.Doveadm(t, "expunge", "-u", cfg.Username, "mailbox", "INBOX", "uid", fmt.Sprint(gone))
+		}
+		i := slices.Index(uids, m.UID)
+		if i < 0 || !bytes.Equal(m.Raw, crlf(raws[i])) {
+			t.Errorf("uid %d: got another message's bytes: %d bytes, %.80q, tooLarge %v", m.UID, len(m.Raw), m.Raw, m.TooLarge)
+		}
+		got = append(got, m.UID)
+		return nil
+	})
+	want := slices.DeleteFunc(slices.Clone(uids), func(u uint32) bool { return u == gone })
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("got UIDs %v, %v; want %v", got, err, want)
+	}
+	// Four runs, the third fetched twice, the fourth sent ahead twice.
+	if n := trace.bodyFetches(); n != 6 {
+		t.Errorf("%d body fetches sent, want 6", n)
+	}
+	if err := c.Noop(ctx); err != nil {
+		t.Errorf("noop after the fetch: %v", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -112,6 +113,9 @@ type Conn struct {
 	// exercise polling).
 	idle bool
 
+	// trace gets a copy of the protocol's traffic (tests; see dial).
+	trace io.Writer
+
 	// uidNext is UIDNEXT as the last Select reported it.
 	uidNext uint32
 
@@ -134,19 +138,22 @@ type Conn struct {
 // The error is a *StepError naming the step that failed (StepConnect,
 // StepTLS or StepLogin); a refused login also matches ErrAuth.
 func Dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error) {
-	c, err := dial(ctx, cfg, opts)
+	c, err := dial(ctx, cfg, opts, nil)
 	if err != nil {
 		return nil, redact(err, cfg.Password, cfg.ClientSecret)
 	}
 	return c, nil
 }
 
-func dial(ctx context.Context, cfg imapconf.Config, opts Options) (*Conn, error) {
+// dial is Dial; trace, when set (tests), gets a copy of the protocol's
+// traffic, the login's password included.
+func dial(ctx context.Context, cfg imapconf.Config, opts Options, trace io.Writer) (*Conn, error) {
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
 	c := &Conn{
+		trace:   trace,
 		timeout: opts.CommandTimeout,
 		newMail: make(chan struct{}, 1),
 	}
@@ -179,6 +186,9 @@ func (c *Conn) setup(d *source.Dialing, cfg imapconf.Config, opts Options) error
 				}
 			},
 		},
+	}
+	if c.trace != nil {
+		clientOpts.DebugWriter = c.trace
 	}
 	switch d.Mode {
 	case imapconf.TLSImplicit:
