@@ -570,11 +570,12 @@ func (c *Conn) readBodies(ctx context.Context, f *bodyFetch, want []uint32, got 
 					hasBody = true
 				}
 			}
-			// Nothing for a message that had a size: Dovecot answers so
-			// for a message another client expunged since (RFC 2180,
-			// 4.1.3), which is then looked for again as not returned,
-			// and not recorded as an empty message.
-			if uid == 0 || !hasBody || (len(body.raw) == 0 && body.spool == nil && f.size(uid) > 0) {
+			// No bytes for a whole message that had a size: Dovecot
+			// answers so for a message another client expunged since
+			// (RFC 2180, 4.1.3), which is then looked for again as not
+			// returned, and not recorded as an empty message. (A header
+			// alone may be empty.)
+			if uid == 0 || !hasBody || (!f.large && len(body.raw) == 0 && body.spool == nil && f.size(uid) > 0) {
 				if body.spool != nil {
 					_ = body.spool.Close()
 				}
