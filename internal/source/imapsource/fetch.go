@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strings"
@@ -263,51 +262,83 @@ func (c *Conn) fetch(ctx context.Context, uids []uint32, sizeCap int64, sp *spoo
 }
 
 // fetchRuns fetches the bodies of runs and hands each message to fn, in
-// order. With ahead, the fetch of the next run is sent before a run is
-// read, so that the server always has one to answer: after the last byte
-// of one run the first of the next is already on its way, where fetching
-// one run at a time waits a round trip for each (with the server 100 ms
-// away, 3,000 messages took 7.2 s instead of 5.6; docs/benchmarks.md,
-// session 14). A run that needs a second fetch (see fetchMeta) takes it
-// once the one sent ahead is read and dropped, and that one is sent
-// again.
-func (c *Conn) fetchRuns(ctx context.Context, runs [][]meta, sizeCap int64, sp *spool.Spooler, ahead bool, fn func(Message) error) (err error) {
-	var f, next *bodyFetch
-	defer func() {
-		if err != nil {
-			c.discard(ctx, next)
-		}
-	}()
+// order. With ahead, the fetch of the next run is sent, and read by a
+// goroutine of its own, while a run is read and handed over, so that the
+// server always has one to answer: fetching one run at a time waits a
+// round trip for each (with the server 100 ms away, 3,000 messages took
+// 7.2 s instead of 3.9; docs/benchmarks.md, session 14). Each fetch has its
+// reader because the server may interleave the answers of two commands
+// (Dovecot does, with a message streamed to a spool file). So two runs
+// may be in memory at once, 2 × max(threshold, 4 MiB); a spooled message
+// is not read ahead, nor beside one. A run that needs a second fetch (see
+// fetchMeta) takes it once the run read ahead is read.
+func (c *Conn) fetchRuns(ctx context.Context, runs [][]meta, sizeCap int64, sp *spool.Spooler, ahead bool, fn func(Message) error) error {
+	var next *reading
+	defer func() { next.drop() }()
 	for i, run := range runs {
-		if f = next; f == nil {
-			if f, err = c.sendRun(ctx, run, sizeCap); err != nil {
-				return err
-			}
-		}
+		cur := next
 		next = nil
-		if ahead && i+1 < len(runs) {
-			if next, err = c.sendRun(ctx, runs[i+1], sizeCap); err != nil {
-				c.discard(ctx, f)
+		if cur == nil {
+			cur = c.startRun(ctx, run, sizeCap, sp)
+		}
+		if ahead && i+1 < len(runs) && !spooled(run[0], sizeCap, sp) && !spooled(runs[i+1][0], sizeCap, sp) {
+			next = c.startRun(ctx, runs[i+1], sizeCap, sp)
+		}
+		<-cur.done
+		if cur.err != nil {
+			return cur.err
+		}
+		if len(cur.missing) > 0 {
+			if next != nil {
+				<-next.done // then no other command is waiting for its answer
+			}
+			if err := c.finishRun(ctx, cur.f, cur.got, cur.missing, sizeCap, sp); err != nil {
+				cur.got.close()
 				return err
 			}
 		}
-		got, missing, err := c.readRun(ctx, f, sizeCap, sp)
-		if err != nil {
-			return err
-		}
-		if len(missing) > 0 {
-			c.discard(ctx, next)
-			next = nil
-			if err := c.finishRun(ctx, f, got, missing, sizeCap, sp); err != nil {
-				got.close()
-				return err
-			}
-		}
-		if err := c.handOver(f, got, fn); err != nil {
+		if err := c.handOver(cur.f, cur.got, fn); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// reading is a run's fetch, sent, and read by a goroutine of its own.
+type reading struct {
+	f       *bodyFetch
+	done    chan struct{} // closed once read: then the fields below are set
+	got     *fetched
+	missing []uint32
+	err     error
+}
+
+// startRun sends run's fetch and reads the answer on a goroutine.
+func (c *Conn) startRun(ctx context.Context, run []meta, sizeCap int64, sp *spool.Spooler) *reading {
+	r := &reading{done: make(chan struct{})}
+	f, err := c.sendRun(ctx, run, sizeCap)
+	if err != nil {
+		r.err = err
+		close(r.done)
+		return r
+	}
+	r.f = f
+	go func() {
+		defer close(r.done)
+		r.got, r.missing, r.err = c.readRun(ctx, f, sizeCap, sp)
+	}()
+	return r
+}
+
+// drop waits until r (if any) is read and closes the spool files it read.
+func (r *reading) drop() {
+	if r == nil {
+		return
+	}
+	<-r.done
+	if r.got != nil {
+		r.got.close()
+	}
 }
 
 // meta is what the first fetch tells of a message.
@@ -379,6 +410,12 @@ func (c *Conn) fetchMeta(ctx context.Context, uids []uint32) ([]meta, error) {
 	return metas, nil
 }
 
+// spooled reports whether m is read into a spool file: a whole message
+// above sp's threshold.
+func spooled(m meta, sizeCap int64, sp *spool.Spooler) bool {
+	return sp != nil && m.size <= sizeCap && sp.Big(m.size)
+}
+
 // runs splits metas, ascending by UID, into consecutive runs fetched by one
 // command each: runs of messages read whole into memory, together at most
 // max(sizeCap, minRunBytes) bytes (max(sp's threshold, minRunBytes) with a
@@ -389,14 +426,13 @@ func runs(metas []meta, sizeCap int64, sp *spool.Spooler) func(yield func([]meta
 	if sp != nil {
 		budget = max(min(sp.MaxInMemory(), sizeCap), minRunBytes)
 	}
-	spooled := func(m meta) bool { return sp != nil && m.size <= sizeCap && sp.Big(m.size) }
 	return func(yield func([]meta) bool) {
 		start, bytes := 0, int64(0)
 		for i, m := range metas {
 			if i > start {
 				prevLarge := metas[start].size > sizeCap
 				large := m.size > sizeCap
-				if large != prevLarge || spooled(m) || spooled(metas[start]) || (!large && bytes+m.size > budget) {
+				if large != prevLarge || spooled(m, sizeCap, sp) || spooled(metas[start], sizeCap, sp) || (!large && bytes+m.size > budget) {
 					if !yield(metas[start:i]) {
 						return
 					}
@@ -459,26 +495,6 @@ func (f *bodyFetch) uids() []uint32 {
 		uids[i] = m.uid
 	}
 	return uids
-}
-
-// discard reads and drops what is left of f's command: a fetch sent ahead
-// that will not be read, so that the connection can be used again.
-func (c *Conn) discard(ctx context.Context, f *bodyFetch) {
-	if f == nil || f.cmd == nil {
-		return
-	}
-	cmd := f.cmd
-	f.cmd = nil
-	_ = c.doFor(ctx, StepFetch, f.extra, func() error {
-		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-			for item := msg.Next(); item != nil; item = msg.Next() {
-				if b, ok := item.(imapclient.FetchItemDataBodySection); ok && b.Literal != nil {
-					_, _ = io.Copy(io.Discard, b.Literal)
-				}
-			}
-		}
-		return cmd.Close()
-	})
 }
 
 // fetched is what readRun read of a run: the bodies by UID, and the UIDs
