@@ -230,12 +230,12 @@ func (c *Conn) FetchUIDs(ctx context.Context, uids []uint32, sizeCap int64, fn f
 // (Message.Spool) instead of memory; fn owns the file. Each such message
 // is fetched by a command of its own, and the messages read into memory
 // by one command are together at most max(threshold, 4 MiB), so that
-// about that much is held at a time whatever the size cap. A nil sp reads
-// every message into memory.
+// twice that much is held at a time whatever the size cap (the run handed
+// over and the next, read meanwhile). A nil sp reads every message into
+// memory.
 //
 // Unlike FetchUIDs's, fn must not use the Conn: the fetch of the messages
-// after fn's is on its way while fn runs (see fetchRuns), and a command of
-// fn's would wait behind it for ever.
+// after fn's is on its way while fn runs (see fetchRuns).
 func (c *Conn) FetchSpooled(ctx context.Context, uids []uint32, sizeCap int64, sp *spool.Spooler, fn func(Message) error) error {
 	return c.fetch(ctx, uids, sizeCap, sp, true, fn)
 }
