@@ -304,15 +304,7 @@ func (s *Store) writeConn(ctx context.Context, fn func(c *sql.Conn, tx *sql.Tx) 
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
 	// fn checks the fence, with its first statements (RecordBatch).
-	if err := fn(c, tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", err)
-	}
-	s.ckpt.wrote(0)
-	return nil
+	return s.commitWith(tx, func(tx *sql.Tx) error { return fn(c, tx) })
 }
 
 // finishWrite checks the fence in tx, runs fn and commits, or rolls back.
@@ -321,6 +313,11 @@ func (s *Store) finishWrite(ctx context.Context, tx *sql.Tx, fn func(tx *sql.Tx)
 		tx.Rollback()
 		return err
 	}
+	return s.commitWith(tx, fn)
+}
+
+// commitWith runs fn in tx and commits, or rolls back.
+func (s *Store) commitWith(tx *sql.Tx, fn func(tx *sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err

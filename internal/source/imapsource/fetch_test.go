@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/source/sourcetest"
 	"mailtrigger/internal/spool"
 	"mailtrigger/internal/testenv"
@@ -499,25 +500,21 @@ func (f *fetchTrace) bodyFetches() int {
 	return f.fetches
 }
 
-// TestFetchSendsAhead: FetchSpooled sends the next run's fetch before it
-// reads a run, so that the server is never left waiting for a command
-// while a backlog is read (a round trip saved per run, with the server
-// across a network); FetchUIDs, whose fn may use the connection, sends one
-// at a time.
-func TestFetchSendsAhead(t *testing.T) {
-	t.Parallel()
+// traced starts a Dovecot with user name holding n messages of 1.5 MB
+// (fetched under a 2 MB cap: runs of two, at most 4 MiB each), and returns
+// a connection to it, selected, whose body fetches trace counts.
+func traced(t *testing.T, name string, n int) (*testenv.Dovecot, imapconf.Config, [][]byte, []uint32, *Conn, *fetchTrace) {
+	t.Helper()
 	d := testenv.StartDovecot(t)
-	cfg := newUser(t, d, "ahead")
-	// 1.5 MB each, under a 2 MB cap: runs of at most 4 MiB, two messages
-	// each, so three runs.
-	raws := make([][]byte, 6)
+	cfg := newUser(t, d, name)
+	raws := make([][]byte, n)
 	for i := range raws {
 		raws[i] = sourcetest.NewMessage(i, 1500<<10)
 	}
 	uids := appendMessages(t, d, cfg.Username, "INBOX", raws...)
-	var trace fetchTrace
+	trace := &fetchTrace{}
 	ctx := testCtx(t)
-	c, err := dial(ctx, cfg, Options{}, &trace)
+	c, err := dial(ctx, cfg, Options{}, trace)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,6 +522,19 @@ func TestFetchSendsAhead(t *testing.T) {
 	if _, err := c.Select(ctx, cfg.Folder); err != nil {
 		t.Fatal(err)
 	}
+	return d, cfg, raws, uids, c, trace
+}
+
+// TestFetchSendsAhead: FetchSpooled sends the next run's fetch before it
+// reads a run, so that the server is never left waiting for a command
+// while a backlog is read (a round trip saved per run, with the server
+// across a network); FetchUIDs, whose fn may use the connection, sends one
+// at a time.
+func TestFetchSendsAhead(t *testing.T) {
+	t.Parallel()
+	// Three runs.
+	_, _, raws, uids, c, trace := traced(t, "ahead", 6)
+	ctx := testCtx(t)
 
 	// sent[i] is how many body fetches had been sent when fn got message i.
 	read := func(fetch func(fn func(Message) error) error) (sent []int) {
@@ -564,26 +574,11 @@ func TestFetchSendsAhead(t *testing.T) {
 // message comes once, in order.
 func TestFetchSendsAheadExpunged(t *testing.T) {
 	t.Parallel()
-	d := testenv.StartDovecot(t)
-	cfg := newUser(t, d, "aheadgone")
-	raws := make([][]byte, 8) // four runs of two (see TestFetchSendsAhead)
-	for i := range raws {
-		raws[i] = sourcetest.NewMessage(i, 1500<<10)
-	}
-	uids := appendMessages(t, d, cfg.Username, "INBOX", raws...)
-	var trace fetchTrace
+	d, cfg, raws, uids, c, trace := traced(t, "aheadgone", 8) // four runs
 	ctx := testCtx(t)
-	c, err := dial(ctx, cfg, Options{}, &trace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	if _, err := c.Select(ctx, cfg.Folder); err != nil {
-		t.Fatal(err)
-	}
 	gone := uids[4] // the third run's first message
 	var got []uint32
-	err = c.FetchSpooled(ctx, uids, 2<<20, nil, func(m Message) error {
+	err := c.FetchSpooled(ctx, uids, 2<<20, nil, func(m Message) error {
 		if len(got) == 0 {
 			// The second run's fetch is sent, the third's not yet.
 			d.Doveadm(t, "expunge", "-u", cfg.Username, "mailbox", "INBOX", "uid", fmt.Sprint(gone))
