@@ -525,17 +525,14 @@ func (c *Conn) readRun(ctx context.Context, f *bodyFetch, sizeCap int64, sp *spo
 }
 
 // finishRun fetches once more the messages of f's run that the first fetch
-// did not return (see fetchMeta), then takes those still missing as
+// did not return (want; see fetchMeta), then takes those still missing as
 // expunged once UID SEARCH confirms it. No other command may be waiting
 // for its answer.
 func (c *Conn) finishRun(ctx context.Context, f *bodyFetch, got *fetched, want []uint32, sizeCap int64, sp *spool.Spooler) error {
-	if len(want) > 0 {
-		if err := c.readBodies(ctx, f, want, got, sizeCap, sp); err != nil {
-			return err
-		}
-		want = f.missing(got)
+	if err := c.readBodies(ctx, f, want, got, sizeCap, sp); err != nil {
+		return err
 	}
-	return c.confirmGone(ctx, want)
+	return c.confirmGone(ctx, f.missing(got))
 }
 
 // size is the size the server gave for uid of f's run (0 if not there).
