@@ -122,31 +122,20 @@ func (s *Store) checkFence(ctx context.Context, tx *sql.Tx) error {
 	if !ok || s.dialect != Postgres {
 		return nil
 	}
-	var owner string
-	var token int64
-	// FOR KEY SHARE holds off a takeover (ClaimLeases locks the row FOR
-	// UPDATE, skipping it while any transaction holds this) but not the
-	// owner's renewal, which changes no key. With FOR SHARE every renewal
-	// waited for the ingest transactions, and since new share lockers go
-	// ahead of a waiting update, two batches written at once could hold
-	// it off for as long as a backlog lasted (270–320 ms a renewal in the
-	// bench; docs/benchmarks.md, session 12). A release (owner '') does not
-	// wait either: the transaction that checked the fence before it was
-	// the owner's, and the next one finds the lease released.
-	err := tx.QueryRowContext(ctx, fenceSQL, f.IMAPID).Scan(&owner, &token)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fenced(f)
-	}
-	if err != nil {
-		return fmt.Errorf("checking the lease of imap configuration %d: %w", f.IMAPID, err)
-	}
-	if owner != f.Owner || token != f.Token {
-		return fenced(f)
-	}
-	return nil
+	return s.fenceStmt(f).runOn(ctx, tx)
 }
 
 // fenceSQL reads the lease of configuration $1 for checkFence.
+//
+// FOR KEY SHARE holds off a takeover (ClaimLeases locks the row FOR
+// UPDATE, skipping it while any transaction holds this) but not the
+// owner's renewal, which changes no key. With FOR SHARE every renewal
+// waited for the ingest transactions, and since new share lockers go
+// ahead of a waiting update, two batches written at once could hold it
+// off for as long as a backlog lasted (270–320 ms a renewal in the bench;
+// docs/benchmarks.md, session 12). A release (an empty owner) does not wait
+// either: the transaction that checked the fence before it was the
+// owner's, and the next one finds the lease released.
 const fenceSQL = `SELECT owner, token FROM mailbox_leases WHERE imap_id = $1 FOR KEY SHARE`
 
 // fenced is the error of a write whose fence f no longer holds.
@@ -154,8 +143,9 @@ func fenced(f Fence) error {
 	return fmt.Errorf("imap configuration %d (lease token %d): %w", f.IMAPID, f.Token, ErrFenced)
 }
 
-// fenceStmt is checkFence as a statement held (see held.go): its send
-// fails with ErrFenced when f no longer holds.
+// fenceStmt is checkFence's statement, made at once (runOn) or held and
+// sent with others (see held.go): either fails with ErrFenced when f no
+// longer holds.
 func (s *Store) fenceStmt(f Fence) heldStmt {
 	var owner string
 	var token int64

@@ -106,6 +106,27 @@ func readHeld(br pgx.BatchResults, s heldStmt) error {
 	return nil
 }
 
+// runOn runs s alone in tx, as send would with others: for a check that
+// is held in one transaction and made at once in another (the fence).
+func (s heldStmt) runOn(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, s.sql, s.args...)
+	if err == nil {
+		err = scanRows(rows, nil, func(rs *sql.Rows) error {
+			if s.scan == nil {
+				return nil
+			}
+			return s.scan(rs)
+		})
+	}
+	if err == nil && s.done != nil {
+		err = s.done()
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.what, err)
+	}
+	return nil
+}
+
 // execer runs a statement whose rows nobody reads: a transaction, or
 // (heldExec) the statements a batch holds.
 type execer interface {
