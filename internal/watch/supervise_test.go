@@ -27,7 +27,7 @@ type fakeEnv struct {
 	src *sourcefake.Source
 
 	mu     sync.Mutex
-	states []string // every state seen, in order, by watchStates
+	states []string // every state the manager changed to, in order (OnState)
 }
 
 func newFakeEnv(t *testing.T, src *sourcefake.Source, opts watch.Options) *fakeEnv {
@@ -49,27 +49,20 @@ func newFakeEnv(t *testing.T, src *sourcefake.Source, opts watch.Options) *fakeE
 		opts.MinBackoff, opts.MaxBackoff = 20*time.Millisecond, 40*time.Millisecond
 	}
 	opts.ResyncEvery = time.Hour
-	e.mgr = watch.New(watch.Deps{Store: e.st, Ingester: ingest.New(ingest.Deps{Store: e.st}), Options: opts})
+	// Every change is noted as the manager makes it: a state held for a
+	// moment (an error before a quick reconnect) is not missed, as it
+	// could be by sampling the status on a loaded machine.
+	onState := func(_ context.Context, _ int64, _ string, _, next imapconf.Status) {
+		e.mu.Lock()
+		e.states = append(e.states, next.State)
+		e.mu.Unlock()
+	}
+	e.mgr = watch.New(watch.Deps{Store: e.st, Ingester: ingest.New(ingest.Deps{Store: e.st}), Options: opts, OnState: onState})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { e.mgr.Run(ctx) })
-	wg.Go(func() { e.watchStates(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return e
-}
-
-// watchStates notes every state the status shows, until ctx ends.
-func (e *fakeEnv) watchStates(ctx context.Context) {
-	for ctx.Err() == nil {
-		st := e.mgr.Status(e.cfg)
-		e.mu.Lock()
-		if n := len(e.states); n == 0 || e.states[n-1] != st.State {
-			e.states = append(e.states, st.State)
-		}
-		e.mu.Unlock()
-		// The sampling interval of this recorder, not a wait.
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func (e *fakeEnv) seen(state string) bool {
