@@ -16,6 +16,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -56,16 +58,35 @@ func (t *Tx) send(ctx context.Context) error {
 	if t.conn == nil {
 		return fmt.Errorf("sending %d statement(s) held outside a batch being recorded", len(held))
 	}
-	err := t.conn.Raw(func(dc any) error {
+	err := sendHeld(ctx, t.conn, "", held)
+	if err != nil {
+		t.failed = err
+	}
+	return err
+}
+
+// sendHeld sends held on c as one pgx batch, after the statement first
+// when it is not "" (a BEGIN), and reads their results in order.
+func sendHeld(ctx context.Context, c *sql.Conn, first string, held []heldStmt) error {
+	return c.Raw(func(dc any) error {
 		pc, ok := dc.(interface{ Conn() *pgx.Conn })
 		if !ok {
 			return fmt.Errorf("sending %d statement(s): the driver's connection is a %T, not pgx's", len(held), dc)
 		}
 		b := &pgx.Batch{}
+		if first != "" {
+			b.Queue(first)
+		}
 		for _, s := range held {
 			b.Queue(s.sql, s.args...)
 		}
 		br := pc.Conn().SendBatch(ctx, b)
+		if first != "" {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return fmt.Errorf("%s: %w", first, err)
+			}
+		}
 		for _, s := range held {
 			if err := readHeld(br, s); err != nil {
 				br.Close()
@@ -74,8 +95,48 @@ func (t *Tx) send(ctx context.Context) error {
 		}
 		return br.Close()
 	})
+}
+
+// pipelined runs stmts on a PostgreSQL connection of db in one round
+// trip, as one transaction: all of them or none take effect. When check is
+// set, it is called once their results are read, and the transaction
+// commits only if it returns nil (a second round trip); without it the
+// statements are the protocol's implicit transaction, committed with them.
+//
+// The run worker's statements go this way: with a database 10 ms away,
+// the BEGIN, each statement and the COMMIT of a claim, of a finish and of
+// the reads before a delivery were 10 ms each that the run waited
+// (docs/benchmarks.md, session 15).
+func (s *Store) pipelined(ctx context.Context, db *sql.DB, stmts []heldStmt, check func() error) error {
+	if s.dialect != Postgres {
+		return fmt.Errorf("sending %d statement(s) together: only on PostgreSQL", len(stmts))
+	}
+	c, err := db.Conn(ctx)
 	if err != nil {
-		t.failed = err
+		return fmt.Errorf("taking a connection: %w", err)
+	}
+	defer c.Close()
+	if check == nil {
+		return sendHeld(ctx, c, "", stmts)
+	}
+	end := "COMMIT"
+	err = sendHeld(ctx, c, "BEGIN", stmts)
+	if err == nil {
+		err = check()
+	}
+	if err != nil {
+		end = "ROLLBACK"
+	}
+	if cerr := c.Raw(func(dc any) error {
+		_, err := dc.(interface{ Conn() *pgx.Conn }).Conn().Exec(ctx, end)
+		if err != nil {
+			// The connection may still be in the transaction:
+			// never back to the pool.
+			return errors.Join(err, driver.ErrBadConn)
+		}
+		return nil
+	}); cerr != nil && err == nil {
+		return fmt.Errorf("committing: %w", cerr)
 	}
 	return err
 }

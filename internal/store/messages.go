@@ -154,80 +154,121 @@ func (s *Store) GetMessage(ctx context.Context, id int64) (StoredMessage, error)
 }
 
 // GetMessages returns the messages ids (with bodies and attachment lists,
-// as GetMessage) by id, in three queries however many there are; ids that
-// are not stored are missing from the map. The run worker reads a claimed
-// batch's messages so. The bodies of a message stored once come from the
-// ones ingest kept (bodyCache) when they are there, else they are decoded
-// from its raw bytes, which are read only for those.
+// as GetMessage) by id, in two queries however many there are, sent
+// together on PostgreSQL; ids that are not stored are missing from the map.
+// The run worker reads a claimed batch's messages so. The bodies of a
+// message stored once come from the ones ingest kept (bodyCache) when they
+// are there, else they are decoded from its raw bytes, which are read only
+// for those.
 func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredMessage, error) {
 	out := make(map[int64]StoredMessage, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
-	in, args := idList(ids)
 	now := time.Now()
 	kept := map[int64]cachedBodies{}
-	var keptIDs []string
+	var keptIDs []int64
 	for _, id := range ids {
 		if _, ok := kept[id]; ok {
 			continue
 		}
 		if e, ok := s.bodies.get(id, now); ok {
 			kept[id] = e
-			args = append(args, id)
-			keptIDs = append(keptIDs, fmt.Sprintf("$%d", len(args)))
+			keptIDs = append(keptIDs, id)
 		}
 	}
 	// The layout and the raw bytes of a message whose bodies are kept are
 	// not read (on SQLite, reading past the raw column walks its overflow
 	// pages): "+" says it still has its raw bytes, "" that it was pruned.
+	// On PostgreSQL the ids go as arrays: one text for each statement
+	// whatever their number, prepared once; with a list of parameters,
+	// each claim's count was a statement of its own, prepared again (a
+	// round trip more).
+	var in, attIn, isKept string
+	var msgArgs, attArgs []any
+	if s.dialect == Postgres {
+		in, attIn, isKept = "id = ANY($1)", "message_id = ANY($1)", "id = ANY($2)"
+		msgArgs, attArgs = []any{ids, keptIDs}, []any{ids}
+	} else {
+		var list string
+		list, attArgs = idList(ids)
+		in, attIn, msgArgs = "id IN ("+list+")", "message_id IN ("+list+")", attArgs
+		if len(keptIDs) > 0 {
+			ps := make([]string, len(keptIDs))
+			for i, id := range keptIDs {
+				msgArgs = append(msgArgs, id)
+				ps[i] = fmt.Sprintf("$%d", len(msgArgs))
+			}
+			isKept = "id IN (" + strings.Join(ps, ", ") + ")"
+		}
+	}
 	layout, raw := "layout", rawIfLaidOut
-	if len(keptIDs) > 0 {
-		k := strings.Join(keptIDs, ", ")
-		layout = `CASE WHEN id IN (` + k + `) THEN CASE WHEN length(raw) > 0 THEN '+' ELSE '' END ELSE layout END`
-		raw = `CASE WHEN id IN (` + k + `) THEN NULL WHEN layout = '' THEN NULL ELSE raw END`
+	if isKept != "" {
+		layout = `CASE WHEN ` + isKept + ` THEN CASE WHEN length(raw) > 0 THEN '+' ELSE '' END ELSE layout END`
+		raw = `CASE WHEN ` + isKept + ` THEN NULL WHEN layout = '' THEN NULL ELSE raw END`
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+`, text_body, html_body, `+layout+`, `+raw+`
-		FROM messages WHERE id IN (`+in+`)`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
-	}
-	defer rows.Close()
 	type laidOut struct {
 		layout string
 		raw    []byte
 	}
 	layouts := map[int64]laidOut{}
 	var others []int64
-	for rows.Next() {
-		var text, html, layout string
-		var raw []byte
-		m, err := scanMessage(withExtra{rows, []any{&text, &html, &layout, &raw}})
-		if err != nil {
-			return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
-		}
-		m.Text, m.HTML, m.Attachments = text, html, []StoredAttachment{}
-		if k, ok := kept[m.ID]; ok {
-			switch {
-			case layout == "+" && k.who == m.of():
-				m.Text, m.HTML = k.text, k.html
-			case layout == "+":
-				// Another message under a rolled-back id: read
-				// below as any other.
-				others = append(others, m.ID)
+	attachments := map[int64][]StoredAttachment{}
+	stmts := []heldStmt{{
+		sql:  `SELECT ` + messageColumns + `, text_body, html_body, ` + layout + `, ` + raw + ` FROM messages WHERE ` + in,
+		args: msgArgs,
+		what: fmt.Sprintf("reading %d messages", len(ids)),
+		scan: func(row interface{ Scan(...any) error }) error {
+			var text, html, layout string
+			var raw []byte
+			m, err := scanMessage(withExtra{row, []any{&text, &html, &layout, &raw}})
+			if err != nil {
+				return err
+			}
+			m.Text, m.HTML = text, html
+			if k, ok := kept[m.ID]; ok {
+				switch {
+				case layout == "+" && k.who == m.of():
+					m.Text, m.HTML = k.text, k.html
+				case layout == "+":
+					// Another message under a rolled-back id: read
+					// below as any other.
+					others = append(others, m.ID)
+				}
+			} else if layout != "" {
+				layouts[m.ID] = laidOut{layout, raw}
 			}
 			out[m.ID] = m
-			continue
+			return nil
+		},
+	}, {
+		sql: `SELECT message_id, n, filename, content_type, size, sha256, inline, content_id FROM attachments
+			WHERE ` + attIn + ` ORDER BY message_id, n`,
+		args: attArgs,
+		what: fmt.Sprintf("listing attachments of %d messages", len(ids)),
+		scan: func(row interface{ Scan(...any) error }) error {
+			var id int64
+			var a StoredAttachment
+			if err := row.Scan(&id, &a.N, &a.Filename, &a.ContentType, &a.Size, &a.SHA256, &a.Inline, &a.ContentID); err != nil {
+				return err
+			}
+			attachments[id] = append(attachments[id], a)
+			return nil
+		},
+	}}
+	if s.dialect == Postgres {
+		if err := s.pipelined(ctx, s.r, stmts, nil); err != nil {
+			return nil, err
 		}
-		out[m.ID] = m
-		if layout != "" {
-			layouts[m.ID] = laidOut{layout, raw}
+	} else {
+		for _, st := range stmts {
+			rows, err := s.r.QueryContext(ctx, st.sql, st.args...)
+			if err := scanRows(rows, err, func(rs *sql.Rows) error { return st.scan(rs) }); err != nil {
+				return nil, fmt.Errorf("%s: %w", st.what, err)
+			}
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading %d messages: %w", len(ids), err)
-	}
-	rows.Close()
+	var err error
 	for id, l := range layouts {
 		m := out[id]
 		if m.Text, m.HTML, err = s.decodeBodies(ctx, id, l.layout, l.raw); err != nil {
@@ -240,29 +281,14 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 		if err != nil {
 			return nil, err
 		}
-		m.Attachments = []StoredAttachment{} // listed below
 		out[id] = m
 	}
-	args = args[:len(ids)]
-	arows, err := s.r.QueryContext(ctx, `SELECT message_id, n, filename, content_type, size, sha256, inline, content_id FROM attachments
-		WHERE message_id IN (`+in+`) ORDER BY message_id, n`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing attachments of %d messages: %w", len(ids), err)
-	}
-	defer arows.Close()
-	for arows.Next() {
-		var id int64
-		var a StoredAttachment
-		if err := arows.Scan(&id, &a.N, &a.Filename, &a.ContentType, &a.Size, &a.SHA256, &a.Inline, &a.ContentID); err != nil {
-			return nil, fmt.Errorf("listing attachments of %d messages: %w", len(ids), err)
+	for id, m := range out {
+		m.Attachments = attachments[id]
+		if m.Attachments == nil {
+			m.Attachments = []StoredAttachment{}
 		}
-		if m, ok := out[id]; ok {
-			m.Attachments = append(m.Attachments, a)
-			out[id] = m
-		}
-	}
-	if err := arows.Err(); err != nil {
-		return nil, fmt.Errorf("listing attachments of %d messages: %w", len(ids), err)
+		out[id] = m
 	}
 	return out, nil
 }

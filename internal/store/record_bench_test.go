@@ -159,6 +159,70 @@ func TestRecordBatchRoundTrips(t *testing.T) {
 	}
 }
 
+// TestDeliveryRoundTrips: the run worker's statements for a batch of runs
+// on PostgreSQL, whatever its size: a claim in one round trip, the reads of
+// its messages in one, a finish in two (BEGIN with the statement, then the
+// COMMIT once the count is checked), a hand-back in one. With a database
+// 10 ms away each round trip is 10 ms every run of the batch waits.
+func TestDeliveryRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	s, trips := openCounted(t)
+	for _, n := range []int{3, 40} {
+		next, hook := benchSetup(t, s, fmt.Sprintf("deliver%d", n), n)
+		for range 2 { // the first round fills pgx's statement cache
+			if _, _, err := s.RecordBatch(ctx, next(), hook); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check := func(what string, want int64, fn func() error) {
+			t.Helper()
+			trips.reset()
+			if err := fn(); err != nil {
+				t.Fatalf("%d runs: %s: %v", n, what, err)
+			}
+			// +1: the driver pings a connection idle for a second.
+			if got := trips.load(); got > want+1 {
+				t.Errorf("%d runs: %s in %d round trips, want %d", n, what, got, want)
+			}
+		}
+		for round := range 2 {
+			var runs []store.Run
+			check("claiming", 1, func() (err error) {
+				runs, err = s.ClaimRuns(ctx, time.Now().Add(time.Hour), n, time.Minute)
+				if err == nil && len(runs) != n {
+					err = fmt.Errorf("claimed %d", len(runs))
+				}
+				return err
+			})
+			ids := make([]int64, len(runs))
+			for i, r := range runs {
+				ids[i] = r.MessageID
+			}
+			check("reading the messages", 1, func() error {
+				m, err := s.GetMessages(ctx, ids)
+				if err == nil && len(m) != n {
+					err = fmt.Errorf("read %d messages", len(m))
+				}
+				return err
+			})
+			if round == 0 {
+				rel := make([]store.Release, len(runs))
+				for i, r := range runs {
+					rel[i] = store.Release{RunID: r.ID, Next: time.Now()}
+				}
+				check("handing back", 1, func() error { return s.ReleaseRuns(ctx, rel) })
+				continue
+			}
+			fs := make([]store.Finish, len(runs))
+			for i, r := range runs {
+				fs[i] = store.Finish{RunID: r.ID, Status: store.RunDelivered, Next: time.Now(),
+					Attempt: store.Attempt{StartedAt: time.Now(), StatusCode: 200}}
+			}
+			check("finishing", 2, func() error { return s.FinishAttempts(ctx, fs) })
+		}
+	}
+}
+
 // tripCounter counts the round trips between the store and PostgreSQL: the
 // times the client speaks after the server did.
 type tripCounter struct {
