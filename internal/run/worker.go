@@ -191,22 +191,9 @@ func (w *Worker) Run(ctx context.Context) {
 	done := make(chan time.Time, w.opts.Workers) // one per finished delivery (non-zero: handed back, due again then); never blocks
 	finishing := make(chan finishReq)
 	finisherDone := make(chan struct{})
-	// On PostgreSQL a few finishers commit at once: a delivery that
-	// finishes while a commit is on its way, 10 ms away or more, starts
-	// the next rather than wait for it (the first of a claim's deliveries
-	// often finished alone, and the rest waited for its commit). SQLite
-	// has one writer: a second finisher would only split the groups.
-	finishers := 1
-	if w.store.Dialect() == store.Postgres {
-		finishers = pgFinishers
-	}
-	var fwg sync.WaitGroup
-	for range finishers {
-		fwg.Go(func() { w.finisher(dctx, finishing) })
-	}
 	go func() {
-		fwg.Wait()
-		close(finisherDone)
+		defer close(finisherDone)
+		w.finisher(dctx, finishing)
 	}()
 	var wg sync.WaitGroup
 	// Deliveries run on deliverers, goroutines that take one delivery
@@ -804,9 +791,6 @@ type batch struct {
 	msgs     map[int64]store.StoredMessage
 	msgErr   error
 }
-
-// pgFinishers is how many finishers commit at once on PostgreSQL.
-const pgFinishers = 4
 
 // prepare returns the batch of runs, whose flows and messages the first of
 // its deliveries to need them reads (load): the claim loop goes on to the
