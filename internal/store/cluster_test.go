@@ -122,6 +122,15 @@ func TestLeases(t *testing.T) {
 	if err := s.CheckFence(old); !errors.Is(err, store.ErrFenced) {
 		t.Errorf("CheckFence under a lost lease: %v", err)
 	}
+	// The statements sent together (held.go's pipelinedWrite) check the
+	// fence too: a hand-back of runs that do not exist would otherwise
+	// succeed.
+	if err := s.ReleaseRuns(old, []store.Release{{RunID: 1 << 40, Next: later}, {RunID: 1<<40 + 1, Next: later}}); !errors.Is(err, store.ErrFenced) {
+		t.Errorf("ReleaseRuns under a lost lease: %v, want ErrFenced", err)
+	}
+	if _, err := s.ClaimRuns(old, later, 10, time.Minute); !errors.Is(err, store.ErrFenced) {
+		t.Errorf("ClaimRuns under a lost lease: %v, want ErrFenced", err)
+	}
 	cur := store.WithFence(ctx, store.Fence{IMAPID: anyA, Owner: "d", Token: 2})
 	if err := s.SetCheckpoint(cur, anyA, store.Checkpoint{Kind: store.KindIMAP, Epoch: 7, Last: 99}, nil); err != nil {
 		t.Fatalf("the holder's write: %v", err)

@@ -97,21 +97,40 @@ func sendHeld(ctx context.Context, c *sql.Conn, first string, held []heldStmt) e
 	})
 }
 
-// pipelined runs stmts on a PostgreSQL connection of db in one round
-// trip, as one transaction: all of them or none take effect. When check is
-// set, it is called once their results are read, and the transaction
-// commits only if it returns nil (a second round trip); without it the
-// statements are the protocol's implicit transaction, committed with them.
+// pipelinedWrite runs stmts on a PostgreSQL connection in one round trip,
+// as one transaction: all of them or none take effect. When check is set,
+// it is called once their results are read, and the transaction commits
+// only if it returns nil (a second round trip); without it the statements
+// are the protocol's implicit transaction, committed with them. When ctx
+// carries a Fence (WithFence), the lease is checked first, as Write does,
+// and the transaction commits only once it has been read.
 //
 // The run worker's statements go this way: with a database 10 ms away,
 // the BEGIN, each statement and the COMMIT of a claim, of a finish and of
 // the reads before a delivery were 10 ms each that the run waited
 // (docs/benchmarks.md, session 15).
-func (s *Store) pipelined(ctx context.Context, db *sql.DB, stmts []heldStmt, check func() error) error {
+func (s *Store) pipelinedWrite(ctx context.Context, stmts []heldStmt, check func() error) error {
+	if f, ok := fenceFrom(ctx); ok {
+		stmts = append([]heldStmt{s.fenceStmt(f)}, stmts...)
+		if check == nil {
+			check = func() error { return nil }
+		}
+	}
+	return s.pipelined(ctx, stmts, check)
+}
+
+// pipelinedRead runs the queries stmts on a PostgreSQL connection in one
+// round trip, in one transaction (one snapshot).
+func (s *Store) pipelinedRead(ctx context.Context, stmts []heldStmt) error {
+	return s.pipelined(ctx, stmts, nil)
+}
+
+// pipelined is pipelinedWrite without the fence.
+func (s *Store) pipelined(ctx context.Context, stmts []heldStmt, check func() error) error {
 	if s.dialect != Postgres {
 		return fmt.Errorf("sending %d statement(s) together: only on PostgreSQL", len(stmts))
 	}
-	c, err := db.Conn(ctx)
+	c, err := s.w.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("taking a connection: %w", err)
 	}

@@ -257,7 +257,7 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 		},
 	}}
 	if s.dialect == Postgres {
-		if err := s.pipelined(ctx, s.r, stmts, nil); err != nil {
+		if err := s.pipelinedRead(ctx, stmts); err != nil {
 			return nil, err
 		}
 	} else {

@@ -242,7 +242,7 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 				out = append(out, r)
 				return err
 			}})
-		err = s.pipelined(ctx, s.w, stmts, nil)
+		err = s.pipelinedWrite(ctx, stmts, nil)
 	} else {
 		err = s.Write(ctx, func(tx *sql.Tx) error {
 			t := &Tx{s: s, tx: tx}
@@ -389,7 +389,7 @@ func (s *Store) finishTogether(ctx context.Context, fs []Finish, t time.Time) er
 		responses[i] = text(strings.ToValidUTF8(a.Response, "\uFFFD"))
 	}
 	recorded := 0
-	err := s.pipelined(ctx, s.w, []heldStmt{{
+	err := s.pipelinedWrite(ctx, []heldStmt{{
 		sql:  finishTogetherSQL,
 		args: []any{ids, statuses, nexts, delivered, errs, started, durations, codes, responses},
 		scan: func(interface{ Scan(...any) error }) error { recorded++; return nil },
@@ -484,13 +484,11 @@ func (s *Store) ReleaseRuns(ctx context.Context, rs []Release) error {
 		for i, r := range rs {
 			ids[i], nexts[i] = r.RunID, pgtype.Timestamptz{Time: r.Next.UTC(), Valid: true}
 		}
-		if _, err := s.w.ExecContext(ctx, `UPDATE runs r SET status = CASE WHEN r.attempts = 0 THEN $1 ELSE $2 END,
+		return s.pipelinedWrite(ctx, []heldStmt{{sql: `UPDATE runs r SET status = CASE WHEN r.attempts = 0 THEN $1 ELSE $2 END,
 			next_attempt_at = v.next, locked_until = NULL
 			FROM unnest($3::bigint[], $4::timestamptz[]) AS v(id, next)
-			WHERE r.id = v.id AND r.id = ANY($3) AND r.status = $5`, RunPending, RunRetrying, ids, nexts, RunDelivering); err != nil {
-			return fmt.Errorf("releasing %d runs: %w", len(rs), err)
-		}
-		return nil
+			WHERE r.id = v.id AND r.id = ANY($3) AND r.status = $5`, args: []any{RunPending, RunRetrying, ids, nexts, RunDelivering},
+			what: fmt.Sprintf("releasing %d runs", len(rs))}}, nil)
 	}
 	return s.Write(ctx, func(tx *sql.Tx) error {
 		for _, r := range rs {
