@@ -11,7 +11,8 @@ package store
 // protocol's pipelining, one round trip for all of them, run by the server
 // in order in the transaction. A statement that fails aborts the
 // transaction; its error is the send's, wrapped with what the statement
-// did.
+// did. The run worker's claims, finishes, hand-backs and reads go the same
+// way, each as a transaction of its own (pipelinedWrite, pipelinedRead).
 
 import (
 	"context"
