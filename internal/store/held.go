@@ -131,6 +131,9 @@ func (s *Store) pipelined(ctx context.Context, stmts []heldStmt, check func() er
 	if s.dialect != Postgres {
 		return fmt.Errorf("sending %d statement(s) together: only on PostgreSQL", len(stmts))
 	}
+	if len(stmts) == 0 {
+		return nil
+	}
 	c, err := s.w.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("taking a connection: %w", err)
