@@ -190,10 +190,12 @@ func readHeld(br pgx.BatchResults, s heldStmt) error {
 	return nil
 }
 
-// runOn runs s alone in tx, as send would with others: for a check that
-// is held in one transaction and made at once in another (the fence).
-func (s heldStmt) runOn(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, s.sql, s.args...)
+// runOn runs s alone on q (a transaction, or SQLite's pool), as send would
+// with others: for a check that is held in one transaction and made at
+// once in another (the fence), or statements sent together on PostgreSQL
+// and one after the other on SQLite (GetMessages).
+func (s heldStmt) runOn(ctx context.Context, q querier) error {
+	rows, err := q.QueryContext(ctx, s.sql, s.args...)
 	if err == nil {
 		err = scanRows(rows, nil, func(rs *sql.Rows) error {
 			if s.scan == nil {

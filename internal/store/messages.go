@@ -262,9 +262,8 @@ func (s *Store) GetMessages(ctx context.Context, ids []int64) (map[int64]StoredM
 		}
 	} else {
 		for _, st := range stmts {
-			rows, err := s.r.QueryContext(ctx, st.sql, st.args...)
-			if err := scanRows(rows, err, func(rs *sql.Rows) error { return st.scan(rs) }); err != nil {
-				return nil, fmt.Errorf("%s: %w", st.what, err)
+			if err := st.runOn(ctx, s.r); err != nil {
+				return nil, err
 			}
 		}
 	}
