@@ -404,7 +404,7 @@ func (s *Store) finishTogether(ctx context.Context, fs []Finish, t time.Time) er
 		responses[i] = text(strings.ToValidUTF8(a.Response, "\uFFFD"))
 	}
 	recorded := 0
-	err := s.pipelinedWrite(ctx, []heldStmt{{
+	return s.pipelinedWrite(ctx, []heldStmt{{
 		sql:  finishTogetherSQL,
 		args: []any{ids, statuses, nexts, delivered, errs, started, durations, codes, responses},
 		scan: func(interface{ Scan(...any) error }) error { recorded++; return nil },
@@ -415,7 +415,6 @@ func (s *Store) finishTogether(ctx context.Context, fs []Finish, t time.Time) er
 		}
 		return nil
 	})
-	return err
 }
 
 // finishUpdate and attemptInsertOne are finishAttemptTx's statements,
@@ -489,7 +488,7 @@ type Release struct {
 // one, in one transaction: a worker handing back many runs for a busy
 // endpoint commits them together.
 func (s *Store) ReleaseRuns(ctx context.Context, rs []Release) error {
-	if s.dialect == Postgres && len(rs) > 1 {
+	if s.dialect == Postgres && len(rs) > 0 {
 		// One statement, one round trip: at the start of a backlog,
 		// when an endpoint's limit is still low, a worker hands back
 		// dozens of runs at once, and an UPDATE each, 10 ms away, took
