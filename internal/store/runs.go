@@ -232,35 +232,24 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 	recoverSQL := `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
 		next_attempt_at = $3, locked_until = NULL WHERE ` + leasedRuns + ` AND locked_until < $3`
 	var err error
-	if s.dialect == Postgres {
-		// The statements go together, in one round trip. Each capped
-		// flow's claim is sized by the caps before it, not by what they
-		// took: when one took fewer than its cap, the claim takes fewer
-		// than limit (the next claim takes the rest), never more.
-		collect := func(row interface{ Scan(...any) error }) error {
-			r, err := scanRun(row)
-			out = append(out, r)
-			return err
-		}
+	if s.dialect == Postgres && len(caps) == 0 {
+		// No flow capped: the statements do not depend on each other's
+		// results, and go together in one round trip. A capped flow's
+		// claim is sized by what the ones before it took, and goes on
+		// its own (sized by their caps instead, a claim whose first
+		// capped flows had nothing due took nothing, again and again:
+		// TestScaleOut's runs were delivered one a second).
 		var stmts []heldStmt
 		if recoverLeases {
 			stmts = append(stmts, heldStmt{sql: recoverSQL, args: []any{RunPending, RunRetrying, now},
 				what: "recovering runs whose lease ended"})
 		}
-		left := limit
-		for _, c := range caps {
-			n := min(c.Max, left)
-			if n <= 0 {
-				continue
-			}
-			left -= n
-			stmts = append(stmts, heldStmt{sql: claimSQL(s.dialect, " AND flow_id = $5"), scan: collect,
-				args: []any{RunDelivering, now.Add(lease), now, n, c.FlowID}, what: fmt.Sprintf("claiming runs of flow %d", c.FlowID)})
-		}
-		if left > 0 {
-			args[3] = left
-			stmts = append(stmts, heldStmt{sql: claimSQL(s.dialect, except), args: args, what: "claiming", scan: collect})
-		}
+		stmts = append(stmts, heldStmt{sql: claimSQL(s.dialect, ""), args: args, what: "claiming",
+			scan: func(row interface{ Scan(...any) error }) error {
+				r, err := scanRun(row)
+				out = append(out, r)
+				return err
+			}})
 		err = s.pipelinedWrite(ctx, stmts, nil)
 	} else {
 		err = s.Write(ctx, func(tx *sql.Tx) error {
