@@ -235,10 +235,11 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 	if s.dialect == Postgres && len(caps) == 0 {
 		// No flow capped: the statements do not depend on each other's
 		// results, and go together in one round trip. A capped flow's
-		// claim is sized by what the ones before it took, and goes on
-		// its own (sized by their caps instead, a claim whose first
-		// capped flows had nothing due took nothing, again and again:
-		// TestScaleOut's runs were delivered one a second).
+		// claim is sized by what the ones before it took, and so waits
+		// for them. (Sent together, sized by their caps instead, a claim
+		// whose first capped flows had nothing due could take nothing,
+		// claim after claim: TestScaleOut then delivered about one run
+		// a second; docs/benchmarks.md, session 15.)
 		var stmts []heldStmt
 		if recoverLeases {
 			stmts = append(stmts, heldStmt{sql: recoverSQL, args: []any{RunPending, RunRetrying, now},
