@@ -83,3 +83,37 @@ func TestFlowCaps(t *testing.T) {
 		t.Errorf("claiming 5: got caps %v, want flows 2, 3 and 5 only (the others' room is more)", got)
 	}
 }
+
+// TestFlowCapsSlowEndpoint: an endpoint answering in 200 ms (slower than a
+// quarter of maxBusyWait, quicker than maxBusyWait) with every slot taken
+// gets runs claimed ahead, as many as wait their turn within a quarter of
+// maxBusyWait on average, so that a slot it frees is taken at once rather
+// than after the finish's commit, a claim and the reads (with a database
+// 10 ms away, about 80 ms of every 280: docs/benchmarks.md, session 16).
+// One answering slower than maxBusyWait gets none: its runs would be
+// handed back.
+func TestFlowCapsSlowEndpoint(t *testing.T) {
+	clk := newFakeClock()
+	l := newLimiter(4, clk.now) // limit 4
+	b := newBusyFlows()
+	const slow, slower = "http://127.0.0.1:1", "http://127.0.0.1:2"
+	b.seenFlow(1, slow, caps{})
+	b.seenFlow(2, slower, caps{})
+	for _, e := range []struct {
+		key  string
+		took time.Duration
+	}{{slow, 200 * time.Millisecond}, {slower, 2 * maxBusyWait}} {
+		r, _, _ := l.tryAcquire(e.key, caps{})
+		r(ok200(e.took))
+		for range 4 {
+			if _, _, ok := l.tryAcquire(e.key, caps{}); !ok {
+				t.Fatalf("%s: no slot free", e.key)
+			}
+		}
+	}
+	// slow: no slot free; 4 × 500 ms / (4 × 200 ms) = 2 may wait.
+	want := []store.FlowCap{{FlowID: 1, Max: 2}, {FlowID: 2}}
+	if got := b.flowCaps(l, 100); !slices.Equal(got, want) {
+		t.Errorf("got caps %v, want %v", got, want)
+	}
+}

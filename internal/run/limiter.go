@@ -354,9 +354,14 @@ func (l *limiter) waitHold(ctx context.Context, key string) error {
 
 // room returns how many more runs for endpoint key (with caps c) a claim
 // may take now, so that none of them is handed back: its free slots, and
-// while its requests are quick, as many waiters as acquireQuick lets wait
-// and have their turn well within its wait; -1 when the limiter knows
-// nothing of the endpoint (no bound).
+// while its requests take less than acquireQuick's wait, as many waiters as
+// acquireQuick lets wait and have their turn well within that wait; -1 when
+// the limiter knows nothing of the endpoint (no bound). The waiters are
+// what keeps an endpoint's slots busy: a slot freed with none waiting
+// stays empty until the delivery's finish is committed, a claim made and
+// its runs read (with PostgreSQL 10 ms away, 80 ms of every 280 for an
+// endpoint answering in 200 ms, when only endpoints under a quarter of the
+// wait had waiters).
 func (l *limiter) room(key string, c caps) (n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -377,10 +382,11 @@ func (l *limiter) room(key string, c caps) (n int) {
 		within = unknownBusyWait
 	}
 	n = max(0, limit-s.active)
-	if est := s.estimate(now); est < within/4 {
+	if est := s.estimate(now); est < within {
 		// As many waiters as acquireQuick lets wait, and have their
-		// turn within a quarter of within (a margin for requests
-		// growing slower).
+		// turn within a quarter of within on average (a margin for
+		// requests growing slower): for an endpoint answering in
+		// 200 ms, 5/8 of its limit.
 		most := maxWaiters * l.ceiling
 		if s.took == 0 {
 			most = limit
