@@ -188,7 +188,14 @@ func TestDeliveryRoundTrips(t *testing.T) {
 		for round := range 2 {
 			var runs []store.Run
 			check("claiming", 1, func() (err error) {
-				runs, err = s.ClaimRuns(ctx, time.Now().Add(time.Hour), n, time.Minute)
+				if round == 0 {
+					runs, err = s.ClaimRuns(ctx, time.Now().Add(time.Hour), n, time.Minute)
+				} else {
+					// Flows capped (their endpoint full): one
+					// round trip too, however many.
+					caps := []store.FlowCap{{FlowID: -2}, {FlowID: -1, Max: 1}}
+					runs, err = s.ClaimRunsCapped(ctx, time.Now().Add(time.Hour), n, time.Minute, caps)
+				}
 				if err == nil && len(runs) != n {
 					err = fmt.Errorf("claimed %d", len(runs))
 				}

@@ -203,6 +203,55 @@ func idsClaimed(d Dialect, sub string) string {
 	return "id IN (" + sub + ")"
 }
 
+// cappedClaimSQL is ClaimRunsCapped's claim on PostgreSQL with flows
+// capped, in one statement: args are its first four parameters (status,
+// lease end, now, limit), as claimSQL's. Each flow capped at a Max above 0
+// is claimed by a statement of its own in the WITH list, in caps' order,
+// taking at most its Max and what the limit leaves after the flows before
+// it took theirs (it reads their RETURNING rows: PostgreSQL runs a
+// statement of the list whose rows another reads before that one); the
+// flows not capped then take what the limit leaves after all of them. The
+// flows' rows are apart, so no row is updated twice. Two flows capped:
+//
+//	WITH c0 AS (UPDATE … flow_id = $5 … LIMIT GREATEST(0, LEAST($6, $4)) …),
+//	     c1 AS (UPDATE … flow_id = $7 … LIMIT GREATEST(0, LEAST($8, $4 - (SELECT count(*) FROM c0))) …),
+//	     rest AS (UPDATE … flow_id <> ALL($9) … LIMIT GREATEST(0, $4 - (SELECT count(*) FROM c0) - (SELECT count(*) FROM c1)) …)
+//	SELECT … FROM c0 UNION ALL … FROM c1 UNION ALL … FROM rest
+//
+// $9 is the array of every flow in caps, those capped at 0 (left out)
+// too.
+func cappedClaimSQL(caps []FlowCap, first []any) (string, []any) {
+	args := slices.Clone(first)
+	part := func(where, limit string) string {
+		return `UPDATE runs SET status = $1, locked_until = $2
+		WHERE ` + idsClaimed(Postgres, `SELECT id FROM runs WHERE `+waitingRuns+` AND next_attempt_at <= $3`+where+`
+			ORDER BY next_attempt_at LIMIT GREATEST(0, `+limit+`)`) + `
+		RETURNING ` + runColumns
+	}
+	var with, sel []string
+	flows := make([]int64, len(caps))
+	taken := ""
+	for i, c := range caps {
+		flows[i] = c.FlowID
+		if c.Max <= 0 {
+			continue
+		}
+		args = append(args, c.FlowID, c.Max)
+		name := fmt.Sprintf("c%d", len(with))
+		limit := fmt.Sprintf("LEAST($%d::bigint, $4::bigint%s)", len(args), taken)
+		with = append(with, name+" AS ("+part(fmt.Sprintf(" AND flow_id = $%d::bigint", len(args)-1), limit)+")")
+		sel = append(sel, "SELECT "+runColumns+" FROM "+name)
+		taken += " - (SELECT count(*) FROM " + name + ")"
+	}
+	// The flows left out as one array: the statement's text depends only
+	// on how many flows are capped above 0 (at most maxCappedFlows of the
+	// run worker), so pgx prepares a few statements, not one per count.
+	args = append(args, flows)
+	with = append(with, "rest AS ("+part(fmt.Sprintf(" AND flow_id <> ALL($%d::bigint[])", len(args)), "$4::bigint"+taken)+")")
+	sel = append(sel, "SELECT "+runColumns+" FROM rest")
+	return "WITH " + strings.Join(with, ",\n") + "\n" + strings.Join(sel, " UNION ALL "), args
+}
+
 // ClaimRunsCapped claims as ClaimRuns does, taking at most cap.Max runs of
 // each flow in caps (none of those with Max 0): a worker takes no more of
 // an endpoint's runs than the endpoint has room for, rather than handing
@@ -232,20 +281,26 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 	recoverSQL := `UPDATE runs SET status = CASE WHEN attempts = 0 THEN $1 ELSE $2 END,
 		next_attempt_at = $3, locked_until = NULL WHERE ` + leasedRuns + ` AND locked_until < $3`
 	var err error
-	if s.dialect == Postgres && len(caps) == 0 {
-		// No flow capped: the statements do not depend on each other's
-		// results, and go together in one round trip. A capped flow's
-		// claim is sized by what the ones before it took, and so waits
-		// for them. (Sent together, sized by their caps instead, a claim
-		// whose first capped flows had nothing due could take nothing,
-		// claim after claim: TestScaleOut then delivered about one run
-		// a second; docs/benchmarks.md, session 15.)
+	if s.dialect == Postgres {
+		// The statements go together in one round trip: the look for
+		// ended leases, and the claim, one statement however many flows
+		// are capped (cappedClaimSQL), each capped flow's part sized by
+		// what the parts before it took, as the claim on SQLite below.
+		// (Sent as a statement per flow, each had to be sized by the caps
+		// before it instead; a claim whose first capped flows had nothing
+		// due could then take nothing, claim after claim, and TestScaleOut
+		// delivered about one run a second: docs/benchmarks.md, session
+		// 15.)
+		claim, claimArgs := claimSQL(s.dialect, ""), args
+		if len(caps) > 0 {
+			claim, claimArgs = cappedClaimSQL(caps, args[:4])
+		}
 		var stmts []heldStmt
 		if recoverLeases {
 			stmts = append(stmts, heldStmt{sql: recoverSQL, args: []any{RunPending, RunRetrying, now},
 				what: "recovering runs whose lease ended"})
 		}
-		stmts = append(stmts, heldStmt{sql: claimSQL(s.dialect, ""), args: args, what: "claiming",
+		stmts = append(stmts, heldStmt{sql: claim, args: claimArgs, what: "claiming",
 			scan: func(row interface{ Scan(...any) error }) error {
 				r, err := scanRun(row)
 				out = append(out, r)

@@ -185,6 +185,53 @@ func TestClaimRunsCapped(t *testing.T) {
 	})
 }
 
+// TestClaimRunsCappedTakesWhatTheOthersLeft: each capped flow's share of a
+// claim is sized by what the capped flows before it took, not by their
+// caps: a first capped flow with nothing due leaves the whole limit to the
+// next and to the flows not capped. (Sized by the caps, this claim took 1
+// run, and TestScaleOut's worker then delivered about a run a second.)
+func TestClaimRunsCappedTakesWhatTheOthersLeft(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		ctx := context.Background()
+		var msgs []store.Incoming
+		for i := range uint32(4) {
+			msgs = append(msgs, incoming(i+1, msg(int(i+1), "")))
+		}
+		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 4},
+			Messages: msgs}
+		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+			for _, flow := range []int64{1, 2, 3} {
+				if _, err := tx.CreateRun(ctx, &store.Run{FlowID: flow, FlowName: "f", MessageID: id, IMAPName: "inbox"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Flow 9 has no runs; flow 3 is left out (capped at 0).
+		caps := []store.FlowCap{{FlowID: 1, Max: 3}, {FlowID: 3}, {FlowID: 9, Max: 5}, {FlowID: 10, Max: 2}}
+		claimed, err := s.ClaimRunsCapped(ctx, time.Now(), 6, time.Minute, []store.FlowCap{caps[2], caps[0], caps[1], caps[3]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[int64]int{}
+		for _, r := range claimed {
+			n[r.FlowID]++
+			if r.Status != store.RunDelivering {
+				t.Errorf("run %d claimed with status %s", r.ID, r.Status)
+			}
+		}
+		if len(claimed) != 6 || n[1] != 3 || n[2] != 3 || n[3] != 0 {
+			t.Fatalf("claimed %v of flows 1, 2, 3; want 3, 3, 0", n)
+		}
+		if again, err := s.ClaimRunsCapped(ctx, time.Now(), 10, time.Minute, caps); err != nil || len(again) != 2 {
+			t.Fatalf("claimed %d, %v; want flow 1's last run and flow 2's", len(again), err)
+		}
+	})
+}
+
 // claimN records n messages of configuration imapID, a run of flow imapID
 // for each, and claims them all.
 func claimN(t *testing.T, s *store.Store, imapID int64, n int) []store.Run {
