@@ -208,8 +208,8 @@ func idsClaimed(d Dialect, sub string) string {
 // lease end, now, limit), as claimSQL's. Each flow capped at a Max above 0
 // is claimed by a statement of its own in the WITH list, in caps' order,
 // taking at most its Max and what the limit leaves after the flows before
-// it took theirs (it reads their RETURNING rows: PostgreSQL runs a
-// statement of the list whose rows another reads before that one); the
+// it took theirs (its LIMIT counts the rows they return, so PostgreSQL runs
+// them first); the
 // flows not capped then take what the limit leaves after all of them. The
 // flows' rows are apart, so no row is updated twice. Two flows capped:
 //
