@@ -209,9 +209,9 @@ func idsClaimed(d Dialect, sub string) string {
 // is claimed by a statement of its own in the WITH list, in caps' order,
 // taking at most its Max and what the limit leaves after the flows before
 // it took theirs (its LIMIT counts the rows they return, so PostgreSQL runs
-// them first); the
-// flows not capped then take what the limit leaves after all of them. The
-// flows' rows are apart, so no row is updated twice. Two flows capped:
+// them first); the flows not capped then take what the limit leaves after
+// all of them. The flows' rows are apart, so no row is updated twice. Two
+// flows capped:
 //
 //	WITH c0 AS (UPDATE … flow_id = $5 … LIMIT GREATEST(0, LEAST($6, $4)) …),
 //	     c1 AS (UPDATE … flow_id = $7 … LIMIT GREATEST(0, LEAST($8, $4 - (SELECT count(*) FROM c0))) …),
