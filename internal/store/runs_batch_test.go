@@ -132,28 +132,7 @@ func TestClaimRunsExceptFlows(t *testing.T) {
 func TestClaimRunsCapped(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		var msgs []store.Incoming
-		for i := range uint32(4) {
-			msgs = append(msgs, incoming(i+1, msg(int(i+1), "")))
-		}
-		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 4},
-			Messages: msgs}
-		var first []int64 // flow 1's runs, oldest first
-		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
-			for _, flow := range []int64{1, 2, 3} {
-				r := store.Run{FlowID: flow, FlowName: "f", MessageID: id, IMAPName: "inbox"}
-				if _, err := tx.CreateRun(ctx, &r); err != nil {
-					return err
-				}
-				if flow == 1 {
-					first = append(first, r.ID)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		first := fourRunsEach(t, s, 1, 2, 3)[1] // flow 1's runs, oldest first
 		count := func(runs []store.Run) map[int64]int {
 			n := map[int64]int{}
 			for _, r := range runs {
@@ -193,23 +172,7 @@ func TestClaimRunsCapped(t *testing.T) {
 func TestClaimRunsCappedTakesWhatTheOthersLeft(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		ctx := context.Background()
-		var msgs []store.Incoming
-		for i := range uint32(4) {
-			msgs = append(msgs, incoming(i+1, msg(int(i+1), "")))
-		}
-		b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 4},
-			Messages: msgs}
-		_, _, err := s.RecordBatch(ctx, b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
-			for _, flow := range []int64{1, 2, 3} {
-				if _, err := tx.CreateRun(ctx, &store.Run{FlowID: flow, FlowName: "f", MessageID: id, IMAPName: "inbox"}); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		fourRunsEach(t, s, 1, 2, 3)
 		// Flow 9 has no runs; flow 3 is left out (capped at 0).
 		caps := []store.FlowCap{{FlowID: 1, Max: 3}, {FlowID: 3}, {FlowID: 9, Max: 5}, {FlowID: 10, Max: 2}}
 		claimed, err := s.ClaimRunsCapped(ctx, time.Now(), 6, time.Minute, []store.FlowCap{caps[2], caps[0], caps[1], caps[3]})
@@ -230,6 +193,34 @@ func TestClaimRunsCappedTakesWhatTheOthersLeft(t *testing.T) {
 			t.Fatalf("claimed %d, %v; want flow 1's last run and flow 2's", len(again), err)
 		}
 	})
+}
+
+// fourRunsEach records four messages of configuration 1 and a run of each
+// of flows for each message, and returns the runs' ids by flow, oldest
+// first.
+func fourRunsEach(t *testing.T, s *store.Store, flows ...int64) map[int64][]int64 {
+	t.Helper()
+	var msgs []store.Incoming
+	for i := range uint32(4) {
+		msgs = append(msgs, incoming(i+1, msg(int(i+1), "")))
+	}
+	b := store.Batch{IMAPID: 1, IMAPName: "inbox", Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 4},
+		Messages: msgs}
+	ids := map[int64][]int64{}
+	_, _, err := s.RecordBatch(context.Background(), b, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+		for _, flow := range flows {
+			r := store.Run{FlowID: flow, FlowName: "f", MessageID: id, IMAPName: "inbox"}
+			if _, err := tx.CreateRun(ctx, &r); err != nil {
+				return err
+			}
+			ids[flow] = append(ids[flow], r.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
 
 // claimN records n messages of configuration imapID, a run of flow imapID
