@@ -260,15 +260,6 @@ func cappedClaimSQL(caps []FlowCap, first []any) (string, []any) {
 func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, lease time.Duration, caps []FlowCap) ([]Run, error) {
 	now = now.UTC()
 	args := []any{RunDelivering, now.Add(lease), now, limit}
-	except := ""
-	if len(caps) > 0 {
-		ps := make([]string, len(caps))
-		for i, c := range caps {
-			args = append(args, c.FlowID)
-			ps[i] = fmt.Sprintf("$%d", len(args))
-		}
-		except = " AND flow_id NOT IN (" + strings.Join(ps, ", ") + ")"
-	}
 	var out []Run
 	// A lease is minutes long: looking for ended ones once a second (of
 	// claim time) is enough, and spares a busy worker's claims a statement.
@@ -293,7 +284,7 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 		// 15.)
 		claim, claimArgs := claimSQL(s.dialect, ""), args
 		if len(caps) > 0 {
-			claim, claimArgs = cappedClaimSQL(caps, args[:4])
+			claim, claimArgs = cappedClaimSQL(caps, args)
 		}
 		var stmts []heldStmt
 		if recoverLeases {
@@ -308,6 +299,15 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 			}})
 		err = s.pipelinedWrite(ctx, stmts, nil)
 	} else {
+		except := ""
+		if len(caps) > 0 {
+			ps := make([]string, len(caps))
+			for i, c := range caps {
+				args = append(args, c.FlowID)
+				ps[i] = fmt.Sprintf("$%d", len(args))
+			}
+			except = " AND flow_id NOT IN (" + strings.Join(ps, ", ") + ")"
+		}
 		err = s.Write(ctx, func(tx *sql.Tx) error {
 			t := &Tx{s: s, tx: tx}
 			out = out[:0]
