@@ -112,6 +112,18 @@ func addrs(a []mail.Address) []mail.Address {
 	return a
 }
 
+// contentBytes is the attachment content withContent puts in a payload of
+// m within limit bytes.
+func contentBytes(m store.StoredMessage, limit int64) int64 {
+	var total int64
+	for _, a := range m.Attachments {
+		if total+a.Size <= limit {
+			total += a.Size
+		}
+	}
+	return total
+}
+
 // withContent returns a copy of p whose attachments carry their content, in
 // order, as long as the total stays within limit bytes; the others say why
 // they were left out.

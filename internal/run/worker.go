@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"mailtrigger/internal/egress"
 	"mailtrigger/internal/flow"
@@ -68,6 +69,12 @@ type Options struct {
 	// MaxAttachmentBytes bounds the attachment content one delivery with
 	// includeAttachments carries; default 10 MB.
 	MaxAttachmentBytes int64
+	// AttachmentBytesInFlight bounds the attachment content all deliveries
+	// with includeAttachments hold at once (each its content and its
+	// payload, base64, until its requests are sent); default four times
+	// MaxAttachmentBytes, and never less than it. A delivery waits for
+	// room, at most until its lease's deadline.
+	AttachmentBytesInFlight int64
 	// UserAgent is sent with every request; default "mailtrigger".
 	UserAgent string
 }
@@ -96,6 +103,10 @@ func (o *Options) defaults() {
 	if o.MaxAttachmentBytes <= 0 {
 		o.MaxAttachmentBytes = 10 << 20
 	}
+	if o.AttachmentBytesInFlight <= 0 {
+		o.AttachmentBytesInFlight = 4 * o.MaxAttachmentBytes
+	}
+	o.AttachmentBytesInFlight = max(o.AttachmentBytesInFlight, o.MaxAttachmentBytes)
 	if o.UserAgent == "" {
 		o.UserAgent = "mailtrigger"
 	}
@@ -126,7 +137,11 @@ type Worker struct {
 	metrics *metrics
 	limit   *limiter
 	busy    *busyFlows // flows whose endpoint is full: claims leave them out
-	wake    chan struct{}
+	// attachments is the room for attachment content in flight
+	// (AttachmentBytesInFlight): without it, 64 deliveries to one
+	// endpoint with 10 MB of attachments each would hold 1-2 GB.
+	attachments *semaphore.Weighted
+	wake        chan struct{}
 	// For tests: ClaimRuns calls, and runs handed back.
 	claims, handBacks atomic.Int64
 }
@@ -145,7 +160,8 @@ func New(d Deps) *Worker {
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Worker{store: d.Store, log: d.Logger, client: &c, opts: d.Options, metrics: newMetrics(d.Registry),
-		limit: newLimiter(d.Options.PerEndpoint, nil), busy: newBusyFlows(), wake: make(chan struct{}, 1)}
+		limit: newLimiter(d.Options.PerEndpoint, nil), busy: newBusyFlows(), wake: make(chan struct{}, 1),
+		attachments: semaphore.NewWeighted(d.Options.AttachmentBytesInFlight)}
 }
 
 // newTransport is the webhooks' transport: keep-alive connections, as many
@@ -606,6 +622,15 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 		if *body == nil {
 			q := p
 			if act.IncludeAttachments {
+				// Room for the content first, held until the attempt
+				// ends: the body is kept for the later activities.
+				if n := contentBytes(m, w.opts.MaxAttachmentBytes); n > 0 {
+					if err := w.attachments.Acquire(ctx, n); err != nil {
+						return transient("%snot sent: no room for %d bytes of attachment content (other deliveries hold %d) until this attempt's time ran out",
+							prefix, n, w.opts.AttachmentBytesInFlight)
+					}
+					defer w.attachments.Release(n)
+				}
 				if q, err = w.withContent(ctx, p, m, w.opts.MaxAttachmentBytes); err != nil {
 					return transient("reading attachments of message %d: %v", m.ID, err)
 				}

@@ -517,6 +517,48 @@ func TestIncludeAttachments(t *testing.T) {
 	})
 }
 
+// TestAttachmentBytesInFlight: deliveries with includeAttachments hold
+// their content and its base64 payload until sent, so together they hold
+// at most AttachmentBytesInFlight of content (a backlog of messages with
+// 10 MB scans, 64 at once to one endpoint, would otherwise take 1-2 GB);
+// the others wait for room and are delivered after, with one attempt each.
+func TestAttachmentBytesInFlight(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, s *store.Store) {
+		h := newHook(t)
+		h.delay = 200 * time.Millisecond
+		act := webhook(h.URL)
+		act["includeAttachments"] = true
+		f := newFlow(t, s, "scans", flowDef(act))
+		runs := newRuns(t, s, f, 6)
+		o := fastOptions()
+		// Each message's attachments are 17 bytes (a PDF of 9, a CSV
+		// of 8): room for two deliveries at once.
+		o.MaxAttachmentBytes, o.AttachmentBytesInFlight = 17, 34
+		_, stop := startWorker(t, s, o)
+		for _, r := range runs {
+			waitRun(t, s, r.PublicID, store.RunDelivered)
+		}
+		stop()
+		if m := h.maxFlight.Load(); m != 2 {
+			t.Errorf("got at most %d requests with attachment content at once, want 2", m)
+		}
+		for i, req := range h.got() {
+			var p run.Payload
+			if err := json.Unmarshal(req.body, &p); err != nil {
+				t.Fatal(err)
+			}
+			if string(p.Message.Attachments[0].Content) != "%PDF-1.4\n" || string(p.Message.Attachments[1].Content) != "a,b\r\n1,2" {
+				t.Errorf("request %d: got contents %q and %q", i+1, p.Message.Attachments[0].Content, p.Message.Attachments[1].Content)
+			}
+		}
+		for _, r := range runs {
+			if _, attempts, _ := s.GetRun(context.Background(), r.PublicID); len(attempts) != 1 {
+				t.Errorf("run %s: got %d attempts, want 1 (waiting for room is no attempt)", r.PublicID, len(attempts))
+			}
+		}
+	})
+}
+
 func TestPerEndpointLimit(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, s *store.Store) {
 		slow := newHook(t)
