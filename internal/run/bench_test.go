@@ -2,14 +2,21 @@ package run_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"mailtrigger/internal/mail"
 	"mailtrigger/internal/run"
+	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testwait"
 )
@@ -54,6 +61,113 @@ func BenchmarkDelivery(b *testing.B) {
 			cancel()
 			<-done
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "runs/s")
+		})
+	}
+}
+
+// BenchmarkAttachmentsInFlight measures the heap a backlog of messages with
+// a 10 MB attachment each takes while it is delivered to an endpoint that
+// holds each answer 200 ms, with includeAttachments: each delivery holds
+// the content and its base64 payload until it is sent. "bounded" is the
+// default AttachmentBytesInFlight (40 MB), "unbounded" one large enough for
+// every delivery at once (as before it existed). It reports the peak of
+// the heap in use (sampled every 5 ms) and runs/s.
+//
+//	go test -run '^$' -bench AttachmentsInFlight -benchtime 1x ./internal/run/
+func BenchmarkAttachmentsInFlight(b *testing.B) {
+	const runs, size = 24, 10 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i>>9)
+	}
+	var body strings.Builder
+	body.WriteString("From: Scanner <scan@example.com>\r\nTo: invoices@example.com\r\nSubject: Invoice scan\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nScan attached.\r\n" +
+		"--b\r\nContent-Type: application/pdf; name=scan.pdf\r\nContent-Disposition: attachment; filename=scan.pdf\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\n")
+	enc := base64.StdEncoding.EncodeToString(data)
+	for len(enc) > 76 {
+		body.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	body.WriteString(enc + "\r\n--b--\r\n")
+	raw := body.String()
+	for _, c := range []struct {
+		name   string
+		budget int64
+	}{{"bounded", 0}, {"unbounded", 1 << 40}} {
+		b.Run(c.name, func(b *testing.B) {
+			for range b.N {
+				s := storetest.Open(b, store.SQLite)
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					time.Sleep(200 * time.Millisecond)
+				}))
+				act := webhook(srv.URL)
+				act["includeAttachments"] = true
+				f := newFlow(b, s, "scans", flowDef(act))
+				for range runs / 4 {
+					var batch store.Batch
+					batch.IMAPID, batch.IMAPName = f.IMAPID, f.IMAPName
+					for range 4 {
+						uid := uidSeq.Add(1)
+						batch.Messages = append(batch.Messages, store.Incoming{UID: uid, Raw: []byte(raw), Msg: mail.Parse([]byte(raw)), Seen: time.Now()})
+						batch.Epoch, batch.Checkpoint = 1, &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: uid}
+					}
+					_, _, err := s.RecordBatch(context.Background(), batch, func(ctx context.Context, tx *store.Tx, _ *store.Batch, id int64, in store.Incoming) error {
+						_, err := tx.CreateRun(ctx, &store.Run{FlowID: f.ID, FlowName: f.Name, MessageID: id, IMAPName: f.IMAPName, ReceivedAt: in.Seen})
+						return err
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				base := ms.HeapInuse
+				var peak atomic.Uint64
+				sampling, sampled := make(chan struct{}), make(chan struct{})
+				go func() {
+					defer close(sampled)
+					var ms runtime.MemStats
+					for {
+						runtime.ReadMemStats(&ms)
+						if ms.HeapInuse > peak.Load() {
+							peak.Store(ms.HeapInuse)
+						}
+						select {
+						case <-sampling:
+							return
+						case <-time.After(5 * time.Millisecond):
+						}
+					}
+				}()
+				w := run.New(run.Deps{Store: s, Logger: slog.New(slog.DiscardHandler),
+					Options: run.Options{PollInterval: 20 * time.Millisecond, AttachmentBytesInFlight: c.budget}})
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				start := time.Now()
+				go func() {
+					defer close(done)
+					w.Run(ctx)
+				}()
+				testwait.Until(b, 2*time.Minute, func() error {
+					n, err := s.QueueDepth(context.Background())
+					if err == nil && n > 0 {
+						err = fmt.Errorf("%d runs not delivered", n)
+					}
+					return err
+				})
+				took := time.Since(start)
+				cancel()
+				<-done
+				close(sampling)
+				<-sampled
+				srv.Close()
+				b.ReportMetric(float64(peak.Load()-base)/(1<<20), "peak-heap-MB")
+				b.ReportMetric(runs/took.Seconds(), "runs/s")
+			}
 		})
 	}
 }
