@@ -624,12 +624,12 @@ func (w *Worker) attempt(ctx context.Context, r store.Run, n int, b *batch) outc
 			if act.IncludeAttachments {
 				// Room for the content first, held until the attempt
 				// ends: the body is kept for the later activities.
-				if n := contentBytes(m, w.opts.MaxAttachmentBytes); n > 0 {
-					if err := w.attachments.Acquire(ctx, n); err != nil {
-						return transient("%snot sent: no room for %d bytes of attachment content (other deliveries hold %d) until this attempt's time ran out",
-							prefix, n, w.opts.AttachmentBytesInFlight)
+				if need := contentBytes(m, w.opts.MaxAttachmentBytes); need > 0 {
+					if err := w.attachments.Acquire(ctx, need); err != nil {
+						return transient("%snot sent: no room for %d bytes of attachment content (deliveries hold at most %d at once) until this attempt's time ran out",
+							prefix, need, w.opts.AttachmentBytesInFlight)
 					}
-					defer w.attachments.Release(n)
+					defer w.attachments.Release(need)
 				}
 				if q, err = w.withContent(ctx, p, m, w.opts.MaxAttachmentBytes); err != nil {
 					return transient("reading attachments of message %d: %v", m.ID, err)
