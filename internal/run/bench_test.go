@@ -36,30 +36,9 @@ func BenchmarkDelivery(b *testing.B) {
 			for left := b.N; left > 0; left -= 1000 {
 				newRuns(b, s, f, min(left, 1000))
 			}
-			w := run.New(run.Deps{Store: s, Logger: slog.New(slog.DiscardHandler),
-				Options: run.Options{Workers: 32, PerEndpoint: 32, PollInterval: 20 * time.Millisecond}})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
 			b.ResetTimer()
-			start := time.Now()
-			go func() {
-				defer close(done)
-				w.Run(ctx)
-			}()
-			testwait.Until(b, 10*time.Minute, func() error {
-				n, err := s.QueueDepth(context.Background())
-				if err != nil {
-					b.Fatal(err)
-				}
-				if n != 0 {
-					return fmt.Errorf("%d runs still queued", n)
-				}
-				return nil
-			})
-			elapsed := time.Since(start)
+			elapsed := deliverAll(b, s, run.Options{Workers: 32, PerEndpoint: 32, PollInterval: 20 * time.Millisecond}, 10*time.Minute)
 			b.StopTimer()
-			cancel()
-			<-done
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "runs/s")
 		})
 	}
@@ -143,25 +122,7 @@ func BenchmarkAttachmentsInFlight(b *testing.B) {
 						}
 					}
 				}()
-				w := run.New(run.Deps{Store: s, Logger: slog.New(slog.DiscardHandler),
-					Options: run.Options{PollInterval: 20 * time.Millisecond, AttachmentBytesInFlight: c.budget}})
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				start := time.Now()
-				go func() {
-					defer close(done)
-					w.Run(ctx)
-				}()
-				testwait.Until(b, 2*time.Minute, func() error {
-					n, err := s.QueueDepth(context.Background())
-					if err == nil && n > 0 {
-						err = fmt.Errorf("%d runs not delivered", n)
-					}
-					return err
-				})
-				took := time.Since(start)
-				cancel()
-				<-done
+				took := deliverAll(b, s, run.Options{PollInterval: 20 * time.Millisecond, AttachmentBytesInFlight: c.budget}, 2*time.Minute)
 				close(sampling)
 				<-sampled
 				srv.Close()
@@ -170,4 +131,32 @@ func BenchmarkAttachmentsInFlight(b *testing.B) {
 			}
 		})
 	}
+}
+
+// deliverAll runs a worker with options o on s until the queue is empty
+// (within at most), stops it, and returns how long that took.
+func deliverAll(b *testing.B, s *store.Store, o run.Options, within time.Duration) time.Duration {
+	b.Helper()
+	w := run.New(run.Deps{Store: s, Logger: slog.New(slog.DiscardHandler), Options: o})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		w.Run(ctx)
+	}()
+	testwait.Until(b, within, func() error {
+		n, err := s.QueueDepth(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n != 0 {
+			return fmt.Errorf("%d runs still queued", n)
+		}
+		return nil
+	})
+	took := time.Since(start)
+	cancel()
+	<-done
+	return took
 }
