@@ -112,16 +112,17 @@ func addrs(a []mail.Address) []mail.Address {
 	return a
 }
 
-// contentBytes is the attachment content withContent puts in a payload of
-// m within limit bytes.
+// contentBytes bounds the attachment content withContent can put in a
+// payload of m within limit bytes: all of m's attachments, at most limit.
+// It does not repeat withContent's choice of which fit (which counts the
+// content it actually read, an attachment no longer stored none), so that
+// the two cannot disagree with the bound the smaller.
 func contentBytes(m store.StoredMessage, limit int64) int64 {
 	var total int64
 	for _, a := range m.Attachments {
-		if total+a.Size <= limit {
-			total += a.Size
-		}
+		total += a.Size
 	}
-	return total
+	return min(total, limit)
 }
 
 // withContent returns a copy of p whose attachments carry their content, in
