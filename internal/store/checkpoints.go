@@ -96,6 +96,18 @@ func (s *Store) SetCheckpoint(ctx context.Context, imapID int64, cp Checkpoint, 
 	})
 }
 
+// checkpointIMAPSQL stores an IMAP checkpoint: under the same UIDVALIDITY
+// only forwards; under another, the folder was recreated and reading
+// starts over. (A CASE, whose branches PostgreSQL tries in order: a Graph
+// link is no number.)
+const checkpointIMAPSQL = `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (imap_id) DO UPDATE SET
+		value = CASE WHEN checkpoints.kind <> excluded.kind THEN excluded.value
+			WHEN substr(checkpoints.value, 1, 10) <> substr(excluded.value, 1, 10) THEN excluded.value
+			WHEN CAST(substr(checkpoints.value, 12) AS BIGINT) > CAST(substr(excluded.value, 12) AS BIGINT) THEN checkpoints.value
+			ELSE excluded.value END,
+		kind = excluded.kind, updated_at = excluded.updated_at`
+
 // setCheckpoint stores cp as the checkpoint of imapID, merged with the
 // stored one by cp's kind:
 //   - IMAP: under the same UIDVALIDITY, the checkpoint only moves forward;
@@ -108,17 +120,7 @@ func setCheckpoint(ctx context.Context, tx execer, imapID int64, cp Checkpoint) 
 	var err error
 	switch {
 	case cp.Kind == KindIMAP:
-		// Same UIDVALIDITY: only forwards. Another UIDVALIDITY: the
-		// folder was recreated and reading starts over. (A CASE, whose
-		// branches PostgreSQL tries in order: a Graph link is no number.)
-		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (imap_id) DO UPDATE SET
-				value = CASE WHEN checkpoints.kind <> excluded.kind THEN excluded.value
-					WHEN substr(checkpoints.value, 1, 10) <> substr(excluded.value, 1, 10) THEN excluded.value
-					WHEN CAST(substr(checkpoints.value, 12) AS BIGINT) > CAST(substr(excluded.value, 12) AS BIGINT) THEN checkpoints.value
-					ELSE excluded.value END,
-				kind = excluded.kind, updated_at = excluded.updated_at`,
-			imapID, string(KindIMAP), imapValue(cp.Epoch, cp.Last), now())
+		_, err = tx.ExecContext(ctx, checkpointIMAPSQL, imapID, string(KindIMAP), imapValue(cp.Epoch, cp.Last), now())
 	case cp.Kind == KindPOP3:
 		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (imap_id, kind, value, updated_at) VALUES ($1, $2, '', $3)
 			ON CONFLICT (imap_id) DO UPDATE SET

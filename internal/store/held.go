@@ -225,7 +225,27 @@ func (t *Tx) writer(what string) execer {
 	if t.holds() {
 		return heldExec{t: t, what: what}
 	}
+	if t.s.dialect == SQLite {
+		return prepared{t}
+	}
 	return t.tx
+}
+
+// prepared runs t's statements as Tx.exec and Tx.query do: on SQLite
+// prepared once on the writer's connection when they are among
+// ingestStatements, else once per transaction.
+type prepared struct{ t *Tx }
+
+func (p prepared) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return p.t.exec(ctx, query, args...)
+}
+
+func (p prepared) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return p.t.query(ctx, query, args...)
+}
+
+func (p prepared) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return p.t.queryRow(ctx, query, args...)
 }
 
 // heldExec holds each statement it is given: its result is nil, and its

@@ -332,5 +332,6 @@ func (s *Store) closePrepared() {
 // ingestStatements are the statements prepareIngest prepares.
 func ingestStatements(d Dialect) []string {
 	return []string{lookupSQL(d), messageInsert.sqlite(), attachmentInsert.sqlite(), seenInsert.sqlite(), owedInsert.sqlite(),
-		matchInsert.sqlite(), runInsert.sqlite(), finishUpdate, attemptInsertOne, claimSQL(d, ""), claimSQL(d, " AND flow_id = $5")}
+		matchInsert.sqlite(), runInsert.sqlite(), finishUpdate, attemptInsertOne, claimSQL(d, ""), claimSQL(d, " AND flow_id = $5"), claimSQL(d, sqliteExceptFlows),
+		checkpointIMAPSQL, flowsForIMAPSQL}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -178,6 +179,10 @@ type FlowCap struct {
 	Max    int
 }
 
+// sqliteExceptFlows is the condition of a claim on SQLite that leaves out
+// the flows in the JSON array $5.
+const sqliteExceptFlows = " AND flow_id NOT IN (SELECT value FROM json_each($5))"
+
 // claimSQL is ClaimRunsCapped's claim of at most $4 runs due at $3 (and
 // matching where, such as " AND flow_id = $5"), leased until $2 with status
 // $1.
@@ -299,14 +304,21 @@ func (s *Store) ClaimRunsCapped(ctx context.Context, now time.Time, limit int, l
 			}})
 		err = s.pipelinedWrite(ctx, stmts, nil)
 	} else {
+		// The flows left out go as one JSON array, so that the claim's
+		// text is the same however many there are: it is prepared once
+		// (ingestStatements), not per claim.
 		except := ""
 		if len(caps) > 0 {
-			ps := make([]string, len(caps))
+			ids := make([]int64, len(caps))
 			for i, c := range caps {
-				args = append(args, c.FlowID)
-				ps[i] = fmt.Sprintf("$%d", len(args))
+				ids[i] = c.FlowID
 			}
-			except = " AND flow_id NOT IN (" + strings.Join(ps, ", ") + ")"
+			list, err := json.Marshal(ids)
+			if err != nil {
+				return nil, fmt.Errorf("claiming runs: %w", err)
+			}
+			args = append(args, string(list))
+			except = sqliteExceptFlows
 		}
 		err = s.Write(ctx, func(tx *sql.Tx) error {
 			t := &Tx{s: s, tx: tx}

@@ -84,7 +84,11 @@ func (t *Tx) FlowsForIMAP(ctx context.Context, imapID int64) ([]FlowRecord, erro
 	if err := t.send(ctx); err != nil {
 		return nil, err
 	}
-	flows, err := t.s.FlowsForIMAP(ctx, t.tx, imapID)
+	var q querier = t.tx
+	if t.s.dialect == SQLite {
+		q = prepared{t}
+	}
+	flows, err := t.s.listFlows(ctx, q, flowsForIMAPSQL, imapID)
 	if err != nil {
 		return nil, err
 	}
