@@ -164,6 +164,9 @@ func (s *Store) CreateFlow(ctx context.Context, f *FlowRecord) error {
 		if err != nil {
 			return err
 		}
+		if f.ID, err = s.neverReused(ctx, tx, "flows", f.ID); err != nil {
+			return err
+		}
 		sealed, err := s.prepareFlow(f)
 		if err != nil {
 			return err

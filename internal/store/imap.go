@@ -72,6 +72,9 @@ func (s *Store) CreateIMAP(ctx context.Context, c *imapconf.Config) error {
 		if err != nil {
 			return err
 		}
+		if c.ID, err = s.neverReused(ctx, tx, "imap_configs", c.ID); err != nil {
+			return err
+		}
 		pw, cs, err := s.sealIMAP(c)
 		if err != nil {
 			return err

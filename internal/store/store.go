@@ -77,6 +77,9 @@ type Store struct {
 	target  int64 // the newest migration version embedded
 	prov    *goose.Provider
 	path    string // the SQLite file, for tests
+	// idSequences says whether the schema has id_sequences (neverReused):
+	// false only in tests that stop the migrations below it.
+	idSequences bool
 	// recovered is the claim time (Unix nanoseconds) at which ClaimRuns
 	// last looked for runs whose lease ended.
 	recovered atomic.Int64
@@ -178,6 +181,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.upTo == 0 || o.upTo >= storeOnceVersion {
 		s.startConversion()
 	}
+	s.idSequences = o.upTo == 0 || o.upTo >= idSequencesVersion
 	return s, nil
 }
 
