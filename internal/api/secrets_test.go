@@ -566,3 +566,131 @@ func TestAlertSecretsNeverLeave(t *testing.T) {
 		}
 	})
 }
+
+// TestSigningSecretsStayWithTheirHost: a flow webhook's or an alert
+// subscription's stored signing secret signs only for the scheme, host and
+// port it was saved for. An edit that moves the url elsewhere and leaves
+// the secret out gets a new secret, shown once in that answer, as a new
+// webhook does; the old one is gone. With a secret given it is that one; on
+// the same origin (another path) the stored one is kept and not shown. A
+// refused edit keeps the stored secret.
+func TestSigningSecretsStayWithTheirHost(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st)
+		ctx := context.Background()
+		if _, err := h.c.CreateIMAP(ctx, genericInput("support")); err != nil {
+			t.Fatal(err)
+		}
+		const stored, given = "whsec_U3RvcmVkLVNpZ25pbmctS2V5LUliZXgtNzcyMQ==", "whsec_R2l2ZW4tU2lnbmluZy1LZXktTHlueC0zMzA5"
+
+		t.Run("flow", func(t *testing.T) {
+			act := func(url string, secret any) map[string]any {
+				a := map[string]any{"type": "webhook", "url": url}
+				if secret != nil {
+					a["secret"] = secret
+				}
+				return map[string]any{"activities": []any{a}}
+			}
+			secret := func() string {
+				t.Helper()
+				fr, err := st.GetFlow(ctx, "invoices")
+				if err != nil || len(fr.Secrets) != 1 {
+					t.Fatalf("got %v, %v", fr.Secrets, err)
+				}
+				return fr.Secrets[0]
+			}
+			put := func(body map[string]any) api.FlowView {
+				t.Helper()
+				var v api.FlowView
+				if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(body), &v); err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			if err := h.c.Do(ctx, "POST", "/api/v1/flows", flowBody(act("https://receiver.example.com/hook", stored)), nil); err != nil {
+				t.Fatal(err)
+			}
+
+			// Same origin, another path: kept, not shown.
+			if v := put(act("https://receiver.example.com/other", nil)); v.Activities[0].Secret != "" || secret() != stored {
+				t.Errorf("same origin: got shown %q, stored %q; want the stored secret kept, not shown", v.Activities[0].Secret, secret())
+			}
+			// A move refused for another field (the timeout): nothing
+			// changes.
+			body := act("https://attacker.example.net/x", nil)
+			body["activities"].([]any)[0].(map[string]any)["timeout"] = "10m"
+			if err := h.c.Do(ctx, "PUT", "/api/v1/flows/invoices", flowBody(body), nil); apiErr(t, err).Status != http.StatusBadRequest {
+				t.Errorf("refused edit: got %v, want 400", err)
+			}
+			if fr, _ := st.GetFlow(ctx, "invoices"); secret() != stored || !strings.Contains(fr.Definition, "receiver.example.com") {
+				t.Errorf("a refused edit changed the flow: %s", fr.Definition)
+			}
+			// Another host, scheme or port, secret left out: a new one,
+			// shown once.
+			prevSecret := stored
+			for _, url := range []string{"https://attacker.example.net/x", "http://attacker.example.net/x", "http://attacker.example.net:8080/x"} {
+				v := put(act(url, nil))
+				got := secret()
+				if got == prevSecret || v.Activities[0].Secret != got || !strings.HasPrefix(got, "whsec_") {
+					t.Errorf("moved to %s: got shown %q, stored %q, before %q; want a new secret, shown", url, v.Activities[0].Secret, got, prevSecret)
+				}
+				prevSecret = got
+			}
+			// Another host with the secret given: that one, not shown.
+			if v := put(act("https://receiver2.example.org/hook", given)); v.Activities[0].Secret != "" || secret() != given {
+				t.Errorf("secret given: got shown %q, stored %q; want %q, not shown", v.Activities[0].Secret, secret(), given)
+			}
+		})
+
+		t.Run("alert", func(t *testing.T) {
+			secret := func() string {
+				t.Helper()
+				a, err := st.GetAlert(ctx, "ops")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return a.Secret
+			}
+			alert := func(url string) map[string]any {
+				return map[string]any{"name": "ops", "url": url, "events": []string{"run.failed"}}
+			}
+			put := func(body map[string]any) api.AlertView {
+				t.Helper()
+				var v api.AlertView
+				if err := h.c.Do(ctx, "PUT", "/api/v1/alerts/ops", body, &v); err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			create := alert("https://receiver.example.com/alerts")
+			create["secret"] = stored
+			if err := h.c.Do(ctx, "POST", "/api/v1/alerts", create, nil); err != nil {
+				t.Fatal(err)
+			}
+			if v := put(alert("https://receiver.example.com/other")); v.Secret != "" || secret() != stored {
+				t.Errorf("same origin: got shown %q, stored %q; want the stored secret kept, not shown", v.Secret, secret())
+			}
+			bad := alert("https://attacker.example.net/x")
+			bad["events"] = []string{"no.such_event"}
+			if err := h.c.Do(ctx, "PUT", "/api/v1/alerts/ops", bad, nil); apiErr(t, err).Status != http.StatusBadRequest {
+				t.Errorf("refused edit: got %v, want 400", err)
+			}
+			if a, _ := st.GetAlert(ctx, "ops"); a.Secret != stored || a.URL != "https://receiver.example.com/other" {
+				t.Errorf("a refused edit changed the subscription: %s", a.URL)
+			}
+			v := put(alert("https://attacker.example.net/x"))
+			if got := secret(); got == stored || v.Secret != got || !strings.HasPrefix(got, "whsec_") {
+				t.Errorf("moved: got shown %q, stored %q; want a new secret, shown", v.Secret, got)
+			}
+			given2 := alert("https://receiver2.example.org/alerts")
+			given2["secret"] = given
+			if v := put(given2); v.Secret != given || secret() != given {
+				t.Errorf("secret given: got shown %q, stored %q; want %q", v.Secret, secret(), given)
+			}
+		})
+
+		if strings.Contains(h.logs.String(), stored) || strings.Contains(h.logs.String(), given) {
+			t.Error("the log contains a signing secret")
+		}
+	})
+}

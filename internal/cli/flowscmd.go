@@ -26,7 +26,7 @@ func flowsCmd(ctx context.Context, args []string, env Env) error {
 	case "create":
 		argsHelp, purpose, want = "[flags] -f FILE", "Create a flow from FILE (JSON or YAML, the API's body; - reads standard input).\nA webhook secret left out is generated and printed once.", 0
 	case "edit":
-		argsHelp, purpose = "[flags] NAME -f FILE", "Replace the flow NAME by FILE (JSON or YAML; - reads standard input). A webhook\nsecret or header value left out keeps the stored one."
+		argsHelp, purpose = "[flags] NAME -f FILE", "Replace the flow NAME by FILE (JSON or YAML; - reads standard input). A webhook\nsecret or header value left out keeps the stored one while the webhook's URL keeps its\nscheme, host and port; otherwise a secret is generated and printed once, and a header\nvalue must be given again."
 	case "delete":
 		argsHelp, purpose = "[flags] NAME", "Delete the flow NAME (its runs stay in the history)."
 	}

@@ -261,3 +261,40 @@ flows: []
 		})
 	}
 }
+
+// A file that moves a webhook to another host without its secret does not
+// carry the stored secret there: the service generates a new one, and the
+// plan says so next to the url. Another path on the same host keeps it.
+func TestApplyDoesNotCarryAStoredSigningSecretToANewHost(t *testing.T) {
+	imaps, flows := sample()
+	file := func(urlA string) []byte {
+		return []byte(`apiVersion: mailtrigger/v1
+kind: Configuration
+flows:
+  - name: invoices
+    enabled: true
+    start: {emailTrigger: {imap: support, subject: Invoice, match: prefix, ignoreReplyPrefixes: true}}
+    activities:
+      - {type: webhook, url: "` + urlA + `", timeout: 30s}
+      - {type: webhook, url: "https://hooks.example.com/b", headers: {X-Api-Key: key}, maxConcurrency: 4, ratePerSecond: 2.5}
+`)
+	}
+	for _, tc := range []struct{ name, url, want string }{
+		{"another path", "https://hooks.example.com/elsewhere", "change     flow invoices: activities[0].url"},
+		{"another host", "https://hooks.evil.example/a",
+			"change     flow invoices: activities[0].url, activities[0].secret (generated: the url's scheme, host or port changed)"},
+		{"another port", "https://hooks.example.com:8443/a",
+			"change     flow invoices: activities[0].url, activities[0].secret (generated: the url's scheme, host or port changed)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, ps, err := Load(file(tc.url), env(nil))
+			if err != nil || len(ps) > 0 {
+				t.Fatalf("Load: %v %v", err, ps)
+			}
+			plan, ps := MakePlan(d, Current{IMAP: imaps, Flows: flows}, Options{})
+			if len(ps) > 0 || len(plan.Steps) != 1 || plan.Steps[0].String() != tc.want {
+				t.Errorf("got %v %v, want %q", plan.Steps, ps, tc.want)
+			}
+		})
+	}
+}

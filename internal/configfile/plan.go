@@ -181,7 +181,7 @@ func MakePlan(d *Desired, cur Current, opt Options) (Plan, Problems) {
 		if exists {
 			prev = flowOf(v)
 		}
-		f, _, err := flow.Build(o.Flow, prev, func() string { return storedWebhookSecret })
+		f, generated, err := flow.Build(o.Flow, prev, func() string { return storedWebhookSecret })
 		var ve valid.Errors
 		if err != nil && !errors.As(err, &ve) {
 			fail(o, err)
@@ -209,6 +209,17 @@ func MakePlan(d *Desired, cur Current, opt Options) (Plan, Problems) {
 		}
 		if !o.bad {
 			st := step(o, exists, v.Name, flowCompared(flowViewOf(f)), flowCompared(v))
+			if st.Op == Change {
+				// A stored secret is not kept for a url moved to another
+				// origin: the service generates a new one (printed once by
+				// apply), which the plan says rather than lets pass as a
+				// url change.
+				for _, i := range generated {
+					if i < len(prev.Activities) && prev.Activities[i].Secret != "" {
+						st.Fields = append(st.Fields, fmt.Sprintf("activities[%d].secret (generated: the url's scheme, host or port changed)", i))
+					}
+				}
+			}
 			if sendSecrets && st.Op != Create {
 				var fields []string
 				for i, a := range o.Flow.Activities {

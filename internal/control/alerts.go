@@ -24,7 +24,8 @@ const (
 // AlertInput is an alert subscription as the API decodes it from JSON and
 // the UI from its form. A field left out (nil) takes its default: kind
 // webhook, enabled true, a generated secret for a webhook; on an edit a
-// secret left out keeps the stored one.
+// secret left out keeps the stored one while the url keeps its scheme, host
+// and port, and is generated anew otherwise.
 type AlertInput struct {
 	Name        *string  `json:"name"`
 	Description *string  `json:"description" valid:"multiline"`
@@ -58,9 +59,10 @@ type AlertNotifier interface {
 }
 
 // BuildAlert checks in against every rule and returns the subscription it
-// describes. prev is the stored subscription when editing (its secret is
-// kept unless in sets or rotates it). newSecret makes a webhook's secret
-// when there is none. The error is a valid.Errors naming every wrong field
+// describes. prev is the stored subscription when editing: its secret is
+// kept unless in sets or rotates it, or the url leaves prev's scheme, host
+// or port (flow.Origin). newSecret makes a webhook's secret when there is
+// none to keep. The error is a valid.Errors naming every wrong field
 // as the API names them (url, to[0], events[1], secret).
 func BuildAlert(in AlertInput, prev *store.AlertSubscription, newSecret func() string) (a store.AlertSubscription, generated bool, err error) {
 	e := valid.Strings(in)
@@ -100,9 +102,16 @@ func BuildAlert(in AlertInput, prev *store.AlertSubscription, newSecret func() s
 				e.Add("secret", m)
 			}
 			a.Secret, generated = s, true
-		case !rotate && prev != nil && prev.Secret != "":
+		case !rotate && prev != nil && prev.Secret != "" && flow.Origin(prev.URL) == flow.Origin(a.URL):
 			a.Secret = prev.Secret
 		default:
+			// New, rotated, or moved to another scheme, host or port: a
+			// new destination is a new receiver and gets a new secret,
+			// shown once, as a new subscription does (and as a flow's
+			// webhook does, flow.Build). The stored secret never signs
+			// for another origin: else whoever may edit the subscription
+			// could point it at their host and, with Send test, collect
+			// payloads signed with the old receiver's key.
 			a.Secret, generated = newSecret(), true
 		}
 	case store.AlertEmail:

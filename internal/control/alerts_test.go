@@ -49,6 +49,39 @@ func TestBuildAlertAccepts(t *testing.T) {
 	}
 }
 
+// A stored alert secret is kept on edit only while the url keeps its
+// scheme, host and port; moved elsewhere without a secret, the
+// subscription gets a new one (shown once), never the old receiver's.
+func TestBuildAlertSecretFollowsTheOrigin(t *testing.T) {
+	prev := store.AlertSubscription{Name: "ops", Kind: store.AlertWebhook, URL: "https://receiver.example.com/alerts",
+		Events: []string{"run.failed"}, Enabled: true, Secret: testSecret}
+	const given = "whsec_Z2l2ZW4tc2VjcmV0LWZvci10aGUtbmV3LWhvc3Q="
+	for _, tc := range []struct {
+		name, url string
+		secret    *string
+		want      string
+		wantGen   bool
+	}{
+		{"same origin, another path", "https://receiver.example.com/other", nil, testSecret, false},
+		{"same origin, explicit default port", "https://Receiver.Example.com:443/alerts", nil, testSecret, false},
+		{"another host", "https://attacker.example.net/alerts", nil, fixedSecret(), true},
+		{"another scheme", "http://receiver.example.com/alerts", nil, fixedSecret(), true},
+		{"another port", "https://receiver.example.com:8443/alerts", nil, fixedSecret(), true},
+		{"another host, secret given", "https://attacker.example.net/alerts", p(given), given, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, gen, err := control.BuildAlert(control.AlertInput{Name: p("ops"), URL: p(tc.url), Secret: tc.secret,
+				Events: []string{"run.failed"}}, &prev, fixedSecret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Secret != tc.want || gen != tc.wantGen {
+				t.Errorf("got secret %q (shown %v), want %q (shown %v)", a.Secret, gen, tc.want, tc.wantGen)
+			}
+		})
+	}
+}
+
 func TestBuildAlertRejects(t *testing.T) {
 	many := make([]string, control.MaxAlertRecipients+1)
 	for i := range many {

@@ -49,7 +49,8 @@ func (c *Changes) CreateFlow(ctx context.Context, by string, in flow.Input, foun
 
 // EditFlow builds the flow old becomes with in and stores it. prev is the
 // stored flow that secrets and header values left out are taken from,
-// activity by activity (a form aligns it to the submitted activities).
+// activity by activity (a form aligns it to the submitted activities), as
+// long as the activity's URL keeps its origin (flow.Build).
 func (c *Changes) EditFlow(ctx context.Context, by string, old store.FlowRecord, prev *flow.Flow, in flow.Input, found valid.Errors) (SavedFlow, error) {
 	s, err := c.buildFlow(ctx, in, prev, found)
 	if err != nil {
@@ -60,7 +61,12 @@ func (c *Changes) EditFlow(ctx context.Context, by string, old store.FlowRecord,
 		return s, err
 	}
 	s.Record.IMAPName, s.Record.CreatedAt = s.Flow.Start.EmailTrigger.IMAP, old.CreatedAt
-	c.logAs(by, "flow edited", "flow", s.Record.Name, "imap", s.Record.IMAPName)
+	attrs := []any{"flow", s.Record.Name, "imap", s.Record.IMAPName}
+	if len(s.Generated) > 0 {
+		// New activities, or ones moved to another origin (flow.Build).
+		attrs = append(attrs, "secrets_generated", s.Generated)
+	}
+	c.logAs(by, "flow edited", attrs...)
 	return s, nil
 }
 

@@ -287,9 +287,11 @@ type ActivityInput struct {
 
 // Build checks in against every rule and returns the flow it describes.
 // prev is the stored flow when editing: an activity whose secret is omitted
-// keeps the secret of prev's activity at the same position. newSecret makes
-// a secret for an activity that has none; generated lists the positions it
-// filled. The error is a valid.Errors naming every wrong field.
+// keeps the secret of prev's activity at the same position while its URL
+// keeps that activity's scheme, host and port (Origin), as header values
+// do. newSecret makes a secret for an activity that has none, or whose URL
+// moved to another origin; generated lists the positions it filled. The
+// error is a valid.Errors naming every wrong field.
 func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []int, err error) {
 	// NUL and other control characters in any field, first (see valid.Strings).
 	e := valid.Strings(in)
@@ -338,9 +340,18 @@ func Build(in Input, prev *Flow, newSecret func() string) (f Flow, generated []i
 			if m := secret(a.Secret); m != "" {
 				e.Add(p+"secret", m)
 			}
-		case prev != nil && i < len(prev.Activities) && prev.Activities[i].Secret != "":
-			a.Secret = prev.Activities[i].Secret
+		case pa != nil && pa.Secret != "" && Origin(pa.URL) == Origin(a.URL):
+			a.Secret = pa.Secret
 		default:
+			// A new activity, or one whose URL moved to another scheme,
+			// host or port: a new destination is a new receiver, so it
+			// gets a new secret, shown once, as a new activity does. The
+			// stored one never signs for another origin (else whoever
+			// may edit the flow could point it at their host and collect
+			// payloads signed with the old receiver's key). Unlike a
+			// header value, which only its receiver can issue and so
+			// must be given again, a secret can be generated: refusing
+			// the edit would only make the caller invent one.
 			a.Secret = newSecret()
 			generated = append(generated, i)
 		}
@@ -497,7 +508,8 @@ func storedHeader(prev *Activity, k string) (string, bool) {
 }
 
 // Origin returns scheme://host:port of a webhook URL, lower case with the
-// port made explicit: where the URL's headers go. "" when it does not parse.
+// port made explicit: where the URL's headers go, and what stored header
+// values and signing secrets are bound to. "" when it does not parse.
 func Origin(s string) string {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {

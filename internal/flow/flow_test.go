@@ -2,6 +2,7 @@ package flow
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,6 +121,66 @@ func TestBuildSecrets(t *testing.T) {
 	back, err := Parse(f.Definition(), f.Secrets())
 	if err != nil || back.Activities[0].Secret != gen() || back.Start != f.Start {
 		t.Errorf("round trip: got %+v, %v", back, err)
+	}
+}
+
+// A stored signing secret is kept on edit only while the activity's URL
+// keeps its scheme, host and port: moved elsewhere with the secret left
+// out, the activity gets a new one (shown once, as a new activity's), so
+// that the old receiver's key never signs for a host of the editor's
+// choosing.
+func TestBuildSecretFollowsTheOrigin(t *testing.T) {
+	const stored, given = "whsec_c3RvcmVkLXNlY3JldC1vZi10aGUtcmVjZWl2ZXI=", "whsec_Z2l2ZW4tc2VjcmV0LWZvci10aGUtbmV3LWhvc3Q="
+	gen := func() string { return "whsec_generatedgeneratedgenerated" }
+	in := validInput()
+	in.Activities[0].URL, in.Activities[0].Secret = p("https://receiver.example.com/hook"), p(stored)
+	prev, _, err := Build(in, nil, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, url string
+		secret    *string
+		want      string
+		wantShown bool // generated: in the answer
+	}{
+		{"same origin, another path", "https://receiver.example.com/other?x=1", nil, stored, false},
+		{"same origin, case and default port", "https://RECEIVER.example.com:443/hook", nil, stored, false},
+		{"another host", "https://attacker.example.net/hook", nil, gen(), true},
+		{"another scheme", "http://receiver.example.com/hook", nil, gen(), true},
+		{"another port", "https://receiver.example.com:8443/hook", nil, gen(), true},
+		{"another host, secret given", "https://attacker.example.net/hook", p(given), given, false},
+		{"another host, secret empty", "https://attacker.example.net/hook", p(""), gen(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := validInput()
+			in.Activities[0].URL, in.Activities[0].Secret = p(tt.url), tt.secret
+			f, generated, err := Build(in, &prev, gen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Activities[0].Secret; got != tt.want {
+				t.Errorf("got secret %q, want %q", got, tt.want)
+			}
+			var wantGenerated []int
+			if tt.wantShown {
+				wantGenerated = []int{0}
+			}
+			if !slices.Equal(generated, wantGenerated) {
+				t.Errorf("got generated %v, want %v", generated, wantGenerated)
+			}
+		})
+	}
+	// Header values at the same time: still refused (they cannot be
+	// generated), so a request moving both changes nothing.
+	in = validInput()
+	in.Activities[0].URL = p("https://attacker.example.net/hook")
+	in.Activities[0].Headers = map[string]string{"Authorization": ""}
+	prev.Activities[0].Headers = map[string]string{"Authorization": "Bearer receiver-token"}
+	var ve valid.Errors
+	if _, _, err := Build(in, &prev, gen); !errors.As(err, &ve) || !strings.Contains(ve["activities[0].headers.Authorization"], "required again") {
+		t.Errorf("got %v, want the header value required again", err)
 	}
 }
 

@@ -100,6 +100,23 @@ func TestAlertPages(t *testing.T) {
 		if r.StatusCode != http.StatusOK || b.Secret == a.Secret || !strings.Contains(html.UnescapeString(r.Body), b.Secret) {
 			t.Errorf("rotate: got %d", r.StatusCode)
 		}
+		// Another path on the same host: kept, redirected. Another host:
+		// the stored secret is not carried there; a new one, shown once.
+		edit.Del("rotate")
+		edit.Set("url", "https://hooks.example.com/other")
+		if r := h.post(c, "/settings/alerts/ops", edit); r.StatusCode != http.StatusSeeOther {
+			t.Errorf("same host: got %d, want a redirect", r.StatusCode)
+		}
+		if c, _ := st.GetAlert(ctx, "ops"); c.Secret != b.Secret {
+			t.Error("same host: the stored secret was not kept")
+		}
+		edit.Set("url", "https://elsewhere.example.net/alerts")
+		r = h.post(c, "/settings/alerts/ops", edit)
+		moved, _ := st.GetAlert(ctx, "ops")
+		if r.StatusCode != http.StatusOK || moved.Secret == b.Secret || !strings.Contains(r.Body, `id="new-secret"`) ||
+			!strings.Contains(html.UnescapeString(r.Body), moved.Secret) {
+			t.Errorf("another host: got %d, stored secret kept %v; want a new secret shown", r.StatusCode, moved.Secret == b.Secret)
+		}
 
 		// E-mail, recipients one a line.
 		mail := url.Values{"name": {"mail_ops"}, "kind": {"email"}, "url": {"https://ignored.example"}, "to": {"ops@example.com\r\noncall@example.com"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"html"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -478,6 +479,37 @@ func TestFlowForm(t *testing.T) {
 		}
 		if strings.Contains(h.logs.String(), "hdr-secret") {
 			t.Error("the log contains a header value")
+		}
+	})
+
+	t.Run("a webhook moved to another host gets a new secret", func(t *testing.T) {
+		form := func(hook string) url.Values {
+			return url.Values{"name": {"moved"}, "imap": {"support_inbox"}, "subject": {"Order"}, "match": {"exact"},
+				"enabled": {"on"}, "acts": {"1"}, "act-0-orig": {"0"}, "act-0-url": {hook}}
+		}
+		create := form("https://a.example/hook")
+		create.Set("act-0-orig", "-1")
+		create.Set("act-0-secret", secretA)
+		if resp := h.post(c, "/flows", create); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("create: got %d", resp.StatusCode)
+		}
+		stored := func() string {
+			fr, err := st.GetFlow(ctx, "moved")
+			if err != nil || len(fr.Secrets) != 1 {
+				t.Fatalf("got %v, %v", fr.Secrets, err)
+			}
+			return fr.Secrets[0]
+		}
+		// Another path on the same host: kept, redirected.
+		if resp := h.post(c, "/flows/moved", form("https://a.example/other")); resp.StatusCode != http.StatusSeeOther || stored() != secretA {
+			t.Errorf("same host: got %d, want a redirect and the stored secret kept", resp.StatusCode)
+		}
+		// Another host, the secret left empty: a new one, shown once.
+		resp := h.post(c, "/flows/moved", form("https://evil.example.net/hook"))
+		got := stored()
+		if resp.StatusCode != http.StatusOK || got == secretA || !strings.Contains(resp.Body, "Signing secret of webhook 1") ||
+			!strings.Contains(html.UnescapeString(resp.Body), got) || strings.Contains(html.UnescapeString(resp.Body), secretA) {
+			t.Errorf("another host: got %d, stored secret kept %v; want a new secret shown once and never the old one", resp.StatusCode, got == secretA)
 		}
 	})
 
