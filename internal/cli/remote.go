@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"mailtrigger/internal/client"
+	"mailtrigger/internal/config"
 )
 
 // The commands over the REST API (imap, flows, runs, messages, export,
@@ -32,7 +33,8 @@ type remote struct {
 // addRemoteFlags adds --url, --token and (when withOutput) -o to fs.
 func addRemoteFlags(fs *flag.FlagSet, env Env, withOutput bool) *remote {
 	r := &remote{env: env}
-	fs.StringVar(&r.url, "url", env.Getenv("MAILTRIGGER_URL"), "the service's URL, such as http://127.0.0.1:8080 (env MAILTRIGGER_URL)")
+	r.url = env.Getenv("MAILTRIGGER_URL")
+	config.SecretURLVar(fs, &r.url, "url", "the service's URL, such as http://127.0.0.1:8080 (env MAILTRIGGER_URL)")
 	fs.StringVar(&r.token, "token", "", "an API token (env MAILTRIGGER_TOKEN; create one with: mailtrigger token create NAME)")
 	if withOutput {
 		fs.StringVar(&r.output, "o", "table", "output: table (for people) or json (for scripts)")

@@ -104,3 +104,28 @@ func TestAPIErrorsNameTheFields(t *testing.T) {
 		t.Errorf("a bad --token: got %d %q", code, errOut)
 	}
 }
+
+// TestUsageHidesSecrets: -h and a mistyped flag print the usage, whose
+// defaults come from the environment; passwords in MAILTRIGGER_DATABASE_URL
+// and MAILTRIGGER_URL never appear in it.
+func TestUsageHidesSecrets(t *testing.T) {
+	vars := map[string]string{
+		"MAILTRIGGER_DATABASE_URL": "postgres://mailtrigger:S3cr3t-DB-pa55@db.internal:5432/mt",
+		"MAILTRIGGER_URL":          "https://ops:S3cr3t-URL-pa55@mailtrigger.example",
+		"MAILTRIGGER_TOKEN":        "S3cr3t-token",
+	}
+	for _, args := range [][]string{
+		{"serve", "-listne", "x"}, {"serve", "-h"}, {"migrate", "-h"}, {"token", "create", "-h"}, {"user", "set-password", "-x"},
+		{"backup", "-h"}, {"restore", "-h"}, {"imap", "list", "-h"}, {"flows", "list", "-x"}, {"export", "-h"}, {"apply", "-h"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			_, out, errOut := runCLI(t, vars, "", args...)
+			if !strings.Contains(out+errOut, "Usage") {
+				t.Fatalf("no usage text: %q", out+errOut)
+			}
+			if strings.Contains(out+errOut, "S3cr3t") {
+				t.Errorf("the usage text shows a secret:\n%s", out+errOut)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -155,7 +156,7 @@ func sizeCap(s string) int64 {
 // StoreFlags registers the flags that choose the database on fs.
 func (c *Config) StoreFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite database and the key file (MAILTRIGGER_DATA_DIR)")
-	fs.StringVar(&c.DatabaseURL, "database-url", c.DatabaseURL, "postgres:// URL to use PostgreSQL instead of SQLite (MAILTRIGGER_DATABASE_URL)")
+	SecretURLVar(fs, &c.DatabaseURL, "database-url", "postgres:// URL to use PostgreSQL instead of SQLite (MAILTRIGGER_DATABASE_URL)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (MAILTRIGGER_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (MAILTRIGGER_LOG_FORMAT)")
 }
@@ -179,6 +180,57 @@ func (c *Config) ServeFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often mailbox leases are renewed and rebalanced; 0 for 5s (MAILTRIGGER_LEASE_RENEW)")
 	fs.DurationVar(&c.AuthRetry, "auth-retry", c.AuthRetry, "wait after a refused login before a mailbox tries again; 0 for 5m (MAILTRIGGER_AUTH_RETRY)")
 	c.TLS.tlsFlags(fs)
+}
+
+// SecretURLVar defines a string flag for a URL that may carry a password
+// (in its user information, or in a query parameter such as PostgreSQL's
+// password or sslpassword), with *p, as read from the environment, as its
+// default. Where the flag package shows that default (-h, a mistyped flag)
+// it shows it through RedactURL: the usage text, which under systemd or
+// docker ends up in the logs, never holds the password.
+func SecretURLVar(fs *flag.FlagSet, p *string, name, usage string) {
+	fs.Var(secretURL{p}, name, usage)
+}
+
+// secretURL is the flag.Value of SecretURLVar. Its zero value (which the
+// flag package makes to tell whether a default was set) shows "".
+type secretURL struct{ p *string }
+
+func (v secretURL) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return RedactURL(*v.p)
+}
+
+func (v secretURL) Set(s string) error {
+	*v.p = s
+	return nil
+}
+
+// RedactURL returns s with the password of its user information and the
+// value of every query parameter whose name contains "password" replaced
+// by "xxxxx". A string that is not an absolute URL of the form
+// scheme://… (such as a PostgreSQL key=value string) is returned as "":
+// what in it is secret cannot be told.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return ""
+	}
+	if u.RawQuery != "" {
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return ""
+		}
+		for k := range q {
+			if strings.Contains(strings.ToLower(k), "password") {
+				q[k] = []string{"xxxxx"}
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 // IsPostgres reports whether the settings select PostgreSQL.

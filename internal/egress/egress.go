@@ -2,8 +2,10 @@
 // OAuth2 token and Graph endpoints, webhooks), all of which go to addresses
 // users configure: with MAILTRIGGER_EGRESS=public, connections to loopback,
 // private, link-local (cloud metadata), CGNAT, unspecified, multicast and
-// reserved addresses are refused, except those MAILTRIGGER_EGRESS_ALLOW
-// lists.
+// reserved addresses are refused, and so are IPv6 addresses outside global
+// unicast and those that carry an IPv4 address to a relay or translator
+// (IPv4-compatible, SIIT, 6to4, Teredo; NAT64 is judged by its IPv4
+// address), except those MAILTRIGGER_EGRESS_ALLOW lists.
 //
 // The check is made on the address actually connected to, after name
 // resolution, by the dialer's Control function: a name that resolves to a
@@ -152,6 +154,38 @@ var (
 	bench4    = netip.MustParsePrefix("198.18.0.0/15")
 	nat64     = netip.MustParsePrefix("64:ff9b::/96")
 	nat64Loc  = netip.MustParsePrefix("64:ff9b:1::/48")
+
+	// IPv6 forms that carry an IPv4 address, or are not global. Where a
+	// relay or translator exists on the path, an address of the first four
+	// reaches an IPv4 address the IPv4 checks never see.
+	//
+	// IPv4-compatible ::a.b.c.d, deprecated by RFC 4291 section 2.5.5.1
+	// (:: and ::1, in the same prefix, are named as such first).
+	v4compat = netip.MustParsePrefix("::/96")
+	// IPv4-translated ::ffff:0:a.b.c.d of SIIT, RFC 2765 section 2.1 (not
+	// ::ffff:0:0/96, the IPv4-mapped prefix: Check unmaps those and checks
+	// them as IPv4).
+	siit = netip.MustParsePrefix("::ffff:0:0:0/96")
+	// 6to4, RFC 3056: the whole prefix is refused rather than classified
+	// by its embedded IPv4 address. Where such a packet goes is up to
+	// whichever relay the network routes 2002::/16 to, which may hand it
+	// to a private or loopback IPv4 address whatever the embedded one
+	// says, and RFC 7526 deprecated the public relays, so a real server
+	// reachable only over 6to4 is vanishingly rare; MAILTRIGGER_EGRESS_ALLOW
+	// admits one.
+	sixToFour = netip.MustParsePrefix("2002::/16")
+	// Teredo, RFC 4380 section 2.6: its IPv4 addresses are obfuscated and
+	// reached through a relay; refused whole for the same reasons.
+	teredo = netip.MustParsePrefix("2001::/32")
+	// Site-local, deprecated by RFC 3879: private addressing by another name.
+	siteLocal = netip.MustParsePrefix("fec0::/10")
+	// Discard-only, RFC 6666.
+	discard6 = netip.MustParsePrefix("100::/64")
+	// Benchmarking, RFC 5180 (as 198.18.0.0/15 for IPv4).
+	bench6 = netip.MustParsePrefix("2001:2::/48")
+	// Global unicast, RFC 4291 section 2.4 (IANA allocates from it alone):
+	// any other IPv6 address not named above is refused as reserved.
+	global6 = netip.MustParsePrefix("2000::/3")
 )
 
 // classify says why ip is not a public address, or "" when it is.
@@ -160,6 +194,9 @@ func classify(ip netip.Addr) string {
 		// The IPv4 address it is translated to decides.
 		b := ip.As16()
 		return classify(netip.AddrFrom4([4]byte(b[12:16])))
+	}
+	if reason := classify6(ip); reason != "" {
+		return reason
 	}
 	switch {
 	case !ip.IsValid():
@@ -177,6 +214,32 @@ func classify(ip netip.Addr) string {
 	case cgnat.Contains(ip):
 		return "a shared (CGNAT) address"
 	case reserved4.Contains(ip) || ietf4.Contains(ip) || bench4.Contains(ip) || nat64Loc.Contains(ip):
+		return "a reserved address"
+	}
+	return ""
+}
+
+// classify6 says why ip, an IPv6 address that is not loopback, private,
+// link-local or multicast, is not public: it embeds an IPv4 address, is
+// site-local or discard-only, or lies outside global unicast. "" for an
+// IPv4 address and for the others (classify checks those).
+func classify6(ip netip.Addr) string {
+	switch {
+	case !ip.Is6() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsMulticast():
+		return ""
+	case v4compat.Contains(ip):
+		return "an IPv4-compatible address"
+	case siit.Contains(ip):
+		return "an IPv4-translated (SIIT) address"
+	case sixToFour.Contains(ip):
+		return "a 6to4 address"
+	case teredo.Contains(ip):
+		return "a Teredo address"
+	case siteLocal.Contains(ip):
+		return "a site-local address"
+	case discard6.Contains(ip):
+		return "a discard-only address"
+	case bench6.Contains(ip) || !global6.Contains(ip):
 		return "a reserved address"
 	}
 	return ""

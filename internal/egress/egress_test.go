@@ -80,6 +80,34 @@ func TestCheck(t *testing.T) {
 		{"8.8.8.8", ""},
 		{"2001:4860:4860::8888", ""},
 		{"64:ff9b::808:808", ""},
+		// IPv6 forms that carry an IPv4 address, and IPv6 that is not
+		// global unicast.
+		{"::127.0.0.1", "an IPv4-compatible address"},
+		{"::10.0.0.5", "an IPv4-compatible address"},
+		{"::8.8.8.8", "an IPv4-compatible address"},
+		{"::ffff:0:127.0.0.1", "an IPv4-translated (SIIT) address"},
+		{"::ffff:0:169.254.169.254", "an IPv4-translated (SIIT) address"},
+		{"2002:7f00:1::1", "a 6to4 address"},    // 127.0.0.1
+		{"2002:a9fe:a9fe::1", "a 6to4 address"}, // 169.254.169.254
+		{"2002:808:808::1", "a 6to4 address"},   // 8.8.8.8: the whole prefix is refused
+		{"2001:0:7f00:1::", "a Teredo address"}, // server 127.0.0.1
+		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", "a Teredo address"},
+		{"fec0::1", "a site-local address"},
+		{"feff:ffff::1", "a site-local address"},
+		{"100::1", "a discard-only address"},
+		{"100::ffff:ffff:ffff:ffff", "a discard-only address"},
+		{"2001:2::1", "a reserved address"},        // benchmarking
+		{"64:ff9b:1::a00:5", "a reserved address"}, // local-use NAT64
+		{"4000::1", "a reserved address"},          // outside 2000::/3
+		{"100:0:0:1::1", "a reserved address"},     // 100::/8 beyond the discard /64
+		{"::1:0:0:1", "a reserved address"},        // ::/8 outside the forms above
+		// Global unicast still passes, next to the prefixes refused.
+		{"2606:4700:4700::1111", ""},
+		{"2a00:1450:4001:830::200e", ""},
+		{"2001:1::1", ""},   // just past Teredo's /32
+		{"2001:200::1", ""}, // WIDE
+		{"2003::1", ""},     // just past 6to4's /16
+		{"3ffe:ffff::1", ""},
 	} {
 		err := p.Check(netip.MustParseAddr(tt.ip))
 		switch {

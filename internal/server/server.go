@@ -78,7 +78,7 @@ func Handler(d Deps) http.Handler {
 	}
 	mux := http.NewServeMux()
 	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Runtime: d.Runtime, BaseURL: d.BaseURL, Proxies: d.Proxies}).Routes(mux)
-	probes(mux, d.Store)
+	probes(mux, d.Store, d.Logger)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
 	if d.WebRoutes != nil {
 		d.WebRoutes(mux)
@@ -88,7 +88,13 @@ func Handler(d Deps) http.Handler {
 	return recoverPanics(d.Logger, observe(d.Logger, m, mux))
 }
 
-func probes(mux *http.ServeMux, st *store.Store) {
+// notReady is /readyz's whole answer when the database is not usable. The
+// probe needs no token, so it says nothing of the database; the error goes
+// to the log instead (pgx's connection errors name the host, the user and
+// the database, never the password).
+const notReady = "not ready: database unavailable; see the server log\n"
+
+func probes(mux *http.ServeMux, st *store.Store, log *slog.Logger) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -98,8 +104,9 @@ func probes(mux *http.ServeMux, st *store.Store) {
 		defer cancel()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := st.Ready(ctx); err != nil {
+			log.Warn("readiness probe: not ready", "err", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte("not ready: " + err.Error() + "\n"))
+			w.Write([]byte(notReady))
 			return
 		}
 		w.Write([]byte("ready\n"))

@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,5 +84,63 @@ func TestSlowAndAbortedBodies(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "api request failed") {
 		t.Errorf("a request failed as an internal error:\n%s", logs.String())
+	}
+}
+
+// TestReadyzSaysNothingOfTheDatabase: /readyz, which needs no token,
+// answers a database it cannot reach with a fixed text; the error, which
+// names the database's address, user and name, is only logged.
+func TestReadyzSaysNothingOfTheDatabase(t *testing.T) {
+	dbURL, err := url.Parse(testenv.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.StartProxy(t, dbURL.Host)
+	dbURL.Host = proxy.Addr
+	st, err := store.Open(context.Background(), store.Options{DatabaseURL: dbURL.String(), DataDir: t.TempDir(), Box: storetest.Box(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	logs := &testenv.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	srv := httptest.NewServer(server.Handler(server.Deps{Store: st, Logger: log}))
+	t.Cleanup(srv.Close)
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != http.StatusOK || body != "ready\n" {
+		t.Fatalf("got %d %q, want 200 ready", code, body)
+	}
+
+	proxy.Refuse(true)
+	proxy.ResetAll()
+	// A probe first finds one of the pool's idle connections broken
+	// ("driver: bad connection"); once they are used up it fails to
+	// connect, with an error that names the database.
+	dbName := strings.TrimPrefix(dbURL.Path, "/")
+	for i := 0; i < 20 && !strings.Contains(logs.String(), dbName); i++ {
+		code, body := get()
+		if want := "not ready: database unavailable; see the server log\n"; code != http.StatusServiceUnavailable || body != want {
+			t.Errorf("got %d %q, want 503 %q", code, body, want)
+		}
+		for _, s := range []string{dbName, strconv.Itoa(proxy.Port), dbURL.User.Username()} {
+			if strings.Contains(body, s) {
+				t.Errorf("the answer names %q: %q", s, body)
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "readiness probe: not ready") || !strings.Contains(logs.String(), dbName) {
+		t.Errorf("the log does not hold the error:\n%s", logs.String())
 	}
 }

@@ -16,9 +16,8 @@ import (
 // imapTest tries the configuration in the form without saving it. A secret
 // left empty is taken from the saved configuration the form edits (_orig).
 func (u *UI) imapTest(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
-		writeJSON(w, http.StatusBadRequest, testAnswer{Error: "the form could not be read"})
+	if e := readForm(w, r, maxFormBytes); e != nil {
+		writeJSON(w, e.status, testAnswer{Error: e.msg})
 		return
 	}
 	if k, m := formProblem(r.PostForm); k != "" {

@@ -38,10 +38,17 @@ var dummyHash = sync.OnceValue(func() string {
 })
 
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
-	name := strings.TrimSpace(r.PostFormValue("username"))
-	password := r.PostFormValue("password")
-	next := localPath(r.PostFormValue("next"), "/imap")
-	data := loginData{Name: name, Next: r.PostFormValue("next"), Expired: r.PostFormValue("expired") == "1"}
+	// The body is read before anyone is known and before the limiter: it
+	// is bounded, and never multipart (see readForm).
+	if e := readForm(w, r, maxLoginBytes); e != nil {
+		u.errorPage(w, r, e.status, e.heading, e.msg)
+		return
+	}
+	f := r.PostForm
+	name := strings.TrimSpace(f.Get("username"))
+	password := f.Get("password")
+	next := localPath(f.Get("next"), "/imap")
+	data := loginData{Name: name, Next: f.Get("next"), Expired: f.Get("expired") == "1"}
 	ip := u.proxies.String(r)
 	if name == "" || password == "" {
 		data.Error = "Enter your user name and password."

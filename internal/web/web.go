@@ -284,7 +284,9 @@ func canonical(r *http.Request, name string) string {
 	}
 	switch p := r.URL.Path; {
 	case name == "login":
-		if next := r.PostFormValue("next"); next != "" {
+		// PostForm, not PostFormValue: the login handler read the form
+		// (bounded, never multipart) or refused it.
+		if next := r.PostForm.Get("next"); next != "" {
 			return "/login?next=" + url.QueryEscape(next)
 		}
 		return "/login"
