@@ -51,7 +51,7 @@ func (r *remote) client(fs *flag.FlagSet) (*client.Client, error) {
 	case r.url == "":
 		return nil, usageErr(fs, r.env, "no service URL: set MAILTRIGGER_URL or --url")
 	case !strings.HasPrefix(r.url, "http://") && !strings.HasPrefix(r.url, "https://"):
-		return nil, usageErr(fs, r.env, fmt.Sprintf("--url %q: must start with http:// or https://", r.url))
+		return nil, usageErr(fs, r.env, "--url: must start with http:// or https:// (the value is not repeated: it may hold a password)")
 	case r.token == "":
 		return nil, usageErr(fs, r.env, "no API token: set MAILTRIGGER_TOKEN or --token")
 	case r.output != "" && r.output != "table" && r.output != "json":

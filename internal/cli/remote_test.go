@@ -129,3 +129,16 @@ func TestUsageHidesSecrets(t *testing.T) {
 		})
 	}
 }
+
+// A --url refused for its scheme is not repeated in the error: it may hold
+// a password.
+func TestBadURLNotRepeated(t *testing.T) {
+	vars := map[string]string{"MAILTRIGGER_URL": "ftp://ops:S3cr3t-URL-pa55@mailtrigger.example", "MAILTRIGGER_TOKEN": "t"}
+	_, out, errOut := runCLI(t, vars, "", "imap", "list")
+	if !strings.Contains(out+errOut, "must start with http:// or https://") {
+		t.Fatalf("no error about the URL: %q", out+errOut)
+	}
+	if strings.Contains(out+errOut, "S3cr3t") {
+		t.Errorf("the error repeats the URL's password:\n%s", out+errOut)
+	}
+}
