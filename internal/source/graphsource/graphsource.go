@@ -442,6 +442,15 @@ func stripURL(err error) error {
 	return err
 }
 
+// maxJSONAnswer bounds a JSON answer of Graph: a page of the delta query
+// (DefaultPageSize messages of a few fields each), a folder. Graph may send
+// more than the page size asked for, but not megabytes of it; a server that
+// does is not believed, and not held in memory. Messages' MIME ($value) is
+// read apart, with the size cap.
+const maxJSONAnswer = 4 << 20
+
+// getJSON gets u and decodes its JSON answer, at most maxJSONAnswer bytes,
+// into v.
 func (c *Client) getJSON(ctx context.Context, step, u string, v any) error {
 	resp, err := c.do(ctx, step, func() (*http.Request, error) {
 		req, err := http.NewRequest(http.MethodGet, u, nil)
@@ -455,7 +464,11 @@ func (c *Client) getJSON(ctx context.Context, step, u string, v any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+	body := &io.LimitedReader{R: resp.Body, N: maxJSONAnswer + 1}
+	if err := json.NewDecoder(body).Decode(v); err != nil {
+		if body.N <= 0 {
+			err = fmt.Errorf("answer longer than %d bytes", maxJSONAnswer)
+		}
 		return &StepError{Step: step, Err: fmt.Errorf("reading the response: %w", err)}
 	}
 	return nil

@@ -12,8 +12,10 @@
 // step that failed, so that the UI can say "login: authentication failed"
 // rather than just "error" (the one exception: the error of the caller's own
 // callback, which FetchAfter returns as is). Authentication failures also
-// match ErrAuth, dead connections ErrClosed. Errors never contain the
-// password or client secret.
+// match ErrAuth, dead connections ErrClosed, and a response longer than the
+// client takes (which closes the connection; see responseLimit)
+// source.ErrLineTooLong. Errors never contain the password or client
+// secret.
 package imapsource
 
 import (
@@ -115,6 +117,8 @@ type Conn struct {
 
 	// trace gets a copy of the protocol's traffic (tests; see dial).
 	trace io.Writer
+	// limit bounds the responses imapclient reads.
+	limit *responseLimit
 
 	// uidNext is UIDNEXT as the last Select reported it.
 	uidNext uint32
@@ -190,21 +194,21 @@ func (c *Conn) setup(d *source.Dialing, cfg imapconf.Config, opts Options) error
 	if c.trace != nil {
 		clientOpts.DebugWriter = c.trace
 	}
-	switch d.Mode {
-	case imapconf.TLSImplicit:
-		c.client = imapclient.New(d.Conn, clientOpts)
-		if err := c.client.WaitGreeting(); err != nil {
-			_ = c.client.Close()
-			return d.Fail(StepConnect, fmt.Errorf("greeting: %w", err))
-		}
-	case imapconf.TLSStartTLS:
-		// NewStartTLS sends STARTTLS without looking at the capabilities
-		// (a server without it answers BAD) and refuses PREAUTH.
-		var err error
-		c.client, err = imapclient.NewStartTLS(d.Conn, clientOpts)
+	// imapclient reads through a responseLimit. A plain connection is
+	// secured first, its greeting read by startTLS.
+	conn, r := d.Conn, io.Reader(d.Conn)
+	if d.Mode == imapconf.TLSStartTLS {
+		tlsConn, err := startTLS(d)
 		if err != nil {
-			return d.Fail(StepTLS, explainTLS(err))
+			return err
 		}
+		conn, r = tlsConn, io.MultiReader(strings.NewReader(replayedGreeting), tlsConn)
+	}
+	c.limit = newResponseLimit(r)
+	c.client = imapclient.New(&limitedConn{Conn: conn, limit: c.limit}, clientOpts)
+	if err := c.client.WaitGreeting(); err != nil {
+		_ = c.client.Close()
+		return d.Fail(StepConnect, fmt.Errorf("greeting: %w", c.readFailure(err)))
 	}
 	d.Log.Debug("imap tls established")
 
@@ -215,7 +219,7 @@ func (c *Conn) setup(d *source.Dialing, cfg imapconf.Config, opts Options) error
 		if errors.As(err, &se) && d.Ctx.Err() == nil {
 			return se
 		}
-		return d.Fail(StepLogin, err)
+		return d.Fail(StepLogin, c.readFailure(err))
 	}
 	// Login changes the capabilities. Ask for them: imapclient's Caps may
 	// still return those from before login, as it forgets them only after
@@ -223,20 +227,11 @@ func (c *Conn) setup(d *source.Dialing, cfg imapconf.Config, opts Options) error
 	caps, err := c.client.Capability().Wait()
 	if err != nil {
 		_ = c.client.Close()
-		return d.Fail(StepLogin, fmt.Errorf("reading capabilities after login: %w", err))
+		return d.Fail(StepLogin, fmt.Errorf("reading capabilities after login: %w", c.readFailure(err)))
 	}
 	c.caps = caps.Copy()
 	c.idle = c.caps.Has(imap.CapIdle)
 	return nil
-}
-
-// explainTLS adds a hint to certificate errors users can act on.
-func explainTLS(err error) error {
-	var imapErr *imap.Error
-	if errors.As(err, &imapErr) {
-		return fmt.Errorf("server refused STARTTLS: %w", err)
-	}
-	return source.ExplainCertError(err)
 }
 
 // login authenticates on the TLS connection.
@@ -435,7 +430,8 @@ func (c *Conn) isClosed() bool {
 
 // cause returns the error to report for err, a command's error: the reason
 // a guard closed the connection if one did, ErrClosed if the connection is
-// closed, else err.
+// closed (with the response that was too long, if that closed it), else
+// err.
 func (c *Conn) cause(err error) error {
 	c.mu.Lock()
 	abortErr := c.abortErr
@@ -444,10 +440,21 @@ func (c *Conn) cause(err error) error {
 		return abortErr
 	}
 	if c.isClosed() {
+		err = c.readFailure(err)
 		if err == nil {
 			return ErrClosed
 		}
 		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
+}
+
+// readFailure returns the error of the response that was too long if
+// reading one failed the connection, else err: imapclient passes on the
+// errors of its reader only as text.
+func (c *Conn) readFailure(err error) error {
+	if lerr := c.limit.Failure(); lerr != nil {
+		return lerr
 	}
 	return err
 }

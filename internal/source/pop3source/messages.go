@@ -69,12 +69,8 @@ func (c *Conn) UIDL(ctx context.Context) ([]Entry, error) {
 			}
 			return err
 		}
-		lines, err := c.readLines()
-		if err != nil {
-			return err
-		}
-		seen := make(map[string]bool, len(lines))
-		for _, line := range lines {
+		seen := map[string]bool{}
+		return c.readLines(maxListLines, func(line string) error {
 			e, err := parseUIDL(line)
 			if err != nil {
 				return err
@@ -84,8 +80,8 @@ func (c *Conn) UIDL(ctx context.Context) ([]Entry, error) {
 			}
 			seen[e.UIDL] = true
 			entries = append(entries, e)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -111,7 +107,8 @@ func parseUIDL(line string) (Entry, error) {
 			return Entry{}, fmt.Errorf("invalid character in unique id in UIDL line %q", truncate(line))
 		}
 	}
-	return Entry{Num: n, UIDL: uidl}, nil
+	// A copy: the id alone is kept, not the line it is part of.
+	return Entry{Num: n, UIDL: strings.Clone(uidl)}, nil
 }
 
 // parseNumSize parses "n size", the text of STAT and of LIST n.
@@ -196,18 +193,14 @@ func (c *Conn) Sizes(ctx context.Context) (map[int]int64, error) {
 		if _, err := c.cmd("LIST", "LIST"); err != nil {
 			return err
 		}
-		lines, err := c.readLines()
-		if err != nil {
-			return err
-		}
-		for _, line := range lines {
+		return c.readLines(maxListLines, func(line string) error {
 			n, size, err := parseNumSize(line)
 			if err != nil {
 				return fmt.Errorf("LIST: %w", err)
 			}
 			sizes[n] = size
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, err

@@ -17,8 +17,9 @@
 // A Conn is used by one goroutine. Every error Dial and the Conn's methods
 // return is a *StepError naming the step that failed. Authentication
 // failures also match ErrAuth, dead connections ErrClosed, timeouts
-// ErrTimeout, servers without UIDL ErrNoUIDL. Errors never contain the
-// password or client secret.
+// ErrTimeout, servers without UIDL ErrNoUIDL, and a line longer than
+// source.MaxLineLength (which closes the connection) source.ErrLineTooLong.
+// Errors never contain the password or client secret.
 package pop3source
 
 import (
@@ -74,6 +75,16 @@ const (
 	maxSASLRounds = 16
 	// maxUIDLLen is the longest unique id RFC 1939 allows.
 	maxUIDLLen = 70
+	// maxListLines bounds the lines of a UIDL or LIST answer, one per
+	// message: four times a mailbox of a million messages, which few POP3
+	// servers would serve. Each line is parsed as it comes and only its
+	// number and size or unique id (at most 70 bytes) is kept, so a hostile
+	// server can make the client hold no more than such a mailbox would:
+	// some hundreds of megabytes with the longest ids.
+	maxListLines = 4_000_000
+	// maxCapaLines bounds the lines of a CAPA answer, which are kept
+	// whole; servers send about a dozen.
+	maxCapaLines = 100
 )
 
 var (
@@ -285,7 +296,7 @@ func (c *Conn) auth(client sasl.Client) error {
 		return err
 	}
 	for range maxSASLRounds {
-		resp, err := c.tp.ReadLine()
+		resp, err := c.readLine()
 		if err != nil {
 			return err
 		}
@@ -355,14 +366,15 @@ func (c *Conn) capa() ([]string, error) {
 		}
 		return nil, err
 	}
-	lines, err := c.readLines()
+	caps := []string{}
+	err := c.readLines(maxCapaLines, func(line string) error {
+		caps = append(caps, line)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if lines == nil {
-		lines = []string{}
-	}
-	return lines, nil
+	return caps, nil
 }
 
 func hasCap(caps []string, name string) bool {
@@ -405,9 +417,13 @@ func (c *Conn) cmd(name, line string) (string, error) {
 	return c.response(name)
 }
 
+// readLine reads one line of the server's, at most source.MaxLineLength
+// bytes long.
+func (c *Conn) readLine() (string, error) { return source.ReadLine(c.tp.R) }
+
 // response reads a one-line response.
 func (c *Conn) response(name string) (string, error) {
-	line, err := c.tp.ReadLine()
+	line, err := c.readLine()
 	if err != nil {
 		return "", err
 	}
@@ -421,18 +437,25 @@ func (c *Conn) response(name string) (string, error) {
 }
 
 // readLines reads the lines of a multi-line response up to the line ".",
-// undoing the dot-stuffing.
-func (c *Conn) readLines() ([]string, error) {
-	var lines []string
-	for {
-		line, err := c.tp.ReadLine()
+// undoing the dot-stuffing, and passes each to fn, which may keep it. An
+// answer of more than limit lines fails, and so does fn; the rest of the
+// answer is then left unread, which leaves the session out of step (do
+// closes the connection).
+func (c *Conn) readLines(limit int, fn func(line string) error) error {
+	for n := 0; ; n++ {
+		line, err := c.readLine()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if line == "." {
-			return lines, nil
+			return nil
 		}
-		lines = append(lines, strings.TrimPrefix(line, "."))
+		if n == limit {
+			return fmt.Errorf("reading the server's reply: more than %d lines", limit)
+		}
+		if err := fn(strings.TrimPrefix(line, ".")); err != nil {
+			return err
+		}
 	}
 }
 

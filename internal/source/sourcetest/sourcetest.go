@@ -63,3 +63,17 @@ func NewMessage(n, bodySize int) []byte {
 	}
 	return b.Bytes()
 }
+
+// NewLongLineMessage returns message n as NewMessage does, with a line of
+// lineLen bytes in the middle of its body: message data that must not be
+// taken for a line of the protocol, which clients bound.
+func NewLongLineMessage(n, bodySize, lineLen int) []byte {
+	raw := NewMessage(n, bodySize)
+	mid := len(raw) / 2
+	mid += bytes.Index(raw[mid:], []byte("\r\n")) + 2
+	var b bytes.Buffer
+	b.Write(raw[:mid])
+	b.WriteString(strings.Repeat("L", lineLen) + "\r\n")
+	b.Write(raw[mid:])
+	return b.Bytes()
+}

@@ -15,6 +15,7 @@ package graphfake
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -82,6 +83,10 @@ type Fault struct {
 	RetryAfter string
 	Code       string
 	Message    string
+	// Body, when set, is sent as a JSON answer instead of the Graph
+	// error, with Status (200 if zero): an answer the client must not
+	// take whole, such as one too large.
+	Body []byte
 }
 
 // Server is the fake. Its fields are read-only once started; use its methods
@@ -388,6 +393,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 			s.faults = slices.Delete(s.faults, i, i+1)
 			if f.RetryAfter != "" {
 				w.Header().Set("Retry-After", f.RetryAfter)
+			}
+			if f.Body != nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(cmp.Or(f.Status, http.StatusOK))
+				_, _ = w.Write(f.Body)
+				return
 			}
 			code, msg := f.Code, f.Message
 			if code == "" {
