@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"mailtrigger/internal/auth"
 	"mailtrigger/internal/config"
@@ -195,7 +196,20 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store
 	if err != nil {
 		return nil, err
 	}
-	return store.Open(ctx, store.Options{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, Box: box, Logger: log})
+	return store.Open(ctx, store.Options{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, Box: box, Logger: log,
+		IdleInTransaction: idleInTransaction(cfg.LeaseTTL)})
+}
+
+// idleInTransaction is how long a PostgreSQL session may sit idle inside a
+// transaction (store.Options.IdleInTransaction): a third of the mailbox
+// lease time (ttl, 0 for its default of 15 s), at most the store's default,
+// so that a replica frozen inside a transaction has let go of its lease row
+// well before the lease runs out and another replica would take it over.
+func idleInTransaction(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		ttl = 15 * time.Second
+	}
+	return min(store.DefaultIdleInTransaction, ttl/3)
 }
 
 func migrate(ctx context.Context, args []string, env Env) error {

@@ -58,6 +58,11 @@ type Options struct {
 	DataDir     string
 	Box         *secret.Box // seals and opens secrets
 	Logger      *slog.Logger
+	// IdleInTransaction (PostgreSQL) is how long the server lets one of
+	// the store's sessions sit idle inside a transaction before it ends
+	// the session and so releases its locks; 0 for DefaultIdleInTransaction.
+	// See openPostgres.
+	IdleInTransaction time.Duration
 	// Synced, when set, is called each time BeforeDestructive made the
 	// commits durable; an error it returns fails BeforeDestructive. Tests
 	// look at the mail server from it (nothing deleted yet) and inject a
@@ -118,8 +123,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	var err error
 	if o.DatabaseURL != "" {
 		s.dialect = Postgres
-		s.w, err = sql.Open("pgx", o.DatabaseURL)
-		if err != nil {
+		if s.w, err = openPostgres(o.DatabaseURL, o.IdleInTransaction); err != nil {
 			return nil, fmt.Errorf("opening postgresql: %w", err)
 		}
 		s.w.SetMaxOpenConns(20)
