@@ -356,6 +356,10 @@ func (s *Store) renewPostgres(ctx context.Context, imapID int64, renew func(g OA
 		return OAuthGrant{}, fmt.Errorf("renewing the sign-in of imap configuration %d: beginning transaction: %w", imapID, err)
 	}
 	defer tx.Rollback()
+	// The row stays locked, the session idle, while the provider answers.
+	if _, err := tx.ExecContext(tctx, setIdleSQL, idleMillis(renewIdle)); err != nil {
+		return OAuthGrant{}, fmt.Errorf("renewing the sign-in of imap configuration %d: allowing the wait for the provider: %w", imapID, err)
+	}
 	old, sealed, err := s.scanGrant(tx.QueryRowContext(ctx, `SELECT `+grantColumns+` FROM oauth_grants WHERE imap_id = $1 FOR UPDATE`, imapID), imapID)
 	if err != nil {
 		return OAuthGrant{}, err

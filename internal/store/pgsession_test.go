@@ -83,3 +83,62 @@ func TestBadDatabaseURLNotRepeated(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// A sign-in's renewal holds its grant's row in a transaction while the
+// provider answers: a provider slower than the idle limit of the store's
+// sessions must not have the transaction ended under it, or a rotated
+// refresh token would be lost.
+func TestSlowRenewalOutlastsTheIdleLimit(t *testing.T) {
+	ctx := context.Background()
+	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t), DatabaseURL: testenv.PostgresURL(t),
+		IdleInTransaction: 200 * time.Millisecond}
+	s, err := store.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := sampleIMAP("box")
+	if err := s.CreateIMAP(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveOAuthGrant(ctx, store.OAuthGrant{IMAPID: c.ID, Account: "a@example.com", RefreshToken: "RT-1"}); err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.RenewOAuthGrant(ctx, c.ID, func(g store.OAuthGrant) (store.OAuthGrant, error) {
+		time.Sleep(time.Second) // the provider, slow
+		g.RefreshToken, g.AccessToken, g.AccessExpiry = "RT-2", "AT-2", time.Now().Add(time.Hour)
+		return g, nil
+	})
+	if err != nil {
+		t.Fatalf("renewing with a provider slower than the idle limit: %v", err)
+	}
+	stored, err := s.GetOAuthGrant(ctx, c.ID)
+	if err != nil || stored.RefreshToken != "RT-2" || g.RefreshToken != "RT-2" {
+		t.Errorf("stored refresh token %q (%v), returned %q; want the rotated RT-2", stored.RefreshToken, err, g.RefreshToken)
+	}
+}
+
+// An ingest batch written while the one before it commits waits for that
+// commit in its transaction (Batch.Await): a wait longer than the idle limit
+// of the store's sessions must not end the batch's session.
+func TestBatchAwaitOutlastsTheIdleLimit(t *testing.T) {
+	ctx := context.Background()
+	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t), DatabaseURL: testenv.PostgresURL(t),
+		IdleInTransaction: 200 * time.Millisecond}
+	s, err := store.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := sampleIMAP("box")
+	if err := s.CreateIMAP(ctx, &c); err != nil {
+		t.Fatal(err)
+	}
+	b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 1},
+		Messages: []store.Incoming{incoming(1, msg(1, ""))},
+		Await:    func() error { time.Sleep(time.Second); return nil }}
+	rec, _, err := s.RecordBatch(ctx, b, nil)
+	if err != nil || len(rec) != 1 {
+		t.Fatalf("recording a batch that waited 1 s for the one before it: %v recorded, %v", len(rec), err)
+	}
+}

@@ -165,6 +165,12 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 		if f, ok := fenceFrom(ctx); ok {
 			t.hold(t.s.fenceStmt(f))
 		}
+		if b.Await != nil {
+			// It waits for the batch before it to commit, idle: a few
+			// times as long as a transaction may be idle otherwise.
+			t.hold(heldStmt{sql: setIdleSQL, args: []any{idleMillis(awaitIdle * t.s.idleInTx)},
+				what: "allowing the wait for the batch before"})
+		}
 		if hook != nil {
 			t.hold(t.flowsStmt(b.IMAPID))
 			// At most one run per message and enabled flow: a fresh
@@ -324,6 +330,10 @@ func (t *Tx) recordBatch(ctx context.Context, b *Batch, hook RecordHook) ([]Reco
 	}
 	return rec, nil
 }
+
+// awaitIdle is how many times the usual idle time (Options.IdleInTransaction)
+// an ingest transaction may wait for the batch before it to commit.
+const awaitIdle = 6
 
 // maxRunIDs bounds the run ids a batch reserves with its lookup (a
 // mailbox with many flows); a batch that creates more reserves more as it

@@ -82,6 +82,9 @@ type Store struct {
 	target  int64 // the newest migration version embedded
 	prov    *goose.Provider
 	path    string // the SQLite file, for tests
+	// idleInTx is how long a PostgreSQL session may sit idle inside a
+	// transaction (Options.IdleInTransaction).
+	idleInTx time.Duration
 	// idSequences says whether the schema has id_sequences (neverReused):
 	// false only in tests that stop the migrations below it.
 	idSequences bool
@@ -123,7 +126,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	var err error
 	if o.DatabaseURL != "" {
 		s.dialect = Postgres
-		if s.w, err = openPostgres(o.DatabaseURL, o.IdleInTransaction); err != nil {
+		s.idleInTx = o.IdleInTransaction
+		if s.idleInTx <= 0 {
+			s.idleInTx = DefaultIdleInTransaction
+		}
+		if s.w, err = openPostgres(o.DatabaseURL, s.idleInTx); err != nil {
 			return nil, fmt.Errorf("opening postgresql: %w", err)
 		}
 		s.w.SetMaxOpenConns(20)
