@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
 	"mailtrigger/internal/testenv"
@@ -18,17 +19,7 @@ import (
 // such a session after IdleInTransaction, and the lease is taken over.
 func TestFrozenTransactionReleasesItsLease(t *testing.T) {
 	ctx := context.Background()
-	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t), DatabaseURL: testenv.PostgresURL(t),
-		IdleInTransaction: 500 * time.Millisecond}
-	s, err := store.Open(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c := sampleIMAP("box")
-	if err := s.CreateIMAP(ctx, &c); err != nil {
-		t.Fatal(err)
-	}
+	s, c := idleLimited(t, 500*time.Millisecond)
 	if err := s.EnsureLeases(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -90,17 +81,7 @@ func TestBadDatabaseURLNotRepeated(t *testing.T) {
 // refresh token would be lost.
 func TestSlowRenewalOutlastsTheIdleLimit(t *testing.T) {
 	ctx := context.Background()
-	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t), DatabaseURL: testenv.PostgresURL(t),
-		IdleInTransaction: 200 * time.Millisecond}
-	s, err := store.Open(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c := sampleIMAP("box")
-	if err := s.CreateIMAP(ctx, &c); err != nil {
-		t.Fatal(err)
-	}
+	s, c := idleLimited(t, 200*time.Millisecond)
 	if err := s.SaveOAuthGrant(ctx, store.OAuthGrant{IMAPID: c.ID, Account: "a@example.com", RefreshToken: "RT-1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -123,17 +104,7 @@ func TestSlowRenewalOutlastsTheIdleLimit(t *testing.T) {
 // of the store's sessions must not end the batch's session.
 func TestBatchAwaitOutlastsTheIdleLimit(t *testing.T) {
 	ctx := context.Background()
-	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t), DatabaseURL: testenv.PostgresURL(t),
-		IdleInTransaction: 200 * time.Millisecond}
-	s, err := store.Open(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c := sampleIMAP("box")
-	if err := s.CreateIMAP(ctx, &c); err != nil {
-		t.Fatal(err)
-	}
+	s, c := idleLimited(t, 200*time.Millisecond)
 	b := store.Batch{IMAPID: c.ID, IMAPName: c.Name, Epoch: 1, Checkpoint: &store.Checkpoint{Kind: store.KindIMAP, Epoch: 1, Last: 1},
 		Messages: []store.Incoming{incoming(1, msg(1, ""))},
 		Await:    func() error { time.Sleep(time.Second); return nil }}
@@ -141,4 +112,21 @@ func TestBatchAwaitOutlastsTheIdleLimit(t *testing.T) {
 	if err != nil || len(rec) != 1 {
 		t.Fatalf("recording a batch that waited 1 s for the one before it: %v recorded, %v", len(rec), err)
 	}
+}
+
+// idleLimited opens a PostgreSQL store whose sessions may sit idle in a
+// transaction for idle, with one mailbox configuration.
+func idleLimited(t *testing.T, idle time.Duration) (*store.Store, imapconf.Config) {
+	t.Helper()
+	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t), DatabaseURL: testenv.PostgresURL(t), IdleInTransaction: idle}
+	s, err := store.Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c := sampleIMAP("box")
+	if err := s.CreateIMAP(context.Background(), &c); err != nil {
+		t.Fatal(err)
+	}
+	return s, c
 }
