@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"mailtrigger/internal/tlsconf/tlstest"
 )
@@ -89,4 +91,24 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.read.Add(int64(n))
 	return n, err
+}
+
+// LongLine is how long a line the hostile servers of the tests send.
+const LongLine = 2 << 20
+
+// CheckCutShort checks what a client made of a line of LongLine bytes
+// that a server sent: an error of its own that says so briefly (err, once
+// the caller checked it is the line's), having read little more than the
+// bound (read bytes), at once (after elapsed).
+func CheckCutShort(t testing.TB, err error, read int64, elapsed time.Duration) {
+	t.Helper()
+	if want := "line longer than 65536 bytes"; !strings.Contains(err.Error(), want) || len(err.Error()) > 200 {
+		t.Errorf("got error %.300q, want it short and saying %q", err, want)
+	}
+	if read > 1<<20 {
+		t.Errorf("got %d bytes read of the %d sent, want the client to stop soon after 64 KiB", read, LongLine)
+	}
+	if elapsed > 5*time.Second {
+		t.Errorf("got the error after %v, want it at once", elapsed)
+	}
 }
