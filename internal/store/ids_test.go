@@ -8,7 +8,6 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
-	"mailtrigger/internal/testenv"
 )
 
 // A configuration or flow created after the newest one was deleted gets a
@@ -87,10 +86,7 @@ func TestIDsNeverReusedAcrossTheUpgrade(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(string(d), func(t *testing.T) {
 			ctx := context.Background()
-			o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t)}
-			if d == store.Postgres {
-				o.DatabaseURL = testenv.PostgresURL(t)
-			}
+			o := storetest.Options(t, d)
 			old, err := store.OpenAt(ctx, o, 15)
 			if err != nil {
 				t.Fatal(err)

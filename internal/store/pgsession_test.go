@@ -9,7 +9,6 @@ import (
 	"mailtrigger/internal/imapconf"
 	"mailtrigger/internal/store"
 	"mailtrigger/internal/storetest"
-	"mailtrigger/internal/testenv"
 )
 
 // A replica that froze inside a transaction (stopped, its VM paused) keeps
@@ -118,7 +117,8 @@ func TestBatchAwaitOutlastsTheIdleLimit(t *testing.T) {
 // transaction for idle, with one mailbox configuration.
 func idleLimited(t *testing.T, idle time.Duration) (*store.Store, imapconf.Config) {
 	t.Helper()
-	o := store.Options{DataDir: t.TempDir(), Box: storetest.Box(t), DatabaseURL: testenv.PostgresURL(t), IdleInTransaction: idle}
+	o := storetest.Options(t, store.Postgres)
+	o.IdleInTransaction = idle
 	s, err := store.Open(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -26,14 +26,21 @@ func Box(t testing.TB) *secret.Box {
 	return b
 }
 
-// Open returns a fresh, migrated store of the given dialect, closed at cleanup.
-func Open(t testing.TB, dialect store.Dialect) *store.Store {
+// Options returns the options of a fresh store of the given dialect: a
+// temporary data directory, Box, and on PostgreSQL a fresh database.
+func Options(t testing.TB, dialect store.Dialect) store.Options {
 	t.Helper()
 	o := store.Options{DataDir: t.TempDir(), Box: Box(t)}
 	if dialect == store.Postgres {
 		o.DatabaseURL = testenv.PostgresURL(t)
 	}
-	s, err := store.Open(context.Background(), o)
+	return o
+}
+
+// Open returns a fresh, migrated store of the given dialect, closed at cleanup.
+func Open(t testing.TB, dialect store.Dialect) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), Options(t, dialect))
 	if err != nil {
 		t.Fatalf("opening %s store: %v", dialect, err)
 	}
