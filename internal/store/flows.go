@@ -282,16 +282,8 @@ func (s *Store) ListFlows(ctx context.Context, after string, limit int) ([]FlowR
 		WHERE f.name_lower > $1 ORDER BY f.name_lower LIMIT $2`, lower(after), limit)
 }
 
-// FlowsForIMAP returns every flow whose trigger names configuration imapID,
-// read in tx when tx is not nil (the ingest transaction).
-func (s *Store) FlowsForIMAP(ctx context.Context, tx *sql.Tx, imapID int64) ([]FlowRecord, error) {
-	var q querier = s.r
-	if tx != nil {
-		q = tx
-	}
-	return s.listFlows(ctx, q, flowsForIMAPSQL, imapID)
-}
-
+// flowsForIMAPSQL reads every flow whose trigger names configuration $1
+// (Tx.FlowsForIMAP).
 const flowsForIMAPSQL = `SELECT ` + flowColumns + ` FROM flows f LEFT JOIN imap_configs i ON i.id = f.imap_id
 		WHERE f.imap_id = $1 ORDER BY f.name_lower`
 

@@ -225,15 +225,13 @@ func (t *Tx) writer(what string) execer {
 	if t.holds() {
 		return heldExec{t: t, what: what}
 	}
-	if t.s.dialect == SQLite {
-		return prepared{t}
-	}
-	return t.tx
+	return prepared{t}
 }
 
 // prepared runs t's statements as Tx.exec and Tx.query do: on SQLite
 // prepared once on the writer's connection when they are among
-// ingestStatements, else once per transaction.
+// ingestStatements, else once per transaction; on PostgreSQL after what t
+// holds is sent.
 type prepared struct{ t *Tx }
 
 func (p prepared) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {

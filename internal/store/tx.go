@@ -84,11 +84,7 @@ func (t *Tx) FlowsForIMAP(ctx context.Context, imapID int64) ([]FlowRecord, erro
 	if err := t.send(ctx); err != nil {
 		return nil, err
 	}
-	var q querier = t.tx
-	if t.s.dialect == SQLite {
-		q = prepared{t}
-	}
-	flows, err := t.s.listFlows(ctx, q, flowsForIMAPSQL, imapID)
+	flows, err := t.s.listFlows(ctx, prepared{t}, flowsForIMAPSQL, imapID)
 	if err != nil {
 		return nil, err
 	}
