@@ -144,7 +144,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	srv := server.HTTPServer(server.Handler(server.Deps{Store: st, Logger: log, Version: version(), Registry: reg,
-		Runtime: rt, WebRoutes: ui.Routes, BaseURL: cfg.BaseURL, Proxies: proxies}), log, server.Timeouts{})
+		Runtime: rt, WebRoutes: ui.Routes, BaseURL: cfg.BaseURL, Proxies: proxies, MetricsToken: cfg.MetricsToken}), log, server.Timeouts{})
 	log.Info("mailtrigger serving", "version", version(), "addr", door.url(), "database", st.Dialect(),
 		"replica", cfg.ReplicaID)
 	errc := door.serve(srv, log)

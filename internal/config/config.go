@@ -22,6 +22,11 @@ type Config struct {
 	DatabaseURL   string // MAILTRIGGER_DATABASE_URL; postgres://… selects PostgreSQL, empty means SQLite in DataDir
 	SecretKey     string // MAILTRIGGER_SECRET_KEY, base64 of 32 bytes; empty means the key file in DataDir
 	AdminPassword string // MAILTRIGGER_ADMIN_PASSWORD, used when the first admin user is created
+	// MetricsToken (MAILTRIGGER_METRICS_TOKEN), when set, is the bearer
+	// token /metrics asks for; empty: /metrics is open, as the probes are.
+	// Environment only, as the other secrets: a flag's default would show
+	// it in the usage text.
+	MetricsToken  string
 	LogLevel      string // MAILTRIGGER_LOG_LEVEL: debug, info, warn, error
 	LogFormat     string // MAILTRIGGER_LOG_FORMAT: text or json
 	SizeCap       int64  // MAILTRIGGER_SIZE_CAP in bytes: bigger messages are kept as headers only; default 50 MB
@@ -90,6 +95,7 @@ func FromEnv(getenv func(string) string) Config {
 		DataDir:        get("MAILTRIGGER_DATA_DIR", "./data"),
 		DatabaseURL:    getenv("MAILTRIGGER_DATABASE_URL"),
 		SecretKey:      getenv("MAILTRIGGER_SECRET_KEY"),
+		MetricsToken:   getenv("MAILTRIGGER_METRICS_TOKEN"),
 		AdminPassword:  getenv("MAILTRIGGER_ADMIN_PASSWORD"),
 		LogLevel:       get("MAILTRIGGER_LOG_LEVEL", "info"),
 		LogFormat:      get("MAILTRIGGER_LOG_FORMAT", "text"),
@@ -111,6 +117,10 @@ func FromEnv(getenv func(string) string) Config {
 		Alert:          alertFromEnv(getenv),
 	}
 }
+
+// minMetricsToken is the shortest MAILTRIGGER_METRICS_TOKEN taken: /metrics
+// answers without a login rate limit, so a guessable token is no bound.
+const minMetricsToken = 16
 
 // duration reads an optional Go duration; "" is 0 (the default), and a
 // value that is not a positive duration is -1, refused by Validate.
@@ -249,6 +259,9 @@ func (c Config) Validate() error {
 	}
 	if c.SizeCap <= 0 {
 		return fmt.Errorf("MAILTRIGGER_SIZE_CAP must be a positive number of bytes")
+	}
+	if t := c.MetricsToken; t != "" && (len(t) < minMetricsToken || strings.TrimSpace(t) != t) {
+		return fmt.Errorf("MAILTRIGGER_METRICS_TOKEN must be at least %d characters without leading or trailing spaces (it is not shown here)", minMetricsToken)
 	}
 	for _, d := range []struct {
 		name string

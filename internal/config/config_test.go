@@ -105,3 +105,34 @@ func TestRedactURL(t *testing.T) {
 		})
 	}
 }
+
+// MAILTRIGGER_METRICS_TOKEN: taken when long enough; else refused with an
+// error that names the variable and does not repeat the value.
+func TestMetricsToken(t *testing.T) {
+	for _, tt := range []struct {
+		token string
+		ok    bool
+	}{
+		{"", true},
+		{"0123456789abcdef", true},
+		{"short-S3cret", false},
+		{" 0123456789abcdef-S3cret", false},
+	} {
+		c := config.FromEnv(func(k string) string {
+			if k == "MAILTRIGGER_METRICS_TOKEN" {
+				return tt.token
+			}
+			return ""
+		})
+		err := c.Validate()
+		if (err == nil) != tt.ok {
+			t.Errorf("MAILTRIGGER_METRICS_TOKEN=%q: %v, want ok %v", tt.token, err, tt.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "MAILTRIGGER_METRICS_TOKEN") || strings.Contains(err.Error(), "S3cret")) {
+			t.Errorf("MAILTRIGGER_METRICS_TOKEN=%q: error %q should name the variable and not repeat the value", tt.token, err)
+		}
+		if c.MetricsToken != tt.token {
+			t.Errorf("MetricsToken %q, want %q", c.MetricsToken, tt.token)
+		}
+	}
+}

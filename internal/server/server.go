@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -33,6 +34,8 @@ type Deps struct {
 	// BaseURL and Proxies are passed to the API (the sign-in callback URL).
 	BaseURL string
 	Proxies clientip.Resolver
+	// MetricsToken, when set, is the bearer token /metrics asks for.
+	MetricsToken string
 }
 
 // Timeouts bound how long a client may take over a request; a zero field
@@ -79,13 +82,33 @@ func Handler(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	api.New(api.Deps{Store: d.Store, Logger: d.Logger, Runtime: d.Runtime, BaseURL: d.BaseURL, Proxies: d.Proxies}).Routes(mux)
 	probes(mux, d.Store, d.Logger)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", bearer(d.MetricsToken, promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})))
 	if d.WebRoutes != nil {
 		d.WebRoutes(mux)
 	}
 
 	m := newHTTPMetrics(d.Registry)
 	return recoverPanics(d.Logger, observe(d.Logger, m, mux))
+}
+
+// bearer lets through to h only the requests that carry token as their
+// bearer token (Authorization: Bearer …); every request when token is
+// empty. /metrics names the flows and the webhook endpoints (scheme, host
+// and port), which an operator may not want anyone who reaches the port to
+// read.
+func bearer(token string, h http.Handler) http.Handler {
+	if token == "" {
+		return h
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mailtrigger metrics"`)
+			http.Error(w, "this service's /metrics asks for its token (MAILTRIGGER_METRICS_TOKEN) as a bearer token", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // notReady is /readyz's whole answer when the database is not usable. The

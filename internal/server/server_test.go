@@ -144,3 +144,46 @@ func TestReadyzSaysNothingOfTheDatabase(t *testing.T) {
 		t.Errorf("the log does not hold the error:\n%s", logs.String())
 	}
 }
+
+// With a metrics token, /metrics (which names the flows and the webhook
+// endpoints) answers only to a request that carries it; without one it is
+// open, as the probes are.
+func TestMetricsToken(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	const token = "metrics-token-0123456789"
+	for _, tc := range []struct {
+		token, auth string
+		want        int
+	}{
+		{"", "", http.StatusOK},
+		{token, "", http.StatusUnauthorized},
+		{token, "Bearer wrong-token-0123456789", http.StatusUnauthorized},
+		{token, "Basic " + token, http.StatusUnauthorized},
+		{token, "Bearer " + token, http.StatusOK},
+	} {
+		srv := httptest.NewServer(server.Handler(server.Deps{Store: st, Logger: slog.New(slog.DiscardHandler), MetricsToken: tc.token}))
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("token %q, Authorization %q: %d, want %d", tc.token, tc.auth, resp.StatusCode, tc.want)
+		}
+		if resp.StatusCode == http.StatusOK && !strings.Contains(string(body), "go_goroutines") {
+			t.Errorf("token %q, Authorization %q: no metrics in the answer", tc.token, tc.auth)
+		}
+		if resp.StatusCode != http.StatusOK && strings.Contains(string(body), token) {
+			t.Errorf("the refusal repeats the token: %q", body)
+		}
+	}
+}
