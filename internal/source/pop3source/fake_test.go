@@ -3,12 +3,9 @@ package pop3source
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"net"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -24,54 +21,34 @@ import (
 // the test chooses: reply gets each command line and returns the response
 // lines (nil: say nothing).
 type fakeServer struct {
-	port   int
-	caPEM  string
-	listen net.Listener
+	port  int
+	caPEM string
 }
 
 func startFake(t *testing.T, reply func(line string) []string) *fakeServer {
 	t.Helper()
-	// httptest's certificate is valid for 127.0.0.1.
-	hs := httptest.NewTLSServer(nil)
-	certs := hs.TLS.Certificates
-	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}))
-	hs.Close()
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: certs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	config, caPEM := sourcetest.ServerTLS(t)
+	port := sourcetest.Serve(t, config, func(conn net.Conn) {
+		r := bufio.NewReader(conn)
+		if _, err := conn.Write([]byte("+OK fake ready\r\n")); err != nil {
+			return
+		}
 		for {
-			conn, err := l.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { conn.Close() })
-			go func() {
-				defer conn.Close()
-				r := bufio.NewReader(conn)
-				if _, err := conn.Write([]byte("+OK fake ready\r\n")); err != nil {
-					return
-				}
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					resp := reply(strings.TrimRight(line, "\r\n"))
-					if resp == nil {
-						_, _ = r.ReadString('\n') // hang until closed
-						return
-					}
-					if _, err := conn.Write([]byte(strings.Join(resp, "\r\n") + "\r\n")); err != nil {
-						return
-					}
-				}
-			}()
+			resp := reply(strings.TrimRight(line, "\r\n"))
+			if resp == nil {
+				_, _ = r.ReadString('\n') // hang until closed
+				return
+			}
+			if _, err := conn.Write([]byte(strings.Join(resp, "\r\n") + "\r\n")); err != nil {
+				return
+			}
 		}
-	}()
-	return &fakeServer{port: l.Addr().(*net.TCPAddr).Port, caPEM: caPEM, listen: l}
+	})
+	return &fakeServer{port: port, caPEM: caPEM}
 }
 
 func (f *fakeServer) config() imapconf.Config {
