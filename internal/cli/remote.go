@@ -51,7 +51,13 @@ func (r *remote) client(fs *flag.FlagSet) (*client.Client, error) {
 	case r.url == "":
 		return nil, usageErr(fs, r.env, "no service URL: set MAILTRIGGER_URL or --url")
 	case !strings.HasPrefix(r.url, "http://") && !strings.HasPrefix(r.url, "https://"):
-		return nil, usageErr(fs, r.env, "--url: must start with http:// or https:// (the value is not repeated: it may hold a password)")
+		// Shown with its password hidden (config.RedactURL); a value
+		// that is no URL at all is not shown.
+		shown := ""
+		if v := config.RedactURL(r.url); v != "" {
+			shown = fmt.Sprintf(" %q", v)
+		}
+		return nil, usageErr(fs, r.env, "--url"+shown+": must start with http:// or https://")
 	case r.token == "":
 		return nil, usageErr(fs, r.env, "no API token: set MAILTRIGGER_TOKEN or --token")
 	case r.output != "" && r.output != "table" && r.output != "json":
